@@ -1,0 +1,116 @@
+# sandlot: a C core (libuv, Lua 5.4) and a Lua library. See README.md.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+LMODDIR    ?= $(PREFIX)/share/lua/5.4
+CMODDIR    ?= $(PREFIX)/lib/lua/5.4
+DATADIR    ?= $(PREFIX)/share/sandlot
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CFLAGS     ?= -O2 -g
+
+PKGS      = lua5.4 libuv libedit
+WARN      = -Wall -Wextra -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
+            -Wmissing-prototypes -Wold-style-definition -Wformat=2 -Wvla
+WARN     += $(if $(filter 1,$(WERROR)),-Werror)
+SAN       = $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
+# a sanitizer build lives beside the normal one so neither invalidates the other
+B        ?= $(if $(SANITIZE),build-san,build)
+SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(SAN) \
+            $(shell pkg-config --cflags $(PKGS))
+LIBS      = $(shell pkg-config --libs $(PKGS))
+MODLIBS   = $(shell pkg-config --libs libuv)
+
+CORE      = host sched errors timer proc sys fs
+CORE_OBJ  = $(CORE:%=$(B)/%.o)
+HOST_OBJ  = $(B)/main.o $(B)/repl.o
+
+# Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
+DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
+            lua-cjson lua-busted bubblewrap
+BUSTED    = /usr/bin/busted
+
+.PHONY: all deps check-deps test asan bench demo install uninstall clean
+
+all: $(B)/sandlot $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc
+
+$(B)/%.o: core/%.c
+	@mkdir -p $(@D)
+	$(CC) $(SL_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+-include $(wildcard $(B)/*.d)
+
+$(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
+	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/libsandlot.a: $(CORE_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(B)/libsandlot.so: $(CORE_OBJ)
+	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 -o $@ $^ \
+	  $(shell pkg-config --libs lua5.4 libuv)
+
+# the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
+$(B)/sandlot.so: $(CORE_OBJ)
+	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(MODLIBS)
+
+$(B)/sandlot.pc: sandlot.pc.in
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(shell sed -n \
+	    's/^#define SANDLOT_VERSION "\(.*\)"/\1/p' core/sandlot.h)|' $< > $@
+
+check-deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; if [ -n "$$missing" ]; then echo "missing:$$missing"; exit 1; fi
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+test: deps
+	$(MAKE) all
+	$(MAKE) -C examples/embed B=$(abspath $(B)) SANITIZE=$(SANITIZE)
+	SANDLOT_BIN=$(abspath $(B))/sandlot $(B)/sandlot spec/run.lua $(SPEC_ARGS)
+
+asan:
+	$(MAKE) test SANITIZE=address,undefined
+
+bench: deps all
+	$(B)/sandlot bench/run.lua
+
+demo: deps
+	$(MAKE) all
+	$(B)/sandlot examples/hello.lua
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(CMODDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	  $(DESTDIR)$(DATADIR)
+	install -m 755 $(B)/sandlot $(DESTDIR)$(BINDIR)/sandlot
+	install -m 644 $(B)/libsandlot.a $(DESTDIR)$(LIBDIR)/libsandlot.a
+	install -m 755 $(B)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.0
+	ln -sf libsandlot.so.0 $(DESTDIR)$(LIBDIR)/libsandlot.so
+	install -m 755 $(B)/sandlot.so $(DESTDIR)$(CMODDIR)/sandlot.so
+	install -m 644 core/sandlot.h $(DESTDIR)$(INCLUDEDIR)/sandlot.h
+	install -m 644 $(B)/sandlot.pc $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc
+	cp -R lua/sandlot/. $(DESTDIR)$(LMODDIR)/sandlot/
+	cp -R providers plugins $(DESTDIR)$(DATADIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/sandlot $(DESTDIR)$(LIBDIR)/libsandlot.a \
+	  $(DESTDIR)$(LIBDIR)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.0 \
+	  $(DESTDIR)$(CMODDIR)/sandlot.so $(DESTDIR)$(INCLUDEDIR)/sandlot.h \
+	  $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc
+	rm -rf $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(DATADIR)
+
+clean:
+	rm -rf build build-san
+	$(MAKE) -C examples/embed clean

@@ -1,0 +1,110 @@
+/* internal.h: what the core's files share and nothing else sees: the host (one per lua_State:
+ * loop, ready queue, task count), tasks and the wait protocol that every blocking-looking call
+ * follows, and structured errors. Only sandlot.h is installed. */
+#ifndef SANDLOT_INTERNAL_H
+#define SANDLOT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "sandlot.h"
+
+#define TASK_MT "sandlot.task"
+#define ERROR_MT "sandlot.error"
+
+typedef struct SlTask SlTask;
+typedef struct SlHost SlHost;
+
+/* A failure described in C before it becomes a sandlot.error table. code is one of the closed
+ * set in STYLE.md §3 (a static string). */
+typedef struct SlError {
+  const char *code;
+  char message[400];
+} SlError;
+
+/* Cleanup hook of a pending operation: detaches the operation from its waiter (so the
+ * completion will not wake it) and releases what it holds (kill, abort, close). */
+typedef void (*SlCleanupFn)(SlTask *t, void *data);
+
+enum { SL_TASK_NEW, SL_TASK_READY, SL_TASK_RUNNING, SL_TASK_WAITING, SL_TASK_DONE };
+
+struct SlTask {
+  SlHost *host;
+  lua_State *co;          /* the task's thread, or the caller's state for a sync waiter */
+  SlTask *next;           /* ready queue link */
+  SlCleanupFn cleanup;    /* set while waiting on an operation */
+  void *cleanup_data;
+  const char *cancel_code; /* "cancelled" | "timeout" once cancelled: every wait fails fast */
+  int ref;                /* registry ref anchoring the task userdata until it is done */
+  int state;
+  int nargs;              /* values pushed on co for the next resume */
+  unsigned id;
+  bool sync;              /* stack-allocated waiter for a caller outside any task */
+  bool woken;             /* sync waiter: completion arrived */
+  bool waiting;           /* set by sl_wait before yielding: tells a raw coroutine.yield apart */
+  bool ok;                /* done: finished without error */
+  bool observed;          /* done with error: someone joined or cancelled it */
+  bool started;           /* resumed at least once */
+  SlTask *sync_joiner;    /* a caller outside any task blocked in join() on this task */
+};
+
+struct SlHost {
+  uv_loop_t *loop;
+  bool own_loop;
+  lua_State *L;           /* main thread */
+  uv_idle_t idle;         /* active while the ready queue is not empty */
+  SlTask *ready_head, *ready_tail;
+  int live_tasks;         /* spawned and not done */
+  int handles;            /* open libuv handles owned by the core (drained on close) */
+  int loop_depth;         /* > 0 while a sandlot driver is inside uv_run */
+  int running;            /* > 0 while the scheduler is resuming tasks */
+  unsigned next_task_id;
+  bool closing;
+  char readbuf[65536];     /* every pipe read lands here first (reads never overlap) */
+};
+
+/* host.c */
+SlHost *sl_host(lua_State *L);          /* creates the host on first use */
+void sl_host_handle_opened(SlHost *h);
+void sl_host_handle_closed(uv_handle_t *handle); /* close cb for handles whose data is freed
+                                                    by the caller: decrements the count only */
+void sl_host_handle_done(SlHost *h);
+/* Runs ready tasks and the loop until *done (or, done == NULL, until no task is alive) or
+ * until nothing can make progress. */
+void sl_host_drive(SlHost *h, bool *done);
+void sl_register_core(lua_State *L);    /* package.preload for every sandlot.core.* module */
+
+/* sched.c */
+SlTask *sl_task_of(lua_State *L);       /* the task whose thread is L, or NULL */
+/* Prepares the caller to wait: returns L's task, or `sync` set up as a waiter when L is a
+ * thread that may drive the loop itself. Raises when L can neither yield nor drive. If the
+ * task was cancelled, pushes nil, err and returns NULL: the caller returns 2. */
+SlTask *sl_wait_begin(lua_State *L, SlTask *sync);
+void sl_wait_set_cleanup(SlTask *t, SlCleanupFn fn, void *data);
+/* Yields (task) or drives the loop (sync) until sl_wake; then returns k's results. */
+int sl_wait(lua_State *L, SlTask *t, lua_KContext ctx, lua_KFunction k);
+/* Completion: the nres values on top of t->co become the results of the wait. */
+void sl_wake(SlTask *t, int nres);
+void sl_sched_run_ready(SlHost *h);
+void sl_sched_cancel_all(lua_State *L);  /* at close: runs every parked task's cleanup */
+int sl_sched_open(lua_State *L);
+
+/* errors.c */
+void sl_err_set(SlError *e, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sl_err_uv(SlError *e, int uverr, const char *what);
+int sl_push_error(lua_State *L, const SlError *e);  /* nil, err; returns 2 */
+int sl_fail(lua_State *L, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sl_new_error(lua_State *L, const char *code, const char *message); /* pushes err */
+const char *sl_code_for_errno(int err);  /* errno (positive) -> code */
+
+/* misc */
+uint64_t sl_now_ns(void);
+
+#endif

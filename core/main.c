@@ -1,0 +1,127 @@
+/* main.c: the sandlot host: `sandlot [options] [script [args]]`, shaped like the stock lua
+ * interpreter, plus subcommands written in Lua (sandlot.cli) and the REPL (repl.c). A thin
+ * user of the public engine API in sandlot.h. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "sandlot.h"
+#include "repl.h"
+
+static const char usage[] =
+  "usage: sandlot [options] [script [args...]]\n"
+  "       sandlot <command> [args...]     (sandlot help commands)\n"
+  "Options:\n"
+  "  -e code        run code (may be repeated)\n"
+  "  -i             enter the REPL after running the script or -e code\n"
+  "  -              run the script on stdin\n"
+  "  --             stop handling options\n"
+  "  -v, --version  print the version\n"
+  "  -h, --help     print this help\n"
+  "With no arguments on a terminal, sandlot opens a REPL.\n"
+  "Environment: SANDLOT_PATH (extra module dirs), SANDLOT_CONFIG, SANDLOT_PROVIDER,\n"
+  "             SANDLOT_TELEMETRY (JSON-lines file), XDG_CONFIG_HOME, XDG_STATE_HOME\n";
+
+static int report(sandlot *S, int rc) {
+  if (rc != 0) {
+    const char *msg = sandlot_last_error(S);
+    fprintf(stderr, "sandlot: %s\n", msg != NULL ? msg : "unknown error");
+    fflush(stderr);
+  }
+  return rc;
+}
+
+/* arg = {[-n..-1] = interpreter and options, [0] = script, [1..] = script args} */
+static void set_arg(lua_State *L, char **argv, int argc, int script) {
+  lua_createtable(L, argc - script, script + 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+static bool is_command(const char *word) {
+  struct stat st;
+  if (strchr(word, '.') != NULL || strchr(word, '/') != NULL) return false;
+  for (const char *c = word; *c; c++)
+    if (!((*c >= 'a' && *c <= 'z') || *c == '-' || *c == '_')) return false;
+  return stat(word, &st) != 0;             /* a file of that name wins */
+}
+
+static int run_script(sandlot *S, char **argv, int argc, int script) {
+  lua_State *L = sandlot_lua(S);
+  set_arg(L, argv, argc, script);
+  const char *path = strcmp(argv[script], "-") == 0 ? NULL : argv[script];
+  int nargs = argc - script - 1;
+  for (int i = script + 1; i < argc; i++) lua_pushstring(L, argv[i]);
+  return report(S, sandlot_dofile(S, path, nargs));
+}
+
+static int run_command(sandlot *S, char **argv, int argc, int cmd) {
+  lua_State *L = sandlot_lua(S);
+  set_arg(L, argv, argc, cmd);
+  lua_getglobal(L, "arg");
+  lua_setglobal(L, "_SANDLOT_CLI_ARGS");
+  return report(S, sandlot_dostring(S,
+    "return require('sandlot.cli').main(_SANDLOT_CLI_ARGS)", "=sandlot"));
+}
+
+int main(int argc, char **argv) {
+  sandlot *S = sandlot_open(NULL);
+  if (S == NULL) {
+    fprintf(stderr, "sandlot: cannot create the engine (out of memory)\n");
+    return 1;
+  }
+  int rc = 0, i = 1;
+  bool interactive = false, ran = false;
+  for (; i < argc && rc == 0; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) {
+      i++;
+      break;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage, stdout);
+      sandlot_close(S);
+      return 0;
+    } else if (strcmp(a, "-v") == 0 || strcmp(a, "--version") == 0) {
+      printf("sandlot %s (%s)\n", SANDLOT_VERSION, LUA_RELEASE);
+      sandlot_close(S);
+      return 0;
+    } else if (strcmp(a, "-i") == 0) {
+      interactive = true;
+    } else if (strcmp(a, "-e") == 0) {
+      if (++i >= argc) {
+        fprintf(stderr, "sandlot: '-e' needs an argument\n%s", usage);
+        rc = 1;
+        break;
+      }
+      set_arg(sandlot_lua(S), argv, argc, 0);
+      rc = report(S, sandlot_dostring(S, argv[i], "=(command line)"));
+      ran = true;
+    } else if (a[0] == '-' && a[1] != '\0') {
+      fprintf(stderr, "sandlot: unrecognized option '%s'\n%s", a, usage);
+      rc = 1;
+    } else {
+      break;
+    }
+  }
+  if (rc == 0 && i < argc) {
+    if (!ran && is_command(argv[i])) rc = run_command(S, argv, argc, i);
+    else rc = run_script(S, argv, argc, i);
+    ran = true;
+  }
+  if (rc == 0 && (interactive || (!ran && isatty(0)))) {
+    rc = sl_repl_main(S);
+  } else if (rc == 0 && !ran) {
+    char dash[] = "-";
+    rc = run_script(S, (char *[]){argv[0], dash}, 2, 1);
+  }
+  sandlot_close(S);
+  return rc;
+}

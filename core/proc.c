@@ -1,0 +1,801 @@
+/* proc.c: sandlot.core.proc: child processes on the libuv loop. A Proc is owned by C until
+ * its last handle's close callback: the Lua userdata only boxes a pointer, so __gc can drop
+ * the box while libuv still reaps the child. Every child leads its own process group, so a
+ * kill, a timeout or a cancellation reaches its grandchildren too. Output is captured within
+ * a per-stream cap (head and tail kept), optionally spilled whole to a file and optionally
+ * queued for proc:read() with backpressure. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define PROC_MT "sandlot.proc"
+#define QUEUE_HIGH (4u << 20)            /* stop reading pipes above this many queued bytes */
+#define QUEUE_LOW (1u << 20)
+
+typedef struct Proc Proc;
+
+typedef struct Chunk {
+  struct Chunk *next;
+  int which;                               /* 0 stdout, 1 stderr */
+  size_t len;
+  char data[];
+} Chunk;
+
+typedef struct {
+  uv_pipe_t pipe;
+  Proc *p;
+  int which;
+  bool open, eof;
+  size_t cap;                              /* bytes kept at most (head + tail) */
+  char *buf;                               /* first `len` bytes; once over cap: head | ring */
+  size_t len, alloc, ring_pos;
+  bool wrapped;                            /* total > cap: ring holds the tail */
+  uint64_t total;
+  int spill_fd;
+  int spill_errno;
+} Stream;
+
+typedef struct {
+  uv_write_t req;
+  Proc *p;
+  SlTask *waiter;
+  bool close_after;
+  char data[];
+} WriteReq;
+
+enum { WAIT_NONE, WAIT_EXIT, WAIT_READ };
+
+struct Proc {
+  uv_process_t proc;
+  uv_pipe_t in;
+  uv_timer_t timer;
+  Stream out[2];
+  SlHost *host;
+  SlTask *reader;                          /* a task in wait() or read() */
+  int wait_kind;
+  WriteReq *writing;                       /* the write a task is waiting for */
+  Chunk *q_head, *q_tail;
+  size_t q_bytes;
+  int handles;                             /* our uv handles not yet closed */
+  int pid;
+  int64_t exit_status;
+  int term_signal;
+  uint64_t start_ns, end_ns;
+  bool in_open, timer_open, proc_open;
+  bool exited, done, timed_out, released, stream, kill_group, reading_stopped;
+};
+
+typedef struct { Proc *p; } ProcBox;
+
+/* ---------------------------------------------------------------- lifetime */
+
+static void proc_maybe_free(Proc *p) {
+  if (!p->released || p->handles > 0) return;
+  for (int i = 0; i < 2; i++) {
+    free(p->out[i].buf);
+    if (p->out[i].spill_fd >= 0) close(p->out[i].spill_fd);
+  }
+  for (Chunk *c = p->q_head, *next; c != NULL; c = next) {
+    next = c->next;
+    free(c);
+  }
+  free(p);
+}
+
+static void on_closed(uv_handle_t *handle) {
+  Proc *p = handle->data;
+  p->handles--;
+  sl_host_handle_done(p->host);
+  proc_maybe_free(p);
+}
+
+static void close_handle(Proc *p, uv_handle_t *handle, bool *open) {
+  if (!*open) return;
+  *open = false;
+  handle->data = p;
+  uv_close(handle, on_closed);
+}
+
+static void kill_group(Proc *p, int sig) {
+  if (p->pid > 0 && kill(-p->pid, sig) != 0 && !p->exited) kill(p->pid, sig);
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void capture(Stream *s, const char *data, size_t n) {
+  s->total += n;
+  if (s->cap == 0) return;
+  if (!s->wrapped && s->len + n <= s->cap) {
+    if (s->len + n > s->alloc) {
+      size_t want = s->alloc ? s->alloc : 4096;
+      while (want < s->len + n) want *= 2;
+      if (want > s->cap) want = s->cap;
+      char *nb = realloc(s->buf, want);
+      if (nb == NULL) return;              /* keep what fits; total still counts */
+      s->buf = nb;
+      s->alloc = want;
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+    return;
+  }
+  if (!s->wrapped) {                       /* fill up to cap, then the tail becomes a ring */
+    if (s->alloc < s->cap) {
+      char *nb = realloc(s->buf, s->cap);
+      if (nb == NULL) return;
+      s->buf = nb;
+      s->alloc = s->cap;
+    }
+    size_t room = s->cap - s->len;
+    memcpy(s->buf + s->len, data, room);
+    s->len = s->cap;
+    data += room;
+    n -= room;
+    s->wrapped = true;
+    s->ring_pos = 0;
+  }
+  size_t head = s->cap / 2, ring = s->cap - head;
+  if (ring == 0) return;
+  if (n >= ring) {
+    data += n - ring;
+    n = ring;
+  }
+  while (n > 0) {
+    size_t k = ring - s->ring_pos;
+    if (k > n) k = n;
+    memcpy(s->buf + head + s->ring_pos, data, k);
+    s->ring_pos = (s->ring_pos + k) % ring;
+    data += k;
+    n -= k;
+  }
+}
+
+static void push_captured(lua_State *L, Stream *s) {
+  if (!s->wrapped) {
+    lua_pushlstring(L, s->buf ? s->buf : "", s->len);
+    return;
+  }
+  size_t head = s->cap / 2, ring = s->cap - head;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, s->buf, head);
+  luaL_addlstring(&b, s->buf + head + s->ring_pos, ring - s->ring_pos);
+  luaL_addlstring(&b, s->buf + head, s->ring_pos);
+  luaL_pushresult(&b);
+}
+
+static void push_result(lua_State *L, Proc *p) {
+  lua_createtable(L, 0, 12);
+  if (p->term_signal != 0) {
+    lua_pushinteger(L, 128 + p->term_signal);
+    lua_setfield(L, -2, "exit_code");
+    lua_pushinteger(L, p->term_signal);
+    lua_setfield(L, -2, "signal");
+  } else {
+    lua_pushinteger(L, p->exit_status);
+    lua_setfield(L, -2, "exit_code");
+  }
+  static const char *const names[2][2] = {{"stdout", "stdout_bytes"},
+                                          {"stderr", "stderr_bytes"}};
+  for (int i = 0; i < 2; i++) {
+    push_captured(L, &p->out[i]);
+    lua_setfield(L, -2, names[i][0]);
+    lua_pushinteger(L, (lua_Integer)p->out[i].total);
+    lua_setfield(L, -2, names[i][1]);
+  }
+  lua_pushboolean(L, p->timed_out);
+  lua_setfield(L, -2, "timed_out");
+  lua_pushboolean(L, p->out[0].wrapped || p->out[1].wrapped);
+  lua_setfield(L, -2, "truncated");
+  lua_pushnumber(L, (double)(p->end_ns - p->start_ns) / 1e9);
+  lua_setfield(L, -2, "duration");
+  lua_pushinteger(L, p->pid);
+  lua_setfield(L, -2, "pid");
+}
+
+static void wake_reader(Proc *p, int kind) {
+  SlTask *t = p->reader;
+  if (t == NULL || p->wait_kind != kind) return;
+  p->reader = NULL;
+  p->wait_kind = WAIT_NONE;
+  lua_State *L = t->co;
+  luaL_checkstack(L, 4, NULL);
+  if (kind == WAIT_EXIT) {
+    push_result(L, p);
+    sl_wake(t, 1);
+    return;
+  }
+  Chunk *c = p->q_head;                    /* WAIT_READ: a chunk, or EOF when done */
+  if (c == NULL) {
+    lua_pushnil(L);
+    sl_wake(t, 1);
+    return;
+  }
+  p->q_head = c->next;
+  if (p->q_head == NULL) p->q_tail = NULL;
+  p->q_bytes -= c->len;
+  lua_pushlstring(L, c->data, c->len);
+  lua_pushstring(L, c->which == 0 ? "stdout" : "stderr");
+  free(c);
+  sl_wake(t, 2);
+}
+
+static void check_done(Proc *p) {
+  if (p->done || !p->exited || !p->out[0].eof || !p->out[1].eof) return;
+  p->done = true;
+  p->end_ns = sl_now_ns();
+  if (p->timer_open) uv_timer_stop(&p->timer);
+  close_handle(p, (uv_handle_t *)&p->timer, &p->timer_open);
+  for (int i = 0; i < 2; i++) {
+    if (p->out[i].spill_fd >= 0) {
+      close(p->out[i].spill_fd);
+      p->out[i].spill_fd = -1;
+    }
+  }
+  wake_reader(p, WAIT_EXIT);
+  wake_reader(p, WAIT_READ);
+  if (p->released) proc_maybe_free(p);
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  Stream *s = handle->data;
+  buf->base = s->p->host->readbuf;
+  buf->len = sizeof(s->p->host->readbuf);
+}
+
+static void set_reading(Proc *p, bool on) {
+  if (p->reading_stopped == !on) return;
+  p->reading_stopped = !on;
+  for (int i = 0; i < 2; i++) {
+    if (!p->out[i].open || p->out[i].eof) continue;
+    if (on) uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, NULL);
+    else uv_read_stop((uv_stream_t *)&p->out[i].pipe);
+  }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
+  Stream *s = stream->data;
+  Proc *p = s->p;
+  if (n > 0) {
+    capture(s, buf->base, (size_t)n);
+    if (s->spill_fd >= 0) {
+      for (ssize_t off = 0; off < n;) {
+        ssize_t w = write(s->spill_fd, buf->base + off, (size_t)(n - off));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+          s->spill_errno = errno;
+          close(s->spill_fd);
+          s->spill_fd = -1;
+          break;
+        }
+        off += w;
+      }
+    }
+    if (p->stream && !p->released) {
+      Chunk *c = malloc(sizeof(*c) + (size_t)n);
+      if (c != NULL) {
+        c->next = NULL;
+        c->which = s->which;
+        c->len = (size_t)n;
+        memcpy(c->data, buf->base, (size_t)n);
+        if (p->q_tail != NULL) p->q_tail->next = c;
+        else p->q_head = c;
+        p->q_tail = c;
+        p->q_bytes += (size_t)n;
+        if (p->q_bytes > QUEUE_HIGH) set_reading(p, false);
+        wake_reader(p, WAIT_READ);
+      }
+    }
+    return;
+  }
+  if (n == 0) return;
+  s->eof = true;                           /* UV_EOF, or a read error: either way it is over */
+  uv_read_stop(stream);
+  close_handle(p, (uv_handle_t *)&s->pipe, &s->open);
+  check_done(p);
+}
+
+static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
+  Proc *p = proc->data;
+  p->exited = true;
+  p->exit_status = status;
+  p->term_signal = term_signal;
+  if (p->kill_group) kill(-p->pid, SIGKILL);  /* stragglers would hold the pipes open */
+  close_handle(p, (uv_handle_t *)&p->proc, &p->proc_open);
+  check_done(p);
+}
+
+static void on_timeout(uv_timer_t *timer) {
+  Proc *p = timer->data;
+  p->timed_out = true;
+  kill_group(p, SIGKILL);
+}
+
+/* ---------------------------------------------------------------- stdin */
+
+static void on_write(uv_write_t *req, int status) {
+  WriteReq *w = (WriteReq *)req;
+  Proc *p = w->p;
+  if (w->close_after) close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
+  SlTask *t = w->waiter;
+  if (p->writing == w) p->writing = NULL;
+  free(w);
+  if (t == NULL) {
+    proc_maybe_free(p);
+    return;
+  }
+  if (status == 0) {
+    lua_pushboolean(t->co, 1);
+    sl_wake(t, 1);
+  } else {
+    SlError e;
+    sl_err_set(&e, status == UV_ECANCELED ? "cancelled" : "io_error",
+               "write to stdin: %s", uv_strerror(status));
+    luaL_checkstack(t->co, 2, NULL);
+    sl_push_error(t->co, &e);
+    sl_wake(t, 2);
+  }
+}
+
+static int start_write(Proc *p, const char *data, size_t len, bool close_after,
+                       WriteReq **out) {
+  WriteReq *w = malloc(sizeof(*w) + len);
+  if (w == NULL) return UV_ENOMEM;
+  w->p = p;
+  w->waiter = NULL;
+  w->close_after = close_after;
+  memcpy(w->data, data, len);
+  uv_buf_t buf = uv_buf_init(w->data, (unsigned)len);
+  int rc = uv_write(&w->req, (uv_stream_t *)&p->in, &buf, 1, on_write);
+  if (rc != 0) {
+    free(w);
+    return rc;
+  }
+  if (out != NULL) *out = w;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- spawn */
+
+typedef struct {
+  char **argv, **env;
+  const char *file, *cwd, *input, *spill[2];
+  size_t input_len, cap;
+  double timeout;
+  bool stdin_pipe, stream, kill_group;
+} SpawnOpts;
+
+static char **string_list(lua_State *L, int opts, const char *field, bool required) {
+  int type = lua_getfield(L, opts, field);
+  if (type == LUA_TNIL && !required) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (type != LUA_TTABLE) luaL_error(L, "proc: opts.%s must be a list of strings", field);
+  lua_Integer n = luaL_len(L, -1);
+  if (required && n < 1) luaL_error(L, "proc: opts.%s must not be empty", field);
+  /* the list lives in a userdata anchored in the opts' scratch table */
+  char **list = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, -2, i) != LUA_TSTRING)
+      luaL_error(L, "proc: opts.%s[%d] must be a string", field, (int)i);
+    list[i - 1] = (char *)lua_tostring(L, -1);
+    if (strlen(list[i - 1]) != lua_rawlen(L, -1))
+      luaL_error(L, "proc: opts.%s[%d] contains a NUL byte", field, (int)i);
+    lua_pop(L, 1);                         /* the string stays alive in the list table */
+  }
+  list[n] = NULL;
+  lua_setfield(L, opts, field[0] == 'a' ? "_argv" : "_env");
+  lua_pop(L, 1);
+  return list;
+}
+
+static const char *opt_string(lua_State *L, int opts, const char *field, size_t *len) {
+  int type = lua_getfield(L, opts, field);
+  const char *s = NULL;
+  if (type == LUA_TSTRING) s = lua_tolstring(L, -1, len);
+  else if (type != LUA_TNIL) luaL_error(L, "proc: opts.%s must be a string", field);
+  lua_pop(L, 1);                           /* opts keeps the string alive */
+  return s;
+}
+
+static void read_opts(lua_State *L, int opts, SpawnOpts *o) {
+  memset(o, 0, sizeof(*o));
+  o->argv = string_list(L, opts, "argv", true);
+  o->env = string_list(L, opts, "env", false);
+  o->file = opt_string(L, opts, "file", NULL);
+  o->cwd = opt_string(L, opts, "cwd", NULL);
+  o->input = opt_string(L, opts, "input", &o->input_len);
+  o->spill[0] = opt_string(L, opts, "spill_stdout", NULL);
+  o->spill[1] = opt_string(L, opts, "spill_stderr", NULL);
+  lua_getfield(L, opts, "max_output");
+  lua_Integer cap = luaL_optinteger(L, -1, 16 << 20);
+  if (cap < 0) luaL_error(L, "proc: opts.max_output must be >= 0");
+  o->cap = (size_t)cap;
+  lua_getfield(L, opts, "timeout");
+  o->timeout = luaL_optnumber(L, -1, 0);
+  lua_getfield(L, opts, "stdin");
+  o->stdin_pipe = lua_toboolean(L, -1) && strcmp(luaL_optstring(L, -1, "null"), "pipe") == 0;
+  lua_getfield(L, opts, "stream");
+  o->stream = lua_toboolean(L, -1);
+  lua_getfield(L, opts, "kill_group");
+  o->kill_group = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 5);
+}
+
+/* Starts the child. On failure fills err and returns NULL (nothing left open). */
+static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
+  SlHost *h = sl_host(L);
+  if (o->cwd != NULL) {
+    struct stat st;
+    if (stat(o->cwd, &st) != 0) {
+      sl_err_set(err, sl_code_for_errno(errno), "cwd %s: %s", o->cwd, strerror(errno));
+      return NULL;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      sl_err_set(err, "invalid_input", "cwd %s: not a directory", o->cwd);
+      return NULL;
+    }
+  }
+  int spill_fd[2] = {-1, -1};
+  for (int i = 0; i < 2; i++) {
+    if (o->spill[i] == NULL) continue;
+    spill_fd[i] = open(o->spill[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (spill_fd[i] < 0) {
+      sl_err_set(err, sl_code_for_errno(errno), "spill file %s: %s", o->spill[i],
+                 strerror(errno));
+      if (i == 1 && spill_fd[0] >= 0) close(spill_fd[0]);
+      return NULL;
+    }
+  }
+  Proc *p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    sl_err_set(err, "internal", "out of memory");
+    return NULL;
+  }
+  p->host = h;
+  p->stream = o->stream;
+  p->kill_group = o->kill_group;
+  bool want_in = o->stdin_pipe || o->input != NULL;
+  uv_stdio_container_t stdio[3];
+  if (want_in) {
+    uv_pipe_init(h->loop, &p->in, 0);
+    p->in.data = p;
+    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+    stdio[0].data.stream = (uv_stream_t *)&p->in;
+  } else {
+    stdio[0].flags = UV_IGNORE;
+  }
+  for (int i = 0; i < 2; i++) {
+    Stream *s = &p->out[i];
+    s->p = p;
+    s->which = i;
+    s->cap = o->cap;
+    s->spill_fd = spill_fd[i];
+    uv_pipe_init(h->loop, &s->pipe, 0);
+    s->pipe.data = s;
+    stdio[i + 1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[i + 1].data.stream = (uv_stream_t *)&s->pipe;
+  }
+  uv_process_options_t po;
+  memset(&po, 0, sizeof(po));
+  po.file = o->file != NULL ? o->file : o->argv[0];
+  po.args = o->argv;
+  po.env = o->env;
+  po.cwd = o->cwd;
+  po.flags = UV_PROCESS_DETACHED;          /* setsid(): the child leads its own group */
+  po.stdio_count = 3;
+  po.stdio = stdio;
+  po.exit_cb = on_exit_cb;
+  p->start_ns = sl_now_ns();
+  int rc = uv_spawn(h->loop, &p->proc, &po);
+  /* the pipes are handles now, spawned or not: count them so their closes are awaited */
+  p->handles = want_in ? 3 : 2;
+  h->handles += p->handles;
+  p->in_open = want_in;
+  p->out[0].open = p->out[1].open = true;
+  if (rc != 0) {
+    p->released = true;
+    const char *what = po.file;
+    if (rc == UV_ENOENT)
+      sl_err_set(err, "not_found", "%s: no such file or directory (not on PATH?)", what);
+    else if (rc == UV_EACCES)
+      sl_err_set(err, "permission_denied", "%s: permission denied (not executable?)", what);
+    else
+      sl_err_uv(err, rc, what);
+    p->handles++;                          /* uv_spawn initialised the process handle */
+    h->handles++;
+    p->proc_open = true;
+    p->proc.data = p;
+    close_handle(p, (uv_handle_t *)&p->proc, &p->proc_open);
+    close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
+    for (int i = 0; i < 2; i++) close_handle(p, (uv_handle_t *)&p->out[i].pipe, &p->out[i].open);
+    return NULL;
+  }
+  p->handles++;
+  h->handles++;
+  p->proc_open = true;
+  p->proc.data = p;
+  p->pid = p->proc.pid;
+  for (int i = 0; i < 2; i++)
+    uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, on_read);
+  if (o->timeout > 0) {
+    uv_timer_init(h->loop, &p->timer);
+    p->timer.data = p;
+    p->timer_open = true;
+    p->handles++;
+    h->handles++;
+    uv_timer_start(&p->timer, on_timeout, (uint64_t)(o->timeout * 1e3 + 0.5), 0);
+  }
+  if (o->input != NULL) {
+    if (o->input_len == 0 || start_write(p, o->input, o->input_len, true, NULL) != 0)
+      close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
+  }
+  return p;
+}
+
+/* Drops the Lua side's claim: kills a child still running (and its group), closes stdin and
+ * lets the pipes drain to EOF; the Proc frees itself after its last close callback. */
+static void proc_release(Proc *p) {
+  if (p->released) return;
+  p->released = true;
+  if (!p->exited) kill_group(p, SIGKILL);
+  close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
+  if (p->reading_stopped) set_reading(p, true);
+  for (Chunk *c = p->q_head, *next; c != NULL; c = next) {
+    next = c->next;
+    free(c);
+  }
+  p->q_head = p->q_tail = NULL;
+  p->q_bytes = 0;
+  proc_maybe_free(p);
+}
+
+/* ---------------------------------------------------------------- Lua API */
+
+static Proc *proc_check(lua_State *L, int idx) {
+  ProcBox *box = luaL_checkudata(L, idx, PROC_MT);
+  if (box->p == NULL) luaL_error(L, "attempt to use a closed sandlot.proc");
+  return box->p;
+}
+
+static void reader_cleanup(SlTask *t, void *data) {
+  (void)t;
+  Proc *p = data;
+  p->reader = NULL;
+  p->wait_kind = WAIT_NONE;
+}
+
+/* proc.run() owns its Proc: cancelling the waiting task kills the whole group. */
+static void run_cleanup(SlTask *t, void *data) {
+  Proc *p = data;
+  reader_cleanup(t, p);
+  if (!p->exited) kill_group(p, SIGKILL);
+  close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
+}
+
+static int results_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return lua_gettop(L) - (int)base;
+}
+
+/* proc.run(opts) -> result | nil, err: spawn, capture, wait; no handle to manage */
+static int proc_run(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  SpawnOpts o;
+  read_opts(L, 1, &o);
+  luaL_argcheck(L, !o.stdin_pipe && !o.stream, 1, "run takes no stdin pipe or stream");
+  SlTask sync, *t = sl_wait_begin(L, &sync);
+  if (t == NULL) return 2;
+  SlError err;
+  Proc *p = proc_start(L, &o, &err);
+  if (p == NULL) return sl_push_error(L, &err);
+  p->released = true;                      /* no box: frees itself once closed */
+  p->reader = t;
+  p->wait_kind = WAIT_EXIT;
+  sl_wait_set_cleanup(t, run_cleanup, p);
+  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
+}
+
+/* proc.spawn(opts) -> proc | nil, err */
+static int proc_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  SpawnOpts o;
+  read_opts(L, 1, &o);
+  ProcBox *box = lua_newuserdatauv(L, sizeof(*box), 0);
+  box->p = NULL;
+  luaL_setmetatable(L, PROC_MT);
+  SlError err;
+  if ((box->p = proc_start(L, &o, &err)) == NULL) return sl_push_error(L, &err);
+  return 1;
+}
+
+/* proc:wait() -> result | nil, err (err only when the waiting task is cancelled) */
+static int proc_wait(lua_State *L) {
+  Proc *p = proc_check(L, 1);
+  lua_settop(L, 1);
+  if (p->done) {
+    push_result(L, p);
+    return 1;
+  }
+  if (p->reader != NULL) return luaL_error(L, "sandlot.proc: another task is already waiting");
+  SlTask sync, *t = sl_wait_begin(L, &sync);
+  if (t == NULL) return 2;
+  p->reader = t;
+  p->wait_kind = WAIT_EXIT;
+  sl_wait_set_cleanup(t, reader_cleanup, p);
+  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
+}
+
+/* proc:read() -> chunk, "stdout"|"stderr" | nil at the end of both streams */
+static int proc_read(lua_State *L) {
+  Proc *p = proc_check(L, 1);
+  lua_settop(L, 1);
+  if (!p->stream) return luaL_error(L, "sandlot.proc: read() needs spawn{stream = true}");
+  if (p->reader != NULL) return luaL_error(L, "sandlot.proc: another task is already reading");
+  if (p->q_bytes < QUEUE_LOW && p->reading_stopped) set_reading(p, true);
+  if (p->q_head != NULL || p->done) {
+    Chunk *c = p->q_head;
+    if (c == NULL) return 0;
+    p->q_head = c->next;
+    if (p->q_head == NULL) p->q_tail = NULL;
+    p->q_bytes -= c->len;
+    lua_pushlstring(L, c->data, c->len);
+    lua_pushstring(L, c->which == 0 ? "stdout" : "stderr");
+    free(c);
+    return 2;
+  }
+  SlTask sync, *t = sl_wait_begin(L, &sync);
+  if (t == NULL) return 2;
+  p->reader = t;
+  p->wait_kind = WAIT_READ;
+  sl_wait_set_cleanup(t, reader_cleanup, p);
+  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
+}
+
+static void write_cleanup(SlTask *t, void *data) {
+  (void)t;
+  WriteReq *w = data;
+  w->waiter = NULL;                        /* the write finishes (or fails) on its own */
+  if (w->p->writing == w) w->p->writing = NULL;
+}
+
+/* proc:write(data) -> true | nil, err   (waits until the pipe took the data) */
+static int proc_write(lua_State *L) {
+  Proc *p = proc_check(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  lua_settop(L, 2);
+  if (!p->in_open) return sl_fail(L, "invalid_input", "stdin is closed (spawn with stdin = \"pipe\")");
+  if (p->writing != NULL) return luaL_error(L, "sandlot.proc: another task is already writing");
+  if (len == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  SlTask sync, *t = sl_wait_begin(L, &sync);
+  if (t == NULL) return 2;
+  WriteReq *w;
+  int rc = start_write(p, data, len, false, &w);
+  if (rc != 0) {
+    SlError err;
+    sl_err_uv(&err, rc, "write to stdin");
+    return sl_push_error(L, &err);
+  }
+  w->waiter = t;
+  p->writing = w;
+  sl_wait_set_cleanup(t, write_cleanup, w);
+  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
+}
+
+/* proc:close_stdin() -> true */
+static int proc_close_stdin(lua_State *L) {
+  Proc *p = proc_check(L, 1);
+  close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static const struct { const char *name; int sig; } signals[] = {
+  {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT}, {"HUP", SIGHUP}, {"QUIT", SIGQUIT},
+  {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"STOP", SIGSTOP}, {"CONT", SIGCONT},
+  {"ALRM", SIGALRM}, {"PIPE", SIGPIPE}, {NULL, 0}
+};
+
+/* proc:kill([sig]) -> true | nil, err   sig: number or name ("TERM", "SIGKILL"); whole group */
+static int proc_kill(lua_State *L) {
+  Proc *p = proc_check(L, 1);
+  int sig = SIGTERM;
+  if (lua_type(L, 2) == LUA_TNUMBER) {
+    sig = (int)luaL_checkinteger(L, 2);
+  } else if (!lua_isnoneornil(L, 2)) {
+    const char *name = luaL_checkstring(L, 2);
+    if (strncmp(name, "SIG", 3) == 0) name += 3;
+    sig = -1;
+    for (int i = 0; signals[i].name != NULL; i++)
+      if (strcmp(signals[i].name, name) == 0) sig = signals[i].sig;
+    luaL_argcheck(L, sig > 0, 2, "unknown signal name");
+  }
+  luaL_argcheck(L, sig > 0 && sig < 65, 2, "signal out of range");
+  if (p->exited) return sl_fail(L, "not_found", "process %d has already exited", p->pid);
+  if (kill(-p->pid, sig) != 0 && kill(p->pid, sig) != 0)
+    return sl_fail(L, sl_code_for_errno(errno), "kill %d: %s", p->pid, strerror(errno));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* proc:pid() -> integer */
+static int proc_pid(lua_State *L) {
+  lua_pushinteger(L, proc_check(L, 1)->pid);
+  return 1;
+}
+
+/* proc:running() -> bool (the leader has not exited) */
+static int proc_running(lua_State *L) {
+  lua_pushboolean(L, !proc_check(L, 1)->exited);
+  return 1;
+}
+
+/* proc:close() -> true. Also __close and __gc: idempotent, never yields. */
+static int proc_close(lua_State *L) {
+  ProcBox *box = luaL_checkudata(L, 1, PROC_MT);
+  if (box->p != NULL) {
+    Proc *p = box->p;
+    box->p = NULL;
+    if (p->reader != NULL) {               /* a task parked on us: wake it with an error */
+      SlTask *t = p->reader;
+      p->reader = NULL;
+      t->cleanup = NULL;
+      luaL_checkstack(t->co, 2, NULL);
+      lua_pushnil(t->co);
+      sl_new_error(t->co, "cancelled", "the process handle was closed");
+      sl_wake(t, 2);
+    }
+    proc_release(p);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int proc_tostring(lua_State *L) {
+  ProcBox *box = luaL_checkudata(L, 1, PROC_MT);
+  if (box->p == NULL) lua_pushliteral(L, "sandlot.proc (closed)");
+  else lua_pushfstring(L, "sandlot.proc %d (%s)", box->p->pid,
+                       box->p->exited ? "exited" : "running");
+  return 1;
+}
+
+static const luaL_Reg proc_methods[] = {
+  {"wait", proc_wait}, {"read", proc_read}, {"write", proc_write},
+  {"close_stdin", proc_close_stdin}, {"kill", proc_kill}, {"pid", proc_pid},
+  {"running", proc_running}, {"close", proc_close}, {NULL, NULL}
+};
+
+static const luaL_Reg proc_meta[] = {
+  {"__index", NULL}, {"__gc", proc_close}, {"__close", proc_close},
+  {"__tostring", proc_tostring}, {NULL, NULL}
+};
+
+static const luaL_Reg proc_funcs[] = {
+  {"run", proc_run}, {"spawn", proc_spawn}, {NULL, NULL}
+};
+
+int luaopen_sandlot_core_proc(lua_State *L) {
+  sl_host(L);
+  if (luaL_newmetatable(L, PROC_MT)) {
+    luaL_setfuncs(L, proc_meta, 0);
+    luaL_newlib(L, proc_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, proc_funcs);
+  return 1;
+}

@@ -1,0 +1,24 @@
+-- sandlot: the public module. `require "sandlot"` from the host or from a stock lua5.4 (with
+-- sandlot.so on package.cpath). Concurrency, processes, errors and telemetry live in their
+-- own modules; this file gathers them and sets up the search path for providers and plugins.
+local core = require("sandlot.core")
+require("sandlot._paths").setup()
+
+local task = require("sandlot.task")
+
+local M = {
+  version = core.version,
+  errors = require("sandlot.errors"),
+  telemetry = require("sandlot.telemetry"),
+  proc = require("sandlot.proc"),
+}
+
+M.spawn = task.spawn
+M.sleep = task.sleep
+M.timeout = task.timeout
+M.map = task.map
+M.all = task.all
+M.current = task.current
+M.run = task.run
+
+return M

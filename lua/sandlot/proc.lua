@@ -1,0 +1,171 @@
+-- sandlot.proc: child processes for scripts (run and spawn). Turns user options into the
+-- core's plain spawn options: argv or shell string, merged or replaced environment, stdin
+-- from a string or a writer function, streaming callbacks, spill files. Policy lives here;
+-- pipes, capture caps, timeouts and process groups are in core/proc.c.
+local core = require("sandlot.core.proc")
+local sched = require("sandlot.core.sched")
+local sys = require("sandlot.core.sys")
+local errors = require("sandlot.errors")
+local telemetry = require("sandlot.telemetry")
+
+local M = {}
+
+M.DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
+
+local known = {
+  env = true, clear_env = true, cwd = true, stdin = true, timeout = true, max_output = true,
+  spill = true, on_stdout = true, on_stderr = true, kill_group = true, stream = true,
+}
+
+local function check_opts(opts, where)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(where .. ": opts must be a table", 3) end
+  for k in pairs(opts) do
+    if not known[k] then error(where .. ": unknown option '" .. tostring(k) .. "'", 3) end
+  end
+  return opts
+end
+
+---Turns a command (argv list or shell string) into an argv list.
+---@param cmd string|string[]
+---@return string[]
+function M.argv(cmd, level)
+  if type(cmd) == "string" then return { "/bin/sh", "-c", cmd } end
+  if type(cmd) ~= "table" or #cmd == 0 then
+    error("command must be a non-empty argv list or a shell string", (level or 1) + 1)
+  end
+  local argv = {}
+  for i = 1, #cmd do
+    local a = cmd[i]
+    if type(a) == "number" then a = tostring(a) end
+    if type(a) ~= "string" then error(("command[%d] must be a string"):format(i), (level or 1) + 1) end
+    argv[i] = a
+  end
+  return argv
+end
+
+---Builds the child's environment as a list of NAME=value: the host's environment merged with
+---opts.env (a false value removes a variable), or opts.env alone when opts.clear_env.
+function M.environment(env, clear)
+  if env == nil and not clear then return nil end      -- inherit as is
+  local merged = clear and {} or sys.environ()
+  for k, v in pairs(env or {}) do
+    if type(k) ~= "string" or k == "" or k:find("[=%z]") then
+      error("env: invalid variable name " .. tostring(k), 3)
+    end
+    if v == false then merged[k] = nil
+    elseif type(v) == "string" or type(v) == "number" then merged[k] = tostring(v)
+    else error("env." .. k .. " must be a string, number or false", 3) end
+  end
+  local list = {}
+  for k, v in pairs(merged) do list[#list + 1] = k .. "=" .. v end
+  table.sort(list)
+  return list
+end
+
+local function core_opts(cmd, opts)
+  local o = {
+    argv = M.argv(cmd, 3),
+    env = M.environment(opts.env, opts.clear_env),
+    cwd = opts.cwd,
+    timeout = opts.timeout,
+    max_output = opts.max_output or M.DEFAULT_MAX_OUTPUT,
+    kill_group = opts.kill_group,
+  }
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    error("opts.timeout must be a number of seconds > 0", 3)
+  end
+  local stdin = opts.stdin
+  if type(stdin) == "string" then o.input = stdin
+  elseif type(stdin) == "function" then o.stdin = "pipe"
+  elseif stdin == "pipe" then o.stdin = "pipe"
+  elseif stdin ~= nil then error("opts.stdin must be a string or a writer function", 3) end
+  local spill = opts.spill
+  if spill == true then
+    o.spill_stdout, o.spill_stderr = os.tmpname(), os.tmpname()
+  elseif type(spill) == "table" then
+    o.spill_stdout, o.spill_stderr = spill.stdout, spill.stderr
+  elseif spill ~= nil then
+    error("opts.spill must be true or {stdout = path, stderr = path}", 3)
+  end
+  return o
+end
+
+local function add_spill(r, o)
+  if r then
+    r.stdout_file, r.stderr_file = o.spill_stdout, o.spill_stderr
+  end
+  return r
+end
+
+-- Feeds a writer function's chunks to the child's stdin from a task of its own.
+local function start_writer(p, writer)
+  return sched.spawn(function()
+    while true do
+      local ok, chunk = pcall(writer)
+      if not ok or chunk == nil or chunk == "" then break end
+      if not p:write(tostring(chunk)) then break end
+    end
+    p:close_stdin()
+  end)
+end
+
+local function run(cmd, opts)
+  local o = core_opts(cmd, opts)
+  local writer = type(opts.stdin) == "function" and opts.stdin
+  if not (opts.on_stdout or opts.on_stderr or writer) then
+    return add_spill(core.run(o), o)
+  end
+  o.stream = opts.on_stdout ~= nil or opts.on_stderr ~= nil
+  local p <close>, err = core.spawn(o)
+  if not p then return nil, err end
+  local w = writer and start_writer(p, writer)
+  if o.stream then
+    local cbs = { stdout = opts.on_stdout, stderr = opts.on_stderr }
+    while true do
+      local chunk, which = p:read()
+      if chunk == nil then
+        if which ~= nil then return nil, which end    -- cancelled while reading
+        break
+      end
+      local cb = cbs[which]
+      if cb then cb(chunk) end
+    end
+  end
+  local r, werr = p:wait()
+  if w then w:cancel() end
+  return add_spill(r, o), werr
+end
+
+---Runs a command to completion and returns its result. A command that runs and fails is a
+---result (exit_code ~= 0), not an error.
+---@param cmd string|string[] argv list (no shell) or a shell string (run by /bin/sh -c)
+---@param opts? table env, clear_env, cwd, stdin (string|writer fn), timeout (s), max_output
+---  (bytes kept per stream, head and tail), spill (true|{stdout=, stderr=}), on_stdout,
+---  on_stderr (chunk callbacks), kill_group (default true)
+---@return table|nil result {exit_code, signal, stdout, stderr, timed_out, truncated, duration}
+---@return sandlot.Error? err not_found, permission_denied, invalid_input, cancelled, timeout
+function M.run(cmd, opts)
+  opts = check_opts(opts, "proc.run")
+  if not telemetry.active() then return run(cmd, opts) end
+  return telemetry.span("proc.run", { command = cmd }, run, cmd, opts)
+end
+
+---Starts a command and returns its handle: p:write(data), p:close_stdin(), p:read() (next
+---chunk and its stream name; needs opts.stream), p:wait(), p:kill(sig), p:pid(), p:close().
+---Use `local p <close> = ...`: closing (or collecting) a handle kills what still runs.
+---@param cmd string|string[]
+---@param opts? table as for run, plus stream = true and stdin = "pipe"
+function M.spawn(cmd, opts)
+  opts = check_opts(opts, "proc.spawn")
+  if opts.on_stdout or opts.on_stderr then
+    error("proc.spawn: use p:read() for streaming (on_stdout/on_stderr are for run)", 2)
+  end
+  local o = core_opts(cmd, opts)
+  o.stream = opts.stream
+  local p, err = core.spawn(o)
+  if p and type(opts.stdin) == "function" then start_writer(p, opts.stdin) end
+  return p, err
+end
+
+return M

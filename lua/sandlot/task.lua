@@ -1,0 +1,108 @@
+-- sandlot.task: concurrency on top of the C scheduler (sandlot.core.sched): spawn, sleep,
+-- timeout, all and map. Everything here runs inside tasks and yields to the one event loop.
+local sched = require("sandlot.core.sched")
+local timer = require("sandlot.core.timer")
+local errors = require("sandlot.errors")
+
+local M = {}
+
+M.spawn = sched.spawn
+M.current = sched.current
+M.cancelled = sched.cancelled
+M.run = sched.run
+
+---Sleeps for `seconds` (other tasks run meanwhile).
+---@param seconds number
+---@return true|nil ok, sandlot.Error? err  `cancelled` or `timeout` when the task was
+function M.sleep(seconds)
+  return timer.sleep(seconds)
+end
+
+local function traced(err)
+  if type(err) == "string" then return debug.traceback(err, 2) end
+  if type(err) == "table" and rawget(err, "traceback") == nil and errors.is(err) then
+    rawset(err, "traceback", debug.traceback("", 2))
+  end
+  return err
+end
+
+---Runs fn(...) in its own task and waits at most `seconds` for it. On time-out the task is
+---cancelled (its pending operation is released: processes killed, transfers aborted) and
+---timeout returns nil, err{code = "timeout"}. Otherwise returns fn's results or re-raises.
+---@param seconds number
+---@param fn function
+function M.timeout(seconds, fn, ...)
+  assert(type(seconds) == "number" and seconds >= 0, "timeout: seconds must be a number >= 0")
+  local t = sched.spawn(fn, ...)
+  local guard = sched.spawn(function()
+    if timer.sleep(seconds) then t:cancel("timeout") end
+  end)
+  local res = table.pack(pcall(t.join, t))
+  guard:cancel()
+  local _, _, code = t:status()
+  if code == "timeout" then
+    return nil, errors.new("timeout", ("timed out after %gs"):format(seconds),
+                           { retryable = true })
+  end
+  if not res[1] then error(res[2], 0) end
+  if res[2] == nil and errors.is(res[3], "cancelled") and sched.cancelled() then
+    t:cancel()                             -- we were cancelled while waiting: so is fn
+  end
+  return table.unpack(res, 2, res.n)
+end
+
+---Calls fn(item, i) for every item of list, at most opts.limit (default 64) at a time, each
+---in its own task. Returns results in input order (the first value fn returned) and, when
+---anything failed, a table errs[i] = err holding every raised error and every nil, err
+---return: nothing is lost.
+---@param list any[]
+---@param fn fun(item: any, i: integer): any
+---@param opts? {limit?: integer}
+---@return any[] results, table<integer, any>|nil errs
+function M.map(list, fn, opts)
+  assert(type(list) == "table", "map: list must be a table")
+  assert(type(fn) == "function" or (getmetatable(fn) or {}).__call,
+         "map: fn must be callable")
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "limit" then error("map: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  local n = #list
+  local limit = opts.limit or 64
+  assert(math.type(limit) == "integer" and limit >= 1, "map: opts.limit must be an integer >= 1")
+  local results, errs, nerr, next_i = {}, {}, 0, 0
+  local function worker()
+    while next_i < n do
+      next_i = next_i + 1
+      local i = next_i
+      local ok, r, e = xpcall(fn, traced, list[i], i)
+      if not ok then
+        errs[i], nerr = r, nerr + 1
+      elseif r == nil and e ~= nil then
+        errs[i], nerr = e, nerr + 1
+      else
+        results[i] = r
+      end
+      if sched.cancelled() then return end
+    end
+  end
+  local workers = {}
+  for w = 1, math.min(limit, n) do workers[w] = sched.spawn(worker) end
+  for w = 1, #workers do
+    local ok, err = workers[w]:join()
+    if ok == nil and err ~= nil then       -- this task was cancelled: take the workers along
+      for x = 1, #workers do workers[x]:cancel() end
+      return nil, err
+    end
+  end
+  return results, nerr > 0 and errs or nil
+end
+
+---Runs every function of fns concurrently (at most opts.limit at a time); same returns as map.
+---@param fns function[]
+---@param opts? {limit?: integer}
+function M.all(fns, opts)
+  return M.map(fns, function(f) return f() end, opts)
+end
+
+return M

@@ -1,0 +1,90 @@
+-- spec/helper.lua: shared fixtures. Loaded by busted before the specs (see .busted) and
+-- required by specs as `local h = require("spec.helper")`.
+local sandlot = require("sandlot")
+
+local h = {}
+
+h.BIN = os.getenv("SANDLOT_BIN") or "build/sandlot"
+
+---Wraps fn so that the spec body runs as a task of its own (joined: errors propagate).
+function h.task(fn)
+  return function(...)
+    return sandlot.spawn(fn, ...):join()
+  end
+end
+
+---Number of open file descriptors of this process.
+function h.fd_count()
+  local p = io.popen("ls /proc/" .. require("sandlot.core.sys").getpid() .. "/fd")
+  local n = 0
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n - 1                              -- the listing's own pipe
+end
+
+---Pids of this process's live (or zombie) children.
+function h.children()
+  local pid = require("sandlot.core.sys").getpid()
+  local kids = {}
+  local f = io.open(("/proc/%d/task/%d/children"):format(pid, pid))
+  if f then
+    for k in f:read("a"):gmatch("%d+") do kids[#kids + 1] = tonumber(k) end
+    f:close()
+  end
+  return kids
+end
+
+---State of a process ("R", "S", "Z", ...) or nil when it no longer exists.
+function h.proc_state(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s:match("%) (%a)")
+end
+
+---Whether a process exists (a zombie counts as gone).
+function h.alive(pid)
+  local st = h.proc_state(pid)
+  return st ~= nil and st ~= "Z"
+end
+
+---Runs the host binary with args and stdin; returns exit code, stdout, stderr.
+function h.host(args, opts)
+  local argv = { h.BIN }
+  for i = 1, #args do argv[#argv + 1] = args[i] end
+  opts = opts or {}
+  local r = assert(sandlot.proc.run(argv, { stdin = opts.stdin, env = opts.env,
+                                            cwd = opts.cwd, timeout = opts.timeout or 60 }))
+  return r.exit_code, r.stdout, r.stderr, r
+end
+
+---Waits (polling) until pred() is true or `secs` pass; returns pred's last value.
+function h.eventually(pred, secs)
+  local deadline = os.time() + (secs or 10)
+  local v = pred()
+  while not v and os.time() <= deadline do
+    sandlot.sleep(0.02)
+    v = pred()
+  end
+  return v
+end
+
+---A fresh temporary directory, removed by h.rmtree.
+function h.tmpdir()
+  local r = assert(sandlot.proc.run({ "mktemp", "-d", "/tmp/sandlot-spec.XXXXXX" }))
+  return (r.stdout:gsub("%s+$", ""))
+end
+
+function h.rmtree(path)
+  assert(path:match("^/tmp/sandlot%-spec"), "refusing to remove " .. path)
+  sandlot.proc.run({ "rm", "-rf", path })
+end
+
+---Asserts that no child process is left (zombie or alive) after a spec.
+function h.assert_no_children()
+  local left = h.eventually(function() return #h.children() == 0 end, 5)
+  assert(left, "child processes left behind: " .. table.concat(h.children(), " "))
+end
+
+return h

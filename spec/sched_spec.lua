@@ -1,0 +1,11 @@
+local sandlot = require("sandlot")
+local h = require("spec.helper")
+
+describe("tasks", function()
+  it("spawn and join return the function's results", function()
+    local t = sandlot.spawn(function(a, b) sandlot.sleep(0.01); return a + b, "x" end, 2, 3)
+    local s, x = t:join()
+    assert.equal(5, s)
+    assert.equal("x", x)
+  end)
+end)
