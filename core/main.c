@@ -48,7 +48,7 @@ static void set_arg(lua_State *L, char **argv, int argc, int script) {
 
 static bool is_command(const char *word) {
   struct stat st;
-  if (strchr(word, '.') != NULL || strchr(word, '/') != NULL) return false;
+  if (!(word[0] >= 'a' && word[0] <= 'z') || strchr(word, '.') != NULL) return false;
   for (const char *c = word; *c; c++)
     if (!((*c >= 'a' && *c <= 'z') || *c == '-' || *c == '_')) return false;
   return stat(word, &st) != 0;             /* a file of that name wins */

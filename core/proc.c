@@ -532,6 +532,7 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
     p->timer_open = true;
     p->handles++;
     h->handles++;
+    uv_update_time(h->loop);               /* the cached loop time may be stale */
     uv_timer_start(&p->timer, on_timeout, (uint64_t)(o->timeout * 1e3 + 0.5), 0);
   }
   if (o->input != NULL) {

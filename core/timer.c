@@ -53,6 +53,7 @@ static int timer_sleep(lua_State *L) {
   uv_timer_init(t->host->loop, &s->timer);
   s->timer.data = s;
   sl_host_handle_opened(t->host);
+  uv_update_time(t->host->loop);          /* the cached loop time may be stale */
   uv_timer_start(&s->timer, on_timer, (uint64_t)(secs * 1e3 + 0.5), 0);
   sl_wait_set_cleanup(t, sleep_cleanup, s);
   return sl_wait(L, t, (lua_KContext)lua_gettop(L), sleep_k);

@@ -63,7 +63,7 @@ function M.environment(env, clear)
   return list
 end
 
-local function core_opts(cmd, opts)
+local function core_opts(cmd, opts, spawning)
   local o = {
     argv = M.argv(cmd, 3),
     env = M.environment(opts.env, opts.clear_env),
@@ -76,9 +76,8 @@ local function core_opts(cmd, opts)
     error("opts.timeout must be a number of seconds > 0", 3)
   end
   local stdin = opts.stdin
-  if type(stdin) == "string" then o.input = stdin
-  elseif type(stdin) == "function" then o.stdin = "pipe"
-  elseif stdin == "pipe" then o.stdin = "pipe"
+  if (spawning and stdin == "pipe") or type(stdin) == "function" then o.stdin = "pipe"
+  elseif type(stdin) == "string" then o.input = stdin
   elseif stdin ~= nil then error("opts.stdin must be a string or a writer function", 3) end
   local spill = opts.spill
   if spill == true then
@@ -114,11 +113,13 @@ local function run(cmd, opts)
   local o = core_opts(cmd, opts)
   local writer = type(opts.stdin) == "function" and opts.stdin
   if not (opts.on_stdout or opts.on_stderr or writer) then
-    return add_spill(core.run(o), o)
+    local r, err = core.run(o)
+    return add_spill(r, o), err
   end
   o.stream = opts.on_stdout ~= nil or opts.on_stderr ~= nil
   local p <close>, err = core.spawn(o)
   if not p then return nil, err end
+  assert(err == nil)
   local w = writer and start_writer(p, writer)
   if o.stream then
     local cbs = { stdout = opts.on_stdout, stderr = opts.on_stderr }
@@ -161,7 +162,7 @@ function M.spawn(cmd, opts)
   if opts.on_stdout or opts.on_stderr then
     error("proc.spawn: use p:read() for streaming (on_stdout/on_stderr are for run)", 2)
   end
-  local o = core_opts(cmd, opts)
+  local o = core_opts(cmd, opts, true)
   o.stream = opts.stream
   local p, err = core.spawn(o)
   if p and type(opts.stdin) == "function" then start_writer(p, opts.stdin) end
