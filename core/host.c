@@ -168,12 +168,6 @@ void sl_register_core(lua_State *L) {
 
 /* ---------------------------------------------------------------- engine API */
 
-static void kill_child(uv_handle_t *handle, void *arg) {
-  (void)arg;
-  if (handle->type == UV_PROCESS && !uv_is_closing(handle))
-    kill(-((uv_process_t *)handle)->pid, SIGKILL);
-}
-
 /* os.exit([code [, close]]) in an engine: closing the state from inside a running task (deep in
  * uv_run) is not possible, so this kills the children still running (and their groups),
  * flushes stdio and exits; the kernel reclaims the rest. */
@@ -181,7 +175,7 @@ static int host_exit(lua_State *L) {
   int code = EXIT_SUCCESS;
   if (lua_isboolean(L, 1)) code = lua_toboolean(L, 1) ? EXIT_SUCCESS : EXIT_FAILURE;
   else code = (int)luaL_optinteger(L, 1, EXIT_SUCCESS);
-  uv_walk(sl_host(L)->loop, kill_child, NULL);
+  sl_proc_kill_all(sl_host(L));
   fflush(NULL);
   exit(code);
 }
@@ -369,3 +363,8 @@ int sandlot_backend_timeout(sandlot *S) {
 }
 
 int sandlot_live_tasks(sandlot *S) { return sl_host(S->L)->live_tasks; }
+
+int sandlot_stalled(sandlot *S) {
+  SlHost *h = sl_host(S->L);
+  return h->live_tasks > 0 && h->ready_head == NULL && !uv_loop_alive(h->loop);
+}

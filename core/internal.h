@@ -65,6 +65,7 @@ struct SlHost {
   int running;            /* > 0 while the scheduler is resuming tasks */
   unsigned next_task_id;
   bool closing;
+  void *procs;             /* proc.c's list of live children */
   char readbuf[65536];     /* every pipe read lands here first (reads never overlap) */
 };
 
@@ -103,6 +104,9 @@ int sl_fail(lua_State *L, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sl_new_error(lua_State *L, const char *code, const char *message); /* pushes err */
 const char *sl_code_for_errno(int err);  /* errno (positive) -> code */
+
+/* proc.c */
+void sl_proc_kill_all(SlHost *h);       /* SIGKILL every live child's process group */
 
 /* misc */
 uint64_t sl_now_ns(void);

@@ -6,11 +6,18 @@
  * queued for proc:read() with backpressure. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char **environ;
 
 #include "internal.h"
 
@@ -52,7 +59,7 @@ typedef struct {
 enum { WAIT_NONE, WAIT_EXIT, WAIT_READ };
 
 struct Proc {
-  uv_process_t proc;
+  uv_poll_t exitpoll;                      /* readable pidfd: the child exited */
   uv_pipe_t in;
   uv_timer_t timer;
   Stream out[2];
@@ -64,10 +71,12 @@ struct Proc {
   size_t q_bytes;
   int handles;                             /* our uv handles not yet closed */
   int pid;
+  int pidfd;
+  Proc *prev, *next;                       /* host's live list */
   int64_t exit_status;
   int term_signal;
   uint64_t start_ns, end_ns;
-  bool in_open, timer_open, proc_open;
+  bool in_open, timer_open, poll_open;
   bool exited, done, timed_out, released, stream, kill_group, reading_stopped;
 };
 
@@ -77,6 +86,10 @@ typedef struct { Proc *p; } ProcBox;
 
 static void proc_maybe_free(Proc *p) {
   if (!p->released || p->handles > 0) return;
+  if (p->prev != NULL) p->prev->next = p->next;
+  else if (p->host->procs == p) p->host->procs = p->next;
+  if (p->next != NULL) p->next->prev = p->prev;
+  if (p->pidfd >= 0) close(p->pidfd);
   for (int i = 0; i < 2; i++) {
     free(p->out[i].buf);
     if (p->out[i].spill_fd >= 0) close(p->out[i].spill_fd);
@@ -302,13 +315,25 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   check_done(p);
 }
 
-static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
-  Proc *p = proc->data;
+static void on_pidfd(uv_poll_t *poll, int status, int events) {
+  (void)status;
+  (void)events;
+  Proc *p = poll->data;
+  siginfo_t info;
+  memset(&info, 0, sizeof(info));
+  if (waitid(P_PIDFD, (id_t)p->pidfd, &info, WEXITED | WNOHANG) != 0) {
+    if (errno == EINTR) return;
+    info.si_code = CLD_EXITED;             /* ECHILD: reaped by someone else's waitpid(-1) */
+    info.si_status = -1;
+  } else if (info.si_pid == 0) {
+    return;                                /* spurious wake-up: not exited yet */
+  }
   p->exited = true;
-  p->exit_status = status;
-  p->term_signal = term_signal;
+  if (info.si_code == CLD_EXITED) p->exit_status = info.si_status;
+  else p->term_signal = info.si_status;
   if (p->kill_group) kill(-p->pid, SIGKILL);  /* stragglers would hold the pipes open */
-  close_handle(p, (uv_handle_t *)&p->proc, &p->proc_open);
+  uv_poll_stop(poll);
+  close_handle(p, (uv_handle_t *)&p->exitpoll, &p->poll_open);
   check_done(p);
 }
 
@@ -430,6 +455,68 @@ static void read_opts(lua_State *L, int opts, SpawnOpts *o) {
   lua_pop(L, 5);
 }
 
+/* Finds the program as execvp would, but with the child's PATH (from env when given). */
+static int resolve_exe(const char *file, char **env, char *out, size_t size) {
+  if (strchr(file, '/') != NULL) {
+    if (strlen(file) >= size) return ENAMETOOLONG;
+    strcpy(out, file);
+    return 0;
+  }
+  const char *path = NULL;
+  if (env != NULL) {
+    for (char **e = env; *e != NULL; e++)
+      if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  } else {
+    path = getenv("PATH");
+  }
+  if (path == NULL) path = "/usr/local/bin:/usr/bin:/bin";
+  int found = ENOENT;
+  for (const char *dir = path; *dir != '\0';) {
+    const char *end = strchr(dir, ':');
+    size_t len = end != NULL ? (size_t)(end - dir) : strlen(dir);
+    if (snprintf(out, size, "%.*s%s%s", (int)len, len ? dir : ".", "/", file) < (int)size) {
+      struct stat st;
+      if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (access(out, X_OK) == 0) return 0;
+        found = EACCES;
+      }
+    }
+    if (end == NULL) break;
+    dir = end + 1;
+  }
+  return found;
+}
+
+/* posix_spawn (vfork-fast) with the child as leader of a new session and process group,
+ * stdio on the pipes (or /dev/null), no other inherited fd, default signal dispositions. */
+static int spawn_child(Proc *p, const char *path, const SpawnOpts *o, int fds[3][2],
+                       bool want_in) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t none, defaults;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  if (want_in) posix_spawn_file_actions_adddup2(&fa, fds[0][0], 0);
+  else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, fds[1][1], 1);
+  posix_spawn_file_actions_adddup2(&fa, fds[2][1], 2);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  if (o->cwd != NULL) posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
+  sigemptyset(&none);
+  sigfillset(&defaults);                   /* ignored signals would survive exec: reset all */
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                  POSIX_SPAWN_SETSIGDEF);
+  pid_t pid;
+  p->start_ns = sl_now_ns();
+  int rc = posix_spawn(&pid, path, &fa, &attr, o->argv, o->env != NULL ? o->env : environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc == 0) p->pid = pid;
+  return rc;
+}
+
 /* Starts the child. On failure fills err and returns NULL (nothing left open). */
 static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
   SlHost *h = sl_host(L);
@@ -461,18 +548,47 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
     return NULL;
   }
   p->host = h;
+  p->pidfd = -1;
   p->stream = o->stream;
   p->kill_group = o->kill_group;
   bool want_in = o->stdin_pipe || o->input != NULL;
-  uv_stdio_container_t stdio[3];
+  char path[PATH_MAX];
+  const char *file = o->file != NULL ? o->file : o->argv[0];
+  int rc = resolve_exe(file, o->env, path, sizeof(path));
+  int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};  /* [stdin, stdout, stderr][read, write] */
+  for (int i = want_in ? 0 : 1; rc == 0 && i < 3; i++)
+    if (pipe2(fds[i], O_CLOEXEC) != 0) rc = errno;
+  if (rc == 0) rc = spawn_child(p, path, o, fds, want_in);
+  int child_ends[3] = {fds[0][0], fds[1][1], fds[2][1]};
+  for (int i = 0; i < 3; i++)
+    if (child_ends[i] >= 0) close(child_ends[i]);
+  if (rc == 0 && (p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0)) < 0) {
+    rc = errno;
+    kill(-p->pid, SIGKILL);                /* unwatchable: don't leave it behind */
+    waitpid(p->pid, NULL, 0);
+  }
+  int mine[3] = {fds[0][1], fds[1][0], fds[2][0]};
+  if (rc != 0) {
+    for (int i = 0; i < 3; i++)
+      if (mine[i] >= 0) close(mine[i]);
+    for (int i = 0; i < 2; i++)
+      if (spill_fd[i] >= 0) close(spill_fd[i]);
+    if (rc == ENOENT)
+      sl_err_set(err, "not_found", "%s: no such file or directory (not on PATH?)", file);
+    else if (rc == EACCES)
+      sl_err_set(err, "permission_denied", "%s: permission denied (not executable?)", file);
+    else
+      sl_err_set(err, sl_code_for_errno(rc), "%s: %s", file, strerror(rc));
+    free(p);
+    return NULL;
+  }
   if (want_in) {
     uv_pipe_init(h->loop, &p->in, 0);
+    uv_pipe_open(&p->in, mine[0]);
     p->in.data = p;
-    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
-    stdio[0].data.stream = (uv_stream_t *)&p->in;
-  } else {
-    stdio[0].flags = UV_IGNORE;
-  }
+    p->in_open = true;
+    p->handles++;
+  } 
   for (int i = 0; i < 2; i++) {
     Stream *s = &p->out[i];
     s->p = p;
@@ -480,50 +596,20 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
     s->cap = o->cap;
     s->spill_fd = spill_fd[i];
     uv_pipe_init(h->loop, &s->pipe, 0);
+    uv_pipe_open(&s->pipe, mine[i + 1]);
     s->pipe.data = s;
-    stdio[i + 1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[i + 1].data.stream = (uv_stream_t *)&s->pipe;
+    s->open = true;
+    p->handles++;
   }
-  uv_process_options_t po;
-  memset(&po, 0, sizeof(po));
-  po.file = o->file != NULL ? o->file : o->argv[0];
-  po.args = o->argv;
-  po.env = o->env;
-  po.cwd = o->cwd;
-  po.flags = UV_PROCESS_DETACHED;          /* setsid(): the child leads its own group */
-  po.stdio_count = 3;
-  po.stdio = stdio;
-  po.exit_cb = on_exit_cb;
-  p->start_ns = sl_now_ns();
-  int rc = uv_spawn(h->loop, &p->proc, &po);
-  /* the pipes are handles now, spawned or not: count them so their closes are awaited */
-  p->handles = want_in ? 3 : 2;
-  h->handles += p->handles;
-  p->in_open = want_in;
-  p->out[0].open = p->out[1].open = true;
-  if (rc != 0) {
-    p->released = true;
-    const char *what = po.file;
-    if (rc == UV_ENOENT)
-      sl_err_set(err, "not_found", "%s: no such file or directory (not on PATH?)", what);
-    else if (rc == UV_EACCES)
-      sl_err_set(err, "permission_denied", "%s: permission denied (not executable?)", what);
-    else
-      sl_err_uv(err, rc, what);
-    p->handles++;                          /* uv_spawn initialised the process handle */
-    h->handles++;
-    p->proc_open = true;
-    p->proc.data = p;
-    close_handle(p, (uv_handle_t *)&p->proc, &p->proc_open);
-    close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
-    for (int i = 0; i < 2; i++) close_handle(p, (uv_handle_t *)&p->out[i].pipe, &p->out[i].open);
-    return NULL;
-  }
+  uv_poll_init(h->loop, &p->exitpoll, p->pidfd);
+  p->exitpoll.data = p;
+  p->poll_open = true;
   p->handles++;
-  h->handles++;
-  p->proc_open = true;
-  p->proc.data = p;
-  p->pid = p->proc.pid;
+  h->handles += p->handles;
+  uv_poll_start(&p->exitpoll, UV_READABLE, on_pidfd);
+  p->next = h->procs;                      /* live list: os.exit kills what is left */
+  if (p->next != NULL) ((Proc *)p->next)->prev = p;
+  h->procs = p;
   for (int i = 0; i < 2; i++)
     uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, on_read);
   if (o->timeout > 0) {
@@ -557,6 +643,11 @@ static void proc_release(Proc *p) {
   p->q_head = p->q_tail = NULL;
   p->q_bytes = 0;
   proc_maybe_free(p);
+}
+
+void sl_proc_kill_all(SlHost *h) {
+  for (Proc *p = h->procs; p != NULL; p = p->next)
+    if (p->pid > 0 && (!p->exited || p->kill_group)) kill(-p->pid, SIGKILL);
 }
 
 /* ---------------------------------------------------------------- Lua API */

@@ -50,6 +50,9 @@ SANDLOT_API int sandlot_step(sandlot *S);
 SANDLOT_API int sandlot_backend_fd(sandlot *S);
 SANDLOT_API int sandlot_backend_timeout(sandlot *S);
 SANDLOT_API int sandlot_live_tasks(sandlot *S);
+/* 1 when tasks are alive but nothing can wake them (no ready task, no active handle or request
+ * on the loop): an embedder's own loop stops stepping then, and sandlot_run reports why. */
+SANDLOT_API int sandlot_stalled(sandlot *S);
 
 /* For a lua_State not created by sandlot_open (a stock interpreter loading sandlot.so, or an
  * embedder with its own state): makes the core modules use `loop`. Call before the first
