@@ -54,11 +54,18 @@ $(B)/libsandlot.so: $(CORE_OBJ)
 $(B)/sandlot.so: $(CORE_OBJ)
 	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(MODLIBS)
 
-$(B)/sandlot.pc: sandlot.pc.in
+# sandlot.pc: libdir and includedir are written relative to ${prefix} when they lie under it,
+# so `pkg-config --define-variable=prefix=...` relocates the whole tree (a DESTDIR, a bundle).
+# install writes it afresh: a PREFIX given only to `make install` must still reach the file.
+VERSION  := $(shell sed -n 's/^\#define SANDLOT_VERSION "\(.*\)"/\1/p' core/sandlot.h)
+PC_SED    = sed -e 's|@PREFIX@|$(PREFIX)|' \
+              -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+              -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+              -e 's|@VERSION@|$(VERSION)|'
+
+$(B)/sandlot.pc: sandlot.pc.in core/sandlot.h
 	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(shell sed -n \
-	    's/^#define SANDLOT_VERSION "\(.*\)"/\1/p' core/sandlot.h)|' $< > $@
+	$(PC_SED) sandlot.pc.in > $@
 
 check-deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -96,17 +103,24 @@ install: all
 	  $(DESTDIR)$(DATADIR)
 	install -m 755 $(B)/sandlot $(DESTDIR)$(BINDIR)/sandlot
 	install -m 644 $(B)/libsandlot.a $(DESTDIR)$(LIBDIR)/libsandlot.a
-	install -m 755 $(B)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.0
+	install -m 755 $(B)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.$(VERSION)
+	ln -sf libsandlot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsandlot.so.0
 	ln -sf libsandlot.so.0 $(DESTDIR)$(LIBDIR)/libsandlot.so
 	install -m 755 $(B)/sandlot.so $(DESTDIR)$(CMODDIR)/sandlot.so
 	install -m 644 core/sandlot.h $(DESTDIR)$(INCLUDEDIR)/sandlot.h
-	install -m 644 $(B)/sandlot.pc $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc
-	cp -R lua/sandlot/. $(DESTDIR)$(LMODDIR)/sandlot/
-	cp -R providers plugins $(DESTDIR)$(DATADIR)/
+	$(PC_SED) sandlot.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc
+	chmod 644 $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc
+	rm -rf $(DESTDIR)$(LMODDIR)/sandlot          # no stale module may shadow a removed one
+	for f in $$(cd lua && find sandlot -type f ! -name '.*'); do \
+	  install -D -m 644 lua/$$f $(DESTDIR)$(LMODDIR)/$$f || exit 1; done
+	install -d $(DESTDIR)$(DATADIR)/providers $(DESTDIR)$(DATADIR)/plugins
+	for f in $$(find providers plugins -type f ! -name '.*'); do \
+	  install -D -m 644 $$f $(DESTDIR)$(DATADIR)/$$f || exit 1; done
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sandlot $(DESTDIR)$(LIBDIR)/libsandlot.a \
 	  $(DESTDIR)$(LIBDIR)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.0 \
+	  $(DESTDIR)$(LIBDIR)/libsandlot.so.$(VERSION) \
 	  $(DESTDIR)$(CMODDIR)/sandlot.so $(DESTDIR)$(INCLUDEDIR)/sandlot.h \
 	  $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc
 	rm -rf $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(DATADIR)
