@@ -156,6 +156,8 @@ void sl_register_core(lua_State *L) {
     {"sandlot.core.errors", luaopen_sandlot_core_errors},
     {"sandlot.core.sys", luaopen_sandlot_core_sys},
     {"sandlot.core.fs", luaopen_sandlot_core_fs},
+    {"sandlot.core.http", luaopen_sandlot_core_http},
+    {"sandlot.core.ssh", luaopen_sandlot_core_ssh},
     {NULL, NULL}
   };
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
