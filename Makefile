@@ -9,7 +9,7 @@ DATADIR    ?= $(PREFIX)/share/sandlot
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CFLAGS     ?= -O2 -g
 
-PKGS      = lua5.4 libuv libedit
+PKGS      = lua5.4 libuv libedit libcurl libssh2
 WARN      = -Wall -Wextra -Wshadow -Wundef -Wwrite-strings -Wstrict-prototypes \
             -Wmissing-prototypes -Wold-style-definition -Wformat=2 -Wvla
 WARN     += $(if $(filter 1,$(WERROR)),-Werror)
@@ -19,15 +19,16 @@ B        ?= $(if $(SANITIZE),build-san,build)
 SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(SAN) \
             $(shell pkg-config --cflags $(PKGS))
 LIBS      = $(shell pkg-config --libs $(PKGS))
-MODLIBS   = $(shell pkg-config --libs libuv)
+MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2)
 
-CORE      = host sched errors timer proc sys fs
+CORE      = host sched errors timer proc sys fs http ssh
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
 HOST_OBJ  = $(B)/main.o $(B)/repl.o
 
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
-            lua-cjson lua-busted bubblewrap
+            libcurl4-openssl-dev libssh2-1-dev lua-cjson lua-busted bubblewrap \
+            docker.io openssh-server busybox-static
 BUSTED    = /usr/bin/busted
 
 .PHONY: all deps check-deps test asan bench demo install uninstall clean
@@ -48,7 +49,7 @@ $(B)/libsandlot.a: $(CORE_OBJ)
 
 $(B)/libsandlot.so: $(CORE_OBJ)
 	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 -o $@ $^ \
-	  $(shell pkg-config --libs lua5.4 libuv)
+	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2)
 
 # the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
 $(B)/sandlot.so: $(CORE_OBJ)
