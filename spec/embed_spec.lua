@@ -80,7 +80,8 @@ describe("examples/embed", function()
     end)
 
     it("reports a sandlot.error through its __tostring", function()
-      local code, _, err = embed("error(require('sandlot.errors').new('not_found', 'no such box'))")
+      local code, _, err =
+        embed("error(require('sandlot.errors').new('not_found', 'no such box'))")
       assert.equal(1, code)
       assert.matches("not_found", err, 1, true)
       assert.matches("no such box", err, 1, true)
