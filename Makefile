@@ -17,6 +17,7 @@ SAN       = $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno
 # a sanitizer build lives beside the normal one so neither invalidates the other
 B        ?= $(if $(SANITIZE),build-san,build)
 SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(SAN) \
+            -DSANDLOT_LUADIR='"$(LMODDIR)"' \
             $(shell pkg-config --cflags $(PKGS))
 LIBS      = $(shell pkg-config --libs $(PKGS))
 MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2)

@@ -117,7 +117,8 @@ void sandlot_set_loop(lua_State *L, struct uv_loop_s *loop) {
 /* ---------------------------------------------------------------- sandlot.core */
 
 /* The directory holding lua/sandlot/init.lua for this binary: <exe>/../lua in a build tree,
- * <exe>/../share/lua/5.4 once installed. NULL when neither exists (stock paths apply). */
+ * <exe>/../share/lua/5.4 once installed, else the install's LMODDIR (for embedders).
+ * NULL when none exists (stock paths apply). */
 static const char *find_lua_dir(char *buf, size_t size) {
   char exe[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -135,6 +136,11 @@ static const char *find_lua_dir(char *buf, size_t size) {
       if (realpath(probe, buf) != NULL && strlen(buf) < size) return buf;
     }
   }
+#ifdef SANDLOT_LUADIR                       /* an embedder elsewhere: the configured install */
+  char probe[PATH_MAX];
+  snprintf(probe, sizeof(probe), "%s/sandlot/init.lua", SANDLOT_LUADIR);
+  if (access(probe, R_OK) == 0 && strlen(SANDLOT_LUADIR) < size) return strcpy(buf, SANDLOT_LUADIR);
+#endif
   return NULL;
 }
 
@@ -307,6 +313,13 @@ static int run_main_p(lua_State *L) {
   lua_remove(L, -2);
   lua_insert(L, 2);                                      /* [S, spawn, fn, args...] */
   lua_call(L, nargs + 1, 1);                             /* [S, task] */
+  SlTask *main = lua_touserdata(L, 2), until;
+  memset(&until, 0, sizeof(until));
+  main->sync_joiner = &until;
+  sl_host_drive(sl_host(L), &until.woken);
+  main->sync_joiner = NULL;
+  if (main->state == SL_TASK_DONE && !main->ok)
+    sl_sched_cancel_tasks(L);                            /* the script failed: stop the rest */
   sl_host_drive(sl_host(L), NULL);
   lua_pushinteger(L, collect_failures(S, 2));
   return 1;

@@ -93,6 +93,7 @@ int sl_wait(lua_State *L, SlTask *t, lua_KContext ctx, lua_KFunction k);
 void sl_wake(SlTask *t, int nres);
 void sl_sched_run_ready(SlHost *h);
 void sl_sched_cancel_all(lua_State *L);  /* at close: runs every parked task's cleanup */
+void sl_sched_cancel_tasks(lua_State *L); /* cancels every live task ("cancelled") */
 int sl_sched_open(lua_State *L);
 
 /* errors.c */

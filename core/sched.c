@@ -364,14 +364,8 @@ static int task_join(lua_State *L) {
 /* task:cancel([code]) -> bool   code: "cancelled" (default) | "timeout". Runs the pending
  * operation's cleanup (kill, abort, close) and wakes the task with nil, err; every later wait
  * of that task fails at once with the same code. false when the task was already done. */
-static int task_cancel(lua_State *L) {
-  static const char *const kinds[] = {"cancelled", "timeout", NULL};
-  SlTask *t = task_check(L, 1);
-  const char *code = kinds[luaL_checkoption(L, 2, "cancelled", kinds)];
-  if (t->state == SL_TASK_DONE) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
+static bool cancel_task(SlTask *t, const char *code) {
+  if (t->state == SL_TASK_DONE) return false;
   if (t->cancel_code == NULL) t->cancel_code = code;
   t->observed = true;
   if (t->state == SL_TASK_WAITING) {
@@ -384,8 +378,26 @@ static int task_cancel(lua_State *L) {
     push_cancel_error(t->co, t->cancel_code);
     sl_wake(t, 2);
   }
-  lua_pushboolean(L, 1);
+  return true;
+}
+
+static int task_cancel(lua_State *L) {
+  static const char *const kinds[] = {"cancelled", "timeout", NULL};
+  SlTask *t = task_check(L, 1);
+  const char *code = kinds[luaL_checkoption(L, 2, "cancelled", kinds)];
+  lua_pushboolean(L, cancel_task(t, code));
   return 1;
+}
+
+void sl_sched_cancel_tasks(lua_State *L) {
+  push_regtable(L, &threads_key, NULL);
+  lua_pushnil(L);
+  while (lua_next(L, -2) != 0) {
+    SlTask *t = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (t != NULL) cancel_task(t, "cancelled");
+  }
+  lua_pop(L, 1);
 }
 
 static const char *task_state_name(const SlTask *t) {
@@ -473,7 +485,8 @@ static int task_error(lua_State *L) {
   return 2;
 }
 
-/* sched.run() -> true | nil, err: drives the loop until every task is done (stock lua) */
+/* sched.run() -> true | nil, err: drives the loop until every task is done (stock lua).
+ * err is the error of a task that failed with nobody joining it, or says tasks are stuck. */
 static int sched_run(lua_State *L) {
   SlHost *h = sl_host(L);
   if (h->running > 0 || h->loop_depth > 0)
@@ -482,8 +495,32 @@ static int sched_run(lua_State *L) {
   if (h->live_tasks > 0)
     return sl_fail(L, "internal", "%d task(s) still waiting and nothing left to wake them",
                    h->live_tasks);
-  lua_pushboolean(L, 1);
-  return 1;
+  sched_unobserved(L);                                     /* [list] */
+  int n = (int)luaL_len(L, -1);
+  if (n == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_rawgeti(L, -1, 1);
+  lua_getiuservalue(L, -1, UV_RESULTS);
+  lua_getfield(L, -1, "error");                            /* [list, task, results, err] */
+  bool is_err = false;
+  if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
+    luaL_getmetatable(L, ERROR_MT);
+    is_err = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  if (is_err) {
+    lua_pushnil(L);
+    lua_insert(L, -2);                                     /* nil, the task's own error */
+  } else {
+    const char *msg = luaL_tolstring(L, -1, NULL);
+    lua_pushnil(L);
+    sl_new_error(L, "internal", msg);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "failed_tasks");
+  return 2;
 }
 
 static const luaL_Reg task_methods[] = {

@@ -192,3 +192,16 @@ describe("host task accounting", function()
     assert.matches("still waiting", err)
   end)
 end)
+
+describe("a failing main chunk", function()
+  it("cancels the other tasks instead of waiting for them", function()
+    local code, _, err, r = h.host({ "-e", [[
+      local sandlot = require("sandlot")
+      sandlot.spawn(function() sandlot.sleep(30) end)
+      sandlot.sleep(0.01)
+      error("main failed")]] }, { timeout = 20 })
+    assert.is_false(r.timed_out)           -- it did not sit out the 30 s sleep
+    assert.equal(1, code)
+    assert.matches("main failed", err)
+  end)
+end)

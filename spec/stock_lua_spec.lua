@@ -178,10 +178,6 @@ describe("sandlot on a stock lua5.4", function()
       print(ok, err ~= nil and tostring(err):match("nobody joins me") ~= nil)
     ]])
     assert.equal(0, code)
-    if out == "true\tfalse\n" then
-      pending("core: sched.run returns true and drops the errors of unjoined tasks")
-      return
-    end
     assert.equal("nil\ttrue\n", out)
   end)
 
