@@ -21,4 +21,16 @@ M.all = task.all
 M.current = task.current
 M.run = task.run
 
+-- the sandbox API: sandlot.exec(sb, ...) and sb:exec(...) are the same function
+local sandbox = require("sandlot.sandbox")
+M.config = require("sandlot.config")
+M.provider = require("sandlot.provider")
+M.fs = require("sandlot.fs")
+for _, name in ipairs({ "create", "exec", "read_file", "write_file", "write_files", "ls",
+                        "mkdir", "rm", "destroy", "status", "reconnect", "stop", "start",
+                        "await_ready", "update", "get_url", "ssh_opts", "caps", "to_map",
+                        "from_map" }) do
+  M[name] = sandbox[name]
+end
+
 return M

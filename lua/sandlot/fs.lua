@@ -1,0 +1,98 @@
+-- sandlot.fs: local file-system calls for providers and scripts (the thin Lua face of
+-- sandlot.core.fs). fs.root(dir) opens a confined root: every path given to its methods is
+-- resolved below dir, and `..` or a symlink leaving it is refused with invalid_input.
+local core = require("sandlot.core.fs")
+local errors = require("sandlot.errors")
+
+local M = {
+  root = core.root,         -- root:stat/lstat/resolve/readdir/mkdir/unlink/rmdir/rmtree/
+                            -- rename/readlink/open/close
+  stat = core.stat,
+  lstat = core.lstat,
+  mkdir = core.mkdir,
+  chmod = core.chmod,
+  symlink = core.symlink,
+  readlink = core.readlink,
+}
+
+---Creates a directory and its missing parents (plain host path).
+---@param path string
+---@param mode? integer applied to the directories it creates (default 0755)
+---@return true|nil ok, sandlot.Error? err
+function M.mkdir_p(path, mode)
+  local prefix = path:sub(1, 1) == "/" and "/" or ""
+  local cur = prefix
+  for part in path:gmatch("[^/]+") do
+    cur = (cur == "" or cur == "/") and (cur .. part) or (cur .. "/" .. part)
+    local ok, err = core.mkdir(cur, mode)
+    if not ok and err.code ~= "already_exists" then return nil, err end
+  end
+  local st, err = core.stat(path)
+  if not st then return nil, err end
+  if st.type ~= "directory" then
+    return nil, errors.new("invalid_input", path .. ": not a directory")
+  end
+  return true
+end
+
+---Creates a directory and its missing parents below a confined root.
+---@param root userdata a sandlot.fs.root
+---@param rel string
+---@param mode? integer
+---@return true|nil ok, sandlot.Error? err
+function M.mkdir_below(root, rel, mode)
+  local cur = ""
+  for part in rel:gmatch("[^/]+") do
+    cur = cur == "" and part or (cur .. "/" .. part)
+    if part ~= "." and part ~= ".." then
+      local ok, err = root:mkdir(cur, mode)
+      if not ok then
+        if err.code ~= "already_exists" then return nil, err end
+        local st, serr = root:stat(cur)
+        if not st then return nil, serr end
+        if st.type ~= "directory" then
+          return nil, errors.new("invalid_input", cur .. ": exists and is not a directory")
+        end
+      end
+    end
+  end
+  return true
+end
+
+---Reads a whole host file.
+---@param path string
+---@return string|nil data, sandlot.Error? err
+function M.read(path)
+  local f, err = io.open(path, "rb")
+  if not f then
+    local code = err:find("No such file") and "not_found"
+              or err:find("Permission denied") and "permission_denied" or "io_error"
+    return nil, errors.new(code, err)
+  end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+
+---Writes a whole host file atomically (temporary file, then rename) with the given mode.
+---@param path string
+---@param data string
+---@param mode? integer default 0600
+---@return true|nil ok, sandlot.Error? err
+function M.write(path, data, mode)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, errors.new("io_error", err) end
+  core.chmod(tmp, mode or 384)
+  local ok, werr = f:write(data)
+  f:close()
+  if not ok then
+    os.remove(tmp)
+    return nil, errors.new("io_error", tostring(werr))
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then return nil, errors.new("io_error", tostring(rerr)) end
+  return true
+end
+
+return M

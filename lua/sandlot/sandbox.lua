@@ -1,0 +1,631 @@
+-- sandlot.sandbox: the sandbox API scripts use (create, exec, files, lifecycle) on top of any
+-- provider. Owns argument checking (misuse raises), the error context every failure carries
+-- (op, provider, sandbox), telemetry spans around each operation, and the serialized form of a
+-- handle (to_map/from_map) that survives restarts without ever holding credentials.
+local errors = require("sandlot.errors")
+local telemetry = require("sandlot.telemetry")
+local config = require("sandlot.config")
+local provider = require("sandlot.provider")
+local redact = require("sandlot._redact")
+
+local M = {}
+
+M.MAP_VERSION = 1
+
+local Sandbox = { __name = "sandlot.sandbox" }
+Sandbox.__index = Sandbox
+
+function Sandbox.__tostring(sb)
+  return ("sandlot.sandbox(%s:%s)"):format(sb.provider, sb.id)
+end
+
+local function is_sandbox(v)
+  return getmetatable(v) == Sandbox
+end
+M.is = is_sandbox
+
+local function check_sb(sb, fname)
+  if not is_sandbox(sb) then
+    error(("sandlot.%s: a sandbox expected as first argument, got %s"):format(fname, type(sb)), 3)
+  end
+  return sb
+end
+
+local function check_opts(opts, known, fname, level)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(fname .. ": opts must be a table", level + 1) end
+  for k in pairs(opts) do
+    if not known[k] then
+      error(("%s: unknown option '%s'"):format(fname, tostring(k)), level + 1)
+    end
+  end
+  return opts
+end
+
+local function set(list)
+  local s = {}
+  for _, k in ipairs(list) do s[k] = true end
+  return s
+end
+
+-- Warnings ------------------------------------------------------------------------------------
+
+local warned = {}
+
+-- A provider's ctx.warn: shown once per process on stderr, kept on the sandbox as sb.warnings.
+local function warner(pname, into)
+  return function(msg)
+    into[#into + 1] = msg
+    local key = pname .. "\0" .. msg
+    if not warned[key] and os.getenv("SANDLOT_QUIET") ~= "1" then
+      warned[key] = true
+      io.stderr:write(("sandlot: %s: warning: %s\n"):format(pname, msg))
+    end
+  end
+end
+
+-- Providers by reference ----------------------------------------------------------------------
+
+-- Resolves a provider reference (configured name, module name, file or table) into
+-- {ref, p = completed provider, ctx}. Credentials are resolved here, on every create/from_map.
+local function resolve(ref, warnings)
+  local p, entry, opts, err
+  if type(ref) == "table" then
+    p = provider.load(ref)
+    entry = { name = p.name, opts = {} }
+    ref = p.name
+  else
+    if provider.is_file(ref) then
+      entry = { name = ref, module = ref, opts = {} }
+    else
+      entry, err = config.entry(ref)
+      if not entry then return nil, err end
+    end
+    p, err = provider.load(entry.module)
+    if not p then return nil, err end
+  end
+  opts, err = config.resolve_opts(entry)
+  if not opts then return nil, err end
+  local ok, cerr = provider.check_config(p, opts, entry.path, entry.name)
+  if not ok then return nil, cerr end
+  local ctx = {
+    name = ref,                     -- the reference: configured name, module or file
+    provider_name = p.name,
+    config = opts,                  -- provider options from the config, secrets resolved
+    telemetry = telemetry,
+  }
+  ctx.warn = warner(ref, warnings)
+  return { ref = ref, p = p, ctx = ctx }
+end
+
+local function new_sandbox(r, handle, warnings)
+  if type(handle) ~= "table" or type(handle.id) ~= "string" or handle.id == "" then
+    error(("provider %s: create/reconnect must return a handle table with a string id, got %s")
+      :format(r.p.name, type(handle)), 3)
+  end
+  return setmetatable({
+    id = handle.id,
+    provider = r.ref,
+    handle = handle,
+    warnings = warnings,
+    _p = r.p,
+    _ctx = r.ctx,
+  }, Sandbox)
+end
+
+-- Operations ----------------------------------------------------------------------------------
+
+local function fail(err, sb, op)
+  if not errors.is(err) then
+    err = errors.new("internal", tostring(err))
+  end
+  return nil, errors.wrap(err, { op = op, provider = sb.provider, sandbox = sb.id })
+end
+
+local function call(sb, op, ...)
+  if sb._destroyed and op ~= "status" and op ~= "destroy" then
+    return fail(errors.new("not_found", "sandbox was destroyed"), sb, op)
+  end
+  local r, err = sb._p.ops[op](sb._ctx, sb.handle, ...)
+  if r == nil then
+    if err == nil then err = errors.new("internal", op .. " returned nothing") end
+    return fail(err, sb, op)
+  end
+  return r
+end
+
+local function span(sb, op, meta, fn, ...)
+  if not telemetry.active() then return fn(sb, op, ...) end
+  meta.provider, meta.sandbox = sb.provider, sb.id
+  return telemetry.span(op, meta, fn, sb, op, ...)
+end
+
+local function check_path(path, fname)
+  if type(path) ~= "string" or path == "" then
+    error(fname .. ": path must be a non-empty string", 3)
+  end
+  if path:find("%z") then error(fname .. ": path contains a NUL byte", 3) end
+  return path
+end
+
+local function argv_of(cmd)
+  if type(cmd) == "string" then
+    if cmd == "" then error("exec: empty command", 3) end
+    return { "/bin/sh", "-c", cmd }
+  end
+  if type(cmd) ~= "table" or #cmd == 0 then
+    error("exec: command must be a non-empty argv list or a shell string", 3)
+  end
+  local argv = {}
+  for i = 1, #cmd do
+    local a = cmd[i]
+    if type(a) == "number" then a = tostring(a) end
+    if type(a) ~= "string" then error(("exec: command[%d] must be a string"):format(i), 3) end
+    if a:find("%z") then error(("exec: command[%d] contains a NUL byte"):format(i), 3) end
+    argv[i] = a
+  end
+  return argv
+end
+
+local function check_env(env, fname)
+  if env == nil then return end
+  if type(env) ~= "table" then error(fname .. ": env must be a table", 4) end
+  for k, v in pairs(env) do
+    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then
+      error(fname .. ": env: invalid variable name " .. tostring(k), 4)
+    end
+    if type(v) ~= "string" and type(v) ~= "number" and v ~= false then
+      error(("%s: env.%s must be a string, number or false"):format(fname, k), 4)
+    end
+  end
+end
+
+local EXEC_OPTS = set({ "env", "cwd", "stdin", "timeout", "max_output", "on_stdout", "on_stderr" })
+
+local function exec_result(r)
+  r.stdout = r.stdout or ""
+  r.stderr = r.stderr or ""
+  r.timed_out = r.timed_out or false
+  r.truncated = r.truncated or false
+  return r
+end
+
+---Runs a command in the sandbox. A non-zero exit is a result, not an error.
+---@param sb sandlot.Sandbox
+---@param cmd string|string[] argv list (no shell) or a string run by /bin/sh -c
+---@param opts? table env, cwd, stdin (string|writer), timeout (s), max_output (bytes per
+---  stream), on_stdout/on_stderr (chunk callbacks)
+---@return table|nil result {exit_code, signal, stdout, stderr, timed_out, truncated, duration}
+---@return sandlot.Error? err not_found (no such binary or cwd; sandbox gone), unavailable, ...
+function M.exec(sb, cmd, opts)
+  check_sb(sb, "exec")
+  local argv = argv_of(cmd)
+  opts = check_opts(opts, EXEC_OPTS, "exec", 2)
+  check_env(opts.env, "exec")
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    error("exec: opts.timeout must be a number of seconds > 0", 2)
+  end
+  if opts.max_output ~= nil and (math.type(opts.max_output) ~= "integer" or opts.max_output < 0) then
+    error("exec: opts.max_output must be an integer >= 0", 2)
+  end
+  if opts.cwd ~= nil then check_path(opts.cwd, "exec") end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  local command = type(cmd) == "string" and cmd or table.concat(argv, " ")
+  local r, err = span(sb, "exec", { command = command }, call, argv, o)
+  if not r then return nil, err end
+  return exec_result(r)
+end
+
+---Reads a whole file from the sandbox.
+---@return string|nil data, sandlot.Error? err not_found, invalid_input (a directory, or a path
+---  leaving the sandbox)
+function M.read_file(sb, path)
+  check_sb(sb, "read_file")
+  check_path(path, "read_file")
+  return span(sb, "read_file", { path = path }, call, path)
+end
+
+local function check_mode(mode, fname)
+  if mode == nil then return nil end
+  if type(mode) == "string" and mode:match("^[0-7]+$") then mode = tonumber(mode, 8) end
+  if math.type(mode) ~= "integer" or mode < 0 or mode > 4095 then
+    error(fname .. ": mode must be an integer such as tonumber('644', 8) or a string '644'", 4)
+  end
+  return mode
+end
+
+---Writes a file in the sandbox (binary-safe), creating missing parent directories.
+---@param opts? {mode?: integer|string}
+---@return true|nil ok, sandlot.Error? err
+function M.write_file(sb, path, data, opts)
+  check_sb(sb, "write_file")
+  check_path(path, "write_file")
+  if type(data) ~= "string" then error("write_file: data must be a string", 2) end
+  opts = check_opts(opts, { mode = true }, "write_file", 2)
+  local o = { mode = check_mode(opts.mode, "write_file") }
+  return span(sb, "write_file", { path = path, size = #data }, call, path, data, o)
+end
+
+---Writes several files: {{path, data}, ...} or {{path = , data = , mode = }, ...}.
+---@return true|nil ok, sandlot.Error? err the first failure, with `path` and `index`
+function M.write_files(sb, files)
+  check_sb(sb, "write_files")
+  if type(files) ~= "table" then error("write_files: a list of {path, data} expected", 2) end
+  local list = {}
+  for i, f in ipairs(files) do
+    if type(f) ~= "table" then error(("write_files: files[%d] must be a table"):format(i), 2) end
+    local path, data = f.path or f[1], f.data or f[2]
+    if type(path) ~= "string" or path == "" or type(data) ~= "string" then
+      error(("write_files: files[%d] must be {path, data} with strings"):format(i), 2)
+    end
+    list[i] = { path = path, data = data, mode = check_mode(f.mode, "write_files") }
+  end
+  return span(sb, "write_files", { count = #list, path = list[1] and list[1].path }, call, list)
+end
+
+---Lists a directory: entries {name, type = "file"|"directory"|"symlink"|"other", size, mode,
+---mtime}, sorted by name.
+---@return table[]|nil entries, sandlot.Error? err not_found, invalid_input (not a directory)
+function M.ls(sb, path)
+  check_sb(sb, "ls")
+  check_path(path or ".", "ls")
+  local list, err = span(sb, "ls", { path = path or "." }, call, path or ".")
+  if not list then return nil, err end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
+end
+
+---Creates a directory.
+---@param opts? {parents?: boolean} parents: create missing parents, and succeed if it exists
+---@return true|nil ok, sandlot.Error? err already_exists, not_found (missing parent)
+function M.mkdir(sb, path, opts)
+  check_sb(sb, "mkdir")
+  check_path(path, "mkdir")
+  opts = check_opts(opts, { parents = true }, "mkdir", 2)
+  return span(sb, "mkdir", { path = path }, call, path, { parents = opts.parents == true })
+end
+
+---Removes a file, an empty directory, or (recursive) a directory tree.
+---@param opts? {recursive?: boolean}
+---@return true|nil ok, sandlot.Error? err not_found, invalid_input (not empty; the root)
+function M.rm(sb, path, opts)
+  check_sb(sb, "rm")
+  check_path(path, "rm")
+  opts = check_opts(opts, { recursive = true }, "rm", 2)
+  return span(sb, "rm", { path = path }, call, path, { recursive = opts.recursive == true })
+end
+
+local function do_destroy(sb, op)
+  if sb._destroyed then return true end
+  local ok, err = call(sb, op)
+  if not ok then
+    if errors.is(err, "not_found") then ok = true else return nil, err end
+  end
+  sb._destroyed = true
+  return ok
+end
+
+---Destroys the sandbox. Idempotent: destroying a destroyed (or vanished) sandbox is true.
+---@return true|nil ok, sandlot.Error? err
+function M.destroy(sb)
+  check_sb(sb, "destroy")
+  return span(sb, "destroy", {}, do_destroy)
+end
+
+local function do_status(sb, op)
+  if sb._destroyed then return "terminated" end
+  local st, err = call(sb, op)
+  if st == nil then return nil, err end
+  if not provider.STATUSES[st] then st = "unknown" end
+  return st
+end
+
+---Returns "running" | "stopped" | "terminated" | "unknown".
+---@return string|nil status, sandlot.Error? err
+function M.status(sb)
+  check_sb(sb, "status")
+  return span(sb, "status", {}, do_status)
+end
+
+local function do_reconnect(sb, op)
+  local h, err = call(sb, op)
+  if not h then return nil, err end
+  if type(h) == "table" then
+    if h.id ~= sb.id then
+      error(("provider %s: reconnect returned a handle for another sandbox"):format(sb._p.name))
+    end
+    sb.handle = h
+  end
+  return sb
+end
+
+---Verifies that the sandbox still exists (after from_map, say) and refreshes its handle.
+---@return sandlot.Sandbox|nil sb, sandlot.Error? err not_found when it is gone
+function M.reconnect(sb)
+  check_sb(sb, "reconnect")
+  return span(sb, "reconnect", {}, do_reconnect)
+end
+
+---Pauses the sandbox (its files stay; exec fails until start).
+function M.stop(sb)
+  check_sb(sb, "stop")
+  return span(sb, "stop", {}, call)
+end
+
+---Resumes a stopped sandbox.
+function M.start(sb)
+  check_sb(sb, "start")
+  return span(sb, "start", {}, call)
+end
+
+---Waits until the sandbox is running.
+---@param opts? {timeout?: number} seconds (default 60)
+---@return true|nil ok, sandlot.Error? err timeout, not_found
+function M.await_ready(sb, opts)
+  check_sb(sb, "await_ready")
+  opts = check_opts(opts, { timeout = true }, "await_ready", 2)
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    error("await_ready: opts.timeout must be a number of seconds > 0", 2)
+  end
+  return span(sb, "await_ready", {}, call, { timeout = opts.timeout })
+end
+
+---Changes settings of a live sandbox (which ones depends on the provider; local: env, cwd,
+---labels, name, purpose).
+---@return sandlot.Sandbox|nil sb, sandlot.Error? err not_supported, invalid_input
+function M.update(sb, opts)
+  check_sb(sb, "update")
+  if type(opts) ~= "table" then error("update: opts must be a table", 2) end
+  local r, err = span(sb, "update", {}, call, opts)
+  if not r then return nil, err end
+  if type(r) == "table" and r.id == sb.id then sb.handle = r end
+  return sb
+end
+
+---Returns a URL reaching `port` inside the sandbox.
+---@param port integer
+---@return string|nil url, sandlot.Error? err not_supported
+function M.get_url(sb, port)
+  check_sb(sb, "get_url")
+  if math.type(port) ~= "integer" or port < 1 or port > 65535 then
+    error("get_url: port must be an integer in 1..65535", 2)
+  end
+  return span(sb, "get_url", { port = port }, call, port)
+end
+
+---Returns options for reaching the sandbox over SSH (providers that offer it).
+function M.ssh_opts(sb)
+  check_sb(sb, "ssh_opts")
+  return span(sb, "ssh_opts", {}, call)
+end
+
+---`local sb <close> = sandlot.create{...}`: closing a sandbox destroys it. Where yielding is
+---impossible (a remote provider during error unwinding) it only warns.
+function M.close(sb)
+  check_sb(sb, "close")
+  if sb._destroyed then return true end
+  if not coroutine.isyieldable() and sb._p.impl.capabilities
+      and sb._p.impl.capabilities.remote then
+    io.stderr:write(("sandlot: warning: %s not destroyed (closed where it cannot yield)\n")
+      :format(tostring(sb)))
+    return true
+  end
+  local ok, err = M.destroy(sb)
+  if not ok then
+    io.stderr:write(("sandlot: warning: destroying %s on close: %s\n")
+      :format(tostring(sb), tostring(err)))
+  end
+  return true
+end
+
+Sandbox.__close = function(sb) M.close(sb) end
+
+-- Create --------------------------------------------------------------------------------------
+
+-- standard create options understood by every provider where it can, with their checks
+local CREATE_OPTS = {
+  provider = function(v) return type(v) == "string" or type(v) == "table" end,
+  image = "string", cwd = "string", name = "string", purpose = "string",
+  cpus = function(v) return type(v) == "number" and v > 0 end,
+  memory_mb = function(v) return math.type(v) == "integer" and v > 0 end,
+  disk_mb = function(v) return math.type(v) == "integer" and v > 0 end,
+  timeout = function(v) return type(v) == "number" and v > 0 end,
+  env = "table", labels = "table", ports = "table", mounts = "table",
+  network = function(v)
+    if v == "none" or v == "all" then return true end
+    if type(v) ~= "table" then return false end
+    for _, h in ipairs(v) do if type(h) ~= "string" then return false end end
+    return true
+  end,
+}
+
+local function check_create_opts(opts, p)
+  local extra = p.impl.create_options or {}
+  for k, v in pairs(opts) do
+    local want = CREATE_OPTS[k]
+    if want == nil then
+      local t = extra[k]
+      if t == nil then
+        error(("create: unknown option '%s' (provider %s)"):format(tostring(k), p.name), 3)
+      end
+      local ok = t == "any" or (t == "integer" and math.type(v) == "integer") or type(v) == t
+      if not ok then
+        error(("create: option '%s' must be a %s (provider %s)"):format(k, t, p.name), 3)
+      end
+    elseif type(want) == "string" and type(v) ~= want
+        or type(want) == "function" and not want(v) then
+      error(("create: invalid value for option '%s': %s"):format(k, tostring(v)), 3)
+    end
+  end
+  check_env(opts.env, "create")
+  for _, port in ipairs(opts.ports or {}) do
+    if math.type(port) ~= "integer" or port < 1 or port > 65535 then
+      error("create: ports must be a list of integers in 1..65535", 3)
+    end
+  end
+  for i, m in ipairs(opts.mounts or {}) do
+    if type(m) ~= "table" or type(m.source) ~= "string" or type(m.target) ~= "string" then
+      error(("create: mounts[%d] must be {source = path, target = path, readonly = bool}")
+        :format(i), 3)
+    end
+  end
+end
+
+---Creates a sandbox.
+---sandlot.create(opts), sandlot.create(provider, opts), or opts.provider. provider is a
+---configured name, a provider module name ("local"), a provider file, or a provider table;
+---omitted: $SANDLOT_PROVIDER, then the config's default, then "local".
+---@param prov_or_opts? string|table
+---@param opts? table image, env, cwd, cpus, memory_mb, disk_mb, timeout, ports, mounts,
+---  network ("none"|"all"|{hosts}), labels, name, purpose, and the provider's own options
+---@return sandlot.Sandbox|nil sb, sandlot.Error? err
+function M.create(prov_or_opts, opts)
+  local explicit
+  if type(prov_or_opts) == "string" or (type(prov_or_opts) == "table" and opts ~= nil) then
+    explicit = prov_or_opts
+  elseif type(prov_or_opts) == "table" then
+    -- one table: options, unless it is a provider table itself
+    if type(prov_or_opts.create) == "function" then explicit = prov_or_opts
+    else opts = prov_or_opts end
+  elseif prov_or_opts ~= nil then
+    error("create: a provider name or table, then an opts table expected", 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then error("create: opts must be a table", 2) end
+  if opts.provider ~= nil then
+    if explicit ~= nil then error("create: provider given twice", 2) end
+    explicit = opts.provider
+  end
+  local ref, serr = config.select(explicit)
+  if not ref then return nil, serr end
+  local warnings = {}
+  local r, err = resolve(ref, warnings)
+  if not r then
+    return nil, errors.wrap(err, { op = "create", provider = type(ref) == "string" and ref or nil })
+  end
+  check_create_opts(opts, r.p)
+  local o = {}
+  for k, v in pairs(opts) do if k ~= "provider" then o[k] = v end end
+  local function run()
+    local handle, cerr = r.p.ops.create(r.ctx, o)
+    if not handle then
+      return nil, errors.wrap(errors.is(cerr) and cerr or errors.new("internal", tostring(cerr)),
+                              { op = "create", provider = r.ref })
+    end
+    return new_sandbox(r, handle, warnings)
+  end
+  if not telemetry.active() then return run() end
+  return telemetry.span("create", { provider = r.ref, image = o.image, name = o.name }, run)
+end
+
+-- Serialization -------------------------------------------------------------------------------
+
+local function json_safe(v, path, depth)
+  local t = type(v)
+  if t == "string" or t == "boolean" then return v end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then
+      error("to_map: handle." .. path .. " is not a finite number", 4)
+    end
+    return v
+  end
+  if t == "table" and getmetatable(v) == nil and depth < 16 then
+    local out = {}
+    for k, x in pairs(v) do
+      if type(k) ~= "string" and math.type(k) ~= "integer" then
+        error("to_map: handle." .. path .. " has a key that is not a string", 4)
+      end
+      out[k] = json_safe(x, path .. "." .. tostring(k), depth + 1)
+    end
+    return out
+  end
+  error(("to_map: handle%s is a %s, which is not JSON-safe (provider bug)")
+    :format(path == "" and "" or "." .. path, t), 4)
+end
+
+---Returns a plain, JSON-safe, versioned table describing the sandbox: {version, provider
+---(the reference: configured name, module or file), id, handle}. It never contains
+---credentials: secret-named fields are redacted and credentials come back from the config and
+---environment in from_map.
+---@param sb sandlot.Sandbox
+---@return table
+function M.to_map(sb)
+  check_sb(sb, "to_map")
+  if type(sb.provider) ~= "string" then error("to_map: this sandbox's provider has no name", 2) end
+  return {
+    version = M.MAP_VERSION,
+    provider = sb.provider,
+    id = sb.id,
+    handle = json_safe(redact.redact(sb.handle, 16), "", 0),
+  }
+end
+
+---Rebuilds a sandbox from to_map's table. No I/O on the sandbox itself: call sb:reconnect()
+---to verify it is alive. opts.provider overrides the provider (a table, for one that is not
+---loadable by name).
+---@param t table
+---@param opts? {provider?: string|table}
+---@return sandlot.Sandbox|nil sb, sandlot.Error? err invalid_input (not a sandbox map),
+---  not_found (provider unknown here), invalid_input (credentials missing)
+function M.from_map(t, opts)
+  opts = check_opts(opts, { provider = true }, "from_map", 2)
+  if type(t) ~= "table" then
+    return nil, errors.new("invalid_input", "from_map: a table from to_map expected")
+  end
+  if t.version ~= M.MAP_VERSION then
+    return nil, errors.new("invalid_input", ("from_map: unsupported map version %s (expected %d)")
+      :format(tostring(t.version), M.MAP_VERSION))
+  end
+  if type(t.provider) ~= "string" or type(t.handle) ~= "table" or type(t.handle.id) ~= "string"
+      or t.id ~= t.handle.id then
+    return nil, errors.new("invalid_input", "from_map: provider, id and handle.id expected")
+  end
+  local warnings = {}
+  local r, err = resolve(opts.provider or t.provider, warnings)
+  if not r then return nil, errors.wrap(err, { op = "from_map", provider = t.provider }) end
+  if opts.provider then r.ref = t.provider; r.ctx.name = t.provider end
+  local handle = json_safe(t.handle, "", 0)   -- a copy the caller cannot change under us
+  return new_sandbox(r, handle, warnings)
+end
+
+-- Capabilities --------------------------------------------------------------------------------
+
+---Tells how each operation is done for a sandbox (or a provider reference): "native",
+---"exec" (file operations through the provider's exec, base64 over the shell), "write_file"
+---(write_files as repeated write_file), "status" (await_ready and reconnect by polling
+---status) or "not_supported".
+---@param v sandlot.Sandbox|string|table
+---@return table<string, string>|nil caps, sandlot.Error? err
+function M.caps(v)
+  local p
+  if is_sandbox(v) then
+    p = v._p
+  else
+    local ref, err = config.select(v)
+    if not ref then return nil, err end
+    local entry
+    if type(ref) == "string" and not provider.is_file(ref) then
+      entry, err = config.entry(ref)
+      if not entry then return nil, err end
+      ref = entry.module
+    end
+    p, err = provider.load(ref)
+    if not p then return nil, err end
+  end
+  local out = {}
+  for k, how in pairs(p.caps) do out[k] = how end
+  return out
+end
+
+M.Sandbox = Sandbox
+
+-- methods: sb:exec(...) is sandlot.exec(sb, ...)
+for _, op in ipairs({ "exec", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
+                      "destroy", "status", "reconnect", "stop", "start", "await_ready",
+                      "update", "get_url", "ssh_opts", "close", "to_map" }) do
+  Sandbox[op] = M[op]
+end
+Sandbox.caps = M.caps
+
+return M
