@@ -1,0 +1,243 @@
+-- sandlot._repl: the policy half of the host's REPL (core/repl.c does the terminal, history
+-- and Ctrl-C). Compiles what was typed (expression first, then statement; "incomplete" for a
+-- chunk that needs more lines), runs it as a task and pretty-prints its results or error.
+local sched = require("sandlot.core.sched")
+local errors = require("sandlot.errors")
+
+local M = {}
+
+M.PROMPT = "> "
+M.PROMPT2 = ">> "
+M.CHUNKNAME = "=stdin"
+
+---Whether Ctrl-C also stops a line that computes without ever waiting (`while true do end`).
+---It needs a count hook on the line's task, which makes tight Lua loops typed at the prompt
+---up to 2x slower; scripts are not affected. Set it to false to trade one for the other.
+M.catch_busy = true
+
+---Options of the pretty printer; tests and users may change them.
+M.opts = {
+  depth = 4,          -- nesting shown before a table becomes {...}
+  items = 100,        -- entries shown per table before "..."
+  width = 78,         -- a table that fits on one line of this width is printed inline
+  indent = "  ",
+}
+
+---Returns the banner shown when the REPL starts.
+---@return string
+function M.banner()
+  local sandlot = require("sandlot")
+  return ("sandlot %s (%s) -- Ctrl-C cancels the running call, Ctrl-D exits\n")
+    :format(sandlot.version, _VERSION)
+end
+
+---Returns the history file (under $XDG_STATE_HOME, default ~/.local/state) or nil when
+---there is no home to keep it in. The C side creates its directory.
+---@return string|nil
+function M.history_path()
+  local state = os.getenv("XDG_STATE_HOME")
+  if state == nil or state:sub(1, 1) ~= "/" then   -- the spec says relative paths are invalid
+    local home = os.getenv("HOME")
+    if home == nil or home == "" then return nil end
+    state = home .. "/.local/state"
+  end
+  return state .. "/sandlot/history"
+end
+
+---Installs the REPL's globals: `sandlot` (the module).
+function M.setup()
+  _G.sandlot = require("sandlot")
+end
+
+-------------------------------------------------------------------- pretty printer
+
+local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\r"] = "\\r",
+                  ["\t"] = "\\t", ["\0"] = "\\0" }
+
+local function quote(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return escapes[c] or ("\\%03d"):format(c:byte())
+  end) .. '"'
+end
+
+local keywords = {}
+for w in ([[and break do else elseif end false for function goto if in local nil not or
+            repeat return then true until while]]):gmatch("%a+") do keywords[w] = true end
+
+local function key_text(k)
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") and not keywords[k] then return k end
+  if type(k) == "string" then return "[" .. quote(k) .. "]" end
+  return "[" .. tostring(k) .. "]"
+end
+
+-- numbers first (by value), then strings, then everything else (by type and text)
+local type_rank = { number = 1, string = 2, boolean = 3 }
+
+local function key_less(a, b)
+  local ta, tb = type(a), type(b)
+  local ra, rb = type_rank[ta] or 4, type_rank[tb] or 4
+  if ra ~= rb then return ra < rb end
+  if ta == "number" or ta == "string" then return a < b end
+  if ta == "boolean" then return (not a) and b end
+  return tostring(a) < tostring(b)
+end
+
+local function has_tostring(v)
+  local mt = getmetatable(v)
+  return type(mt) == "table" and rawget(mt, "__tostring") ~= nil
+end
+
+local function scalar(v)
+  local t = type(v)
+  if t == "string" then return quote(v) end
+  if t == "table" or t == "userdata" then
+    if has_tostring(v) then
+      local ok, s = pcall(tostring, v)
+      return ok and tostring(s) or "<__tostring failed: " .. tostring(s) .. ">"
+    end
+  end
+  return tostring(v)
+end
+
+local function render(v, o, depth, seen, indent)
+  if type(v) ~= "table" or has_tostring(v) then return scalar(v) end
+  if seen[v] then return "<cycle: " .. tostring(v) .. ">" end
+  if depth >= o.depth then return next(v) == nil and "{}" or "{...}" end
+  seen[v] = true
+  local n = rawlen(v)
+  local keys = {}
+  for k in next, v do
+    if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+  end
+  table.sort(keys, key_less)
+  local inner = indent .. o.indent
+  local parts, shown = {}, 0
+  local total = n + #keys
+  for i = 1, n do
+    if shown >= o.items then break end
+    parts[#parts + 1] = render(rawget(v, i), o, depth + 1, seen, inner)
+    shown = shown + 1
+  end
+  for _, k in ipairs(keys) do
+    if shown >= o.items then break end
+    parts[#parts + 1] = key_text(k) .. " = " .. render(rawget(v, k), o, depth + 1, seen, inner)
+    shown = shown + 1
+  end
+  if shown < total then parts[#parts + 1] = ("... (%d more)"):format(total - shown) end
+  seen[v] = nil
+  if #parts == 0 then return "{}" end
+  local line = "{ " .. table.concat(parts, ", ") .. " }"
+  if #line + #indent <= o.width and not line:find("\n", 1, true) then return line end
+  return "{\n" .. inner .. table.concat(parts, ",\n" .. inner) .. "\n" .. indent .. "}"
+end
+
+---Returns v as text for people: strings quoted, tables expanded with sorted keys (at most
+---opts.depth levels and opts.items entries each), cycles marked, values with __tostring
+---(such as sandlot.error) shown through it.
+---@param v any
+---@param opts? table overrides of M.opts
+---@return string
+function M.pretty(v, opts)
+  local o = M.opts
+  if opts ~= nil then
+    o = setmetatable({}, { __index = M.opts })
+    for k, x in pairs(opts) do o[k] = x end
+  end
+  return render(v, o, 0, {}, "")
+end
+
+-------------------------------------------------------------------- evaluation
+
+---Compiles typed source: as an expression (`return <source>`) when that works, else as a
+---statement. Returns the function, or nil, "incomplete" when more lines could complete it,
+---or nil, message for a syntax error.
+---@param source string
+---@return function|nil fn, string? err
+function M.compile(source)
+  local fn, rerr = load("return " .. source, M.CHUNKNAME, "t")
+  if fn then return fn end
+  local err
+  fn, err = load(source, M.CHUNKNAME, "t")
+  if fn then return fn end
+  -- "{ 1," or "1 +" only fail at the end as an expression; "for i" only as a statement
+  if err:sub(-5) == "<eof>" or rerr:sub(-5) == "<eof>" then return nil, "incomplete" end
+  return nil, err
+end
+
+---Compiles source and starts it as a task. Returns "incomplete" (read more lines), the task
+---(the caller joins it with the loop driven), or false after printing a syntax error.
+---@param source string
+---@return sandlot.Task|string|false
+function M.start(source)
+  local fn, err = M.compile(source)
+  if fn then return sched.spawn(fn) end
+  if err == "incomplete" then return "incomplete" end
+  io.stderr:write(err, "\n")
+  return false
+end
+
+-- A string error's traceback without the frames of the REPL's own machinery; any other value
+-- pretty-printed (without the traceback field that join adds to error tables).
+local function error_text(err)
+  if type(err) == "table" and not has_tostring(err) then
+    local copy = {}
+    for k, v in pairs(err) do copy[k] = v end
+    copy.traceback = nil
+    return "error: " .. M.pretty(copy)
+  end
+  if type(err) ~= "string" then return "error: " .. scalar(err) end
+  local msg, tb = err:match("^(.-)\n%(in task %d+%) (stack traceback:.*)$")
+  if not msg then return err end
+  local lines = {}
+  for line in tb:gmatch("[^\n]+") do
+    if not (line:find("[C]: in ?", 1, true) or line:find("_repl.lua", 1, true)) then
+      lines[#lines + 1] = line
+    end
+  end
+  if #lines <= 1 then return msg end
+  return msg .. "\n" .. table.concat(lines, "\n")
+end
+
+---Joins the task (the caller is the main thread, so this drives the loop until the task is
+---done or cancelled by Ctrl-C) and prints its results or error. Also reports background
+---tasks that failed since the last line and that nobody joined.
+---@param task sandlot.Task
+---@return boolean ok
+function M.finish(task)
+  local res = table.pack(pcall(task.join, task))
+  local ok = res[1]
+  if select(3, task:status()) == "cancelled" then
+    io.stdout:write("\n")                  -- the terminal echoed ^C where the cursor was
+  end
+  if ok then
+    local n = res.n
+    while n > 2 and res[n] == nil do n = n - 1 end    -- `r, nil` shows as r; `nil` stays
+    if n > 1 then
+      local parts = {}
+      for i = 2, n do parts[#parts + 1] = M.pretty(res[i]) end
+      io.stdout:write(table.concat(parts, "\t"), "\n")
+    end
+  else
+    local err = res[2]
+    if errors.is(err, "cancelled") then
+      io.stderr:write(scalar(err), "\n")
+    else
+      io.stderr:write(error_text(err), "\n")
+    end
+  end
+  for _, t in ipairs(sched.unobserved()) do
+    local err = t:error()
+    io.stderr:write("background ", tostring(t), " failed: ", error_text(err), "\n")
+  end
+  io.stdout:flush()
+  io.stderr:flush()
+  return ok
+end
+
+---Tells the user that the line they were typing was dropped (Ctrl-C at the prompt).
+function M.interrupted()
+  io.stdout:write("^C\n")
+  io.stdout:flush()
+end
+
+return M
