@@ -96,12 +96,11 @@ void sl_host_handle_closed(uv_handle_t *handle) { sl_host_handle_done(handle->da
 
 void sl_host_drive(SlHost *h, bool *done) {
   h->loop_depth++;
+  /* One iteration runs one round of ready tasks (the idle handle is active while any are
+   * ready, which also makes the poll non-blocking) and polls I/O, so tasks that only ever
+   * yield cannot starve the loop. */
   for (;;) {
     if (done != NULL ? *done : h->live_tasks == 0) break;
-    if (h->ready_head != NULL) {
-      sl_sched_run_ready(h);
-      continue;
-    }
     if (uv_run(h->loop, UV_RUN_ONCE) == 0 && h->ready_head == NULL) break;
   }
   h->loop_depth--;

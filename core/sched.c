@@ -312,11 +312,15 @@ static int join_k(lua_State *L, int status, lua_KContext ctx) {
                     lua_tostring(L, -1));
     return lua_error(L);
   }
-  if (lua_type(L, -2) == LUA_TTABLE && lua_getfield(L, -2, "traceback") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_setfield(L, -2, "traceback");
+  if (lua_type(L, -2) == LUA_TTABLE) {
+    if (lua_getfield(L, -2, "traceback") == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_setfield(L, -2, "traceback");
+    } else {
+      lua_pop(L, 2);
+    }
   } else {
-    lua_pop(L, 2);
+    lua_pop(L, 1);                                         /* error(nil), error(42): as is */
   }
   return lua_error(L);
 }

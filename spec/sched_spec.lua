@@ -205,3 +205,24 @@ describe("a failing main chunk", function()
     assert.matches("main failed", err)
   end)
 end)
+
+describe("odd task bodies", function()
+  it("join re-raises a non-string, non-table error value as it is", function()
+    local t = sandlot.spawn(function() error(42) end)
+    local ok, err = pcall(t.join, t)
+    assert.is_false(ok)
+    assert.equal(42, err)
+  end)
+
+  it("a task that only ever yields does not starve timers and I/O", function()
+    local stop = false
+    local spinner = sandlot.spawn(function()
+      while not stop do coroutine.yield() end
+    end)
+    assert(sandlot.sleep(0.02))
+    local r = assert(sandlot.proc.run({ "echo", "io still flows" }))
+    stop = true
+    spinner:join()
+    assert.equal("io still flows\n", r.stdout)
+  end)
+end)
