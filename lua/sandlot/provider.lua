@@ -356,6 +356,8 @@ local function exists(path)
   return f ~= nil
 end
 
+local file_cache = {}                     -- provider file path -> its table (loaded once)
+
 ---Tells whether a provider reference names a file rather than a module.
 function M.is_file(ref)
   return type(ref) == "string" and (ref:find("/", 1, true) ~= nil or ref:match("%.lua$") ~= nil)
@@ -376,9 +378,13 @@ function M.load(spec)
     if not exists(spec) then
       return nil, errors.new("not_found", ("provider file %s does not exist"):format(spec))
     end
-    local chunk, lerr = loadfile(spec)
-    if not chunk then error(("provider %s: %s"):format(spec, lerr), 2) end
-    impl = chunk()
+    impl = file_cache[spec]
+    if not impl then
+      local chunk, lerr = loadfile(spec)
+      if not chunk then error(("provider %s: %s"):format(spec, lerr), 2) end
+      impl = chunk()
+      file_cache[spec] = impl
+    end
   else
     local mod = spec:find(".", 1, true) and spec or ("providers." .. spec)
     if not package.searchpath(mod, package.path) then
