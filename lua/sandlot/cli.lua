@@ -1,0 +1,164 @@
+-- sandlot.cli: subcommands of the host (`sandlot <command> args`). main.c calls main(arg) with
+-- arg[0] the command word and arg[1..] its arguments. A command is one entry of M.commands:
+-- {summary, usage, run = function(args) -> exit status}. A raised error exits 1.
+local M = {}
+
+local function out(...) io.stdout:write(...) end
+local function err(...) io.stderr:write(...) end
+
+M.commands = {}
+
+local function command(name, spec)
+  spec.name = name
+  M.commands[name] = spec
+end
+
+local function names()
+  local list = {}
+  for n in pairs(M.commands) do list[#list + 1] = n end
+  table.sort(list)
+  return list
+end
+
+command("help", {
+  summary = "show the commands, or one command's usage",
+  usage = "sandlot help [COMMAND]",
+  run = function(args)
+    local c = args[1] and M.commands[args[1]]
+    if args[1] and not c then
+      err(("sandlot: no command named '%s'\n"):format(args[1]))
+      return 2
+    end
+    if c then
+      out("usage: ", c.usage, "\n\n", c.summary, "\n", c.help or "")
+      return 0
+    end
+    out("usage: sandlot [options] [script.lua [args]]   run a script (see sandlot --help)\n",
+        "       sandlot COMMAND [args]\n\ncommands:\n")
+    for _, n in ipairs(names()) do
+      out(("  %-16s %s\n"):format(n, M.commands[n].summary))
+    end
+    return 0
+  end,
+})
+
+local function exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() end
+  return f ~= nil
+end
+
+command("check-provider", {
+  summary = "run the provider conformance suite against a provider",
+  usage = "sandlot check-provider FILE_OR_NAME [--big-file-mb N] [--label TEXT] " ..
+          "[-- BUSTED_OPTIONS]",
+  help = [[
+FILE_OR_NAME is a provider file (./my_provider.lua), a provider module name (local, for
+providers/local.lua on the search path) or a provider configured in sandlot.config.lua.
+The provider is checked first (misspelled or missing functions), then the conformance suite
+runs against it: exec, files, handles, telemetry. Optional operations it lacks must return
+not_supported. Exits 0 when every test passes.
+]],
+  run = function(args)
+    local sandlot = require("sandlot")
+    local ref, big, label
+    local rest = {}
+    local i = 1
+    while i <= #args do
+      local a = args[i]
+      if a == "--" then
+        for j = i + 1, #args do rest[#rest + 1] = args[j] end
+        break
+      elseif a == "--big-file-mb" then
+        big = tonumber(args[i + 1])
+        if not big or big < 1 then
+          err("sandlot: check-provider: --big-file-mb needs a number >= 1\n")
+          return 2
+        end
+        i = i + 1
+      elseif a == "--label" then
+        label = args[i + 1]
+        i = i + 1
+      elseif a:sub(1, 1) == "-" then
+        err(("sandlot: check-provider: unknown option %s\n"):format(a))
+        return 2
+      elseif ref == nil then
+        ref = a
+      else
+        err("sandlot: check-provider: one provider at a time\n")
+        return 2
+      end
+      i = i + 1
+    end
+    if not ref then
+      err("usage: ", M.commands["check-provider"].usage, "\n")
+      return 2
+    end
+    -- load and check the provider before running anything against it
+    local ok, caps, cerr = pcall(sandlot.caps, ref)
+    if not ok then
+      local e = caps
+      err(("sandlot: check-provider: %s is not a valid provider:\n"):format(ref))
+      if type(e) == "table" and e.problems then
+        for _, p in ipairs(e.problems) do err("  - ", p, "\n") end
+      else
+        err("  ", tostring(e), "\n")
+      end
+      return 1
+    end
+    if not caps then
+      err(("sandlot: check-provider: %s\n"):format(tostring(cerr)))
+      return 1
+    end
+    out(("provider %s\n"):format(ref))
+    local ops = {}
+    for op in pairs(caps) do ops[#ops + 1] = op end
+    table.sort(ops)
+    for _, op in ipairs(ops) do out(("  %-12s %s\n"):format(op, caps[op])) end
+    out("\n")
+
+    local root = require("sandlot._paths").root()
+    local suite = root and root .. "/spec/conformance/check.lua"
+    if not suite or not exists(suite) then
+      err("sandlot: check-provider: the conformance suite (spec/conformance/) is not " ..
+          "installed next to sandlot's Lua library\n")
+      return 1
+    end
+    if not pcall(require, "busted.runner") then
+      err("sandlot: check-provider: busted is not installed (apt install lua-busted)\n")
+      return 1
+    end
+    package.path = root .. "/?.lua;" .. root .. "/?/init.lua;" .. package.path
+    package.loaded["spec.conformance.target"] = {
+      provider = ref, label = label or ref, big_file_mb = big,
+    }
+    local bargs = { "--config-file=" .. root .. "/spec/conformance/busted.lua",
+                    "--output=" .. root .. "/spec/support/summary.lua" }
+    for _, a in ipairs(rest) do bargs[#bargs + 1] = a end
+    bargs[#bargs + 1] = suite
+    _G.arg = { [0] = "sandlot check-provider" }
+    for j, a in ipairs(bargs) do _G.arg[j] = a end
+    -- exits with the number of failures when there are any; returns when all passed
+    require("busted.runner")({ standalone = false })
+    return 0
+  end,
+})
+
+---Runs the command named by arg[0] with arg[1..]; exits with its status when non-zero.
+---@param arg table
+function M.main(arg)
+  local name = arg and arg[0]
+  local c = M.commands[name]
+  if not c then
+    err(("sandlot: unknown command '%s'\n"):format(tostring(name)))
+    M.commands.help.run({})
+    os.exit(2)
+  end
+  local args = {}
+  for i = 1, #arg do args[i] = arg[i] end
+  local rc = c.run(args) or 0
+  if rc ~= 0 then os.exit(rc) end
+  return 0
+end
+
+return M
