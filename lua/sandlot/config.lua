@@ -188,6 +188,16 @@ function M.set(t)
   return cfg
 end
 
+---Loads a config file and uses it from now on (instead of the one found by M.find).
+---@param path string
+---@return true|nil ok, sandlot.Error? err
+function M.use(path)
+  local cfg, err = M.load(path)
+  if not cfg then return nil, err end
+  current = cfg
+  return true
+end
+
 ---Forgets the loaded config: the next use reads the file again.
 function M.reset()
   current = nil

@@ -1,0 +1,153 @@
+-- spec/provider_spec.lua: sandlot.provider: checking provider tables (messages an author can act
+-- on), loading by name or file, and completing a minimal provider with fallbacks and stubs.
+local sandlot = require("sandlot")
+local provider = sandlot.provider
+local h = require("spec.helper")
+
+local function minimal(extra)
+  local p = {
+    name = "mini",
+    create = function() return { id = "x" } end,
+    destroy = function() return true end,
+    status = function() return "running" end,
+    exec = function() return { exit_code = 0, stdout = "", stderr = "" } end,
+  }
+  for k, v in pairs(extra or {}) do p[k] = v end
+  return p
+end
+
+describe("sandlot.provider.check", function()
+  it("accepts a minimal provider, fields and private helpers", function()
+    assert.is_true(provider.check(minimal({ description = "d", capabilities = {},
+                                            _helper = function() end, get_url = function() end,
+                                            config = { host = "string" } })))
+  end)
+
+  local cases = {
+    { "not a table", 42, "must be a table" },
+    { "a missing required function", minimal({ status = false }), "'status' must be a function" },
+    { "an absent required function", (function() local p = minimal(); p.exec = nil; return p end)(),
+      "missing required function 'exec'" },
+    { "a misspelled operation", minimal({ raed_file = function() end }),
+      "unknown name 'raed_file' %(did you mean 'read_file'%?%)" },
+    { "a wrong case", minimal({ Exec = function() end }), "did you mean 'exec'" },
+    { "an unknown name", minimal({ frobnicate = function() end }),
+      "unknown name 'frobnicate': operations are" },
+    { "an operation that is not a function", minimal({ ls = "yes" }),
+      "'ls' must be a function%(ctx, ...%), got string" },
+    { "a field of the wrong type", minimal({ name = 3 }), "field 'name' must be a string" },
+    { "a bad config schema", minimal({ config = { host = "str" } }),
+      "config%.host must map an option name to a type name" },
+    { "a non-string key", minimal({ [1] = function() end }), "unexpected key 1" },
+  }
+  for _, c in ipairs(cases) do
+    it("reports " .. c[1], function()
+      local ok, err = provider.check(c[2])
+      assert.is_nil(ok)
+      assert.equal("invalid_input", err.code)
+      assert.matches(c[3], err.message)
+      assert.is_true(#err.problems >= 1)
+    end)
+  end
+
+  it("lists every problem at once", function()
+    local p = minimal({ exce = function() end, destory = function() end })
+    p.exec, p.destroy = nil, nil
+    local _, err = provider.check(p)
+    assert.equal(4, #err.problems)
+  end)
+end)
+
+describe("sandlot.provider.load", function()
+  it("loads providers/<name>.lua by name", function()
+    local p = assert(provider.load("local"))
+    assert.equal("local", p.name)
+    assert.equal(require("providers.local"), p.impl)
+  end)
+
+  it("reports an unknown name as not_found", function()
+    local p, err = provider.load("no_such_provider_xyz")
+    assert.is_nil(p)
+    assert.equal("not_found", err.code)
+    assert.matches("providers%.no_such_provider_xyz", err.message)
+  end)
+
+  it("loads a file, and raises for a broken one", function()
+    local tmp = h.tmpdir()
+    local f = assert(io.open(tmp .. "/p.lua", "w"))
+    f:write("return { create = function() end, destroy = function() end, " ..
+            "status = function() end, exce = function() end }")
+    f:close()
+    local ok, err = pcall(provider.load, tmp .. "/p.lua")
+    assert.is_false(ok)
+    assert.matches("did you mean 'exec'", tostring(err))
+    local p, nerr = provider.load(tmp .. "/missing.lua")
+    assert.is_nil(p)
+    assert.equal("not_found", nerr.code)
+    h.rmtree(tmp)
+  end)
+
+  it("raises when create is given a broken provider table", function()
+    assert.has_error(function() sandlot.create(minimal({ exce = 1 }), {}) end)
+  end)
+end)
+
+describe("a provider with only the required functions", function()
+  it("gets fallbacks and not_supported stubs, as caps reports", function()
+    local caps = assert(sandlot.caps(minimal()))
+    assert.same({
+      create = "native", destroy = "native", status = "native", exec = "native",
+      read_file = "exec", write_file = "exec", ls = "exec", mkdir = "exec", rm = "exec",
+      write_files = "write_file", await_ready = "status", reconnect = "status",
+      stop = "not_supported", start = "not_supported", update = "not_supported",
+      get_url = "not_supported", ssh_opts = "not_supported",
+    }, caps)
+  end)
+
+  it("returns not_supported from the stubs, with context", function()
+    local sb = assert(sandlot.create(minimal(), {}))
+    for _, op in ipairs({ "stop", "start", "ssh_opts" }) do
+      local r, err = sandlot[op](sb)
+      assert.is_nil(r)
+      assert.equal("not_supported", err.code)
+      assert.equal(op, err.op)
+      assert.equal("mini", err.provider)
+      assert.equal("x", err.sandbox)
+      assert.is_false(err.retryable)
+    end
+    local r, err = sb:get_url(80)
+    assert.is_nil(r)
+    assert.equal("not_supported", err.code)
+  end)
+
+  it("moves files through exec with base64 and maps script failures to codes", function()
+    local calls = {}
+    local sb = assert(sandlot.create(minimal({
+      exec = function(_, _, argv, opts)
+        calls[#calls + 1] = { argv = argv, opts = opts }
+        return { exit_code = 2, stdout = "", stderr = "x: no such file\n" }
+      end,
+    }), {}))
+    local r, err = sb:read_file("x")
+    assert.is_nil(r)
+    assert.equal("not_found", err.code)
+    assert.equal("/bin/sh", calls[1].argv[1])
+    assert.equal("./x", calls[1].argv[#calls[1].argv])   -- paths are arguments, not script
+    sb:write_file("-n", "\0\255")
+    assert.equal("./-n", calls[2].argv[5])
+    assert.equal("AP8=", calls[2].opts.stdin)
+  end)
+
+  it("polls status in await_ready, bounded by its timeout", function()
+    local n = 0
+    local sb = assert(sandlot.create(minimal({
+      status = function() n = n + 1; return n < 3 and "stopped" or "running" end,
+    }), {}))
+    assert.is_true(sb:await_ready({ timeout = 10 }))
+    assert.equal(3, n)
+    local stuck = assert(sandlot.create(minimal({ status = function() return "stopped" end }), {}))
+    local r, err = stuck:await_ready({ timeout = 1 })
+    assert.is_nil(r)
+    assert.equal("timeout", err.code)
+  end)
+end)
