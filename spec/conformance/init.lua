@@ -23,12 +23,15 @@ return function(target)
   local label = target.label or tostring(target.provider)
   local big_mb = target.big_file_mb or 50
 
+  local created = {}          -- destroyed at the end even when a test fails half-way
+
   local function create(extra)
     local opts = {}
     for k, v in pairs(target.create or {}) do opts[k] = v end
     for k, v in pairs(extra or {}) do opts[k] = v end
     local sb, err = sandlot.create(target.provider, opts)
     assert(sb, "create failed: " .. tostring(err))
+    created[#created + 1] = sb
     return sb
   end
 
@@ -46,7 +49,7 @@ return function(target)
     end)
 
     lazy_teardown(function()
-      if sb then sb:destroy() end
+      for _, s in ipairs(created) do s:destroy() end
     end)
 
     describe("lifecycle", function()
