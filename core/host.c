@@ -34,6 +34,7 @@ static int host_gc(lua_State *L) {
   *box = NULL;
   h->closing = true;
   sl_sched_cancel_all(L);                  /* stop timers, kill children of parked tasks */
+  sl_http_close(h);                        /* curl's cached connections and timer */
   uv_idle_stop(&h->idle);
   uv_close((uv_handle_t *)&h->idle, on_handle_closed);
   while (h->handles > 0) uv_run(h->loop, UV_RUN_ONCE);

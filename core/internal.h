@@ -66,6 +66,7 @@ struct SlHost {
   unsigned next_task_id;
   bool closing;
   void *procs;             /* proc.c's list of live children */
+  void *http;              /* http.c's curl multi handle (created on first request) */
   char readbuf[65536];     /* every pipe read lands here first (reads never overlap) */
 };
 
@@ -108,6 +109,9 @@ const char *sl_code_for_errno(int err);  /* errno (positive) -> code */
 
 /* proc.c */
 void sl_proc_kill_all(SlHost *h);       /* SIGKILL every live child's process group */
+
+/* http.c */
+void sl_http_close(SlHost *h);          /* host teardown: aborts transfers, closes sockets */
 
 /* misc */
 uint64_t sl_now_ns(void);

@@ -11,6 +11,7 @@ local M = {
   errors = require("sandlot.errors"),
   telemetry = require("sandlot.telemetry"),
   proc = require("sandlot.proc"),
+  http = require("sandlot.http"),
 }
 
 M.spawn = task.spawn

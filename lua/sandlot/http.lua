@@ -1,0 +1,459 @@
+-- sandlot.http: HTTP requests for scripts and providers. Policy lives here: option names and
+-- defaults, URLs and query strings, JSON in and out, retries (backoff, jitter, Retry-After),
+-- error wording and redaction, telemetry. Transfers, connection reuse, streaming and
+-- backpressure are in core/http.c (libcurl's multi interface on the host's loop).
+local core = require("sandlot.core.http")
+local sched = require("sandlot.core.sched")
+local timer = require("sandlot.core.timer")
+local errors = require("sandlot.errors")
+local telemetry = require("sandlot.telemetry")
+local redact = require("sandlot._redact")
+
+local M = {}
+
+M.DEFAULT_TIMEOUT = 60                  -- seconds per attempt
+M.DEFAULT_CONNECT_TIMEOUT = 10
+M.DEFAULT_MAX_BODY = 64 * 1024 * 1024   -- bytes kept of a captured body
+M.RETRY_STATUSES = { [429] = true, [502] = true, [503] = true, [504] = true }
+M.IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, PUT = true, DELETE = true,
+                 TRACE = true }
+M.curl = core.curl
+M.http2 = core.http2
+
+local known = {
+  method = true, url = true, base_url = true, path = true, headers = true, query = true,
+  body = true, json = true, body_file = true, body_size = true, timeout = true,
+  connect_timeout = true, unix_socket = true, max_body = true, on_chunk = true, retry = true,
+  insecure = true, ca_file = true, ca_path = true, follow = true, max_redirects = true,
+  fresh_connect = true, op = true, decode = true,
+}
+local known_retry = { attempts = true, base = true, cap = true, statuses = true, safe = true,
+                      max_after = true }
+
+local cjson_mod
+local function cjson()
+  if not cjson_mod then
+    cjson_mod = require("cjson.safe").new()
+  end
+  return cjson_mod
+end
+
+---JSON null as decoded and as given to `json =`.
+M.null = require("cjson").null
+
+---Encodes a value as JSON (an empty table becomes `{}`).
+---@param v any
+---@return string
+function M.encode_json(v)
+  local s, err = cjson().encode(v)
+  if not s then error("http: cannot encode JSON: " .. tostring(err), 2) end
+  return s
+end
+
+-- Redaction ---------------------------------------------------------------------------------
+
+---Returns url without credentials: userinfo removed, secret-named query values redacted.
+---@param url string
+---@return string
+function M.redact_url(url)
+  if type(url) ~= "string" then return url end
+  url = url:gsub("^(%a[%w+.-]*://)[^/@]*@", "%1")
+  return (url:gsub("([?&])([^=&#]+)=([^&#]*)", function(sep, k, v)
+    if redact.is_secret(k) then return sep .. k .. "=" .. redact.MARK end
+    return sep .. k .. "=" .. v
+  end))
+end
+
+local secret_words = { "password", "passwd", "secret", "token", "api_key", "apikey",
+                       "private_key", "authorization", "cookie", "credential", "access_key" }
+
+---Returns a short excerpt of a body for error messages: at most n bytes, control bytes
+---shown as '.', secret-looking JSON values and bearer tokens redacted.
+---@param body string
+---@param n? integer
+---@return string
+function M.excerpt(body, n)
+  if type(body) ~= "string" then return "" end
+  n = n or 160
+  local s = body
+  for _, w in ipairs(secret_words) do
+    s = s:gsub('("[%w_%-]*' .. w .. '[%w_%-]*"%s*:%s*)"[^"]*"', '%1"' .. redact.MARK .. '"')
+    s = s:gsub('("[%w_%-]*' .. w:upper() .. '[%w_%-]*"%s*:%s*)"[^"]*"', '%1"' .. redact.MARK .. '"')
+  end
+  s = s:gsub("[Bb]earer%s+[%w%-%._~%+/]+=*", "Bearer " .. redact.MARK)
+  if #s > n then s = s:sub(1, n) .. "..." end
+  return (s:gsub("[%c\128-\255]", "."))
+end
+
+-- Requests ----------------------------------------------------------------------------------
+
+local function encode_query(q)
+  if type(q) == "string" then return q end
+  local keys = {}
+  for k in pairs(q) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = q[k]
+    local vals = type(v) == "table" and v or { v }
+    for _, x in ipairs(vals) do
+      if x ~= false and x ~= nil then
+        if x == true then x = "1" end
+        parts[#parts + 1] = core.escape(k) .. "=" .. core.escape(tostring(x))
+      end
+    end
+  end
+  return table.concat(parts, "&")
+end
+
+local function header_list(headers, has_json)
+  local list, seen = {}, {}
+  for k, v in pairs(headers or {}) do
+    if type(k) ~= "string" or not k:match("^[%w!#$%%&'*+.^_`|~-]+$") then
+      error("http: invalid header name " .. tostring(k), 4)
+    end
+    if v ~= false and v ~= nil then
+      v = tostring(v)
+      if v:find("[\r\n%z]") then error("http: header " .. k .. " contains CR, LF or NUL", 4) end
+      list[#list + 1] = k .. ": " .. v
+      seen[k:lower()] = true
+    end
+  end
+  if has_json and not seen["content-type"] then
+    list[#list + 1] = "Content-Type: application/json"
+  end
+  if not seen["user-agent"] then list[#list + 1] = "User-Agent: sandlot/" .. M.version end
+  table.sort(list)
+  return list
+end
+
+---Parses raw header lines into {lowercased name = value}; repeated headers are joined with
+---", " (Set-Cookie with "\n").
+---@param raw string
+---@return table
+function M.parse_headers(raw)
+  local h = {}
+  for line in raw:gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:%s]+):%s*(.-)%s*$")
+    if k then
+      k = k:lower()
+      if h[k] then h[k] = h[k] .. (k == "set-cookie" and "\n" or ", ") .. v
+      else h[k] = v end
+    end
+  end
+  return h
+end
+
+local function is_json_type(ct)
+  return ct ~= nil and (ct:find("^application/json") or ct:find("^application/[%w.%-]+%+json")
+                        or ct:find("^text/json")) ~= nil
+end
+
+local function build(opts)
+  local url = opts.url
+  if url == nil then
+    if opts.path == nil then error("http.request: opts.url or opts.path is required", 3) end
+    local base = opts.base_url or (opts.unix_socket and "http://localhost")
+    if base == nil then error("http.request: opts.path needs opts.base_url or unix_socket", 3) end
+    url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
+  end
+  if type(url) ~= "string" then error("http.request: opts.url must be a string", 3) end
+  if opts.query ~= nil then
+    local q = encode_query(opts.query)
+    if q ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. q end
+  end
+  local method = (opts.method or ((opts.body or opts.json ~= nil or opts.body_file) and "POST"
+                                  or "GET")):upper()
+  if not method:match("^[A-Z]+$") then error("http.request: invalid method " .. method, 3) end
+  local body = opts.body
+  if opts.json ~= nil then
+    if body ~= nil then error("http.request: give body or json, not both", 3) end
+    body = M.encode_json(opts.json)
+  end
+  local producer
+  if type(body) == "function" then producer, body = body, nil
+  elseif body ~= nil and type(body) ~= "string" then
+    error("http.request: opts.body must be a string or a producer function", 3)
+  end
+  for _, f in ipairs({ "timeout", "connect_timeout", "max_body" }) do
+    local v = opts[f]
+    if v ~= nil and v ~= false and (type(v) ~= "number" or v <= 0) then
+      error("http.request: opts." .. f .. " must be a number > 0", 3)
+    end
+  end
+  if opts.on_chunk ~= nil and type(opts.on_chunk) ~= "function" then
+    error("http.request: opts.on_chunk must be a function", 3)
+  end
+  return {
+    method = method, url = url, headers = header_list(opts.headers, opts.json ~= nil),
+    body = body, body_file = opts.body_file, body_producer = producer ~= nil,
+    body_size = opts.body_size, unix_socket = opts.unix_socket,
+    timeout = opts.timeout == nil and M.DEFAULT_TIMEOUT or opts.timeout or nil,
+    connect_timeout = opts.connect_timeout or M.DEFAULT_CONNECT_TIMEOUT,
+    max_body = opts.max_body == nil and M.DEFAULT_MAX_BODY or opts.max_body or nil,
+    stream = opts.on_chunk ~= nil, follow = opts.follow, max_redirects = opts.max_redirects,
+    insecure = opts.insecure == true, ca_file = opts.ca_file, ca_path = opts.ca_path,
+    fresh_connect = opts.fresh_connect,
+  }, producer
+end
+
+-- Feeds the producer's chunks to the request from a task of its own; its failure is kept.
+local function start_producer(req, producer, state)
+  return sched.spawn(function()
+    while true do
+      local ok, chunk = pcall(producer)
+      if not ok then
+        state.err = chunk
+        req:close()
+        return
+      end
+      if chunk == nil or chunk == "" then break end
+      if type(chunk) ~= "string" then
+        state.err = "http.request: the body producer must return strings or nil"
+        req:close()
+        return
+      end
+      if not req:write(chunk) then return end
+    end
+    req:finish()
+  end)
+end
+
+-- cjson reads every number as a float: give integral values back their integer subtype.
+local function integers(v, depth)
+  if depth > 64 then return v end
+  for k, x in pairs(v) do
+    local tx = type(x)
+    if tx == "number" then
+      local i = math.tointeger(x)
+      if i then v[k] = i end
+    elseif tx == "table" then
+      integers(x, depth + 1)
+    end
+  end
+  return v
+end
+
+---Decodes JSON text (numbers that are integral come back as integers).
+---@param s string
+---@return any|nil value, string? err
+function M.decode_json(s)
+  local v, err = cjson().decode(s)
+  if v == nil then return nil, err end
+  if type(v) == "table" then integers(v, 0)
+  elseif type(v) == "number" then v = math.tointeger(v) or v end
+  return v
+end
+
+local function decode_response(res, opts)
+  res.headers = M.parse_headers(res.headers_raw)
+  res.headers_raw = nil
+  local want = opts.decode
+  if want == nil then want = is_json_type(res.headers["content-type"]) and "json" end
+  if want == "json" and res.body ~= nil and res.body:find("%S") then
+    local v, jerr = M.decode_json(res.body)
+    if v == nil and jerr ~= nil then
+      return nil, errors.new("bad_response",
+        ("malformed JSON in the %d response: %s; body starts: %s")
+          :format(res.status, tostring(jerr):gsub(" at character.*", ""), M.excerpt(res.body)),
+        { status = res.status, retryable = false })
+    end
+    res.json = v
+  end
+  return res
+end
+
+-- One attempt. Returns res | nil, err, and whether any chunk reached on_chunk.
+local function attempt(o, producer, opts)
+  local req <close>, err = core.request(o)
+  if not req then return nil, err end
+  local state = {}
+  local writer = producer and start_producer(req, producer, state)
+  local function finish(...)
+    if writer and not writer:done() then writer:cancel() end
+    if state.err ~= nil then error(state.err, 0) end
+    return ...
+  end
+  if not o.stream then
+    local res, werr = req:wait()
+    if not res then return finish(nil, werr) end
+    return finish(decode_response(res, opts))
+  end
+  local head, herr = req:headers()
+  if not head then return finish(nil, herr) end
+  local ok2xx = head.status >= 200 and head.status < 300
+  local parts, size, delivered = {}, 0, false
+  while true do
+    local chunk, rerr = req:read()
+    if chunk == nil then
+      if rerr ~= nil then return finish(nil, rerr, delivered) end
+      break
+    end
+    if ok2xx then
+      delivered = true
+      opts.on_chunk(chunk)
+    elseif size < (o.max_body or math.huge) then
+      parts[#parts + 1] = chunk
+      size = size + #chunk
+    end
+  end
+  local res, werr = req:wait()
+  if not res then return finish(nil, werr, delivered) end
+  if not ok2xx then res.body = table.concat(parts) end
+  return finish(decode_response(res, opts))
+end
+
+local function retry_after(res)
+  local v = res and res.headers and res.headers["retry-after"]
+  if v == nil then return nil end
+  local secs = tonumber(v)
+  if secs then return math.max(0, secs) end
+  local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+                   Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+  local d, mon, y, hh, mm, ss = v:match("%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT")
+  if not d or not months[mon] then return nil end
+  local t = os.time({ year = tonumber(y), month = months[mon], day = tonumber(d),
+                      hour = tonumber(hh), min = tonumber(mm), sec = tonumber(ss), isdst = false })
+  local now = os.time(os.date("!*t"))      -- both read as local time: the offset cancels
+  return math.max(0, t - now)
+end
+
+local function retry_policy(opts, method, producer)
+  local r = opts.retry
+  if r == false then return { attempts = 1 } end
+  if type(r) == "number" then r = { attempts = r } end
+  r = r or {}
+  if type(r) ~= "table" then error("http.request: opts.retry must be a table, number or false", 3) end
+  for k in pairs(r) do
+    if not known_retry[k] then error("http.request: unknown retry option '" .. tostring(k) .. "'", 3) end
+  end
+  local eligible = (M.IDEMPOTENT[method] or r.safe == true) and not producer
+  return {
+    attempts = eligible and (r.attempts or 3) or 1,
+    base = r.base or 0.2, cap = r.cap or 5, max_after = r.max_after or 60,
+    statuses = r.statuses or M.RETRY_STATUSES,
+  }
+end
+
+local function request(opts, meta)
+  local o, producer = build(opts)
+  local policy = retry_policy(opts, o.method, producer)
+  meta.method, meta.url = o.method, M.redact_url(o.url)
+  local n = 0
+  while true do
+    n = n + 1
+    local res, err, delivered = attempt(o, producer, opts)
+    meta.attempts = n
+    local delay, why
+    if res then
+      meta.status = res.status
+      res.attempts = n
+      if n >= policy.attempts or not policy.statuses[res.status] then return res end
+      why = res.status
+      local after = retry_after(res)
+      if after and after > policy.max_after then return res end
+      delay = after
+    else
+      err = errors.wrap(err, { op = opts.op or "http", method = o.method,
+                               url = M.redact_url(o.url) })
+      if n >= policy.attempts or not err.retryable or delivered or err.code == "cancelled" then
+        return nil, err
+      end
+      why = err.code
+    end
+    if delay == nil then
+      local full = math.min(policy.cap, policy.base * 2 ^ (n - 1))
+      delay = full / 2 + math.random() * full / 2        -- equal jitter
+    end
+    telemetry.execute({ "sandlot", "http", "retry" }, { attempt = n, delay = delay },
+                      { method = o.method, url = meta.url, reason = why })
+    local ok, serr = timer.sleep(delay)
+    if not ok then return nil, serr end
+  end
+end
+
+---Makes an HTTP request and returns the response. A non-2xx status is a response, not an
+---error; transport failures are errors.
+---@param defaults? table options shared by many requests (e.g. {unix_socket=, base_url=})
+---@param opts table method, url | path (+ base_url or unix_socket), headers {name = value},
+---  query (table or string), body (string or producer function returning chunks, nil at the
+---  end) | json (value to encode) | body_file (path), body_size (producer length, else
+---  chunked), timeout (s per attempt, default 60; false: none), connect_timeout (default 10),
+---  unix_socket, max_body (default 64 MiB; false: none), on_chunk (fn(chunk) for a 2xx body,
+---  which is then not kept), retry ({attempts=3, base=0.2, cap=5, statuses=, safe=,
+---  max_after=60} | number | false), follow (redirects, default true), max_redirects (10),
+---  insecure (no TLS verification: explicit opt-in only), ca_file, ca_path, fresh_connect,
+---  decode ("json" to decode whatever the content type), op (names the operation in errors)
+---@return table|nil response {status, headers, body, json, http_version, attempts, ...}
+---@return sandlot.Error? err timeout, unavailable (reason = curl's words), bad_response
+---  (malformed JSON, over max_body, redirect loop), invalid_input, cancelled
+function M.request(defaults, opts)
+  if opts == nil then opts = defaults
+  elseif type(defaults) == "table" then
+    local merged = {}
+    for k, v in pairs(defaults) do merged[k] = v end
+    for k, v in pairs(opts) do
+      if k == "headers" and type(defaults.headers) == "table" then
+        local hs = {}
+        for hk, hv in pairs(defaults.headers) do hs[hk] = hv end
+        for hk, hv in pairs(v) do hs[hk] = hv end
+        v = hs
+      end
+      merged[k] = v
+    end
+    opts = merged
+  end
+  if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
+  for k in pairs(opts) do
+    if not known[k] then error("http.request: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  local meta = {}
+  if not telemetry.active() then return request(opts, meta) end
+  return telemetry.span("http.request", meta, request, opts, meta)
+end
+
+---Shorthands: http.get(url [, opts]), http.post(url, opts), ...
+for _, m in ipairs({ "get", "head", "post", "put", "patch", "delete" }) do
+  M[m] = function(url, opts)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.url, o.method = url, m:upper()
+    return M.request(o)
+  end
+end
+
+local status_codes = {
+  [400] = "invalid_input", [401] = "auth_failed", [403] = "permission_denied",
+  [404] = "not_found", [405] = "not_supported", [408] = "timeout", [409] = "already_exists",
+  [410] = "not_found", [413] = "invalid_input", [422] = "invalid_input",
+  [429] = "rate_limited", [500] = "unavailable", [501] = "not_supported",
+  [502] = "unavailable", [503] = "unavailable", [504] = "timeout", [507] = "quota_exceeded",
+}
+
+---Turns a non-2xx response into a sandlot.error: the code follows the status, the message
+---comes from the body's `message` or `error` field (or a short redacted excerpt).
+---@param res table a response from http.request
+---@param fields? table context (op, provider, sandbox, ...)
+---@return sandlot.Error
+function M.status_error(res, fields)
+  local code = status_codes[res.status] or (res.status >= 500 and "unavailable")
+               or "bad_response"
+  local text
+  local j = res.json
+  if type(j) == "table" then
+    text = j.message or (type(j.error) == "string" and j.error)
+           or (type(j.error) == "table" and j.error.message) or nil
+  end
+  text = text and M.excerpt(tostring(text), 300) or M.excerpt(res.body or "")
+  local err = errors.new(code, ("HTTP %d%s"):format(res.status, text ~= "" and ": " .. text or ""),
+                         { status = res.status })
+  if res.status == 429 or res.status == 503 then err.retryable = true end
+  return errors.wrap(err, fields or {})
+end
+
+---Transport statistics of this host: live request handles and watched sockets.
+function M.stats() return core.stats() end
+
+M.version = require("sandlot.core").version
+
+return M

@@ -1,0 +1,451 @@
+-- spec/http_spec.lua: sandlot.http against a local server that misbehaves on purpose
+-- (spec/support/http_server.c): failure modes first, then retries, streaming, bodies,
+-- connection reuse and many requests from many tasks.
+local sandlot = require("sandlot")
+local http = require("sandlot.http")
+local core = require("sandlot.core.http")
+local telemetry = require("sandlot.telemetry")
+local h = require("spec.helper")
+local server = require("spec.support.http_server")
+
+local srv, base
+
+local function get(path, opts)
+  local o = { url = base .. path }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return http.request(o)
+end
+
+-- Collects telemetry events for the duration of fn.
+local function recording(fn)
+  local events = {}
+  telemetry.attach("http_spec", { { "sandlot", "*", "*" } }, function(ev, m, meta)
+    events[#events + 1] = { event = table.concat(ev, "."), m = m, meta = meta }
+  end)
+  local ok, err = pcall(fn)
+  telemetry.detach("http_spec")
+  if not ok then error(err, 0) end
+  return events
+end
+
+local function count(events, name)
+  local n = 0
+  for _, e in ipairs(events) do if e.event == name then n = n + 1 end end
+  return n
+end
+
+local function dump(v, seen)
+  seen = seen or {}
+  if type(v) ~= "table" or seen[v] then return tostring(v) end
+  seen[v] = true
+  local parts = {}
+  for k, x in pairs(v) do parts[#parts + 1] = tostring(k) .. "=" .. dump(x, seen) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+local function rss_kb()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+-- The server's checksum of a body: sum = sum * 31 + byte, wrapping at 64 bits.
+local function checksum(s)
+  local sum = 0
+  for i = 1, #s do sum = sum * 31 + s:byte(i) end
+  return tostring(sum)
+end
+
+describe("sandlot.http", function()
+  setup(function()
+    srv = server.start()
+    base = srv.url
+  end)
+
+  teardown(function()
+    if srv then srv.stop() end
+    server.cleanup()
+  end)
+
+  after_each(function()
+    collectgarbage()
+    collectgarbage()
+    assert.equal(0, http.stats().requests, "request handles left open")
+  end)
+
+  describe("failures", function()
+    it("reports a refused connection as unavailable with curl's reason", function()
+      local res, err = http.request{ url = "http://127.0.0.1:1/x", retry = false }
+      assert.is_nil(res)
+      assert.equal("unavailable", err.code)
+      assert.is_true(err.retryable)
+      assert.matches("connect", err.reason:lower())
+      assert.equal("GET", err.method)
+    end)
+
+    it("reports a missing unix socket as unavailable", function()
+      local _, err = http.request{ unix_socket = "/nonexistent/sock", path = "/x", retry = false }
+      assert.equal("unavailable", err.code)
+    end)
+
+    it("times out on slow headers", function()
+      local _, err = get("/slow_headers?ms=3000", { timeout = 0.3, retry = false })
+      assert.equal("timeout", err.code)
+      assert.is_true(err.retryable)
+    end)
+
+    it("times out on a slow body", function()
+      local _, err = get("/slow_body?chunks=20&ms=100", { timeout = 0.5, retry = false })
+      assert.equal("timeout", err.code)
+    end)
+
+    it("reports a connection reset mid-body as unavailable", function()
+      local _, err = get("/reset", { retry = false })
+      assert.equal("unavailable", err.code)
+    end)
+
+    it("stops a redirect loop with bad_response", function()
+      local _, err = get("/redirect_loop")
+      assert.equal("bad_response", err.code)
+      assert.matches("redirect", err.message:lower())
+    end)
+
+    it("follows a redirect", function()
+      local res = assert(get("/redirect?to=/json"))
+      assert.equal(200, res.status)
+      assert.equal(1, res.redirects)
+      assert.is_true(res.json.ok)
+    end)
+
+    for _, chunked in ipairs({ 0, 1 }) do
+      it("refuses a body over max_body (chunked=" .. chunked .. ")", function()
+        local _, err = get("/huge?bytes=3000000&chunked=" .. chunked, { max_body = 1000000 })
+        assert.equal("bad_response", err.code)
+        assert.matches("max_body", err.message)
+      end)
+    end
+
+    it("reports malformed JSON with the status and a redacted excerpt", function()
+      for _, code in ipairs({ 200, 500 }) do
+        local res, err = get("/badjson?code=" .. code)
+        assert.is_nil(res)
+        assert.equal("bad_response", err.code)
+        assert.equal(code, err.status)
+        assert.matches(tostring(code), err.message)
+        assert.matches("not json at all", err.message)
+        assert.not_matches('"abc"', err.message)
+        assert.matches("REDACTED", err.message)
+      end
+    end)
+
+    it("raises on misuse", function()
+      assert.has_error(function() http.request{ url = base, tiemout = 1 } end)
+      assert.has_error(function() http.request{ url = base, headers = { X = "a\r\nB: c" } } end)
+      assert.has_error(function() http.request{ url = base, timeout = -1 } end)
+      assert.has_error(function() http.request{ path = "/x" } end)
+      assert.has_error(function() http.request{ url = base, body = "x", json = {} } end)
+      assert.has_error(function() http.request{ url = base, retry = { tries = 2 } } end)
+    end)
+
+    it("aborts the transfer when the waiting task is cancelled", function()
+      local t = sandlot.spawn(function() return get("/slow_headers?ms=5000", { retry = false }) end)
+      sandlot.sleep(0.1)
+      t:cancel()
+      local res, err = t:join()
+      assert.is_nil(res)
+      assert.equal("cancelled", err.code)
+      collectgarbage()
+      assert.equal(0, http.stats().requests)
+    end)
+
+    it("aborts the transfer under sandlot.timeout", function()
+      local res, err = sandlot.timeout(0.2, function()
+        return get("/slow_body?chunks=50&ms=100", { retry = false })
+      end)
+      assert.is_nil(res)
+      assert.equal("timeout", err.code)
+    end)
+
+    it("keeps secrets out of errors and telemetry", function()
+      local err
+      local events = recording(function()
+        _, err = http.request{ url = "http://user:pw1234@127.0.0.1:1/x?token=tok5678&a=1",
+                               headers = { Authorization = "Bearer sekret9" }, retry = false }
+        assert(get("/echo?api_key=key4321", { headers = { Authorization = "Bearer sekret9" } }))
+      end)
+      local text = tostring(err) .. dump(err) .. dump(events)
+      for _, secret in ipairs({ "pw1234", "tok5678", "sekret9", "key4321" }) do
+        assert.not_matches(secret, text, 1, true)
+      end
+      assert.equal(2, count(events, "sandlot.http.request.start"))
+    end)
+  end)
+
+  describe("retries", function()
+    it("retries 503 for GET, with backoff, visible in telemetry", function()
+      local res
+      local events = recording(function()
+        res = assert(get("/flaky?key=g1&fail=2", { retry = { base = 0.01 } }))
+      end)
+      assert.equal(200, res.status)
+      assert.equal(3, res.attempts)
+      assert.equal(2, count(events, "sandlot.http.retry"))
+    end)
+
+    it("returns the last response when the attempts run out", function()
+      local res = assert(get("/flaky?key=g2&fail=5", { retry = { attempts = 2, base = 0.01 } }))
+      assert.equal(503, res.status)
+      assert.equal(2, res.attempts)
+    end)
+
+    it("does not retry a POST unless it is marked safe", function()
+      local res = assert(get("/flaky?key=p1&fail=1", { method = "POST", retry = { base = 0.01 } }))
+      assert.equal(503, res.status)
+      assert.equal(1, res.attempts)
+      res = assert(get("/flaky?key=p2&fail=1", { method = "POST",
+                                                  retry = { base = 0.01, safe = true } }))
+      assert.equal(200, res.status)
+      assert.equal(2, res.attempts)
+    end)
+
+    it("honours Retry-After on 429", function()
+      local res
+      local events = recording(function()
+        res = assert(get("/ratelimit?key=r1&after=1"))
+      end)
+      assert.equal(200, res.status)
+      assert.equal(2, res.attempts)
+      for _, e in ipairs(events) do
+        if e.event == "sandlot.http.retry" then assert.equal(1, e.m.delay) end
+      end
+    end)
+
+    it("does not wait for a Retry-After beyond max_after", function()
+      local res = assert(get("/ratelimit?key=r2&after=120", { retry = { max_after = 5 } }))
+      assert.equal(429, res.status)
+      assert.equal(1, res.attempts)
+    end)
+
+    it("retries a dropped connection for GET", function()
+      -- a fresh connection: curl itself retries a request whose reused connection died
+      local res = assert(get("/drop?key=d1&fail=1", { retry = { base = 0.01 },
+                                                      fresh_connect = true }))
+      assert.equal(200, res.status)
+      assert.equal(2, res.attempts)
+    end)
+  end)
+
+  describe("responses", function()
+    it("returns a non-2xx status as a response", function()
+      local res = assert(get("/status?code=404"))
+      assert.equal(404, res.status)
+      assert.equal("status 404", res.json.message)
+      local err = http.status_error(res, { op = "inspect" })
+      assert.equal("not_found", err.code)
+      assert.equal("inspect", err.op)
+    end)
+
+    it("maps statuses onto error codes", function()
+      local cases = { [400] = "invalid_input", [401] = "auth_failed", [403] = "permission_denied",
+                      [404] = "not_found", [409] = "already_exists", [429] = "rate_limited",
+                      [500] = "unavailable", [503] = "unavailable", [504] = "timeout",
+                      [418] = "bad_response" }
+      for status, code in pairs(cases) do
+        local err = http.status_error({ status = status, body = "x" })
+        assert.equal(code, err.code, "status " .. status)
+      end
+    end)
+
+    it("decodes JSON and parses headers", function()
+      local res = assert(get("/json"))
+      assert.same({ ok = true, n = { 1, 2, 3 }, s = "x" }, res.json)
+      assert.equal(math.type(res.json.n[1]), "integer")
+      assert.equal("application/json", res.headers["content-type"])
+      assert.equal("1.1", res.http_version)
+    end)
+
+    it("sends JSON, query and headers", function()
+      local res = assert(get("/echo", { method = "POST", json = { a = 1 },
+                                        query = { b = "x y", c = { 1, 2 } },
+                                        headers = { ["X-Thing"] = "v" } }))
+      assert.equal("b=x%20y&c=1&c=2", res.json.query)
+      assert.matches("Content%-Type: application/json", res.json.headers)
+      assert.matches("X%-Thing: v", res.json.headers)
+      assert.equal(7, res.json.bytes)
+    end)
+
+    it("reads a chunked response", function()
+      local res = assert(get("/chunked?n=50"))
+      local want = {}
+      for i = 0, 49 do want[#want + 1] = "part " .. i .. "\n" end
+      assert.equal(table.concat(want), res.body)
+    end)
+
+    it("talks over a unix socket", function()
+      local res = assert(http.request{ unix_socket = srv.socket, path = "/hello?i=9" })
+      assert.equal("hello 9", res.body)
+    end)
+
+    it("streams a huge body to on_chunk without keeping it", function()
+      local n, chunks, ok = 0, 0, true
+      local res = assert(get("/huge?bytes=100000000&chunked=1", {
+        on_chunk = function(c)
+          local first = string.char(97 + n % 26)
+          if c:sub(1, 1) ~= first then ok = false end
+          n = n + #c
+          chunks = chunks + 1
+        end,
+      }))
+      assert.equal(200, res.status)
+      assert.equal(100000000, n)
+      assert.is_true(ok)
+      assert.is_nil(res.body)
+    end)
+
+    it("keeps the body of a non-2xx response even when streaming", function()
+      local called = false
+      local res = assert(get("/status?code=500", { on_chunk = function() called = true end,
+                                                   retry = false }))
+      assert.equal(500, res.status)
+      assert.equal("status 500", res.json.message)
+      assert.is_false(called)
+    end)
+
+    it("pauses the download while nobody reads (backpressure)", function()
+      local req <close> = assert(core.request{ url = base .. "/huge?bytes=200000000",
+                                               stream = true, timeout = 30 })
+      assert(req:headers())
+      assert.is_truthy(h.eventually(function() return req:info().paused_recv end, 10))
+      sandlot.sleep(0.2)
+      assert.is_true(req:info().queued < 8 * 1024 * 1024)
+      local total = 0
+      while true do
+        local c = req:read()
+        if not c then break end
+        total = total + #c
+      end
+      assert.equal(200000000, total)
+    end)
+  end)
+
+  describe("request bodies", function()
+    it("sends a string body intact", function()
+      local body = {}
+      for i = 0, 255 do body[#body + 1] = string.char(i) end
+      body = table.concat(body):rep(1000)
+      local res = assert(get("/echo", { method = "PUT", body = body }))
+      assert.equal(#body, res.json.bytes)
+      assert.equal(checksum(body), res.json.sum)
+    end)
+
+    it("sends a file", function()
+      local dir = h.tmpdir()
+      local path = dir .. "/body"
+      local data = ("0123456789abcdef"):rep(65536)
+      local f = assert(io.open(path, "wb"))
+      f:write(data)
+      f:close()
+      local res = assert(get("/echo", { method = "PUT", body_file = path }))
+      assert.equal(#data, res.json.bytes)
+      assert.equal(checksum(data), res.json.sum)
+      local _, err = get("/echo", { method = "PUT", body_file = dir .. "/missing" })
+      assert.equal("not_found", err.code)
+      h.rmtree(dir)
+    end)
+
+    it("sends a producer's chunks (chunked and with a known size)", function()
+      for _, size in ipairs({ false, 3 * 70000 }) do
+        local i = 0
+        local res = assert(get("/echo", { method = "POST", body_size = size or nil,
+          body = function()
+            i = i + 1
+            if i > 3 then return nil end
+            sandlot.sleep(0.01)                -- a producer may yield
+            return ("x"):rep(70000)
+          end }))
+        assert.equal(210000, res.json.bytes)
+        assert.equal(size and "Content-Length" or "chunked",
+                     res.json.headers:match("(Content%-Length)") or
+                     res.json.headers:match("(chunked)"))
+      end
+    end)
+
+    it("raises the producer's error", function()
+      assert.has_error(function()
+        get("/echo", { method = "POST", body = function() error("boom") end })
+      end, "boom")
+    end)
+
+    it("uploads 1 GB from a producer without holding it in memory #slow", function()
+      local chunk = ("z"):rep(1024 * 1024)
+      local before, peak, i = rss_kb(), 0, 0
+      local res = assert(get("/echo", { method = "PUT", timeout = 300, body = function()
+        i = i + 1
+        if i > 1024 then return nil end
+        if i % 64 == 0 then peak = math.max(peak, rss_kb()) end
+        return chunk
+      end }))
+      assert.equal(1024 * 1024 * 1024, res.json.bytes)
+      assert.is_true(peak - before < 200 * 1024, "RSS grew by " .. (peak - before) .. " kB")
+    end)
+  end)
+
+  describe("concurrency", function()
+    it("reuses one keep-alive connection for sequential requests", function()
+      local before = assert(get("/stats")).json.connections
+      for i = 1, 50 do
+        local res = assert(get("/hello?i=" .. i))
+        assert.equal("hello " .. i, res.body)
+      end
+      local after = assert(get("/stats")).json.connections
+      assert.equal(before, after)
+    end)
+
+    it("completes 1,000 requests spread over 64 tasks with correct bodies", function()
+      local list = {}
+      for i = 1, 1000 do list[i] = i end
+      local bodies, errs = sandlot.map(list, function(i)
+        local res = assert(get("/hello?i=" .. i, { timeout = 30 }))
+        assert(res.status == 200, res.status)
+        return res.body
+      end, { limit = 64 })
+      assert.is_nil(errs)
+      for i = 1, 1000 do assert.equal("hello " .. i, bodies[i]) end
+    end)
+
+    it("runs slow and fast requests side by side", function()
+      local slow = sandlot.spawn(function() return get("/slow_headers?ms=500") end)
+      for i = 1, 20 do assert.equal("hello " .. i, assert(get("/hello?i=" .. i)).body) end
+      assert.equal("hello 1", assert(get("/hello?i=1")).body)
+      assert.is_false(slow:done())
+      assert.equal("late", assert(slow:join()).body)
+    end)
+  end)
+
+  describe("outside any task (stock lua5.4)", function()
+    it("waits by driving the loop itself", function()
+      local sys = require("sandlot.core.sys")
+      local root = assert(sys.realpath("."))
+      local build = assert(sys.realpath(h.BIN:match("^(.*)/[^/]*$") or "."))
+      if build:match("/build%-san$") then
+        pending("sanitizer builds need LD_PRELOAD; stock_lua_spec covers that setup")
+        return
+      end
+      local r = assert(sandlot.proc.run({ "/usr/bin/lua5.4", "-" }, {
+        stdin = ([[
+          local http = require("sandlot.http")
+          local res = assert(http.request{ url = %q })
+          local _, err = http.request{ url = "http://127.0.0.1:1/", retry = false }
+          io.write(res.body, " ", err.code)
+        ]]):format(base .. "/hello?i=42"),
+        timeout = 60,
+        env = { LUA_CPATH = build .. "/?.so;;",
+                LUA_PATH = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;",
+                LUA_PATH_5_4 = false, LUA_CPATH_5_4 = false, LUA_INIT = false },
+      }))
+      assert.equal("", r.stderr)
+      assert.equal("hello 42 unavailable", r.stdout)
+    end)
+  end)
+end)
