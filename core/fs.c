@@ -205,10 +205,6 @@ static int root_fd(lua_State *L) {
   return box->fd;
 }
 
-static int push_walk_error(lua_State *L, const SlError *e) {
-  return sl_push_error(L, e);
-}
-
 /* Opens the target of a finished walk with flags (never following a final symlink). */
 static int walk_open(const Walk *w, int flags, mode_t perm) {
   if (w->leaf[0] == '\0') return openat(walk_dir(w), ".", (flags & ~O_CREAT) | O_CLOEXEC);
@@ -220,7 +216,7 @@ static int stat_common(lua_State *L, bool follow) {
   const char *rel = luaL_checkstring(L, 2);
   Walk w;
   SlError e;
-  if (!walk(fd, rel, follow, &w, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, rel, follow, &w, &e)) return sl_push_error(L, &e);
   struct stat st;
   int rc = w.leaf[0] ? fstatat(walk_dir(&w), w.leaf, &st, AT_SYMLINK_NOFOLLOW)
                      : fstat(walk_dir(&w), &st);
@@ -248,7 +244,7 @@ static int root_resolve(lua_State *L) {
   bool follow = lua_isnone(L, 3) || lua_toboolean(L, 3);
   Walk w;
   SlError e;
-  if (!walk(fd, rel, follow, &w, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, rel, follow, &w, &e)) return sl_push_error(L, &e);
   lua_pushfstring(L, "%s%s%s", w.path, (w.path[0] && w.leaf[0]) ? "/" : "", w.leaf);
   walk_release(&w);
   return 1;
@@ -260,7 +256,7 @@ static int root_readdir(lua_State *L) {
   const char *rel = luaL_checkstring(L, 2);
   Walk w;
   SlError e;
-  if (!walk(fd, rel, true, &w, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, rel, true, &w, &e)) return sl_push_error(L, &e);
   int dfd = walk_open(&w, O_RDONLY | O_DIRECTORY, 0);
   int saved = errno;
   walk_release(&w);
@@ -297,7 +293,7 @@ static int root_mkdir(lua_State *L) {
   mode_t mode = (mode_t)luaL_optinteger(L, 3, 0755);
   Walk w;
   SlError e;
-  if (!walk(fd, rel, false, &w, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, rel, false, &w, &e)) return sl_push_error(L, &e);
   int rc = w.leaf[0] ? mkdirat(walk_dir(&w), w.leaf, mode) : (errno = EEXIST, -1);
   int saved = errno;
   walk_release(&w);
@@ -311,7 +307,7 @@ static int remove_common(lua_State *L, int flags) {
   const char *rel = luaL_checkstring(L, 2);
   Walk w;
   SlError e;
-  if (!walk(fd, rel, false, &w, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, rel, false, &w, &e)) return sl_push_error(L, &e);
   int rc = w.leaf[0] ? unlinkat(walk_dir(&w), w.leaf, flags) : (errno = EBUSY, -1);
   int saved = errno;
   walk_release(&w);
@@ -380,7 +376,7 @@ static int root_rmtree(lua_State *L) {
   const char *rel = luaL_checkstring(L, 2);
   Walk w;
   SlError e;
-  if (!walk(fd, rel, false, &w, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, rel, false, &w, &e)) return sl_push_error(L, &e);
   if (w.leaf[0] == '\0') {
     walk_release(&w);
     return sl_fail(L, "invalid_input", "%s: cannot remove the root", rel);
@@ -399,7 +395,7 @@ static int root_rmtree(lua_State *L) {
     ok = fail_errno(&e, rel);
   }
   walk_release(&w);
-  if (!ok) return push_walk_error(L, &e);
+  if (!ok) return sl_push_error(L, &e);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -410,10 +406,10 @@ static int root_rename(lua_State *L) {
   const char *from = luaL_checkstring(L, 2), *to = luaL_checkstring(L, 3);
   Walk a, b;
   SlError e;
-  if (!walk(fd, from, false, &a, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, from, false, &a, &e)) return sl_push_error(L, &e);
   if (!walk(fd, to, false, &b, &e)) {
     walk_release(&a);
-    return push_walk_error(L, &e);
+    return sl_push_error(L, &e);
   }
   int rc = (a.leaf[0] && b.leaf[0]) ? renameat(walk_dir(&a), a.leaf, walk_dir(&b), b.leaf)
                                     : (errno = EBUSY, -1);
@@ -432,7 +428,7 @@ static int root_readlink(lua_State *L) {
   const char *rel = luaL_checkstring(L, 2);
   Walk w;
   SlError e;
-  if (!walk(fd, rel, false, &w, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, rel, false, &w, &e)) return sl_push_error(L, &e);
   char buf[PATH_MAX];
   ssize_t n = w.leaf[0] ? readlinkat(walk_dir(&w), w.leaf, buf, sizeof(buf))
                         : (errno = EINVAL, -1);
@@ -476,7 +472,7 @@ static int root_open(lua_State *L) {
   mode_t perm = (mode_t)luaL_optinteger(L, 4, 0644);
   Walk w;
   SlError e;
-  if (!walk(fd, rel, true, &w, &e)) return push_walk_error(L, &e);
+  if (!walk(fd, rel, true, &w, &e)) return sl_push_error(L, &e);
   int ffd = w.leaf[0] ? walk_open(&w, flags, perm) : (errno = EISDIR, -1);
   int saved = errno;
   walk_release(&w);

@@ -131,7 +131,7 @@ local function bwrap_argv(ctx, rootpath, meta, cwd)
   return a
 end
 
--- Sandboxes on disk ------------------------------------------------------------------------------
+-- Sandboxes on disk --------------------------------------------------------------------------
 
 local function paths(ctx, handle)
   if type(handle) ~= "table" or not valid_id(handle.id) then
@@ -188,7 +188,7 @@ local function with_root(ctx, handle, fn)
   return fn(root, s)
 end
 
--- Provider functions ------------------------------------------------------------------------------
+-- Provider functions -------------------------------------------------------------------------
 
 local function decide_isolation(ctx, opts)
   local iso = opts.isolation or ctx.config.isolation or "auto"
@@ -427,7 +427,9 @@ function M.rm(ctx, handle, path, opts)
   return with_root(ctx, handle, function(root)
     local canon, cerr = root:resolve(path, false)
     if not canon then return nil, cerr end
-    if canon == "" then return err("invalid_input", "local: refusing to remove the sandbox root") end
+    if canon == "" then
+      return err("invalid_input", "local: refusing to remove the sandbox root")
+    end
     local st, serr = root:lstat(canon)
     if not st then return nil, serr end
     if st.type ~= "directory" then return root:unlink(canon) end

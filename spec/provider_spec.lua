@@ -26,7 +26,8 @@ describe("sandlot.provider.check", function()
   local cases = {
     { "not a table", 42, "must be a table" },
     { "a missing required function", minimal({ status = false }), "'status' must be a function" },
-    { "an absent required function", (function() local p = minimal(); p.exec = nil; return p end)(),
+    { "an absent required function",
+      (function() local p = minimal(); p.exec = nil; return p end)(),
       "missing required function 'exec'" },
     { "a misspelled operation", minimal({ raed_file = function() end }),
       "unknown name 'raed_file' %(did you mean 'read_file'%?%)" },
@@ -169,7 +170,8 @@ describe("providers/README.md", function()
     assert.equal(0, rc, out .. err)
     assert.matches("tests: %d+ passed, 0 failed, 0 pending", out)
     -- every sandbox it made is gone
-    local left = assert(sandlot.proc.run({ "sh", "-c", "ls -d " .. tmp .. "/dirs-* 2>/dev/null | wc -l" }))
+    local left = assert(sandlot.proc.run({ "sh", "-c",
+                                           "ls -d " .. tmp .. "/dirs-* 2>/dev/null | wc -l" }))
     assert.equal("0", (left.stdout:gsub("%s", "")))
     h.rmtree(tmp)
   end)

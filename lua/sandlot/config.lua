@@ -135,7 +135,8 @@ function M.find()
     local home = os.getenv("HOME")
     xdg = home and home ~= "" and (home .. "/.config")
   end
-  if xdg and exists(xdg .. "/sandlot/config.lua") then return xdg .. "/sandlot/config.lua", false end
+  local file = xdg and (xdg .. "/sandlot/config.lua")
+  if file and exists(file) then return file, false end
   return nil, false
 end
 

@@ -205,7 +205,8 @@ function M.exec(sb, cmd, opts)
   if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
     error("exec: opts.timeout must be a number of seconds > 0", 2)
   end
-  if opts.max_output ~= nil and (math.type(opts.max_output) ~= "integer" or opts.max_output < 0) then
+  local cap = opts.max_output
+  if cap ~= nil and (math.type(cap) ~= "integer" or cap < 0) then
     error("exec: opts.max_output must be an integer >= 0", 2)
   end
   if opts.cwd ~= nil then check_path(opts.cwd, "exec") end
@@ -502,7 +503,8 @@ function M.create(prov_or_opts, opts)
   local warnings = {}
   local r, err = resolve(ref, warnings)
   if not r then
-    return nil, errors.wrap(err, { op = "create", provider = type(ref) == "string" and ref or nil })
+    return nil, errors.wrap(err, { op = "create",
+                                   provider = type(ref) == "string" and ref or nil })
   end
   check_create_opts(opts, r.p)
   local o = {}

@@ -224,8 +224,8 @@ return function(target)
       end)
 
       it("caps output per stream and says truncated", function()
-        local r = assert(sb:exec({ "sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; echo e >&2" },
-                                 { max_output = 1000 }))
+        local script = "head -c 300000 /dev/zero | tr '\\0' x; echo e >&2"
+        local r = assert(sb:exec({ "sh", "-c", script }, { max_output = 1000 }))
         assert.is_true(r.truncated)
         assert.is_true(#r.stdout <= 1000)
         assert.is_true(#r.stdout > 0)
