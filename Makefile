@@ -116,8 +116,9 @@ install: all
 	for f in $$(cd lua && find sandlot -type f ! -name '.*'); do \
 	  install -D -m 644 lua/$$f $(DESTDIR)$(LMODDIR)/$$f || exit 1; done
 	install -d $(DESTDIR)$(DATADIR)/providers $(DESTDIR)$(DATADIR)/plugins
-	for f in $$(find providers plugins -type f ! -name '.*'); do \
-	  install -D -m 644 $$f $(DESTDIR)$(DATADIR)/$$f || exit 1; done
+	for f in $$(find providers plugins spec/conformance spec/support/summary.lua \
+	    -type f ! -name '.*'); do \
+	  install -D -m 644 $$f $(DESTDIR)$(DATADIR)/$$f || exit 1; done   # check-provider needs the suite
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sandlot $(DESTDIR)$(LIBDIR)/libsandlot.a \
