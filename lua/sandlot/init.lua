@@ -12,6 +12,7 @@ local M = {
   telemetry = require("sandlot.telemetry"),
   proc = require("sandlot.proc"),
   http = require("sandlot.http"),
+  ssh = require("sandlot.ssh"),
 }
 
 M.spawn = task.spawn

@@ -1,0 +1,465 @@
+-- sandlot.ssh: the SSH client for scripts and providers. Connect options and their defaults,
+-- host key policy (known_hosts strict by default, accept-new, SHA256 pinning), the order in
+-- which credentials are tried, reconnection and error wording live here; the transport
+-- (libssh2 on the loop, channels, SFTP streaming) is core/ssh.c.
+local core = require("sandlot.core.ssh")
+local errors = require("sandlot.errors")
+local telemetry = require("sandlot.telemetry")
+
+local M = {}
+
+M.libssh2 = core.libssh2
+
+M.DEFAULTS = {
+  port = 22,
+  timeout = 10,              -- connect + handshake, then authentication, each
+  keepalive = 15,            -- seconds between keepalives while calls are in flight
+  keepalive_max = 3,         -- unanswered intervals before the connection counts as lost
+  max_channels = 10,         -- concurrent channels; OpenSSH's MaxSessions defaults to 10
+  host_key = "strict",       -- "strict" | "accept-new"
+  max_output = 16 * 1024 * 1024,
+  reconnect = true,
+}
+
+local known = {
+  host = true, port = true, user = true, password = true, key = true, key_file = true,
+  passphrase = true, agent = true, known_hosts = true, host_key = true,
+  host_key_sha256 = true, timeout = true, keepalive = true, keepalive_max = true,
+  max_channels = true, reconnect = true,
+}
+
+local function home()
+  return os.getenv("HOME") or "/root"
+end
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+---Quotes one word for a POSIX shell.
+---@param s string
+---@return string
+function M.quote(s)
+  s = tostring(s)
+  if s ~= "" and not s:find("[^%w%-_./=:@+,%%]") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+---Turns an argv list into a shell command line (a string is returned unchanged).
+---@param cmd string|string[]
+---@return string
+function M.command(cmd)
+  if type(cmd) == "string" then return cmd end
+  if type(cmd) ~= "table" or #cmd == 0 then
+    error("command must be a non-empty argv list or a shell string", 3)
+  end
+  local words = {}
+  for i = 1, #cmd do
+    local a = cmd[i]
+    if type(a) ~= "string" and type(a) ~= "number" then
+      error(("command[%d] must be a string"):format(i), 3)
+    end
+    words[i] = M.quote(a)
+  end
+  return table.concat(words, " ")
+end
+
+local function target(o)
+  return ("%s@%s:%d"):format(o.user, o.host, o.port)
+end
+
+local function fail(code, msg, fields)
+  fields = fields or {}
+  fields.op = fields.op or "ssh.connect"
+  return nil, errors.new(code, msg, fields)
+end
+
+local function normalize_fp(fp)
+  fp = tostring(fp):gsub("=+$", "")
+  if not fp:find("^SHA256:") then fp = "SHA256:" .. fp end
+  return fp
+end
+
+-- Checks the offered host key against the pin or known_hosts; may learn it (accept-new).
+local function verify_host(s, o)
+  local hk, err = s:host_key()
+  if not hk then return nil, err end
+  local where = o.port == 22 and o.host or ("[%s]:%d"):format(o.host, o.port)
+  if o.host_key_sha256 then
+    local want = normalize_fp(o.host_key_sha256)
+    if hk.sha256 ~= want then
+      return fail("auth_failed", ("host key verification failed for %s: expected %s (pinned), "
+        .. "offered %s %s"):format(where, want, hk.type, hk.sha256),
+        { expected = want, offered = hk.sha256, retryable = false })
+    end
+    return true
+  end
+  local status, expected = s:check_known_hosts(o.known_hosts)
+  if status == nil then return nil, expected end
+  if status == "match" then return true end
+  if status == "mismatch" then
+    return fail("auth_failed", ("host key for %s has changed: expected %s, offered %s %s "
+      .. "(known_hosts: %s). If the change is expected, remove the old entry with "
+      .. "ssh-keygen -R '%s' -f %s"):format(where, expected or "another key", hk.type,
+      hk.sha256, o.known_hosts, where, o.known_hosts),
+      { expected = expected, offered = hk.sha256, retryable = false })
+  end
+  if o.host_key == "accept-new" then
+    local ok, lerr = s:learn_host_key(o.known_hosts)
+    if not ok then return nil, lerr end
+    return true
+  end
+  return fail("auth_failed", ("unknown host key for %s: %s %s is not in %s; check it, then "
+    .. "connect once with host_key = \"accept-new\" or pin it with host_key_sha256"):format(
+    where, hk.type, hk.sha256, o.known_hosts),
+    { offered = hk.sha256, retryable = false })
+end
+
+-- The credentials to try, in order: explicit ones first; the agent and the default key files
+-- only when nothing was given (as OpenSSH does).
+local function credentials(o)
+  local list = {}
+  if o.key then
+    list[#list + 1] = { method = "key", key = o.key, passphrase = o.passphrase,
+                        label = "publickey (key given as a string)", kind = "publickey" }
+  end
+  local files = o.key_file
+  if type(files) == "string" then files = { files } end
+  if files == false then files = nil end
+  for _, f in ipairs(files or {}) do
+    list[#list + 1] = { method = "key_file", path = f, passphrase = o.passphrase,
+                        label = "publickey (key file " .. f .. ")", kind = "publickey" }
+  end
+  local explicit = #list > 0 or o.password ~= nil
+  local agent = o.agent
+  if agent == nil then agent = not explicit and os.getenv("SSH_AUTH_SOCK") ~= nil end
+  if agent then
+    list[#list + 1] = { method = "agent", path = type(agent) == "string" and agent or nil,
+                        label = "publickey (ssh-agent)", kind = "publickey" }
+  end
+  if not explicit then
+    for _, name in ipairs({ "id_ed25519", "id_ecdsa", "id_rsa" }) do
+      local f = home() .. "/.ssh/" .. name
+      if exists(f) then
+        list[#list + 1] = { method = "key_file", path = f, label = "publickey (key file " ..
+                            f .. ")", kind = "publickey" }
+      end
+    end
+  end
+  if o.password then
+    list[#list + 1] = { method = "password", password = o.password, label = "password",
+                        kind = "password" }
+  end
+  return list
+end
+
+-- Whether a key file holds an RSA key (by its .pub companion or a PEM header).
+local function is_rsa(path)
+  local f = io.open(path .. ".pub", "rb") or io.open(path, "rb")
+  if not f then return false end
+  local head = f:read(64) or ""
+  f:close()
+  return head:find("^ssh%-rsa ") ~= nil or head:find("BEGIN RSA PRIVATE KEY", 1, true) ~= nil
+end
+
+local function authenticate(s, o)
+  local none, offered = s:auth(o.user, { method = "list", timeout = o.timeout })
+  if none == nil then return nil, offered end
+  if none == true then return true end
+  local accepts = {}
+  for m in tostring(offered):gmatch("[^,]+") do accepts[m] = true end
+  local tried = {}
+  for _, c in ipairs(credentials(o)) do
+    if accepts[c.kind] then
+      local ok, why = s:auth(o.user, { method = c.method, path = c.path, key = c.key,
+                                       passphrase = c.passphrase, password = c.password,
+                                       timeout = o.timeout })
+      if ok then return true end
+      if ok == nil then return nil, why end
+      if c.path and is_rsa(c.path) and M.libssh2 < "1.11" then
+        why = tostring(why) .. " (libssh2 " .. M.libssh2 .. " signs RSA keys with ssh-rsa/SHA-1,"
+              .. " which OpenSSH 8.8 and later refuse by default: use an ed25519 or ECDSA key)"
+      end
+      tried[#tried + 1] = c.label .. ": " .. tostring(why)
+    else
+      tried[#tried + 1] = c.label .. ": not accepted by the server"
+    end
+  end
+  local msg = ("authentication as %s failed; tried %s; the server accepts: %s"):format(
+    target(o), #tried > 0 and table.concat(tried, "; ") or "no credentials (give key_file, "
+    .. "key, password or agent = true)", offered)
+  return fail("auth_failed", msg, { retryable = false, methods = offered })
+end
+
+local function resolve_opts(opts)
+  if type(opts) ~= "table" then error("ssh.connect: opts must be a table", 3) end
+  for k in pairs(opts) do
+    if not known[k] then error("ssh.connect: unknown option '" .. tostring(k) .. "'", 3) end
+  end
+  if type(opts.host) ~= "string" or opts.host == "" then
+    error("ssh.connect: opts.host is required", 3)
+  end
+  local o = {}
+  for k, v in pairs(M.DEFAULTS) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  o.user = o.user or os.getenv("USER") or os.getenv("LOGNAME") or "root"
+  o.known_hosts = o.known_hosts or (home() .. "/.ssh/known_hosts")
+  if o.host_key ~= "strict" and o.host_key ~= "accept-new" then
+    error("ssh.connect: opts.host_key must be \"strict\" or \"accept-new\"", 3)
+  end
+  return o
+end
+
+local function open_session(o)
+  local s, err = core.connect({ host = o.host, port = o.port, timeout = o.timeout,
+                                keepalive = o.keepalive, keepalive_max = o.keepalive_max,
+                                max_channels = o.max_channels })
+  if not s then return nil, errors.wrap(err, { op = "ssh.connect", host = o.host }) end
+  local ok, verr = verify_host(s, o)
+  if ok then ok, verr = authenticate(s, o) end
+  if not ok then
+    s:close()
+    return nil, errors.wrap(verr, { op = "ssh.connect", host = o.host })
+  end
+  return s
+end
+
+local Client = {}
+Client.__index = Client
+Client.__name = "sandlot.ssh.client"
+
+---Connects to an SSH server, verifies its host key and authenticates.
+---@param opts table host (required), port (22), user ($USER), key_file (path or list), key
+---  (private key text; never written to disk), passphrase, password, agent (true, or the
+---  agent socket's path; default: SSH_AUTH_SOCK when no credential is given), known_hosts
+---  (~/.ssh/known_hosts), host_key ("strict" | "accept-new"), host_key_sha256 (pin),
+---  timeout (10 s), keepalive (15 s), keepalive_max (3), max_channels (10), reconnect (true)
+---@return table|nil client, sandlot.Error? err unavailable, timeout, auth_failed, not_found
+function M.connect(opts)
+  local o = resolve_opts(opts)
+  local s, err = open_session(o)
+  if not s then return nil, err end
+  return setmetatable({ _o = o, _s = s, host = o.host, port = o.port, user = o.user }, Client)
+end
+
+-- The live session, reconnecting when the last one was lost (one attempt per call).
+function Client:_session()
+  if self._closed then error("attempt to use a closed sandlot.ssh client", 3) end
+  local s = self._s
+  if s and s:alive() then return s end
+  if s then s:close() end
+  self._s = nil
+  if not self._o.reconnect then
+    return nil, errors.new("unavailable", "the SSH connection to " .. target(self._o) ..
+                           " was lost", { op = "ssh", host = self.host })
+  end
+  local ns, err = open_session(self._o)
+  if not ns then return nil, err end
+  self._s = ns
+  return ns
+end
+
+-- Runs fn(session) and retries once on a fresh connection when the call failed before
+-- anything reached the server (err.retry_safe).
+function Client:_call(op, fn)
+  local s, err = self:_session()
+  if not s then return nil, err end
+  local r, e = fn(s)
+  if r == nil and errors.is(e, "unavailable") and e.retry_safe and self._o.reconnect then
+    s, err = self:_session()
+    if not s then return nil, err end
+    r, e = fn(s)
+  end
+  if r == nil and e ~= nil then e = errors.wrap(e, { op = op, host = self.host }) end
+  return r, e
+end
+
+local exec_known = {
+  env = true, cwd = true, stdin = true, timeout = true, max_output = true, pty = true,
+  on_stdout = true, on_stderr = true,
+}
+
+-- The remote command line: the login shell prints its pid (the session leader sshd made:
+-- also the process group to kill on timeout), then becomes sh running the command.
+local function remote_command(cmd, opts)
+  local inner = M.command(cmd)
+  if opts.cwd then inner = "cd " .. M.quote(opts.cwd) .. " && " .. inner end
+  return "printf '\\036%d\\036' $$ >&2; exec /bin/sh -c " .. M.quote(inner)
+end
+
+local function exec(self, cmd, opts)
+  local env
+  if opts.env then
+    env = {}
+    for k, v in pairs(opts.env) do
+      if type(k) ~= "string" or not k:find("^[%a_][%w_]*$") then
+        error("env: invalid variable name " .. tostring(k), 3)
+      end
+      env[k] = tostring(v)
+    end
+  end
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    error("opts.timeout must be a number of seconds > 0", 3)
+  end
+  if opts.stdin ~= nil and type(opts.stdin) ~= "string" then
+    error("opts.stdin must be a string", 3)
+  end
+  local copts = { env = env, stdin = opts.stdin, timeout = opts.timeout, pty = opts.pty,
+                  max_output = opts.max_output or M.DEFAULTS.max_output, pgid_marker = true }
+  local line = remote_command(cmd, opts)
+  if not (opts.on_stdout or opts.on_stderr) then
+    return self:_call("ssh.exec", function(s) return s:exec(line, copts) end)
+  end
+  return self:_call("ssh.exec", function(s)
+    local h <close>, err = s:spawn(line, copts)
+    if not h then return nil, err end
+    local cbs = { stdout = opts.on_stdout, stderr = opts.on_stderr }
+    while true do
+      local chunk, which = h:read()
+      if chunk == nil then
+        if which ~= nil then return nil, which end
+        break
+      end
+      local cb = cbs[which]
+      if cb then cb(chunk) end
+    end
+    return h:wait()
+  end)
+end
+
+---Runs a command on the server. A command that runs and fails is a result, not an error.
+---@param cmd string|string[] argv list (quoted for the remote shell) or a shell string
+---@param opts? table env, cwd, stdin (string), timeout (s: kills the remote process group),
+---  max_output (bytes kept per stream, head and tail), pty (bool), on_stdout, on_stderr
+---@return table|nil result {exit_code, signal, stdout, stderr, timed_out, truncated, duration}
+---@return sandlot.Error? err unavailable (connection lost), timeout (no channel), cancelled
+function Client:exec(cmd, opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if not exec_known[k] then error("ssh exec: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  if not telemetry.active() then return exec(self, cmd, opts) end
+  return telemetry.span("ssh.exec", { host = self.host, command = cmd }, exec, self, cmd, opts)
+end
+
+local function sftp(self, kind, path, opts)
+  return self:_call("ssh." .. kind, function(s) return s:sftp(kind, path, opts) end)
+end
+
+---Reads a remote file: its contents, or with opts.to, streams it into that local file and
+---returns the byte count. opts.max_size bounds what is read into memory.
+---@return string|integer|nil data, sandlot.Error? err not_found, permission_denied, ...
+function Client:read_file(path, opts)
+  opts = opts or {}
+  return sftp(self, "get", path, { file = opts.to, max_size = opts.max_size })
+end
+
+---Writes data (a string), or with opts.from a local file streamed in chunks, to a remote
+---path (created or truncated, opts.mode default 0644). Returns the bytes written.
+function Client:write_file(path, data, opts)
+  opts = opts or {}
+  if data == nil and not opts.from then error("write_file: data or opts.from is required", 2) end
+  return sftp(self, "put", path, { data = data, file = opts.from, mode = opts.mode })
+end
+
+---Streams a local file to the server (an SFTP upload that never holds the file in memory).
+function Client:put(local_path, remote_path, opts)
+  return self:write_file(remote_path, nil, { from = local_path, mode = (opts or {}).mode })
+end
+
+---Streams a remote file into a local file.
+function Client:get(remote_path, local_path)
+  return self:read_file(remote_path, { to = local_path })
+end
+
+---Entries of a remote directory: {name, type, size, mode, mtime} (without . and ..).
+function Client:ls(path)
+  local list, err = sftp(self, "ls", path, {})
+  if list then table.sort(list, function(a, b) return a.name < b.name end) end
+  return list, err
+end
+
+---{type = "file"|"directory"|"link"|"other", size, mode, mtime} (follows symlinks unless
+---opts.lstat).
+function Client:stat(path, opts)
+  return sftp(self, (opts and opts.lstat) and "lstat" or "stat", path, {})
+end
+
+---Creates a directory; with opts.parents, also its missing parents (no error if it exists).
+function Client:mkdir(path, opts)
+  opts = opts or {}
+  local mode = opts.mode or 493
+  if not opts.parents then return sftp(self, "mkdir", path, { mode = mode }) end
+  local prefix = path:sub(1, 1) == "/" and "/" or ""
+  local sofar = prefix
+  for part in path:gmatch("[^/]+") do
+    sofar = (sofar == "" or sofar == "/") and (sofar .. part) or (sofar .. "/" .. part)
+    local st = self:stat(sofar)
+    if not st then
+      local ok, err = sftp(self, "mkdir", sofar, { mode = mode })
+      if not ok then
+        local again = self:stat(sofar)     -- created meanwhile by someone else?
+        if not (again and again.type == "directory") then return nil, err end
+      end
+    elseif st.type ~= "directory" then
+      return nil, errors.new("invalid_input", sofar .. " exists and is not a directory",
+                             { op = "ssh.mkdir", host = self.host })
+    end
+  end
+  return true
+end
+
+---Removes a file or an empty directory; with opts.recursive, a whole tree (symlinks are
+---removed, never followed).
+function Client:rm(path, opts)
+  opts = opts or {}
+  local st, err = self:stat(path, { lstat = true })
+  if not st then return nil, err end
+  if st.type ~= "directory" then return sftp(self, "rm", path, {}) end
+  if opts.recursive then
+    local entries, lerr = self:ls(path)
+    if not entries then return nil, lerr end
+    for _, e in ipairs(entries) do
+      local ok, rerr = self:rm(path .. "/" .. e.name, { recursive = true })
+      if not ok then return nil, rerr end
+    end
+  end
+  return sftp(self, "rmdir", path, {})
+end
+
+---Renames (atomically replacing the target where the server supports it).
+function Client:rename(from, to)
+  return sftp(self, "rename", from, { to = to })
+end
+
+---Whether the connection is up (a lost one is re-established by the next call).
+function Client:alive()
+  return self._s ~= nil and self._s:alive()
+end
+
+---{channels, pending, max_channels} of the current connection.
+function Client:stats()
+  return self._s and self._s:stats() or { channels = 0, pending = 0 }
+end
+
+---Closes the connection. Idempotent; also __close and __gc.
+function Client:close()
+  self._closed = true
+  if self._s then self._s:close() end
+  self._s = nil
+  return true
+end
+
+Client.__close = Client.close
+Client.__gc = Client.close
+
+function Client:__tostring()
+  return ("sandlot.ssh.client %s (%s)"):format(target(self._o), self:alive() and "open" or
+                                                 "not connected")
+end
+
+M.Client = Client
+
+return M

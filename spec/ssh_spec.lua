@@ -1,0 +1,406 @@
+-- spec/ssh_spec.lua: sandlot.ssh against a real OpenSSH sshd started by the suite on
+-- 127.0.0.1 (spec/support/sshd.lua): host key policy, authentication, exec, timeouts,
+-- concurrency over one connection, lost connections and SFTP.
+local sandlot = require("sandlot")
+local ssh = require("sandlot.ssh")
+local sshd = require("spec.support.sshd")
+local h = require("spec.helper")
+
+local srv, why
+
+local function needs_sshd()
+  if srv then return true end
+  if os.getenv("CI") then error("sshd is required in CI: " .. tostring(why)) end
+  pending(why)
+  return false
+end
+
+local function connect(extra)
+  return ssh.connect(srv:opts(extra))
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+describe("sandlot.ssh #ssh", function()
+  setup(function()
+    srv, why = sshd.start()
+  end)
+
+  teardown(function()
+    if srv then srv:stop() end
+  end)
+
+  describe("host keys", function()
+    it("refuses a host whose key differs from known_hosts, showing both fingerprints", function()
+      if not needs_sshd() then return end
+      local dir = h.tmpdir()
+      local _, other_pub = sshd.keygen(dir, "other", "ed25519")
+      local kh = dir .. "/known_hosts"
+      local f = assert(io.open(kh, "w"))
+      f:write(("[127.0.0.1]:%d %s"):format(srv.port, other_pub))
+      f:close()
+      local c, err = connect({ known_hosts = kh })
+      assert.is_nil(c)
+      assert.equal("auth_failed", err.code)
+      assert.equal(sshd.fingerprint(dir .. "/other.pub"), err.expected)
+      assert.equal(srv.host_fp, err.offered)
+      assert.truthy(err.message:find(err.expected, 1, true))
+      assert.truthy(err.message:find(err.offered, 1, true))
+      assert.is_false(err.retryable)
+      h.rmtree(dir)
+    end)
+
+    it("refuses an unknown host by default (strict)", function()
+      if not needs_sshd() then return end
+      local dir = h.tmpdir()
+      local c, err = connect({ known_hosts = dir .. "/known_hosts" })
+      assert.is_nil(c)
+      assert.equal("auth_failed", err.code)
+      assert.truthy(err.message:find("unknown host key", 1, true))
+      assert.truthy(err.message:find(srv.host_fp, 1, true))
+      assert.is_nil(io.open(dir .. "/known_hosts"))     -- nothing learned
+      h.rmtree(dir)
+    end)
+
+    it("accept-new learns a new host, then refuses a changed key", function()
+      if not needs_sshd() then return end
+      local dir = h.tmpdir()
+      local kh = dir .. "/sub/known_hosts"                -- directory created too
+      local c = assert(connect({ known_hosts = kh, host_key = "accept-new" }))
+      assert.equal("ok\n", assert(c:exec("echo ok")).stdout)
+      c:close()
+      assert.truthy(read(kh):find(("[127.0.0.1]:%d ssh-ed25519 "):format(srv.port), 1, true))
+      local old_fp = srv.host_fp
+      srv:restart({ new_host_key = true })
+      local c2, err = connect({ known_hosts = kh, host_key = "accept-new" })
+      assert.is_nil(c2)
+      assert.equal("auth_failed", err.code)
+      assert.equal(old_fp, err.expected)
+      assert.equal(srv.host_fp, err.offered)
+      -- the spec server's own known_hosts now holds the stale key as well
+      local f = assert(io.open(srv.known_hosts, "w"))
+      f:write(("[127.0.0.1]:%d %s"):format(srv.port, srv.host_pub))
+      f:close()
+      h.rmtree(dir)
+    end)
+
+    it("accepts a pinned SHA256 fingerprint and refuses a wrong one", function()
+      if not needs_sshd() then return end
+      local c = assert(connect({ known_hosts = "/nonexistent/known_hosts",
+                                 host_key_sha256 = srv.host_fp }))
+      c:close()
+      local c2, err = connect({ known_hosts = "/nonexistent/known_hosts",
+                                host_key_sha256 = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" })
+      assert.is_nil(c2)
+      assert.equal("auth_failed", err.code)
+      assert.equal(srv.host_fp, err.offered)
+    end)
+  end)
+
+  describe("authentication", function()
+    it("rejects a wrong user key with auth_failed naming what was tried", function()
+      if not needs_sshd() then return end
+      local dir = h.tmpdir()
+      local wrong = assert(sshd.keygen(dir, "wrong", "ed25519"))
+      local c, err = connect({ key_file = wrong })
+      assert.is_nil(c)
+      assert.equal("auth_failed", err.code)
+      assert.is_false(err.retryable)
+      assert.truthy(err.message:find(wrong, 1, true))
+      assert.truthy(err.message:find("publickey", 1, true))
+      h.rmtree(dir)
+    end)
+
+    it("never puts a key, passphrase or password in the error", function()
+      if not needs_sshd() then return end
+      local dir = h.tmpdir()
+      local wrong = assert(sshd.keygen(dir, "wrong", "ed25519", "s3cret-pass"))
+      local text = read(wrong)
+      local c, err = connect({ key = text, passphrase = "s3cret-pass",
+                               password = "hunter2-password", key_file = false })
+      assert.is_nil(c)
+      assert.equal("auth_failed", err.code)
+      local all = tostring(err) .. " " .. tostring(err.methods)
+      assert.falsy(all:find("s3cret", 1, true))
+      assert.falsy(all:find("hunter2", 1, true))
+      assert.falsy(all:find("PRIVATE KEY", 1, true))
+      h.rmtree(dir)
+    end)
+
+    for _, kind in ipairs({ "ed25519", "ecdsa", "rsa" }) do
+      it("authenticates with an " .. kind .. " key file protected by a passphrase", function()
+        if not needs_sshd() then return end
+        local dir = h.tmpdir()
+        local key, pub = assert(sshd.keygen(dir, "k", kind, "pass phrase"))
+        local ak = io.open(srv.dir .. "/authorized_keys", "a")
+        ak:write(pub)
+        ak:close()
+        local c, err = connect({ key_file = key, passphrase = "pass phrase" })
+        if kind == "rsa" and ssh.libssh2 < "1.11" then
+          -- libssh2 < 1.11 can only sign with ssh-rsa (SHA-1), refused by OpenSSH >= 8.8
+          assert.is_nil(c)
+          assert.equal("auth_failed", err.code)
+          assert.truthy(err.message:find("ed25519 or ECDSA", 1, true))
+        else
+          assert(c, tostring(err))
+          c:close()
+        end
+        local c2, err2 = connect({ key_file = key, passphrase = "wrong" })
+        assert.is_nil(c2)
+        assert.equal("auth_failed", err2.code)
+        h.rmtree(dir)
+      end)
+    end
+
+    it("authenticates with a key given as a string (never written to disk)", function()
+      if not needs_sshd() then return end
+      local c = assert(connect({ key_file = false, key = read(srv.key) }))
+      assert.equal(0, assert(c:exec("true")).exit_code)
+      c:close()
+    end)
+
+    it("authenticates through ssh-agent", function()
+      if not needs_sshd() then return end
+      local dir = h.tmpdir()
+      local sock = dir .. "/agent.sock"
+      local agent = assert(sandlot.proc.spawn({ "ssh-agent", "-D", "-a", sock }))
+      assert(h.eventually(function()
+        return sandlot.proc.run({ "test", "-S", sock }).exit_code == 0
+      end, 5))
+      local r = assert(sandlot.proc.run({ "ssh-add", srv.key },
+                                        { env = { SSH_AUTH_SOCK = sock } }))
+      assert.equal(0, r.exit_code, r.stderr)
+      local c, err = connect({ key_file = false, agent = sock })
+      assert(c, tostring(err))
+      c:close()
+      agent:kill("KILL")
+      agent:wait()
+      agent:close()
+      h.rmtree(dir)
+    end)
+  end)
+
+  describe("exec", function()
+    local c
+    before_each(function() if srv then c = assert(connect()) end end)
+    after_each(function() if c then c:close() end end)
+
+    it("separates stdout and stderr and reports the exit status", function()
+      if not needs_sshd() then return end
+      local r = assert(c:exec("echo out; echo err >&2; exit 3"))
+      assert.same({ 3, "out\n", "err\n", false }, { r.exit_code, r.stdout, r.stderr,
+                                                      r.timed_out })
+    end)
+
+    it("reports a signal", function()
+      if not needs_sshd() then return end
+      local r = assert(c:exec("kill -TERM $$"))
+      assert.equal(15, r.signal)
+      assert.equal(143, r.exit_code)
+    end)
+
+    it("quotes argv (spaces, quotes, unicode) and runs in cwd", function()
+      if not needs_sshd() then return end
+      local args = { "printf", "%s|", "a b", "it's", '"q"', "ünï", "$HOME", "" }
+      local r = assert(c:exec(args, { cwd = "/tmp" }))
+      assert.equal("a b|it's|\"q\"|ünï|$HOME||", r.stdout)
+      assert.equal("/tmp\n", assert(c:exec("pwd", { cwd = "/tmp" })).stdout)
+    end)
+
+    it("passes stdin (binary) and env, accepted or exported", function()
+      if not needs_sshd() then return end
+      local bytes = {}
+      for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+      local data = table.concat(bytes):rep(64)
+      local r = assert(c:exec("cat", { stdin = data }))
+      assert.equal(data, r.stdout)
+      r = assert(c:exec('printf "%s,%s" "$SANDLOT_ACCEPTED" "$OTHER_VAR"',
+                        { env = { SANDLOT_ACCEPTED = "yes", OTHER_VAR = "it's refused" } }))
+      assert.equal("yes,it's refused", r.stdout)
+    end)
+
+    it("streams output to callbacks", function()
+      if not needs_sshd() then return end
+      local out, err = {}, {}
+      local r = assert(c:exec("for i in 1 2 3; do echo $i; sleep 0.05; done; echo e >&2",
+        { on_stdout = function(s) out[#out + 1] = s end,
+          on_stderr = function(s) err[#err + 1] = s end }))
+      assert.equal(0, r.exit_code)
+      assert.equal("1\n2\n3\n", table.concat(out))
+      assert.equal("e\n", table.concat(err))
+    end)
+
+    it("allocates a pty on request", function()
+      if not needs_sshd() then return end
+      local r = assert(c:exec("test -t 0 && echo tty", { pty = true }))
+      assert.equal("tty", r.stdout:gsub("%s+$", ""))
+    end)
+
+    it("caps output, keeping head and tail", function()
+      if not needs_sshd() then return end
+      local r = assert(c:exec("echo HEAD; head -c 5000000 /dev/zero | tr '\\0' x; echo; echo TAIL",
+                              { max_output = 100000 }))
+      assert.is_true(r.truncated)
+      assert.equal(100000, #r.stdout)
+      assert.truthy(r.stdout:find("^HEAD\n"))
+      assert.truthy(r.stdout:find("TAIL\n$"))
+      assert.equal(5000011, r.stdout_bytes)
+    end)
+
+    it("kills the remote process group on timeout", function()
+      if not needs_sshd() then return end
+      local r = assert(c:exec("sleep 60 & sleep 60; wait", { timeout = 0.5 }))
+      assert.is_true(r.timed_out)
+      assert.equal(9, r.signal)
+      assert.truthy(r.pgid)
+      local left = h.eventually(function()
+        local p = assert(c:exec("ps -o pid= -g " .. r.pgid .. " || true"))
+        return p.stdout:gsub("%s", "") == ""
+      end, 5)
+      assert.is_true(left, "processes of group " .. r.pgid .. " survived")
+    end)
+
+    it("kills the remote command when the task is cancelled", function()
+      if not needs_sshd() then return end
+      local pidfile = "/tmp/sandlot-spec-cancel." .. math.random(1e9)
+      local t = sandlot.spawn(function()
+        return c:exec("echo $$ > " .. pidfile .. "; sleep 60; sleep 60")
+      end)
+      local alive = function()
+        return assert(c:exec("kill -0 $(cat " .. pidfile .. ")")).exit_code == 0
+      end
+      assert.is_true(h.eventually(alive, 5))
+      t:cancel()
+      local r, err = t:join()
+      assert.is_nil(r)
+      assert.equal("cancelled", err.code)
+      assert.is_true(h.eventually(function() return not alive() end, 5))
+      c:exec("rm -f " .. pidfile)
+    end)
+
+    it("runs 200 concurrent execs from 50 tasks over one connection", function()
+      if not needs_sshd() then return end
+      local session = c._s
+      local tasks = {}
+      for i = 1, 50 do
+        tasks[i] = sandlot.spawn(function()
+          local outs = {}
+          for j = 1, 4 do
+            local r = assert(c:exec({ "echo", i .. ":" .. j }))
+            outs[j] = r.stdout
+          end
+          return outs
+        end)
+      end
+      for i = 1, 50 do
+        local outs = tasks[i]:join()
+        for j = 1, 4 do assert.equal(i .. ":" .. j .. "\n", outs[j]) end
+      end
+      assert.equal(session, c._s)                          -- never reconnected
+      assert.is_true(c:stats().channels <= 10)
+    end)
+  end)
+
+  describe("a lost connection", function()
+    it("fails an in-flight exec when sshd is killed, then reconnects", function()
+      if not needs_sshd() then return end
+      local c = assert(connect())
+      local t = sandlot.spawn(function() return c:exec("sleep 30", { timeout = 20 }) end)
+      sandlot.sleep(0.5)
+      local t0 = os.time()
+      srv:kill()
+      local r, err = t:join()
+      assert.is_nil(r)
+      assert.equal("unavailable", err.code)
+      assert.is_true(err.retryable)
+      assert.is_true(os.time() - t0 <= 5)
+      srv:restart()
+      local r2 = assert(c:exec("echo back"))                -- the next call reconnects
+      assert.equal("back\n", r2.stdout)
+      c:close()
+    end)
+
+    it("notices a frozen server through keepalives", function()
+      if not needs_sshd() then return end
+      local c = assert(connect({ keepalive = 0.5, keepalive_max = 3 }))
+      local t = sandlot.spawn(function() return c:exec("sleep 30") end)
+      sandlot.sleep(0.3)
+      srv:signal("STOP")
+      local r, err = sandlot.timeout(10, function() return t:join() end)
+      srv:signal("CONT")
+      assert.is_nil(r)
+      assert.equal("unavailable", err.code)
+      c:close()
+    end)
+  end)
+
+  describe("sftp", function()
+    local c, dir
+    before_each(function()
+      if not srv then return end
+      c = assert(connect())
+      dir = h.tmpdir()
+    end)
+    after_each(function()
+      if c then c:close() end
+      if dir then h.rmtree(dir) end
+    end)
+
+    it("writes and reads binary files", function()
+      if not needs_sshd() then return end
+      local bytes = {}
+      for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+      local data = table.concat(bytes):rep(1000)
+      assert.equal(#data, assert(c:write_file(dir .. "/bin", data, { mode = 384 })))
+      assert.equal(data, assert(c:read_file(dir .. "/bin")))
+      local st = assert(c:stat(dir .. "/bin"))
+      assert.same({ "file", #data, 384 }, { st.type, st.size, st.mode })
+    end)
+
+    it("maps missing paths to not_found", function()
+      if not needs_sshd() then return end
+      local _, err = c:read_file(dir .. "/missing")
+      assert.equal("not_found", err.code)
+      local _, err2 = c:stat(dir .. "/missing")
+      assert.equal("not_found", err2.code)
+      local _, err3 = c:ls(dir .. "/missing")
+      assert.equal("not_found", err3.code)
+    end)
+
+    it("does mkdir -p, ls, rename and rm -r", function()
+      if not needs_sshd() then return end
+      assert(c:mkdir(dir .. "/a/b/c", { parents = true }))
+      assert(c:mkdir(dir .. "/a/b/c", { parents = true }))   -- exists: fine
+      assert(c:write_file(dir .. "/a/b/c/f.txt", "x"))
+      assert(c:write_file(dir .. "/a/ü ñ.txt", "yz"))
+      local names = {}
+      for _, e in ipairs(assert(c:ls(dir .. "/a"))) do names[#names + 1] = e.name .. ":" .. e.type end
+      assert.same({ "b:directory", "ü ñ.txt:file" }, names)
+      assert(c:rename(dir .. "/a/ü ñ.txt", dir .. "/a/moved"))
+      assert.equal("yz", c:read_file(dir .. "/a/moved"))
+      local _, err = c:rm(dir .. "/a")
+      assert.truthy(err)                                    -- not empty
+      assert(c:rm(dir .. "/a", { recursive = true }))
+      local _, gone = c:stat(dir .. "/a")
+      assert.equal("not_found", gone.code)
+    end)
+
+    it("streams 200 MB up and down with matching checksums #slow", function()
+      if not needs_sshd() then return end
+      local src, back = dir .. "/src", dir .. "/back"
+      assert(sandlot.proc.run({ "sh", "-c", "head -c 209715200 /dev/urandom > " .. src }))
+      local sum = function(p)
+        return assert(sandlot.proc.run({ "sha256sum", p })).stdout:match("^%x+")
+      end
+      assert.equal(209715200, assert(c:put(src, dir .. "/remote")))
+      assert.equal(209715200, assert(c:get(dir .. "/remote", back)))
+      assert.equal(sum(src), sum(back))
+      assert.equal(sum(src), sum(dir .. "/remote"))
+    end)
+  end)
+end)
