@@ -2263,7 +2263,7 @@ static void sftp_deliver(SftpOp *o) {
     const char *type = "other";
     if (LIBSSH2_SFTP_S_ISREG(a->permissions)) type = "file";
     else if (LIBSSH2_SFTP_S_ISDIR(a->permissions)) type = "directory";
-    else if (LIBSSH2_SFTP_S_ISLNK(a->permissions)) type = "link";
+    else if (LIBSSH2_SFTP_S_ISLNK(a->permissions)) type = "symlink";
     lua_pushstring(L, type);
     lua_setfield(L, -2, "type");
     lua_pushinteger(L, (lua_Integer)a->filesize);
@@ -2285,7 +2285,7 @@ static void sftp_deliver(SftpOp *o) {
       const char *type = "other";
       if (LIBSSH2_SFTP_S_ISREG(a->permissions)) type = "file";
       else if (LIBSSH2_SFTP_S_ISDIR(a->permissions)) type = "directory";
-      else if (LIBSSH2_SFTP_S_ISLNK(a->permissions)) type = "link";
+      else if (LIBSSH2_SFTP_S_ISLNK(a->permissions)) type = "symlink";
       lua_pushstring(L, type);
       lua_setfield(L, -2, "type");
       lua_pushinteger(L, (lua_Integer)a->filesize);
