@@ -144,6 +144,64 @@ not_supported. Exits 0 when every test passes.
   end,
 })
 
+command("gc", {
+  summary = "remove leftover sandboxes of a provider (one that implements _gc: docker)",
+  usage = "sandlot gc --provider NAME [--all] [--older-than SECONDS] [--dry-run]",
+  help = [[
+NAME is a provider module (docker) or a provider configured in sandlot.config.lua. docker's
+rule: remove containers labelled sandlot=1 that are neither running nor paused, or whose
+lifetime (create's timeout) has passed; --older-than also removes running ones created more
+than SECONDS ago; --all removes every one. Containers labelled sandlot.keep=1 are kept.
+--dry-run only lists. Exits 1 when the provider cannot be reached.
+]],
+  run = function(args)
+    local name, opts, bad = nil, {}, false
+    local i = 1
+    while args[i] do
+      local a = args[i]
+      if a == "--provider" then name, i = args[i + 1], i + 1
+      elseif a == "--all" then opts.all = true
+      elseif a == "--dry-run" then opts.dry_run = true
+      elseif a == "--older-than" then
+        opts.older_than, i = tonumber(args[i + 1] or ""), i + 1
+        bad = bad or opts.older_than == nil
+      else bad = true end
+      i = i + 1
+    end
+    if not name or bad then
+      err("usage: ", M.commands.gc.usage, "\n")
+      return 2
+    end
+    local config, provider = require("sandlot.config"), require("sandlot.provider")
+    local entry, e = config.entry(name)
+    local p = entry and provider.load(entry.module)
+    local popts = entry and config.resolve_opts(entry)
+    if not (p and popts) then
+      err("sandlot gc: ", tostring(e or "no provider named " .. name), "\n")
+      return 2
+    end
+    if type(p.impl._gc) ~= "function" then
+      err(("sandlot gc: provider %s has no gc\n"):format(name))
+      return 2
+    end
+    local ctx = { name = name, provider_name = p.name, config = popts,
+                  telemetry = require("sandlot.telemetry"),
+                  warn = function(msg) err("sandlot gc: warning: ", msg, "\n") end }
+    local report, gerr = p.impl._gc(ctx, opts)
+    if not report then
+      err("sandlot gc: ", tostring(gerr), "\n")
+      return 1
+    end
+    for _, r in ipairs(report) do
+      local verb = r.reason == "kept" and "kept   " or (r.removed and "removed" or
+                   (opts.dry_run and "would remove" or "FAILED "))
+      out(("%s %s %s (%s, %s)\n"):format(verb, tostring(r.id), r.container:sub(1, 12),
+                                          r.state, r.reason))
+    end
+    return 0
+  end,
+})
+
 ---Runs the command named by arg[0] with arg[1..]; exits with its status when non-zero.
 ---@param arg table
 function M.main(arg)

@@ -77,8 +77,9 @@ function M.excerpt(body, n)
   n = n or 160
   local s = body
   for _, w in ipairs(secret_words) do
-    s = s:gsub('("[%w_%-]*' .. w .. '[%w_%-]*"%s*:%s*)"[^"]*"', '%1"' .. redact.MARK .. '"')
-    s = s:gsub('("[%w_%-]*' .. w:upper() .. '[%w_%-]*"%s*:%s*)"[^"]*"', '%1"' .. redact.MARK .. '"')
+    local mark = '%1"' .. redact.MARK .. '"'
+    s = s:gsub('("[%w_%-]*' .. w .. '[%w_%-]*"%s*:%s*)"[^"]*"', mark)
+    s = s:gsub('("[%w_%-]*' .. w:upper() .. '[%w_%-]*"%s*:%s*)"[^"]*"', mark)
   end
   s = s:gsub("[Bb]earer%s+[%w%-%._~%+/]+=*", "Bearer " .. redact.MARK)
   if #s > n then s = s:sub(1, n) .. "..." end
@@ -207,13 +208,13 @@ local function start_producer(req, producer, state)
         req:close()
         return
       end
-      if chunk == nil or chunk == "" then break end
+      if chunk == nil then break end
       if type(chunk) ~= "string" then
         state.err = "http.request: the body producer must return strings or nil"
         req:close()
         return
       end
-      if not req:write(chunk) then return end
+      if chunk ~= "" and not req:write(chunk) then return end
     end
     req:finish()
   end)
@@ -323,9 +324,13 @@ local function retry_policy(opts, method, producer)
   if r == false then return { attempts = 1 } end
   if type(r) == "number" then r = { attempts = r } end
   r = r or {}
-  if type(r) ~= "table" then error("http.request: opts.retry must be a table, number or false", 3) end
+  if type(r) ~= "table" then
+    error("http.request: opts.retry must be a table, number or false", 3)
+  end
   for k in pairs(r) do
-    if not known_retry[k] then error("http.request: unknown retry option '" .. tostring(k) .. "'", 3) end
+    if not known_retry[k] then
+      error("http.request: unknown retry option '" .. tostring(k) .. "'", 3)
+    end
   end
   local eligible = (M.IDEMPOTENT[method] or r.safe == true) and not producer
   return {
@@ -377,8 +382,8 @@ end
 ---@param defaults? table options shared by many requests (e.g. {unix_socket=, base_url=})
 ---@param opts table method, url | path (+ base_url or unix_socket), headers {name = value},
 ---  query (table or string), body (string or producer function returning chunks, nil at the
----  end) | json (value to encode) | body_file (path), body_size (producer length, else
----  chunked), timeout (s per attempt, default 60; false: none), connect_timeout (default 10),
+---  end; "" is skipped) | json (value to encode) | body_file (path), body_size (producer
+---  length, else chunked), timeout (s per attempt, default 60; false: none), connect_timeout (default 10),
 ---  unix_socket, max_body (default 64 MiB; false: none), on_chunk (fn(chunk) for a 2xx body,
 ---  which is then not kept), retry ({attempts=3, base=0.2, cap=5, statuses=, safe=,
 ---  max_after=60} | number | false), follow (redirects, default true), max_redirects (10),

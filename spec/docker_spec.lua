@@ -1,0 +1,209 @@
+-- spec/docker_spec.lua: what the docker provider does beyond the conformance suite, against a
+-- real daemon (spec/support/docker.lua): labels, network, images and pulls, output framing,
+-- containers removed behind sandlot's back, gc, and the daemon dying mid-exec (last).
+local sandlot = require("sandlot")
+local http = require("sandlot.http")
+local h = require("spec.helper")
+local docker = require("spec.support.docker")
+
+describe("docker provider #docker", function()
+  local env, why
+
+  local function need()
+    if not env then pending(docker.unavailable(why)) end
+    return env ~= nil
+  end
+
+  local function create(opts)
+    opts = opts or {}
+    local sb, err = sandlot.create("dk", opts)
+    assert(sb, tostring(err))
+    return sb
+  end
+
+  local function api(opts)
+    local o = { unix_socket = env.socket }
+    for k, v in pairs(opts) do o[k] = v end
+    return assert(http.request(o))
+  end
+
+  local function inspect(sb)
+    return api({ path = "/containers/" .. sb.handle.container .. "/json" }).json
+  end
+
+  lazy_setup(function()
+    env, why = docker.start()
+    if env then
+      sandlot.config.set({ providers = {
+        dk = { "docker", host = env.host, image = env.image, pull = false },
+      } })
+    end
+  end)
+
+  lazy_teardown(function()
+    sandlot.config.reset()
+    docker.stop(env)
+  end)
+
+  it("labels every container and keeps the network off by default", function()
+    if not need() then return end
+    local sb <close> = create({ labels = { team = "x" }, purpose = "spec" })
+    local info = inspect(sb)
+    assert.equal("1", info.Config.Labels.sandlot)
+    assert.equal(sb.id, info.Config.Labels["sandlot.id"])
+    assert.equal("x", info.Config.Labels.team)
+    assert.equal("spec", info.Config.Labels["sandlot.purpose"])
+    assert.equal("none", info.HostConfig.NetworkMode)
+    local r = assert(sb:exec({ "ls", "/sys/class/net" }))
+    assert.equal("lo\n", r.stdout)
+    sb:destroy()
+  end)
+
+  it("applies memory, cpus, env and cwd", function()
+    if not need() then return end
+    local sb <close> = create({ memory_mb = 64, cpus = 0.5, env = { A = "1" }, cwd = "/work" })
+    local info = inspect(sb)
+    assert.equal(64 * 1024 * 1024, info.HostConfig.Memory)
+    assert.equal(500000000, info.HostConfig.NanoCpus)
+    local r = assert(sb:exec({ "sh", "-c", "echo $A; pwd" }))
+    assert.equal("1\n/work\n", r.stdout)
+    assert(sb:write_file("rel.txt", "r"))
+    assert.equal("r", assert(sb:exec({ "cat", "/work/rel.txt" })).stdout)
+    sb:destroy()
+  end)
+
+  it("refuses what it cannot honour", function()
+    if not need() then return end
+    local sb, err = sandlot.create("dk", { network = { "example.com" } })
+    assert.is_nil(sb)
+    assert.equal("not_supported", err.code)
+    sb, err = sandlot.create("dk", { ports = { 8080 } })
+    assert.is_nil(sb)
+    assert.equal("invalid_input", err.code)
+  end)
+
+  it("reports a missing image clearly when pulling is off", function()
+    if not need() then return end
+    local sb, err = sandlot.create("dk", { image = "sandlot-test/absent:1" })
+    assert.is_nil(sb)
+    assert.equal("not_found", err.code)
+    assert.matches("pull", err.message)
+  end)
+
+  it("reports an image that cannot be pulled, without hanging", function()
+    if not need() then return end
+    local sb, err = sandlot.timeout(120, function()
+      return sandlot.create("dk", { image = "127.0.0.1:1/sandlot/nope:1", pull = true })
+    end)
+    assert.is_nil(sb)
+    assert.is_truthy(err.code == "not_found" or err.code == "unavailable", tostring(err))
+    assert.matches("pull", err.message)
+  end)
+
+  it("demultiplexes large interleaved stdout and stderr", function()
+    if not need() then return end
+    local sb <close> = create()
+    local r = assert(sb:exec({ "sh", "-c",
+      "i=0; while [ $i -lt 2000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done; " ..
+      "head -c 1000000 /dev/zero" }))
+    local want_out, want_err = {}, {}
+    for i = 0, 1999 do
+      want_out[#want_out + 1] = "out" .. i .. "\n"
+      want_err[#want_err + 1] = "err" .. i .. "\n"
+    end
+    want_out[#want_out + 1] = ("\0"):rep(1000000)
+    assert.equal(table.concat(want_err), r.stderr)
+    assert.is_true(table.concat(want_out) == r.stdout)
+    sb:destroy()
+  end)
+
+  it("pauses on stop and unpauses on start", function()
+    if not need() then return end
+    local sb <close> = create()
+    assert(sb:stop())
+    assert.is_true(inspect(sb).State.Paused)
+    assert.equal("stopped", sb:status())
+    local r, err = sb:exec({ "true" })
+    assert.is_nil(r)
+    assert.equal("unavailable", err.code)
+    assert(sb:start())
+    assert.equal(0, assert(sb:exec({ "true" })).exit_code)
+    sb:destroy()
+  end)
+
+  it("ends a container at the end of its lifetime", function()
+    if not need() then return end
+    local sb <close> = create({ timeout = 1 })
+    assert.equal("running", sb:status())
+    assert.is_truthy(h.eventually(function() return sb:status() == "stopped" end, 15))
+    sb:destroy()
+  end)
+
+  it("gives not_found for a container removed behind its back", function()
+    if not need() then return end
+    local sb = create()
+    local saved = sandlot.to_map(sb)
+    api({ method = "DELETE", path = "/containers/" .. sb.handle.container,
+          query = { force = "true" } })
+    local r, err = sb:exec({ "true" })
+    assert.is_nil(r)
+    assert.equal("not_found", err.code)
+    for _, op in ipairs({ "read_file", "write_file" }) do
+      r, err = sb[op](sb, "x.txt", "data")
+      assert.is_nil(r)
+      assert.equal("not_found", err.code, op)
+    end
+    assert.equal("terminated", sb:status())
+    r, err = assert(sandlot.from_map(saved)):reconnect()
+    assert.is_nil(r)
+    assert.equal("not_found", err.code)
+    assert.is_true(sb:destroy())
+  end)
+
+  it("sandlot gc removes dead sandboxes and keeps live and kept ones", function()
+    if not need() then return end
+    local live = create()
+    local dead = create()
+    local kept = create({ labels = { ["sandlot.keep"] = "1" } })
+    api({ method = "POST", path = "/containers/" .. dead.handle.container .. "/kill" })
+    assert.is_truthy(h.eventually(function() return dead:status() == "stopped" end, 10))
+    local code, out, errout = h.host({ "gc", "--provider", "docker" },
+                                     { env = { DOCKER_HOST = env.host } })
+    assert.equal(0, code, errout)
+    assert.matches("removed " .. dead.id, out, 1, true)
+    assert.matches("kept    " .. live.id, out, 1, true)
+    assert.equal("terminated", dead:status())
+    assert.equal("running", live:status())
+    code, out = h.host({ "gc", "--provider", "docker", "--all", "--dry-run" },
+                       { env = { DOCKER_HOST = env.host } })
+    assert.equal(0, code)
+    assert.matches("would remove " .. live.id, out, 1, true)
+    assert.equal("running", live:status())
+    code, out = h.host({ "gc", "--provider", "docker", "--all" },
+                       { env = { DOCKER_HOST = env.host } })
+    assert.equal(0, code)
+    assert.equal("terminated", live:status())
+    assert.equal("running", kept:status())
+    assert.equal(2, h.host({ "gc" }))
+    kept:destroy()
+  end)
+
+  it("returns an error, not a hang, when the daemon dies mid-exec", function()
+    if not need() then return end
+    if not env.own then
+      pending("the daemon in use is not ours to kill")
+      return
+    end
+    local sb = create()
+    local t = sandlot.spawn(function() return sb:exec({ "sleep", "60" }) end)
+    sandlot.sleep(0.5)
+    env.proc:kill("KILL")                  -- dockerd only: its group is cleaned at teardown
+    local r, err = sandlot.timeout(30, function() return t:join() end)
+    assert.is_nil(r)
+    assert.is_truthy(err.code == "unavailable" or err.code == "io_error", tostring(err))
+    assert.not_equal("timeout", err.code)
+    r, err = sb:exec({ "true" })
+    assert.is_nil(r)
+    assert.equal("unavailable", err.code)
+  end)
+end)
