@@ -9,11 +9,16 @@ local function dir_of(path)
   return path:match("^(.*)/[^/]*$") or "."
 end
 
-local function exists(path)
-  local f = io.open(path, "r")
+---Tells whether a file (or directory) can be opened for reading. The one copy of this check
+---the library uses.
+---@param path string
+---@return boolean
+function M.exists(path)
+  local f = io.open(path, "rb")
   if f then f:close() end
   return f ~= nil
 end
+local exists = M.exists
 
 ---Returns the sandlot tree holding providers/ and plugins/, or nil.
 function M.root()

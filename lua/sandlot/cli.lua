@@ -42,11 +42,7 @@ command("help", {
   end,
 })
 
-local function exists(path)
-  local f = io.open(path, "r")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = require("sandlot._paths").exists
 
 command("check-provider", {
   summary = "run the provider conformance suite against a provider",

@@ -117,11 +117,7 @@ function M.validate(t, where)
   return cfg
 end
 
-local function exists(path)
-  local f = io.open(path, "r")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = require("sandlot._paths").exists
 
 ---Returns the config file that applies (first found: $SANDLOT_CONFIG, ./sandlot.config.lua,
 ---$XDG_CONFIG_HOME/sandlot/config.lua), or nil when there is none.

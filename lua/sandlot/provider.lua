@@ -350,11 +350,7 @@ function M.complete(impl, name)
   return p
 end
 
-local function exists(path)
-  local f = io.open(path, "r")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = require("sandlot._paths").exists
 
 local file_cache = {}                     -- provider file path -> its table (loaded once)
 

@@ -32,11 +32,7 @@ local function home()
   return os.getenv("HOME") or "/root"
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = require("sandlot._paths").exists
 
 ---Quotes one word for a POSIX shell.
 ---@param s string
