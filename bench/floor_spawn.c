@@ -1,6 +1,7 @@
 /* floor_spawn.c: the floor for local exec benchmarks. Runs `argv` N times with posix_spawn,
  * reading its stdout through a pipe and reaping it with waitpid, from W threads at once;
- * prints the elapsed seconds. What sandlot's proc.run must not add much to. */
+ * prints the elapsed seconds. What sandlot's proc.run must not add much to. A command
+ * without a '/' is looked up on PATH (posix_spawnp), as sandlot does for the child. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
@@ -25,7 +26,8 @@ static int one(void) {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
   pid_t pid;
-  int rc = posix_spawn(&pid, cmd[0], &fa, NULL, cmd, environ);
+  int rc = strchr(cmd[0], '/') != NULL ? posix_spawn(&pid, cmd[0], &fa, NULL, cmd, environ)
+                                        : posix_spawnp(&pid, cmd[0], &fa, NULL, cmd, environ);
   posix_spawn_file_actions_destroy(&fa);
   close(fds[1]);
   if (rc != 0) { close(fds[0]); return -1; }

@@ -1,0 +1,165 @@
+-- bench/cases.lua CASE ARGS...: sandlot's side of the bench figures, one process per
+-- measurement (bench/run.lua runs it). Set-up (creating the sandbox, connecting) is untimed;
+-- each case prints the elapsed seconds of its timed part first (or its figure), then extra
+-- fields run.lua records. Cases and their arguments are listed in `cases` below.
+local sandlot = require("sandlot")
+local timer = require("sandlot.core.timer")
+local cjson = require("cjson")
+
+local function now() return timer.now() / 1e9 end
+
+local function status_kib(field)
+  for line in io.lines("/proc/self/status") do
+    local v = line:match("^" .. field .. ":%s+(%d+)")
+    if v then return tonumber(v) end
+  end
+end
+
+local function check_hello(r, what)
+  if not r then error(what .. ": " .. tostring(select(2, r))) end
+  if r.exit_code ~= 0 or r.stdout ~= "hello\n" then
+    error(("%s: exit %s, stdout %q, stderr %q"):format(what, tostring(r.exit_code),
+                                                      tostring(r.stdout), tostring(r.stderr)))
+  end
+end
+
+local function exec_n(sb, n)
+  local t0 = now()
+  for _ = 1, n do
+    local r, err = sb:exec({ "echo", "hello" })
+    if not r then error("exec: " .. tostring(err)) end
+    check_hello(r, "exec")
+  end
+  return now() - t0
+end
+
+local cases = {}
+
+-- local_exec ISOLATION N: N sequential sb:exec{"echo","hello"} in one local sandbox.
+function cases.local_exec(iso, n)
+  local sb <close> = assert(sandlot.create("local", { isolation = iso }))
+  return exec_n(sb, tonumber(n))
+end
+
+-- handles N INFLIGHT: creates N local sandboxes (isolation "none") and keeps them, then runs
+-- `sleep 1` in INFLIGHT of them at once. Prints: seconds, VmHWM KiB, Lua heap and RSS growth
+-- per live handle (KiB), measured after full collections.
+function cases.handles(n, inflight)
+  n, inflight = tonumber(n), tonumber(inflight)
+  collectgarbage(); collectgarbage()
+  local lua0, rss0 = collectgarbage("count"), status_kib("VmRSS")
+  local t0 = now()
+  local sbs = {}
+  for i = 1, n do sbs[i] = assert(sandlot.create("local", { isolation = "none" })) end
+  collectgarbage(); collectgarbage()
+  local lua1, rss1 = collectgarbage("count"), status_kib("VmRSS")
+  local some = table.move(sbs, 1, inflight, 1, {})
+  local _, errs = sandlot.map(some, function(sb)
+    return assert(sb:exec({ "sleep", "1" })).exit_code
+  end, { limit = inflight })
+  if errs then error("in-flight execs failed: " .. tostring(select(2, next(errs)))) end
+  local secs = now() - t0
+  local hwm = status_kib("VmHWM")
+  for _, sb in ipairs(sbs) do assert(sb:destroy()) end
+  return secs, hwm, (lua1 - lua0) / n, (rss1 - rss0) / n
+end
+
+-- http URL N TASKS: N GETs through sandlot.http, sequential or from TASKS tasks. Prints req/s.
+function cases.http(url, n, tasks)
+  n, tasks = tonumber(n), tonumber(tasks)
+  local function get()
+    local res, err = sandlot.http.request({ url = url })
+    if not res or res.status ~= 200 then error("GET " .. url .. ": " .. tostring(err)) end
+  end
+  get()                                      -- the connection: made once, untimed on both sides
+  local t0 = now()
+  if tasks == 1 then
+    for _ = 1, n do get() end
+  else
+    local fns = {}
+    local per = n // tasks
+    for i = 1, tasks do fns[i] = function() for _ = 1, per do get() end end end
+    local _, errs = sandlot.all(fns, { limit = tasks })
+    if errs then error(tostring(select(2, next(errs)))) end
+    n = per * tasks
+  end
+  return n / (now() - t0)
+end
+
+local function docker_provider(host, image)
+  sandlot.config.set({ providers = { bench = { "docker", host = host, image = image,
+                                               pull = false } } })
+end
+
+-- docker_exec HOST IMAGE N: one container, N sequential sb:exec{"echo","hello"}.
+function cases.docker_exec(host, image, n)
+  docker_provider(host, image)
+  local sb <close> = assert(sandlot.create("bench", {}))
+  return exec_n(sb, tonumber(n))
+end
+
+-- docker_life HOST IMAGE N: N times create (+ start), exec, destroy (remove).
+function cases.docker_life(host, image, n)
+  docker_provider(host, image)
+  -- API version negotiation happens once per process: do it untimed (a status of nothing)
+  local ghost = sandlot.from_map({ version = 1, provider = "bench", id = "none",
+                                   handle = { id = "none", container = "none" } })
+  assert(ghost:status())
+  local t0 = now()
+  for _ = 1, tonumber(n) do
+    local sb <close> = assert(sandlot.create("bench", {}))
+    check_hello(assert(sb:exec({ "echo", "hello" })), "exec")
+    assert(sb:destroy())
+  end
+  return now() - t0
+end
+
+local function ssh_provider(o)
+  sandlot.config.set({ providers = { bench = { "ssh", host = o.host, port = o.port,
+    user = o.user, key_file = o.key_file, known_hosts = o.known_hosts, agent = false,
+    base_dir = o.base_dir } } })
+end
+
+-- ssh_exec JSON N: N sequential sb:exec{"echo","hello"} in one ssh-provider sandbox. Prints
+-- seconds and how many SSH connections were opened (must be 1: never one per exec).
+function cases.ssh_exec(json, n)
+  local o = cjson.decode(json)
+  ssh_provider(o)
+  local connects = 0
+  local connect = sandlot.ssh.connect
+  sandlot.ssh.connect = function(...) connects = connects + 1; return connect(...) end
+  local sb <close> = assert(sandlot.create("bench", {}))
+  return exec_n(sb, tonumber(n)), connects
+end
+
+local function ssh_client(json)
+  local o = cjson.decode(json)
+  return assert(sandlot.ssh.connect({ host = o.host, port = o.port, user = o.user,
+                                      key_file = o.key_file, known_hosts = o.known_hosts,
+                                      agent = false }))
+end
+
+-- ssh_client_exec JSON N: N sequential client:exec{"echo","hello"} on one sandlot.ssh client.
+function cases.ssh_client_exec(json, n)
+  local c <close> = ssh_client(json)
+  local t0 = now()
+  for _ = 1, tonumber(n) do check_hello(c:exec({ "echo", "hello" }), "exec") end
+  return now() - t0
+end
+
+-- sftp JSON up|down LOCAL REMOTE: one streamed SFTP transfer on a connected client.
+function cases.sftp(json, dir, lpath, rpath)
+  local c <close> = ssh_client(json)
+  local t0 = now()
+  local n, err
+  if dir == "up" then n, err = c:put(lpath, rpath) else n, err = c:get(rpath, lpath) end
+  if not n then error("sftp " .. dir .. ": " .. tostring(err)) end
+  return now() - t0, n
+end
+
+local name = arg[1]
+local fn = cases[name] or error("unknown case " .. tostring(name))
+local out = table.pack(fn(table.unpack(arg, 2)))
+for i = 1, out.n do out[i] = type(out[i]) == "number" and ("%.6f"):format(out[i])
+                             or tostring(out[i]) end
+print(table.concat(out, " ", 1, out.n))
