@@ -17,14 +17,19 @@ SAN       = $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno
 # a sanitizer build lives beside the normal one so neither invalidates the other
 B        ?= $(if $(SANITIZE),build-san,build)
 SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(SAN) \
-            -DSANDLOT_LUADIR='"$(LMODDIR)"' \
+            -DSANDLOT_LUADIR='"$(LMODDIR)"' -DSANDLOT_MODDIR='"$(LIBDIR)/sandlot"' \
             $(shell pkg-config --cflags $(PKGS))
-LIBS      = $(shell pkg-config --libs $(PKGS))
+LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit)
 MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2)
 
-CORE      = host sched errors timer proc sys fs http ssh
+# The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
+# their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
+CORE      = host sched errors timer proc sys fs
+NET       = http ssh
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
-HOST_OBJ  = $(B)/main.o $(B)/repl.o
+LIB_OBJ   = $(CORE_OBJ) $(NET:%=$(B)/%.o) $(B)/net.o
+HOST_OBJ  = $(B)/main.o $(B)/repl.o $(B)/lazy.o
+MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
@@ -34,27 +39,37 @@ BUSTED    = /usr/bin/busted
 
 .PHONY: all deps check-deps test asan bench demo install uninstall clean
 
-all: $(B)/sandlot $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc
+all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc
 
 $(B)/%.o: core/%.c
 	@mkdir -p $(@D)
 	$(CC) $(SL_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 -include $(wildcard $(B)/*.d)
 
+# --export-dynamic: the modules resolve the core's SL_SHARED functions against the binary
 $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
-	$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(SAN) $(LDFLAGS) -Wl,--export-dynamic -o $@ $^ $(LIBS)
 
-$(B)/libsandlot.a: $(CORE_OBJ)
+$(B)/lib/sandlot/http.so: $(B)/http.o $(B)/module.o
+	@mkdir -p $(@D)
+	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv)
+
+$(B)/lib/sandlot/ssh.so: $(B)/ssh.o $(B)/module.o
+	@mkdir -p $(@D)
+	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libssh2 libuv)
+
+$(B)/libsandlot.a: $(LIB_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(B)/libsandlot.so: $(CORE_OBJ)
-	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 -o $@ $^ \
+$(B)/libsandlot.so: $(LIB_OBJ) core/exports.map
+	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 \
+	  -Wl,--version-script=core/exports.map -o $@ $(LIB_OBJ) \
 	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2)
 
 # the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
-$(B)/sandlot.so: $(CORE_OBJ)
-	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(MODLIBS)
+$(B)/sandlot.so: $(LIB_OBJ) core/exports.map
+	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,--version-script=core/exports.map -o $@ $(LIB_OBJ) $(MODLIBS)
 
 # sandlot.pc: libdir and includedir are written relative to ${prefix} when they lie under it,
 # so `pkg-config --define-variable=prefix=...` relocates the whole tree (a DESTDIR, a bundle).
@@ -104,6 +119,8 @@ install: all
 	  $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(CMODDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 	  $(DESTDIR)$(DATADIR)
 	install -m 755 $(B)/sandlot $(DESTDIR)$(BINDIR)/sandlot
+	install -d $(DESTDIR)$(LIBDIR)/sandlot
+	for m in $(NET); do install -m 755 $(B)/lib/sandlot/$$m.so $(DESTDIR)$(LIBDIR)/sandlot/; done
 	install -m 644 $(B)/libsandlot.a $(DESTDIR)$(LIBDIR)/libsandlot.a
 	install -m 755 $(B)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.$(VERSION)
 	ln -sf libsandlot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsandlot.so.0
@@ -126,7 +143,7 @@ uninstall:
 	  $(DESTDIR)$(LIBDIR)/libsandlot.so.$(VERSION) \
 	  $(DESTDIR)$(CMODDIR)/sandlot.so $(DESTDIR)$(INCLUDEDIR)/sandlot.h \
 	  $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc
-	rm -rf $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(DATADIR)
+	rm -rf $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR)/sandlot
 
 clean:
 	rm -rf build build-san

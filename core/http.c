@@ -180,6 +180,8 @@ static void multi_closed(uv_handle_t *handle) {
   curl_global_cleanup();
 }
 
+static void http_close(SlHost *h);
+
 static Multi *multi_get(lua_State *L) {
   SlHost *h = sl_host(L);
   if (h->http != NULL) return h->http;
@@ -193,6 +195,7 @@ static Multi *multi_get(lua_State *L) {
     luaL_error(L, "sandlot.http: out of memory");
   }
   m->host = h;
+  h->http_close = http_close;
   uv_timer_init(h->loop, &m->timer);
   m->timer.data = m;
   sl_host_handle_opened(h);
@@ -952,7 +955,7 @@ static int http_escape(lua_State *L) {
 
 /* Host teardown (host.c): every request handle has been collected by now; abort whatever is
  * left, let curl close its cached connections (their polls close), then close the timer. */
-void sl_http_close(SlHost *h) {
+static void http_close(SlHost *h) {
   Multi *m = h->http;
   if (m == NULL) return;
   h->http = NULL;

@@ -14,6 +14,11 @@
 
 #include "sandlot.h"
 
+/* What the HTTP and SSH modules call in the rest of the core. The host binary loads those two
+ * modules with dlopen (core/lazy.c) and exports these symbols to them; every other core
+ * function stays hidden. */
+#define SL_SHARED __attribute__((visibility("default")))
+
 #define TASK_MT "sandlot.task"
 #define ERROR_MT "sandlot.error"
 
@@ -67,53 +72,59 @@ struct SlHost {
   bool closing;
   void *procs;             /* proc.c's list of live children */
   void *http;              /* http.c's curl multi handle (created on first request) */
+  void (*http_close)(SlHost *h); /* set with http: aborts transfers, closes sockets at teardown */
   char readbuf[65536];     /* every pipe read lands here first (reads never overlap) */
 };
 
 /* host.c */
-SlHost *sl_host(lua_State *L);          /* creates the host on first use */
-void sl_host_handle_opened(SlHost *h);
+SL_SHARED SlHost *sl_host(lua_State *L);          /* creates the host on first use */
+SL_SHARED void sl_host_handle_opened(SlHost *h);
 void sl_host_handle_closed(uv_handle_t *handle); /* close cb for handles whose data is freed
                                                     by the caller: decrements the count only */
-void sl_host_handle_done(SlHost *h);
+SL_SHARED void sl_host_handle_done(SlHost *h);
 /* Runs ready tasks and the loop until *done (or, done == NULL, until no task is alive) or
  * until nothing can make progress. */
 void sl_host_drive(SlHost *h, bool *done);
 void sl_register_core(lua_State *L);    /* package.preload for every sandlot.core.* module */
+
+/* net.c (libraries: linked in) or lazy.c (host binary: dlopen on first require) */
+int sl_open_http(lua_State *L);         /* luaopen of sandlot.core.http */
+int sl_open_ssh(lua_State *L);          /* luaopen of sandlot.core.ssh */
+/* What a lazily loaded module must share with the binary that loads it: the version and the
+ * layout of the structures both sides touch. Modules export it as sl_module_abi (module.c). */
+#define sl_abi_string(buf, size) \
+  snprintf((buf), (size), "%s/host=%zu/task=%zu", SANDLOT_VERSION, sizeof(SlHost), sizeof(SlTask))
 
 /* sched.c */
 SlTask *sl_task_of(lua_State *L);       /* the task whose thread is L, or NULL */
 /* Prepares the caller to wait: returns L's task, or `sync` set up as a waiter when L is a
  * thread that may drive the loop itself. Raises when L can neither yield nor drive. If the
  * task was cancelled, pushes nil, err and returns NULL: the caller returns 2. */
-SlTask *sl_wait_begin(lua_State *L, SlTask *sync);
-void sl_wait_set_cleanup(SlTask *t, SlCleanupFn fn, void *data);
+SL_SHARED SlTask *sl_wait_begin(lua_State *L, SlTask *sync);
+SL_SHARED void sl_wait_set_cleanup(SlTask *t, SlCleanupFn fn, void *data);
 /* Yields (task) or drives the loop (sync) until sl_wake; then returns k's results. */
-int sl_wait(lua_State *L, SlTask *t, lua_KContext ctx, lua_KFunction k);
+SL_SHARED int sl_wait(lua_State *L, SlTask *t, lua_KContext ctx, lua_KFunction k);
 /* Completion: the nres values on top of t->co become the results of the wait. */
-void sl_wake(SlTask *t, int nres);
+SL_SHARED void sl_wake(SlTask *t, int nres);
 void sl_sched_run_ready(SlHost *h);
 void sl_sched_cancel_all(lua_State *L);  /* at close: runs every parked task's cleanup */
 void sl_sched_cancel_tasks(lua_State *L); /* cancels every live task ("cancelled") */
 int sl_sched_open(lua_State *L);
 
 /* errors.c */
-void sl_err_set(SlError *e, const char *code, const char *fmt, ...)
+SL_SHARED void sl_err_set(SlError *e, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sl_err_uv(SlError *e, int uverr, const char *what);
-int sl_push_error(lua_State *L, const SlError *e);  /* nil, err; returns 2 */
-int sl_fail(lua_State *L, const char *code, const char *fmt, ...)
+SL_SHARED int sl_push_error(lua_State *L, const SlError *e);  /* nil, err; returns 2 */
+SL_SHARED int sl_fail(lua_State *L, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void sl_new_error(lua_State *L, const char *code, const char *message); /* pushes err */
-const char *sl_code_for_errno(int err);  /* errno (positive) -> code */
+SL_SHARED void sl_new_error(lua_State *L, const char *code, const char *message); /* pushes err */
+SL_SHARED const char *sl_code_for_errno(int err);  /* errno (positive) -> code */
 
 /* proc.c */
 void sl_proc_kill_all(SlHost *h);       /* SIGKILL every live child's process group */
 
-/* http.c */
-void sl_http_close(SlHost *h);          /* host teardown: aborts transfers, closes sockets */
-
 /* misc */
-uint64_t sl_now_ns(void);
+SL_SHARED uint64_t sl_now_ns(void);
 
 #endif

@@ -2717,17 +2717,6 @@ static const luaL_Reg exec_meta[] = {
   {"__tostring", exech_tostring}, {NULL, NULL}
 };
 
-#ifdef __SANITIZE_ADDRESS__
-/* libssh2 1.10 (Debian 12) leaks two OpenSSL BIGNUMs (56 bytes) per ECDSA signature, in
- * memory OpenSSL allocates itself, outside the session arena; later libssh2 fixed it. LSan's
- * fast unwinder stops inside libcrypto (no frame pointers), so only its name can match. The
- * core never calls OpenSSL itself: every other leak keeps its own frames and is reported. */
-__attribute__((visibility("default"))) const char *__lsan_default_suppressions(void);
-__attribute__((visibility("default"))) const char *__lsan_default_suppressions(void) {
-  return "leak:libcrypto.so\n";
-}
-#endif
-
 static const luaL_Reg ssh_funcs[] = {
   {"connect", ssh_connect}, {NULL, NULL}
 };

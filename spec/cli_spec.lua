@@ -76,4 +76,43 @@ describe("sandlot host CLI", function()
     h.rmtree(dir)
     assert.is_true(h.eventually(function() return not h.alive(pid) end, 5))
   end)
+
+  -- libcurl and libssh2 bring ~30 shared libraries; the binary loads them on first use
+  local function probe(use)
+    return ([[
+      local function mapped(lib)
+        for l in io.lines("/proc/self/maps") do if l:find(lib, 1, true) then return true end end
+        return false
+      end
+      local s = require("sandlot")
+      s.proc.run({"true"})
+      print(mapped("libcurl"), mapped("libssh2"))
+      assert(%s)
+      print(mapped("libcurl"), mapped("libssh2"))]]):format(use)
+  end
+
+  it("loads libcurl and libssh2 only when a script first uses sandlot.http or sandlot.ssh", function()
+    local code, out, err = h.host({ "-e", probe("s.ssh.connect") })
+    assert.equal("", err)
+    assert.equal(0, code)
+    assert.equal("false\tfalse\nfalse\ttrue\n", out)
+    code, out, err = h.host({ "-e", probe("s.http.request") })
+    assert.equal("", err)
+    assert.equal(0, code)
+    assert.matches("^false\tfalse\ntrue\t", out)  -- Debian's libcurl links libssh2 itself
+  end)
+
+  it("says where it looked when the HTTP module is missing", function()
+    if require("sandlot._paths").exists("/usr/local/lib/sandlot/http.so") then
+      pending("an installed sandlot in /usr/local would be found")
+      return
+    end
+    local dir = h.tmpdir()
+    assert(require("sandlot").proc.run({ "cp", h.BIN, dir .. "/sandlot" }))
+    local code, _, err = h.host({ "-e", "require('sandlot.core.http')" }, { bin = dir .. "/sandlot" })
+    h.rmtree(dir)
+    assert.equal(1, code)
+    assert.matches("module http.so not found", err, 1, true)
+    assert.matches("no file '" .. dir .. "/lib/sandlot/http.so'", err, 1, true)
+  end)
 end)

@@ -49,11 +49,11 @@ function h.alive(pid)
   return st ~= nil and st ~= "Z"
 end
 
----Runs the host binary with args and stdin; returns exit code, stdout, stderr.
+---Runs the host binary (or opts.bin) with args and stdin; returns exit code, stdout, stderr.
 function h.host(args, opts)
-  local argv = { h.BIN }
-  for i = 1, #args do argv[#argv + 1] = args[i] end
   opts = opts or {}
+  local argv = { opts.bin or h.BIN }
+  for i = 1, #args do argv[#argv + 1] = args[i] end
   local r = assert(sandlot.proc.run(argv, { stdin = opts.stdin, env = opts.env,
                                             cwd = opts.cwd, timeout = opts.timeout or 60 }))
   return r.exit_code, r.stdout, r.stderr, r

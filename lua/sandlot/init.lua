@@ -11,9 +11,20 @@ local M = {
   errors = require("sandlot.errors"),
   telemetry = require("sandlot.telemetry"),
   proc = require("sandlot.proc"),
-  http = require("sandlot.http"),
-  ssh = require("sandlot.ssh"),
 }
+
+-- sandlot.http and sandlot.ssh load on first use: the host binary then loads libcurl or
+-- libssh2 (and their TLS stacks), which a script on the local provider never needs
+local lazy = { http = "sandlot.http", ssh = "sandlot.ssh" }
+setmetatable(M, {
+  __index = function(t, k)
+    local name = lazy[k]
+    if name == nil then return nil end
+    local mod = require(name)
+    rawset(t, k, mod)
+    return mod
+  end,
+})
 
 M.spawn = task.spawn
 M.sleep = task.sleep
