@@ -33,7 +33,7 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
-            libcurl4-openssl-dev libssh2-1-dev lua-cjson lua-busted bubblewrap \
+            libcurl4-openssl-dev libssh2-1-dev libsqlite3-dev lua-cjson lua-busted bubblewrap \
             docker.io openssh-server busybox-static
 BUSTED    = /usr/bin/busted
 
