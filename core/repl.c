@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <editline/readline.h>
 
@@ -118,9 +120,38 @@ static void repl_hook(lua_State *L, lua_Debug *ar) {
 }
 
 /* At the prompt SIGINT must interrupt readline (no SA_RESTART) rather than kill us or reach
- * libuv, whose handler would queue it for the next line. Nothing to record: errno says it. */
+ * libuv, whose handler would queue it for the next line. */
+static volatile sig_atomic_t prompt_sigint;
+static sandlot *prompt_engine;            /* the engine prompt_hook drives */
+
 static void on_prompt_sigint(int signum) {
   (void)signum;
+  prompt_sigint = 1;
+}
+
+/* libedit calls this before it reads each key at the prompt (rl_event_hook): it drives the
+ * loop until a key is there, so tasks started by earlier lines go on while the prompt waits.
+ * SIGINT is blocked except inside ppoll, so a Ctrl-C during a step is not lost; after one,
+ * clearing rl_event_hook makes libedit end readline() at once (prompt_sigint says why). */
+static int prompt_hook(void) {
+  sandlot *S = prompt_engine;
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigprocmask(SIG_BLOCK, &block, &old);
+  while (!prompt_sigint) {
+    struct pollfd fds[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
+                            {.fd = sandlot_backend_fd(S), .events = POLLIN}};
+    int ms = sandlot_backend_timeout(S);
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    int n = ppoll(fds, 2, ms >= 0 ? &ts : NULL, &old);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || fds[0].revents != 0) break;        /* a key (or end of input): libedit reads */
+    sandlot_step(S);
+  }
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  if (prompt_sigint) rl_event_hook = NULL;
+  return 0;
 }
 
 /* readline() with SIGINT clearing the line: NULL and *interrupted for Ctrl-C, NULL alone
@@ -134,10 +165,18 @@ static char *repl_readline(sandlot *S, const char *prompt, bool *interrupted) {
   sandlot_step(S);              /* a Ctrl-C that came as the last line ended is dropped here */
   fflush(stdout);
   fflush(stderr);
+  prompt_sigint = 0;
+  prompt_engine = S;
+  rl_event_hook = prompt_hook;
   errno = 0;
   char *line = readline(prompt);
-  *interrupted = line == NULL && errno == EINTR;
+  *interrupted = prompt_sigint || (line == NULL && errno == EINTR);
+  rl_event_hook = NULL;
   sigaction(SIGINT, &old, NULL);
+  if (*interrupted && line != NULL) {       /* what was typed before Ctrl-C is dropped */
+    free(line);
+    line = NULL;
+  }
   return line;
 }
 

@@ -193,6 +193,32 @@ describe("the sandlot REPL on a terminal", function()
     s:send("\x03")
     s:expect("\n> ")
     assert.equal("3\n", s:eval("3"))                      -- not 1 + 3: the chunk was dropped
+    s:send("12")                                           -- typed, not entered
+    s:expect("12")
+    s:send("\x03")
+    s:expect("\n> ")
+    assert.equal("3\n", s:eval("3"))                      -- not 123
+  end)
+
+  it("keeps tasks started at the prompt running while it waits for input", function()
+    start()
+    local path = dir .. "/ticks"
+    -- (short lines: the terminal wraps at 80 columns)
+    s:eval(("p = %q"):format(path))
+    s:eval("function w(i) local f = io.open(p, 'w') f:write(i) f:close() end")
+    s:eval("function run() return sandlot.proc.run({'echo', 'done'}).stdout end")
+    s:eval("function tick() for i = 1, 5 do sandlot.sleep(0.05) w(i) end end")
+    s:eval("t = sandlot.spawn(function() tick() return run() end)")
+    -- nothing is typed: the prompt alone must drive the timers and the process
+    assert(h.eventually(function()
+      local f = io.open(path)
+      local n = f and tonumber(f:read("a"))
+      if f then f:close() end
+      return n == 5
+    end, 10), "the task did not run while the REPL sat at the prompt")
+    h.eventually(function() return false end, 0.3)
+    assert.equal('"done\\n"\n', s:eval("t:join()"))
+    assert.equal("4\n", s:eval("2 + 2"))
   end)
 
   it("exits 0 on Ctrl-D and keeps the history in XDG_STATE_HOME", function()
