@@ -27,7 +27,5 @@ describe("local provider", function()
 
   conformance({ provider = "conf-ns", label = "local, isolation = namespaces" })
   conformance({ provider = "conf-none", label = "local, isolation = none" })
-  -- base64 in Lua moves ~10 MB/s: a smaller big file keeps this variant quick
-  conformance({ provider = "conf-exec", label = "exec-only provider (fallbacks)",
-                big_file_mb = 5 })
+  conformance({ provider = "conf-exec", label = "exec-only provider (fallbacks)" })
 end)
