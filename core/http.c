@@ -1,10 +1,13 @@
 /* http.c: sandlot.core.http: HTTP transfers on libcurl's multi_socket interface, driven by the
  * host's libuv loop (one uv_poll per curl socket, one uv_timer for curl's timeout). One multi
  * handle per host (SlHost.http) holds the connection cache, so keep-alive and HTTP/2 reuse work
- * across tasks. A transfer is a sandlot.http.request handle: response bodies are captured
- * (within max_body) or queued for req:read() with backpressure; request bodies come from a
- * string, a file or req:write() chunks (the producer). Curl callbacks never touch Lua: they
+ * across tasks; finished easy handles are reset and pooled for the next request, and a new
+ * transfer starts at once rather than on curl's 0 ms timer. A transfer is a
+ * sandlot.http.request handle: response bodies are captured (within max_body) or queued for
+ * req:read() with backpressure; request bodies come from a string, a file or req:write()
+ * chunks (the producer). Curl callbacks never touch Lua: they
  * mark transfers, and the marks are turned into wake-ups once curl has returned. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -21,6 +24,7 @@
 #define QUEUE_HIGH (4u << 20)            /* pause the download above this many queued bytes */
 #define QUEUE_LOW (1u << 20)
 #define HEADERS_MAX (256u << 10)
+#define POOL_MAX 64                      /* idle easy handles kept for reuse */
 
 typedef struct Xfer Xfer;
 
@@ -32,6 +36,8 @@ typedef struct {
   Xfer *mark_head, *mark_tail;             /* transfers with news for their waiters */
   int depth;                               /* > 0 while inside curl (no removals then) */
   int sockets;
+  int pooled;                              /* idle easy handles in pool[], all reset */
+  CURL *pool[POOL_MAX];
 } Multi;
 
 typedef struct {
@@ -269,7 +275,17 @@ static void xfer_free(Xfer *x) {
     else m->live = x->next;
     if (x->next != NULL) x->next->prev = x->prev;
   }
-  if (x->easy != NULL) curl_easy_cleanup(x->easy);
+  if (x->easy != NULL) {
+    /* Back to the pool with every option reset (URL, headers, body, auth, timeouts, the
+     * pointers into x), so the next request starts from curl's defaults. The connection
+     * stays in the multi's cache either way. */
+    if (m != NULL && m->pooled < POOL_MAX && !x->recv_paused && !x->send_paused) {
+      curl_easy_reset(x->easy);
+      m->pool[m->pooled++] = x->easy;
+    } else {
+      curl_easy_cleanup(x->easy);
+    }
+  }
   curl_slist_free_all(x->hdrs);
   queue_free(x);
   free(x->hbuf);
@@ -482,7 +498,7 @@ static void multi_after(Multi *m) {
 
 static bool buf_append(char **buf, size_t *len, size_t *alloc, const char *data, size_t n) {
   if (*len + n > *alloc) {
-    size_t want = *alloc ? *alloc : 4096;
+    size_t want = *alloc ? *alloc : 512;    /* small first: most headers and bodies fit */
     while (want < *len + n) want *= 2;
     char *nb = realloc(*buf, want);
     if (nb == NULL) return false;
@@ -733,7 +749,8 @@ static int http_request(lua_State *L) {
   if (m->live != NULL) m->live->prev = x;
   m->live = x;
   box->x = x;                              /* from here on __gc frees x whatever happens */
-  if ((x->easy = curl_easy_init()) == NULL) return luaL_error(L, "sandlot.http: out of memory");
+  x->easy = m->pooled > 0 ? m->pool[--m->pooled] : curl_easy_init();
+  if (x->easy == NULL) return luaL_error(L, "sandlot.http: out of memory");
   int eno = 0;
   const char *bad = xfer_setup(L, 1, x, &eno);
   if (bad != NULL) {
@@ -746,6 +763,14 @@ static int http_request(lua_State *L) {
     return sl_fail(L, "internal", "curl_multi_add_handle: %s", curl_multi_strerror(mc));
   }
   x->added = true;
+  /* Start it now rather than on curl's 0 ms timer a loop turn later: the request is on the
+   * wire before the caller parks, which saves a poll per request. A transfer that ends at
+   * once (or others that end meanwhile) is reported the usual way by multi_after. */
+  int running;
+  m->depth++;
+  curl_multi_socket_action(m->cm, CURL_SOCKET_TIMEOUT, 0, &running);
+  m->depth--;
+  multi_after(m);
   return 1;
 }
 
@@ -928,17 +953,63 @@ static int req_tostring(lua_State *L) {
   return 1;
 }
 
-/* http.stats() -> {requests = live transfers, sockets = watched sockets} */
+/* http.stats() -> {requests = live transfers, sockets = watched sockets, pooled = idle easy
+ * handles kept for reuse} */
 static int http_stats(lua_State *L) {
   SlHost *h = sl_host(L);
   Multi *m = h->http;
   int n = 0;
   for (Xfer *x = m != NULL ? m->live : NULL; x != NULL; x = x->next) n++;
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
   lua_pushinteger(L, n);
   lua_setfield(L, -2, "requests");
   lua_pushinteger(L, m != NULL ? m->sockets : 0);
   lua_setfield(L, -2, "sockets");
+  lua_pushinteger(L, m != NULL ? m->pooled : 0);
+  lua_setfield(L, -2, "pooled");
+  return 1;
+}
+
+static bool is_space(char c) {          /* Lua's %s within a line: no CR or LF there */
+  return c == ' ' || c == '\t' || c == '\v' || c == '\f';
+}
+
+/* http.parse_headers(raw) -> {lowercased name = value}: every line "name: value" (name without
+ * spaces or colons, value trimmed); repeated names are joined with ", " (Set-Cookie with "\n").
+ * Other lines (the status line, folded continuations) are skipped. */
+static int http_parse_headers(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TSTRING);
+  size_t len;
+  const char *p = lua_tolstring(L, 1, &len), *end = p + len;
+  lua_createtable(L, 0, 8);
+  luaL_Buffer key;
+  while (p < end) {
+    while (p < end && (*p == '\r' || *p == '\n')) p++;
+    const char *line = p;
+    while (p < end && *p != '\r' && *p != '\n') p++;
+    const char *eol = p, *colon = line;
+    while (colon < eol && *colon != ':' && !is_space(*colon)) colon++;
+    if (colon == line || colon == eol || *colon != ':') continue;
+    const char *v = colon + 1, *ve = eol;
+    while (v < ve && is_space(*v)) v++;
+    while (ve > v && is_space(ve[-1])) ve--;
+    size_t klen = (size_t)(colon - line);
+    char small[64], *lower = klen <= sizeof(small) ? small : luaL_buffinitsize(L, &key, klen);
+    for (size_t i = 0; i < klen; i++) lower[i] = (char)tolower((unsigned char)line[i]);
+    if (lower == small) lua_pushlstring(L, small, klen);
+    else luaL_pushresultsize(&key, klen);  /* table, name */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TNIL) {   /* table, name, nil */
+      lua_pop(L, 1);
+      lua_pushlstring(L, v, (size_t)(ve - v));
+    } else {                               /* table, name, previous */
+      bool cookie = klen == 10 && memcmp(small, "set-cookie", 10) == 0;   /* short: in small */
+      lua_pushstring(L, cookie ? "\n" : ", ");
+      lua_pushlstring(L, v, (size_t)(ve - v));
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
   return 1;
 }
 
@@ -969,6 +1040,7 @@ static void http_close(SlHost *h) {
   }
   m->live = NULL;
   m->mark_head = m->mark_tail = NULL;
+  while (m->pooled > 0) curl_easy_cleanup(m->pool[--m->pooled]);
   m->depth++;
   curl_multi_cleanup(m->cm);
   uv_timer_stop(&m->timer);
@@ -986,7 +1058,8 @@ static const luaL_Reg req_meta[] = {
 };
 
 static const luaL_Reg http_funcs[] = {
-  {"request", http_request}, {"stats", http_stats}, {"escape", http_escape}, {NULL, NULL}
+  {"request", http_request}, {"stats", http_stats}, {"escape", http_escape},
+  {"parse_headers", http_parse_headers}, {NULL, NULL}
 };
 
 int luaopen_sandlot_core_http(lua_State *L) {

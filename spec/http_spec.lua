@@ -426,6 +426,95 @@ describe("sandlot.http", function()
     end)
   end)
 
+  describe("reused easy handles", function()
+    -- core/http.c keeps finished easy handles (curl_easy_reset) for the next request: nothing
+    -- of a failed, aborted or unusual request may leak into the one after it.
+    local function clean_echo(what)
+      local res = assert(get("/echo"), what)
+      assert.equal(200, res.status, what)
+      assert.equal("GET", res.json.method, what)
+      assert.equal(0, res.json.bytes, what)
+      assert.not_matches("X%-Stale", res.json.headers, 1, what)
+      assert.not_matches("Authorization", res.json.headers, 1, what)
+      assert.not_matches("Content%-Type", res.json.headers, 1, what)
+      assert.matches("User%-Agent: sandlot/", res.json.headers, 1, what)
+      assert.matches("Accept%-Encoding: ", res.json.headers, 1, what)
+    end
+
+    it("hands a pooled handle to the next request", function()
+      assert(get("/hello"))
+      local pooled = http.stats().pooled
+      assert.is_true(pooled >= 1)
+      local req <close> = assert(core.request{ url = base .. "/hello" })
+      assert.equal(pooled - 1, http.stats().pooled)
+      assert.equal("hello 0", assert(req:wait()).body)
+    end)
+
+    it("carries no headers, body, method, auth or timeout over from a failed request", function()
+      local _, err = http.request{
+        url = base:gsub("^http://", "http://user:pw@") .. "/slow_headers?ms=1500",
+        method = "PATCH", body = ("b"):rep(5000), headers = { ["X-Stale"] = "1" },
+        timeout = 0.2, retry = false }
+      assert.equal("timeout", err.code)
+      clean_echo("after a timed-out PATCH with auth")
+      -- a leftover 0.2 s timeout would fail this one
+      assert.equal("late", assert(get("/slow_headers?ms=500", { retry = false })).body)
+    end)
+
+    it("carries nothing over from an aborted request", function()
+      local t = sandlot.spawn(function()
+        return get("/slow_body?chunks=50&ms=50", { method = "PUT", json = { a = 1 },
+                                                   headers = { ["X-Stale"] = "1" } })
+      end)
+      sandlot.sleep(0.1)
+      t:cancel()
+      assert.equal("cancelled", select(2, t:join()).code)
+      collectgarbage()
+      clean_echo("after a cancelled PUT")
+      assert.has_error(function()
+        get("/echo", { method = "POST", headers = { ["X-Stale"] = "1" },
+                       body = function() error("boom") end })
+      end, "boom")
+      collectgarbage()
+      clean_echo("after a failed upload")
+    end)
+
+    it("carries over no HEAD, redirect, max_body or connection settings", function()
+      local res = assert(get("/hello?i=3", { method = "HEAD" }))
+      assert.equal("", res.body)
+      assert.equal("hello 4", assert(get("/hello?i=4")).body)
+      res = assert(get("/redirect?to=/hello", { follow = false }))
+      assert.equal(302, res.status)
+      res = assert(get("/redirect?to=/hello"))
+      assert.equal(200, res.status)
+      assert.equal("hello 0", res.body)
+      local _, err = get("/huge?bytes=100000", { max_body = 1000 })
+      assert.equal("bad_response", err.code)
+      assert.equal(100000, #assert(get("/huge?bytes=100000")).body)
+      assert.equal("hello 5", assert(http.request{ unix_socket = srv.socket,
+                                                   path = "/hello?i=5" }).body)
+      local before = assert(get("/stats")).json.connections
+      assert(get("/hello", { fresh_connect = true }))
+      local mid = assert(get("/stats")).json.connections
+      assert.equal(before + 1, mid)
+      assert(get("/hello"))
+      assert.equal(mid, assert(get("/stats")).json.connections)
+      clean_echo("after HEAD, redirects, max_body, unix socket and fresh_connect")
+    end)
+  end)
+
+  describe("parse_headers", function()
+    it("lowercases names, trims values, joins repeats and skips other lines", function()
+      local h = http.parse_headers("HTTP/1.1 200 OK\r\nContent-Type:  text/plain \t\r\n" ..
+        "X-A: 1\r\nx-a: 2\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n folded: no\r\n" ..
+        "Bad Name: no\r\n: no\r\nEmpty:\r\n\r\n")
+      assert.same({ ["content-type"] = "text/plain", ["x-a"] = "1, 2",
+                    ["set-cookie"] = "a=1\nb=2", empty = "" }, h)
+      assert.same({}, http.parse_headers(""))
+      assert.has_error(function() http.parse_headers(nil) end)
+    end)
+  end)
+
   describe("outside any task (stock lua5.4)", function()
     it("waits by driving the loop itself", function()
       local sys = require("sandlot.core.sys")

@@ -107,9 +107,21 @@ local function encode_query(q)
   return table.concat(parts, "&")
 end
 
+-- The lists for requests without headers of their own, shared (the core only reads them);
+-- rebuilt if M.version changes.
+local plain_list, json_list, lists_version
+
 local function header_list(headers, has_json)
+  if not headers then
+    if lists_version ~= M.version then
+      local ua = "User-Agent: sandlot/" .. M.version
+      plain_list, json_list = { ua }, { "Content-Type: application/json", ua }
+      lists_version = M.version
+    end
+    return has_json and json_list or plain_list
+  end
   local list, seen = {}, {}
-  for k, v in pairs(headers or {}) do
+  for k, v in pairs(headers) do
     if type(k) ~= "string" or not k:match("^[%w!#$%%&'*+.^_`|~-]+$") then
       error("http: invalid header name " .. tostring(k), 4)
     end
@@ -132,23 +144,19 @@ end
 ---", " (Set-Cookie with "\n").
 ---@param raw string
 ---@return table
-function M.parse_headers(raw)
-  local h = {}
-  for line in raw:gmatch("[^\r\n]+") do
-    local k, v = line:match("^([^:%s]+):%s*(.-)%s*$")
-    if k then
-      k = k:lower()
-      if h[k] then h[k] = h[k] .. (k == "set-cookie" and "\n" or ", ") .. v
-      else h[k] = v end
-    end
-  end
-  return h
-end
+M.parse_headers = core.parse_headers       -- in C: once per response
 
 local function is_json_type(ct)
-  return ct ~= nil and (ct:find("^application/json") or ct:find("^application/[%w.%-]+%+json")
-                        or ct:find("^text/json")) ~= nil
+  return ct ~= nil and ct:find("json", 1, true) ~= nil      -- cheap test first
+         and (ct:find("^application/json") or ct:find("^application/[%w.%-]+%+json")
+              or ct:find("^text/json")) ~= nil
 end
+
+local plain_methods = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true,
+                        HEAD = true, OPTIONS = true }
+local positive = { "timeout", "connect_timeout", "max_body" }
+local passed = { "body_file", "body_size", "unix_socket", "follow", "max_redirects", "ca_file",
+                 "ca_path", "fresh_connect" }            -- given to the core as they are
 
 local function build(opts)
   local url = opts.url
@@ -163,9 +171,12 @@ local function build(opts)
     local q = encode_query(opts.query)
     if q ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. q end
   end
-  local method = (opts.method or ((opts.body or opts.json ~= nil or opts.body_file) and "POST"
-                                  or "GET")):upper()
-  if not method:match("^[A-Z]+$") then error("http.request: invalid method " .. method, 3) end
+  local method = opts.method or ((opts.body or opts.json ~= nil or opts.body_file) and "POST"
+                                  or "GET")
+  if not plain_methods[method] then
+    method = method:upper()
+    if not method:match("^[A-Z]+$") then error("http.request: invalid method " .. method, 3) end
+  end
   local body = opts.body
   if opts.json ~= nil then
     if body ~= nil then error("http.request: give body or json, not both", 3) end
@@ -176,7 +187,8 @@ local function build(opts)
   elseif body ~= nil and type(body) ~= "string" then
     error("http.request: opts.body must be a string or a producer function", 3)
   end
-  for _, f in ipairs({ "timeout", "connect_timeout", "max_body" }) do
+  for i = 1, 3 do
+    local f = positive[i]
     local v = opts[f]
     if v ~= nil and v ~= false and (type(v) ~= "number" or v <= 0) then
       error("http.request: opts." .. f .. " must be a number > 0", 3)
@@ -185,17 +197,23 @@ local function build(opts)
   if opts.on_chunk ~= nil and type(opts.on_chunk) ~= "function" then
     error("http.request: opts.on_chunk must be a function", 3)
   end
-  return {
+  -- what the core reads; fields left out read as nil (false for the flags)
+  local o = {
     method = method, url = url, headers = header_list(opts.headers, opts.json ~= nil),
-    body = body, body_file = opts.body_file, body_producer = producer ~= nil,
-    body_size = opts.body_size, unix_socket = opts.unix_socket,
+    body = body,
     timeout = opts.timeout == nil and M.DEFAULT_TIMEOUT or opts.timeout or nil,
     connect_timeout = opts.connect_timeout or M.DEFAULT_CONNECT_TIMEOUT,
     max_body = opts.max_body == nil and M.DEFAULT_MAX_BODY or opts.max_body or nil,
-    stream = opts.on_chunk ~= nil, follow = opts.follow, max_redirects = opts.max_redirects,
-    insecure = opts.insecure == true, ca_file = opts.ca_file, ca_path = opts.ca_path,
-    fresh_connect = opts.fresh_connect,
-  }, producer
+    stream = opts.on_chunk ~= nil,
+  }
+  if producer ~= nil then o.body_producer = true end
+  if opts.insecure == true then o.insecure = true end
+  for i = 1, #passed do
+    local k = passed[i]
+    local v = opts[k]
+    if v ~= nil then o[k] = v end
+  end
+  return o, producer
 end
 
 -- Feeds the producer's chunks to the request from a task of its own; its failure is kept.
@@ -268,6 +286,11 @@ end
 local function attempt(o, producer, opts)
   local req <close>, err = core.request(o)
   if not req then return nil, err end
+  if not producer and not o.stream then    -- the common case: no helper task, no state
+    local res, werr = req:wait()
+    if not res then return nil, werr end
+    return decode_response(res, opts)
+  end
   local state = {}
   local writer = producer and start_producer(req, producer, state)
   local function finish(...)
@@ -319,8 +342,20 @@ local function retry_after(res)
   return math.max(0, t - now)
 end
 
+-- The policies of requests without opts.retry, shared (read only; statuses follows
+-- M.RETRY_STATUSES).
+local default_policy = {
+  [true] = { attempts = 3, base = 0.2, cap = 5, max_after = 60 },
+  [false] = { attempts = 1, base = 0.2, cap = 5, max_after = 60 },
+}
+
 local function retry_policy(opts, method, producer)
   local r = opts.retry
+  if r == nil then
+    local p = default_policy[(M.IDEMPOTENT[method] or false) and not producer]
+    p.statuses = M.RETRY_STATUSES
+    return p
+  end
   if r == false then return { attempts = 1 } end
   if type(r) == "number" then r = { attempts = r } end
   r = r or {}
@@ -343,15 +378,15 @@ end
 local function request(opts, meta)
   local o, producer = build(opts)
   local policy = retry_policy(opts, o.method, producer)
-  meta.method, meta.url = o.method, M.redact_url(o.url)
+  if meta then meta.method, meta.url = o.method, M.redact_url(o.url) end
   local n = 0
   while true do
     n = n + 1
     local res, err, delivered = attempt(o, producer, opts)
-    meta.attempts = n
+    if meta then meta.attempts = n end
     local delay, why
     if res then
-      meta.status = res.status
+      if meta then meta.status = res.status end
       res.attempts = n
       if n >= policy.attempts or not policy.statuses[res.status] then return res end
       why = res.status
@@ -371,7 +406,7 @@ local function request(opts, meta)
       delay = full / 2 + math.random() * full / 2        -- equal jitter
     end
     telemetry.execute({ "sandlot", "http", "retry" }, { attempt = n, delay = delay },
-                      { method = o.method, url = meta.url, reason = why })
+                      { method = o.method, url = M.redact_url(o.url), reason = why })
     local ok, serr = timer.sleep(delay)
     if not ok then return nil, serr end
   end
@@ -412,8 +447,8 @@ function M.request(defaults, opts)
   for k in pairs(opts) do
     if not known[k] then error("http.request: unknown option '" .. tostring(k) .. "'", 2) end
   end
+  if not telemetry.active() then return request(opts, nil) end   -- no span: no metadata
   local meta = {}
-  if not telemetry.active() then return request(opts, meta) end
   return telemetry.span("http.request", meta, request, opts, meta)
 end
 
