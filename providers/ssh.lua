@@ -176,6 +176,10 @@ local function env_exports(env)
   return table.concat(list)
 end
 
+-- What the provider's exec line prints (to stderr, exit 255) before the command runs when the
+-- sandbox or the working directory is missing.
+local GONE, NO_CWD = "sandlot: sandbox is gone\n", "sandlot: no such working directory\n"
+
 function M.exec(ctx, handle, argv, opts)
   local ok, cerr = check(handle)
   if not ok then return nil, cerr end
@@ -186,25 +190,27 @@ function M.exec(ctx, handle, argv, opts)
   if want_cwd then
     local p, perr = resolve(handle, want_cwd)
     if not p then return nil, perr end
-    local st, serr = c:stat(p)
-    if not st then
-      if errors.is(serr, "not_found") then
-        return err("not_found", "ssh: cwd %s does not exist in the sandbox", want_cwd)
-      end
-      return nil, serr
-    end
     cwd = p
   end
-  -- the sandbox's env file, then exec's env (exec wins), then the argv, all in one line
-  local line = "if [ ! -f " .. q(handle.dir .. "/env") .. " ]; then echo 'sandlot: sandbox "
-    .. "is gone' >&2; exit 255; fi; . " .. q(handle.dir .. "/env") .. "; "
-    .. env_exports(opts.env) .. "cd " .. q(cwd) .. " && exec " .. ssh.command(argv)
-  local r, xerr = c:exec(line, { stdin = type(opts.stdin) == "string" and opts.stdin or nil,
+  -- one line, run by the login shell before the command (no extra round trip, no extra
+  -- process): the sandbox's env file, then exec's env (exec wins), then the working directory
+  local env_file = q(handle.dir .. "/env")
+  local prelude = "if [ ! -f " .. env_file .. " ]; then echo " .. q(GONE:sub(1, -2))
+    .. " >&2; exit 255; fi; . " .. env_file .. "; " .. env_exports(opts.env)
+  if want_cwd then
+    prelude = prelude .. "if [ ! -e " .. q(cwd) .. " ]; then echo " .. q(NO_CWD:sub(1, -2))
+      .. " >&2; exit 255; fi; "
+  end
+  local r, xerr = c:exec(argv, { stdin = type(opts.stdin) == "string" and opts.stdin or nil,
                                  timeout = opts.timeout, max_output = opts.max_output,
-                                 on_stdout = opts.on_stdout, on_stderr = opts.on_stderr })
+                                 on_stdout = opts.on_stdout, on_stderr = opts.on_stderr,
+                                 cwd = cwd, _prelude = prelude })
   if not r then return nil, xerr end
-  if r.exit_code == 255 and r.stderr == "sandlot: sandbox is gone\n" then
+  if r.exit_code == 255 and r.stderr == GONE then
     return err("not_found", "ssh: sandbox %s no longer exists on %s", handle.id, handle.host)
+  end
+  if r.exit_code == 255 and r.stderr == NO_CWD then
+    return err("not_found", "ssh: cwd %s does not exist in the sandbox", want_cwd)
   end
   return r
 end

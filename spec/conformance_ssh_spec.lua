@@ -62,6 +62,38 @@ describe("ssh provider #ssh", function()
       assert.truthy(io.open("/etc/hostname"))             -- destroy never touches "/"
     end)
 
+    it("passes env verbatim (quotes, newlines, $, backslashes) with cwd, in one exec",
+       function()
+      if not srv then return pending(why) end
+      local tricky = "it's \"q\" $HOME `id` \\n\nline2; exit 7 #"
+      local sb = assert(sandlot.create("conf-ssh", { env = { SB_A = tricky, SB_B = "sb" },
+                                                     cwd = "sub dir" }))
+      local show = { "sh", "-c", 'printf "%s|%s|%s|%s" "$SB_A" "$SB_B" "${EX_C-}" "$(pwd)"' }
+      local r = assert(sb:exec(show))
+      local root = assert(sb:ssh_opts()).workdir
+      assert.equal(tricky .. "|sb||" .. root .. "/sub dir", r.stdout)
+      r = assert(sb:exec(show, { env = { SB_B = tricky, EX_C = "$x'y" }, cwd = "/" }))
+      assert.equal(tricky .. "|" .. tricky .. "|$x'y|" .. root, r.stdout)
+      -- no env at all: nothing leaks from an earlier exec, and builtins still work
+      local plain = assert(sandlot.create("conf-ssh", {}))
+      r = assert(plain:exec({ "sh", "-c", 'printf "%s" "${SB_A-unset}${EX_C-unset}"' }))
+      assert.equal("unsetunset", r.stdout)
+      assert.equal("hello\n", assert(plain:exec({ "echo", "hello" })).stdout)
+      local _, err = plain:exec({ "true" }, { cwd = "no-such" })
+      assert.equal("not_found", err.code)
+      assert.matches("no%-such", tostring(err))
+      assert(plain:destroy())
+      assert(sb:destroy())
+    end)
+
+    it("still reports a signal death through the provider", function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      local r = assert(sb:exec({ "sh", "-c", "kill -KILL $$" }))
+      assert.same({ 9, 137 }, { r.signal, r.exit_code })
+      assert(sb:destroy())
+    end)
+
     it("refuses network = 'none'", function()
       if not srv then return pending(why) end
       local sb, err = sandlot.create("conf-ssh", { network = "none" })

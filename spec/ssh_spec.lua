@@ -212,6 +212,44 @@ describe("sandlot.ssh #ssh", function()
       assert.equal("/tmp\n", assert(c:exec("pwd", { cwd = "/tmp" })).stdout)
     end)
 
+    it("runs argv in the login shell: a signal death and exit 127 still come back", function()
+      if not needs_sshd() then return end
+      local r = assert(c:exec({ "sh", "-c", "kill -TERM $$" }))  -- exec'd, never forked
+      assert.same({ 15, 143 }, { r.signal, r.exit_code })
+      r = assert(c:exec({ "sh", "-c", "kill -TERM $$" }, { cwd = "/tmp" }))
+      assert.same({ 15, 143 }, { r.signal, r.exit_code })
+      -- argv[0] is always a command name: never a reserved word or an assignment
+      for _, name in ipairs({ "if", "time", "FOO=bar", "=ls", "sandlot-no-such-cmd" }) do
+        r = assert(c:exec({ name, "x" }))
+        assert.equal(127, r.exit_code, name)
+      end
+      -- the program runs, not a builtin of the login shell (which would print "--version"
+      -- or refuse it), as with the local and Docker providers
+      r = assert(c:exec({ "echo", "--version" }))
+      assert.matches("coreutils", r.stdout)
+      r = assert(c:exec({ "kill", "--version" }))
+      assert.matches("procps", r.stdout)
+      -- a long argv runs the same
+      local long = ("x"):rep(20000)
+      r = assert(c:exec({ "printf", "%s", long }, { cwd = "/tmp" }))
+      assert.same({ 0, long }, { r.exit_code, r.stdout })
+      r = assert(c:exec({ "sh", "-c", "kill -TERM $$", long }))
+      assert.same({ 15, 143 }, { r.signal, r.exit_code })
+      -- a missing cwd stops before the command
+      r = assert(c:exec({ "echo", "never" }, { cwd = "/sandlot-no-such-dir" }))
+      assert.same({ true, "" }, { r.exit_code ~= 0, r.stdout })
+    end)
+
+    it("runs a private prelude before the command, for argv and shell strings", function()
+      if not needs_sshd() then return end
+      local pre = "export PRE='a b'; "
+      local r = assert(c:exec({ "sh", "-c", 'printf "%s|" "$PRE" "$(pwd)"' },
+                              { cwd = "/tmp", _prelude = pre }))
+      assert.equal("a b|/tmp|", r.stdout)
+      r = assert(c:exec('printf "%s|" "$PRE" "$(pwd)"', { cwd = "/tmp", _prelude = pre }))
+      assert.equal("a b|/tmp|", r.stdout)
+    end)
+
     it("passes stdin (binary) and env, accepted or exported", function()
       if not needs_sshd() then return end
       local bytes = {}
@@ -388,6 +426,24 @@ describe("sandlot.ssh #ssh", function()
       assert(c:rm(dir .. "/a", { recursive = true }))
       local _, gone = c:stat(dir .. "/a")
       assert.equal("not_found", gone.code)
+    end)
+
+    it("fails a download into a full disk, and survives a cancelled one", function()
+      if not needs_sshd() then return end
+      local remote = dir .. "/z"
+      assert(sandlot.proc.run({ "sh", "-c", "head -c 30000000 /dev/urandom > " .. remote }))
+      local n0 = h.fd_count()
+      local n, err = c:get(remote, "/dev/full")           -- every local write fails ENOSPC
+      assert.is_nil(n)
+      assert.matches("write local file", tostring(err))
+      local t = sandlot.spawn(function() return c:get(remote, dir .. "/partial") end)
+      sandlot.sleep(0.02)
+      t:cancel()
+      assert.is_nil((t:join()))
+      assert.equal(30000000, assert(c:get(remote, dir .. "/whole")))
+      assert.equal(read(remote), read(dir .. "/whole"))
+      assert.is_true(h.eventually(function() return h.fd_count() == n0 end, 5),
+                     "a local fd leaked")
     end)
 
     it("streams 200 MB up and down with matching checksums #slow", function()
