@@ -7,9 +7,10 @@
 -- /sandbox unless `cwd` says otherwise; relative paths of file operations and exec resolve
 -- there. Network is off unless `network = "all"`. stop/start pause and unpause the container
 -- (processes frozen, memory kept); start also starts an exited container again.
--- exec runs the command under a small /bin/sh wrapper that puts it in its own session (setsid)
--- and records its pid, so a timeout or a cancellation can kill the command and its children;
--- stdin is uploaded to a file first (the API's stdin needs a hijacked bidirectional socket).
+-- exec runs the command under a small /bin/sh wrapper that keeps it in a process group of its
+-- own (the exec's, or a setsid session), so a timeout or a cancellation can kill the command
+-- and its children; stdin is uploaded to a file first (the API's stdin needs a hijacked
+-- bidirectional socket).
 -- Files move as tar archives (lua/sandlot/_tar.lua); ls, mkdir and rm use sandlot's exec
 -- fallbacks. API reference: ../shared/provider-apis/docker.md (Engine API v1.41).
 --
@@ -253,16 +254,41 @@ end
 
 -- Exec ------------------------------------------------------------------------------------------
 
--- Runs "$@" in its own session with stdin from $2, its pid in $1; exits with its status.
+-- Runs "$@" with stdin from $2 so that a timeout or a cancellation can kill it with its
+-- children (KILL). The wrapper's first line names the exec's tag ("#" .. pid file path), so
+-- KILL finds the wrapper in /proc/*/cmdline. When the runtime has made the wrapper the leader
+-- of its own process group (runc makes every exec a session leader) and this shell's read
+-- shows that line as KILL will see it, "$@" runs in that group and KILL kills the group: no
+-- pid file and no extra process per exec. Otherwise "$@" runs in a session of its own
+-- (setsid) with its pid in $1.
 local WRAP = [[
 p=$1 i=$2; shift 2
+g= l=; { read -r g1 g2 g3 g4 g g6 </proc/$$/stat; read -r l </proc/$$/cmdline; } 2>/dev/null
+if case "$g $l" in "$$ "*"#$p") true;; *) false;; esac; then "$@" <"$i" & wait $!; r=$?
+else
 if command -v setsid >/dev/null 2>&1; then setsid "$@" <"$i" & else "$@" <"$i" & fi
-c=$!; echo $c >"$p"; wait $c; r=$?
-rm -f "$p"; [ "$i" = /dev/null ] || rm -f "$i"
+c=$!; echo $c >"$p"; wait $c; r=$?; rm -f "$p"
+fi
+[ "$i" = /dev/null ] || rm -f "$i"
 exit $r]]
 
-local KILL = [[c=$(cat "$1" 2>/dev/null) || exit 0
-kill -9 "-$c" 2>/dev/null || kill -9 "$c" 2>/dev/null; rm -f "$1"; exit 0]]
+-- $1: the exec's tag. The pid file when there is one, else every process group led by a
+-- process whose command line, as read sees it (NULs dropped), ends its first line with the
+-- wrapper's tag line; then the stdin file, which a killed wrapper leaves behind. This script's
+-- own command line never has the tag line.
+local KILL = [[p=/tmp/.sandlot-exec-$1
+if c=$(cat "$p" 2>/dev/null); then
+kill -9 "-$c" 2>/dev/null || kill -9 "$c" 2>/dev/null; rm -f "$p"; exit 0
+fi
+for f in /proc/[0-9]*/cmdline; do
+w=${f#/proc/}; w=${w%/cmdline}; [ "$w" = "$$" ] && continue
+l=; { read -r l <"$f"; } 2>/dev/null
+case $l in *"#$p") kill -9 "-$w" 2>/dev/null;; esac
+done
+rm -f "/tmp/.sandlot-stdin-$1"; exit 0]]
+
+local PIDFILE = "/tmp/.sandlot-exec-"      -- .. tag; KILL and the wrapper's first line agree
+M._scripts = { wrap = WRAP, kill = KILL }  -- for the specs: the fallback path (no runc)
 
 -- Output kept within a cap: the head and the tail, like sandlot.proc.
 local function capture(cap)
@@ -331,7 +357,7 @@ local function put_files(ctx, handle, entries)
 end
 
 local function exec_inspect(ctx, eid)
-  local delay = 0.002
+  local delay = 0.001
   for _ = 1, 200 do
     local res, err = api(ctx, { path = "/exec/" .. eid .. "/json", timeout = 10 })
     if not res then return nil, err end
@@ -358,8 +384,8 @@ local function exec_create(ctx, handle, cmd, env, cwd)
   return res.json.Id
 end
 
-local function kill_exec(ctx, handle, pidfile)
-  local eid = exec_create(ctx, handle, { "/bin/sh", "-c", KILL, "sandlot", pidfile })
+local function kill_exec(ctx, handle, tag)
+  local eid = exec_create(ctx, handle, { "/bin/sh", "-c", KILL, "sandlot", tag })
   if not eid then return end
   api(ctx, { method = "POST", path = "/exec/" .. eid .. "/start",
              json = { Detach = true, Tty = false }, timeout = 10 })
@@ -386,7 +412,7 @@ function M.exec(ctx, handle, argv, opts)
   end
   local cwd = opts.cwd and resolve(handle, opts.cwd) or nil
   local tag = random_id():sub(9)
-  local pidfile = "/tmp/.sandlot-exec-" .. tag
+  local pidfile = PIDFILE .. tag
   local stdin_path = "/dev/null"
   local stdin = opts.stdin
   if type(stdin) == "function" then
@@ -400,7 +426,8 @@ function M.exec(ctx, handle, argv, opts)
                                                mode = 384 } })
     if not ok then return nil, err end
   end
-  local cmd = { "/bin/sh", "-c", WRAP, "sandlot", pidfile, stdin_path }
+  local cmd = { "/bin/sh", "-c", "#" .. pidfile .. "\n" .. WRAP, "sandlot", pidfile,
+                stdin_path }
   for i = 1, #argv do cmd[#cmd + 1] = argv[i] end
   if cwd then                               -- the runtime's own error would be "OCI ... chdir"
     local res = api(ctx, { method = "HEAD", path = "/containers/" .. handle.container ..
@@ -417,7 +444,7 @@ function M.exec(ctx, handle, argv, opts)
   local finished = false
   local guard <close> = setmetatable({}, { __close = function()
     if not finished then                  -- cancelled: kill what runs, from a task of its own
-      task.spawn(kill_exec, ctx, handle, pidfile)
+      task.spawn(kill_exec, ctx, handle, tag)
     end
   end })
   local res, serr = api(ctx, { method = "POST", path = "/exec/" .. eid .. "/start",
@@ -436,7 +463,7 @@ function M.exec(ctx, handle, argv, opts)
   if not res then
     if serr.code ~= "timeout" or not opts.timeout then return nil, serr end
     timed_out, duration = true, opts.timeout
-    kill_exec(ctx, handle, pidfile)
+    kill_exec(ctx, handle, tag)
   elseif res.status == 404 then
     return gone(handle)
   elseif res.status ~= 200 and res.status ~= 101 then

@@ -139,6 +139,109 @@ describe("docker provider #docker", function()
     sb:destroy()
   end)
 
+  -- the processes still running whose command line, NULs dropped ("sleep30" for `sleep 30`),
+  -- has `word`
+  local function running(sb, word)
+    local r = assert(sb:exec({ "sh", "-c", 'for f in /proc/[0-9]*/cmdline; do ' ..
+      '[ "$f" = /proc/$$/cmdline ] && continue; l=; { read -r l <"$f"; } 2>/dev/null; ' ..
+      'case $l in *"$1"*) echo "$l";; esac; done', "sh", word }))
+    return r.stdout
+  end
+
+  local function leftovers(sb)
+    return assert(sb:exec({ "sh", "-c", "ls -a /tmp | grep '^[.]sandlot-' || true" })).stdout
+  end
+
+  it("kills the command's process group on timeout, grandchildren too, and cleans up",
+     function()
+    if not need() then return end
+    local sb <close> = create()
+    local r = assert(sb:exec({ "sh", "-c", "sleep 301 & (sleep 302 &); cat; sleep 303" },
+                             { timeout = 0.5, stdin = "in" }))
+    assert.is_true(r.timed_out)
+    assert.equal(137, r.exit_code)
+    assert.equal("in", r.stdout)
+    assert.is_truthy(h.eventually(function()
+      return running(sb, "sleep30") == "" and leftovers(sb) == ""
+    end, 5), running(sb, "sleep30") .. leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("kills the command's process group when the exec is cancelled", function()
+    if not need() then return end
+    local sb <close> = create()
+    local t = sandlot.spawn(function() return sb:exec({ "sh", "-c", "sleep 311 & sleep 312" }) end)
+    assert.is_truthy(h.eventually(function() return running(sb, "sleep31") ~= "" end, 5))
+    t:cancel()
+    assert.is_truthy(h.eventually(function()
+      return running(sb, "sleep31") == "" and leftovers(sb) == ""
+    end, 5), running(sb, "sleep31") .. leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("runs a command without a pid file or an extra process when runc leads its group",
+     function()
+    if not need() then return end
+    local sb <close> = create()
+    local r = assert(sb:exec({ "sh", "-c",
+      'read -r a b c d e f rest </proc/$PPID/stat; echo "$e $f $PPID"; ls -a /tmp' }))
+    local pgrp, sid, wrapper = r.stdout:match("^(%d+) (%d+) (%d+)\n")
+    assert.equal(wrapper, pgrp)            -- the command runs in the wrapper's group
+    assert.equal(wrapper, sid)
+    assert.is_nil(r.stdout:find(".sandlot-exec-", 1, true))
+    sb:destroy()
+  end)
+
+  it("falls back to a setsid session and a pid file where the wrapper leads no group",
+     function()
+    if not need() then return end
+    local sb <close> = create()
+    local s = require("providers.docker")._scripts
+    local tag = "0123456789ab"
+    local pidfile = "/tmp/.sandlot-exec-" .. tag
+    -- the wrapper run from a shell of the exec's own group: not the leader of a group
+    local t = sandlot.spawn(function()
+      return sb:exec({ "sh", "-c", 'sh -c "$1" sandlot "$2" /dev/null sh -c "$3"; echo "rc $?"',
+                       "sh", "#" .. pidfile .. "\n" .. s.wrap, pidfile,
+                       "sleep 321 & sleep 322" })
+    end)
+    assert.is_truthy(h.eventually(function()
+      return assert(sb:exec({ "cat", pidfile }, {})).exit_code == 0
+    end, 5))
+    local pid = assert(sb:exec({ "cat", pidfile })).stdout:gsub("%s+$", "")
+    local st = assert(sb:exec({ "cat", "/proc/" .. pid .. "/stat" })).stdout
+    local sid = st:match("^%d+ %b() %S+ %d+ %d+ (%d+)")
+    assert.equal(pid, sid)                  -- the command leads a session of its own
+    assert.equal(0, assert(sb:exec({ "/bin/sh", "-c", s.kill, "sandlot", tag })).exit_code)
+    local r = assert(sandlot.timeout(10, function() return t:join() end))
+    assert.equal("rc 137\n", r.stdout)      -- the wrapper saw its command killed, and ended
+    assert.equal("", running(sb, "sleep32"))
+    assert.equal("", leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("finds a wrapper that leads its group by its command line, without a pid file",
+     function()
+    if not need() then return end
+    local sb <close> = create()
+    local s = require("providers.docker")._scripts
+    local tag = "000000000001"
+    local pidfile = "/tmp/.sandlot-exec-" .. tag
+    -- setsid: the wrapper leads a session and group of its own, as an exec's does
+    local t = sandlot.spawn(function()
+      return sb:exec({ "sh", "-c", 'setsid sh -c "$1" sandlot "$2" /dev/null sh -c "$3"; ' ..
+                       'echo "rc $?"', "sh", "#" .. pidfile .. "\n" .. s.wrap, pidfile,
+                       "sleep 341 & sleep 342" })
+    end)
+    assert.is_truthy(h.eventually(function() return running(sb, "sleep34") ~= "" end, 5))
+    assert.equal("", leftovers(sb))         -- no pid file on this path
+    assert.equal(0, assert(sb:exec({ "/bin/sh", "-c", s.kill, "sandlot", tag })).exit_code)
+    local r = assert(sandlot.timeout(10, function() return t:join() end))
+    assert.equal("rc 137\n", r.stdout)
+    assert.equal("", running(sb, "sleep34"))
+    sb:destroy()
+  end)
+
   it("gives not_found for a container removed behind its back", function()
     if not need() then return end
     local sb = create()
