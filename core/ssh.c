@@ -692,25 +692,6 @@ static void connect_cleanup(SlTask *t, void *data) {
   kick(c->op.s);
 }
 
-/* libssh2 1.10 offers aes256-ctr first and runs the cipher one 16-byte block per call, which
- * dominates a bulk transfer. OpenSSH (client and server) prefers aes128-ctr: as safe in
- * practice, four fewer rounds per block on both ends. Same set of ciphers, aes128-ctr first. */
-static void prefer_cipher(LIBSSH2_SESSION *ssh, int method) {
-  static const char first[] = "aes128-ctr";
-  const char **algs = NULL;
-  int n = libssh2_session_supported_algs(ssh, method, &algs);
-  if (n <= 0) return;
-  char list[1024];
-  int len = snprintf(list, sizeof(list), "%s", first);
-  bool found = false;
-  for (int i = 0; i < n && len < (int)sizeof(list); i++) {
-    if (strcmp(algs[i], first) == 0) found = true;
-    else len += snprintf(list + len, sizeof(list) - (size_t)len, ",%s", algs[i]);
-  }
-  if (found && len < (int)sizeof(list)) libssh2_session_method_pref(ssh, method, list);
-  libssh2_free(ssh, (void *)algs);
-}
-
 static Session *sess_new(SlHost *h, const Resolve *r, int fd) {
   Session *s = calloc(1, sizeof(*s));
   if (s == NULL) return NULL;
@@ -729,8 +710,6 @@ static Session *sess_new(SlHost *h, const Resolve *r, int fd) {
     return NULL;
   }
   libssh2_session_set_blocking(s->ssh, 0);
-  prefer_cipher(s->ssh, LIBSSH2_METHOD_CRYPT_CS);
-  prefer_cipher(s->ssh, LIBSSH2_METHOD_CRYPT_SC);
   libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_RECV, (void *)sock_recv);
   libssh2_session_callback_set(s->ssh, LIBSSH2_CALLBACK_SEND, (void *)sock_send);
   if (s->keepalive_ns > 0) {
@@ -1665,7 +1644,9 @@ static int exec_open(Exec *e) {
     exec_maybe_free(e);
     return STEP_DONE;
   }
-  s->opener = NULL;
+  /* opener stays ours through setenv, pty and exec: libssh2 1.10 waits for a channel
+   * request's reply by packet type and returns -1 when it reads the reply to another
+   * channel's request, so only one channel at a time may have a request outstanding */
   s->channels++;
   e->stage = EX_SETENV;
   return STEP_PROGRESS;
@@ -1790,6 +1771,7 @@ static int exec_step(Op *op) {
     e->forced = true;
     e->stage = e->stage == EX_IO ? EX_IO : EX_CLOSE;
   }
+  if (e->stage >= EX_IO && s->opener == op) s->opener = NULL;  /* requests done (exec_open) */
   switch (e->stage) {
   case EX_OPEN:
     return exec_open(e);
@@ -1842,6 +1824,7 @@ static int exec_step(Op *op) {
     }
     e->start_ns = sl_now_ns();
     e->stage = EX_IO;
+    s->opener = NULL;
     return STEP_PROGRESS;
   }
   case EX_IO:
