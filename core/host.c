@@ -119,14 +119,19 @@ void sandlot_set_loop(lua_State *L, struct uv_loop_s *loop) {
 /* The directory holding lua/sandlot/init.lua for this binary: <exe>/../lua in a build tree,
  * <exe>/../share/lua/5.4 once installed, else the install's LMODDIR (for embedders).
  * NULL when none exists (stock paths apply). */
+bool sl_exe_dir(char *buf, size_t size) {
+  ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  char *slash = strrchr(buf, '/');
+  if (slash == NULL) return false;
+  *slash = '\0';
+  return true;
+}
+
 static const char *find_lua_dir(char *buf, size_t size) {
   char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n <= 0) return NULL;
-  exe[n] = '\0';
-  char *slash = strrchr(exe, '/');
-  if (slash == NULL) return NULL;
-  *slash = '\0';
+  if (!sl_exe_dir(exe, sizeof(exe))) return NULL;
   static const char *const rel[] = {"/../lua", "/../share/lua/5.4", NULL};
   for (int i = 0; rel[i] != NULL; i++) {
     char probe[PATH_MAX + 64];

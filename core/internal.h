@@ -86,6 +86,7 @@ SL_SHARED void sl_host_handle_done(SlHost *h);
  * until nothing can make progress. */
 void sl_host_drive(SlHost *h, bool *done);
 void sl_register_core(lua_State *L);    /* package.preload for every sandlot.core.* module */
+bool sl_exe_dir(char *buf, size_t size); /* directory of the running binary; false without /proc */
 
 /* net.c (libraries: linked in) or lazy.c (host binary: dlopen on first require) */
 int sl_open_http(lua_State *L);         /* luaopen of sandlot.core.http */

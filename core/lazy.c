@@ -17,24 +17,13 @@
 #define SANDLOT_MODDIR "/usr/local/lib/sandlot"
 #endif
 
-/* Directory of the running binary into buf; false when /proc is not there. */
-static bool exe_dir(char *buf, size_t size) {
-  ssize_t n = readlink("/proc/self/exe", buf, size - 1);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  char *slash = strrchr(buf, '/');
-  if (slash == NULL) return false;
-  *slash = '\0';
-  return true;
-}
-
 /* Loads <dir>/<file> from the first directory that has it and calls its luaopen_<sym>. Raises
  * a message naming every place it looked when none has it or it cannot be loaded. */
 static int open_module(lua_State *L, const char *file, const char *sym) {
   char dir[PATH_MAX], path[PATH_MAX + 64];
   const char *where[3] = {NULL, NULL, SANDLOT_MODDIR};
   char rel1[PATH_MAX + 16], rel2[PATH_MAX + 16];
-  if (exe_dir(dir, sizeof(dir))) {
+  if (sl_exe_dir(dir, sizeof(dir))) {
     snprintf(rel1, sizeof(rel1), "%s/lib/sandlot", dir);
     snprintf(rel2, sizeof(rel2), "%s/../lib/sandlot", dir);
     where[0] = rel1;

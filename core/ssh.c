@@ -1771,7 +1771,8 @@ static int exec_step(Op *op) {
     e->forced = true;
     e->stage = e->stage == EX_IO ? EX_IO : EX_CLOSE;
   }
-  if (e->stage >= EX_IO && s->opener == op) s->opener = NULL;  /* requests done (exec_open) */
+  /* the channel's requests are done (or abandoned): let the next channel open (exec_open) */
+  if (e->stage >= EX_IO && s->opener == op) s->opener = NULL;
   switch (e->stage) {
   case EX_OPEN:
     return exec_open(e);
@@ -1824,7 +1825,6 @@ static int exec_step(Op *op) {
     }
     e->start_ns = sl_now_ns();
     e->stage = EX_IO;
-    s->opener = NULL;
     return STEP_PROGRESS;
   }
   case EX_IO:

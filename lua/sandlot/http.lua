@@ -107,19 +107,13 @@ local function encode_query(q)
   return table.concat(parts, "&")
 end
 
--- The lists for requests without headers of their own, shared (the core only reads them);
--- rebuilt if M.version changes.
-local plain_list, json_list, lists_version
+local USER_AGENT = "User-Agent: sandlot/" .. require("sandlot.core").version
+-- the lists of requests without headers of their own, shared (the core only reads them)
+local plain_list = { USER_AGENT }
+local json_list = { "Content-Type: application/json", USER_AGENT }   -- sorted, as below
 
 local function header_list(headers, has_json)
-  if not headers then
-    if lists_version ~= M.version then
-      local ua = "User-Agent: sandlot/" .. M.version
-      plain_list, json_list = { ua }, { "Content-Type: application/json", ua }
-      lists_version = M.version
-    end
-    return has_json and json_list or plain_list
-  end
+  if not headers then return has_json and json_list or plain_list end
   local list, seen = {}, {}
   for k, v in pairs(headers) do
     if type(k) ~= "string" or not k:match("^[%w!#$%%&'*+.^_`|~-]+$") then
@@ -135,7 +129,7 @@ local function header_list(headers, has_json)
   if has_json and not seen["content-type"] then
     list[#list + 1] = "Content-Type: application/json"
   end
-  if not seen["user-agent"] then list[#list + 1] = "User-Agent: sandlot/" .. M.version end
+  if not seen["user-agent"] then list[#list + 1] = USER_AGENT end
   table.sort(list)
   return list
 end
