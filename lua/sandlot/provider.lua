@@ -11,41 +11,70 @@ local M = {}
 
 M.REQUIRED = { "create", "destroy", "status", "exec" }
 M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
-               "stop", "start", "await_ready", "update", "get_url", "ssh_opts" }
+               "stop", "start", "await_ready", "update", "get_url", "ssh_opts", "list", "gc",
+               "spawn" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
              capabilities = "table", config = "table", create_options = "table" }
 M.STATUSES = { running = true, stopped = true, terminated = true, unknown = true }
+-- The closed set of `capabilities` flags (each true or false). What each one promises:
+M.CAPABILITIES = {
+  files = "native file operations (not moved through exec)",
+  url = "get_url reaches a port inside the sandbox",
+  remote = "sandboxes live on another machine or service: destroying one is network I/O",
+  background = "processes started in the sandbox may outlive the exec that started them",
+}
 
 local is_op = {}
 for _, n in ipairs(M.REQUIRED) do is_op[n] = "required" end
 for _, n in ipairs(M.OPTIONAL) do is_op[n] = "optional" end
 
+-- Edit distance counting a swap of two neighbours as one edit ("stauts" is 1 from "status").
 local function distance(a, b)
   if math.abs(#a - #b) > 3 then return 99 end
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
+  local rows = { [0] = {} }
+  for j = 0, #b do rows[0][j] = j end
   for i = 1, #a do
-    local cur = { [0] = i }
+    local cur, prev = { [0] = i }, rows[i - 1]
     for j = 1, #b do
       local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
       cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      if i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1)
+          and a:sub(i - 1, i - 1) == b:sub(j, j) then
+        cur[j] = math.min(cur[j], rows[i - 2][j - 2] + 1)
+      end
     end
-    prev = cur
+    rows[i] = cur
   end
-  return prev[#b]
+  return rows[#a][#b]
 end
 
-local function suggest(name)
+-- The nearest of the sorted candidates within distance 2 (case-insensitive); on a tie the one
+-- that sorts first wins, so the same typo always gets the same suggestion.
+local function nearest(name, candidates)
   local best, bd = nil, 3
   local lname = name:lower()
-  local function try(cand)
+  for _, cand in ipairs(candidates) do
     local d = lname == cand and 0 or distance(lname, cand)
     if d < bd then best, bd = cand, d end
   end
-  for n in pairs(is_op) do try(n) end
-  for n in pairs(M.FIELDS) do try(n) end
   return best
+end
+
+local function sorted_keys(...)
+  local list = {}
+  for _, t in ipairs({ ... }) do
+    for k in pairs(t) do list[#list + 1] = k end
+  end
+  table.sort(list, function(a, b) return tostring(a) < tostring(b) end)
+  return list
+end
+
+local NAMES = sorted_keys(is_op, M.FIELDS)
+local CAP_NAMES = sorted_keys(M.CAPABILITIES)
+
+local function suggest(name)
+  return nearest(name, NAMES)
 end
 
 local TYPES = { string = true, number = true, integer = true, boolean = true, table = true,
@@ -91,6 +120,18 @@ function M.check(tbl)
               "helpers with '_')", k, table.concat(M.REQUIRED, " "),
               table.concat(M.OPTIONAL, " "), "name description version capabilities config " ..
               "create_options")
+        end
+      end
+    end
+    if type(tbl.capabilities) == "table" then
+      for _, k in ipairs(sorted_keys(tbl.capabilities)) do
+        local v = tbl.capabilities[k]
+        if type(k) ~= "string" or not M.CAPABILITIES[k] then
+          local s = type(k) == "string" and nearest(k, CAP_NAMES)
+          add("unknown capability '%s'%s", tostring(k), s and (" (did you mean '%s'?)"):format(s)
+              or (": capabilities are " .. table.concat(CAP_NAMES, " ")))
+        elseif type(v) ~= "boolean" then
+          add("capabilities.%s must be true or false, got %s", k, type(v))
         end
       end
     end
@@ -350,7 +391,8 @@ function M.complete(impl, name)
   return p
 end
 
-local exists = require("sandlot._paths").exists
+local paths = require("sandlot._paths")
+local exists = paths.exists
 
 local file_cache = {}                     -- provider file path -> its table (loaded once)
 
@@ -366,6 +408,7 @@ end
 ---@return table|nil provider, sandlot.Error? err
 function M.load(spec)
   if type(spec) == "table" then return M.complete(spec) end
+  paths.setup()                           -- providers/ on the search path, whoever calls first
   if type(spec) ~= "string" or spec == "" then
     error("provider: a name, a file path or a provider table expected, got " .. type(spec), 2)
   end

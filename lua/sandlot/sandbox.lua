@@ -620,6 +620,44 @@ function M.caps(v)
   return out
 end
 
+-- Processes and provider contexts ----------------------------------------------------------
+
+local SPAWN_OPTS = set({ "env", "cwd" })
+
+---Starts a command in the sandbox and returns a live process: p:write(data), p:close_stdin(),
+---p:read([timeout]) -> "stdout"|"stderr", data (nil at the end of both streams),
+---p:wait([timeout]) -> {exit_code, signal, timed_out, duration}, p:kill([signal]), p:close().
+---Use `local p <close> = ...`: closing (or collecting) the process kills what still runs.
+---@param sb sandlot.Sandbox
+---@param cmd string|string[] argv list (no shell) or a string run by /bin/sh -c
+---@param opts? {env?: table, cwd?: string}
+---@return table|nil process, sandlot.Error? err not_supported (the provider has no spawn),
+---  not_found (no such binary or cwd; sandbox gone), unavailable, ...
+function M.spawn(sb, cmd, opts)
+  check_sb(sb, "spawn")
+  local argv = argv_of(cmd)
+  opts = check_opts(opts, SPAWN_OPTS, "spawn", 2)
+  check_env(opts.env, "spawn")
+  if opts.cwd ~= nil then check_path(opts.cwd, "spawn") end
+  local command = type(cmd) == "string" and cmd or table.concat(argv, " ")
+  local p, err = span(sb, "spawn", { command = command }, call, argv,
+                      { env = opts.env, cwd = opts.cwd })
+  if not p then return nil, err end
+  return require("sandlot._process").wrap(p, { provider = sb.provider, sandbox = sb.id,
+                                               provider_name = sb._p.name })
+end
+Sandbox.spawn = M.spawn
+
+---Resolves a provider reference (configured name, module, file or table) the way create does
+---and returns {ref, p = completed provider, ctx}, for callers of provider-wide operations
+---(list, gc) that have no sandbox. Not a public API.
+---@param ref string|table
+---@param warnings? string[] collects the provider's warnings
+---@return table|nil resolved, sandlot.Error? err
+function M._context(ref, warnings)
+  return resolve(ref, warnings or {})
+end
+
 M.Sandbox = Sandbox
 
 -- methods: sb:exec(...) is sandlot.exec(sb, ...)
