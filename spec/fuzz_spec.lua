@@ -1,0 +1,39 @@
+-- spec/fuzz_spec.lua: the fuzz adapters (fuzz/targets.lua) on their seed corpora, in the normal
+-- suite: every seed gives a value or nil and a sandlot.error, never a raise.
+local sandlot = require("sandlot")
+local targets = require("fuzz.targets")
+
+local function seeds(name)
+  local r = assert(sandlot.proc.run({ "sh", "-c", "ls fuzz/corpus/" .. name }))
+  local list = {}
+  for f in r.stdout:gmatch("[^\n]+") do list[#list + 1] = "fuzz/corpus/" .. name .. "/" .. f end
+  return list
+end
+
+describe("fuzz target config", function()
+  it("parses every seed into a config or an invalid_input error", function()
+    local list = seeds("config")
+    assert.is_true(#list >= 5)
+    local good = 0
+    for _, path in ipairs(list) do
+      local f = assert(io.open(path, "rb"))
+      local text = f:read("a")
+      f:close()
+      local cfg, err = targets.config(text)
+      if cfg then good = good + 1
+      else assert.equal("invalid_input", err.code, path) end
+    end
+    assert.is_true(good >= 2)
+  end)
+
+  it("gives a config file no I/O, no loading and no metatables", function()
+    for _, text in ipairs({ "os.execute('true')", "io.open('/etc/passwd')",
+                            "return require('sandlot')", "setmetatable({}, {})",
+                            "return { providers = { x = load('return 1') } }" }) do
+      local cfg, err = targets.config(text)
+      assert.is_nil(cfg, text)
+      assert.equal("invalid_input", err.code)
+      assert.matches("nil value", err.message)
+    end
+  end)
+end)
