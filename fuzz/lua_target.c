@@ -1,9 +1,7 @@
-/* fuzz/lua_target.c: one libFuzzer harness for every Lua decoder. Built once per target with
- * -DFUZZ_MODULE="mod" -DFUZZ_FUNCTION="fn": it opens a sandlot engine, requires mod and calls
- * mod.fn(input) under pcall. A crash, a sanitizer report, a raise that is not a sandlot.error,
- * or `nil, x` with x not a sandlot.error aborts (libFuzzer keeps the input). Lua lines are fed
- * to libFuzzer as coverage (the Debian liblua is not instrumented), and the Lua heap is capped
- * so an unbounded buffer shows up as a failure instead of exhausting the machine. */
+/* fuzz/lua_target.c: one libFuzzer harness for every Lua decoder, built per target with
+ * -DFUZZ_MODULE/-DFUZZ_FUNCTION: calls module.function(input) under pcall in a sandlot engine;
+ * a raise or `nil, x` that is not a sandlot.error aborts. Lua lines are the coverage (Debian's
+ * liblua is not instrumented); a capped Lua heap turns an unbounded buffer into a failure. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

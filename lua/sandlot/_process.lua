@@ -1,8 +1,7 @@
--- sandlot._process: the process object sb:spawn returns, wrapped around the one a provider's
--- spawn returns. Owns what every provider shares: argument checks, the read and wait time
--- limits (the provider's blocking call runs in a task of its own that is cancelled when the
--- time is up), the error context (op, provider, sandbox), the result shape, and one idempotent
--- close that __close and __gc also call. The contract is in providers/README.md ("spawn").
+-- sandlot._process: the process object sb:spawn returns, around the one a provider's spawn
+-- returns (contract: providers/README.md, "spawn"). Owns what every provider shares: argument
+-- checks, read and wait time limits (by cancelling the provider's blocking call), error
+-- context, the result shape, and one idempotent close for close, __close and __gc.
 local errors = require("sandlot.errors")
 local task = require("sandlot.task")
 

@@ -146,7 +146,8 @@ function M.parse(text, where, base)
   local envt = setmetatable({ env = M.env }, { __index = base or _G })
   local chunk, lerr = load(text, "@" .. where, "t", envt)
   if not chunk then
-    return nil, errors.new("invalid_input", ("config %s: %s"):format(where, lerr), { file = where })
+    return nil, errors.new("invalid_input", ("config %s: %s"):format(where, lerr),
+                           { file = where })
   end
   local ok, t = pcall(chunk)
   if not ok then

@@ -1,8 +1,7 @@
 -- sandlot.provider: the provider behaviour. A provider is a plain table of functions taking
--- (ctx, ...); this module checks such tables, loads them by name (providers/<name>.lua on the
--- search path, or a file), and completes them: each missing optional operation gets a fallback
--- built on the required ones (files over exec, write_files as repeated write_file, await_ready
--- by polling status) or a stub returning not_supported.
+-- (ctx, ...); this module checks such tables (names, types, the closed set of capability
+-- flags), loads them by name or file, and completes them: each missing optional operation gets
+-- a fallback built on the required ones or a stub returning not_supported.
 local errors = require("sandlot.errors")
 local b64 = require("sandlot._base64")
 local sandlot_sleep = require("sandlot.task").sleep
