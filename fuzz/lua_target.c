@@ -16,7 +16,7 @@
 #error "build with -DFUZZ_MODULE=\"module\" -DFUZZ_FUNCTION=\"function\""
 #endif
 #ifndef FUZZ_MEM_MB
-#define FUZZ_MEM_MB 256                    /* Lua heap an input may use beyond the baseline */
+#define FUZZ_MEM_MB 64                     /* Lua heap an input may use beyond the baseline */
 #endif
 #define COUNTERS 65536
 #define BUDGET_STEP 1000                   /* instructions between count hooks */
@@ -35,6 +35,7 @@ typedef struct {
   size_t used, cap;                        /* Lua heap bytes; 0 cap: no limit yet */
   long budget;                             /* instructions left; < 0: unlimited */
   uintptr_t prev;                          /* previous line's location, for edges */
+  unsigned runs;
 } Harness;
 
 static Harness H;
@@ -130,5 +131,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   lua_settop(L, 0);
   H.budget = -1;
+  if (++H.runs % 64 == 0) lua_gc(L, LUA_GCCOLLECT);   /* keep the heap near its baseline */
   return 0;
 }
