@@ -551,7 +551,15 @@ local function command_line(ctx, handle, argv, opts)
   end
   local full, cwd = argv, nil
   if inside then
-    full = bwrap_argv(ctx, s.rootpath, meta, "/" .. canon)
+    -- Without --new-session bwrap's init and the command stay in the process group sandlot.proc
+    -- signals, so kill reaches the command and close (SIGKILL) the init, and with it the whole
+    -- namespace: --die-with-parent alone loses a race when bwrap is killed right after the
+    -- command starts. There is no terminal to protect: sandlot.proc starts bwrap in a session
+    -- of its own, with pipes for stdin, stdout and stderr.
+    full = {}
+    for _, a in ipairs(bwrap_argv(ctx, s.rootpath, meta, "/" .. canon)) do
+      if a ~= "--new-session" then full[#full + 1] = a end
+    end
     for i = 1, #argv do full[#full + 1] = argv[i] end
   else
     cwd = canon == "" and s.rootpath or (s.rootpath .. "/" .. canon)
