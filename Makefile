@@ -26,8 +26,10 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2)
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
 CORE      = host sched errors timer proc sys fs
 NET       = http ssh
+SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
-LIB_OBJ   = $(CORE_OBJ) $(NET:%=$(B)/%.o) $(B)/net.o
+SSH_OBJ   = $(SSH:%=$(B)/%.o)
+LIB_OBJ   = $(CORE_OBJ) $(B)/http.o $(SSH_OBJ) $(B)/net.o
 HOST_OBJ  = $(B)/main.o $(B)/repl.o $(B)/lazy.o
 MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 
@@ -54,7 +56,7 @@ $(B)/lib/sandlot/http.so: $(B)/http.o $(B)/module.o
 	@mkdir -p $(@D)
 	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv)
 
-$(B)/lib/sandlot/ssh.so: $(B)/ssh.o $(B)/module.o
+$(B)/lib/sandlot/ssh.so: $(SSH_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
 	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libssh2 libuv)
 
