@@ -125,6 +125,13 @@ SL_SHARED const char *sl_code_for_errno(int err);  /* errno (positive) -> code *
 /* proc.c */
 void sl_proc_kill_all(SlHost *h);       /* SIGKILL every live child's process group */
 
+/* sys.c: the core's one base64 (RFC 4648) and SHA-256 */
+#define SL_B64_LEN(n) (((n) + 2) / 3 * 4)  /* encoded size with padding, the most without */
+SL_SHARED size_t sl_b64_encode(char *out, const unsigned char *s, size_t n, bool pad);
+/* out holds n / 4 * 3 + 3 bytes; whitespace is skipped; false on anything else not base64 */
+SL_SHARED bool sl_b64_decode(const char *s, size_t n, unsigned char *out, size_t *outlen);
+SL_SHARED void sl_sha256(const unsigned char *data, size_t len, unsigned char out[32]);
+
 /* misc */
 SL_SHARED uint64_t sl_now_ns(void);
 

@@ -17,106 +17,13 @@
 
 #include "ssh.h"
 
-/* ---------------------------------------------------------------- fingerprints */
-
-static const uint32_t sha_k[64] = {
-  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2
-};
-
-#define ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha_block(uint32_t h[8], const unsigned char *p) {
-  uint32_t w[64], a[8];
-  for (int i = 0; i < 16; i++)
-    w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-           (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-  for (int i = 16; i < 64; i++) {
-    uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
-    uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
-    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-  }
-  memcpy(a, h, sizeof(a));
-  for (int i = 0; i < 64; i++) {
-    uint32_t t1 = a[7] + (ROR(a[4], 6) ^ ROR(a[4], 11) ^ ROR(a[4], 25)) +
-                  ((a[4] & a[5]) ^ (~a[4] & a[6])) + sha_k[i] + w[i];
-    uint32_t t2 = (ROR(a[0], 2) ^ ROR(a[0], 13) ^ ROR(a[0], 22)) +
-                  ((a[0] & a[1]) ^ (a[0] & a[2]) ^ (a[1] & a[2]));
-    memmove(a + 1, a, 7 * sizeof(uint32_t));
-    a[4] += t1;
-    a[0] = t1 + t2;
-  }
-  for (int i = 0; i < 8; i++) h[i] += a[i];
-}
-
-static void sha256(const unsigned char *data, size_t len, unsigned char out[32]) {
-  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  unsigned char tail[128];
-  size_t full = len / 64 * 64, rest = len - full;
-  for (size_t i = 0; i < full; i += 64) sha_block(h, data + i);
-  memset(tail, 0, sizeof(tail));
-  memcpy(tail, data + full, rest);
-  tail[rest] = 0x80;
-  size_t tl = rest < 56 ? 64 : 128;
-  uint64_t bits = (uint64_t)len * 8;
-  for (int i = 0; i < 8; i++) tail[tl - 1 - i] = (unsigned char)(bits >> (8 * i));
-  for (size_t i = 0; i < tl; i += 64) sha_block(h, tail + i);
-  for (int i = 0; i < 8; i++) {
-    out[4 * i] = (unsigned char)(h[i] >> 24);
-    out[4 * i + 1] = (unsigned char)(h[i] >> 16);
-    out[4 * i + 2] = (unsigned char)(h[i] >> 8);
-    out[4 * i + 3] = (unsigned char)h[i];
-  }
-}
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Base64 without padding when pad is false (OpenSSH's fingerprint style). */
-static void b64_encode(luaL_Buffer *b, const unsigned char *p, size_t n, bool pad) {
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
-                 (i + 2 < n ? p[i + 2] : 0);
-    luaL_addchar(b, b64[v >> 18 & 63]);
-    luaL_addchar(b, b64[v >> 12 & 63]);
-    if (i + 1 < n) luaL_addchar(b, b64[v >> 6 & 63]);
-    else if (pad) luaL_addchar(b, '=');
-    if (i + 2 < n) luaL_addchar(b, b64[v & 63]);
-    else if (pad) luaL_addchar(b, '=');
-  }
-}
-
-static size_t b64_decode(const char *s, unsigned char *out, size_t cap) {
-  size_t n = 0;
-  uint32_t v = 0;
-  int bits = 0;
-  for (; *s != '\0' && *s != '='; s++) {
-    const char *c = strchr(b64, *s);
-    if (c == NULL) continue;
-    v = v << 6 | (uint32_t)(c - b64);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      if (n < cap) out[n++] = (unsigned char)(v >> bits);
-    }
-  }
-  return n;
-}
-
+/* "SHA256:<base64 without padding>", OpenSSH's fingerprint style */
 static void push_fingerprint(lua_State *L, const unsigned char *key, size_t len) {
   unsigned char d[32];
-  sha256(key, len, d);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "SHA256:");
-  b64_encode(&b, d, sizeof(d), false);
-  luaL_pushresult(&b);
+  char out[8 + SL_B64_LEN(32)] = "SHA256:";
+  sl_sha256(key, len, d);
+  size_t n = sl_b64_encode(out + 7, d, sizeof(d), false);
+  lua_pushlstring(L, out, 7 + n);
 }
 
 static const char *key_type_name(int type) {
@@ -157,9 +64,8 @@ int ssh_session_host_key(lua_State *L) {
   push_fingerprint(L, (const unsigned char *)key, len);
   lua_setfield(L, -2, "sha256");
   luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  b64_encode(&b, (const unsigned char *)key, len, true);
-  luaL_pushresult(&b);
+  char *out = luaL_buffinitsize(L, &b, SL_B64_LEN(len));
+  luaL_pushresultsize(&b, sl_b64_encode(out, (const unsigned char *)key, len, true));
   lua_setfield(L, -2, "key");
   return 1;
 }
@@ -207,14 +113,13 @@ int ssh_session_check_known_hosts(lua_State *L) {
   } else if (rc == LIBSSH2_KNOWNHOST_CHECK_MISMATCH) {
     lua_pushliteral(L, "mismatch");
     if (known != NULL && known->key != NULL) {
-      size_t cap = strlen(known->key);
-      unsigned char *raw = malloc(cap + 1);
-      if (raw != NULL) {
-        size_t rl = b64_decode(known->key, raw, cap);
+      size_t cap = strlen(known->key), rl = 0;
+      unsigned char *raw = malloc(cap / 4 * 3 + 3);
+      if (raw != NULL && sl_b64_decode(known->key, cap, raw, &rl)) {
         push_fingerprint(L, raw, rl);
-        free(raw);
         n = 2;
       }
+      free(raw);
     }
   } else if (rc == LIBSSH2_KNOWNHOST_CHECK_NOTFOUND) {
     lua_pushliteral(L, "notfound");
