@@ -360,7 +360,7 @@ static char *dup_field(lua_State *L, int idx, const char *field, size_t *len) {
 }
 
 /* session:auth(user, {method="list"|"password"|"key_file"|"key"|"agent", password=,
- *   path= (key file, or the agent's socket), public_path=, key=, passphrase=, timeout=})
+ *   path= (key file, or the agent's socket), public_path=, key=, passphrase=, timeout= (s)})
  *   -> true | false, why (or, for "list", false, "publickey,password") | nil, err */
 int ssh_session_auth(lua_State *L) {
   static const char *const methods[] = {"list", "password", "key_file", "key", "agent", NULL};
@@ -371,7 +371,10 @@ int ssh_session_auth(lua_State *L) {
   lua_getfield(L, 3, "method");
   int kind = luaL_checkoption(L, -1, NULL, methods);
   lua_pop(L, 1);
-  double timeout = ssh_opt_number(L, 3, "timeout", 30);
+  lua_getfield(L, 3, "timeout");            /* required: the default is Lua's (M.DEFAULTS) */
+  if (!lua_isnumber(L, -1)) return luaL_error(L, "ssh auth: opts.timeout must be a number");
+  double timeout = lua_tonumber(L, -1);
+  lua_pop(L, 1);
   if (s->dead) {
     sl_push_error(L, &s->death);
     return 2;

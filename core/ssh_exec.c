@@ -1,11 +1,17 @@
 /* ssh_exec.c: exec channels on a session, and the exec handle of session:spawn. Each exec is
  * an Op stepped by the session's pump through these stages:
  *
- *   EX_OPEN --> EX_SETENV --> [EX_PTY] --> EX_EXEC --> EX_IO --> EX_CLOSE --> EX_WAIT_CLOSED
- *     |  waits for a channel slot           (runs the      |  stdin out,         |
- *     |  and for s->opener (one channel     command)       |  stdout/stderr in   v
- *     |  request in flight per session)                    |  (capture, queue)  EX_FREE
- *     `-- refused: retried, then fails (retry_safe)        `-- timeout: runs the kill line
+ *   EX_OPEN ------> [EX_PTY] --> EX_EXEC --> EX_IO --------> EX_CLOSE --> EX_WAIT_CLOSED
+ *     |  waits for a channel slot  (runs the     |  stdin out,            |
+ *     |  and for s->opener (one     command)     |  stdout/stderr in      v
+ *     |  channel request in flight               |  (marker stripped,    EX_FREE
+ *     |  per session)                            |   capture, queue)
+ *     `-- refused: retried, then fails           `-- timeout: the kill line, then a grace
+ *         (retry_safe)
+ *
+ * The command line itself (quoting, exports, the marker printf, the kill line) is Lua's:
+ * lua/sandlot/shell.lua. Here a leading "\036<digits>\036" on the stream opts.marker names
+ * is stripped and kept (result.marker), and opts.kill_line runs with those digits appended.
  *
  * s->opener is held from the open through the exec request (EX_OPEN .. EX_EXEC) and dropped
  * at EX_IO. A timeout, a cancelled waiter or a closed handle starts the kill line on a channel
@@ -27,7 +33,10 @@
 
 #include "ssh.h"
 
-/* ---------------------------------------------------------------- exec */
+/* ---------------------------------------------------------------- output capture
+ * Head and tail capture per stream, the chunk queue of spawn handles, signal names. This block
+ * (to "end of output capture"), with push_result and data_in's queueing below, is what
+ * core/outbuf.c is to take over. */
 
 typedef struct Chunk {
   struct Chunk *next;
@@ -43,45 +52,6 @@ typedef struct {
   uint64_t total;
 } Capture;
 
-enum { EX_OPEN, EX_SETENV, EX_PTY, EX_EXEC, EX_IO, EX_CLOSE, EX_WAIT_CLOSED, EX_FREE };
-
-typedef struct Exec {
-  Op op;
-  LIBSSH2_CHANNEL *ch;
-  int stage;
-  char *command;
-  char **env;                              /* name, value, name, value, ..., NULL */
-  int env_i;
-  char *exports;                           /* `export K='v'; ` for variables the server refused */
-  size_t exports_len;
-  bool pty;
-  int cols, rows;
-  char term[32];
-  char *in;                                /* stdin bytes not yet written */
-  size_t in_len, in_off;
-  bool in_close, eof_sent;
-  Capture out[2];
-  bool marker;                             /* strip "\036<pgid>\036" from the marker stream */
-  int marker_stream;
-  char mbuf[24];
-  size_t mlen;
-  bool marker_done;
-  long pgid;
-  bool stream, boxed, finished, delivered, timed_out, kill_sent, forced, out_eof[2];
-  bool internal;                           /* a kill helper: no waiter, no result */
-  uint64_t start_ns, end_ns, grace;
-  int exit_status, exit_signal;
-  char signame[16];
-  Chunk *q_head, *q_tail;
-  size_t q_bytes;
-  SlTask *reader, *writer;                 /* spawn handles: read() and write() waiters */
-  SlError err;
-  bool failed, retry_safe;
-  uint64_t retry_at;                       /* a refused open is retried after this */
-  int refusals;
-} Exec;
-
-typedef struct { Exec *e; } ExecBox;
 
 static void capture(Capture *c, const char *data, size_t n) {
   c->total += n;
@@ -150,6 +120,47 @@ static const struct { const char *name; int num; } signames[] = {
   {NULL, 0}
 };
 
+/* ---------------------------------------------------------------- end of output capture */
+
+/* ---------------------------------------------------------------- exec */
+
+enum { EX_OPEN, EX_PTY, EX_EXEC, EX_IO, EX_CLOSE, EX_WAIT_CLOSED, EX_FREE };
+
+typedef struct Exec {
+  Op op;
+  LIBSSH2_CHANNEL *ch;
+  int stage;
+  char *command;
+  char *kill_line;                         /* run with the marker's digits appended, or NULL */
+  bool pty;
+  int cols, rows;
+  char term[32];
+  char *in;                                /* stdin bytes not yet written */
+  size_t in_len, in_off;
+  bool in_close, eof_sent;
+  Capture out[2];
+  bool marker;                             /* strip "\036<digits>\036" from marker_stream */
+  int marker_stream;
+  char mbuf[24];
+  size_t mlen;
+  bool marker_done;
+  long pgid;                               /* the marker's value (0: none yet) */
+  bool stream, boxed, finished, delivered, timed_out, kill_sent, forced, out_eof[2];
+  bool internal;                           /* a kill helper: no waiter, no result */
+  uint64_t start_ns, end_ns, grace;
+  int exit_status, exit_signal;
+  char signame[16];
+  Chunk *q_head, *q_tail;
+  size_t q_bytes;
+  SlTask *reader, *writer;                 /* spawn handles: read() and write() waiters */
+  SlError err;
+  bool failed, retry_safe;
+  uint64_t retry_at;                       /* a refused open is retried after this */
+  int refusals;
+} Exec;
+
+typedef struct { Exec *e; } ExecBox;
+
 static void push_result(lua_State *L, Exec *e) {
   lua_createtable(L, 0, 12);
   if (e->exit_signal > 0) {
@@ -180,9 +191,9 @@ static void push_result(lua_State *L, Exec *e) {
   uint64_t end = e->end_ns ? e->end_ns : sl_now_ns();
   lua_pushnumber(L, e->start_ns ? (double)(end - e->start_ns) / 1e9 : 0.0);
   lua_setfield(L, -2, "duration");
-  if (e->pgid > 0) {
+  if (e->marker_done && e->pgid > 0) {
     lua_pushinteger(L, e->pgid);
-    lua_setfield(L, -2, "pgid");
+    lua_setfield(L, -2, "marker");
   }
 }
 
@@ -192,11 +203,8 @@ static void exec_free(Exec *e) {
     next = c->next;
     free(c);
   }
-  if (e->env != NULL)
-    for (char **p = e->env; *p != NULL; p++) free(*p);
-  free(e->env);
   free(e->command);
-  free(e->exports);
+  free(e->kill_line);
   free(e->in);
   free(e);
 }
@@ -317,19 +325,19 @@ static void data_in(Exec *e, int which, const char *p, size_t n) {
 
 static const OpVt exec_vt;
 
-/* Starts `kill -KILL -- -pgid` on a channel of its own (ahead of queued ops for a slot). */
+/* Runs the kill line Lua gave, with the marker's value appended, on a channel of its own
+ * (ahead of queued ops for a slot). */
 static void start_kill(Exec *e) {
   Session *s = e->op.s;
-  if (e->kill_sent || e->pgid <= 1 || s->dead) return;
+  if (e->kill_sent || e->pgid <= 1 || e->kill_line == NULL || s->dead) return;
   e->kill_sent = true;
   Exec *k = calloc(1, sizeof(*k));
-  char cmd[128];
-  snprintf(cmd, sizeof(cmd), "kill -KILL -- -%ld 2>/dev/null || kill -KILL %ld 2>/dev/null; :",
-           e->pgid, e->pgid);
-  if (k == NULL || (k->command = strdup(cmd)) == NULL) {
+  size_t n = strlen(e->kill_line) + 24;
+  if (k == NULL || (k->command = malloc(n)) == NULL) {
     free(k);
     return;
   }
+  snprintf(k->command, n, "%s%ld", e->kill_line, e->pgid);
   k->op.vt = &exec_vt;
   k->internal = true;
   k->in_close = true;
@@ -384,32 +392,12 @@ static int exec_open(Exec *e) {
     exec_maybe_free(e);
     return STEP_DONE;
   }
-  /* opener stays ours through setenv, pty and exec: libssh2 1.10 waits for a channel
+  /* opener stays ours through pty and exec: libssh2 1.10 waits for a channel
    * request's reply by packet type and returns -1 when it reads the reply to another
    * channel's request, so only one channel at a time may have a request outstanding */
   s->channels++;
-  e->stage = EX_SETENV;
+  e->stage = e->pty ? EX_PTY : EX_EXEC;
   return STEP_PROGRESS;
-}
-
-static void add_export(Exec *e, const char *name, const char *value) {
-  size_t need = strlen(name) + strlen(value) * 4 + 16;
-  char *nb = realloc(e->exports, e->exports_len + need + 1);
-  if (nb == NULL) return;
-  e->exports = nb;
-  char *p = nb + e->exports_len;
-  p += sprintf(p, "export %s='", name);
-  for (const char *v = value; *v != '\0'; v++) {
-    if (*v == '\'') {
-      memcpy(p, "'\\''", 4);
-      p += 4;
-    } else {
-      *p++ = *v;
-    }
-  }
-  memcpy(p, "'; ", 4);
-  p += 3;
-  e->exports_len = (size_t)(p - nb);
 }
 
 static int exec_io(Exec *e) {
@@ -516,18 +504,6 @@ static int exec_step(Op *op) {
   switch (e->stage) {
   case EX_OPEN:
     return exec_open(e);
-  case EX_SETENV:
-    while (e->env != NULL && e->env[e->env_i] != NULL) {
-      const char *name = e->env[e->env_i], *value = e->env[e->env_i + 1];
-      rc = libssh2_channel_setenv_ex(e->ch, name, (unsigned)strlen(name), value,
-                                     (unsigned)strlen(value));
-      if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
-      if (ssh_rc_fatal(rc)) return STEP_FATAL;
-      if (rc != 0) add_export(e, name, value);   /* AcceptEnv refused it */
-      e->env_i += 2;
-    }
-    e->stage = e->pty ? EX_PTY : EX_EXEC;
-    return STEP_PROGRESS;
   case EX_PTY:
     rc = libssh2_channel_request_pty_ex(e->ch, e->term, (unsigned)strlen(e->term), NULL, 0,
                                         e->cols, e->rows, 0, 0);
@@ -542,17 +518,6 @@ static int exec_step(Op *op) {
     e->stage = EX_EXEC;
     return STEP_PROGRESS;
   case EX_EXEC: {
-    if (e->exports != NULL) {
-      size_t cl = strlen(e->command);
-      char *full = malloc(e->exports_len + cl + 1);
-      if (full == NULL) return STEP_AGAIN;
-      memcpy(full, e->exports, e->exports_len);
-      memcpy(full + e->exports_len, e->command, cl + 1);
-      free(e->command);
-      e->command = full;
-      free(e->exports);
-      e->exports = NULL;
-    }
     rc = libssh2_channel_process_startup(e->ch, "exec", 4, e->command,
                                          (unsigned)strlen(e->command));
     if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
@@ -655,33 +620,6 @@ static bool exec_deadline(Op *op) {
 
 static const OpVt exec_vt = {exec_step, exec_abort, exec_deadline};
 
-static char **env_list(lua_State *L, int opts) {
-  if (lua_getfield(L, opts, "env") != LUA_TTABLE) {
-    lua_pop(L, 1);
-    return NULL;
-  }
-  int n = 0;
-  lua_pushnil(L);
-  while (lua_next(L, -2) != 0) {
-    lua_pop(L, 1);
-    n++;
-  }
-  char **list = calloc((size_t)(2 * n + 1), sizeof(char *));
-  if (list == NULL) luaL_error(L, "out of memory");
-  int i = 0;
-  lua_pushnil(L);
-  while (lua_next(L, -2) != 0 && i < 2 * n) {
-    const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
-    if (lua_type(L, -2) == LUA_TSTRING && v != NULL) {
-      list[i++] = strdup(k);
-      list[i++] = strdup(v);
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  return list;
-}
-
 /* Builds an Exec from (command, opts) at index 2 and 3. */
 static Exec *exec_new(lua_State *L, Session *s, bool stream) {
   size_t clen;
@@ -721,11 +659,17 @@ static Exec *exec_new(lua_State *L, Session *s, bool stream) {
   e->cols = (int)ssh_opt_number(L, 3, "cols", 80);
   e->rows = (int)ssh_opt_number(L, 3, "rows", 24);
   snprintf(e->term, sizeof(e->term), "%s", "xterm");
-  lua_getfield(L, 3, "pgid_marker");
-  e->marker = lua_toboolean(L, -1);
-  e->marker_stream = e->pty ? 0 : 1;
+  static const char *const streams[] = {"stdout", "stderr", NULL};
+  lua_getfield(L, 3, "marker");
+  if (!lua_isnil(L, -1)) {
+    e->marker = true;
+    e->marker_stream = luaL_checkoption(L, -1, NULL, streams);
+  }
   lua_pop(L, 1);
-  e->env = env_list(L, 3);
+  lua_getfield(L, 3, "kill_line");
+  const char *kill = lua_tostring(L, -1);
+  if (kill != NULL && (e->kill_line = strdup(kill)) == NULL) e->command = NULL;
+  lua_pop(L, 1);
   if (e->command == NULL) {
     exec_free(e);
     luaL_error(L, "out of memory");
@@ -734,8 +678,9 @@ static Exec *exec_new(lua_State *L, Session *s, bool stream) {
 }
 
 /* session:exec(command, opts) -> result | nil, err. command is one shell string run by the
- * login shell. opts: env, stdin (string), pty, cols, rows, timeout, max_output, pgid_marker
- * (the command prints "\036<pgid>\036" first on stderr, or stdout with a pty). */
+ * login shell. opts: stdin (string), pty, cols, rows, timeout, max_output, marker ("stdout" |
+ * "stderr": a leading "\036<digits>\036" there is stripped and reported as result.marker),
+ * kill_line (run with the marker's digits appended on timeout, cancel, close or kill()). */
 int ssh_session_exec(lua_State *L) {
   Session *s = ssh_sess_live(L, 1);
   if (s == NULL) return 2;
@@ -866,7 +811,8 @@ static int exech_wait(lua_State *L) {
 static int exech_kill(lua_State *L) {
   Exec *e = exec_check(L, 1);
   if (e->finished) return sl_fail(L, "not_found", "the remote command has already finished");
-  if (e->pgid <= 0) return sl_fail(L, "not_supported", "the remote process group is unknown");
+  if (e->pgid <= 0 || e->kill_line == NULL)
+    return sl_fail(L, "not_supported", "the remote process group is unknown");
   e->kill_sent = false;
   start_kill(e);
   ssh_kick(e->op.s);

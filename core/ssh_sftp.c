@@ -19,7 +19,9 @@
 
 /* ---------------------------------------------------------------- SFTP */
 
-enum { SF_STAT, SF_LSTAT, SF_LS, SF_MKDIR, SF_RMDIR, SF_UNLINK, SF_RENAME, SF_GET, SF_PUT };
+enum { SF_STAT, SF_LSTAT, SF_LS, SF_MKDIR, SF_RMDIR, SF_UNLINK, SF_RENAME, SF_GET, SF_PUT,
+       SF_REALPATH };
+#define REALPATH_MAX 4096
 enum { SS_ACQUIRE, SS_OPEN, SS_RUN, SS_CLOSE, SS_RELEASE };
 
 typedef struct {
@@ -181,6 +183,10 @@ static void sftp_deliver(SftpOp *o) {
     lua_pushinteger(L, (lua_Integer)o->total);
     sl_wake(t, 1);
     return;
+  case SF_REALPATH:
+    lua_pushlstring(L, o->buf, o->buf_len);
+    sl_wake(t, 1);
+    return;
   default:
     lua_pushboolean(L, 1);
     sl_wake(t, 1);
@@ -315,6 +321,14 @@ static int sftp_run(SftpOp *o) {
                                 LIBSSH2_SFTP_RENAME_NATIVE);
     if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
     if (rc != 0) return sftp_error(o, rc, "rename");
+    o->stage = SS_RELEASE;
+    return STEP_PROGRESS;
+  case SF_REALPATH:                        /* the server resolves every symlink */
+    rc = libssh2_sftp_symlink_ex(sftp, o->path, plen, o->buf, REALPATH_MAX - 1,
+                                 LIBSSH2_SFTP_REALPATH);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
+    if (rc < 0) return sftp_error(o, rc, "realpath");
+    o->buf_len = (size_t)rc;
     o->stage = SS_RELEASE;
     return STEP_PROGRESS;
   case SF_LS: {
@@ -528,10 +542,11 @@ static const OpVt sftp_vt = {sftp_step, sftp_abort, sftp_deadline};
  *   "stat"/"lstat" -> {type, size, mode, mtime}; "ls" -> {entries}; "mkdir" (opts.mode),
  *   "rmdir", "rm", "rename" (opts.to) -> true; "get" (opts.file: local path, else the data as
  *   a string within opts.max_size) -> data | bytes; "put" (opts.data or opts.file, opts.mode)
- *   -> bytes. File transfers stream through a 2 MB buffer. */
+ *   -> bytes; "realpath" -> the canonical path (symlinks resolved by the server). File
+ *   transfers stream through a 2 MB buffer. */
 int ssh_session_sftp(lua_State *L) {
   static const char *const kinds[] = {"stat", "lstat", "ls", "mkdir", "rmdir", "rm", "rename",
-                                      "get", "put", NULL};
+                                      "get", "put", "realpath", NULL};
   Session *s = ssh_sess_check(L, 1);
   int kind = luaL_checkoption(L, 2, NULL, kinds);
   const char *path = luaL_checkstring(L, 3);
@@ -594,13 +609,16 @@ int ssh_session_sftp(lua_State *L) {
       o->buf_len = o->buf_cap = n;
       lua_pop(L, 1);
     }
+  } else if (kind == SF_REALPATH) {
+    o->buf = malloc(REALPATH_MAX);
+    o->buf_cap = REALPATH_MAX;
   } else if (kind == SF_GET && o->local_fd >= 0) {
     o->host = s->host;
     o->buf = malloc(GET_BUF);
     o->wbuf = malloc(GET_BUF);
     o->buf_cap = GET_BUF;
   }
-  if (o->path == NULL || (kind == SF_PUT && o->buf == NULL) ||
+  if (o->path == NULL || ((kind == SF_PUT || kind == SF_REALPATH) && o->buf == NULL) ||
       (kind == SF_GET && o->local_fd >= 0 && (o->buf == NULL || o->wbuf == NULL))) {
     sftp_op_free(o);
     return luaL_error(L, "out of memory");

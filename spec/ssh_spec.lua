@@ -240,13 +240,13 @@ describe("sandlot.ssh #ssh", function()
       assert.same({ true, "" }, { r.exit_code ~= 0, r.stdout })
     end)
 
-    it("runs a private prelude before the command, for argv and shell strings", function()
+    it("runs a prelude before the command, for argv and shell strings", function()
       if not needs_sshd() then return end
       local pre = "export PRE='a b'; "
       local r = assert(c:exec({ "sh", "-c", 'printf "%s|" "$PRE" "$(pwd)"' },
-                              { cwd = "/tmp", _prelude = pre }))
+                              { cwd = "/tmp", prelude = pre }))
       assert.equal("a b|/tmp|", r.stdout)
-      r = assert(c:exec('printf "%s|" "$PRE" "$(pwd)"', { cwd = "/tmp", _prelude = pre }))
+      r = assert(c:exec('printf "%s|" "$PRE" "$(pwd)"', { cwd = "/tmp", prelude = pre }))
       assert.equal("a b|/tmp|", r.stdout)
     end)
 
