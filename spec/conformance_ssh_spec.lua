@@ -144,6 +144,43 @@ describe("ssh provider #ssh", function()
       assert(sandlot.proc.run({ "rm", "-rf", outside }))
     end)
 
+    it("checks every handle field before it reaches a path, a command line or ssh argv",
+       function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      local m = sandlot.to_map(sb)
+      local function forged(field, value)
+        local t = { version = m.version, provider = m.provider, id = m.id, handle = {} }
+        for k, v in pairs(m.handle) do t.handle[k] = v end
+        t.handle[field] = value
+        t.id = t.handle.id
+        local f = assert(sandlot.from_map(t))
+        return f
+      end
+      -- the plant: the genuine map works
+      assert.equal("hi\n", assert(forged("id", m.handle.id):exec({ "echo", "hi" })).stdout)
+      local bad = {
+        { "dir", m.handle.dir .. "/../../.." }, { "dir", "relative/" .. m.handle.id },
+        { "dir", "/etc" }, { "root", "/etc" }, { "root", m.handle.dir .. "/work/.." },
+        { "host", "-oProxyCommand=touch /tmp/x" }, { "host", "a b" },
+        { "user", "root;id" }, { "user", "-l" }, { "port", "22; id" }, { "port", 0 },
+        { "cwd", "a\nb" }, { "id", "ssh-zz" },
+      }
+      for _, case in ipairs(bad) do
+        local f = forged(case[1], case[2])
+        for _, op in ipairs({ "exec", "read_file", "ls", "destroy", "ssh_opts" }) do
+          local v, err
+          if op == "exec" then v, err = f:exec({ "true" })
+          elseif op == "read_file" then v, err = f:read_file("x")
+          elseif op == "ls" then v, err = f:ls("/")
+          else v, err = f[op](f) end
+          assert.is_nil(v, op .. " accepted handle." .. case[1] .. " = " .. tostring(case[2]))
+          assert.equal("invalid_input", err and err.code, op .. ": " .. tostring(err))
+        end
+      end
+      assert(sb:destroy())
+    end)
+
     it("still reports a signal death through the provider", function()
       if not srv then return pending(why) end
       local sb = assert(sandlot.create("conf-ssh", {}))
