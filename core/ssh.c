@@ -1,20 +1,8 @@
 /* ssh.c: sandlot.core.ssh: SSH sessions on the libuv loop (libssh2 in non-blocking mode).
  * This file is the module face: registration, ssh.connect, and the session handle's own
  * methods; the parts are listed in ssh.h. */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "ssh.h"
 

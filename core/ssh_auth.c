@@ -1,17 +1,10 @@
 /* ssh_auth.c: the server's host key (fingerprint, known_hosts check, learning a new key) and
  * authentication (list, password, key file, key in memory, agent) as an op on the session. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

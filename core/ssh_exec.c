@@ -16,20 +16,10 @@
  * s->opener is held from the open through the exec request (EX_OPEN .. EX_EXEC) and dropped
  * at EX_IO. A timeout, a cancelled waiter or a closed handle starts the kill line on a channel
  * of its own (queued at the front), then forces the channel closed after a grace period. */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "ssh.h"
 

@@ -1,9 +1,7 @@
 /* ssh_session.c: one SSH connection: the libssh2 arena, socket callbacks, the op list and
  * the pump that steps every pending op, keepalive and deadlines (the 100 ms tick), teardown,
  * and getting connected (resolve, TCP connect, handshake). See ssh.h for the shared rules. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ssh.h"

@@ -1,18 +1,10 @@
 /* ssh_sftp.c: SFTP operations on a session: stat, ls, mkdir, rm, rename, get (to a string, or
  * to a file through a threadpool double buffer) and put. One SFTP subsystem is pooled. */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ssh.h"
