@@ -67,7 +67,7 @@ static int session_close(lua_State *L) {
 /* session:alive() -> bool (false once the connection was lost) */
 static int session_alive(lua_State *L) {
   Session *s = ssh_sess_check(L, 1);
-  lua_pushboolean(L, !s->dead);
+  lua_pushboolean(L, !ssh_dead(s));
   return 1;
 }
 
@@ -75,7 +75,7 @@ static int session_tostring(lua_State *L) {
   SessionBox *box = luaL_checkudata(L, 1, SESSION_MT);
   if (box->s == NULL) lua_pushliteral(L, "sandlot.ssh.session (closed)");
   else lua_pushfstring(L, "sandlot.ssh.session %s:%d (%s)", box->s->host_name, box->s->port,
-                       box->s->dead ? "lost" : "open");
+                       ssh_dead(box->s) ? "lost" : "open");
   return 1;
 }
 

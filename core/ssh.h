@@ -38,6 +38,12 @@ typedef struct Op Op;
 
 enum { STEP_AGAIN, STEP_PROGRESS, STEP_DONE, STEP_FATAL };
 
+/* A session's life. HANDSHAKE: TCP and the SSH handshake, then host key checks (nobody owns
+ * it until the connect op succeeds). READY: authenticated. DEAD: lost or closed, every op
+ * failed with s->death. GONE: libssh2 freed and the uv handles closing; the Session is freed
+ * once released, unreferenced and all handles are closed. */
+enum { SESS_HANDSHAKE, SESS_READY, SESS_DEAD, SESS_GONE };
+
 typedef struct {
   int (*step)(Op *op);                     /* STEP_*; STEP_DONE: the op unlinked itself */
   void (*abort)(Op *op, const SlError *e); /* session died: deliver e, drop libssh2 pointers */
@@ -87,13 +93,19 @@ struct Session {
   int keepalive_max;
   int port;
   int fatal_rc;
-  bool released, dead, torn_down, pumping, repump, rx_blocked, peer_closed, wedged;
-  bool authenticated, tick_running, closing_handles;
+  int state;                               /* SESS_* */
+  bool released;                           /* the owner is done with it (or never had it) */
+  bool pumping, repump;                    /* inside ssh_pump; step again before leaving */
+  bool rx_blocked;                         /* recv said EAGAIN in this pump */
+  bool peer_closed;                        /* the socket reported EOF or an error */
+  bool wedged;                             /* a half-sent packet's op went away: must fail */
   SlError death;
   char host_name[256];
 };
 
 typedef struct { Session *s; } SessionBox;
+
+static inline bool ssh_dead(const Session *s) { return s->state >= SESS_DEAD; }
 
 /* Where ssh.connect goes and how the session behaves; every field comes from Lua's opts. */
 typedef struct {

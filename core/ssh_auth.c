@@ -220,7 +220,7 @@ static int auth_finish(AuthOp *a, int rc, const char *why) {
   if (t != NULL) {
     luaL_checkstack(t->co, 3, NULL);
     if (rc == 0) {
-      s->authenticated = true;
+      if (s->state == SESS_HANDSHAKE) s->state = SESS_READY;
       lua_pushboolean(t->co, 1);
       sl_wake(t, 1);
     } else {
@@ -368,11 +368,11 @@ int ssh_session_auth(lua_State *L) {
   if (!lua_isnumber(L, -1)) return luaL_error(L, "ssh auth: opts.timeout must be a number");
   double timeout = lua_tonumber(L, -1);
   lua_pop(L, 1);
-  if (s->dead) {
+  if (ssh_dead(s)) {
     sl_push_error(L, &s->death);
     return 2;
   }
-  if (s->authenticated) {
+  if (s->state == SESS_READY) {
     lua_pushboolean(L, 1);
     return 1;
   }

@@ -319,7 +319,7 @@ static const OpVt exec_vt;
  * (ahead of queued ops for a slot). */
 static void start_kill(Exec *e) {
   Session *s = e->op.s;
-  if (e->kill_sent || e->pgid <= 1 || e->kill_line == NULL || s->dead) return;
+  if (e->kill_sent || e->pgid <= 1 || e->kill_line == NULL || ssh_dead(s)) return;
   e->kill_sent = true;
   Exec *k = calloc(1, sizeof(*k));
   size_t n = strlen(e->kill_line) + 24;

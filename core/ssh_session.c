@@ -178,7 +178,7 @@ void ssh_op_unlink(Op *op) {
 }
 
 void ssh_sess_free_if_done(Session *s) {
-  if (s->released && s->refs == 0 && s->torn_down && s->handles == 0) free(s);
+  if (s->released && s->refs == 0 && s->state == SESS_GONE && s->handles == 0) free(s);
 }
 
 static void on_handle_closed(uv_handle_t *h) {
@@ -195,11 +195,10 @@ static void on_handle_closed(uv_handle_t *h) {
 /* Frees everything libssh2 holds: the socket is shut down first so that no call can wait on
  * the peer. Ops must have dropped their libssh2 pointers already. */
 static void sess_teardown(Session *s, bool graceful) {
-  if (s->torn_down) return;
-  s->torn_down = true;
-  s->dead = true;
+  if (s->state == SESS_GONE) return;
+  s->state = SESS_GONE;
   if (s->ssh != NULL) {
-    if (graceful && s->authenticated && s->send_owner == NULL)
+    if (graceful && s->send_owner == NULL)
       libssh2_session_disconnect(s->ssh, "closed by sandlot");  /* one try, never waits */
     if (s->fd >= 0) shutdown(s->fd, SHUT_RDWR);
     for (Sftp *f = s->idle_sftp, *next; f != NULL; f = next) {
@@ -212,12 +211,9 @@ static void sess_teardown(Session *s, bool graceful) {
     s->ssh = NULL;
   }
   arena_clear(s);
-  if (!s->closing_handles) {
-    s->closing_handles = true;
-    uv_close((uv_handle_t *)&s->poll, on_handle_closed);
-    uv_close((uv_handle_t *)&s->tick, on_handle_closed);
-    uv_close((uv_handle_t *)&s->kick, on_handle_closed);
-  }
+  uv_close((uv_handle_t *)&s->poll, on_handle_closed);
+  uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+  uv_close((uv_handle_t *)&s->kick, on_handle_closed);
 }
 
 /* The connection is lost (or closed): every pending op fails with e, libssh2 is freed. */
@@ -225,8 +221,8 @@ static void sess_fail(Session *s, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void sess_fail(Session *s, const char *code, const char *fmt, ...) {
-  if (s->dead) return;
-  s->dead = true;
+  if (ssh_dead(s)) return;
+  s->state = SESS_DEAD;
   va_list ap;
   va_start(ap, fmt);
   s->death.code = code;
@@ -243,8 +239,9 @@ static void sess_fail(Session *s, const char *code, const char *fmt, ...) {
 void ssh_sess_release(Session *s) {
   if (s->released) return;
   s->released = true;
-  if (!s->dead) {
-    s->dead = true;
+  bool graceful = s->state == SESS_READY;  /* a disconnect message only once authenticated */
+  if (!ssh_dead(s)) {
+    s->state = SESS_DEAD;
     sl_err_set(&s->death, "cancelled", "the SSH session was closed");
     while (s->head != NULL) {
       Op *op = s->head;
@@ -252,7 +249,7 @@ void ssh_sess_release(Session *s) {
       op->vt->abort(op, &s->death);
     }
   }
-  sess_teardown(s, true);
+  sess_teardown(s, graceful);
   ssh_sess_free_if_done(s);
 }
 
@@ -261,7 +258,7 @@ void ssh_sess_release(Session *s) {
 static void on_kick(uv_timer_t *h);
 
 void ssh_kick(Session *s) {
-  if (s->dead || s->closing_handles) return;
+  if (ssh_dead(s)) return;
   uv_timer_start(&s->kick, on_kick, 0, 0);
 }
 
@@ -280,11 +277,11 @@ static void pump(Session *s) {
   s->pumping = true;
   s->rx_blocked = false;
   int quiet = 0;
-  while (quiet < 2 && !s->dead) {
+  while (quiet < 2 && !ssh_dead(s)) {
     uint64_t rx = s->rx_bytes;
     bool progress = false;
     s->repump = false;
-    for (Op *op = s->head, *next; op != NULL && !s->dead; op = next) {
+    for (Op *op = s->head, *next; op != NULL && !ssh_dead(s); op = next) {
       next = op->next;
       if (s->send_owner != NULL && s->send_owner != op) continue;
       s->fatal_rc = 0;
@@ -347,10 +344,10 @@ static void on_tick(uv_timer_t *h) {
     }
   }
   if (lost) {
-    sess_fail(s, "timeout", "SSH %s timed out", s->authenticated ? "operation" : "connect");
+    sess_fail(s, "timeout", "SSH %s timed out", s->state == SESS_READY ? "operation" : "connect");
     return;
   }
-  if (s->head != NULL && s->keepalive_ns > 0 && s->authenticated) {
+  if (s->head != NULL && s->keepalive_ns > 0 && s->state == SESS_READY) {
     uint64_t quiet = now - (s->last_rx > s->busy_since ? s->last_rx : s->busy_since);
     if (quiet > s->keepalive_ns * (uint64_t)s->keepalive_max) {
       char secs[32];
@@ -376,7 +373,7 @@ static void on_tick(uv_timer_t *h) {
 /* Watches the socket for what the pending ops need; nothing at all when idle, so an idle
  * session keeps neither the loop alive nor a busy poll. */
 static void sess_update(Session *s) {
-  if (s->dead || s->closing_handles) return;
+  if (ssh_dead(s)) return;
   int ev = 0;
   bool reading = false, writing = false;
   for (Op *op = s->head; op != NULL; op = op->next) {
@@ -395,13 +392,9 @@ static void sess_update(Session *s) {
     else uv_poll_start(&s->poll, ev, on_poll);
     s->poll_events = ev;
   }
-  if (s->head != NULL && !s->tick_running) {
-    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
-    s->tick_running = true;
-  } else if (s->head == NULL && s->tick_running) {
-    uv_timer_stop(&s->tick);
-    s->tick_running = false;
-  }
+  bool ticking = uv_is_active((uv_handle_t *)&s->tick);
+  if (s->head != NULL && !ticking) uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+  else if (s->head == NULL && ticking) uv_timer_stop(&s->tick);
 }
 
 void ssh_op_start(Session *s, Op *op, bool front) {
@@ -615,7 +608,7 @@ Session *ssh_sess_check(lua_State *L, int idx) {
 /* Like sess_check, but a dead session is an expected failure: pushes nil, err, returns NULL. */
 Session *ssh_sess_live(lua_State *L, int idx) {
   Session *s = ssh_sess_check(L, idx);
-  if (s->dead) {
+  if (ssh_dead(s)) {
     sl_push_error(L, &s->death);
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "retry_safe");     /* nothing of this call reached the server */

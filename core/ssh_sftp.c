@@ -547,7 +547,7 @@ int ssh_session_sftp(lua_State *L) {
     lua_newtable(L);
   }
   lua_settop(L, 4);
-  if (s->dead) {
+  if (ssh_dead(s)) {
     sl_push_error(L, &s->death);
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "retry_safe");
