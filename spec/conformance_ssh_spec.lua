@@ -108,7 +108,8 @@ describe("ssh provider #ssh", function()
       -- plant: a directory outside the sandbox with a file in it, and links to it inside
       local r = assert(sb:exec({ "sh", "-c", 'mkdir -p "$1" && echo secret > "$1/f" && ' ..
                                  'ln -s "$1" out && ln -s "$1/f" fout && mkdir -p d && ' ..
-                                 'ln -s ../out d/up', "_", outside }))
+                                 'ln -s ../out d/up && ln -s "$1/dangling" dang', "_",
+                                 outside }))
       assert.equal(0, r.exit_code, r.stderr)
       -- the plant is real: through the remote shell the link does reach outside
       r = assert(sb:exec({ "cat", "out/f" }))
@@ -123,6 +124,7 @@ describe("ssh provider #ssh", function()
       refused("write_file out/new", sb:write_file("out/new", "x"))
       refused("write_file fout", sb:write_file("fout", "overwritten"))
       refused("write_file out/deep/new", sb:write_file("out/deep/new", "x"))
+      refused("write_file dang (a dangling link)", sb:write_file("dang", "x"))
       refused("ls out", sb:ls("out"))
       refused("mkdir out/made", sb:mkdir("out/made"))
       refused("mkdir -p out/a/b", sb:mkdir("out/a/b", { parents = true }))
