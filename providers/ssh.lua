@@ -97,7 +97,8 @@ local function valid_handle(handle)
                              not handle.host:match("^[%w%.:%[%]_][%w%.:%[%]_%-]*$")) then
     return false
   end
-  if handle.port ~= nil and (math.tointeger(handle.port) == nil or handle.port < 1 or
+  if handle.port ~= nil and (type(handle.port) ~= "number" or
+                             math.tointeger(handle.port) == nil or handle.port < 1 or
                              handle.port > 65535) then
     return false
   end
@@ -157,15 +158,16 @@ local function real(c, p)
   return join(rdir, name)
 end
 
-local real_roots = {}      -- host|root -> the root's canonical path on the server
+local verified = {}        -- host|root -> true once the root resolved to itself
 
 local function inside(p, root)
-  return root == "/" or p == root or p:sub(1, #root + 1) == root .. "/"
+  return p == root or p:sub(1, #root + 1) == root .. "/"
 end
 
 -- Checks the handle, maps path below the sandbox root, connects, and resolves symlinks on the
--- server: a path that leads outside the root is refused. With keep_last, the last component
--- is not followed (rm removes a link, never its target). Returns the client and the resolved
+-- server: a path that leads outside the root is refused, and so is a root that is no longer
+-- the directory create made (replaced by a symlink). With keep_last, the last component is
+-- not followed (rm removes a link, never its target). Returns the client and the resolved
 -- remote path.
 local function place(ctx, handle, path, keep_last)
   local ok, cerr = check(handle)
@@ -176,12 +178,14 @@ local function place(ctx, handle, path, keep_last)
   if not c then return nil, e end
   if handle.root == "/" then return c, p end        -- the whole host: nothing to leave
   local key = c.host .. "|" .. handle.root
-  local root = real_roots[key]
-  if not root then
-    local rerr
-    root, rerr = real(c, handle.root)
+  if not verified[key] then
+    local root, rerr = real(c, handle.root)
     if not root then return nil, rerr end
-    real_roots[key] = root
+    if root ~= handle.root then
+      return err("invalid_input", "ssh: the sandbox root %s now resolves to %s; refusing",
+                 handle.root, root)
+    end
+    verified[key] = true
   end
   local rp, rerr
   if keep_last and p ~= handle.root then
@@ -192,7 +196,7 @@ local function place(ctx, handle, path, keep_last)
     rp, rerr = real(c, p)
   end
   if not rp then return nil, rerr end
-  if not inside(rp, root) then
+  if not inside(rp, handle.root) then
     return err("invalid_input", "ssh: path %q leads out of the sandbox (through a symlink)",
                path)
   end
@@ -246,7 +250,7 @@ function M.create(ctx, opts)
     ": > env",
     "mkdir -m 755 work",
     opts.cwd and ("mkdir -p work/" .. q((opts.cwd:gsub("^/+", "")))) or ":",
-    "pwd",
+    "pwd -P",                              -- physical: file paths are checked against it
   }, "\n")
   local r, rerr = run(c, script .. "\n", "create")
   if not r then return nil, rerr end

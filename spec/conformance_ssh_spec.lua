@@ -146,6 +146,26 @@ describe("ssh provider #ssh", function()
       assert(sandlot.proc.run({ "rm", "-rf", outside }))
     end)
 
+    it("refuses file operations once the sandbox root was replaced by a symlink", function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      local root = assert(sb:ssh_opts()).workdir
+      -- plant: from inside, the work directory becomes a link to /etc
+      local r = assert(sb:exec({ "sh", "-c", "cd .. && mv work work.old && ln -s /etc work" }))
+      assert.equal(0, r.exit_code, r.stderr)
+      -- the plant is real: the root path now reaches /etc
+      local f = assert(io.open(root .. "/hostname"))
+      f:close()
+      local v, err = sb:read_file("hostname")
+      assert.is_nil(v, "read_file reached /etc through the replaced root")
+      assert.equal("invalid_input", err.code)
+      v, err = sb:write_file("sandlot-spec-x", "x")
+      assert.is_nil(v)
+      assert.equal("invalid_input", err.code)
+      assert.is_nil(io.open("/etc/sandlot-spec-x"))
+      assert(sb:destroy())
+    end)
+
     it("checks every handle field before it reaches a path, a command line or ssh argv",
        function()
       if not srv then return pending(why) end
