@@ -64,6 +64,15 @@ function M.redact_url(url)
   end))
 end
 
+---Returns the path of a URL without query string or fragment ("/" when it has none): what an
+---error may name as `via` (never a secret).
+---@param url string
+---@return string
+function M.url_path(url)
+  local path = type(url) == "string" and url:match("^%a[%w+.-]*://[^/?#]*(/[^?#]*)") or nil
+  return path or "/"
+end
+
 local secret_words = { "password", "passwd", "secret", "token", "api_key", "apikey",
                        "private_key", "authorization", "cookie", "credential", "access_key" }
 
@@ -388,8 +397,8 @@ local function request(opts, meta)
       if after and after > policy.max_after then return res end
       delay = after
     else
-      err = errors.wrap(err, { op = opts.op or "http", method = o.method,
-                               url = M.redact_url(o.url) })
+      err = errors.wrap(err, { op = opts.op, via = o.method .. " " .. M.url_path(o.url),
+                               method = o.method, url = M.redact_url(o.url) })
       if n >= policy.attempts or not err.retryable or delivered or err.code == "cancelled" then
         return nil, err
       end
@@ -480,8 +489,8 @@ function M.status_error(res, fields)
   end
   text = text and M.excerpt(tostring(text), 300) or M.excerpt(res.body or "")
   local err = errors.new(code, ("HTTP %d%s"):format(res.status, text ~= "" and ": " .. text or ""),
-                         { status = res.status })
-  if res.status == 429 or res.status == 503 then err.retryable = true end
+                         { status = res.status,
+                           retryable = (res.status == 429 or res.status == 503) or nil })
   return errors.wrap(err, fields or {})
 end
 

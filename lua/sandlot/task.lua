@@ -21,7 +21,7 @@ end
 local function traced(err)
   if type(err) == "string" then return debug.traceback(err, 2) end
   if type(err) == "table" and rawget(err, "traceback") == nil and errors.is(err) then
-    rawset(err, "traceback", debug.traceback("", 2))
+    return errors.wrap(err, { traceback = debug.traceback("", 2) })   -- a copy: err stays
   end
   return err
 end
