@@ -8,6 +8,7 @@ local timer = require("sandlot.core.timer")
 local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
 local redact = require("sandlot._redact")
+local check = require("sandlot._check")
 
 local M = {}
 
@@ -365,11 +366,7 @@ local function retry_policy(opts, method, producer)
   if type(r) ~= "table" then
     error("http.request: opts.retry must be a table, number or false", 3)
   end
-  for k in pairs(r) do
-    if not known_retry[k] then
-      error("http.request: unknown retry option '" .. tostring(k) .. "'", 3)
-    end
-  end
+  check.opts(r, known_retry, "http.request: retry", 3)
   local eligible = (M.IDEMPOTENT[method] or r.safe == true) and not producer
   return {
     attempts = eligible and (r.attempts or 3) or 1,
@@ -447,9 +444,7 @@ function M.request(defaults, opts)
     opts = merged
   end
   if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
-  for k in pairs(opts) do
-    if not known[k] then error("http.request: unknown option '" .. tostring(k) .. "'", 2) end
-  end
+  check.opts(opts, known, "http.request")
   if not telemetry.active() then return request(opts, nil) end   -- no span: no metadata
   local meta = {}
   return telemetry.span("http.request", meta, request, opts, meta)
