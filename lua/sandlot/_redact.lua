@@ -163,6 +163,25 @@ local function is_secret_flag(a)
   return name ~= nil and M.is_secret_name(name)
 end
 
+---Returns text with every occurrence of each of `values` (known secrets, such as a provider's
+---credentials) replaced by "[REDACTED]", and whether anything was replaced.
+---@param text string
+---@param values string[]
+---@return string text, boolean changed
+function M.values(text, values)
+  if type(text) ~= "string" then return text, false end
+  local changed = false
+  for i = 1, #values do
+    local v = values[i]
+    local a, b = text:find(v, 1, true)
+    while a do
+      text, changed = text:sub(1, a - 1) .. M.MARK .. text:sub(b + 1), true
+      a, b = text:find(v, a + #M.MARK, true)
+    end
+  end
+  return text, changed
+end
+
 ---Returns a copy of t for logs and telemetry: redact(t) (secret-named keys), and every string
 ---value (and a string t itself) through M.text.
 ---@param t any

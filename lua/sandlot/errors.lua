@@ -96,6 +96,31 @@ function M.wrap(err, fields)
   return out
 end
 
+---Returns err when none of its text holds one of `values` (known secrets); otherwise a new
+---error whose strings have them replaced by "[REDACTED]" (a cause that held one is kept as
+---its redacted text). Used where the secrets are known: the sandbox layer and its config.
+---@param err sandlot.Error
+---@param values string[]
+---@return sandlot.Error
+function M.without(err, values)
+  if #values == 0 or not core.is(err) then return err end
+  local fields, dirty = {}, false
+  for k, v in pairs(err) do
+    if type(v) == "string" then
+      local s, changed = redact.values(v, values)
+      v, dirty = s, dirty or changed
+    elseif core.is(v) then
+      local s, changed = redact.values(tostring(v), values)
+      if changed then v, dirty = s, true end
+    end
+    fields[k] = v
+  end
+  if not dirty then return err end
+  local out = core.new(fields.code, fields.message)
+  for k, v in pairs(fields) do rawset(out, k, v) end
+  return out
+end
+
 ---Raises a new error at the caller's level.
 function M.raise(code, message, fields)
   error(M.new(code, message, fields), 2)

@@ -91,7 +91,7 @@ function M.excerpt(body, n)
     s = s:gsub('("[%w_%-]*' .. w .. '[%w_%-]*"%s*:%s*)"[^"]*"', mark)
     s = s:gsub('("[%w_%-]*' .. w:upper() .. '[%w_%-]*"%s*:%s*)"[^"]*"', mark)
   end
-  s = s:gsub("[Bb]earer%s+[%w%-%._~%+/]+=*", "Bearer " .. redact.MARK)
+  s = redact.text(s:gsub("[Bb]earer%s+[%w%-%._~%+/]+=*", "Bearer " .. redact.MARK))
   if #s > n then s = s:sub(1, n) .. "..." end
   return (s:gsub("[%c\128-\255]", "."))
 end

@@ -101,11 +101,25 @@ end
 
 -- Operations ----------------------------------------------------------------------------------
 
+-- The provider's credentials as strings (secret-named config values of 6+ bytes): whatever a
+-- provider or a service put in an error, they never leave this layer.
+local function secrets(ctx)
+  local list = ctx._secrets
+  if list then return list end
+  list = {}
+  for k, v in pairs(ctx.config or {}) do
+    if redact.is_secret_name(k) and type(v) == "string" and #v >= 6 then list[#list + 1] = v end
+  end
+  ctx._secrets = list
+  return list
+end
+
 local function fail(err, sb, op)
   if not errors.is(err) then
     err = errors.new("internal", tostring(err))
   end
-  return nil, errors.wrap(err, { op = op, provider = sb.provider, sandbox = sb.id })
+  return nil, errors.without(errors.wrap(err, { op = op, provider = sb.provider,
+                                                sandbox = sb.id }), secrets(sb._ctx))
 end
 
 local function call(sb, op, ...)
@@ -484,8 +498,10 @@ function M.create(prov_or_opts, opts)
   local function run()
     local handle, cerr = r.p.ops.create(r.ctx, o)
     if not handle then
-      return nil, errors.wrap(errors.is(cerr) and cerr or errors.new("internal", tostring(cerr)),
-                              { op = "create", provider = r.ref })
+      return nil, errors.without(errors.wrap(errors.is(cerr) and cerr
+                                               or errors.new("internal", tostring(cerr)),
+                                             { op = "create", provider = r.ref }),
+                                 secrets(r.ctx))
     end
     return new_sandbox(r, handle, warnings)
   end
