@@ -82,7 +82,8 @@ describe("sandlot._check", function()
       { "argv", function() check.argv({ "a\0b" }, "exec") end, "command%[1%] contains a NUL" },
       { "env", function() check.env({ ["1X"] = "v" }, "exec") end, "invalid variable name 1X" },
       { "env", function() check.env({ ["A=B"] = "v" }, "exec") end, "invalid variable name A=B" },
-      { "env", function() check.env({ X = true }, "exec") end, "env.X must be a string, a number" },
+      { "env", function() check.env({ X = true }, "exec") end,
+        "env.X must be a string, a number" },
       { "env", function() check.env({ X = "a\0" }, "exec") end, "env.X contains a NUL" },
       { "env", function() check.env("X=1", "exec") end, "exec: env must be a table" },
       { "path", function() check.path("", "ls") end, "ls: path must be a non%-empty string" },
@@ -170,6 +171,18 @@ describe("sandlot._check", function()
     for _, c in ipairs(cases) do
       it(c[2], h.task(function() raises(c[1], c[2]) end))
     end
+
+    it("provider.check suggests one name for a typo, whatever the table order", function()
+      local provider = require("sandlot.provider")
+      for _ = 1, 20 do
+        local ok, err = provider.check({ name = "x", create = print, destroy = print,
+                                         exec = print, stauts = print, strat = print })
+        assert.is_nil(ok)
+        local text = table.concat(err.problems, "\n")
+        assert.matches("unknown name 'stauts' (did you mean 'status'?)", text, 1, true)
+        assert.matches("unknown name 'strat' (did you mean 'start'?)", text, 1, true)
+      end
+    end)
 
     it("the sandbox API: exec options, env names, argv", h.task(function()
       local sb = assert(sandlot.create("local", { isolation = "none" }))
