@@ -272,8 +272,9 @@ end
 
 ---Returns value when it is a non-empty string of at most 4096 printable ASCII bytes without
 ---spaces, quotes, backslashes or shell and URL specials (letters, digits and - . _ ~ : @ + =
----, /): safe as a header value, a query value or a shell word once quoted; otherwise nil and
----invalid_input.
+---, /, as in base64 and JWTs): safe as a header value, a query value or a shell word once
+---quoted, but not as a URL path segment (it may hold '/': use M.id there); otherwise nil and
+---invalid_input. The error never shows the value, which may be a secret.
 ---@param value any
 ---@param what string
 ---@return string|nil value, sandlot.Error? err

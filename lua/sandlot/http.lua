@@ -423,7 +423,8 @@ end
 ---  which is then not kept), retry ({attempts=3, base=0.2, cap=5, statuses=, safe=,
 ---  max_after=60} | number | false), follow (redirects, default true), max_redirects (10),
 ---  insecure (no TLS verification: explicit opt-in only), ca_file, ca_path, fresh_connect,
----  decode ("json" to decode whatever the content type), op (names the operation in errors)
+---  decode ("json" to decode whatever the content type), op (names the operation in
+---  errors; an operation around it, such as the sandbox's exec, wins and keeps it as `via`)
 ---@return table|nil response {status, headers, body, json, http_version, attempts, ...}
 ---@return sandlot.Error? err timeout, unavailable (reason = curl's words), bad_response
 ---  (malformed JSON, over max_body, redirect loop), invalid_input, cancelled

@@ -30,7 +30,8 @@ local known = {
 ---@param level? integer as error() takes it in the caller (default 2: the caller's caller)
 ---@return string[]
 function M.argv(cmd, level)
-  return check.argv(cmd, "proc", level)
+  local argv = check.argv(cmd, "proc", level)   -- not a tail call: the level counts this frame
+  return argv
 end
 
 ---Builds the child's environment as a list of NAME=value: the host's environment merged with

@@ -108,7 +108,7 @@ local function secrets(ctx)
   if list then return list end
   list = {}
   for k, v in pairs(ctx.config or {}) do
-    if redact.is_secret_name(k) and type(v) == "string" and #v >= 6 then list[#list + 1] = v end
+    if redact.is_secret(k) and type(v) == "string" and #v >= 6 then list[#list + 1] = v end
   end
   ctx._secrets = list
   return list
