@@ -38,6 +38,17 @@ static int sys_isatty(lua_State *L) {
   return 1;
 }
 
+/* sys.setenv(name, value | nil) -> true: sets (or, for nil, removes) a variable of this
+ * process's environment, which children inherit. For specs that plant a canary there. */
+static int sys_setenv(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  luaL_argcheck(L, name[0] != '\0' && strchr(name, '=') == NULL, 1, "invalid variable name");
+  int rc = lua_isnoneornil(L, 2) ? unsetenv(name) : setenv(name, luaL_checkstring(L, 2), 1);
+  if (rc != 0) return luaL_error(L, "setenv %s: %s", name, strerror(errno));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* sys.realpath(path) -> path | nil, err */
 static int sys_realpath(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
@@ -223,7 +234,9 @@ static int sys_b64decode(lua_State *L) {
 static const luaL_Reg sys_funcs[] = {
   {"environ", sys_environ}, {"getpid", sys_getpid}, {"isatty", sys_isatty},
   {"realpath", sys_realpath}, {"now", sys_now}, {"rss", sys_maxrss},
-  {"b64encode", sys_b64encode}, {"b64decode", sys_b64decode}, {NULL, NULL}
+  {"b64encode", sys_b64encode}, {"b64decode", sys_b64decode},
+  {"setenv", sys_setenv},
+  {NULL, NULL}
 };
 
 int luaopen_sandlot_core_sys(lua_State *L) {

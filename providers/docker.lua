@@ -73,8 +73,8 @@ local function conn(ctx)
   local res, err = http.request(base, { path = "/version", timeout = 10, retry = 2,
                                         op = "docker.version" })
   if not res then
-    return nil, errors.wrap(err, { message = ("cannot reach the Docker daemon at %s: %s")
-                                               :format(where, err.message) })
+    return nil, errors.new(err.code, ("cannot reach the Docker daemon at %s: %s")
+                                       :format(where, err.message), { cause = err })
   end
   if res.status ~= 200 or type(res.json) ~= "table" then
     return nil, http.status_error(res, { op = "version" })
@@ -235,8 +235,9 @@ function M.create(ctx, opts)
     end
     local ok, perr = pull(ctx, o.image)
     if not ok then
-      return nil, errors.wrap(perr, { message = ("image %s is not present and cannot be " ..
-                                                 "pulled: %s"):format(o.image, perr.message) })
+      return nil, errors.new(perr.code, ("image %s is not present and cannot be " ..
+                                         "pulled: %s"):format(o.image, perr.message),
+                             { cause = perr })
     end
   end
   if res.status ~= 201 then

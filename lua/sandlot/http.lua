@@ -8,6 +8,7 @@ local timer = require("sandlot.core.timer")
 local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
 local redact = require("sandlot._redact")
+local check = require("sandlot._check")
 
 local M = {}
 
@@ -64,6 +65,15 @@ function M.redact_url(url)
   end))
 end
 
+---Returns the path of a URL without query string or fragment ("/" when it has none): what an
+---error may name as `via` (never a secret).
+---@param url string
+---@return string
+function M.url_path(url)
+  local path = type(url) == "string" and url:match("^%a[%w+.-]*://[^/?#]*(/[^?#]*)") or nil
+  return path or "/"
+end
+
 local secret_words = { "password", "passwd", "secret", "token", "api_key", "apikey",
                        "private_key", "authorization", "cookie", "credential", "access_key" }
 
@@ -81,7 +91,7 @@ function M.excerpt(body, n)
     s = s:gsub('("[%w_%-]*' .. w .. '[%w_%-]*"%s*:%s*)"[^"]*"', mark)
     s = s:gsub('("[%w_%-]*' .. w:upper() .. '[%w_%-]*"%s*:%s*)"[^"]*"', mark)
   end
-  s = s:gsub("[Bb]earer%s+[%w%-%._~%+/]+=*", "Bearer " .. redact.MARK)
+  s = redact.text(s:gsub("[Bb]earer%s+[%w%-%._~%+/]+=*", "Bearer " .. redact.MARK))
   if #s > n then s = s:sub(1, n) .. "..." end
   return (s:gsub("[%c\128-\255]", "."))
 end
@@ -356,11 +366,7 @@ local function retry_policy(opts, method, producer)
   if type(r) ~= "table" then
     error("http.request: opts.retry must be a table, number or false", 3)
   end
-  for k in pairs(r) do
-    if not known_retry[k] then
-      error("http.request: unknown retry option '" .. tostring(k) .. "'", 3)
-    end
-  end
+  check.opts(r, known_retry, "http.request: retry", 3)
   local eligible = (M.IDEMPOTENT[method] or r.safe == true) and not producer
   return {
     attempts = eligible and (r.attempts or 3) or 1,
@@ -388,8 +394,8 @@ local function request(opts, meta)
       if after and after > policy.max_after then return res end
       delay = after
     else
-      err = errors.wrap(err, { op = opts.op or "http", method = o.method,
-                               url = M.redact_url(o.url) })
+      err = errors.wrap(err, { op = opts.op, via = o.method .. " " .. M.url_path(o.url),
+                               method = o.method, url = M.redact_url(o.url) })
       if n >= policy.attempts or not err.retryable or delivered or err.code == "cancelled" then
         return nil, err
       end
@@ -417,7 +423,8 @@ end
 ---  which is then not kept), retry ({attempts=3, base=0.2, cap=5, statuses=, safe=,
 ---  max_after=60} | number | false), follow (redirects, default true), max_redirects (10),
 ---  insecure (no TLS verification: explicit opt-in only), ca_file, ca_path, fresh_connect,
----  decode ("json" to decode whatever the content type), op (names the operation in errors)
+---  decode ("json" to decode whatever the content type), op (names the operation in
+---  errors; an operation around it, such as the sandbox's exec, wins and keeps it as `via`)
 ---@return table|nil response {status, headers, body, json, http_version, attempts, ...}
 ---@return sandlot.Error? err timeout, unavailable (reason = curl's words), bad_response
 ---  (malformed JSON, over max_body, redirect loop), invalid_input, cancelled
@@ -438,9 +445,7 @@ function M.request(defaults, opts)
     opts = merged
   end
   if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
-  for k in pairs(opts) do
-    if not known[k] then error("http.request: unknown option '" .. tostring(k) .. "'", 2) end
-  end
+  check.opts(opts, known, "http.request")
   if not telemetry.active() then return request(opts, nil) end   -- no span: no metadata
   local meta = {}
   return telemetry.span("http.request", meta, request, opts, meta)
@@ -480,8 +485,8 @@ function M.status_error(res, fields)
   end
   text = text and M.excerpt(tostring(text), 300) or M.excerpt(res.body or "")
   local err = errors.new(code, ("HTTP %d%s"):format(res.status, text ~= "" and ": " .. text or ""),
-                         { status = res.status })
-  if res.status == 429 or res.status == 503 then err.retryable = true end
+                         { status = res.status,
+                           retryable = (res.status == 429 or res.status == 503) or nil })
   return errors.wrap(err, fields or {})
 end
 

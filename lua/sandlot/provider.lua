@@ -5,6 +5,7 @@
 -- by polling status) or a stub returning not_supported.
 local errors = require("sandlot.errors")
 local b64 = require("sandlot._base64")
+local check = require("sandlot._check")
 local sandlot_sleep = require("sandlot.task").sleep
 
 local M = {}
@@ -21,35 +22,15 @@ local is_op = {}
 for _, n in ipairs(M.REQUIRED) do is_op[n] = "required" end
 for _, n in ipairs(M.OPTIONAL) do is_op[n] = "optional" end
 
-local function distance(a, b)
-  if math.abs(#a - #b) > 3 then return 99 end
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
+local names = {}              -- operations and fields: what a misspelt name may have meant
+for n in pairs(is_op) do names[#names + 1] = n end
+for n in pairs(M.FIELDS) do names[#names + 1] = n end
 
 local function suggest(name)
-  local best, bd = nil, 3
-  local lname = name:lower()
-  local function try(cand)
-    local d = lname == cand and 0 or distance(lname, cand)
-    if d < bd then best, bd = cand, d end
-  end
-  for n in pairs(is_op) do try(n) end
-  for n in pairs(M.FIELDS) do try(n) end
-  return best
+  return check.suggest(name, names)        -- deterministic: ties go to the first by name
 end
 
-local TYPES = { string = true, number = true, integer = true, boolean = true, table = true,
-                ["function"] = true, any = true }
+local TYPES = check.TYPES
 
 ---Validates a provider table and returns true, or nil and an invalid_input error whose
 ---`problems` lists every finding (unknown or misspelled names, missing required functions,
@@ -392,11 +373,7 @@ function M.load(spec)
   return M.complete(impl, spec)
 end
 
-local function type_ok(v, t)
-  if t == "any" then return true end
-  if t == "integer" then return math.type(v) == "integer" end
-  return type(v) == t
-end
+local type_ok = check.is_type
 
 ---Checks a provider's config options (from the config file) against its `config` field, when
 ---it declares one. Returns nil, err{invalid_input} naming the file and key.
