@@ -113,7 +113,9 @@ static int errors_tostring(lua_State *L) {
   lua_getfield(L, 1, "code");
   luaL_addvalue(&b);
   if (lua_getfield(L, 1, "message") == LUA_TSTRING) {
-    luaL_addstring(&b, ": ");
+    lua_pushliteral(L, ": ");              /* the buffer may only take from the top */
+    lua_insert(L, -2);
+    lua_concat(L, 2);
     luaL_addvalue(&b);
   } else {
     lua_pop(L, 1);

@@ -254,15 +254,22 @@ static void set_error(sandlot *S, const char *msg) {
   S->last_error = msg != NULL ? strdup(msg) : NULL;
 }
 
-/* Appends the text of the error at the top of L (an error table via __tostring) and its
- * traceback (at top - 1 ... passed separately) to buffer b. */
-static void add_error_text(lua_State *L, luaL_Buffer *b, int err, int tb) {
+/* Appends the text of the error at index err (an error table via __tostring) and its
+ * traceback (at index tb, when it is a string) to the list of parts at index parts. The
+ * parts become one string only at the end: a luaL_Buffer must never be open while the
+ * stack changes under it, and error text can be any length. */
+static void add_part(lua_State *L, int parts) {
+  lua_rawseti(L, parts, (lua_Integer)lua_rawlen(L, parts) + 1);
+}
+
+static void add_error_text(lua_State *L, int parts, int err, int tb) {
   luaL_tolstring(L, err, NULL);
-  luaL_addvalue(b);
+  add_part(L, parts);
   if (lua_type(L, tb) == LUA_TSTRING) {
-    luaL_addchar(b, '\n');
+    lua_pushliteral(L, "\n");
+    add_part(L, parts);
     lua_pushvalue(L, tb);
-    luaL_addvalue(b);
+    add_part(L, parts);
   }
 }
 
@@ -271,15 +278,15 @@ static void add_error_text(lua_State *L, luaL_Buffer *b, int err, int tb) {
 static int collect_failures(sandlot *S, int main) {
   lua_State *L = S->L;
   int failures = 0;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
+  lua_newtable(L);
+  int parts = lua_gettop(L);
   if (main != 0) {
     lua_getfield(L, main, "error");
     lua_pushvalue(L, main);
     lua_call(L, 1, 2);                                   /* err, traceback | nothing */
     if (!lua_isnil(L, -2)) {
       int top = lua_gettop(L);
-      add_error_text(L, &b, top - 1, top);
+      add_error_text(L, parts, top - 1, top);
       failures++;
     }
     lua_pop(L, 2);
@@ -295,24 +302,29 @@ static int collect_failures(sandlot *S, int main) {
     lua_insert(L, -2);
     lua_call(L, 1, 2);
     int top = lua_gettop(L);
-    if (failures++ > 0) luaL_addchar(&b, '\n');
-    lua_pushfstring(L, "sandlot: a task failed and nobody joined it: ");
-    luaL_addvalue(&b);
-    add_error_text(L, &b, top - 1, top);
+    lua_pushstring(L, failures++ > 0 ? "\nsandlot: a task failed and nobody joined it: "
+                                     : "sandlot: a task failed and nobody joined it: ");
+    add_part(L, parts);
+    add_error_text(L, parts, top - 1, top);
     lua_pop(L, 2);
   }
   lua_pop(L, 3);
   SlHost *h = sl_host(L);
   if (h->live_tasks > 0) {
-    if (failures++ > 0) luaL_addchar(&b, '\n');
-    lua_pushfstring(L, "sandlot: %d task(s) still waiting with nothing left to wake them "
+    lua_pushfstring(L, "%ssandlot: %d task(s) still waiting with nothing left to wake them "
                        "(a join on a task that never ends, or a cycle of joins)",
-                    h->live_tasks);
+                    failures++ > 0 ? "\n" : "", h->live_tasks);
+    add_part(L, parts);
+  }
+  luaL_Buffer b;                                         /* only parts' strings from here */
+  luaL_buffinit(L, &b);
+  for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, parts); i++) {
+    lua_rawgeti(L, parts, i);
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
   set_error(S, failures > 0 ? lua_tostring(L, -1) : NULL);
-  lua_pop(L, 1);
+  lua_pop(L, 2);
   return failures > 0;
 }
 
