@@ -270,7 +270,8 @@ SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup) {
   t->id = ++h->next_task_id;
   t->state = SL_TASK_NEW;
   t->ref = LUA_NOREF;
-  t->cleanup_task = cleanup;
+  SlTask *parent = sl_task_of(L);          /* a cleanup task's helpers are cleanup too */
+  t->cleanup_task = cleanup || (parent != NULL && parent->cleanup_task);
   luaL_setmetatable(L, TASK_MT);
   lua_State *co = lua_newthread(L);
   t->co = co;
@@ -290,7 +291,7 @@ SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup) {
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   h->live_tasks++;
-  if (cleanup) h->live_cleanup_tasks++;
+  if (t->cleanup_task) h->live_cleanup_tasks++;
   ready_push(t);
   lua_replace(L, fn);                                      /* [task, args...] */
   lua_settop(L, fn);                                       /* [task] */
@@ -305,7 +306,7 @@ static int sched_spawn(lua_State *L) {
 
 /* sched.cleanup(fn, ...) -> task: a cleanup task (a destroy queued by a __close that could not
  * wait). It is not cancelled when the script fails or is interrupted, and the host waits for
- * it before it exits; fn bounds its own work. */
+ * it before it exits; fn bounds its own work. Tasks it spawns are cleanup tasks too. */
 static int sched_cleanup(lua_State *L) {
   sl_sched_spawn(L, lua_gettop(L) - 1, true);
   return 1;
@@ -484,6 +485,17 @@ static int sched_cancelled(lua_State *L) {
   return 1;
 }
 
+/* sched.can_wait() -> bool: whether a blocking call made here could wait (a task's own thread
+ * where it can yield, not cancelled; or a thread outside any task while no loop runs), so that
+ * a __close can tell a graceful teardown from one it must queue before it starts any I/O. */
+static int sched_can_wait(lua_State *L) {
+  SlTask *t = sl_task_of(L);
+  SlHost *h = sl_host(L);
+  if (t != NULL) lua_pushboolean(L, lua_isyieldable(L) && t->cancel_code == NULL);
+  else lua_pushboolean(L, h->running == 0 && h->loop_depth == 0);
+  return 1;
+}
+
 /* sched.live() -> number of tasks not yet done */
 static int sched_live(lua_State *L) {
   lua_pushinteger(L, sl_host(L)->live_tasks);
@@ -573,7 +585,8 @@ static const luaL_Reg task_methods[] = {
 };
 
 static const luaL_Reg sched_funcs[] = {
-  {"spawn", sched_spawn}, {"cleanup", sched_cleanup}, {"current", sched_current}, {"cancelled", sched_cancelled},
+  {"spawn", sched_spawn}, {"cleanup", sched_cleanup}, {"can_wait", sched_can_wait},
+  {"current", sched_current}, {"cancelled", sched_cancelled},
   {"live", sched_live}, {"unobserved", sched_unobserved}, {"run", sched_run}, {NULL, NULL}
 };
 
