@@ -55,7 +55,8 @@ static const char *find_lua_dir(char *buf, size_t size) {
 #ifdef SANDLOT_LUADIR                       /* an embedder elsewhere: the configured install */
   char probe[PATH_MAX];
   snprintf(probe, sizeof(probe), "%s/sandlot/init.lua", SANDLOT_LUADIR);
-  if (access(probe, R_OK) == 0 && strlen(SANDLOT_LUADIR) < size) return strcpy(buf, SANDLOT_LUADIR);
+  if (access(probe, R_OK) == 0 && strlen(SANDLOT_LUADIR) < size)
+    return strcpy(buf, SANDLOT_LUADIR);
 #endif
   return NULL;
 }
