@@ -41,6 +41,9 @@ if how == "timeout" then
   local r, err = sandlot.timeout(0.05, hold)
   assert(r == nil and err.code == "timeout", "the timeout did not end the task")
   print("timed out")
+elseif how == "timeout_then_fail" then    -- the script fails while the queued destroy runs
+  sandlot.timeout(0.05, hold)
+  error("boom right after")
 elseif how == "cancel" then
   local t = sandlot.spawn(hold)
   while t:status() ~= "waiting" do sandlot.sleep(0.01) end
@@ -143,6 +146,12 @@ describe("a sandbox held with <close>", function()
 
     it("is destroyed when sandlot.timeout ends the task holding it", function()
       assert.matches("timed out", check("timeout").out)
+    end)
+
+    it("is destroyed when the script fails while the destroy a timeout queued runs", function()
+      local r = check("timeout_then_fail")
+      assert.equal(1, r.code)
+      assert.matches("boom right after", r.err)
     end)
 
     it("is destroyed when task:cancel ends the task holding it", function()
