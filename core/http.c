@@ -186,11 +186,18 @@ static void multi_closed(uv_handle_t *handle) {
   curl_global_cleanup();
 }
 
-static void http_close(SlHost *h);
+static void http_teardown(SlHost *h, void *data, int phase);
+
+/* The host's curl multi handle (made on first use), the data of the module's teardown hook */
+static Multi *multi_of(SlHost *h) {
+  Multi **slot = sl_host_hook_data(h, http_teardown);
+  return slot != NULL ? *slot : NULL;
+}
 
 static Multi *multi_get(lua_State *L) {
   SlHost *h = sl_host(L);
-  if (h->http != NULL) return h->http;
+  Multi **slot = sl_host_hook_data(h, http_teardown);
+  if (slot != NULL && *slot != NULL) return *slot;
   if (h->closing) luaL_error(L, "sandlot: the host is closing");
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
     luaL_error(L, "sandlot.http: libcurl failed to initialise");
@@ -201,7 +208,14 @@ static Multi *multi_get(lua_State *L) {
     luaL_error(L, "sandlot.http: out of memory");
   }
   m->host = h;
-  h->http_close = http_close;
+  if (slot == NULL && ((slot = calloc(1, sizeof(*slot))) == NULL
+                       || !sl_host_on_close(h, http_teardown, slot))) {
+    free(slot);
+    curl_multi_cleanup(m->cm);
+    free(m);
+    curl_global_cleanup();
+    luaL_error(L, "sandlot.http: out of memory");
+  }
   uv_timer_init(h->loop, &m->timer);
   m->timer.data = m;
   sl_host_handle_opened(h);
@@ -211,7 +225,7 @@ static Multi *multi_get(lua_State *L) {
   curl_multi_setopt(m->cm, CURLMOPT_TIMERDATA, m);
   curl_multi_setopt(m->cm, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   curl_multi_setopt(m->cm, CURLMOPT_MAXCONNECTS, 64L);
-  h->http = m;
+  *slot = m;
   return m;
 }
 
@@ -957,7 +971,7 @@ static int req_tostring(lua_State *L) {
  * handles kept for reuse} */
 static int http_stats(lua_State *L) {
   SlHost *h = sl_host(L);
-  Multi *m = h->http;
+  Multi *m = multi_of(h);
   int n = 0;
   for (Xfer *x = m != NULL ? m->live : NULL; x != NULL; x = x->next) n++;
   lua_createtable(L, 0, 3);
@@ -1024,12 +1038,16 @@ static int http_escape(lua_State *L) {
   return 1;
 }
 
-/* Host teardown (host.c): every request handle has been collected by now; abort whatever is
- * left, let curl close its cached connections (their polls close), then close the timer. */
-static void http_close(SlHost *h) {
-  Multi *m = h->http;
-  if (m == NULL) return;
-  h->http = NULL;
+/* Host teardown hook (loop.c): at close every request handle has been collected; abort
+ * whatever is left, let curl close its cached connections (their polls close), then close the
+ * timer. The slot holding the multi handle goes once the loop is drained. */
+static void http_teardown(SlHost *h, void *data, int phase) {
+  Multi **slot = data;
+  (void)h;
+  if (phase == SL_TEARDOWN_FREE) free(slot);
+  if (phase != SL_TEARDOWN_CLOSE || *slot == NULL) return;
+  Multi *m = *slot;
+  *slot = NULL;
   for (Xfer *x = m->live; x != NULL; x = x->next) {
     xfer_detach(x, CURLE_ABORTED_BY_CALLBACK);
     if (x->reader != NULL) x->reader->cleanup = NULL;

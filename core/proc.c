@@ -82,12 +82,20 @@ struct Proc {
 
 typedef struct { Proc *p; } ProcBox;
 
+/* proc.c's state in a host: the live list (os.exit kills what is left), the data of its
+ * teardown hook. */
+typedef struct { Proc *head; } ProcList;
+
+static void procs_teardown(SlHost *h, void *data, int phase);
+
+static ProcList *proc_list(SlHost *h) { return sl_host_hook_data(h, procs_teardown); }
+
 /* ---------------------------------------------------------------- lifetime */
 
 static void proc_maybe_free(Proc *p) {
   if (!p->released || p->handles > 0) return;
   if (p->prev != NULL) p->prev->next = p->next;
-  else if (p->host->procs == p) p->host->procs = p->next;
+  else if (proc_list(p->host)->head == p) proc_list(p->host)->head = p->next;
   if (p->next != NULL) p->next->prev = p->prev;
   if (p->pidfd >= 0) close(p->pidfd);
   for (int i = 0; i < 2; i++) {
@@ -607,9 +615,9 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
   p->handles++;
   h->handles += p->handles;
   uv_poll_start(&p->exitpoll, UV_READABLE, on_pidfd);
-  p->next = h->procs;                      /* live list: os.exit kills what is left */
+  p->next = proc_list(h)->head;            /* live list: os.exit kills what is left */
   if (p->next != NULL) ((Proc *)p->next)->prev = p;
-  h->procs = p;
+  proc_list(h)->head = p;
   for (int i = 0; i < 2; i++)
     uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, on_read);
   if (o->timeout > 0) {
@@ -645,9 +653,17 @@ static void proc_release(Proc *p) {
   proc_maybe_free(p);
 }
 
-void sl_proc_kill_all(SlHost *h) {
-  for (Proc *p = h->procs; p != NULL; p = p->next)
-    if (p->pid > 0 && (!p->exited || p->kill_group)) kill(-p->pid, SIGKILL);
+/* Host teardown hook: at exit, SIGKILL every live child's process group; once the host's
+ * last handle closed, free the list. */
+static void procs_teardown(SlHost *h, void *data, int phase) {
+  (void)h;
+  ProcList *list = data;
+  if (phase == SL_TEARDOWN_EXIT) {
+    for (Proc *p = list->head; p != NULL; p = p->next)
+      if (p->pid > 0 && (!p->exited || p->kill_group)) kill(-p->pid, SIGKILL);
+  } else if (phase == SL_TEARDOWN_FREE) {
+    free(list);
+  }
 }
 
 /* ---------------------------------------------------------------- Lua API */
@@ -881,7 +897,14 @@ static const luaL_Reg proc_funcs[] = {
 };
 
 int luaopen_sandlot_core_proc(lua_State *L) {
-  sl_host(L);
+  SlHost *h = sl_host(L);
+  if (proc_list(h) == NULL) {
+    ProcList *list = calloc(1, sizeof(*list));
+    if (list == NULL || !sl_host_on_close(h, procs_teardown, list)) {
+      free(list);
+      return luaL_error(L, "sandlot: out of memory");
+    }
+  }
   if (luaL_newmetatable(L, PROC_MT)) {
     luaL_setfuncs(L, proc_meta, 0);
     luaL_newlib(L, proc_methods);

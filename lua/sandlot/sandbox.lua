@@ -381,21 +381,55 @@ function M.ssh_opts(sb)
   return span(sb, "ssh_opts", {}, call)
 end
 
----`local sb <close> = sandlot.create{...}`: closing a sandbox destroys it. Where yielding is
----impossible (a remote provider during error unwinding) it only warns.
+-- Closing ------------------------------------------------------------------------------------
+
+local sched = require("sandlot.core.sched")
+local task = require("sandlot.task")
+
+---Seconds a destroy queued by close may take before it is abandoned with a warning;
+---$SANDLOT_CLOSE_TIMEOUT overrides it.
+M.CLOSE_TIMEOUT = 60
+
+local function close_timeout()
+  local v = tonumber(os.getenv("SANDLOT_CLOSE_TIMEOUT") or "")
+  if v and v > 0 then return v end
+  return M.CLOSE_TIMEOUT
+end
+
+local function close_warning(sb, err)
+  io.stderr:write(("sandlot: warning: destroying %s on close: %s\n")
+    :format(tostring(sb), tostring(err)))
+end
+
+-- The destroy of a close that could not wait, as a cleanup task of its own: the script's
+-- failure or Ctrl-C does not cancel it, the host waits for it before it exits, and it is
+-- bounded by close_timeout().
+local function queue_destroy(sb)
+  sb._closing = sched.cleanup(function()
+    local ok, res, err = pcall(task.timeout, close_timeout(), M.destroy, sb)
+    if not ok then err = res end
+    if not (ok and res) then close_warning(sb, err) end
+  end)
+end
+
+local function is_cancel(err)
+  return errors.is(err, "cancelled") or errors.is(err, "timeout") and sched.cancelled() ~= nil
+end
+
+---`local sb <close> = sandlot.create{...}`: closing a sandbox destroys it, on every way out
+---of the scope. Where the destroy cannot wait here (error unwinding, a coroutine.close, a
+---metamethod) or the task is being cancelled or timed out, the destroy runs as a cleanup task
+---of its own that the host waits for. Failures are warnings.
 function M.close(sb)
   check_sb(sb, "close")
-  if sb._destroyed then return true end
-  if not coroutine.isyieldable() and sb._p.impl.capabilities
-      and sb._p.impl.capabilities.remote then
-    io.stderr:write(("sandlot: warning: %s not destroyed (closed where it cannot yield)\n")
-      :format(tostring(sb)))
+  if sb._destroyed or sb._closing then return true end
+  if not sched.can_wait() then            -- unwinding an error, cancelled, in a metamethod
+    queue_destroy(sb)
     return true
   end
   local ok, err = M.destroy(sb)
   if not ok then
-    io.stderr:write(("sandlot: warning: destroying %s on close: %s\n")
-      :format(tostring(sb), tostring(err)))
+    if is_cancel(err) then queue_destroy(sb) else close_warning(sb, err) end
   end
   return true
 end
