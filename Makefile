@@ -24,7 +24,7 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2)
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = host sched errors timer proc sys fs
+CORE      = host sched errors timer proc outbuf sys fs
 NET       = http ssh
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
 LIB_OBJ   = $(CORE_OBJ) $(NET:%=$(B)/%.o) $(B)/net.o
