@@ -10,7 +10,7 @@ local telemetry = require("sandlot.telemetry")
 
 local M = {}
 
-M.DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
+M.DEFAULT_MAX_OUTPUT = require("sandlot.exec").DEFAULT_MAX_OUTPUT   -- one definition
 
 local known = {
   env = true, clear_env = true, cwd = true, stdin = true, timeout = true, max_output = true,
