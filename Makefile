@@ -26,8 +26,9 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2)
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
 CORE      = host sched errors timer proc outbuf sys fs
 NET       = http ssh
+HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
-LIB_OBJ   = $(CORE_OBJ) $(NET:%=$(B)/%.o) $(B)/net.o
+LIB_OBJ   = $(CORE_OBJ) $(HTTP_OBJ) $(B)/ssh.o $(B)/net.o
 HOST_OBJ  = $(B)/main.o $(B)/repl.o $(B)/lazy.o
 MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 
@@ -50,7 +51,7 @@ $(B)/%.o: core/%.c
 $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) $(LDFLAGS) -Wl,--export-dynamic -o $@ $^ $(LIBS)
 
-$(B)/lib/sandlot/http.so: $(B)/http.o $(B)/module.o
+$(B)/lib/sandlot/http.so: $(HTTP_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
 	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv)
 
