@@ -26,7 +26,7 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2)
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
 CORE      = host sched errors timer proc outbuf sys fs
 NET       = http ssh
-HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o
+HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
 LIB_OBJ   = $(CORE_OBJ) $(HTTP_OBJ) $(B)/ssh.o $(B)/net.o
 HOST_OBJ  = $(B)/main.o $(B)/repl.o $(B)/lazy.o

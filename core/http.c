@@ -459,7 +459,8 @@ static const luaL_Reg req_meta[] = {
 
 static const luaL_Reg http_funcs[] = {
   {"request", http_request}, {"stats", http_stats}, {"escape", http_escape},
-  {"parse_headers", http_parse_headers}, {NULL, NULL}
+  {"parse_headers", http_parse_headers}, {"upgrade", sl_http_upgrade},
+  {"parse_response_head", sl_http_parse_response_head}, {NULL, NULL}
 };
 
 int luaopen_sandlot_core_http(lua_State *L) {
@@ -470,6 +471,7 @@ int luaopen_sandlot_core_http(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  sl_http_upgrade_open(L);
   luaL_newlib(L, http_funcs);
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushfstring(L, "libcurl %s", v->version);
