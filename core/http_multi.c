@@ -109,7 +109,7 @@ Multi *sl_http_multi(lua_State *L) {
   if (h->http != NULL) return h->http;
   if (h->closing) luaL_error(L, "sandlot: the host is closing");
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-    luaL_error(L, "sandlot.http: libcurl sl_http_failed to initialise");
+    luaL_error(L, "sandlot.http: libcurl failed to initialise");
   Multi *m = calloc(1, sizeof(*m));
   if (m == NULL || (m->cm = curl_multi_init()) == NULL) {
     free(m);
@@ -232,7 +232,7 @@ static const char *code_for(Xfer *x, bool *retryable) {
   }
 }
 
-/* Pushes nil, err for a sl_http_failed transfer: code, message, reason (curl's words), retryable. */
+/* Pushes nil, err for a failed transfer: code, message, reason (curl's words), retryable. */
 int sl_http_push_error(lua_State *L, Xfer *x) {
   bool retryable;
   const char *code = code_for(x, &retryable);

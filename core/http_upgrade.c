@@ -9,7 +9,8 @@
  * max_head bytes, and what follows is queued for s:read() between water marks (outbuf.h).
  *
  *   CONNECT --connected--> HEAD --101 / raw-stream 200--> OPEN --close--> (freed after the
- *      \--fail/timeout--> FAILED <--other answer, EOF, bad head--/         close callbacks)
+ *      \--fail/timeout--> FAILED <--EOF, bad head--/  |             close callbacks)
+ *                            ^--REFUSED <--other answer-/  (reads a little of its body first)
  *
  * An Up is owned by C until its last handle's close callback; the Lua box only points to it. */
 #include <stdarg.h>
@@ -24,7 +25,7 @@
 #define READ_MAX_DEFAULT 65536
 #define BODY_EXCERPT 1024                /* bytes of a refusal's body kept in the error */
 
-enum { UP_CONNECT, UP_HEAD, UP_OPEN, UP_FAILED };
+enum { UP_CONNECT, UP_HEAD, UP_REFUSED, UP_OPEN, UP_FAILED };
 
 typedef struct Up Up;
 typedef struct { Up *u; } UpBox;
@@ -60,6 +61,7 @@ struct Up {
   SlError err;                             /* stage FAILED, or the stream broke */
   bool failed;
   int status;                              /* a refusal's status, for the error */
+  size_t want;                             /* REFUSED: bytes of its body to wait for */
   char *excerpt;
   size_t excerpt_len;
 };
@@ -210,6 +212,37 @@ static bool is_raw_stream(const char *v, size_t n) {
   return false;
 }
 
+/* Fails the opening for an answer that does not switch protocols, with its status and the
+ * start of its body (Docker explains itself there), once that much has come or the server
+ * closed or the head timeout fires. */
+static void refusal_done(Up *u) {
+  SlHttpHead *h = &u->parsed;
+  size_t after = u->head_len - h->length;
+  if (after > u->want) after = u->want;
+  u->status = h->status;
+  u->excerpt = malloc(after + 1);
+  u->excerpt_len = u->excerpt != NULL ? after : 0;
+  if (u->excerpt != NULL) memcpy(u->excerpt, u->head + h->length, after);
+  open_fail(u, "bad_response", "the server answered %d instead of switching protocols",
+            h->status);
+}
+
+static void refused(Up *u) {
+  SlHttpHead *h = &u->parsed;
+  const char *v;
+  size_t vlen;
+  u->want = BODY_EXCERPT;
+  if (sl_http_head_field(u->head, h, "content-length", &v, &vlen)) {
+    size_t n = 0;
+    for (size_t i = 0; i < vlen && v[i] >= '0' && v[i] <= '9' && n < BODY_EXCERPT; i++)
+      n = n * 10 + (size_t)(v[i] - '0');
+    if (n < u->want) u->want = n;
+  }
+  if (u->want > u->head_max - h->length) u->want = u->head_max - h->length;
+  u->stage = UP_REFUSED;
+  if (u->head_len - h->length >= u->want) refusal_done(u);
+}
+
 /* Takes n more bytes in stage HEAD; moves to OPEN (queueing what follows the head) or fails. */
 static void head_bytes(Up *u, const char *data, size_t n) {
   for (;;) {
@@ -238,13 +271,7 @@ static void head_bytes(Up *u, const char *data, size_t n) {
                   is_raw_stream(ct, ctlen);
     size_t after = u->head_len - h->length;
     if (h->status != 101 && !legacy) {
-      u->status = h->status;
-      u->excerpt_len = after < BODY_EXCERPT ? after : BODY_EXCERPT;
-      u->excerpt = malloc(u->excerpt_len + 1);
-      if (u->excerpt != NULL) memcpy(u->excerpt, u->head + h->length, u->excerpt_len);
-      else u->excerpt_len = 0;
-      open_fail(u, "bad_response", "the server answered %d instead of switching protocols",
-                h->status);
+      refused(u);
       return;
     }
     if ((after > 0 && !sl_queue_push(&u->q, 0, u->head + h->length, after)) ||
@@ -277,6 +304,10 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   if (n < 0) {
     set_reading(u, false);
     u->eof = true;
+    if (u->stage == UP_REFUSED) {
+      refusal_done(u);
+      return;
+    }
     if (u->stage == UP_HEAD) {
       if (n == UV_EOF)
         open_fail(u, "bad_response", "the server closed the connection within the response "
@@ -294,6 +325,13 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   }
   if (u->stage == UP_HEAD) {
     head_bytes(u, buf->base, (size_t)n);
+    return;
+  }
+  if (u->stage == UP_REFUSED) {
+    size_t room = u->head_max - u->head_len, take = (size_t)n < room ? (size_t)n : room;
+    memcpy(u->head + u->head_len, buf->base, take);
+    u->head_len += take;
+    if (u->head_len - u->parsed.length >= u->want) refusal_done(u);
     return;
   }
   if (u->stage != UP_OPEN) return;
@@ -321,6 +359,10 @@ static void on_head_written(uv_write_t *req, int status) {
 static void on_rtimer(uv_timer_t *timer) {
   Up *u = timer->data;
   char s[32];
+  if (u->stage == UP_REFUSED) {
+    refusal_done(u);
+    return;
+  }
   if (u->stage == UP_CONNECT || u->stage == UP_HEAD) {
     if (u->stage == UP_CONNECT)
       open_fail(u, "timeout", "no connection within %.3gs", (double)u->connect_ms / 1e3);

@@ -648,7 +648,8 @@ static int proc_write(lua_State *L) {
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
   lua_settop(L, 2);
-  if (!p->in_open) return sl_fail(L, "invalid_input", "stdin is closed (spawn with stdin = \"pipe\")");
+  if (!p->in_open)
+    return sl_fail(L, "invalid_input", "stdin is closed (spawn with stdin = \"pipe\")");
   if (p->writing != NULL) return luaL_error(L, "sandlot.proc: another task is already writing");
   if (len == 0) {
     lua_pushboolean(L, 1);

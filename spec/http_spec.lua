@@ -599,6 +599,10 @@ describe("sandlot.http", function()
         assert.matches(c[3], err.body, 1, true)
         assert.equal("POST", err.method)
       end
+      local _, err = http.upgrade{ url = base .. "/badjson?code=403" }   -- echoes a "token"
+      assert.equal(403, err.status)
+      assert.matches('"token"', err.body, 1, true)
+      assert.is_nil(err.body:find("abc", 1, true))
     end)
 
     it("reports a truncated head, a huge head and a close within the head", function()
@@ -614,7 +618,8 @@ describe("sandlot.http", function()
     end)
 
     it("hands over what came before the server closed mid-stream, then the end", function()
-      local s <close> = assert(http.upgrade{ unix_socket = srv.socket, path = "/upgrade_midclose" })
+      local s <close> = assert(http.upgrade{ unix_socket = srv.socket,
+                                             path = "/upgrade_midclose" })
       local data, err = read_all(s)
       assert.is_nil(err)
       assert.equal("part", data)
@@ -714,7 +719,8 @@ describe("sandlot.http", function()
       end
       local s <close> = assert(http.upgrade{ unix_socket = srv.socket, path = "/upgrade" })
       s:shutdown()
-      assert.has_error(function() s:write("x") end, "sandlot.http.stream: write() after shutdown()")
+      assert.has_error(function() s:write("x") end,
+                       "sandlot.http.stream: write() after shutdown()")
     end)
 
     it("does not speak TLS: https is not_supported", function()

@@ -18,7 +18,8 @@ local Sink = {}
 Sink.__index = Sink
 
 ---Creates a sink for one command's output.
----@param opts? {max_output?: integer, on_stdout?: fun(data: string), on_stderr?: fun(data: string)}
+---@param opts? {max_output?: integer, on_stdout?: fun(data: string),
+---  on_stderr?: fun(data: string)}
 ---@return sandlot.ExecSink
 function M.sink(opts)
   opts = opts or {}

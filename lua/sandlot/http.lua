@@ -484,7 +484,9 @@ local known_upgrade = {
 function M.upgrade(opts)
   if type(opts) ~= "table" then error("http.upgrade: opts must be a table", 2) end
   for k in pairs(opts) do
-    if not known_upgrade[k] then error("http.upgrade: unknown option '" .. tostring(k) .. "'", 2) end
+    if not known_upgrade[k] then
+      error("http.upgrade: unknown option '" .. tostring(k) .. "'", 2)
+    end
   end
   for _, f in ipairs({ "connect_timeout", "timeout", "io_timeout", "max_head" }) do
     local v = opts[f]
@@ -494,7 +496,9 @@ function M.upgrade(opts)
   end
   local url, host, port, target = opts.url, nil, nil, nil
   if url == nil then
-    if type(opts.path) ~= "string" then error("http.upgrade: opts.url or opts.path is required", 2) end
+    if type(opts.path) ~= "string" then
+      error("http.upgrade: opts.url or opts.path is required", 2)
+    end
     local base = opts.base_url or (opts.unix_socket and "http://localhost")
     if base == nil then error("http.upgrade: opts.path needs opts.base_url or unix_socket", 2) end
     url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
@@ -516,7 +520,9 @@ function M.upgrade(opts)
     local q = encode_query(opts.query)
     if q ~= "" then target = target .. (target:find("?", 1, true) and "&" or "?") .. q end
   end
-  if target:find("[%s%z%c]") then error("http.upgrade: the path holds a space or control byte", 2) end
+  if target:find("[%s%z%c]") then
+    error("http.upgrade: the path holds a space or control byte", 2)
+  end
   local method = opts.method or "POST"
   if type(method) ~= "string" or not method:match("^[A-Z]+$") then
     error("http.upgrade: invalid method " .. tostring(method), 2)
@@ -526,7 +532,9 @@ function M.upgrade(opts)
     if body ~= nil then error("http.upgrade: give body or json, not both", 2) end
     body = M.encode_json(opts.json)
   end
-  if body ~= nil and type(body) ~= "string" then error("http.upgrade: opts.body must be a string", 2) end
+  if body ~= nil and type(body) ~= "string" then
+    error("http.upgrade: opts.body must be a string", 2)
+  end
   local proto = opts.upgrade or "tcp"
   if type(proto) ~= "string" or not proto:match("^[%w!#$%%&'*+.^_`|~/-]+$") then
     error("http.upgrade: invalid upgrade protocol " .. tostring(proto), 2)
@@ -560,6 +568,7 @@ function M.upgrade(opts)
   end
   local s, err = core.upgrade(o)
   if not s then
+    if err.body then err.body = M.excerpt(err.body, 1024) end   -- a server may echo secrets
     return nil, errors.wrap(err, { op = opts.op or "http", method = method,
                                    url = M.redact_url(url) })
   end
