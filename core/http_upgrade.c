@@ -54,6 +54,7 @@ struct Up {
   size_t head_len, head_max;
   SlHttpHead parsed;
   SlQueue q;
+  size_t q_off;                            /* bytes of q.head already read */
   SlTask *opener, *reader, *writer;
   UpWrite *wcur;                           /* the write u->writer waits for */
   size_t read_max;
@@ -134,22 +135,22 @@ static void open_fail(Up *u, const char *code, const char *fmt, ...) {
   sl_wake(t, 2);
 }
 
-/* Pushes up to max bytes from the queue as one string. */
+/* Pushes up to max bytes from the queue as one string. q.bytes counts what the queued chunks
+ * hold in memory (the water marks), q_off what of the first one was already read. */
 static void push_queued(lua_State *L, Up *u, size_t max) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   size_t got = 0;
   while (u->q.head != NULL && got < max) {
     SlChunk *c = u->q.head;
-    size_t k = c->len < max - got ? c->len : max - got;
-    luaL_addlstring(&b, c->data, k);
+    size_t k = c->len - u->q_off;
+    if (k > max - got) k = max - got;
+    luaL_addlstring(&b, c->data + u->q_off, k);
     got += k;
-    if (k == c->len) {
+    u->q_off += k;
+    if (u->q_off == c->len) {
       free(sl_queue_pop(&u->q));
-    } else {                               /* keep the rest, and the queue's count exact */
-      memmove(c->data, c->data + k, c->len - k);
-      c->len -= k;
-      u->q.bytes -= k;
+      u->q_off = 0;
     }
   }
   luaL_pushresult(&b);

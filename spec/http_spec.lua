@@ -825,3 +825,66 @@ describe("sandlot.http", function()
     end)
   end)
 end)
+
+describe("sandlot.http.upgrade against Docker's hijacked exec stream #docker", function()
+  local docker = require("spec.support.docker")
+  local env, why, container
+
+  local function api(o)
+    o.unix_socket = env.socket
+    return assert(http.request(o))
+  end
+
+  lazy_setup(function()
+    env, why = docker.start()
+    if not env then return end
+    local c = api{ method = "POST", path = "/containers/create",
+                   json = { Image = env.image, Cmd = { "sleep", "120" },
+                            Labels = { sandlot = "1" } } }
+    assert(c.status == 201, c.body)
+    container = c.json.Id
+    assert(api{ method = "POST", path = "/containers/" .. container .. "/start" }.status == 204)
+  end)
+
+  lazy_teardown(function()
+    if env and container then
+      api{ method = "DELETE", path = "/containers/" .. container, query = { force = 1 } }
+    end
+    docker.stop(env)
+  end)
+
+  it("carries stdin in and framed output out; shutdown() closes the command's stdin", function()
+    if not env then return pending(docker.unavailable(why)) end
+    local e = api{ method = "POST", path = "/containers/" .. container .. "/exec",
+                   json = { AttachStdin = true, AttachStdout = true, AttachStderr = true,
+                            Cmd = { "sh", "-c", "cat; echo done >&2; exit 3" } } }
+    assert.equal(201, e.status)
+    local s <close> = assert(http.upgrade{ unix_socket = env.socket,
+                                           path = "/exec/" .. e.json.Id .. "/start",
+                                           json = { Detach = false, Tty = false } })
+    assert.equal(101, s:head().status)
+    assert(s:write("hello\0world\n"))
+    assert(s:shutdown())
+    local got = {}
+    while true do
+      local d, err = s:read()
+      assert.is_nil(err)
+      if not d then break end
+      got[#got + 1] = d
+    end
+    -- stdcopy frames: stream byte, three zero bytes, a big-endian length, the payload
+    assert.equal("\1\0\0\0\0\0\0\12hello\0world\n\2\0\0\0\0\0\0\5done\n", table.concat(got))
+    local info = api{ path = "/exec/" .. e.json.Id .. "/json" }.json
+    assert.equal(3, info.ExitCode)
+  end)
+
+  it("reports Docker's refusal with its status and message", function()
+    if not env then return pending(docker.unavailable(why)) end
+    local s, err = http.upgrade{ unix_socket = env.socket, path = "/exec/nope/start",
+                                 json = { Detach = false, Tty = false } }
+    assert.is_nil(s)
+    assert.equal("bad_response", err.code)
+    assert.equal(404, err.status)
+    assert.matches("No such exec instance", err.body, 1, true)
+  end)
+end)
