@@ -1,6 +1,6 @@
 /* http.c: sandlot.core.http, the Lua face: request options into an easy handle, the
- * sandlot.http.request handle (headers, read, wait, write, finish, close), stats and the header
- * parser. Response bodies are captured (within max_body) or queued for req:read() with
+ * sandlot.http.request handle (headers, read, wait, write, finish, close), stats, the header
+ * parsers. Response bodies are captured (within max_body) or queued for req:read() with
  * backpressure; request bodies come from a string, a file or req:write() chunks (the producer).
  * The transfers run in http_multi.c; the upgraded raw stream is in http_upgrade.c. */
 #include <ctype.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "http_head.h"
 
 /* ---------------------------------------------------------------- Lua API */
 
@@ -436,6 +437,36 @@ static int http_parse_headers(lua_State *L) {
   return 1;
 }
 
+/* http.parse_response_head(bytes [, max]) -> head {status, http_version, reason, headers_raw,
+ * length} | nil (a valid prefix: more is needed) | false, why. For specs and fuzzing. */
+static int http_parse_response_head(lua_State *L) {
+  size_t len;
+  const char *buf = luaL_checklstring(L, 1, &len);
+  lua_Integer max = luaL_optinteger(L, 2, 64 << 10);
+  luaL_argcheck(L, max > 0, 2, "must be > 0");
+  SlHttpHead h;
+  const char *why;
+  int rc = sl_http_head_parse(buf, len, (size_t)max, &h, &why);
+  if (rc == SL_HEAD_MORE) return 0;
+  if (rc == SL_HEAD_BAD) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, why);
+    return 2;
+  }
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, h.status);
+  lua_setfield(L, -2, "status");
+  lua_pushstring(L, h.minor == 0 ? "1.0" : "1.1");
+  lua_setfield(L, -2, "http_version");
+  lua_pushlstring(L, buf + h.reason_off, h.reason_len);
+  lua_setfield(L, -2, "reason");
+  lua_pushlstring(L, buf + h.fields_off, h.fields_len);
+  lua_setfield(L, -2, "headers_raw");
+  lua_pushinteger(L, (lua_Integer)h.length);
+  lua_setfield(L, -2, "length");
+  return 1;
+}
+
 /* http.escape(s) -> percent-encoded s */
 static int http_escape(lua_State *L) {
   size_t len;
@@ -460,7 +491,7 @@ static const luaL_Reg req_meta[] = {
 static const luaL_Reg http_funcs[] = {
   {"request", http_request}, {"stats", http_stats}, {"escape", http_escape},
   {"parse_headers", http_parse_headers}, {"upgrade", sl_http_upgrade},
-  {"parse_response_head", sl_http_parse_response_head}, {NULL, NULL}
+  {"parse_response_head", http_parse_response_head}, {NULL, NULL}
 };
 
 int luaopen_sandlot_core_http(lua_State *L) {

@@ -93,7 +93,6 @@ size_t sl_http_read_cb(char *out, size_t size, size_t n, void *ud);
 
 /* http_upgrade.c */
 int sl_http_upgrade(lua_State *L);        /* http.upgrade(opts) -> stream | nil, err */
-int sl_http_parse_response_head(lua_State *L);
 void sl_http_upgrade_open(lua_State *L);  /* registers the sandlot.http.stream metatable */
 
 #endif

@@ -773,36 +773,6 @@ static int up_tostring(lua_State *L) {
   return 1;
 }
 
-/* http.parse_response_head(bytes [, max]) -> head {status, http_version, reason, headers_raw,
- * length} | nil (a valid prefix: more is needed) | false, why. For specs and fuzzing. */
-int sl_http_parse_response_head(lua_State *L) {
-  size_t len;
-  const char *buf = luaL_checklstring(L, 1, &len);
-  lua_Integer max = luaL_optinteger(L, 2, 64 << 10);
-  luaL_argcheck(L, max > 0, 2, "must be > 0");
-  SlHttpHead h;
-  const char *why;
-  int rc = sl_http_head_parse(buf, len, (size_t)max, &h, &why);
-  if (rc == SL_HEAD_MORE) return 0;
-  if (rc == SL_HEAD_BAD) {
-    lua_pushboolean(L, 0);
-    lua_pushstring(L, why);
-    return 2;
-  }
-  lua_createtable(L, 0, 5);
-  lua_pushinteger(L, h.status);
-  lua_setfield(L, -2, "status");
-  lua_pushstring(L, h.minor == 0 ? "1.0" : "1.1");
-  lua_setfield(L, -2, "http_version");
-  lua_pushlstring(L, buf + h.reason_off, h.reason_len);
-  lua_setfield(L, -2, "reason");
-  lua_pushlstring(L, buf + h.fields_off, h.fields_len);
-  lua_setfield(L, -2, "headers_raw");
-  lua_pushinteger(L, (lua_Integer)h.length);
-  lua_setfield(L, -2, "length");
-  return 1;
-}
-
 static const luaL_Reg up_methods[] = {
   {"read", up_read}, {"write", up_write}, {"shutdown", up_shutdown}, {"head", up_head},
   {"info", up_info}, {"close", up_close}, {NULL, NULL}
