@@ -24,12 +24,13 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2)
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc sys fs
+CORE      = loop engine sched errors timer proc outbuf sys fs
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
+HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
 SSH_OBJ   = $(SSH:%=$(B)/%.o)
-LIB_OBJ   = $(CORE_OBJ) $(B)/http.o $(SSH_OBJ) $(B)/net.o
+LIB_OBJ   = $(CORE_OBJ) $(HTTP_OBJ) $(SSH_OBJ) $(B)/net.o
 HOST_OBJ  = $(B)/main.o $(B)/repl.o $(B)/lazy.o
 MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 
@@ -52,7 +53,7 @@ $(B)/%.o: core/%.c
 $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) $(LDFLAGS) -Wl,--export-dynamic -o $@ $^ $(LIBS)
 
-$(B)/lib/sandlot/http.so: $(B)/http.o $(B)/module.o
+$(B)/lib/sandlot/http.so: $(HTTP_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
 	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv)
 

@@ -461,6 +461,129 @@ for _, m in ipairs({ "get", "head", "post", "put", "patch", "delete" }) do
   end
 end
 
+-- Upgraded streams ---------------------------------------------------------------------------
+
+M.DEFAULT_MAX_HEAD = 64 * 1024          -- bytes of a response head, at most
+
+local known_upgrade = {
+  url = true, base_url = true, path = true, unix_socket = true, query = true, method = true,
+  headers = true, body = true, json = true, upgrade = true, connect_timeout = true,
+  timeout = true, io_timeout = true, max_head = true, op = true,
+}
+
+---Sends one HTTP/1.1 request asking to switch protocols (`Connection: Upgrade`,
+---`Upgrade: tcp` unless told otherwise) and, when the server answers 101 (or Docker's legacy
+---200 with a raw-stream content type), returns the connection as a raw duplex stream.
+---Plain http:// or a unix socket only (no TLS).
+---@param opts table url | path (+ base_url or unix_socket), query, method (default POST),
+---  headers {name = value}, body (string) | json (value), upgrade (protocol, default "tcp"),
+---  connect_timeout (s, default 10), timeout (s to the end of the response head, default 60),
+---  io_timeout (s each read() or write() may wait; default none), max_head (bytes, default
+---  64 KiB), op (names the operation in errors)
+---@return sandlot.http.stream|nil stream s:read([max]) -> data | nil (EOF) | nil, err;
+---  s:write(data) -> true | nil, err; s:shutdown(); s:head() -> {status, headers_raw,
+---  http_version}; s:info() -> {queued, paused, eof}; s:close()
+---@return sandlot.Error? err unavailable (connect, reset), timeout, bad_response (an answer
+---  that does not switch protocols: err.status, err.body; a malformed or oversized head),
+---  not_supported (https), cancelled
+function M.upgrade(opts)
+  if type(opts) ~= "table" then error("http.upgrade: opts must be a table", 2) end
+  for k in pairs(opts) do
+    if not known_upgrade[k] then
+      error("http.upgrade: unknown option '" .. tostring(k) .. "'", 2)
+    end
+  end
+  for _, f in ipairs({ "connect_timeout", "timeout", "io_timeout", "max_head" }) do
+    local v = opts[f]
+    if v ~= nil and (type(v) ~= "number" or v <= 0) then
+      error("http.upgrade: opts." .. f .. " must be a number > 0", 2)
+    end
+  end
+  local url, host, port, target = opts.url, nil, nil, nil
+  if url == nil then
+    if type(opts.path) ~= "string" then
+      error("http.upgrade: opts.url or opts.path is required", 2)
+    end
+    local base = opts.base_url or (opts.unix_socket and "http://localhost")
+    if base == nil then error("http.upgrade: opts.path needs opts.base_url or unix_socket", 2) end
+    url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
+  end
+  if type(url) ~= "string" then error("http.upgrade: opts.url must be a string", 2) end
+  local scheme = url:match("^(%a[%w+.-]*)://")
+  if scheme == "https" then
+    return nil, errors.new("not_supported", "http.upgrade speaks plain http only, not https",
+                           { op = opts.op or "http", url = M.redact_url(url) })
+  end
+  local authority
+  authority, target = url:match("^http://([^/?#]*)([^#]*)")
+  if not authority then error("http.upgrade: opts.url must be an http:// URL", 2) end
+  host, port = authority:match("^%[?([^%]@]-)%]?:(%d+)$")
+  if not host then host, port = authority:match("^%[?([^%]@]-)%]?$"), 80 end
+  if not host or host == "" then error("http.upgrade: no host in " .. M.redact_url(url), 2) end
+  if target == "" then target = "/" end
+  if opts.query ~= nil then
+    local q = encode_query(opts.query)
+    if q ~= "" then target = target .. (target:find("?", 1, true) and "&" or "?") .. q end
+  end
+  if target:find("[%s%z%c]") then
+    error("http.upgrade: the path holds a space or control byte", 2)
+  end
+  local method = opts.method or "POST"
+  if type(method) ~= "string" or not method:match("^[A-Z]+$") then
+    error("http.upgrade: invalid method " .. tostring(method), 2)
+  end
+  local body = opts.body
+  if opts.json ~= nil then
+    if body ~= nil then error("http.upgrade: give body or json, not both", 2) end
+    body = M.encode_json(opts.json)
+  end
+  if body ~= nil and type(body) ~= "string" then
+    error("http.upgrade: opts.body must be a string", 2)
+  end
+  local proto = opts.upgrade or "tcp"
+  if type(proto) ~= "string" or not proto:match("^[%w!#$%%&'*+.^_`|~/-]+$") then
+    error("http.upgrade: invalid upgrade protocol " .. tostring(proto), 2)
+  end
+  local lines = header_list(opts.headers, opts.json ~= nil)   -- raises for CR/LF in values
+  local given = {}
+  for k in pairs(opts.headers or {}) do given[k:lower()] = true end
+  local head = { ("%s %s HTTP/1.1"):format(method, target),
+                 "Host: " .. (opts.unix_socket and "localhost" or authority) }
+  if not given.connection then head[#head + 1] = "Connection: Upgrade" end
+  if not given.upgrade then head[#head + 1] = "Upgrade: " .. proto end
+  if body ~= nil or method == "POST" or method == "PUT" then
+    head[#head + 1] = "Content-Length: " .. #(body or "")
+  end
+  for i = 1, #lines do head[#head + 1] = lines[i] end
+  local o = {
+    request = table.concat(head, "\r\n") .. "\r\n\r\n" .. (body or ""),
+    connect_timeout = opts.connect_timeout or M.DEFAULT_CONNECT_TIMEOUT,
+    timeout = opts.timeout or M.DEFAULT_TIMEOUT,
+    io_timeout = opts.io_timeout,
+    max_head = opts.max_head and math.floor(opts.max_head) or M.DEFAULT_MAX_HEAD,
+  }
+  if opts.unix_socket then
+    if type(opts.unix_socket) ~= "string" or #opts.unix_socket >= 108 then
+      error("http.upgrade: opts.unix_socket must be a path shorter than 108 bytes", 2)
+    end
+    o.unix_socket = opts.unix_socket
+  else
+    o.host, o.port = host, tonumber(port)
+    if o.port < 1 or o.port > 65535 then error("http.upgrade: port out of range", 2) end
+  end
+  local s, err = core.upgrade(o)
+  if not s then
+    if err.body then err.body = M.excerpt(err.body, 1024) end   -- a server may echo secrets
+    return nil, errors.wrap(err, { op = opts.op or "http", method = method,
+                                   url = M.redact_url(url) })
+  end
+  return s
+end
+
+---Parses an HTTP/1.x response head (for tests and tools): returns {status, reason,
+---http_version, headers_raw, length}, nil when bytes are a valid prefix, or false, why.
+M.parse_response_head = core.parse_response_head
+
 local status_codes = {
   [400] = "invalid_input", [401] = "auth_failed", [403] = "permission_denied",
   [404] = "not_found", [405] = "not_supported", [408] = "timeout", [409] = "already_exists",

@@ -12,7 +12,7 @@ local redact = require("sandlot._redact")
 
 local M = {}
 
-M.DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
+M.DEFAULT_MAX_OUTPUT = require("sandlot.exec").DEFAULT_MAX_OUTPUT   -- one definition
 
 local function seconds(v)
   return type(v) == "number" and v > 0 and v ~= math.huge, "a number of seconds > 0"
