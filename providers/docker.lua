@@ -22,7 +22,7 @@
 -- never removed. Paused sandboxes are stopped ones the user may still start: they are kept.
 local http = require("sandlot.http")
 local errors = require("sandlot.errors")
-local tar = require("sandlot._tar")
+local tar = require("sandlot.wire.tar")
 local task = require("sandlot.task")
 
 local M = {
