@@ -297,11 +297,14 @@ local function request(c, method, path, opts, on_frame)
     return nil, transport_error(c, err, via)
   end
   local ct = res.headers and res.headers["content-type"] or ""
-  if opts.decode == "json" or (opts.decode == nil and ct:find("json", 1, true)) then
+  local ok2xx = res.status >= 200 and res.status < 300
+  local is_json = ct:find("json", 1, true) ~= nil
+  if (ok2xx and (opts.decode == "json" or (opts.decode == nil and is_json)))
+     or (not ok2xx and is_json) then                 -- an error body is read for its message
     local body = res.body
     if body ~= nil and body:find("%S") then
       local v, jerr = json.decode(body)
-      if v == nil and res.status >= 200 and res.status < 300 then
+      if v == nil and ok2xx then
         return nil, errors.new("bad_response", ("HTTP %d: %s; body starts: %s"):format(
                                res.status, jerr.message, scrub(c, body, 120)),
                                { status = res.status, via = via })

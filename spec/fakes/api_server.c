@@ -68,7 +68,10 @@ static void json_escape(char *out, size_t size, const char *s) {
   size_t o = 0;
   for (; *s && o + 8 < size; s++) {
     if (*s == '"' || *s == '\\') out[o++] = '\\';
-    if ((unsigned char)*s < 0x20) { o += (size_t)snprintf(out + o, size - o, "\\u%04x", *s); continue; }
+    if ((unsigned char)*s < 0x20) {
+      o += (size_t)snprintf(out + o, size - o, "\\u%04x", *s);
+      continue;
+    }
     out[o++] = *s;
   }
   out[o] = 0;
@@ -144,13 +147,16 @@ static void *serve(void *arg) {
       rc = respond(fd, 200, "application/json", "", out);
     } else if (strcmp(target, "/count") == 0) {
       char key[64];
-      snprintf(out, sizeof(out), "{\"n\":%ld}", hit(param(q, "key", key, sizeof(key)) ? key : "k"));
+      long n = hit(param(q, "key", key, sizeof(key)) ? key : "k");
+      snprintf(out, sizeof(out), "{\"n\":%ld}", n);
       rc = respond(fd, 200, "application/json", "", out);
     } else {
       char v[64], ctype[128], extra[128] = "";
       int status = param(q, "status", v, sizeof(v)) ? atoi(v) : 200;
-      if (!param(q, "ctype", ctype, sizeof(ctype))) snprintf(ctype, sizeof(ctype), "application/json");
-      if (param(q, "retry_after", v, sizeof(v))) snprintf(extra, sizeof(extra), "Retry-After: %s\r\n", v);
+      if (!param(q, "ctype", ctype, sizeof(ctype)))
+        snprintf(ctype, sizeof(ctype), "application/json");
+      if (param(q, "retry_after", v, sizeof(v)))
+        snprintf(extra, sizeof(extra), "Retry-After: %s\r\n", v);
       if (!param(q, "body", tmp, sizeof(tmp))) tmp[0] = 0;
       json_escape(esc, sizeof(esc), auth);
       size_t o = 0;

@@ -25,7 +25,9 @@ function M.encode(parts)
     check_token("a part's name", p.name)
     if p.filename ~= nil then check_token("a filename", p.filename) end
     if p.content_type ~= nil then check_token("a content type", p.content_type) end
-    if type(p.data) ~= "string" then error("multipart.encode: a part's data must be a string", 2) end
+    if type(p.data) ~= "string" then
+      error("multipart.encode: a part's data must be a string", 2)
+    end
   end
   local boundary
   repeat                                   -- 192 random bits: a clash is for the paranoid

@@ -190,7 +190,9 @@ function M.list(s, opts)
     if h == ZEROS then return out end
     local sum = 0
     for i = 1, BLOCK do sum = sum + ((i > 148 and i <= 156) and 32 or h:byte(i)) end
-    if sum ~= number(h:sub(149, 156)) then return bad("bad header checksum at byte %d", pos - 1) end
+    if sum ~= number(h:sub(149, 156)) then
+      return bad("bad header checksum at byte %d", pos - 1)
+    end
     local typeflag = h:sub(157, 157)
     local size = number(h:sub(125, 136))
     if pax.size then size = math.tointeger(tonumber(pax.size)) end
