@@ -109,8 +109,10 @@ local function walk(v, out, seen, path, depth)
     for k in pairs(v) do
       count = count + 1
       if type(k) == "string" then strings[#strings + 1] = k
-      elseif math.type(k) ~= "integer" or k < 1 or k > n then
+      elseif math.type(k) ~= "integer" then
         fail(path, "a table key " .. tostring(k) .. " (keys are strings, or 1..n for arrays)")
+      elseif k < 1 or k > n then
+        fail(path, "a sparse array (key " .. k .. ")")
       end
     end
     if #strings > 0 and #strings < count then
