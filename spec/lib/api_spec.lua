@@ -117,6 +117,31 @@ describe("sandlot.api", function()
     assert.is_nil(tostring(err):find("k-1234567890abcdef", 1, true))
   end)
 
+  it("keeps an echoed secret out of telemetry", function()
+    local telemetry = require("sandlot.telemetry")
+    local seen = {}
+    local function dump(v, depth)
+      if type(v) ~= "table" or depth > 6 then return tostring(v) end
+      local out = {}
+      for k, x in pairs(v) do out[#out + 1] = tostring(k) .. "=" .. dump(x, depth + 1) end
+      return "{" .. table.concat(out, ",") .. "}"
+    end
+    telemetry.attach("api_spec", { { "sandlot", "*", "*" } }, function(ev, m, meta)
+      seen[#seen + 1] = table.concat(ev, ".") .. dump(m, 0) .. dump(meta, 0)
+    end)
+    local ok, err = pcall(function()
+      local _, e = client():call("GET", "/x", q(401, '{"message":"bad {auth}"}'))
+      return e
+    end)
+    telemetry.detach("api_spec")
+    assert(ok, err)
+    assert.equal("auth_failed", err.code)
+    assert.is_true(#seen > 0)               -- the request was recorded
+    local all = table.concat(seen, "\n")
+    assert.matches("/x", all, 1, true)
+    assert.is_nil(all:find(TOKEN, 1, true))
+  end)
+
   it("refuses to call without the credential it needs", function()
     local _, err = client({}, {}):call("GET", "/echo")
     assert.equal("auth_failed", err.code)
