@@ -458,7 +458,13 @@ function M.exec(ctx, handle, argv, opts)
   local res, serr = c:stream("POST", "/exec/" .. eid .. "/start", {
     json = { Detach = false, Tty = false }, retry = false, fresh_connect = true,
     timeout = opts.timeout or false, max_body = 1024 * 1024, errors = { [409] = "unavailable" },
-    on_frame = stdcopy.decoder(function(stream, data) out:add(stream, data) end) })
+    on_frame = stdcopy.decoder(function(stream, data)
+      if stream == "system" then                    -- as moby's StdCopy: the daemon's error
+        return nil, errors.new("io_error", "error from the daemon in the stream: " ..
+                                           c:scrub(data))
+      end
+      out:add(stream == "stderr" and "stderr" or "stdout", data)   -- stdin frames: stdout
+    end) })
   local timed_out, duration = false, res and res.duration
   if not res then
     if serr.code ~= "timeout" or not opts.timeout then return nil, serr end
