@@ -358,14 +358,13 @@ local function put_files(ctx, handle, entries)
   local path, perr = container(handle)
   if not path then return nil, perr end
   local pieces, size = tar.archive(entries)
-  local i = 0
   local function refused(_, msg)
     if msg:find("overwrite") or msg:find("not a directory") then return "invalid_input" end
   end
   local ok, err = c:call("PUT", path .. "/archive", {
     query = { path = "/", noOverwriteDirNonDir = "true" },
     headers = { ["Content-Type"] = "application/x-tar" }, body_size = size,
-    timeout = 60 + size / 1e6, body = function() i = i + 1; return pieces[i] end,
+    timeout = 60 + size / 1e6, body = pieces,
     want = { 200 }, errors = { [400] = refused, [500] = refused, [403] = "permission_denied" } })
   if not ok then return nil, err end
   return true

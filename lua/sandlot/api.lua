@@ -247,10 +247,26 @@ local function check_path(path, level)
   end
 end
 
+-- A list of strings as a body: streamed one after another, its size known.
+local function pieces_body(list)
+  local size = 0
+  for i = 1, #list do
+    if type(list[i]) ~= "string" then error("api: opts.body pieces must be strings", 4) end
+    size = size + #list[i]
+  end
+  local i = 0
+  return function()
+    i = i + 1
+    return list[i]
+  end, size
+end
+
 -- One request with the client's endpoint, headers and prefix. Returns res | nil, err.
 local function send(c, method, path, opts, prefix, on_chunk)
+  local body, size = opts.body, opts.body_size
+  if type(body) == "table" then body, size = pieces_body(body) end
   local o = { method = method, path = (prefix or "") .. path, query = opts.query,
-              body = opts.body, json = opts.json, body_size = opts.body_size,
+              body = body, json = opts.json, body_size = size,
               timeout = opts.timeout, retry = opts.retry, max_body = opts.max_body,
               decode = false, fresh_connect = opts.fresh_connect, on_chunk = on_chunk,
               headers = opts.headers }
@@ -328,7 +344,9 @@ end
 ---response; with opts.raw, the response alone.
 ---@param method string "GET", "POST", ...
 ---@param path string starting with "/"; values in it go through api.segment
----@param opts? table {json, query, body, body_size, headers, want = {200, 201}, timeout,
+---@param opts? table {json, query, body (a string, a producer function, or a list of
+---  strings such as wire.tar or wire.multipart pieces), body_size, headers, want = {200, 201},
+---  timeout,
 ---  errors = {[409] = code}, retry, max_body, decode, fresh_connect, raw}
 ---@return any|nil value
 ---@return table|sandlot.Error res_or_err
