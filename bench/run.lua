@@ -423,12 +423,12 @@ section(F6, function()
       -- program, never a shell builtin of the same name): `exec echo hello`
       { "floor", inner({ floor_ssh, srv.host, tostring(srv.port), srv.user, srv.key,
                          tostring(NS), "exec echo hello" }) },
-      -- the line sandlot.ssh sends for {"echo","hello"} (lua/sandlot/ssh.lua remote_command,
-      -- taken from the client at run time, not copied): the floor running it too isolates
+      -- the line sandlot.ssh sends for {"echo","hello"} (sandlot.shell.line, taken from the
+      -- module at run time, not copied): the floor running it too isolates
       -- what the client's transport adds
       { "floor_line", inner({ floor_ssh, srv.host, tostring(srv.port), srv.user, srv.key,
                               tostring(NS),
-                              sandlot.ssh._remote_command({ "echo", "hello" }, {}) }) },
+                              require("sandlot.shell").line({ "echo", "hello" }) }) },
       { "cm", wall(cat({ "ssh", "-o", "ControlMaster=no", "-p", tostring(srv.port) }, ssh_o,
                        { srv.user .. "@" .. srv.host, "echo", "hello" }), NS) },
     })

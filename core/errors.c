@@ -97,28 +97,38 @@ static int errors_new(lua_State *L) {
   return 1;
 }
 
-/* __tostring: "provider: op: code: message" with whichever context is present */
-static int errors_tostring(lua_State *L) {
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  static const char *const ctx[] = {"provider", "op", NULL};
-  for (int i = 0; ctx[i] != NULL; i++) {
-    if (lua_getfield(L, 1, ctx[i]) == LUA_TSTRING) {
-      luaL_addvalue(&b);
-      luaL_addstring(&b, ": ");
-    } else {
-      lua_pop(L, 1);
-    }
-  }
-  lua_getfield(L, 1, "code");
-  luaL_addvalue(&b);
-  if (lua_getfield(L, 1, "message") == LUA_TSTRING) {
-    luaL_addstring(&b, ": ");
-    luaL_addvalue(&b);
-  } else {
+/* Pushes t[name] with `pre` before it and `post` after it when it is a string; returns how
+ * many values it pushed. */
+static int push_part(lua_State *L, const char *name, const char *pre, const char *post) {
+  if (lua_getfield(L, 1, name) != LUA_TSTRING) {
     lua_pop(L, 1);
+    return 0;
   }
-  luaL_pushresult(&b);
+  int n = 1;
+  if (pre != NULL) {
+    lua_pushstring(L, pre);
+    lua_insert(L, -2);
+    n++;
+  }
+  if (post != NULL) {
+    lua_pushstring(L, post);
+    n++;
+  }
+  return n;
+}
+
+/* __tostring: "provider: op: code: message (via inner)" with whichever context is present.
+ * The parts are concatenated on the stack (no luaL_Buffer, whose box must stay on top). */
+static int errors_tostring(lua_State *L) {
+  luaL_checkstack(L, 16, NULL);
+  int n = push_part(L, "provider", NULL, ": ");
+  n += push_part(L, "op", NULL, ": ");
+  int c = push_part(L, "code", NULL, NULL);
+  if (c == 0) lua_pushliteral(L, "error");
+  n += 1;
+  n += push_part(L, "message", ": ", NULL);
+  n += push_part(L, "via", " (via ", ")");
+  lua_concat(L, n);
   return 1;
 }
 

@@ -1,12 +1,8 @@
-/* http.c: sandlot.core.http: HTTP transfers on libcurl's multi_socket interface, driven by the
- * host's libuv loop (one uv_poll per curl socket, one uv_timer for curl's timeout). One multi
- * handle per host (SlHost.http) holds the connection cache, so keep-alive and HTTP/2 reuse work
- * across tasks; finished easy handles are reset and pooled for the next request, and a new
- * transfer starts at once rather than on curl's 0 ms timer. A transfer is a
- * sandlot.http.request handle: response bodies are captured (within max_body) or queued for
- * req:read() with backpressure; request bodies come from a string, a file or req:write()
- * chunks (the producer). Curl callbacks never touch Lua: they
- * mark transfers, and the marks are turned into wake-ups once curl has returned. */
+/* http.c: sandlot.core.http, the Lua face: request options into an easy handle, the
+ * sandlot.http.request handle (headers, read, wait, write, finish, close), stats, the header
+ * parsers. Response bodies are captured (within max_body) or queued for req:read() with
+ * backpressure; request bodies come from a string, a file or req:write() chunks (the producer).
+ * The transfers run in http_multi.c; the upgraded raw stream is in http_upgrade.c. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,580 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
-#include "internal.h"
-
-#define REQ_MT "sandlot.http.request"
-#define QUEUE_HIGH (4u << 20)            /* pause the download above this many queued bytes */
-#define QUEUE_LOW (1u << 20)
-#define HEADERS_MAX (256u << 10)
-#define POOL_MAX 64                      /* idle easy handles kept for reuse */
-
-typedef struct Xfer Xfer;
-
-typedef struct {
-  CURLM *cm;
-  uv_timer_t timer;
-  SlHost *host;
-  Xfer *live;                              /* every transfer not yet freed */
-  Xfer *mark_head, *mark_tail;             /* transfers with news for their waiters */
-  int depth;                               /* > 0 while inside curl (no removals then) */
-  int sockets;
-  int pooled;                              /* idle easy handles in pool[], all reset */
-  CURL *pool[POOL_MAX];
-} Multi;
-
-typedef struct {
-  uv_poll_t poll;
-  curl_socket_t fd;
-  int events;                              /* what curl asked us to watch */
-  Multi *m;
-  SlHost *host;
-} Sock;
-
-typedef struct Chunk {
-  struct Chunk *next;
-  size_t len;
-  char data[];
-} Chunk;
-
-enum { BODY_NONE, BODY_STRING, BODY_FILE, BODY_PRODUCER };
-enum { WAIT_NONE, WAIT_HEAD, WAIT_READ, WAIT_DONE };
-
-struct Xfer {
-  Multi *m;                                /* NULL once the host is closing */
-  CURL *easy;
-  struct curl_slist *hdrs;
-  Xfer *prev, *next;                       /* m->live */
-  Xfer *mark_next;
-  bool marked;
-  SlTask *reader;                          /* a task in headers(), read() or wait() */
-  int wait_kind;
-  SlTask *writer;                          /* a task in write() */
-  /* response */
-  char *hbuf;                              /* raw header lines of the latest response */
-  size_t hlen, halloc;
-  long cur_status;
-  bool cur_location, follow, head_done;
-  char *body;
-  size_t blen, balloc, max_body;
-  uint64_t body_total;
-  bool over_cap, stream;
-  Chunk *q_head, *q_tail;
-  size_t q_bytes;
-  bool recv_paused, send_paused;
-  /* request body */
-  int body_kind;
-  int fd;
-  const char *pend;                        /* the producer's chunk being sent: a Lua string
-                                              anchored in the handle's uservalue 2 */
-  size_t pend_len, pend_off;
-  bool pend_eof;
-  /* state */
-  bool added, done, aborted;
-  CURLcode result;
-  char errbuf[CURL_ERROR_SIZE];
-};
-
-typedef struct { Xfer *x; } ReqBox;
-
-/* ---------------------------------------------------------------- the multi handle */
-
-static void multi_after(Multi *m);
-
-static void sock_closed(uv_handle_t *handle) {
-  Sock *k = handle->data;
-  sl_host_handle_done(k->host);
-  free(k);
-}
-
-static void on_poll(uv_poll_t *poll, int status, int events) {
-  Sock *k = poll->data;
-  Multi *m = k->m;
-  int flags = 0;
-  if (status < 0) {
-    /* libuv stopped the handle (POLLERR, e.g. a reset): restart it and let curl's own
-     * recv/send find the real error ("Connection reset by peer") */
-    uv_poll_start(poll, k->events, on_poll);
-    flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
-  } else {
-    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-  }
-  int running;
-  m->depth++;
-  curl_multi_socket_action(m->cm, k->fd, flags, &running);
-  m->depth--;
-  multi_after(m);
-}
-
-/* CURLMOPT_SOCKETFUNCTION: mirror what curl wants to watch on a uv_poll of our own. */
-static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
-  (void)easy;
-  Multi *m = userp;
-  Sock *k = socketp;
-  if (what == CURL_POLL_REMOVE) {
-    if (k != NULL) {
-      uv_poll_stop(&k->poll);
-      curl_multi_assign(m->cm, fd, NULL);
-      uv_close((uv_handle_t *)&k->poll, sock_closed);
-      m->sockets--;
-    }
-    return 0;
-  }
-  if (k == NULL) {
-    k = calloc(1, sizeof(*k));
-    if (k == NULL) return -1;
-    if (uv_poll_init_socket(m->host->loop, &k->poll, fd) != 0) {
-      free(k);
-      return -1;
-    }
-    k->fd = fd;
-    k->m = m;
-    k->host = m->host;
-    k->poll.data = k;
-    sl_host_handle_opened(m->host);
-    curl_multi_assign(m->cm, fd, k);
-    m->sockets++;
-  }
-  int events = 0;
-  if (what & CURL_POLL_IN) events |= UV_READABLE;
-  if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  k->events = events;
-  uv_poll_start(&k->poll, events, on_poll);
-  return 0;
-}
-
-static void on_timeout(uv_timer_t *timer) {
-  Multi *m = timer->data;
-  int running;
-  m->depth++;
-  curl_multi_socket_action(m->cm, CURL_SOCKET_TIMEOUT, 0, &running);
-  m->depth--;
-  multi_after(m);
-}
-
-/* CURLMOPT_TIMERFUNCTION: curl must not be called from here; the uv timer calls it later. */
-static int timer_cb(CURLM *cm, long ms, void *userp) {
-  (void)cm;
-  Multi *m = userp;
-  if (ms < 0) uv_timer_stop(&m->timer);
-  else uv_timer_start(&m->timer, on_timeout, (uint64_t)ms, 0);
-  return 0;
-}
-
-static void multi_closed(uv_handle_t *handle) {
-  Multi *m = handle->data;
-  sl_host_handle_done(m->host);
-  free(m);
-  curl_global_cleanup();
-}
-
-static void http_close(SlHost *h);
-
-static Multi *multi_get(lua_State *L) {
-  SlHost *h = sl_host(L);
-  if (h->http != NULL) return h->http;
-  if (h->closing) luaL_error(L, "sandlot: the host is closing");
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-    luaL_error(L, "sandlot.http: libcurl failed to initialise");
-  Multi *m = calloc(1, sizeof(*m));
-  if (m == NULL || (m->cm = curl_multi_init()) == NULL) {
-    free(m);
-    curl_global_cleanup();
-    luaL_error(L, "sandlot.http: out of memory");
-  }
-  m->host = h;
-  h->http_close = http_close;
-  uv_timer_init(h->loop, &m->timer);
-  m->timer.data = m;
-  sl_host_handle_opened(h);
-  curl_multi_setopt(m->cm, CURLMOPT_SOCKETFUNCTION, sock_cb);
-  curl_multi_setopt(m->cm, CURLMOPT_SOCKETDATA, m);
-  curl_multi_setopt(m->cm, CURLMOPT_TIMERFUNCTION, timer_cb);
-  curl_multi_setopt(m->cm, CURLMOPT_TIMERDATA, m);
-  curl_multi_setopt(m->cm, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-  curl_multi_setopt(m->cm, CURLMOPT_MAXCONNECTS, 64L);
-  h->http = m;
-  return m;
-}
-
-/* ---------------------------------------------------------------- transfers */
-
-static void xfer_mark(Xfer *x) {
-  Multi *m = x->m;
-  if (x->marked || m == NULL) return;
-  x->marked = true;
-  x->mark_next = NULL;
-  if (m->mark_tail != NULL) m->mark_tail->mark_next = x;
-  else m->mark_head = x;
-  m->mark_tail = x;
-}
-
-static void xfer_unmark(Xfer *x) {
-  Multi *m = x->m;
-  if (!x->marked || m == NULL) return;
-  Xfer **pp = &m->mark_head, *prev = NULL;
-  while (*pp != NULL && *pp != x) {
-    prev = *pp;
-    pp = &(*pp)->mark_next;
-  }
-  if (*pp == x) {
-    *pp = x->mark_next;
-    if (m->mark_tail == x) m->mark_tail = prev;
-  }
-  x->marked = false;
-}
-
-/* Takes the transfer out of the multi (never from inside a curl callback). */
-static void xfer_detach(Xfer *x, CURLcode rc) {
-  if (x->added && x->m != NULL) curl_multi_remove_handle(x->m->cm, x->easy);
-  x->added = false;
-  if (!x->done) {
-    x->done = true;
-    x->result = rc;
-  }
-  if (x->fd >= 0) {
-    close(x->fd);
-    x->fd = -1;
-  }
-  xfer_mark(x);
-}
-
-static void queue_free(Xfer *x) {
-  for (Chunk *c = x->q_head, *next; c != NULL; c = next) {
-    next = c->next;
-    free(c);
-  }
-  x->q_head = x->q_tail = NULL;
-  x->q_bytes = 0;
-}
-
-static void xfer_free(Xfer *x) {
-  xfer_detach(x, CURLE_ABORTED_BY_CALLBACK);
-  xfer_unmark(x);
-  Multi *m = x->m;
-  if (m != NULL) {
-    if (x->prev != NULL) x->prev->next = x->next;
-    else m->live = x->next;
-    if (x->next != NULL) x->next->prev = x->prev;
-  }
-  if (x->easy != NULL) {
-    /* Back to the pool with every option reset (URL, headers, body, auth, timeouts, the
-     * pointers into x), so the next request starts from curl's defaults. The connection
-     * stays in the multi's cache either way. */
-    if (m != NULL && m->pooled < POOL_MAX && !x->recv_paused && !x->send_paused) {
-      curl_easy_reset(x->easy);
-      m->pool[m->pooled++] = x->easy;
-    } else {
-      curl_easy_cleanup(x->easy);
-    }
-  }
-  curl_slist_free_all(x->hdrs);
-  queue_free(x);
-  free(x->hbuf);
-  free(x->body);
-  free(x);
-}
-
-static const char *code_for(Xfer *x, bool *retryable) {
-  *retryable = false;
-  if (x->over_cap) return "bad_response";
-  switch (x->result) {
-  case CURLE_OPERATION_TIMEDOUT:
-    *retryable = true;
-    return "timeout";
-  case CURLE_COULDNT_RESOLVE_PROXY: case CURLE_COULDNT_RESOLVE_HOST:
-  case CURLE_COULDNT_CONNECT: case CURLE_SEND_ERROR: case CURLE_RECV_ERROR:
-  case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE: case CURLE_HTTP2:
-  case CURLE_HTTP2_STREAM: case CURLE_SSL_CONNECT_ERROR: case CURLE_AGAIN:
-    *retryable = true;
-    return "unavailable";
-  case CURLE_PEER_FAILED_VERIFICATION: case CURLE_SSL_CACERT_BADFILE:
-  case CURLE_SSL_CERTPROBLEM: case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    return "unavailable";
-  case CURLE_TOO_MANY_REDIRECTS: case CURLE_FILESIZE_EXCEEDED:
-  case CURLE_WEIRD_SERVER_REPLY: case CURLE_BAD_CONTENT_ENCODING:
-    return "bad_response";
-  case CURLE_ABORTED_BY_CALLBACK:
-    return "cancelled";
-  case CURLE_URL_MALFORMAT: case CURLE_UNSUPPORTED_PROTOCOL: case CURLE_BAD_FUNCTION_ARGUMENT:
-    return "invalid_input";
-  case CURLE_READ_ERROR:
-    return "io_error";
-  case CURLE_OUT_OF_MEMORY:
-    return "internal";
-  default:
-    return "io_error";
-  }
-}
-
-/* Pushes nil, err for a failed transfer: code, message, reason (curl's words), retryable. */
-static int push_xfer_error(lua_State *L, Xfer *x) {
-  bool retryable;
-  const char *code = code_for(x, &retryable);
-  char msg[CURL_ERROR_SIZE + 128];
-  if (x->over_cap)
-    snprintf(msg, sizeof(msg), "response body exceeds max_body (%zu bytes)", x->max_body);
-  else if (x->result == CURLE_ABORTED_BY_CALLBACK)
-    snprintf(msg, sizeof(msg), "the transfer was aborted");
-  else
-    snprintf(msg, sizeof(msg), "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
-  if (x->result == CURLE_FILESIZE_EXCEEDED)
-    snprintf(msg, sizeof(msg), "response body exceeds max_body (%zu bytes)", x->max_body);
-  luaL_checkstack(L, 4, NULL);
-  lua_pushnil(L);
-  sl_new_error(L, code, msg);
-  lua_pushstring(L, curl_easy_strerror(x->result));
-  lua_setfield(L, -2, "reason");
-  lua_pushinteger(L, (lua_Integer)x->result);
-  lua_setfield(L, -2, "curl_code");
-  lua_pushboolean(L, retryable);
-  lua_setfield(L, -2, "retryable");
-  return 2;
-}
-
-static bool failed(Xfer *x) { return x->done && (x->result != CURLE_OK || x->over_cap); }
-
-static void push_head(lua_State *L, Xfer *x) {
-  long status = 0, version = 0;
-  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &version);
-  lua_createtable(L, 0, 10);
-  lua_pushinteger(L, status);
-  lua_setfield(L, -2, "status");
-  lua_pushlstring(L, x->hbuf != NULL ? x->hbuf : "", x->hlen);
-  lua_setfield(L, -2, "headers_raw");
-  lua_pushstring(L, version == CURL_HTTP_VERSION_2_0 ? "2" : version == CURL_HTTP_VERSION_3 ? "3"
-                    : version == CURL_HTTP_VERSION_1_0 ? "1.0" : "1.1");
-  lua_setfield(L, -2, "http_version");
-}
-
-static void push_result(lua_State *L, Xfer *x) {
-  push_head(L, x);
-  if (!x->stream) {
-    lua_pushlstring(L, x->body != NULL ? x->body : "", x->blen);
-    lua_setfield(L, -2, "body");
-  }
-  lua_pushinteger(L, (lua_Integer)x->body_total);
-  lua_setfield(L, -2, "body_bytes");
-  char *url = NULL;
-  long redirects = 0, connects = 0;
-  double total = 0;
-  curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
-  curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_COUNT, &redirects);
-  curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
-  curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &total);
-  lua_pushstring(L, url != NULL ? url : "");
-  lua_setfield(L, -2, "effective_url");
-  lua_pushinteger(L, redirects);
-  lua_setfield(L, -2, "redirects");
-  lua_pushinteger(L, connects);
-  lua_setfield(L, -2, "connects");
-  lua_pushnumber(L, total);
-  lua_setfield(L, -2, "duration");
-}
-
-/* Pops the next queued chunk onto L; unpauses the download once the queue has drained. */
-static void pop_chunk(lua_State *L, Xfer *x) {
-  Chunk *c = x->q_head;
-  x->q_head = c->next;
-  if (x->q_head == NULL) x->q_tail = NULL;
-  x->q_bytes -= c->len;
-  lua_pushlstring(L, c->data, c->len);
-  free(c);
-}
-
-static void unpause(Xfer *x) {
-  if (!x->added || x->m == NULL) return;
-  x->m->depth++;
-  curl_easy_pause(x->easy, (x->recv_paused ? CURLPAUSE_RECV : 0) |
-                           (x->send_paused ? CURLPAUSE_SEND : 0));
-  x->m->depth--;
-}
-
-static void maybe_resume_recv(Xfer *x) {
-  if (x->recv_paused && x->q_bytes < QUEUE_LOW) {
-    x->recv_paused = false;
-    unpause(x);
-  }
-}
-
-/* Wakes whoever waits on x if what they wait for has happened. Runs outside curl. */
-static void xfer_notify(Xfer *x) {
-  SlTask *t = x->reader;
-  if (t != NULL) {
-    lua_State *L = t->co;
-    luaL_checkstack(L, 4, NULL);
-    int n = -1;
-    switch (x->wait_kind) {
-    case WAIT_HEAD:
-      if (failed(x)) n = push_xfer_error(L, x);
-      else if (x->head_done || x->done) {
-        push_head(L, x);
-        n = 1;
-      }
-      break;
-    case WAIT_READ:
-      if (x->q_head != NULL) {
-        pop_chunk(L, x);
-        n = 1;
-      } else if (failed(x)) {
-        n = push_xfer_error(L, x);
-      } else if (x->done) {
-        lua_pushnil(L);
-        n = 1;
-      }
-      break;
-    case WAIT_DONE:
-      if (failed(x)) n = push_xfer_error(L, x);
-      else if (x->done) {
-        push_result(L, x);
-        n = 1;
-      }
-      break;
-    }
-    if (n >= 0) {
-      x->reader = NULL;
-      x->wait_kind = WAIT_NONE;
-      sl_wake(t, n);
-    }
-  }
-  t = x->writer;
-  if (t != NULL && (x->pend == NULL || x->done)) {
-    x->writer = NULL;
-    luaL_checkstack(t->co, 3, NULL);
-    if (x->done && x->pend != NULL) {
-      if (failed(x)) {
-        sl_wake(t, push_xfer_error(t->co, x));
-        return;
-      }
-      lua_pushboolean(t->co, 0);          /* the server answered before taking all the body */
-    } else {
-      lua_pushboolean(t->co, 1);
-    }
-    sl_wake(t, 1);
-  }
-}
-
-/* After curl returned: detach finished transfers, then deliver every pending wake-up. */
-static void multi_after(Multi *m) {
-  if (m->depth > 0) return;
-  CURLMsg *msg;
-  int left;
-  while ((msg = curl_multi_info_read(m->cm, &left)) != NULL) {
-    if (msg->msg != CURLMSG_DONE) continue;
-    Xfer *x = NULL;
-    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-    CURLcode rc = msg->data.result;
-    if (x != NULL) xfer_detach(x, rc);
-  }
-  Xfer *x;
-  while ((x = m->mark_head) != NULL) {
-    m->mark_head = x->mark_next;
-    if (m->mark_head == NULL) m->mark_tail = NULL;
-    x->marked = false;
-    xfer_notify(x);
-  }
-}
-
-/* ---------------------------------------------------------------- curl callbacks */
-
-static bool buf_append(char **buf, size_t *len, size_t *alloc, const char *data, size_t n) {
-  if (*len + n > *alloc) {
-    size_t want = *alloc ? *alloc : 512;    /* small first: most headers and bodies fit */
-    while (want < *len + n) want *= 2;
-    char *nb = realloc(*buf, want);
-    if (nb == NULL) return false;
-    *buf = nb;
-    *alloc = want;
-  }
-  memcpy(*buf + *len, data, n);
-  *len += n;
-  return true;
-}
-
-/* Keeps the header lines of the latest response only (redirects and 1xx start over). */
-static size_t header_cb(char *data, size_t size, size_t n, void *ud) {
-  Xfer *x = ud;
-  size_t len = size * n;
-  if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
-    x->hlen = 0;
-    x->cur_location = false;
-    const char *sp = memchr(data, ' ', len);
-    x->cur_status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
-  } else if (len <= 2 && (data[0] == '\r' || data[0] == '\n')) {
-    bool redirect = x->follow && x->cur_location && x->cur_status >= 300 && x->cur_status < 400;
-    if (x->cur_status >= 200 && !redirect && !x->head_done) {
-      x->head_done = true;
-      xfer_mark(x);
-    }
-    return len;
-  } else if (len >= 9 && strncasecmp(data, "location:", 9) == 0) {
-    x->cur_location = true;
-  }
-  if (x->hlen + len > HEADERS_MAX) return 0;
-  if (!buf_append(&x->hbuf, &x->hlen, &x->halloc, data, len)) return 0;
-  return len;
-}
-
-static size_t write_cb(char *data, size_t size, size_t n, void *ud) {
-  Xfer *x = ud;
-  size_t len = size * n;
-  if (!x->stream) {
-    if (x->max_body > 0 && x->blen + len > x->max_body) {
-      x->over_cap = true;
-      return 0;                            /* CURLE_WRITE_ERROR: reported as over max_body */
-    }
-    if (!buf_append(&x->body, &x->blen, &x->balloc, data, len)) return 0;
-    x->body_total += len;
-    return len;
-  }
-  if (x->q_bytes >= QUEUE_HIGH) {          /* curl keeps the data and offers it again */
-    x->recv_paused = true;
-    return CURL_WRITEFUNC_PAUSE;
-  }
-  Chunk *c = malloc(sizeof(*c) + len);
-  if (c == NULL) return 0;
-  c->next = NULL;
-  c->len = len;
-  memcpy(c->data, data, len);
-  if (x->q_tail != NULL) x->q_tail->next = c;
-  else x->q_head = c;
-  x->q_tail = c;
-  x->q_bytes += len;
-  x->body_total += len;
-  if (!x->head_done) x->head_done = true;
-  xfer_mark(x);
-  return len;
-}
-
-static size_t read_cb(char *out, size_t size, size_t n, void *ud) {
-  Xfer *x = ud;
-  size_t room = size * n;
-  if (x->body_kind == BODY_FILE) {
-    for (;;) {
-      ssize_t r = read(x->fd, out, room);
-      if (r >= 0) return (size_t)r;
-      if (errno != EINTR) return CURL_READFUNC_ABORT;
-    }
-  }
-  if (x->pend != NULL) {                   /* BODY_PRODUCER */
-    size_t k = x->pend_len - x->pend_off;
-    if (k > room) k = room;
-    memcpy(out, x->pend + x->pend_off, k);
-    x->pend_off += k;
-    if (x->pend_off == x->pend_len) {
-      x->pend = NULL;
-      xfer_mark(x);                        /* the writer may send the next chunk */
-    }
-    return k;
-  }
-  if (x->pend_eof) return 0;
-  x->send_paused = true;
-  return CURL_READFUNC_PAUSE;
-}
+#include "http.h"
+#include "http_head.h"
 
 /* ---------------------------------------------------------------- Lua API */
 
@@ -632,9 +56,9 @@ static const char *xfer_setup(lua_State *L, int opts, Xfer *x, int *err_errno) {
   curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, sl_http_header_cb);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sl_http_write_cb);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");          /* whatever curl can decode */
   curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
@@ -709,7 +133,7 @@ static const char *xfer_setup(lua_State *L, int opts, Xfer *x, int *err_errno) {
       if (body_size > 0) size = (curl_off_t)body_size;
     }
     curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, sl_http_read_cb);
     curl_easy_setopt(e, CURLOPT_READDATA, x);
     curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, size);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
@@ -735,7 +159,7 @@ static const char *xfer_setup(lua_State *L, int opts, Xfer *x, int *err_errno) {
 static int http_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  Multi *m = multi_get(L);
+  Multi *m = sl_http_multi(L);
   ReqBox *box = lua_newuserdatauv(L, sizeof(*box), 2);   /* opts, the chunk being sent */
   box->x = NULL;
   luaL_setmetatable(L, REQ_MT);
@@ -765,12 +189,12 @@ static int http_request(lua_State *L) {
   x->added = true;
   /* Start it now rather than on curl's 0 ms timer a loop turn later: the request is on the
    * wire before the caller parks, which saves a poll per request. A transfer that ends at
-   * once (or others that end meanwhile) is reported the usual way by multi_after. */
+   * once (or others that end meanwhile) is reported the usual way by sl_http_after. */
   int running;
   m->depth++;
   curl_multi_socket_action(m->cm, CURL_SOCKET_TIMEOUT, 0, &running);
   m->depth--;
-  multi_after(m);
+  sl_http_after(m);
   return 1;
 }
 
@@ -779,8 +203,8 @@ static void reader_cleanup(SlTask *t, void *data) {
   Xfer *x = data;
   x->reader = NULL;
   x->wait_kind = WAIT_NONE;
-  xfer_detach(x, CURLE_ABORTED_BY_CALLBACK);   /* a cancelled waiter aborts the transfer */
-  xfer_unmark(x);
+  sl_http_detach(x, CURLE_ABORTED_BY_CALLBACK);   /* a cancelled waiter aborts the transfer */
+  sl_http_unmark(x);
 }
 
 static void writer_cleanup(SlTask *t, void *data) {
@@ -788,8 +212,8 @@ static void writer_cleanup(SlTask *t, void *data) {
   Xfer *x = data;
   x->writer = NULL;
   x->pend = NULL;
-  xfer_detach(x, CURLE_ABORTED_BY_CALLBACK);   /* the body can never be completed now */
-  xfer_unmark(x);
+  sl_http_detach(x, CURLE_ABORTED_BY_CALLBACK);   /* the body can never be completed now */
+  sl_http_unmark(x);
 }
 
 static int results_k(lua_State *L, int status, lua_KContext base) {
@@ -812,9 +236,9 @@ static int wait_reader(lua_State *L, Xfer *x, int kind) {
 static int req_headers(lua_State *L) {
   Xfer *x = req_check(L, 1);
   lua_settop(L, 1);
-  if (failed(x)) return push_xfer_error(L, x);
+  if (sl_http_failed(x)) return sl_http_push_error(L, x);
   if (x->head_done || x->done) {
-    push_head(L, x);
+    sl_http_push_head(L, x);
     return 1;
   }
   return wait_reader(L, x, WAIT_HEAD);
@@ -825,17 +249,17 @@ static int req_read(lua_State *L) {
   Xfer *x = req_check(L, 1);
   lua_settop(L, 1);
   if (!x->stream) return luaL_error(L, "sandlot.http: read() needs request{stream = true}");
-  if (x->q_head != NULL) {
-    pop_chunk(L, x);
-    maybe_resume_recv(x);
+  if (x->q.head != NULL) {
+    sl_http_pop_chunk(L, x);
+    sl_http_resume_recv(x);
     return 1;
   }
-  maybe_resume_recv(x);
-  if (x->q_head != NULL) {                 /* unpausing may deliver data at once */
-    pop_chunk(L, x);
+  sl_http_resume_recv(x);
+  if (x->q.head != NULL) {                 /* unpausing may deliver data at once */
+    sl_http_pop_chunk(L, x);
     return 1;
   }
-  if (failed(x)) return push_xfer_error(L, x);
+  if (sl_http_failed(x)) return sl_http_push_error(L, x);
   if (x->done) return 0;
   return wait_reader(L, x, WAIT_READ);
 }
@@ -844,11 +268,11 @@ static int req_read(lua_State *L) {
 static int req_wait(lua_State *L) {
   Xfer *x = req_check(L, 1);
   lua_settop(L, 1);
-  if (x->stream && x->q_head != NULL)
+  if (x->stream && x->q.head != NULL)
     return luaL_error(L, "sandlot.http: read the streamed body to its end before wait()");
-  if (failed(x)) return push_xfer_error(L, x);
+  if (sl_http_failed(x)) return sl_http_push_error(L, x);
   if (x->done) {
-    push_result(L, x);
+    sl_http_push_result(L, x);
     return 1;
   }
   return wait_reader(L, x, WAIT_DONE);
@@ -865,7 +289,7 @@ static int req_write(lua_State *L) {
     return luaL_error(L, "sandlot.http: write() needs request{body_producer = true}");
   if (x->pend_eof) return luaL_error(L, "sandlot.http: write() after finish()");
   if (x->writer != NULL) return luaL_error(L, "sandlot.http: another task is already writing");
-  if (failed(x)) return push_xfer_error(L, x);
+  if (sl_http_failed(x)) return sl_http_push_error(L, x);
   if (x->done) {
     lua_pushboolean(L, 0);
     return 1;
@@ -885,7 +309,7 @@ static int req_write(lua_State *L) {
   sl_wait_set_cleanup(t, writer_cleanup, x);
   if (x->send_paused) {
     x->send_paused = false;
-    unpause(x);
+    sl_http_unpause(x);
   }
   return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
 }
@@ -897,7 +321,7 @@ static int req_finish(lua_State *L) {
     x->pend_eof = true;
     if (x->send_paused) {
       x->send_paused = false;
-      unpause(x);
+      sl_http_unpause(x);
     }
   }
   lua_pushboolean(L, 1);
@@ -910,7 +334,7 @@ static int req_info(lua_State *L) {
   lua_createtable(L, 0, 4);
   lua_pushboolean(L, x->done);
   lua_setfield(L, -2, "done");
-  lua_pushinteger(L, (lua_Integer)x->q_bytes);
+  lua_pushinteger(L, (lua_Integer)x->q.bytes);
   lua_setfield(L, -2, "queued");
   lua_pushboolean(L, x->recv_paused);
   lua_setfield(L, -2, "paused_recv");
@@ -938,7 +362,7 @@ static int req_close(lua_State *L) {
     box->x = NULL;
     SlTask *r = x->reader, *w = x->writer;
     x->reader = x->writer = NULL;
-    xfer_free(x);
+    sl_http_free(x);
     wake_closed(r);
     wake_closed(w);
   }
@@ -957,7 +381,7 @@ static int req_tostring(lua_State *L) {
  * handles kept for reuse} */
 static int http_stats(lua_State *L) {
   SlHost *h = sl_host(L);
-  Multi *m = h->http;
+  Multi *m = sl_http_multi_of(h);
   int n = 0;
   for (Xfer *x = m != NULL ? m->live : NULL; x != NULL; x = x->next) n++;
   lua_createtable(L, 0, 3);
@@ -1013,6 +437,36 @@ static int http_parse_headers(lua_State *L) {
   return 1;
 }
 
+/* http.parse_response_head(bytes [, max]) -> head {status, http_version, reason, headers_raw,
+ * length} | nil (a valid prefix: more is needed) | false, why. For specs and fuzzing. */
+static int http_parse_response_head(lua_State *L) {
+  size_t len;
+  const char *buf = luaL_checklstring(L, 1, &len);
+  lua_Integer max = luaL_optinteger(L, 2, 64 << 10);
+  luaL_argcheck(L, max > 0, 2, "must be > 0");
+  SlHttpHead h;
+  const char *why;
+  int rc = sl_http_head_parse(buf, len, (size_t)max, &h, &why);
+  if (rc == SL_HEAD_MORE) return 0;
+  if (rc == SL_HEAD_BAD) {
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, why);
+    return 2;
+  }
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, h.status);
+  lua_setfield(L, -2, "status");
+  lua_pushstring(L, h.minor == 0 ? "1.0" : "1.1");
+  lua_setfield(L, -2, "http_version");
+  lua_pushlstring(L, buf + h.reason_off, h.reason_len);
+  lua_setfield(L, -2, "reason");
+  lua_pushlstring(L, buf + h.fields_off, h.fields_len);
+  lua_setfield(L, -2, "headers_raw");
+  lua_pushinteger(L, (lua_Integer)h.length);
+  lua_setfield(L, -2, "length");
+  return 1;
+}
+
 /* http.escape(s) -> percent-encoded s */
 static int http_escape(lua_State *L) {
   size_t len;
@@ -1022,29 +476,6 @@ static int http_escape(lua_State *L) {
   lua_pushstring(L, out);
   curl_free(out);
   return 1;
-}
-
-/* Host teardown (host.c): every request handle has been collected by now; abort whatever is
- * left, let curl close its cached connections (their polls close), then close the timer. */
-static void http_close(SlHost *h) {
-  Multi *m = h->http;
-  if (m == NULL) return;
-  h->http = NULL;
-  for (Xfer *x = m->live; x != NULL; x = x->next) {
-    xfer_detach(x, CURLE_ABORTED_BY_CALLBACK);
-    if (x->reader != NULL) x->reader->cleanup = NULL;
-    if (x->writer != NULL) x->writer->cleanup = NULL;
-    x->reader = x->writer = NULL;
-    x->marked = false;
-    x->m = NULL;
-  }
-  m->live = NULL;
-  m->mark_head = m->mark_tail = NULL;
-  while (m->pooled > 0) curl_easy_cleanup(m->pool[--m->pooled]);
-  m->depth++;
-  curl_multi_cleanup(m->cm);
-  uv_timer_stop(&m->timer);
-  uv_close((uv_handle_t *)&m->timer, multi_closed);
 }
 
 static const luaL_Reg req_methods[] = {
@@ -1059,7 +490,8 @@ static const luaL_Reg req_meta[] = {
 
 static const luaL_Reg http_funcs[] = {
   {"request", http_request}, {"stats", http_stats}, {"escape", http_escape},
-  {"parse_headers", http_parse_headers}, {NULL, NULL}
+  {"parse_headers", http_parse_headers}, {"upgrade", sl_http_upgrade},
+  {"parse_response_head", http_parse_response_head}, {NULL, NULL}
 };
 
 int luaopen_sandlot_core_http(lua_State *L) {
@@ -1070,6 +502,7 @@ int luaopen_sandlot_core_http(lua_State *L) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  sl_http_upgrade_open(L);
   luaL_newlib(L, http_funcs);
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushfstring(L, "libcurl %s", v->version);

@@ -1,6 +1,8 @@
 /* internal.h: what the core's files share and nothing else sees: the host (one per lua_State:
- * loop, ready queue, task count), tasks and the wait protocol that every blocking-looking call
- * follows, and structured errors. Only sandlot.h is installed. */
+ * loop, ready queue, task and handle counts, teardown hooks), tasks and the wait protocol that
+ * every blocking-looking call follows, and structured errors. Only sandlot.h is installed.
+ * Layers, each calling only those below it: engine.c (the sandlot_* API) > sched.c and the
+ * modules (proc, timer, http, ssh, ...) > loop.c (the host) > errors.c. */
 #ifndef SANDLOT_INTERNAL_H
 #define SANDLOT_INTERNAL_H
 
@@ -55,6 +57,7 @@ struct SlTask {
   bool ok;                /* done: finished without error */
   bool observed;          /* done with error: someone joined or cancelled it */
   bool started;           /* resumed at least once */
+  bool cleanup_task;      /* spawned by sched.cleanup: not cancelled when the script fails */
   SlTask *sync_joiner;    /* a caller outside any task blocked in join() on this task */
 };
 
@@ -65,26 +68,41 @@ struct SlHost {
   uv_idle_t idle;         /* active while the ready queue is not empty */
   SlTask *ready_head, *ready_tail;
   int live_tasks;         /* spawned and not done */
+  int live_cleanup_tasks; /* of which cleanup tasks (sched.cleanup) */
   int handles;            /* open libuv handles owned by the core (drained on close) */
   int loop_depth;         /* > 0 while a sandlot driver is inside uv_run */
   int running;            /* > 0 while the scheduler is resuming tasks */
   unsigned next_task_id;
   bool closing;
-  void *procs;             /* proc.c's list of live children */
-  void *http;              /* http.c's curl multi handle (created on first request) */
-  void (*http_close)(SlHost *h); /* set with http: aborts transfers, closes sockets at teardown */
+  struct SlHook *hooks;    /* teardown hooks, in the order they were registered */
   char readbuf[65536];     /* every pipe read lands here first (reads never overlap) */
 };
 
-/* host.c */
+/* Phases of a host's end, in the order a lua_close runs them. EXIT alone runs at os.exit,
+ * which leaves the process without closing the state. */
+enum {
+  SL_TEARDOWN_EXIT,       /* the process exits now: kill what must not outlive it */
+  SL_TEARDOWN_CLOSE,      /* lua_close: release handles; the loop is drained after this */
+  SL_TEARDOWN_FREE        /* the last close callback ran: free what the module owns */
+};
+typedef void (*SlTeardownFn)(SlHost *h, void *data, int phase);
+
+/* loop.c */
 SL_SHARED SlHost *sl_host(lua_State *L);          /* creates the host on first use */
 SL_SHARED void sl_host_handle_opened(SlHost *h);
 void sl_host_handle_closed(uv_handle_t *handle); /* close cb for handles whose data is freed
                                                     by the caller: decrements the count only */
 SL_SHARED void sl_host_handle_done(SlHost *h);
+/* Registers fn(h, data, phase) for every teardown phase (false: out of memory); a module keeps
+ * its own state in data and finds it again with sl_host_hook_data (NULL: fn not registered). */
+SL_SHARED bool sl_host_on_close(SlHost *h, SlTeardownFn fn, void *data);
+SL_SHARED void *sl_host_hook_data(SlHost *h, SlTeardownFn fn);
+void sl_host_exit(SlHost *h);           /* runs the EXIT phase (os.exit, a forced stop) */
 /* Runs ready tasks and the loop until *done (or, done == NULL, until no task is alive) or
  * until nothing can make progress. */
 void sl_host_drive(SlHost *h, bool *done);
+
+/* engine.c */
 void sl_register_core(lua_State *L);    /* package.preload for every sandlot.core.* module */
 bool sl_exe_dir(char *buf, size_t size); /* directory of the running binary; false without /proc */
 
@@ -108,8 +126,15 @@ SL_SHARED int sl_wait(lua_State *L, SlTask *t, lua_KContext ctx, lua_KFunction k
 /* Completion: the nres values on top of t->co become the results of the wait. */
 SL_SHARED void sl_wake(SlTask *t, int nres);
 void sl_sched_run_ready(SlHost *h);
-void sl_sched_cancel_all(lua_State *L);  /* at close: runs every parked task's cleanup */
-void sl_sched_cancel_tasks(lua_State *L); /* cancels every live task ("cancelled") */
+/* [fn, args...] on top of L -> [task]: queues fn(args...) as a task (a cleanup task when
+ * cleanup: sl_sched_cancel_tasks leaves it alone). Raises when fn is not callable. */
+SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup);
+void sl_sched_cancel_tasks(lua_State *L); /* cancels every live task but cleanup tasks */
+bool sl_task_cancel(SlTask *t);         /* task:cancel(); false when it was done */
+/* The task userdata at idx: pushes its error and traceback and returns 2 when it is done and
+ * failed (and marks it joined), else pushes nothing and returns 0. */
+int sl_task_push_error(lua_State *L, int idx);
+void sl_sched_push_unobserved(lua_State *L); /* {task, ...} failed and never joined; clears */
 int sl_sched_open(lua_State *L);
 
 /* errors.c */
@@ -122,8 +147,12 @@ SL_SHARED int sl_fail(lua_State *L, const char *code, const char *fmt, ...)
 SL_SHARED void sl_new_error(lua_State *L, const char *code, const char *message); /* pushes err */
 SL_SHARED const char *sl_code_for_errno(int err);  /* errno (positive) -> code */
 
-/* proc.c */
-void sl_proc_kill_all(SlHost *h);       /* SIGKILL every live child's process group */
+/* sys.c: the core's one base64 (RFC 4648) and SHA-256 */
+#define SL_B64_LEN(n) (((n) + 2) / 3 * 4)  /* encoded size with padding, the most without */
+SL_SHARED size_t sl_b64_encode(char *out, const unsigned char *s, size_t n, bool pad);
+/* out holds n / 4 * 3 + 3 bytes; whitespace is skipped; false on anything else not base64 */
+SL_SHARED bool sl_b64_decode(const char *s, size_t n, unsigned char *out, size_t *outlen);
+SL_SHARED void sl_sha256(const unsigned char *data, size_t len, unsigned char out[32]);
 
 /* misc */
 SL_SHARED uint64_t sl_now_ns(void);

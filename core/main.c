@@ -1,6 +1,7 @@
 /* main.c: the sandlot host: `sandlot [options] [script [args]]`, shaped like the stock lua
  * interpreter, plus subcommands written in Lua (sandlot.cli) and the REPL (repl.c). A thin
  * user of the public engine API in sandlot.h. */
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "sandlot: cannot create the engine (out of memory)\n");
     return 1;
   }
+  sandlot_catch_signals(S);                /* Ctrl-C, SIGTERM: close what scripts hold, then go */
   int rc = 0, i = 1;
   bool interactive = false, ran = false;
   for (; i < argc && rc == 0; i++) {
@@ -122,6 +124,12 @@ int main(int argc, char **argv) {
     char dash[] = "-";
     rc = run_script(S, (char *[]){argv[0], dash}, 2, 1);
   }
+  int stopped_by = sandlot_stop_signal(S);
   sandlot_close(S);
+  if (stopped_by != 0) {                   /* end the way the signal would have ended us */
+    fflush(NULL);
+    signal(stopped_by, SIG_DFL);
+    raise(stopped_by);
+  }
   return rc;
 }

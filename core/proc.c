@@ -19,31 +19,18 @@
 
 extern char **environ;
 
-#include "internal.h"
+#include "outbuf.h"
 
 #define PROC_MT "sandlot.proc"
-#define QUEUE_HIGH (4u << 20)            /* stop reading pipes above this many queued bytes */
-#define QUEUE_LOW (1u << 20)
 
 typedef struct Proc Proc;
-
-typedef struct Chunk {
-  struct Chunk *next;
-  int which;                               /* 0 stdout, 1 stderr */
-  size_t len;
-  char data[];
-} Chunk;
 
 typedef struct {
   uv_pipe_t pipe;
   Proc *p;
   int which;
   bool open, eof;
-  size_t cap;                              /* bytes kept at most (head + tail) */
-  char *buf;                               /* first `len` bytes; once over cap: head | ring */
-  size_t len, alloc, ring_pos;
-  bool wrapped;                            /* total > cap: ring holds the tail */
-  uint64_t total;
+  SlCapture cap;                           /* head and tail within max_output */
   int spill_fd;
   int spill_errno;
 } Stream;
@@ -67,8 +54,7 @@ struct Proc {
   SlTask *reader;                          /* a task in wait() or read() */
   int wait_kind;
   WriteReq *writing;                       /* the write a task is waiting for */
-  Chunk *q_head, *q_tail;
-  size_t q_bytes;
+  SlQueue q;                               /* stream = true: chunks for read() */
   int handles;                             /* our uv handles not yet closed */
   int pid;
   int pidfd;
@@ -82,22 +68,27 @@ struct Proc {
 
 typedef struct { Proc *p; } ProcBox;
 
+/* proc.c's state in a host: the live list (os.exit kills what is left), the data of its
+ * teardown hook. */
+typedef struct { Proc *head; } ProcList;
+
+static void procs_teardown(SlHost *h, void *data, int phase);
+
+static ProcList *proc_list(SlHost *h) { return sl_host_hook_data(h, procs_teardown); }
+
 /* ---------------------------------------------------------------- lifetime */
 
 static void proc_maybe_free(Proc *p) {
   if (!p->released || p->handles > 0) return;
   if (p->prev != NULL) p->prev->next = p->next;
-  else if (p->host->procs == p) p->host->procs = p->next;
+  else if (proc_list(p->host)->head == p) proc_list(p->host)->head = p->next;
   if (p->next != NULL) p->next->prev = p->prev;
   if (p->pidfd >= 0) close(p->pidfd);
   for (int i = 0; i < 2; i++) {
-    free(p->out[i].buf);
+    sl_capture_free(&p->out[i].cap);
     if (p->out[i].spill_fd >= 0) close(p->out[i].spill_fd);
   }
-  for (Chunk *c = p->q_head, *next; c != NULL; c = next) {
-    next = c->next;
-    free(c);
-  }
+  sl_queue_clear(&p->q);
   free(p);
 }
 
@@ -121,95 +112,21 @@ static void kill_group(Proc *p, int sig) {
 
 /* ---------------------------------------------------------------- output */
 
-static void capture(Stream *s, const char *data, size_t n) {
-  s->total += n;
-  if (s->cap == 0) return;
-  if (!s->wrapped && s->len + n <= s->cap) {
-    if (s->len + n > s->alloc) {
-      size_t want = s->alloc ? s->alloc : 4096;
-      while (want < s->len + n) want *= 2;
-      if (want > s->cap) want = s->cap;
-      char *nb = realloc(s->buf, want);
-      if (nb == NULL) return;              /* keep what fits; total still counts */
-      s->buf = nb;
-      s->alloc = want;
-    }
-    memcpy(s->buf + s->len, data, n);
-    s->len += n;
-    return;
-  }
-  if (!s->wrapped) {                       /* fill up to cap, then the tail becomes a ring */
-    if (s->alloc < s->cap) {
-      char *nb = realloc(s->buf, s->cap);
-      if (nb == NULL) return;
-      s->buf = nb;
-      s->alloc = s->cap;
-    }
-    size_t room = s->cap - s->len;
-    memcpy(s->buf + s->len, data, room);
-    s->len = s->cap;
-    data += room;
-    n -= room;
-    s->wrapped = true;
-    s->ring_pos = 0;
-  }
-  size_t head = s->cap / 2, ring = s->cap - head;
-  if (ring == 0) return;
-  if (n >= ring) {
-    data += n - ring;
-    n = ring;
-  }
-  while (n > 0) {
-    size_t k = ring - s->ring_pos;
-    if (k > n) k = n;
-    memcpy(s->buf + head + s->ring_pos, data, k);
-    s->ring_pos = (s->ring_pos + k) % ring;
-    data += k;
-    n -= k;
-  }
-}
-
-static void push_captured(lua_State *L, Stream *s) {
-  if (!s->wrapped) {
-    lua_pushlstring(L, s->buf ? s->buf : "", s->len);
-    return;
-  }
-  size_t head = s->cap / 2, ring = s->cap - head;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addlstring(&b, s->buf, head);
-  luaL_addlstring(&b, s->buf + head + s->ring_pos, ring - s->ring_pos);
-  luaL_addlstring(&b, s->buf + head, s->ring_pos);
-  luaL_pushresult(&b);
-}
-
 static void push_result(lua_State *L, Proc *p) {
-  lua_createtable(L, 0, 12);
-  if (p->term_signal != 0) {
-    lua_pushinteger(L, 128 + p->term_signal);
-    lua_setfield(L, -2, "exit_code");
-    lua_pushinteger(L, p->term_signal);
-    lua_setfield(L, -2, "signal");
-  } else {
-    lua_pushinteger(L, p->exit_status);
-    lua_setfield(L, -2, "exit_code");
-  }
-  static const char *const names[2][2] = {{"stdout", "stdout_bytes"},
-                                          {"stderr", "stderr_bytes"}};
-  for (int i = 0; i < 2; i++) {
-    push_captured(L, &p->out[i]);
-    lua_setfield(L, -2, names[i][0]);
-    lua_pushinteger(L, (lua_Integer)p->out[i].total);
-    lua_setfield(L, -2, names[i][1]);
-  }
-  lua_pushboolean(L, p->timed_out);
-  lua_setfield(L, -2, "timed_out");
-  lua_pushboolean(L, p->out[0].wrapped || p->out[1].wrapped);
-  lua_setfield(L, -2, "truncated");
-  lua_pushnumber(L, (double)(p->end_ns - p->start_ns) / 1e9);
-  lua_setfield(L, -2, "duration");
-  lua_pushinteger(L, p->pid);
-  lua_setfield(L, -2, "pid");
+  SlExecResult r = {
+    .out = {&p->out[0].cap, &p->out[1].cap}, .exit_code = p->exit_status,
+    .signal = p->term_signal, .timed_out = p->timed_out,
+    .duration = (double)(p->end_ns - p->start_ns) / 1e9, .pid = p->pid,
+  };
+  sl_exec_result_push(L, &r);
+}
+
+/* Pushes the next queued chunk and its stream name. */
+static void push_chunk(lua_State *L, Proc *p) {
+  SlChunk *c = sl_queue_pop(&p->q);
+  lua_pushlstring(L, c->data, c->len);
+  lua_pushstring(L, c->which == 0 ? "stdout" : "stderr");
+  free(c);
 }
 
 static void wake_reader(Proc *p, int kind) {
@@ -224,18 +141,12 @@ static void wake_reader(Proc *p, int kind) {
     sl_wake(t, 1);
     return;
   }
-  Chunk *c = p->q_head;                    /* WAIT_READ: a chunk, or EOF when done */
-  if (c == NULL) {
+  if (p->q.head == NULL) {                 /* WAIT_READ: a chunk, or EOF when done */
     lua_pushnil(L);
     sl_wake(t, 1);
     return;
   }
-  p->q_head = c->next;
-  if (p->q_head == NULL) p->q_tail = NULL;
-  p->q_bytes -= c->len;
-  lua_pushlstring(L, c->data, c->len);
-  lua_pushstring(L, c->which == 0 ? "stdout" : "stderr");
-  free(c);
+  push_chunk(L, p);
   sl_wake(t, 2);
 }
 
@@ -277,7 +188,7 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   Stream *s = stream->data;
   Proc *p = s->p;
   if (n > 0) {
-    capture(s, buf->base, (size_t)n);
+    sl_capture_add(&s->cap, buf->base, (size_t)n);
     if (s->spill_fd >= 0) {
       for (ssize_t off = 0; off < n;) {
         ssize_t w = write(s->spill_fd, buf->base + off, (size_t)(n - off));
@@ -291,20 +202,9 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
         off += w;
       }
     }
-    if (p->stream && !p->released) {
-      Chunk *c = malloc(sizeof(*c) + (size_t)n);
-      if (c != NULL) {
-        c->next = NULL;
-        c->which = s->which;
-        c->len = (size_t)n;
-        memcpy(c->data, buf->base, (size_t)n);
-        if (p->q_tail != NULL) p->q_tail->next = c;
-        else p->q_head = c;
-        p->q_tail = c;
-        p->q_bytes += (size_t)n;
-        if (p->q_bytes > QUEUE_HIGH) set_reading(p, false);
-        wake_reader(p, WAIT_READ);
-      }
+    if (p->stream && !p->released && sl_queue_push(&p->q, s->which, buf->base, (size_t)n)) {
+      if (sl_queue_full(&p->q)) set_reading(p, false);
+      wake_reader(p, WAIT_READ);
     }
     return;
   }
@@ -441,7 +341,7 @@ static void read_opts(lua_State *L, int opts, SpawnOpts *o) {
   o->spill[0] = opt_string(L, opts, "spill_stdout", NULL);
   o->spill[1] = opt_string(L, opts, "spill_stderr", NULL);
   lua_getfield(L, opts, "max_output");
-  lua_Integer cap = luaL_optinteger(L, -1, 16 << 20);
+  lua_Integer cap = luaL_optinteger(L, -1, (lua_Integer)SL_DEFAULT_MAX_OUTPUT);
   if (cap < 0) luaL_error(L, "proc: opts.max_output must be >= 0");
   o->cap = (size_t)cap;
   lua_getfield(L, opts, "timeout");
@@ -593,7 +493,7 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
     Stream *s = &p->out[i];
     s->p = p;
     s->which = i;
-    s->cap = o->cap;
+    s->cap.cap = o->cap;
     s->spill_fd = spill_fd[i];
     uv_pipe_init(h->loop, &s->pipe, 0);
     uv_pipe_open(&s->pipe, mine[i + 1]);
@@ -607,9 +507,9 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
   p->handles++;
   h->handles += p->handles;
   uv_poll_start(&p->exitpoll, UV_READABLE, on_pidfd);
-  p->next = h->procs;                      /* live list: os.exit kills what is left */
+  p->next = proc_list(h)->head;            /* live list: os.exit kills what is left */
   if (p->next != NULL) ((Proc *)p->next)->prev = p;
-  h->procs = p;
+  proc_list(h)->head = p;
   for (int i = 0; i < 2; i++)
     uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, on_read);
   if (o->timeout > 0) {
@@ -636,18 +536,21 @@ static void proc_release(Proc *p) {
   if (!p->exited) kill_group(p, SIGKILL);
   close_handle(p, (uv_handle_t *)&p->in, &p->in_open);
   if (p->reading_stopped) set_reading(p, true);
-  for (Chunk *c = p->q_head, *next; c != NULL; c = next) {
-    next = c->next;
-    free(c);
-  }
-  p->q_head = p->q_tail = NULL;
-  p->q_bytes = 0;
+  sl_queue_clear(&p->q);
   proc_maybe_free(p);
 }
 
-void sl_proc_kill_all(SlHost *h) {
-  for (Proc *p = h->procs; p != NULL; p = p->next)
-    if (p->pid > 0 && (!p->exited || p->kill_group)) kill(-p->pid, SIGKILL);
+/* Host teardown hook: at exit, SIGKILL every live child's process group; once the host's
+ * last handle closed, free the list. */
+static void procs_teardown(SlHost *h, void *data, int phase) {
+  (void)h;
+  ProcList *list = data;
+  if (phase == SL_TEARDOWN_EXIT) {
+    for (Proc *p = list->head; p != NULL; p = p->next)
+      if (p->pid > 0 && (!p->exited || p->kill_group)) kill(-p->pid, SIGKILL);
+  } else if (phase == SL_TEARDOWN_FREE) {
+    free(list);
+  }
 }
 
 /* ---------------------------------------------------------------- Lua API */
@@ -734,16 +637,10 @@ static int proc_read(lua_State *L) {
   lua_settop(L, 1);
   if (!p->stream) return luaL_error(L, "sandlot.proc: read() needs spawn{stream = true}");
   if (p->reader != NULL) return luaL_error(L, "sandlot.proc: another task is already reading");
-  if (p->q_bytes < QUEUE_LOW && p->reading_stopped) set_reading(p, true);
-  if (p->q_head != NULL || p->done) {
-    Chunk *c = p->q_head;
-    if (c == NULL) return 0;
-    p->q_head = c->next;
-    if (p->q_head == NULL) p->q_tail = NULL;
-    p->q_bytes -= c->len;
-    lua_pushlstring(L, c->data, c->len);
-    lua_pushstring(L, c->which == 0 ? "stdout" : "stderr");
-    free(c);
+  if (sl_queue_drained(&p->q) && p->reading_stopped) set_reading(p, true);
+  if (p->q.head != NULL || p->done) {
+    if (p->q.head == NULL) return 0;
+    push_chunk(L, p);
     return 2;
   }
   SlTask sync, *t = sl_wait_begin(L, &sync);
@@ -767,7 +664,8 @@ static int proc_write(lua_State *L) {
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
   lua_settop(L, 2);
-  if (!p->in_open) return sl_fail(L, "invalid_input", "stdin is closed (spawn with stdin = \"pipe\")");
+  if (!p->in_open)
+    return sl_fail(L, "invalid_input", "stdin is closed (spawn with stdin = \"pipe\")");
   if (p->writing != NULL) return luaL_error(L, "sandlot.proc: another task is already writing");
   if (len == 0) {
     lua_pushboolean(L, 1);
@@ -796,12 +694,6 @@ static int proc_close_stdin(lua_State *L) {
   return 1;
 }
 
-static const struct { const char *name; int sig; } signals[] = {
-  {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT}, {"HUP", SIGHUP}, {"QUIT", SIGQUIT},
-  {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"STOP", SIGSTOP}, {"CONT", SIGCONT},
-  {"ALRM", SIGALRM}, {"PIPE", SIGPIPE}, {NULL, 0}
-};
-
 /* proc:kill([sig]) -> true | nil, err   sig: number or name ("TERM", "SIGKILL"); whole group */
 static int proc_kill(lua_State *L) {
   Proc *p = proc_check(L, 1);
@@ -809,11 +701,7 @@ static int proc_kill(lua_State *L) {
   if (lua_type(L, 2) == LUA_TNUMBER) {
     sig = (int)luaL_checkinteger(L, 2);
   } else if (!lua_isnoneornil(L, 2)) {
-    const char *name = luaL_checkstring(L, 2);
-    if (strncmp(name, "SIG", 3) == 0) name += 3;
-    sig = -1;
-    for (int i = 0; signals[i].name != NULL; i++)
-      if (strcmp(signals[i].name, name) == 0) sig = signals[i].sig;
+    sig = sl_signal_number(luaL_checkstring(L, 2));
     luaL_argcheck(L, sig > 0, 2, "unknown signal name");
   }
   luaL_argcheck(L, sig > 0 && sig < 65, 2, "signal out of range");
@@ -881,7 +769,14 @@ static const luaL_Reg proc_funcs[] = {
 };
 
 int luaopen_sandlot_core_proc(lua_State *L) {
-  sl_host(L);
+  SlHost *h = sl_host(L);
+  if (proc_list(h) == NULL) {
+    ProcList *list = calloc(1, sizeof(*list));
+    if (list == NULL || !sl_host_on_close(h, procs_teardown, list)) {
+      free(list);
+      return luaL_error(L, "sandlot: out of memory");
+    }
+  }
   if (luaL_newmetatable(L, PROC_MT)) {
     luaL_setfuncs(L, proc_meta, 0);
     luaL_newlib(L, proc_methods);

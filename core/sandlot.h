@@ -25,7 +25,8 @@ typedef struct sandlot sandlot;
  * preloaded and package.path set to the sandlot Lua library. loop may be NULL (the engine
  * creates and owns a private loop) or the embedder's own libuv loop. NULL on out of memory. */
 SANDLOT_API sandlot *sandlot_open(struct uv_loop_s *loop);
-/* Closes the Lua state (killing forgotten children), drains the loop and frees the engine. */
+/* Lets queued cleanup tasks (destroys) finish, closes the Lua state (killing forgotten
+ * children), drains the loop and frees the engine. */
 SANDLOT_API void sandlot_close(sandlot *S);
 
 SANDLOT_API lua_State *sandlot_lua(sandlot *S);
@@ -54,6 +55,26 @@ SANDLOT_API int sandlot_live_tasks(sandlot *S);
  * on the loop): an embedder's own loop stops stepping then, and sandlot_run reports why. */
 SANDLOT_API int sandlot_stalled(sandlot *S);
 
+/* Tasks from C. sandlot_spawn takes a function and nargs arguments from the top of the Lua
+ * stack ([fn, args...]) and queues fn(args...) as a task; it runs once the loop is driven
+ * (sandlot_run, sandlot_step, or a later dofile/dostring). The task stays valid until
+ * sandlot_task_release. NULL when fn is not callable, with the reason in sandlot_last_error().
+ * sandlot_task_error: -1 while the task runs, 0 when it finished, 1 when it failed: then
+ * sandlot_last_error() holds its message and traceback, and the failure counts as seen (it is
+ * not reported again as a task nobody joined). */
+typedef struct sandlot_task sandlot_task;
+SANDLOT_API sandlot_task *sandlot_spawn(sandlot *S, int nargs);
+SANDLOT_API int sandlot_task_error(sandlot *S, sandlot_task *t);
+SANDLOT_API void sandlot_task_release(sandlot *S, sandlot_task *t);
+
+/* For a program that owns the process (the sandlot host): during sandlot_dofile and
+ * sandlot_dostring, a first SIGINT or SIGTERM cancels the running tasks so that `<close>`
+ * variables unwind and the destroys they queue finish before the call returns; a second one
+ * kills the children and ends the process by that signal. sandlot_stop_signal tells which
+ * signal stopped a run (0: none), so that the program can end by it too. */
+SANDLOT_API void sandlot_catch_signals(sandlot *S);
+SANDLOT_API int sandlot_stop_signal(sandlot *S);
+
 /* For a lua_State not created by sandlot_open (a stock interpreter loading sandlot.so, or an
  * embedder with its own state): makes the core modules use `loop`. Call before the first
  * require "sandlot.core.*"; without it the first core module creates a private loop. */
@@ -67,6 +88,8 @@ SANDLOT_API int luaopen_sandlot_core_proc(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_errors(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_sys(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_fs(lua_State *L);
+SANDLOT_API int luaopen_sandlot_core_outbuf(lua_State *L);
+SANDLOT_API int luaopen_sandlot_core_zlib(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_http(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_ssh(lua_State *L);
 

@@ -179,6 +179,7 @@ static void task_finish(SlTask *t, int status, int nres) {
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
   t->ref = LUA_NOREF;
   h->live_tasks--;
+  if (t->cleanup_task) h->live_cleanup_tasks--;
 }
 
 static void task_resume(SlTask *t) {
@@ -225,7 +226,12 @@ void sl_sched_run_ready(SlHost *h) {
   if (h->ready_head == NULL) uv_idle_stop(&h->idle);
 }
 
-void sl_sched_cancel_all(lua_State *L) {
+/* Host teardown hook: at lua_close, runs every parked task's cleanup (stops timers, kills the
+ * children of tasks that wait on them); nothing is resumed any more. */
+static void sched_teardown(SlHost *h, void *data, int phase) {
+  (void)data;
+  if (phase != SL_TEARDOWN_CLOSE) return;
+  lua_State *L = h->L;
   push_regtable(L, &threads_key, NULL);
   lua_pushnil(L);
   while (lua_next(L, -2) != 0) {
@@ -246,28 +252,34 @@ static SlTask *task_check(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, TASK_MT);
 }
 
-/* sched.spawn(fn, ...) -> task */
-static int sched_spawn(lua_State *L) {
-  luaL_checkany(L, 1);
-  if (!lua_isfunction(L, 1) && luaL_getmetafield(L, 1, "__call") == LUA_TNIL)
-    luaL_typeerror(L, 1, "function");
-  lua_settop(L, lua_gettop(L));
+SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup) {
+  int fn = lua_gettop(L) - nargs;
+  luaL_checkany(L, fn);
+  if (!lua_isfunction(L, fn) && luaL_getmetafield(L, fn, "__call") == LUA_TNIL)
+    luaL_typeerror(L, fn, "function");
   SlHost *h = sl_host(L);
-  int n = lua_gettop(L);
+  if (luaL_getmetatable(L, TASK_MT) == LUA_TNIL) {         /* spawned from C before any */
+    luaL_requiref(L, "sandlot.core.sched", luaopen_sandlot_core_sched, 0);  /* require */
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  int n = nargs + 1;                                       /* the function and its arguments */
   SlTask *t = lua_newuserdatauv(L, sizeof(*t), UV_COUNT);
   memset(t, 0, sizeof(*t));
   t->host = h;
   t->id = ++h->next_task_id;
   t->state = SL_TASK_NEW;
   t->ref = LUA_NOREF;
+  SlTask *parent = sl_task_of(L);          /* a cleanup task's helpers are cleanup too */
+  t->cleanup_task = cleanup || (parent != NULL && parent->cleanup_task);
   luaL_setmetatable(L, TASK_MT);
   lua_State *co = lua_newthread(L);
   t->co = co;
   lua_setiuservalue(L, -2, UV_THREAD);
-  lua_pushvalue(L, 1);
+  lua_pushvalue(L, fn);
   lua_setiuservalue(L, -2, UV_FN);
   luaL_checkstack(co, n + 1, "too many arguments to spawn");
-  for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
+  for (int i = 0; i < n; i++) lua_pushvalue(L, fn + i);
   lua_xmove(L, co, n);
   t->nargs = n;
   push_regtable(L, &threads_key, NULL);
@@ -279,7 +291,24 @@ static int sched_spawn(lua_State *L) {
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   h->live_tasks++;
+  if (t->cleanup_task) h->live_cleanup_tasks++;
   ready_push(t);
+  lua_replace(L, fn);                                      /* [task, args...] */
+  lua_settop(L, fn);                                       /* [task] */
+  return t;
+}
+
+/* sched.spawn(fn, ...) -> task */
+static int sched_spawn(lua_State *L) {
+  sl_sched_spawn(L, lua_gettop(L) - 1, false);
+  return 1;
+}
+
+/* sched.cleanup(fn, ...) -> task: a cleanup task (a destroy queued by a __close that could not
+ * wait). It is not cancelled when the script fails or is interrupted, and the host waits for
+ * it before it exits; fn bounds its own work. Tasks it spawns are cleanup tasks too. */
+static int sched_cleanup(lua_State *L) {
+  sl_sched_spawn(L, lua_gettop(L) - 1, true);
   return 1;
 }
 
@@ -399,10 +428,12 @@ void sl_sched_cancel_tasks(lua_State *L) {
   while (lua_next(L, -2) != 0) {
     SlTask *t = lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (t != NULL) cancel_task(t, "cancelled");
+    if (t != NULL && !t->cleanup_task) cancel_task(t, "cancelled");
   }
   lua_pop(L, 1);
 }
+
+bool sl_task_cancel(SlTask *t) { return cancel_task(t, "cancelled"); }
 
 static const char *task_state_name(const SlTask *t) {
   static const char *const names[] = {"new", "ready", "running", "waiting", "done"};
@@ -454,14 +485,24 @@ static int sched_cancelled(lua_State *L) {
   return 1;
 }
 
+/* sched.can_wait() -> bool: whether a blocking call made here could wait (a task's own thread
+ * where it can yield, not cancelled; or a thread outside any task while no loop runs), so that
+ * a __close can tell a graceful teardown from one it must queue before it starts any I/O. */
+static int sched_can_wait(lua_State *L) {
+  SlTask *t = sl_task_of(L);
+  SlHost *h = sl_host(L);
+  if (t != NULL) lua_pushboolean(L, lua_isyieldable(L) && t->cancel_code == NULL);
+  else lua_pushboolean(L, h->running == 0 && h->loop_depth == 0);
+  return 1;
+}
+
 /* sched.live() -> number of tasks not yet done */
 static int sched_live(lua_State *L) {
   lua_pushinteger(L, sl_host(L)->live_tasks);
   return 1;
 }
 
-/* sched.unobserved() -> {task, ...}: failed tasks nobody joined; clears the list */
-static int sched_unobserved(lua_State *L) {
+void sl_sched_push_unobserved(lua_State *L) {
   lua_newtable(L);
   push_regtable(L, &unobserved_key, NULL);
   lua_pushnil(L);
@@ -474,19 +515,30 @@ static int sched_unobserved(lua_State *L) {
   lua_pop(L, 1);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &unobserved_key);
+}
+
+/* sched.unobserved() -> {task, ...}: failed tasks nobody joined; clears the list */
+static int sched_unobserved(lua_State *L) {
+  sl_sched_push_unobserved(L);
   return 1;
+}
+
+int sl_task_push_error(lua_State *L, int idx) {
+  SlTask *t = task_check(L, idx);
+  if (t->state != SL_TASK_DONE || t->ok) return 0;
+  idx = lua_absindex(L, idx);
+  t->observed = true;
+  unobserved_forget(L, idx);
+  lua_getiuservalue(L, idx, UV_RESULTS);
+  lua_getfield(L, -1, "error");
+  lua_getfield(L, -2, "traceback");
+  lua_remove(L, -3);
+  return 2;
 }
 
 /* task:error() -> err, traceback | nil: the error of a done task, without raising */
 static int task_error(lua_State *L) {
-  SlTask *t = task_check(L, 1);
-  if (t->state != SL_TASK_DONE || t->ok) return 0;
-  t->observed = true;
-  unobserved_forget(L, 1);
-  lua_getiuservalue(L, 1, UV_RESULTS);
-  lua_getfield(L, -1, "error");
-  lua_getfield(L, -2, "traceback");
-  return 2;
+  return sl_task_push_error(L, 1);
 }
 
 /* sched.run() -> true | nil, err: drives the loop until every task is done (stock lua).
@@ -533,12 +585,15 @@ static const luaL_Reg task_methods[] = {
 };
 
 static const luaL_Reg sched_funcs[] = {
-  {"spawn", sched_spawn}, {"current", sched_current}, {"cancelled", sched_cancelled},
+  {"spawn", sched_spawn}, {"cleanup", sched_cleanup}, {"can_wait", sched_can_wait},
+  {"current", sched_current}, {"cancelled", sched_cancelled},
   {"live", sched_live}, {"unobserved", sched_unobserved}, {"run", sched_run}, {NULL, NULL}
 };
 
 int luaopen_sandlot_core_sched(lua_State *L) {
-  sl_host(L);
+  SlHost *h = sl_host(L);
+  if (sl_host_hook_data(h, sched_teardown) == NULL && !sl_host_on_close(h, sched_teardown, h))
+    return luaL_error(L, "sandlot: out of memory");
   if (luaL_newmetatable(L, TASK_MT)) {
     luaL_newlib(L, task_methods);
     lua_setfield(L, -2, "__index");

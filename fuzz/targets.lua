@@ -57,4 +57,28 @@ function M.config(text)
   return cfg
 end
 
+-- Incremental readers: the first byte sets the chunk size (1..256), the rest is the stream,
+-- fed chunk by chunk and then finished, as a response body arrives.
+local function stream(make)
+  return function(input)
+    local size = (input:byte(1) or 0) + 1
+    local reader = make(function() end)
+    for pos = 2, #input, size do
+      local ok, err = reader:feed(input:sub(pos, pos + size - 1))
+      if not ok then return nil, err end
+    end
+    return reader:finish()
+  end
+end
+
+M.ndjson = stream(function(on) return require("sandlot.wire.ndjson").decoder(on) end)
+M.stdcopy = stream(function(on) return require("sandlot.wire.stdcopy").decoder(on) end)
+M.connect = stream(function(on) return require("sandlot.wire.connect").decoder(on) end)
+
+---multipart: the first line is the Content-Type, the rest the body.
+function M.multipart(input)
+  local ct, body = input:match("^([^\n]*)\n(.*)$")
+  return require("sandlot.wire.multipart").parse(body or "", ct or input)
+end
+
 return M

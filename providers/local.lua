@@ -6,6 +6,7 @@
 local proc = require("sandlot.proc")
 local fs = require("sandlot.fs")
 local errors = require("sandlot.errors")
+local check = require("sandlot._check")
 local cjson = require("cjson")
 
 local M = {
@@ -29,8 +30,9 @@ local ETC = { "passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.
 -- top-level directories mirrored from the host: a symlink (merged /usr) or a read-only bind
 local TOP = { "bin", "sbin", "lib", "lib32", "lib64", "libx32" }
 
+-- retryable follows the code (errors.codes), as for every provider
 local function err(code, fmt, ...)
-  return nil, errors.new(code, fmt:format(...), { retryable = false })
+  return nil, errors.new(code, fmt:format(...))
 end
 
 local function trim(s)
@@ -55,9 +57,7 @@ local function new_id()
   return (b:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 end
 
-local function valid_id(id)
-  return type(id) == "string" and #id <= 64 and id:match("^[%w][%w_%-]*$") ~= nil
-end
+local ID = "^[%w][%w_%-]*$"                -- new_id makes 12 hex digits
 
 -- bubblewrap -------------------------------------------------------------------------------
 
@@ -134,10 +134,11 @@ end
 -- Sandboxes on disk --------------------------------------------------------------------------
 
 local function paths(ctx, handle)
-  if type(handle) ~= "table" or not valid_id(handle.id) then
-    return err("invalid_input", "local: not a local sandbox handle (id %s)",
-               tostring(handle and handle.id))
+  if type(handle) ~= "table" then
+    return err("invalid_input", "local: not a local sandbox handle (a %s)", type(handle))
   end
+  local ok, iderr = check.id(handle.id, ID, "local sandbox id", 64)
+  if not ok then return nil, iderr end
   local dir = state_dir(ctx) .. "/" .. handle.id
   return dir, dir .. "/root"
 end
@@ -326,7 +327,8 @@ function M.exec(ctx, handle, argv, opts)
   local root <close> = s.root
   local meta = s.meta
   if meta.state == "stopped" then
-    return err("unavailable", "local sandbox %s is stopped; start it first", handle.id)
+    return nil, errors.new("unavailable", ("local sandbox %s is stopped; start it first")
+                                           :format(handle.id), { retryable = false })
   end
   local canon, cerr = root:resolve(opts.cwd or meta.cwd or "/")
   if not canon then return nil, cerr end
@@ -338,11 +340,7 @@ function M.exec(ctx, handle, argv, opts)
   local inside = meta.isolation == "namespaces"
   local env = { PATH = STD_PATH, LANG = "C.UTF-8",
                 HOME = inside and "/" or s.rootpath }
-  for _, src in ipairs({ meta.env, opts.env }) do
-    for k, v in pairs(src or {}) do
-      if v == false then env[k] = nil else env[k] = tostring(v) end
-    end
-  end
+  check.apply_env(check.apply_env(env, meta.env), opts.env)   -- false removes a name
   local full, cwd = argv, nil
   if inside then
     full = bwrap_argv(ctx, s.rootpath, meta, "/" .. canon)
@@ -494,10 +492,7 @@ function M.update(ctx, handle, opts)
     end
     local meta = s.meta
     if opts.env ~= nil then
-      if type(opts.env) ~= "table" then error("update: env must be a table", 4) end
-      for k, v in pairs(opts.env) do
-        if v == false then meta.env[k] = nil else meta.env[k] = tostring(v) end
-      end
+      check.apply_env(meta.env, check.env(opts.env, "update", 4))
     end
     if opts.cwd ~= nil then
       local ok, cerr = fs.mkdir_below(root, opts.cwd)
@@ -533,7 +528,8 @@ local function command_line(ctx, handle, argv, opts)
   local root <close> = s.root
   local meta = s.meta
   if meta.state == "stopped" then
-    return err("unavailable", "local sandbox %s is stopped; start it first", handle.id)
+    return nil, errors.new("unavailable", ("local sandbox %s is stopped; start it first")
+                                           :format(handle.id), { retryable = false })
   end
   local canon, cerr = root:resolve(opts.cwd or meta.cwd or "/")
   if not canon then return nil, cerr end
@@ -544,11 +540,7 @@ local function command_line(ctx, handle, argv, opts)
   end
   local inside = meta.isolation == "namespaces"
   local env = { PATH = STD_PATH, LANG = "C.UTF-8", HOME = inside and "/" or s.rootpath }
-  for _, src in ipairs({ meta.env, opts.env }) do
-    for k, v in pairs(src or {}) do
-      if v == false then env[k] = nil else env[k] = tostring(v) end
-    end
-  end
+  check.apply_env(check.apply_env(env, meta.env), opts.env)   -- false removes a name
   local full, cwd = argv, nil
   if inside then
     -- Without --new-session bwrap's init and the command stay in the process group sandlot.proc
@@ -624,7 +616,7 @@ function M.list(ctx, opts)
   if not entries then return nil, rerr end
   local out = {}
   for _, e in ipairs(entries) do
-    local meta = e.type == "directory" and valid_id(e.name)
+    local meta = e.type == "directory" and #e.name <= 64 and e.name:match(ID)
                  and read_meta(state_dir(ctx) .. "/" .. e.name, e.name)
     local keep = meta and not (meta.expires_at and os.time() >= meta.expires_at)
     for k, v in pairs(want) do

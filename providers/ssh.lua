@@ -2,9 +2,12 @@
 -- private directory <base>/<id>/ on the remote host (base: ~/.sandlot/sandboxes) holding env
 -- (its create-time environment, 0600) and work/ (where commands run and file paths point); or,
 -- asked for explicitly with workdir = "/", the whole host. File paths are confined to the
--- working directory lexically (no `..` out); commands run as the SSH user, so this is a
--- working area, not an isolation boundary. Connections are shared per host and user.
+-- working directory: lexically (no `..` out), then on the server (SFTP realpath), so a
+-- symlink inside cannot lead a file operation outside. Commands run as the SSH user, so this
+-- is a working area, not an isolation boundary. Connections are shared per host and user.
+-- The command lines are built with sandlot.shell.
 local ssh = require("sandlot.ssh")
+local shell = require("sandlot.shell")
 local errors = require("sandlot.errors")
 
 local M = {
@@ -21,7 +24,7 @@ local M = {
 }
 
 local DEFAULT_BASE = ".sandlot/sandboxes"
-local q = ssh.quote
+local q = shell.quote
 
 local clients = {}         -- "user@host:port|credentials" -> client, shared by sandboxes
 
@@ -37,7 +40,7 @@ local function conn_opts(ctx, handle)
           0)
   end
   return {
-    host = host, port = (handle and handle.port) or c.port or 22,
+    host = host, port = math.tointeger((handle and handle.port) or c.port) or ssh.DEFAULTS.port,
     user = (handle and handle.user) or c.user, key_file = c.key_file, key = c.key,
     passphrase = c.passphrase, password = c.password, agent = c.agent,
     known_hosts = c.known_hosts, host_key = c.host_key, host_key_sha256 = c.host_key_sha256,
@@ -72,15 +75,47 @@ local function new_id()
   return "ssh-" .. (b:gsub(".", function(ch) return ("%02x"):format(ch:byte()) end))
 end
 
+-- A normalized absolute path: no empty, "." or ".." component, no NUL or newline.
+local function clean_abs(p)
+  if type(p) ~= "string" or p:sub(1, 1) ~= "/" or p:find("[%z\n]") then return false end
+  if p == "/" then return true end
+  if p:sub(-1) == "/" then return false end
+  for part in p:sub(2):gmatch("[^/]*") do
+    if part == "" or part == "." or part == ".." then return false end
+  end
+  return true
+end
+
+-- Every handle field that reaches a connection, a path or a command line is checked first.
 local function valid_handle(handle)
-  return type(handle.id) == "string" and handle.id:match("^ssh%-%x+$") ~= nil and
-         type(handle.dir) == "string" and handle.dir:sub(1, 1) == "/" and
-         type(handle.root) == "string" and handle.root:sub(1, 1) == "/"
+  if type(handle.id) ~= "string" or not handle.id:match("^ssh%-%x+$") then return false end
+  if not clean_abs(handle.dir) or handle.dir:sub(-#handle.id - 1) ~= "/" .. handle.id then
+    return false
+  end
+  if handle.root ~= "/" and handle.root ~= handle.dir .. "/work" then return false end
+  if handle.host ~= nil and (type(handle.host) ~= "string" or
+                             not handle.host:match("^[%w%.:%[%]_][%w%.:%[%]_%-]*$")) then
+    return false
+  end
+  if handle.port ~= nil and (type(handle.port) ~= "number" or
+                             math.tointeger(handle.port) == nil or handle.port < 1 or
+                             handle.port > 65535) then
+    return false
+  end
+  if handle.user ~= nil and (type(handle.user) ~= "string" or
+                             not handle.user:match("^[%w_.][%w_.%-]*%$?$")) then
+    return false
+  end
+  if handle.cwd ~= nil and (type(handle.cwd) ~= "string" or handle.cwd:find("[%z\n]")) then
+    return false
+  end
+  return true
 end
 
 local function check(handle)
-  if not valid_handle(handle) then
-    return err("invalid_input", "ssh: not an ssh sandbox handle: %s", tostring(handle.id))
+  if type(handle) ~= "table" or not valid_handle(handle) then
+    return err("invalid_input", "ssh: not an ssh sandbox handle: %s",
+               tostring(type(handle) == "table" and handle.id or handle))
   end
   return true
 end
@@ -102,6 +137,70 @@ local function resolve(handle, path)
   local root = handle.root == "/" and "" or handle.root
   if #parts == 0 then return handle.root end
   return root .. "/" .. table.concat(parts, "/")
+end
+
+local function join(dir, name)
+  return dir == "/" and ("/" .. name) or (dir .. "/" .. name)
+end
+
+-- The server's canonical path for p: the longest prefix it can resolve, then the missing
+-- rest (which holds no symlink, since it does not exist).
+local function real(c, p)
+  local rp, e = c:realpath(p)
+  if rp then return rp end
+  if errors.is(e, "unavailable") or errors.is(e, "timeout") or errors.is(e, "cancelled") then
+    return nil, e                          -- the connection, not the path
+  end
+  local dir, name = p:match("^(.*)/([^/]+)$")
+  if not dir then return nil, e end
+  local rdir, derr = real(c, dir == "" and "/" or dir)
+  if not rdir then return nil, derr end
+  return join(rdir, name)
+end
+
+local verified = {}        -- host|root -> true once the root resolved to itself
+
+local function inside(p, root)
+  return p == root or p:sub(1, #root + 1) == root .. "/"
+end
+
+-- Checks the handle, maps path below the sandbox root, connects, and resolves symlinks on the
+-- server: a path that leads outside the root is refused, and so is a root that is no longer
+-- the directory create made (replaced by a symlink). With keep_last, the last component is
+-- not followed (rm removes a link, never its target). Returns the client and the resolved
+-- remote path.
+local function place(ctx, handle, path, keep_last)
+  local ok, cerr = check(handle)
+  if not ok then return nil, cerr end
+  local p, perr = resolve(handle, path)
+  if not p then return nil, perr end
+  local c, e = client(ctx, handle)
+  if not c then return nil, e end
+  if handle.root == "/" then return c, p end        -- the whole host: nothing to leave
+  local key = c.host .. "|" .. handle.root
+  if not verified[key] then
+    local root, rerr = real(c, handle.root)
+    if not root then return nil, rerr end
+    if root ~= handle.root then
+      return err("invalid_input", "ssh: the sandbox root %s now resolves to %s; refusing",
+                 handle.root, root)
+    end
+    verified[key] = true
+  end
+  local rp, rerr
+  if keep_last and p ~= handle.root then
+    local dir, name = p:match("^(.*)/([^/]+)$")
+    rp, rerr = real(c, dir)
+    if rp then rp = join(rp, name) end
+  else
+    rp, rerr = real(c, p)
+  end
+  if not rp then return nil, rerr end
+  if not inside(rp, handle.root) then
+    return err("invalid_input", "ssh: path %q leads out of the sandbox (through a symlink)",
+               path)
+  end
+  return c, rp
 end
 
 local function parent_of(p)
@@ -141,9 +240,7 @@ function M.create(ctx, opts)
   if not c then return nil, cerr end
   local base = ctx.config.base_dir or DEFAULT_BASE
   local id = new_id()
-  local env = {}
-  for k, v in pairs(opts.env or {}) do env[#env + 1] = "export " .. k .. "=" .. q(v) end
-  table.sort(env)
+  local env = shell.exports(opts.env, "\n")
   -- one round trip: a private dir, its env file and work/, and the absolute path back
   local script = table.concat({
     "set -e", "umask 077",
@@ -153,27 +250,20 @@ function M.create(ctx, opts)
     ": > env",
     "mkdir -m 755 work",
     opts.cwd and ("mkdir -p work/" .. q((opts.cwd:gsub("^/+", "")))) or ":",
-    "pwd",
+    "pwd -P",                              -- physical: file paths are checked against it
   }, "\n")
   local r, rerr = run(c, script .. "\n", "create")
   if not r then return nil, rerr end
   local dir = r.stdout:match("^(/[^\n]*)")
   if not dir then return err("bad_response", "ssh: create: the remote shell printed no path") end
-  if #env > 0 then                         -- values may be secrets: SFTP, never a command line
-    local wrote, werr = c:write_file(dir .. "/env", table.concat(env, "\n") .. "\n",
+  if env ~= "" then                        -- values may be secrets: SFTP, never a command line
+    local wrote, werr = c:write_file(dir .. "/env", env,
                                      { mode = tonumber("600", 8) })
     if not wrote then return nil, werr end
   end
   local handle = { id = id, host = c.host, port = c.port, user = c.user, dir = dir,
                    root = opts.workdir == "/" and "/" or (dir .. "/work"), cwd = opts.cwd }
   return handle
-end
-
-local function env_exports(env)
-  local list = {}
-  for k, v in pairs(env or {}) do list[#list + 1] = "export " .. k .. "=" .. q(v) .. "; " end
-  table.sort(list)
-  return table.concat(list)
 end
 
 -- What the provider's exec line prints (to stderr, exit 255) before the command runs when the
@@ -193,18 +283,15 @@ function M.exec(ctx, handle, argv, opts)
     cwd = p
   end
   -- one line, run by the login shell before the command (no extra round trip, no extra
-  -- process): the sandbox's env file, then exec's env (exec wins), then the working directory
-  local env_file = q(handle.dir .. "/env")
-  local prelude = "if [ ! -f " .. env_file .. " ]; then echo " .. q(GONE:sub(1, -2))
-    .. " >&2; exit 255; fi; . " .. env_file .. "; " .. env_exports(opts.env)
-  if want_cwd then
-    prelude = prelude .. "if [ ! -e " .. q(cwd) .. " ]; then echo " .. q(NO_CWD:sub(1, -2))
-      .. " >&2; exit 255; fi; "
-  end
+  -- process): the sandbox's env file, then exec's env (exec wins: the client adds it after
+  -- the prelude), then the working directory
+  local env_file = handle.dir .. "/env"
+  local prelude = shell.guard("f", env_file, GONE:sub(1, -2)) .. shell.source(env_file)
+  if want_cwd then prelude = prelude .. shell.guard("e", cwd, NO_CWD:sub(1, -2)) end
   local r, xerr = c:exec(argv, { stdin = type(opts.stdin) == "string" and opts.stdin or nil,
                                  timeout = opts.timeout, max_output = opts.max_output,
                                  on_stdout = opts.on_stdout, on_stderr = opts.on_stderr,
-                                 cwd = cwd, _prelude = prelude })
+                                 env = opts.env, cwd = cwd, prelude = prelude })
   if not r then return nil, xerr end
   if r.exit_code == 255 and r.stderr == GONE then
     return err("not_found", "ssh: sandbox %s no longer exists on %s", handle.id, handle.host)
@@ -226,24 +313,16 @@ local function refine(c, p, e, want)
 end
 
 function M.read_file(ctx, handle, path)
-  local ok, cerr = check(handle)
-  if not ok then return nil, cerr end
-  local p, perr = resolve(handle, path)
-  if not p then return nil, perr end
-  local c, e = client(ctx, handle)
-  if not c then return nil, e end
+  local c, p = place(ctx, handle, path)
+  if not c then return nil, p end
   local data, rerr = c:read_file(p)
   if data then return data end
   return refine(c, p, rerr, "file")
 end
 
 function M.write_file(ctx, handle, path, data, opts)
-  local ok, cerr = check(handle)
-  if not ok then return nil, cerr end
-  local p, perr = resolve(handle, path)
-  if not p then return nil, perr end
-  local c, e = client(ctx, handle)
-  if not c then return nil, e end
+  local c, p = place(ctx, handle, path)
+  if not c then return nil, p end
   local mode = opts and opts.mode or tonumber("644", 8)
   local n, werr = c:write_file(p, data, { mode = mode })
   if not n and errors.is(werr, "not_found") then      -- missing parents: create, then retry
@@ -258,12 +337,8 @@ end
 local TYPES = { file = "file", directory = "directory", symlink = "symlink", link = "symlink" }
 
 function M.ls(ctx, handle, path)
-  local ok, cerr = check(handle)
-  if not ok then return nil, cerr end
-  local p, perr = resolve(handle, path)
-  if not p then return nil, perr end
-  local c, e = client(ctx, handle)
-  if not c then return nil, e end
+  local c, p = place(ctx, handle, path)
+  if not c then return nil, p end
   local list, lerr = c:ls(p)
   if not list then return refine(c, p, lerr, "directory") end
   for _, entry in ipairs(list) do entry.type = TYPES[entry.type] or "other" end
@@ -271,12 +346,8 @@ function M.ls(ctx, handle, path)
 end
 
 function M.mkdir(ctx, handle, path, opts)
-  local ok, cerr = check(handle)
-  if not ok then return nil, cerr end
-  local p, perr = resolve(handle, path)
-  if not p then return nil, perr end
-  local c, e = client(ctx, handle)
-  if not c then return nil, e end
+  local c, p = place(ctx, handle, path)
+  if not c then return nil, p end
   if opts.parents then return c:mkdir(p, { parents = true }) end
   local made, merr = c:mkdir(p)
   if made then return true end
@@ -287,11 +358,13 @@ end
 function M.rm(ctx, handle, path, opts)
   local ok, cerr = check(handle)
   if not ok then return nil, cerr end
-  local p, perr = resolve(handle, path)
-  if not p then return nil, perr end
-  if p == handle.root then return err("invalid_input", "ssh: refusing to remove the sandbox root") end
-  local c, e = client(ctx, handle)
-  if not c then return nil, e end
+  local lp, perr = resolve(handle, path)
+  if not lp then return nil, perr end
+  if lp == handle.root then
+    return err("invalid_input", "ssh: refusing to remove the sandbox root")
+  end
+  local c, p = place(ctx, handle, path, true)
+  if not c then return nil, p end
   local st, serr = c:stat(p, { lstat = true })
   if not st then return nil, serr end
   if st.type == "directory" and opts.recursive then   -- one round trip, not one per entry

@@ -86,6 +86,123 @@ describe("ssh provider #ssh", function()
       assert(sb:destroy())
     end)
 
+    it("removes a variable given as false (create env and exec env), never exports 'false'",
+       function()
+      if not srv then return pending(why) end
+      local show = { "sh", "-c", 'printf "%s|%s" "${SB_X-unset}" "${SB_Y-unset}"' }
+      local sb = assert(sandlot.create("conf-ssh", { env = { SB_X = "set", SB_Y = false } }))
+      local r = assert(sb:exec(show))
+      assert.equal("set|unset", r.stdout)                 -- false at create: never set
+      r = assert(sb:exec(show, { env = { SB_X = false } }))
+      assert.equal("unset|unset", r.stdout)               -- false at exec: removed
+      r = assert(sb:exec(show, { env = { SB_Y = "again" } }))
+      assert.equal("set|again", r.stdout)                 -- the plant: a value does arrive
+      assert(sb:destroy())
+    end)
+
+    it("refuses a symlink that leads out of the sandbox, for every file operation", function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      local root = assert(sb:ssh_opts()).workdir
+      local outside = srv.dir .. "/outside-" .. math.random(1e9)
+      -- plant: a directory outside the sandbox with a file in it, and links to it inside
+      local r = assert(sb:exec({ "sh", "-c", 'mkdir -p "$1" && echo secret > "$1/f" && ' ..
+                                 'ln -s "$1" out && ln -s "$1/f" fout && mkdir -p d && ' ..
+                                 'ln -s ../out d/up && ln -s "$1/dangling" dang', "_",
+                                 outside }))
+      assert.equal(0, r.exit_code, r.stderr)
+      -- the plant is real: through the remote shell the link does reach outside
+      r = assert(sb:exec({ "cat", "out/f" }))
+      assert.equal("secret\n", r.stdout)
+      local function refused(what, v, err)
+        assert.is_nil(v, what .. " reached outside the sandbox")
+        assert.equal("invalid_input", err and err.code, what .. ": " .. tostring(err))
+      end
+      refused("read_file out/f", sb:read_file("out/f"))
+      refused("read_file fout", sb:read_file("fout"))
+      refused("read_file d/up/f", sb:read_file("d/up/f"))
+      refused("write_file out/new", sb:write_file("out/new", "x"))
+      refused("write_file fout", sb:write_file("fout", "overwritten"))
+      refused("write_file out/deep/new", sb:write_file("out/deep/new", "x"))
+      refused("write_file dang (a dangling link)", sb:write_file("dang", "x"))
+      refused("ls out", sb:ls("out"))
+      refused("mkdir out/made", sb:mkdir("out/made"))
+      refused("mkdir -p out/a/b", sb:mkdir("out/a/b", { parents = true }))
+      refused("rm out/f", sb:rm("out/f"))
+      refused("rm -r out/deep", sb:rm("out/deep", { recursive = true }))
+      refused("rm d/up/f", sb:rm("d/up/f"))
+      refused("lexical ..", sb:read_file("../../x"))
+      -- nothing outside changed
+      r = assert(sandlot.proc.run({ "sh", "-c", 'cat "$1/f"; ls "$1"', "_", outside }))
+      assert.equal("secret\nf\n", r.stdout)
+      -- links that stay inside still work, and a link itself can be removed
+      assert(sb:write_file("real.txt", "inside"))
+      assert(sb:exec({ "ln", "-s", "real.txt", "alias" }))
+      assert.equal("inside", assert(sb:read_file("alias")))
+      assert(sb:rm("out"))
+      assert.is_nil(io.open(root .. "/out"))
+      assert.truthy(io.open(outside .. "/f"))
+      assert(sb:destroy())
+      assert(sandlot.proc.run({ "rm", "-rf", outside }))
+    end)
+
+    it("refuses file operations once the sandbox root was replaced by a symlink", function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      local root = assert(sb:ssh_opts()).workdir
+      -- plant: from inside, the work directory becomes a link to /etc
+      local r = assert(sb:exec({ "sh", "-c", "cd .. && mv work work.old && ln -s /etc work" }))
+      assert.equal(0, r.exit_code, r.stderr)
+      -- the plant is real: the root path now reaches /etc
+      local f = assert(io.open(root .. "/hostname"))
+      f:close()
+      local v, err = sb:read_file("hostname")
+      assert.is_nil(v, "read_file reached /etc through the replaced root")
+      assert.equal("invalid_input", err.code)
+      v, err = sb:write_file("sandlot-spec-x", "x")
+      assert.is_nil(v)
+      assert.equal("invalid_input", err.code)
+      assert.is_nil(io.open("/etc/sandlot-spec-x"))
+      assert(sb:destroy())
+    end)
+
+    it("checks every handle field before it reaches a path, a command line or ssh argv",
+       function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      local m = sandlot.to_map(sb)
+      local function forged(field, value)
+        local t = { version = m.version, provider = m.provider, id = m.id, handle = {} }
+        for k, v in pairs(m.handle) do t.handle[k] = v end
+        t.handle[field] = value
+        t.id = t.handle.id
+        local f = assert(sandlot.from_map(t))
+        return f
+      end
+      -- the plant: the genuine map works
+      assert.equal("hi\n", assert(forged("id", m.handle.id):exec({ "echo", "hi" })).stdout)
+      local bad = {
+        { "dir", m.handle.dir .. "/../../.." }, { "dir", "relative/" .. m.handle.id },
+        { "dir", "/etc" }, { "root", "/etc" }, { "root", m.handle.dir .. "/work/.." },
+        { "host", "-oProxyCommand=touch /tmp/x" }, { "host", "a b" },
+        { "user", "root;id" }, { "user", "-l" }, { "port", "22; id" }, { "port", 0 },
+        { "cwd", "a\nb" }, { "id", "ssh-zz" },
+      }
+      for _, case in ipairs(bad) do
+        local f = forged(case[1], case[2])
+        for _, op in ipairs({ "exec", "read_file", "ls", "destroy", "ssh_opts" }) do
+          local v, err
+          if op == "exec" then v, err = f:exec({ "true" })
+          elseif op == "read_file" then v, err = f:read_file("x")
+          elseif op == "ls" then v, err = f:ls("/")
+          else v, err = f[op](f) end
+          assert.is_nil(v, op .. " accepted handle." .. case[1] .. " = " .. tostring(case[2]))
+          assert.equal("invalid_input", err and err.code, op .. ": " .. tostring(err))
+        end
+      end
+      assert(sb:destroy())
+    end)
+
     it("still reports a signal death through the provider", function()
       if not srv then return pending(why) end
       local sb = assert(sandlot.create("conf-ssh", {}))

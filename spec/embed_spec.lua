@@ -2,33 +2,11 @@
 -- build dir of the host under test (SANDLOT_BIN) and run in both of its modes: sandlot drives
 -- the loop (sandlot_dostring), and the program's own poll() loop drives it (--step).
 local sandlot = require("sandlot")
-local sys = require("sandlot.core.sys")
 local h = require("spec.helper")
 
-local ROOT = assert(sys.realpath("."))
-local BUILD = assert(sys.realpath(h.BIN:match("^(.*)/[^/]*$") or "."))
-local EMBED = ROOT .. "/examples/embed/embed"
+local ex = require("spec.support.embed")
 
--- build-san/ holds sanitizer objects: the example must be linked with the same flags
-local SANITIZE = os.getenv("SANITIZE")
-if (SANITIZE == nil or SANITIZE == "") and BUILD:match("/build%-san$") then
-  SANITIZE = "address,undefined"
-end
-
--- make run from a spec under `make test` must not inherit the outer make's jobserver
-local NO_MAKE_ENV = { MAKEFLAGS = false, MFLAGS = false, MAKELEVEL = false }
-
-local function build()
-  local r = assert(sandlot.proc.run({ "make", "-s", "-C", ROOT .. "/examples/embed",
-                                      "B=" .. BUILD, "SANITIZE=" .. (SANITIZE or "") },
-                                    { timeout = 120, env = NO_MAKE_ENV }))
-  assert(r.exit_code == 0, "building examples/embed failed:\n" .. r.stdout .. r.stderr)
-end
-
-local function embed(...)
-  local r = assert(sandlot.proc.run({ EMBED, ... }, { timeout = 60 }))
-  return r.exit_code, r.stdout, r.stderr
-end
+local build, embed = ex.build, ex.run
 
 -- FNV-1a, 32 bit: what the example's C function host_digest computes
 local function fnv1a(s)

@@ -1,5 +1,6 @@
 -- spec/fuzz_spec.lua: the fuzz adapters (fuzz/targets.lua) on their seed corpora, in the normal
--- suite: every seed gives a value or nil and a sandlot.error, never a raise.
+-- suite: every seed gives a value or nil and a sandlot.error, never a raise (the rule the
+-- libFuzzer harness applies to every input).
 local sandlot = require("sandlot")
 local targets = require("fuzz.targets")
 
@@ -36,4 +37,23 @@ describe("fuzz target config", function()
       assert.matches("nil value", err.message)
     end
   end)
+end)
+
+describe("fuzz targets for the wire readers", function()
+  for _, name in ipairs({ "connect", "ndjson", "stdcopy", "multipart" }) do
+    it(name .. " reads every seed to a value or a sandlot.error", function()
+      local list = seeds(name)
+      assert.is_true(#list >= 2)
+      local good = 0
+      for _, path in ipairs(list) do
+        local f = assert(io.open(path, "rb"))
+        local input = f:read("a")
+        f:close()
+        local v, err = targets[name](input)
+        if v then good = good + 1
+        else assert.is_true(sandlot.errors.is(err), path .. ": " .. tostring(err)) end
+      end
+      assert.is_true(good >= 1, name .. ": no seed is a valid stream")
+    end)
+  end
 end)

@@ -515,6 +515,284 @@ describe("sandlot.http", function()
     end)
   end)
 
+  describe("upgrade (raw stream)", function()
+    -- Reads until `want` bytes arrived (or the end); returns what came and the last error.
+    local function read_n(s, want)
+      local got = {}
+      local n = 0
+      while n < want do
+        local d, err = s:read()
+        if not d then return table.concat(got), err end
+        got[#got + 1] = d
+        n = n + #d
+      end
+      return table.concat(got)
+    end
+
+    local function read_all(s)
+      local got = {}
+      while true do
+        local d, err = s:read()
+        if not d then return table.concat(got), err end
+        got[#got + 1] = d
+      end
+    end
+
+    local function echo_round(s, body_len)
+      local greet = ("hello upgrade=tcp body=%d\n"):format(body_len)
+      assert.equal(greet, read_n(s, #greet))
+      local data = "ping\0pong\255" .. string.rep("x", 100000)
+      assert.is_true(s:write(data))
+      assert.equal(data, read_n(s, #data))
+      assert.is_true(s:shutdown())
+      assert.is_true(s:shutdown())                     -- idempotent
+      local rest, err = read_all(s)
+      assert.is_nil(err)
+      assert.equal("bye\n", rest)
+      assert.is_nil(s:read())                          -- the end stays the end
+    end
+
+    it("switches to a raw stream on 101 and carries bytes both ways (TCP)", function()
+      local json = { Detach = false, Tty = false }
+      local s <close> = assert(http.upgrade{ url = base .. "/upgrade", json = json })
+      local head = s:head()
+      assert.equal(101, head.status)
+      assert.equal("1.1", head.http_version)
+      assert.matches("Upgrade: tcp", head.headers_raw, 1, true)
+      echo_round(s, #http.encode_json(json))
+    end)
+
+    it("works over a unix socket, with a body and the caller's protocol", function()
+      local s <close> = assert(http.upgrade{ unix_socket = srv.socket, path = "/upgrade",
+                                             body = "abc", upgrade = "h2c-test" })
+      local greet = "hello upgrade=h2c-test body=3\n"
+      assert.equal(greet, read_n(s, #greet))
+      assert(s:write("x"))
+      assert.equal("x", read_n(s, 1))
+    end)
+
+    it("accepts Docker's legacy 200 raw-stream answer and skips an interim 100", function()
+      for _, path in ipairs({ "/upgrade_legacy", "/upgrade_interim" }) do
+        local s <close> = assert(http.upgrade{ unix_socket = srv.socket, path = path })
+        echo_round(s, 0)
+      end
+    end)
+
+    it("reads at most max bytes per read", function()
+      local s <close> = assert(http.upgrade{ unix_socket = srv.socket, path = "/upgrade" })
+      local first = assert(s:read(5))
+      assert.equal("hello", first)
+      assert.equal(" ", assert(s:read(1)))
+    end)
+
+    it("refuses an answer that does not switch protocols, with its status", function()
+      local cases = {
+        { "/status?code=404", 404, "status 404" },
+        { "/hello?i=1", 200, "hello 1" },
+        { "/status?code=500", 500, "status 500" },
+      }
+      for _, c in ipairs(cases) do
+        local s, err = http.upgrade{ url = base .. c[1] }
+        assert.is_nil(s)
+        assert.equal("bad_response", err.code)
+        assert.equal(c[2], err.status)
+        assert.matches(c[3], err.body, 1, true)
+        assert.equal("POST", err.method)
+      end
+      local _, err = http.upgrade{ url = base .. "/badjson?code=403" }   -- echoes a "token"
+      assert.equal(403, err.status)
+      assert.matches('"token"', err.body, 1, true)
+      assert.is_nil(err.body:find("abc", 1, true))
+    end)
+
+    it("reports a truncated head, a huge head and a close within the head", function()
+      local _, err = http.upgrade{ unix_socket = srv.socket, path = "/upgrade_truncated" }
+      assert.equal("bad_response", err.code)
+      assert.matches("closed the connection within the response head", err.message, 1, true)
+      for _, max in ipairs({ 4096, false }) do
+        local _, herr = http.upgrade{ unix_socket = srv.socket, path = "/upgrade_huge",
+                                      max_head = max or nil }
+        assert.equal("bad_response", herr.code)
+        assert.matches("too large", herr.message, 1, true)
+      end
+    end)
+
+    it("hands over what came before the server closed mid-stream, then the end", function()
+      local s <close> = assert(http.upgrade{ unix_socket = srv.socket,
+                                             path = "/upgrade_midclose" })
+      local data, err = read_all(s)
+      assert.is_nil(err)
+      assert.equal("part", data)
+      assert.is_true(s:info().eof)
+    end)
+
+    it("times out on a server that never answers", function()
+      local s, err = http.upgrade{ unix_socket = srv.socket, path = "/upgrade_silent",
+                                   timeout = 0.3 }
+      assert.is_nil(s)
+      assert.equal("timeout", err.code)
+      assert.matches("no response head", err.message, 1, true)
+    end)
+
+    it("reports a refused connection and a missing socket as unavailable", function()
+      local _, err = http.upgrade{ url = "http://127.0.0.1:1/upgrade" }
+      assert.equal("unavailable", err.code)
+      _, err = http.upgrade{ unix_socket = "/nonexistent/sock", path = "/upgrade" }
+      assert.equal("unavailable", err.code)
+    end)
+
+    it("bounds each read with io_timeout and stays usable after one", function()
+      local s <close> = assert(http.upgrade{ unix_socket = srv.socket, path = "/upgrade",
+                                             io_timeout = 0.2 })
+      read_n(s, #"hello upgrade=tcp body=0\n")
+      local d, err = s:read()
+      assert.is_nil(d)
+      assert.equal("timeout", err.code)
+      assert(s:write("again"))
+      assert.equal("again", read_n(s, 5))
+    end)
+
+    it("stops reading at the high water mark and resumes as the reader drains", function()
+      local total = 24 * 1024 * 1024
+      local s <close> = assert(http.upgrade{ unix_socket = srv.socket,
+                                             path = "/upgrade_flood?bytes=" .. total })
+      assert.is_true(h.eventually(function() return s:info().paused end))
+      local high = 4 * 1024 * 1024
+      assert.is_true(s:info().queued >= high)
+      assert.is_true(s:info().queued < high + 128 * 1024)
+      local n, bad = 0, nil
+      while true do
+        local d = s:read()
+        if not d then break end
+        if not bad then
+          local want = string.char(97 + n % 26)
+          if d:sub(1, 1) ~= want then bad = n end
+        end
+        n = n + #d
+        assert.is_true(s:info().queued < high + 128 * 1024)
+      end
+      assert.is_nil(bad)
+      assert.equal(total, n)
+    end)
+
+    it("wakes a reader parked on a stream that another task closes", h.task(function()
+      local s = assert(http.upgrade{ unix_socket = srv.socket, path = "/upgrade" })
+      read_n(s, #"hello upgrade=tcp body=0\n")
+      local reader = sandlot.spawn(function() return s:read() end)
+      sandlot.sleep(0.05)
+      s:close()
+      local d, err = reader:join()
+      assert.is_nil(d)
+      assert.equal("cancelled", err.code)
+      assert.has_error(function() s:read() end, "attempt to use a closed sandlot.http.stream")
+      s:close()                                        -- idempotent
+    end))
+
+    it("gives back its descriptors once closed or cancelled", function()
+      local before = h.fd_count()
+      for _ = 1, 5 do
+        local s = assert(http.upgrade{ unix_socket = srv.socket, path = "/upgrade" })
+        s:close()
+      end
+      local r = sandlot.timeout(0.2, function()
+        return http.upgrade{ unix_socket = srv.socket, path = "/upgrade_silent" }
+      end)
+      assert.is_nil(r)
+      collectgarbage()
+      assert.is_true(h.eventually(function() return h.fd_count() <= before end))
+    end)
+
+    it("raises on misuse", function()
+      local cases = {
+        { { url = base .. "/upgrade", bogus = 1 }, "unknown option" },
+        { { path = "/upgrade" }, "needs opts.base_url or unix_socket" },
+        { { url = base .. "/upgrade", headers = { X = "a\r\nB: c" } }, "CR, LF or NUL" },
+        { { url = base .. "/up grade" }, "space or control" },
+        { { url = base .. "/upgrade", method = "get me" }, "invalid method" },
+        { { url = base .. "/upgrade", timeout = -1 }, "must be a number > 0" },
+        { { url = "ftp://x/y" }, "http:// URL" },
+      }
+      for _, c in ipairs(cases) do
+        local ok, err = pcall(http.upgrade, c[1])
+        assert.is_false(ok)
+        assert.matches(c[2], tostring(err), 1, true)
+      end
+      local s <close> = assert(http.upgrade{ unix_socket = srv.socket, path = "/upgrade" })
+      s:shutdown()
+      assert.has_error(function() s:write("x") end,
+                       "sandlot.http.stream: write() after shutdown()")
+    end)
+
+    it("does not speak TLS: https is not_supported", function()
+      local s, err = http.upgrade{ url = "https://127.0.0.1:1/x" }
+      assert.is_nil(s)
+      assert.equal("not_supported", err.code)
+    end)
+  end)
+
+  describe("parse_response_head", function()
+    local ok101 = "HTTP/1.1 101 UPGRADED\r\nUpgrade: tcp\r\n\r\nrest"
+    local cases = {
+      { "a 101 with the stream after it", ok101, { 101, "UPGRADED", "Upgrade: tcp\r\n", 39 } },
+      { "bare LF line ends", "HTTP/1.0 200 OK\nA: b\n\n", { 200, "OK", "A: b\n", 22 } },
+      { "no reason phrase", "HTTP/1.1 204\r\n\r\n", { 204, "", "", 16 } },
+      { "an empty field value", "HTTP/1.1 200 X\r\nE:\r\n\r\n", { 200, "X", "E:\r\n", 22 } },
+    }
+    for _, c in ipairs(cases) do
+      it("parses " .. c[1], function()
+        local r = http.parse_response_head(c[2])
+        assert.same(c[3], { r.status, r.reason, r.headers_raw, r.length })
+      end)
+    end
+    local more = { { "nothing", "" }, { "a partial status line", "HTTP/1.1" },
+                   { "the status line", "HTTP/1.1 101 UPGRADED\r\n" },
+                   { "the last CR", "HTTP/1.1 101 X\r\nA: b\r\n\r" } }
+    for _, m in ipairs(more) do
+      it("asks for more after " .. m[1], function()
+        assert.is_nil(http.parse_response_head(m[2]))
+      end)
+    end
+    local bad = {
+      { "not HTTP", "SSH-2.0-OpenSSH\r\n", "status line" },
+      { "early garbage", "GARBAGE", "status line" },
+      { "HTTP/2", "HTTP/2 200\r\n\r\n", "status line" },
+      { "a two-digit status", "HTTP/1.1 20 OK\r\n\r\n", "three digits" },
+      { "a status out of range", "HTTP/1.1 999 X\r\n\r\n", "three digits" },
+      { "a folded line", "HTTP/1.1 200 X\r\nA: b\r\n c\r\n\r\n", "malformed header" },
+      { "a name with a space", "HTTP/1.1 200 X\r\nBad Name: x\r\n\r\n", "malformed header" },
+      { "no colon", "HTTP/1.1 200 X\r\nnocolon\r\n\r\n", "malformed header" },
+      { "a NUL byte", "HTTP/1.1 200 X\r\nA: \0\r\n\r\n", "NUL" },
+      { "a bare CR", "HTTP/1.1 200 X\rA: b\r\n\r\n", "bare CR" },
+      { "a control byte in a value", "HTTP/1.1 200 X\r\nA: \1\r\n\r\n", "malformed header" },
+      { "no end within max", "HTTP/1.1 200 X\r\n" .. string.rep("A: b\r\n", 100), "too large",
+        64 },
+    }
+    for _, c in ipairs(bad) do
+      it("rejects " .. c[1], function()
+        local r, why = http.parse_response_head(c[2], c[4])
+        assert.is_false(r)
+        assert.matches(c[3], why, 1, true)
+      end)
+    end
+
+    it("never reads past the bytes it is given", function()
+      math.randomseed(12)
+      for _ = 1, 2000 do
+        local n = math.random(0, 60)
+        local t = {}
+        for i = 1, n do t[i] = string.char(math.random(0, 255)) end
+        local s = (math.random() < 0.5 and "HTTP/1.1 1" or "") .. table.concat(t)
+        local r = http.parse_response_head(s, 64)
+        assert.is_true(r == nil or r == false or r.length <= #s)
+      end
+      local full = ok101
+      for i = 0, #full - 5 do                          -- every prefix of a good head
+        local r = http.parse_response_head(full:sub(1, i))
+        assert.is_nil(r, i)
+      end
+    end)
+  end)
+
   describe("outside any task (stock lua5.4)", function()
     it("waits by driving the loop itself", function()
       local sys = require("sandlot.core.sys")
@@ -545,5 +823,68 @@ describe("sandlot.http", function()
       assert.equal("", r.stderr)
       assert.equal("hello 42 unavailable", r.stdout)
     end)
+  end)
+end)
+
+describe("sandlot.http.upgrade against Docker's hijacked exec stream #docker", function()
+  local docker = require("spec.support.docker")
+  local env, why, container
+
+  local function api(o)
+    o.unix_socket = env.socket
+    return assert(http.request(o))
+  end
+
+  lazy_setup(function()
+    env, why = docker.start()
+    if not env then return end
+    local c = api{ method = "POST", path = "/containers/create",
+                   json = { Image = env.image, Cmd = { "sleep", "120" },
+                            Labels = { sandlot = "1" } } }
+    assert(c.status == 201, c.body)
+    container = c.json.Id
+    assert(api{ method = "POST", path = "/containers/" .. container .. "/start" }.status == 204)
+  end)
+
+  lazy_teardown(function()
+    if env and container then
+      api{ method = "DELETE", path = "/containers/" .. container, query = { force = 1 } }
+    end
+    docker.stop(env)
+  end)
+
+  it("carries stdin in and framed output out; shutdown() closes the command's stdin", function()
+    if not env then return pending(docker.unavailable(why)) end
+    local e = api{ method = "POST", path = "/containers/" .. container .. "/exec",
+                   json = { AttachStdin = true, AttachStdout = true, AttachStderr = true,
+                            Cmd = { "sh", "-c", "cat; echo done >&2; exit 3" } } }
+    assert.equal(201, e.status)
+    local s <close> = assert(http.upgrade{ unix_socket = env.socket,
+                                           path = "/exec/" .. e.json.Id .. "/start",
+                                           json = { Detach = false, Tty = false } })
+    assert.equal(101, s:head().status)
+    assert(s:write("hello\0world\n"))
+    assert(s:shutdown())
+    local got = {}
+    while true do
+      local d, err = s:read()
+      assert.is_nil(err)
+      if not d then break end
+      got[#got + 1] = d
+    end
+    -- stdcopy frames: stream byte, three zero bytes, a big-endian length, the payload
+    assert.equal("\1\0\0\0\0\0\0\12hello\0world\n\2\0\0\0\0\0\0\5done\n", table.concat(got))
+    local info = api{ path = "/exec/" .. e.json.Id .. "/json" }.json
+    assert.equal(3, info.ExitCode)
+  end)
+
+  it("reports Docker's refusal with its status and message", function()
+    if not env then return pending(docker.unavailable(why)) end
+    local s, err = http.upgrade{ unix_socket = env.socket, path = "/exec/nope/start",
+                                 json = { Detach = false, Tty = false } }
+    assert.is_nil(s)
+    assert.equal("bad_response", err.code)
+    assert.equal(404, err.status)
+    assert.matches("No such exec instance", err.body, 1, true)
   end)
 end)

@@ -26,6 +26,45 @@ local function read(path)
   return s
 end
 
+describe("sandlot.shell", function()
+  local shell = require("sandlot.shell")
+
+  it("quotes words for a POSIX shell, and runs them through sh exactly", function()
+    local words = { "plain", "", "it's", "a b", "$HOME", "`id`", "\\n", "x\ny", "-", "*" }
+    assert.equal("plain", shell.quote("plain"))
+    assert.equal("''", shell.quote(""))
+    assert.equal("'it'\\''s'", shell.quote("it's"))
+    local line = "printf '%s\\0' " .. shell.command(words)
+    local r = assert(sandlot.proc.run({ "sh", "-c", line }))
+    assert.equal(table.concat(words, "\0") .. "\0", r.stdout)
+  end)
+
+  it("writes exports sorted, with false as unset, and refuses bad names and values", function()
+    assert.equal("export A=1; unset B; export C='x y'; ",
+                 shell.exports({ C = "x y", B = false, A = 1 }))
+    assert.equal("export A=1\n", shell.exports({ A = 1 }, "\n"))
+    assert.equal("", shell.exports(nil))
+    assert.has_error(function() shell.exports({ ["A-B"] = "x" }) end,
+                     "env: invalid variable name A-B")
+    assert.has_error(function() shell.exports({ A = {} }) end,
+                     "env.A must be a string, number or false")
+  end)
+
+  it("builds the line: marker, prelude, exports, cd, exec of the quoted argv", function()
+    local line = shell.line({ "echo", "hi there" }, { prelude = "P; ", env = { X = false },
+                                                      cwd = "/a b" })
+    assert.equal("printf '\\036%d\\036' $$ >&2; P; unset X; cd '/a b' || exit; " ..
+                 "exec 'echo' 'hi there'", line)
+    -- run locally: the marker comes first on stderr, then the program's own output
+    local r = assert(sandlot.proc.run({ "sh", "-c", shell.line({ "echo", "ok" }) }))
+    assert.equal("ok\n", r.stdout)
+    assert.truthy(r.stderr:find("^\030%d+\030$"), r.stderr)
+    assert.equal(shell.KILL_LINE .. "42", shell.kill_line(42))
+    assert.equal("stdout", shell.marker_stream(true))
+    assert.equal("stderr", shell.marker_stream(false))
+  end)
+end)
+
 describe("sandlot.ssh #ssh", function()
   setup(function()
     srv, why = sshd.start()
@@ -240,13 +279,13 @@ describe("sandlot.ssh #ssh", function()
       assert.same({ true, "" }, { r.exit_code ~= 0, r.stdout })
     end)
 
-    it("runs a private prelude before the command, for argv and shell strings", function()
+    it("runs a prelude before the command, for argv and shell strings", function()
       if not needs_sshd() then return end
       local pre = "export PRE='a b'; "
       local r = assert(c:exec({ "sh", "-c", 'printf "%s|" "$PRE" "$(pwd)"' },
-                              { cwd = "/tmp", _prelude = pre }))
+                              { cwd = "/tmp", prelude = pre }))
       assert.equal("a b|/tmp|", r.stdout)
-      r = assert(c:exec('printf "%s|" "$PRE" "$(pwd)"', { cwd = "/tmp", _prelude = pre }))
+      r = assert(c:exec('printf "%s|" "$PRE" "$(pwd)"', { cwd = "/tmp", prelude = pre }))
       assert.equal("a b|/tmp|", r.stdout)
     end)
 
@@ -260,6 +299,19 @@ describe("sandlot.ssh #ssh", function()
       r = assert(c:exec('printf "%s,%s" "$SANDLOT_ACCEPTED" "$OTHER_VAR"',
                         { env = { SANDLOT_ACCEPTED = "yes", OTHER_VAR = "it's refused" } }))
       assert.equal("yes,it's refused", r.stdout)
+    end)
+
+    it("removes a variable given as false, for argv and shell strings", function()
+      if not needs_sshd() then return end
+      -- the plant: HOME is set in the remote login environment
+      local r = assert(c:exec({ "sh", "-c", 'printf "%s" "${HOME-unset}"' }))
+      assert.truthy(r.stdout:find("^/"), r.stdout)
+      r = assert(c:exec({ "sh", "-c", 'printf "%s" "${HOME-unset}"' }, { env = { HOME = false } }))
+      assert.equal("unset", r.stdout)
+      r = assert(c:exec('printf "%s|%s" "${HOME-unset}" "$K"', { env = { HOME = false, K = 1 } }))
+      assert.equal("unset|1", r.stdout)
+      assert.has_error(function() c:exec("true", { env = { X = true } }) end,
+                       "env.X must be a string, number or false")
     end)
 
     it("streams output to callbacks", function()

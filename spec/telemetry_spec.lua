@@ -41,7 +41,7 @@ describe("telemetry", function()
   it("instruments proc.run", function()
     assert(sandlot.proc.run({ "true" }))
     assert.same({ "sandlot", "proc.run", "stop" }, seen[#seen].event)
-    assert.same({ "true" }, seen[#seen].meta.command)
+    assert.equal("true", seen[#seen].meta.command)
   end)
 
   it("redacts secrets by key name before handlers see them", function()
@@ -99,4 +99,65 @@ describe("SANDLOT_TELEMETRY sink", function()
     assert.equal("auth_failed", lines[2].metadata.error)
     assert.equal("[REDACTED]", lines[2].metadata.token)
   end)
+end)
+
+describe("command lines in telemetry", function()
+  local redact = require("sandlot._redact")
+  -- { what, command (argv list or shell string), the secrets, what must stay }
+  local cases = {
+    { "a Bearer credential in a header argument",
+      { "curl", "-H", "Authorization: Bearer eyJhbGciOi.J9.sig-_x", "https://api" },
+      { "eyJhbGciOi.J9.sig-_x" }, { "curl", "-H", "Authorization:", "https://api" } },
+    { "a lone Bearer word", { "echo", "Bearer tok_123=" }, { "tok_123" }, { "echo", "Bearer" } },
+    { "a Basic credential", "curl -H 'Authorization: Basic dXNlcjpwYXNz' http://h",
+      { "dXNlcjpwYXNz" }, { "curl", "http://h" } },
+    { "a secret-named header", { "curl", "-H", "X-Api-Key: k-9f8e7d" }, { "k-9f8e7d" },
+      { "X-Api-Key:" } },
+    { "--password=value", { "tool", "--password=hunter22", "--verbose" }, { "hunter22" },
+      { "--password=", "--verbose" } },
+    { "--token value (argv)", { "tool", "--token", "tk-1234", "run" }, { "tk-1234" },
+      { "--token", "run" } },
+    { "--api-key value (shell)", "tool --api-key 'a b c' run", { "a b c" }, { "run" } },
+    { "NAME=value with secret names", "GITHUB_TOKEN=ghp_abc AWS_SECRET_ACCESS_KEY=\"s k\" " ..
+      "DB_PASSWORD=pw1 MY_KEY=k1 AUTH=a1 PATH=/bin make",
+      { "ghp_abc", "s k", "pw1", "k1", "a1" }, { "PATH=/bin", "make" } },
+    { "env in argv", { "env", "SECRET=s3", "CREDENTIALS=c4", "HOME=/root", "id" },
+      { "s3", "c4" }, { "HOME=/root", "id" } },
+    { "URL query values with secret names",
+      { "curl", "https://h/p?api_key=q1&page=2&token=q2&sig=q3" }, { "q1", "q2", "q3" },
+      { "page=2", "https://h/p?" } },
+    { "URL userinfo", "git clone https://me:pa55@git.example/r.git", { "pa55", "me:" },
+      { "git.example/r.git" } },
+    { "curl -u user:pass", { "curl", "-u", "me:pa55w", "http://h" }, { "pa55w" }, { "-u me:" } },
+    { "nothing secret", { "make", "-j2", "test", "KEYBOARD=us", "monkey=1" }, {},
+      { "make -j2 test KEYBOARD=us monkey=1" } },
+  }
+  for _, c in ipairs(cases) do
+    it("redacts " .. c[1], function()
+      local line = redact.command(c[2])
+      local raw = type(c[2]) == "string" and c[2] or table.concat(c[2], " ")
+      for _, secret in ipairs(c[3]) do
+        assert.truthy(raw:find(secret, 1, true), "the case holds " .. secret)   -- can fail
+        assert.is_nil(line:find(secret, 1, true), secret .. " in " .. line)
+      end
+      for _, keep in ipairs(c[4]) do
+        assert.truthy(line:find(keep, 1, true), keep .. " missing from " .. line)
+      end
+      if #c[3] > 0 then assert.truthy(line:find("[REDACTED]", 1, true)) end
+    end)
+  end
+
+  it("sb:exec records the command redacted in its span", h.task(function()
+    local seen
+    telemetry.attach("cmd", { "sandlot", "exec", "stop" },
+                     function(_, _, meta) seen = meta.command end)
+    local sb = assert(sandlot.create("local", { isolation = "none" }))
+    local ok, err = pcall(function()
+      assert(sb:exec({ "true", "-H", "Authorization: Bearer spec-canary-77", "TOKEN=x9" }))
+    end)
+    telemetry.detach("cmd")
+    sb:destroy()
+    assert(ok, err)
+    assert.equal("true -H Authorization: [REDACTED] TOKEN=[REDACTED]", seen)
+  end))
 end)

@@ -57,51 +57,34 @@ static void add_lua_dir(lua_State *L, const char *dir) {
 }
 #endif
 
-/* Spawns code as a task without running it: sandlot.core.sched.spawn only queues the task, so
- * nothing waits here. Returns a registry ref to the task, or LUA_NOREF with the message on
- * stderr. */
-static int spawn_chunk(lua_State *L, const char *code) {
+/* Spawns code as a task without running it: sandlot_spawn only queues the task, so nothing
+ * waits here. Returns the task, or NULL with the message on stderr. */
+static sandlot_task *spawn_chunk(sandlot *S, const char *code) {
+  lua_State *L = sandlot_lua(S);
   if (luaL_loadbuffer(L, code, strlen(code), "=(embed)") != LUA_OK) {
     fprintf(stderr, "embed: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
-    return LUA_NOREF;
+    return NULL;
   }
-  luaL_requiref(L, "sandlot.core.sched", luaopen_sandlot_core_sched, 0);
-  lua_getfield(L, -1, "spawn");
-  lua_remove(L, -2);
-  lua_insert(L, -2);                                   /* [spawn, chunk] */
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    fprintf(stderr, "embed: %s\n", lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return LUA_NOREF;
-  }
-  return luaL_ref(L, LUA_REGISTRYINDEX);               /* [] */
+  sandlot_task *t = sandlot_spawn(S, 0);
+  if (t == NULL) fprintf(stderr, "embed: %s\n", sandlot_last_error(S));
+  return t;
 }
 
-/* Prints the task's error (message and traceback) to stderr; returns 1 if it failed. */
-static int report_task(lua_State *L, int ref) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  lua_getfield(L, -1, "error");
-  lua_insert(L, -2);
-  lua_call(L, 1, 2);                                   /* [err, traceback] | [nil, nil] */
-  int failed = !lua_isnil(L, -2);
-  if (failed) {
-    const char *tb = lua_tostring(L, -1);
-    fprintf(stderr, "embed: %s\n", luaL_tolstring(L, -2, NULL));   /* __tostring of errors */
-    if (tb != NULL) fprintf(stderr, "%s\n", tb);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 2);
-  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+/* Prints the task's error (message and traceback) to stderr; returns 1 if it failed. A task
+ * still waiting (-1) is left for sandlot_run to report as stalled. */
+static int report_task(sandlot *S, sandlot_task *t) {
+  int failed = sandlot_task_error(S, t) == 1;
+  if (failed) fprintf(stderr, "embed: %s\n", sandlot_last_error(S));
+  sandlot_task_release(S, t);
   return failed;
 }
 
 /* The embedding program's own loop: it would also poll its own fds here. sandlot needs only
  * its backend fd watched for input and its timeout honoured, then a sandlot_step. */
 static int run_stepped(sandlot *S, const char *code) {
-  lua_State *L = sandlot_lua(S);
-  int ref = spawn_chunk(L, code);
-  if (ref == LUA_NOREF) return 1;
+  sandlot_task *t = spawn_chunk(S, code);
+  if (t == NULL) return 1;
   unsigned long polls = 0;
   struct pollfd pfd = {.fd = sandlot_backend_fd(S), .events = POLLIN};
   while (sandlot_step(S) > 0 && !sandlot_stalled(S)) {
@@ -112,7 +95,7 @@ static int run_stepped(sandlot *S, const char *code) {
     }
     polls++;
   }
-  int rc = report_task(L, ref);
+  int rc = report_task(S, t);
   if (sandlot_run(S) != 0) {          /* nothing left to drive: reports a stall and failed */
     fprintf(stderr, "embed: %s\n", sandlot_last_error(S));   /* tasks nobody joined */
     rc = 1;

@@ -17,10 +17,10 @@ local function live(self, op)
   return self._inner
 end
 
+-- nil, err with the sandbox layer's context (op "spawn.<method>", provider, sandbox) and its
+-- secrets scrubbed, by the sandbox layer's own rule
 local function fail(self, err, op)
-  if not errors.is(err) then err = errors.new("internal", tostring(err)) end
-  return nil, errors.wrap(err, { op = "spawn." .. op, provider = self._ctx.provider,
-                                 sandbox = self._ctx.sandbox })
+  return self._ctx.fail(err, op)
 end
 
 local function bug(self, what)
@@ -177,7 +177,8 @@ local METHODS = { "write", "close_stdin", "read", "wait", "kill", "close" }
 
 ---Wraps a provider's process object. Raises when it lacks one of the contract's methods.
 ---@param inner table|userdata what the provider's spawn returned
----@param ctx {provider: string, sandbox: string, provider_name: string}
+---@param ctx {provider: string, sandbox: string, provider_name: string,
+---  fail: fun(err: any, op: string): nil, sandlot.Error}
 ---@return table process
 function M.wrap(inner, ctx)
   for _, m in ipairs(METHODS) do

@@ -175,8 +175,6 @@ more than SECONDS ago; --all removes every one. Containers labelled sandlot.keep
       return 2
     end
     local gc = r.p.caps.gc == "native" and r.p.ops.gc
-    -- TODO(h3-kit): docker's _gc is being renamed gc; this fallback goes when that lands
-    if not gc and type(r.p.impl._gc) == "function" then gc = r.p.impl._gc end
     if not gc then
       err(("sandlot gc: provider %s has no gc\n"):format(name))
       return 2

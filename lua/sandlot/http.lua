@@ -8,6 +8,8 @@ local timer = require("sandlot.core.timer")
 local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
 local redact = require("sandlot._redact")
+local check = require("sandlot._check")
+local json = require("sandlot.wire.json")
 
 local M = {}
 
@@ -30,25 +32,14 @@ local known = {
 local known_retry = { attempts = true, base = true, cap = true, statuses = true, safe = true,
                       max_after = true }
 
-local cjson_mod
-local function cjson()
-  if not cjson_mod then
-    cjson_mod = require("cjson.safe").new()
-  end
-  return cjson_mod
-end
-
 ---JSON null as decoded and as given to `json =`.
-M.null = require("cjson").null
+M.null = json.null
 
----Encodes a value as JSON (an empty table becomes `{}`).
+---Encodes a value as JSON (sandlot.wire.json: an empty table becomes `{}`; raises on what
+---JSON cannot hold).
 ---@param v any
 ---@return string
-function M.encode_json(v)
-  local s, err = cjson().encode(v)
-  if not s then error("http: cannot encode JSON: " .. tostring(err), 2) end
-  return s
-end
+M.encode_json = json.encode
 
 -- Redaction ---------------------------------------------------------------------------------
 
@@ -62,6 +53,15 @@ function M.redact_url(url)
     if redact.is_secret(k) then return sep .. k .. "=" .. redact.MARK end
     return sep .. k .. "=" .. v
   end))
+end
+
+---Returns the path of a URL without query string or fragment ("/" when it has none): what an
+---error may name as `via` (never a secret).
+---@param url string
+---@return string
+function M.url_path(url)
+  local path = type(url) == "string" and url:match("^%a[%w+.-]*://[^/?#]*(/[^?#]*)") or nil
+  return path or "/"
 end
 
 local secret_words = { "password", "passwd", "secret", "token", "api_key", "apikey",
@@ -81,7 +81,7 @@ function M.excerpt(body, n)
     s = s:gsub('("[%w_%-]*' .. w .. '[%w_%-]*"%s*:%s*)"[^"]*"', mark)
     s = s:gsub('("[%w_%-]*' .. w:upper() .. '[%w_%-]*"%s*:%s*)"[^"]*"', mark)
   end
-  s = s:gsub("[Bb]earer%s+[%w%-%._~%+/]+=*", "Bearer " .. redact.MARK)
+  s = redact.text(s:gsub("[Bb]earer%s+[%w%-%._~%+/]+=*", "Bearer " .. redact.MARK))
   if #s > n then s = s:sub(1, n) .. "..." end
   return (s:gsub("[%c\128-\255]", "."))
 end
@@ -232,29 +232,12 @@ local function start_producer(req, producer, state)
   end)
 end
 
--- cjson reads every number as a float: give integral values back their integer subtype.
-local function integers(v, depth)
-  if depth > 64 then return v end
-  for k, x in pairs(v) do
-    local tx = type(x)
-    if tx == "number" then
-      local i = math.tointeger(x)
-      if i then v[k] = i end
-    elseif tx == "table" then
-      integers(x, depth + 1)
-    end
-  end
-  return v
-end
-
----Decodes JSON text (numbers that are integral come back as integers).
+---Decodes JSON text (sandlot.wire.json: integral numbers come back as integers).
 ---@param s string
 ---@return any|nil value, string? err
 function M.decode_json(s)
-  local v, err = cjson().decode(s)
-  if v == nil then return nil, err end
-  if type(v) == "table" then integers(v, 0)
-  elseif type(v) == "number" then v = math.tointeger(v) or v end
+  local v, err = json.decode(s)
+  if v == nil then return nil, (err.message:gsub("^malformed JSON: ", "")) end
   return v
 end
 
@@ -356,11 +339,7 @@ local function retry_policy(opts, method, producer)
   if type(r) ~= "table" then
     error("http.request: opts.retry must be a table, number or false", 3)
   end
-  for k in pairs(r) do
-    if not known_retry[k] then
-      error("http.request: unknown retry option '" .. tostring(k) .. "'", 3)
-    end
-  end
+  check.opts(r, known_retry, "http.request: retry", 3)
   local eligible = (M.IDEMPOTENT[method] or r.safe == true) and not producer
   return {
     attempts = eligible and (r.attempts or 3) or 1,
@@ -388,8 +367,8 @@ local function request(opts, meta)
       if after and after > policy.max_after then return res end
       delay = after
     else
-      err = errors.wrap(err, { op = opts.op or "http", method = o.method,
-                               url = M.redact_url(o.url) })
+      err = errors.wrap(err, { op = opts.op, via = o.method .. " " .. M.url_path(o.url),
+                               method = o.method, url = M.redact_url(o.url) })
       if n >= policy.attempts or not err.retryable or delivered or err.code == "cancelled" then
         return nil, err
       end
@@ -417,7 +396,8 @@ end
 ---  which is then not kept), retry ({attempts=3, base=0.2, cap=5, statuses=, safe=,
 ---  max_after=60} | number | false), follow (redirects, default true), max_redirects (10),
 ---  insecure (no TLS verification: explicit opt-in only), ca_file, ca_path, fresh_connect,
----  decode ("json" to decode whatever the content type), op (names the operation in errors)
+---  decode ("json" to decode whatever the content type), op (names the operation in
+---  errors; an operation around it, such as the sandbox's exec, wins and keeps it as `via`)
 ---@return table|nil response {status, headers, body, json, http_version, attempts, ...}
 ---@return sandlot.Error? err timeout, unavailable (reason = curl's words), bad_response
 ---  (malformed JSON, over max_body, redirect loop), invalid_input, cancelled
@@ -438,9 +418,7 @@ function M.request(defaults, opts)
     opts = merged
   end
   if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
-  for k in pairs(opts) do
-    if not known[k] then error("http.request: unknown option '" .. tostring(k) .. "'", 2) end
-  end
+  check.opts(opts, known, "http.request")
   if not telemetry.active() then return request(opts, nil) end   -- no span: no metadata
   local meta = {}
   return telemetry.span("http.request", meta, request, opts, meta)
@@ -455,6 +433,129 @@ for _, m in ipairs({ "get", "head", "post", "put", "patch", "delete" }) do
     return M.request(o)
   end
 end
+
+-- Upgraded streams ---------------------------------------------------------------------------
+
+M.DEFAULT_MAX_HEAD = 64 * 1024          -- bytes of a response head, at most
+
+local known_upgrade = {
+  url = true, base_url = true, path = true, unix_socket = true, query = true, method = true,
+  headers = true, body = true, json = true, upgrade = true, connect_timeout = true,
+  timeout = true, io_timeout = true, max_head = true, op = true,
+}
+
+---Sends one HTTP/1.1 request asking to switch protocols (`Connection: Upgrade`,
+---`Upgrade: tcp` unless told otherwise) and, when the server answers 101 (or Docker's legacy
+---200 with a raw-stream content type), returns the connection as a raw duplex stream.
+---Plain http:// or a unix socket only (no TLS).
+---@param opts table url | path (+ base_url or unix_socket), query, method (default POST),
+---  headers {name = value}, body (string) | json (value), upgrade (protocol, default "tcp"),
+---  connect_timeout (s, default 10), timeout (s to the end of the response head, default 60),
+---  io_timeout (s each read() or write() may wait; default none), max_head (bytes, default
+---  64 KiB), op (names the operation in errors)
+---@return sandlot.http.stream|nil stream s:read([max]) -> data | nil (EOF) | nil, err;
+---  s:write(data) -> true | nil, err; s:shutdown(); s:head() -> {status, headers_raw,
+---  http_version}; s:info() -> {queued, paused, eof}; s:close()
+---@return sandlot.Error? err unavailable (connect, reset), timeout, bad_response (an answer
+---  that does not switch protocols: err.status, err.body; a malformed or oversized head),
+---  not_supported (https), cancelled
+function M.upgrade(opts)
+  if type(opts) ~= "table" then error("http.upgrade: opts must be a table", 2) end
+  for k in pairs(opts) do
+    if not known_upgrade[k] then
+      error("http.upgrade: unknown option '" .. tostring(k) .. "'", 2)
+    end
+  end
+  for _, f in ipairs({ "connect_timeout", "timeout", "io_timeout", "max_head" }) do
+    local v = opts[f]
+    if v ~= nil and (type(v) ~= "number" or v <= 0) then
+      error("http.upgrade: opts." .. f .. " must be a number > 0", 2)
+    end
+  end
+  local url, host, port, target = opts.url, nil, nil, nil
+  if url == nil then
+    if type(opts.path) ~= "string" then
+      error("http.upgrade: opts.url or opts.path is required", 2)
+    end
+    local base = opts.base_url or (opts.unix_socket and "http://localhost")
+    if base == nil then error("http.upgrade: opts.path needs opts.base_url or unix_socket", 2) end
+    url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
+  end
+  if type(url) ~= "string" then error("http.upgrade: opts.url must be a string", 2) end
+  local scheme = url:match("^(%a[%w+.-]*)://")
+  if scheme == "https" then
+    return nil, errors.new("not_supported", "http.upgrade speaks plain http only, not https",
+                           { op = opts.op or "http", url = M.redact_url(url) })
+  end
+  local authority
+  authority, target = url:match("^http://([^/?#]*)([^#]*)")
+  if not authority then error("http.upgrade: opts.url must be an http:// URL", 2) end
+  host, port = authority:match("^%[?([^%]@]-)%]?:(%d+)$")
+  if not host then host, port = authority:match("^%[?([^%]@]-)%]?$"), 80 end
+  if not host or host == "" then error("http.upgrade: no host in " .. M.redact_url(url), 2) end
+  if target == "" then target = "/" end
+  if opts.query ~= nil then
+    local q = encode_query(opts.query)
+    if q ~= "" then target = target .. (target:find("?", 1, true) and "&" or "?") .. q end
+  end
+  if target:find("[%s%z%c]") then
+    error("http.upgrade: the path holds a space or control byte", 2)
+  end
+  local method = opts.method or "POST"
+  if type(method) ~= "string" or not method:match("^[A-Z]+$") then
+    error("http.upgrade: invalid method " .. tostring(method), 2)
+  end
+  local body = opts.body
+  if opts.json ~= nil then
+    if body ~= nil then error("http.upgrade: give body or json, not both", 2) end
+    body = M.encode_json(opts.json)
+  end
+  if body ~= nil and type(body) ~= "string" then
+    error("http.upgrade: opts.body must be a string", 2)
+  end
+  local proto = opts.upgrade or "tcp"
+  if type(proto) ~= "string" or not proto:match("^[%w!#$%%&'*+.^_`|~/-]+$") then
+    error("http.upgrade: invalid upgrade protocol " .. tostring(proto), 2)
+  end
+  local lines = header_list(opts.headers, opts.json ~= nil)   -- raises for CR/LF in values
+  local given = {}
+  for k in pairs(opts.headers or {}) do given[k:lower()] = true end
+  local head = { ("%s %s HTTP/1.1"):format(method, target),
+                 "Host: " .. (opts.unix_socket and "localhost" or authority) }
+  if not given.connection then head[#head + 1] = "Connection: Upgrade" end
+  if not given.upgrade then head[#head + 1] = "Upgrade: " .. proto end
+  if body ~= nil or method == "POST" or method == "PUT" then
+    head[#head + 1] = "Content-Length: " .. #(body or "")
+  end
+  for i = 1, #lines do head[#head + 1] = lines[i] end
+  local o = {
+    request = table.concat(head, "\r\n") .. "\r\n\r\n" .. (body or ""),
+    connect_timeout = opts.connect_timeout or M.DEFAULT_CONNECT_TIMEOUT,
+    timeout = opts.timeout or M.DEFAULT_TIMEOUT,
+    io_timeout = opts.io_timeout,
+    max_head = opts.max_head and math.floor(opts.max_head) or M.DEFAULT_MAX_HEAD,
+  }
+  if opts.unix_socket then
+    if type(opts.unix_socket) ~= "string" or #opts.unix_socket >= 108 then
+      error("http.upgrade: opts.unix_socket must be a path shorter than 108 bytes", 2)
+    end
+    o.unix_socket = opts.unix_socket
+  else
+    o.host, o.port = host, tonumber(port)
+    if o.port < 1 or o.port > 65535 then error("http.upgrade: port out of range", 2) end
+  end
+  local s, err = core.upgrade(o)
+  if not s then
+    if err.body then err.body = M.excerpt(err.body, 1024) end   -- a server may echo secrets
+    return nil, errors.wrap(err, { op = opts.op or "http", method = method,
+                                   url = M.redact_url(url) })
+  end
+  return s
+end
+
+---Parses an HTTP/1.x response head (for tests and tools): returns {status, reason,
+---http_version, headers_raw, length}, nil when bytes are a valid prefix, or false, why.
+M.parse_response_head = core.parse_response_head
 
 local status_codes = {
   [400] = "invalid_input", [401] = "auth_failed", [403] = "permission_denied",
@@ -480,8 +581,8 @@ function M.status_error(res, fields)
   end
   text = text and M.excerpt(tostring(text), 300) or M.excerpt(res.body or "")
   local err = errors.new(code, ("HTTP %d%s"):format(res.status, text ~= "" and ": " .. text or ""),
-                         { status = res.status })
-  if res.status == 429 or res.status == 503 then err.retryable = true end
+                         { status = res.status,
+                           retryable = (res.status == 429 or res.status == 503) or nil })
   return errors.wrap(err, fields or {})
 end
 

@@ -7,40 +7,30 @@ local sched = require("sandlot.core.sched")
 local sys = require("sandlot.core.sys")
 local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
+local check = require("sandlot._check")
+local redact = require("sandlot._redact")
 
 local M = {}
 
-M.DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
+M.DEFAULT_MAX_OUTPUT = require("sandlot.exec").DEFAULT_MAX_OUTPUT   -- one definition
+
+local function seconds(v)
+  return type(v) == "number" and v > 0 and v ~= math.huge, "a number of seconds > 0"
+end
+local function count(v) return math.type(v) == "integer" and v >= 0, "an integer >= 0" end
 
 local known = {
-  env = true, clear_env = true, cwd = true, stdin = true, timeout = true, max_output = true,
-  spill = true, on_stdout = true, on_stderr = true, kill_group = true, stream = true,
+  env = "table", clear_env = "boolean", cwd = "string", stdin = true, timeout = seconds,
+  max_output = count, spill = true, on_stdout = "function", on_stderr = "function",
+  kill_group = "boolean", stream = "boolean",
 }
-
-local function check_opts(opts, where)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(where .. ": opts must be a table", 3) end
-  for k in pairs(opts) do
-    if not known[k] then error(where .. ": unknown option '" .. tostring(k) .. "'", 3) end
-  end
-  return opts
-end
 
 ---Turns a command (argv list or shell string) into an argv list.
 ---@param cmd string|string[]
+---@param level? integer as error() takes it in the caller (default 2: the caller's caller)
 ---@return string[]
 function M.argv(cmd, level)
-  if type(cmd) == "string" then return { "/bin/sh", "-c", cmd } end
-  if type(cmd) ~= "table" or #cmd == 0 then
-    error("command must be a non-empty argv list or a shell string", (level or 1) + 1)
-  end
-  local argv = {}
-  for i = 1, #cmd do
-    local a = cmd[i]
-    if type(a) == "number" then a = tostring(a) end
-    if type(a) ~= "string" then error(("command[%d] must be a string"):format(i), (level or 1) + 1) end
-    argv[i] = a
-  end
+  local argv = check.argv(cmd, "proc", level)   -- not a tail call: the level counts this frame
   return argv
 end
 
@@ -48,15 +38,8 @@ end
 ---opts.env (a false value removes a variable), or opts.env alone when opts.clear_env.
 function M.environment(env, clear)
   if env == nil and not clear then return nil end      -- inherit as is
-  local merged = clear and {} or sys.environ()
-  for k, v in pairs(env or {}) do
-    if type(k) ~= "string" or k == "" or k:find("[=%z]") then
-      error("env: invalid variable name " .. tostring(k), 3)
-    end
-    if v == false then merged[k] = nil
-    elseif type(v) == "string" or type(v) == "number" then merged[k] = tostring(v)
-    else error("env." .. k .. " must be a string, number or false", 3) end
-  end
+  check.env(env, "proc", 3)
+  local merged = check.apply_env(clear and {} or sys.environ(), env)
   local list = {}
   for k, v in pairs(merged) do list[#list + 1] = k .. "=" .. v end
   table.sort(list)
@@ -65,16 +48,13 @@ end
 
 local function core_opts(cmd, opts, spawning)
   local o = {
-    argv = M.argv(cmd, 3),
+    argv = check.argv(cmd, "proc", 3),
     env = M.environment(opts.env, opts.clear_env),
     cwd = opts.cwd,
     timeout = opts.timeout,
     max_output = opts.max_output or M.DEFAULT_MAX_OUTPUT,
     kill_group = opts.kill_group,
   }
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    error("opts.timeout must be a number of seconds > 0", 3)
-  end
   local stdin = opts.stdin
   if (spawning and stdin == "pipe") or type(stdin) == "function" then o.stdin = "pipe"
   elseif type(stdin) == "string" then o.input = stdin
@@ -147,9 +127,9 @@ end
 ---@return table|nil result {exit_code, signal, stdout, stderr, timed_out, truncated, duration}
 ---@return sandlot.Error? err not_found, permission_denied, invalid_input, cancelled, timeout
 function M.run(cmd, opts)
-  opts = check_opts(opts, "proc.run")
+  opts = check.opts(opts, known, "proc.run")
   if not telemetry.active() then return run(cmd, opts) end
-  return telemetry.span("proc.run", { command = cmd }, run, cmd, opts)
+  return telemetry.span("proc.run", { command = redact.command(cmd) }, run, cmd, opts)
 end
 
 ---Starts a command and returns its handle: p:write(data), p:close_stdin(), p:read() (next
@@ -158,7 +138,7 @@ end
 ---@param cmd string|string[]
 ---@param opts? table as for run, plus stream = true and stdin = "pipe"
 function M.spawn(cmd, opts)
-  opts = check_opts(opts, "proc.spawn")
+  opts = check.opts(opts, known, "proc.spawn")
   if opts.on_stdout or opts.on_stderr then
     error("proc.spawn: use p:read() for streaming (on_stdout/on_stderr are for run)", 2)
   end

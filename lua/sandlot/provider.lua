@@ -4,6 +4,7 @@
 -- a fallback built on the required ones or a stub returning not_supported.
 local errors = require("sandlot.errors")
 local b64 = require("sandlot._base64")
+local check = require("sandlot._check")
 local sandlot_sleep = require("sandlot.task").sleep
 
 local M = {}
@@ -28,56 +29,19 @@ local is_op = {}
 for _, n in ipairs(M.REQUIRED) do is_op[n] = "required" end
 for _, n in ipairs(M.OPTIONAL) do is_op[n] = "optional" end
 
--- Edit distance counting a swap of two neighbours as one edit ("stauts" is 1 from "status").
-local function distance(a, b)
-  if math.abs(#a - #b) > 3 then return 99 end
-  local rows = { [0] = {} }
-  for j = 0, #b do rows[0][j] = j end
-  for i = 1, #a do
-    local cur, prev = { [0] = i }, rows[i - 1]
-    for j = 1, #b do
-      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-      if i > 1 and j > 1 and a:sub(i, i) == b:sub(j - 1, j - 1)
-          and a:sub(i - 1, i - 1) == b:sub(j, j) then
-        cur[j] = math.min(cur[j], rows[i - 2][j - 2] + 1)
-      end
-    end
-    rows[i] = cur
-  end
-  return rows[#a][#b]
-end
-
--- The nearest of the sorted candidates within distance 2 (case-insensitive); on a tie the one
--- that sorts first wins, so the same typo always gets the same suggestion.
-local function nearest(name, candidates)
-  local best, bd = nil, 3
-  local lname = name:lower()
-  for _, cand in ipairs(candidates) do
-    local d = lname == cand and 0 or distance(lname, cand)
-    if d < bd then best, bd = cand, d end
-  end
-  return best
-end
-
-local function sorted_keys(...)
-  local list = {}
-  for _, t in ipairs({ ... }) do
-    for k in pairs(t) do list[#list + 1] = k end
-  end
-  table.sort(list, function(a, b) return tostring(a) < tostring(b) end)
-  return list
-end
-
-local NAMES = sorted_keys(is_op, M.FIELDS)
-local CAP_NAMES = sorted_keys(M.CAPABILITIES)
+local names = {}              -- operations and fields: what a misspelt name may have meant
+for n in pairs(is_op) do names[#names + 1] = n end
+for n in pairs(M.FIELDS) do names[#names + 1] = n end
 
 local function suggest(name)
-  return nearest(name, NAMES)
+  return check.suggest(name, names)        -- deterministic: ties go to the first by name
 end
 
-local TYPES = { string = true, number = true, integer = true, boolean = true, table = true,
-                ["function"] = true, any = true }
+local CAP_NAMES = {}
+for n in pairs(M.CAPABILITIES) do CAP_NAMES[#CAP_NAMES + 1] = n end
+table.sort(CAP_NAMES)
+
+local TYPES = check.TYPES
 
 ---Validates a provider table and returns true, or nil and an invalid_input error whose
 ---`problems` lists every finding (unknown or misspelled names, missing required functions,
@@ -123,10 +87,13 @@ function M.check(tbl)
       end
     end
     if type(tbl.capabilities) == "table" then
-      for _, k in ipairs(sorted_keys(tbl.capabilities)) do
+      local caps = {}
+      for k in pairs(tbl.capabilities) do caps[#caps + 1] = k end
+      table.sort(caps, function(a, b) return tostring(a) < tostring(b) end)
+      for _, k in ipairs(caps) do
         local v = tbl.capabilities[k]
         if type(k) ~= "string" or not M.CAPABILITIES[k] then
-          local s = type(k) == "string" and nearest(k, CAP_NAMES)
+          local s = check.suggest(k, CAP_NAMES)
           add("unknown capability '%s'%s", tostring(k), s and (" (did you mean '%s'?)"):format(s)
               or (": capabilities are " .. table.concat(CAP_NAMES, " ")))
         elseif type(v) ~= "boolean" then
@@ -434,11 +401,7 @@ function M.load(spec)
   return M.complete(impl, spec)
 end
 
-local function type_ok(v, t)
-  if t == "any" then return true end
-  if t == "integer" then return math.type(v) == "integer" end
-  return type(v) == t
-end
+local type_ok = check.is_type
 
 ---Checks a provider's config options (from the config file) against its `config` field, when
 ---it declares one. Returns nil, err{invalid_input} naming the file and key.

@@ -7,6 +7,7 @@ local telemetry = require("sandlot.telemetry")
 local config = require("sandlot.config")
 local provider = require("sandlot.provider")
 local redact = require("sandlot._redact")
+local check = require("sandlot._check")
 
 local M = {}
 
@@ -31,22 +32,7 @@ local function check_sb(sb, fname)
   return sb
 end
 
-local function check_opts(opts, known, fname, level)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then error(fname .. ": opts must be a table", level + 1) end
-  for k in pairs(opts) do
-    if not known[k] then
-      error(("%s: unknown option '%s'"):format(fname, tostring(k)), level + 1)
-    end
-  end
-  return opts
-end
-
-local function set(list)
-  local s = {}
-  for _, k in ipairs(list) do s[k] = true end
-  return s
-end
+local check_opts = check.opts
 
 -- Warnings ------------------------------------------------------------------------------------
 
@@ -115,11 +101,25 @@ end
 
 -- Operations ----------------------------------------------------------------------------------
 
+-- The provider's credentials as strings (secret-named config values of 6+ bytes): whatever a
+-- provider or a service put in an error, they never leave this layer.
+local function secrets(ctx)
+  local list = ctx._secrets
+  if list then return list end
+  list = {}
+  for k, v in pairs(ctx.config or {}) do
+    if redact.is_secret(k) and type(v) == "string" and #v >= 6 then list[#list + 1] = v end
+  end
+  ctx._secrets = list
+  return list
+end
+
 local function fail(err, sb, op)
   if not errors.is(err) then
     err = errors.new("internal", tostring(err))
   end
-  return nil, errors.wrap(err, { op = op, provider = sb.provider, sandbox = sb.id })
+  return nil, errors.without(errors.wrap(err, { op = op, provider = sb.provider,
+                                                sandbox = sb.id }), secrets(sb._ctx))
 end
 
 local function call(sb, op, ...)
@@ -140,51 +140,47 @@ local function span(sb, op, meta, fn, ...)
   return telemetry.span(op, meta, fn, sb, op, ...)
 end
 
-local function check_path(path, fname)
-  if type(path) ~= "string" or path == "" then
-    error(fname .. ": path must be a non-empty string", 3)
-  end
-  if path:find("%z") then error(fname .. ": path contains a NUL byte", 3) end
-  return path
+local check_path = check.path
+
+local function count(v)
+  return math.type(v) == "integer" and v >= 0, "an integer >= 0"
+end
+local function seconds(v)
+  return type(v) == "number" and v > 0 and v ~= math.huge, "a number of seconds > 0"
+end
+local function string_or_writer(v)
+  return type(v) == "string" or type(v) == "function", "a string or a writer function"
 end
 
-local function argv_of(cmd)
-  if type(cmd) == "string" then
-    if cmd == "" then error("exec: empty command", 3) end
-    return { "/bin/sh", "-c", cmd }
-  end
-  if type(cmd) ~= "table" or #cmd == 0 then
-    error("exec: command must be a non-empty argv list or a shell string", 3)
-  end
-  local argv = {}
-  for i = 1, #cmd do
-    local a = cmd[i]
-    if type(a) == "number" then a = tostring(a) end
-    if type(a) ~= "string" then error(("exec: command[%d] must be a string"):format(i), 3) end
-    if a:find("%z") then error(("exec: command[%d] contains a NUL byte"):format(i), 3) end
-    argv[i] = a
-  end
-  return argv
-end
+local EXEC_OPTS = { env = "table", cwd = "string", stdin = string_or_writer, timeout = seconds,
+                    max_output = count, on_stdout = "function", on_stderr = "function" }
 
-local function check_env(env, fname)
-  if env == nil then return end
-  if type(env) ~= "table" then error(fname .. ": env must be a table", 4) end
-  for k, v in pairs(env) do
-    if type(k) ~= "string" or not k:match("^[%a_][%w_]*$") then
-      error(fname .. ": env: invalid variable name " .. tostring(k), 4)
-    end
-    if type(v) ~= "string" and type(v) ~= "number" and v ~= false then
-      error(("%s: env.%s must be a string, number or false"):format(fname, k), 4)
-    end
+local RESULT_SHAPE = "exec must return {exit_code = integer, stdout = string, stderr = " ..
+  "string, signal = integer|nil, timed_out = boolean|nil, truncated = boolean|nil}"
+
+-- Checks what a provider's exec returned (a provider bug raises, like a bad handle does) and
+-- fills the optional flags.
+local function exec_result(sb, r)
+  local why
+  if type(r) ~= "table" then
+    why = "got a " .. type(r)
+  elseif math.type(r.exit_code) ~= "integer" then
+    local keys = {}
+    for k in pairs(r) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys)
+    why = ("exit_code is %s (the result has: %s)"):format(math.type(r.exit_code)
+      or type(r.exit_code), #keys > 0 and table.concat(keys, ", ") or "nothing")
+  elseif type(r.stdout) ~= "string" or type(r.stderr) ~= "string" then
+    why = ("stdout is a %s and stderr a %s"):format(type(r.stdout), type(r.stderr))
+  elseif r.signal ~= nil and math.type(r.signal) ~= "integer" then
+    why = "signal is a " .. type(r.signal)
+  elseif r.timed_out ~= nil and type(r.timed_out) ~= "boolean"
+      or r.truncated ~= nil and type(r.truncated) ~= "boolean" then
+    why = "timed_out and truncated must be booleans"
   end
-end
-
-local EXEC_OPTS = set({ "env", "cwd", "stdin", "timeout", "max_output", "on_stdout", "on_stderr" })
-
-local function exec_result(r)
-  r.stdout = r.stdout or ""
-  r.stderr = r.stderr or ""
+  if why then
+    error(("provider %s: %s; %s (provider bug)"):format(sb._p.name, RESULT_SHAPE, why), 3)
+  end
   r.timed_out = r.timed_out or false
   r.truncated = r.truncated or false
   return r
@@ -199,23 +195,16 @@ end
 ---@return sandlot.Error? err not_found (no such binary or cwd; sandbox gone), unavailable, ...
 function M.exec(sb, cmd, opts)
   check_sb(sb, "exec")
-  local argv = argv_of(cmd)
-  opts = check_opts(opts, EXEC_OPTS, "exec", 2)
-  check_env(opts.env, "exec")
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    error("exec: opts.timeout must be a number of seconds > 0", 2)
-  end
-  local cap = opts.max_output
-  if cap ~= nil and (math.type(cap) ~= "integer" or cap < 0) then
-    error("exec: opts.max_output must be an integer >= 0", 2)
-  end
-  if opts.cwd ~= nil then check_path(opts.cwd, "exec") end
+  local argv = check.argv(cmd, "exec")
+  opts = check_opts(opts, EXEC_OPTS, "exec")
+  check.env(opts.env, "exec")
+  if opts.cwd ~= nil then check_path(opts.cwd, "exec", 2, "opts.cwd") end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  local command = type(cmd) == "string" and cmd or table.concat(argv, " ")
+  local command = redact.command(type(cmd) == "string" and cmd or argv)
   local r, err = span(sb, "exec", { command = command }, call, argv, o)
   if not r then return nil, err end
-  return exec_result(r)
+  return exec_result(sb, r)
 end
 
 ---Reads a whole file from the sandbox.
@@ -227,14 +216,7 @@ function M.read_file(sb, path)
   return span(sb, "read_file", { path = path }, call, path)
 end
 
-local function check_mode(mode, fname)
-  if mode == nil then return nil end
-  if type(mode) == "string" and mode:match("^[0-7]+$") then mode = tonumber(mode, 8) end
-  if math.type(mode) ~= "integer" or mode < 0 or mode > 4095 then
-    error(fname .. ": mode must be an integer such as tonumber('644', 8) or a string '644'", 4)
-  end
-  return mode
-end
+local check_mode = check.mode
 
 ---Writes a file in the sandbox (binary-safe), creating missing parent directories.
 ---@param opts? {mode?: integer|string}
@@ -243,7 +225,7 @@ function M.write_file(sb, path, data, opts)
   check_sb(sb, "write_file")
   check_path(path, "write_file")
   if type(data) ~= "string" then error("write_file: data must be a string", 2) end
-  opts = check_opts(opts, { mode = true }, "write_file", 2)
+  opts = check_opts(opts, { mode = true }, "write_file")
   local o = { mode = check_mode(opts.mode, "write_file") }
   return span(sb, "write_file", { path = path, size = #data }, call, path, data, o)
 end
@@ -283,7 +265,7 @@ end
 function M.mkdir(sb, path, opts)
   check_sb(sb, "mkdir")
   check_path(path, "mkdir")
-  opts = check_opts(opts, { parents = true }, "mkdir", 2)
+  opts = check_opts(opts, { parents = "boolean" }, "mkdir")
   return span(sb, "mkdir", { path = path }, call, path, { parents = opts.parents == true })
 end
 
@@ -293,7 +275,7 @@ end
 function M.rm(sb, path, opts)
   check_sb(sb, "rm")
   check_path(path, "rm")
-  opts = check_opts(opts, { recursive = true }, "rm", 2)
+  opts = check_opts(opts, { recursive = "boolean" }, "rm")
   return span(sb, "rm", { path = path }, call, path, { recursive = opts.recursive == true })
 end
 
@@ -365,10 +347,7 @@ end
 ---@return true|nil ok, sandlot.Error? err timeout, not_found
 function M.await_ready(sb, opts)
   check_sb(sb, "await_ready")
-  opts = check_opts(opts, { timeout = true }, "await_ready", 2)
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    error("await_ready: opts.timeout must be a number of seconds > 0", 2)
-  end
+  opts = check_opts(opts, { timeout = seconds }, "await_ready")
   return span(sb, "await_ready", {}, call, { timeout = opts.timeout })
 end
 
@@ -378,6 +357,7 @@ end
 function M.update(sb, opts)
   check_sb(sb, "update")
   if type(opts) ~= "table" then error("update: opts must be a table", 2) end
+  check.env(opts.env, "update")
   local r, err = span(sb, "update", {}, call, opts)
   if not r then return nil, err end
   if type(r) == "table" and r.id == sb.id then sb.handle = r end
@@ -401,21 +381,55 @@ function M.ssh_opts(sb)
   return span(sb, "ssh_opts", {}, call)
 end
 
----`local sb <close> = sandlot.create{...}`: closing a sandbox destroys it. Where yielding is
----impossible (a remote provider during error unwinding) it only warns.
+-- Closing ------------------------------------------------------------------------------------
+
+local sched = require("sandlot.core.sched")
+local task = require("sandlot.task")
+
+---Seconds a destroy queued by close may take before it is abandoned with a warning;
+---$SANDLOT_CLOSE_TIMEOUT overrides it.
+M.CLOSE_TIMEOUT = 60
+
+local function close_timeout()
+  local v = tonumber(os.getenv("SANDLOT_CLOSE_TIMEOUT") or "")
+  if v and v > 0 then return v end
+  return M.CLOSE_TIMEOUT
+end
+
+local function close_warning(sb, err)
+  io.stderr:write(("sandlot: warning: destroying %s on close: %s\n")
+    :format(tostring(sb), tostring(err)))
+end
+
+-- The destroy of a close that could not wait, as a cleanup task of its own: the script's
+-- failure or Ctrl-C does not cancel it, the host waits for it before it exits, and it is
+-- bounded by close_timeout().
+local function queue_destroy(sb)
+  sb._closing = sched.cleanup(function()
+    local ok, res, err = pcall(task.timeout, close_timeout(), M.destroy, sb)
+    if not ok then err = res end
+    if not (ok and res) then close_warning(sb, err) end
+  end)
+end
+
+local function is_cancel(err)
+  return errors.is(err, "cancelled") or errors.is(err, "timeout") and sched.cancelled() ~= nil
+end
+
+---`local sb <close> = sandlot.create{...}`: closing a sandbox destroys it, on every way out
+---of the scope. Where the destroy cannot wait here (error unwinding, a coroutine.close, a
+---metamethod) or the task is being cancelled or timed out, the destroy runs as a cleanup task
+---of its own that the host waits for. Failures are warnings.
 function M.close(sb)
   check_sb(sb, "close")
-  if sb._destroyed then return true end
-  if not coroutine.isyieldable() and sb._p.impl.capabilities
-      and sb._p.impl.capabilities.remote then
-    io.stderr:write(("sandlot: warning: %s not destroyed (closed where it cannot yield)\n")
-      :format(tostring(sb)))
+  if sb._destroyed or sb._closing then return true end
+  if not sched.can_wait() then            -- unwinding an error, cancelled, in a metamethod
+    queue_destroy(sb)
     return true
   end
   local ok, err = M.destroy(sb)
   if not ok then
-    io.stderr:write(("sandlot: warning: destroying %s on close: %s\n")
-      :format(tostring(sb), tostring(err)))
+    if is_cancel(err) then queue_destroy(sb) else close_warning(sb, err) end
   end
   return true
 end
@@ -425,52 +439,58 @@ Sandbox.__close = function(sb) M.close(sb) end
 -- Create --------------------------------------------------------------------------------------
 
 -- standard create options understood by every provider where it can, with their checks
+local function positive(v) return type(v) == "number" and v > 0, "a number > 0" end
+local function positive_int(v) return math.type(v) == "integer" and v > 0, "an integer > 0" end
+local function port_list(v)
+  if type(v) ~= "table" then return false, "a list of integers in 1..65535" end
+  for _, port in ipairs(v) do
+    if math.type(port) ~= "integer" or port < 1 or port > 65535 then
+      return false, "a list of integers in 1..65535"
+    end
+  end
+  return true
+end
+local function mount_list(v)
+  local want = "a list of {source = path, target = path, readonly = bool}"
+  if type(v) ~= "table" then return false, want end
+  for i, m in ipairs(v) do
+    if type(m) ~= "table" or type(m.source) ~= "string" or type(m.target) ~= "string" then
+      return false, ("%s (mounts[%d] is not)"):format(want, i)
+    end
+  end
+  return true
+end
+local function network(v)
+  local want = "'none', 'all' or a list of host names"
+  if v == "none" or v == "all" then return true end
+  if type(v) ~= "table" then return false, want end
+  for _, h in ipairs(v) do if type(h) ~= "string" then return false, want end end
+  return true
+end
+
 local CREATE_OPTS = {
-  provider = function(v) return type(v) == "string" or type(v) == "table" end,
-  image = "string", cwd = "string", name = "string", purpose = "string",
-  cpus = function(v) return type(v) == "number" and v > 0 end,
-  memory_mb = function(v) return math.type(v) == "integer" and v > 0 end,
-  disk_mb = function(v) return math.type(v) == "integer" and v > 0 end,
-  timeout = function(v) return type(v) == "number" and v > 0 end,
-  env = "table", labels = "table", ports = "table", mounts = "table",
-  network = function(v)
-    if v == "none" or v == "all" then return true end
-    if type(v) ~= "table" then return false end
-    for _, h in ipairs(v) do if type(h) ~= "string" then return false end end
-    return true
+  provider = function(v)
+    return type(v) == "string" or type(v) == "table", "a provider name or table"
   end,
+  image = "string", cwd = "string", name = "string", purpose = "string",
+  cpus = positive, memory_mb = positive_int, disk_mb = positive_int, timeout = seconds,
+  env = "table", labels = "table", ports = port_list, mounts = mount_list, network = network,
 }
 
+-- create's option spec for one provider: the standard options plus its create_options (whose
+-- values are type names, checked by provider.check)
+local create_specs = setmetatable({}, { __mode = "k" })
+
 local function check_create_opts(opts, p)
-  local extra = p.impl.create_options or {}
-  for k, v in pairs(opts) do
-    local want = CREATE_OPTS[k]
-    if want == nil then
-      local t = extra[k]
-      if t == nil then
-        error(("create: unknown option '%s' (provider %s)"):format(tostring(k), p.name), 3)
-      end
-      local ok = t == "any" or (t == "integer" and math.type(v) == "integer") or type(v) == t
-      if not ok then
-        error(("create: option '%s' must be a %s (provider %s)"):format(k, t, p.name), 3)
-      end
-    elseif type(want) == "string" and type(v) ~= want
-        or type(want) == "function" and not want(v) then
-      error(("create: invalid value for option '%s': %s"):format(k, tostring(v)), 3)
-    end
+  local spec = create_specs[p]
+  if not spec then
+    spec = {}
+    for k, v in pairs(p.impl.create_options or {}) do spec[k] = v end
+    for k, v in pairs(CREATE_OPTS) do spec[k] = v end
+    create_specs[p] = spec
   end
-  check_env(opts.env, "create")
-  for _, port in ipairs(opts.ports or {}) do
-    if math.type(port) ~= "integer" or port < 1 or port > 65535 then
-      error("create: ports must be a list of integers in 1..65535", 3)
-    end
-  end
-  for i, m in ipairs(opts.mounts or {}) do
-    if type(m) ~= "table" or type(m.source) ~= "string" or type(m.target) ~= "string" then
-      error(("create: mounts[%d] must be {source = path, target = path, readonly = bool}")
-        :format(i), 3)
-    end
-  end
+  check_opts(opts, spec, ("create (provider %s)"):format(p.name), 3)
+  check.env(opts.env, "create", 3)
 end
 
 ---Creates a sandbox.
@@ -512,8 +532,10 @@ function M.create(prov_or_opts, opts)
   local function run()
     local handle, cerr = r.p.ops.create(r.ctx, o)
     if not handle then
-      return nil, errors.wrap(errors.is(cerr) and cerr or errors.new("internal", tostring(cerr)),
-                              { op = "create", provider = r.ref })
+      return nil, errors.without(errors.wrap(errors.is(cerr) and cerr
+                                               or errors.new("internal", tostring(cerr)),
+                                             { op = "create", provider = r.ref }),
+                                 secrets(r.ctx))
     end
     return new_sandbox(r, handle, warnings)
   end
@@ -571,7 +593,7 @@ end
 ---@return sandlot.Sandbox|nil sb, sandlot.Error? err invalid_input (not a sandbox map),
 ---  not_found (provider unknown here), invalid_input (credentials missing)
 function M.from_map(t, opts)
-  opts = check_opts(opts, { provider = true }, "from_map", 2)
+  opts = check_opts(opts, { provider = true }, "from_map")
   if type(t) ~= "table" then
     return nil, errors.new("invalid_input", "from_map: a table from to_map expected")
   end
@@ -622,7 +644,7 @@ end
 
 -- Processes and provider contexts ----------------------------------------------------------
 
-local SPAWN_OPTS = set({ "env", "cwd" })
+local SPAWN_OPTS = { env = "table", cwd = "string" }
 
 ---Starts a command in the sandbox and returns a live process: p:write(data), p:close_stdin(),
 ---p:read([timeout]) -> "stdout"|"stderr", data (nil at the end of both streams),
@@ -635,16 +657,18 @@ local SPAWN_OPTS = set({ "env", "cwd" })
 ---  not_found (no such binary or cwd; sandbox gone), unavailable, ...
 function M.spawn(sb, cmd, opts)
   check_sb(sb, "spawn")
-  local argv = argv_of(cmd)
-  opts = check_opts(opts, SPAWN_OPTS, "spawn", 2)
-  check_env(opts.env, "spawn")
-  if opts.cwd ~= nil then check_path(opts.cwd, "spawn") end
-  local command = type(cmd) == "string" and cmd or table.concat(argv, " ")
+  local argv = check.argv(cmd, "spawn")
+  opts = check_opts(opts, SPAWN_OPTS, "spawn")
+  check.env(opts.env, "spawn")
+  if opts.cwd ~= nil then check_path(opts.cwd, "spawn", 2, "opts.cwd") end
+  local command = redact.command(type(cmd) == "string" and cmd or argv)
   local p, err = span(sb, "spawn", { command = command }, call, argv,
                       { env = opts.env, cwd = opts.cwd })
   if not p then return nil, err end
-  return require("sandlot._process").wrap(p, { provider = sb.provider, sandbox = sb.id,
-                                               provider_name = sb._p.name })
+  return require("sandlot._process").wrap(p, {
+    provider = sb.provider, sandbox = sb.id, provider_name = sb._p.name,
+    fail = function(e, op) return fail(e, sb, "spawn." .. op) end,   -- the one context rule
+  })
 end
 Sandbox.spawn = M.spawn
 

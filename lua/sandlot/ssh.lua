@@ -1,10 +1,12 @@
 -- sandlot.ssh: the SSH client for scripts and providers. Connect options and their defaults,
 -- host key policy (known_hosts strict by default, accept-new, SHA256 pinning), the order in
 -- which credentials are tried, reconnection and error wording live here; the transport
--- (libssh2 on the loop, channels, SFTP streaming) is core/ssh.c.
+-- (libssh2 on the loop, channels, SFTP streaming) is core/ssh*.c; the remote command line
+-- is sandlot.shell.
 local core = require("sandlot.core.ssh")
 local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
+local shell = require("sandlot.shell")
 
 local M = {}
 
@@ -34,33 +36,8 @@ end
 
 local exists = require("sandlot._paths").exists
 
----Quotes one word for a POSIX shell.
----@param s string
----@return string
-function M.quote(s)
-  s = tostring(s)
-  if s ~= "" and not s:find("[^%w%-_./=:@+,%%]") then return s end
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
----Turns an argv list into a shell command line (a string is returned unchanged).
----@param cmd string|string[]
----@return string
-function M.command(cmd)
-  if type(cmd) == "string" then return cmd end
-  if type(cmd) ~= "table" or #cmd == 0 then
-    error("command must be a non-empty argv list or a shell string", 3)
-  end
-  local words = {}
-  for i = 1, #cmd do
-    local a = cmd[i]
-    if type(a) ~= "string" and type(a) ~= "number" then
-      error(("command[%d] must be a string"):format(i), 3)
-    end
-    words[i] = M.quote(a)
-  end
-  return table.concat(words, " ")
-end
+M.quote = shell.quote       -- kept here for scripts; sandlot.shell owns the command line
+M.command = shell.command
 
 local function target(o)
   return ("%s@%s:%d"):format(o.user, o.host, o.port)
@@ -274,45 +251,27 @@ end
 
 local exec_known = {
   env = true, cwd = true, stdin = true, timeout = true, max_output = true, pty = true,
-  on_stdout = true, on_stderr = true,
-  _prelude = true,           -- providers: POSIX shell commands run first (env files, checks)
+  on_stdout = true, on_stderr = true, prelude = true,
 }
 
--- The remote command line. The login shell prints its pid (the session leader sshd made: also
--- the process group to kill on timeout). A shell string then runs under `exec /bin/sh -c`. An
--- argv list is exec'ed by the login shell itself, which saves the extra shell of a
--- `sh -c` (about a third of a warm exec): single-quoted words mean the same to every Bourne
--- shell, and `exec` runs the program even where the shell has a builtin of that name (echo,
--- printf, pwd, kill, test), as the local and Docker providers do.
-local function remote_command(cmd, opts)
-  local marker = "printf '\\036%d\\036' $$ >&2; "
-  local prelude = opts._prelude or ""
-  if type(cmd) == "string" then
-    local inner = cmd
-    if opts.cwd then inner = "cd " .. M.quote(opts.cwd) .. " && " .. inner end
-    return marker .. "exec /bin/sh -c " .. M.quote(prelude .. inner)
+-- The core reports the marker the line prints (shell.line): the remote process group.
+local function with_pgid(r, err)
+  if r then
+    r.pgid, r.marker = r.marker, nil
   end
-  local words = M.command(cmd)
-  local first = M.quote(cmd[1])
-  if first:sub(1, 1) ~= "'" then         -- never a reserved word, an assignment or =cmd (zsh)
-    words = "'" .. first .. "'" .. words:sub(#first + 1)
-  end
-  local line = marker .. prelude
-  if opts.cwd then line = line .. "cd " .. M.quote(opts.cwd) .. " || exit; " end
-  return line .. "exec " .. words
+  return r, err
 end
 
-M._remote_command = remote_command         -- for bench/run.lua: the line a floor replays
-
 local function exec(self, cmd, opts)
-  local env
-  if opts.env then
-    env = {}
+  if opts.env ~= nil then
+    if type(opts.env) ~= "table" then error("opts.env must be a table", 3) end
     for k, v in pairs(opts.env) do
       if type(k) ~= "string" or not k:find("^[%a_][%w_]*$") then
         error("env: invalid variable name " .. tostring(k), 3)
       end
-      env[k] = tostring(v)
+      if v ~= false and type(v) ~= "string" and type(v) ~= "number" then
+        error(("env.%s must be a string, number or false"):format(k), 3)
+      end
     end
   end
   if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
@@ -321,11 +280,15 @@ local function exec(self, cmd, opts)
   if opts.stdin ~= nil and type(opts.stdin) ~= "string" then
     error("opts.stdin must be a string", 3)
   end
-  local copts = { env = env, stdin = opts.stdin, timeout = opts.timeout, pty = opts.pty,
-                  max_output = opts.max_output or M.DEFAULTS.max_output, pgid_marker = true }
-  local line = remote_command(cmd, opts)
+  if opts.prelude ~= nil and type(opts.prelude) ~= "string" then
+    error("opts.prelude must be a string of shell commands", 3)
+  end
+  local copts = { stdin = opts.stdin, timeout = opts.timeout, pty = opts.pty,
+                  max_output = opts.max_output or M.DEFAULTS.max_output,
+                  marker = shell.marker_stream(opts.pty), kill_line = shell.KILL_LINE }
+  local line = shell.line(cmd, { prelude = opts.prelude, env = opts.env, cwd = opts.cwd })
   if not (opts.on_stdout or opts.on_stderr) then
-    return self:_call("ssh.exec", function(s) return s:exec(line, copts) end)
+    return self:_call("ssh.exec", function(s) return with_pgid(s:exec(line, copts)) end)
   end
   return self:_call("ssh.exec", function(s)
     local h <close>, err = s:spawn(line, copts)
@@ -340,14 +303,16 @@ local function exec(self, cmd, opts)
       local cb = cbs[which]
       if cb then cb(chunk) end
     end
-    return h:wait()
+    return with_pgid(h:wait())
   end)
 end
 
 ---Runs a command on the server. A command that runs and fails is a result, not an error.
 ---@param cmd string|string[] argv list (quoted for the remote shell) or a shell string
----@param opts? table env, cwd, stdin (string), timeout (s: kills the remote process group),
----  max_output (bytes kept per stream, head and tail), pty (bool), on_stdout, on_stderr
+---@param opts? table env (a false value unsets the variable), cwd, stdin (string), timeout (s:
+---  kills the remote process group), max_output (bytes kept per stream, head and tail), pty
+---  (bool), on_stdout, on_stderr, prelude (POSIX shell commands run first, e.g. from
+---  sandlot.shell.guard and .source)
 ---@return table|nil result {exit_code, signal, stdout, stderr, timed_out, truncated, duration}
 ---@return sandlot.Error? err unavailable (connection lost), timeout (no channel), cancelled
 function Client:exec(cmd, opts)
@@ -442,6 +407,14 @@ function Client:rm(path, opts)
     end
   end
   return sftp(self, "rmdir", path, {})
+end
+
+---The canonical path, every symlink resolved by the server (a missing last component is kept
+---as it is).
+---@param path string
+---@return string|nil path, sandlot.Error? err
+function Client:realpath(path)
+  return sftp(self, "realpath", path, {})
 end
 
 ---Renames (atomically replacing the target where the server supports it).

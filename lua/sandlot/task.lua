@@ -3,6 +3,7 @@
 local sched = require("sandlot.core.sched")
 local timer = require("sandlot.core.timer")
 local errors = require("sandlot.errors")
+local check = require("sandlot._check")
 
 local M = {}
 
@@ -21,7 +22,7 @@ end
 local function traced(err)
   if type(err) == "string" then return debug.traceback(err, 2) end
   if type(err) == "table" and rawget(err, "traceback") == nil and errors.is(err) then
-    rawset(err, "traceback", debug.traceback("", 2))
+    return errors.wrap(err, { traceback = debug.traceback("", 2) })   -- a copy: err stays
   end
   return err
 end
@@ -32,7 +33,9 @@ end
 ---@param seconds number
 ---@param fn function
 function M.timeout(seconds, fn, ...)
-  assert(type(seconds) == "number" and seconds >= 0, "timeout: seconds must be a number >= 0")
+  if type(seconds) ~= "number" or not (seconds >= 0) then
+    error("timeout: seconds must be a number >= 0", 2)
+  end
   local t = sched.spawn(fn, ...)
   local guard = sched.spawn(function()
     if timer.sleep(seconds) then t:cancel("timeout") end
@@ -60,16 +63,15 @@ end
 ---@param opts? {limit?: integer}
 ---@return any[] results, table<integer, any>|nil errs
 function M.map(list, fn, opts)
-  assert(type(list) == "table", "map: list must be a table")
-  assert(type(fn) == "function" or (getmetatable(fn) or {}).__call,
-         "map: fn must be callable")
-  opts = opts or {}
-  for k in pairs(opts) do
-    if k ~= "limit" then error("map: unknown option '" .. tostring(k) .. "'", 2) end
+  check.type(list, "table", "map: list", false, 2)
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    error("map: fn must be callable", 2)
   end
+  opts = check.opts(opts, { limit = function(v)
+    return math.type(v) == "integer" and v >= 1, "an integer >= 1"
+  end }, "map")
   local n = #list
   local limit = opts.limit or 64
-  assert(math.type(limit) == "integer" and limit >= 1, "map: opts.limit must be an integer >= 1")
   local results, errs, nerr, next_i = {}, {}, 0, 0
   local function worker()
     while next_i < n do

@@ -52,7 +52,7 @@ end
 ---Emits one event to the handlers attached to it.
 function M.execute(event, measurements, metadata)
   if not active then return end
-  metadata = redact.redact(metadata or {})
+  metadata = redact.scrub(metadata or {})      -- names and values: no secret gets through
   for i = 1, #order do
     local id = order[i]
     local h = handlers[id]

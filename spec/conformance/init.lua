@@ -11,6 +11,7 @@
 -- instead of skipping. Used by spec/conformance_*_spec.lua and `sandlot check-provider`.
 local sandlot = require("sandlot")
 local redact = require("sandlot._redact")
+local rules = require("spec.conformance.rules")
 
 local ok_cjson, cjson = pcall(require, "cjson")
 
@@ -173,9 +174,16 @@ return function(target)
         s:destroy()
       end)
 
-      it("does not leak the host environment", function()
-        local r = assert(sb:exec({ "sh", "-c", 'printf "%s" "${SANDLOT_CONF_SECRET-unset}"' }))
-        assert.equal("unset", r.stdout)
+      it("env = {X = false} removes X", function()
+        rules.env_false(create)
+      end)
+
+      it("does not leak the host environment (a canary planted in it)", function()
+        rules.no_host_env(sb)
+      end)
+
+      it("returns a result of the documented shape", function()
+        rules.result_shape(sb)
       end)
 
       it("runs in cwd (relative to the sandbox)", function()

@@ -162,12 +162,100 @@ static void json_escape(char *out, size_t size, const char *s) {
   out[o] = 0;
 }
 
+/* After a switch of protocols: sends greet, then echoes what arrives (the bytes already read
+ * first) until the client half-closes; then sends "bye\n" and closes. */
+static int echo_stream(Conn *c, const char *greet) {
+  if (send_all(c->fd, greet, strlen(greet)) != 0) return -1;
+  if (c->len > c->off && send_all(c->fd, c->buf + c->off, c->len - c->off) != 0) return -1;
+  c->off = c->len = 0;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (send_all(c->fd, buf, (size_t)n) != 0) return -1;
+  }
+  send_all(c->fd, "bye\n", 4);
+  return -1;
+}
+
+/* The upgrade endpoints of the raw-stream specs: /upgrade (101 then echo), /upgrade_legacy
+ * (Docker's old 200 raw-stream), /upgrade_truncated, /upgrade_huge (a head that never ends),
+ * /upgrade_midclose (some bytes, then the server closes), /upgrade_silent (never answers),
+ * /upgrade_flood?bytes=N (N bytes at once, for the water marks), /upgrade_interim (100 first). */
+static int upgrade_route(Conn *c, const char *path, const char *query, const char *hdrs,
+                         uint64_t body_len) {
+  int fd = c->fd;
+  char greet[512], proto[64] = "";
+  const char *up = strcasestr(hdrs, "\nupgrade:");
+  if (up == NULL && strncasecmp(hdrs, "upgrade:", 8) == 0) up = hdrs - 1;
+  if (up != NULL) sscanf(up + 9, " %63[^\n]", proto);
+  snprintf(greet, sizeof(greet), "hello upgrade=%s body=%llu\n", proto,
+           (unsigned long long)body_len);
+  const char *ok = "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream"
+                   "\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n";
+  if (strcmp(path, "/upgrade") == 0) {
+    if (send_all(fd, ok, strlen(ok)) != 0) return -1;
+    return echo_stream(c, greet);
+  }
+  if (strcmp(path, "/upgrade_interim") == 0) {
+    if (sendf(fd, "HTTP/1.1 100 Continue\r\n\r\n%s", ok) != 0) return -1;
+    return echo_stream(c, greet);
+  }
+  if (strcmp(path, "/upgrade_legacy") == 0) {
+    if (sendf(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n"
+              "\r\n") != 0)
+      return -1;
+    return echo_stream(c, greet);
+  }
+  if (strcmp(path, "/upgrade_truncated") == 0) {
+    send_all(fd, "HTTP/1.1 101 UPGR", 17);
+    return -1;
+  }
+  if (strcmp(path, "/upgrade_huge") == 0) {
+    if (sendf(fd, "HTTP/1.1 101 UPGRADED\r\n") != 0) return -1;
+    char line[1024];
+    memset(line, 'a', sizeof(line));
+    memcpy(line, "X-Pad: ", 7);
+    memcpy(line + sizeof(line) - 2, "\r\n", 2);
+    for (int i = 0; i < 4096; i++)         /* 4 MiB of header lines, never a blank one */
+      if (send_all(fd, line, sizeof(line)) != 0) return -1;
+    return -1;
+  }
+  if (strcmp(path, "/upgrade_midclose") == 0) {
+    if (sendf(fd, "%spart", ok) != 0) return -1;
+    return -1;
+  }
+  if (strcmp(path, "/upgrade_silent") == 0) {
+    msleep(iparam(query, "ms", 30000));
+    return -1;
+  }
+  if (strcmp(path, "/upgrade_flood") == 0) {
+    long long total = iparam(query, "bytes", 1 << 20);
+    if (send_all(fd, ok, strlen(ok)) != 0) return -1;
+    static char pat[65536 + 26];             /* byte i of the stream is 'a' + i % 26 */
+    for (size_t i = 0; i < sizeof(pat); i++) pat[i] = (char)('a' + i % 26);
+    for (long long off = 0; off < total;) {
+      size_t k = 65536;
+      if ((long long)k > total - off) k = (size_t)(total - off);
+      if (send_all(fd, pat + off % 26, k) != 0) return -1;
+      off += (long long)k;
+    }
+    return -1;
+  }
+  return 1;                                  /* not an upgrade path */
+}
+
 /* Handles one request; returns 0 to keep the connection, -1 to close it. */
 static int route(Conn *c, const char *method, const char *path, const char *query,
                  const char *hdrs, uint64_t body_len, uint64_t body_sum, bool close_after) {
   int fd = c->fd;
   char body[16384], v[256];
   const char *conn_hdr = close_after ? "Connection: close\r\n" : "";
+  if (strncmp(path, "/upgrade", 8) == 0) {
+    int rc = upgrade_route(c, path, query, hdrs, body_len);
+    if (rc != 1) return rc;
+  }
   if (strcmp(path, "/hello") == 0) {
     int n = snprintf(body, sizeof(body), "hello %ld", iparam(query, "i", 0));
     return respond(fd, 200, "text/plain", conn_hdr, body, (size_t)n);

@@ -1,0 +1,99 @@
+/* http.h: what the files of sandlot.core.http share: the per-host multi handle, a transfer
+ * (Xfer) and the functions that run it. http_multi.c drives libcurl's multi_socket interface
+ * on the host's libuv loop and turns curl's news into wake-ups; http.c is the Lua face (options,
+ * request handles); http_upgrade.c is the raw upgraded stream (sandlot.http.upgrade). */
+#ifndef SANDLOT_HTTP_H
+#define SANDLOT_HTTP_H
+
+#include <curl/curl.h>
+
+#include "outbuf.h"
+
+#define REQ_MT "sandlot.http.request"
+#define HEADERS_MAX (256u << 10)
+#define POOL_MAX 64                      /* idle easy handles kept for reuse */
+
+typedef struct Xfer Xfer;
+
+typedef struct {
+  CURLM *cm;
+  uv_timer_t timer;
+  SlHost *host;
+  Xfer *live;                              /* every transfer not yet freed */
+  Xfer *mark_head, *mark_tail;             /* transfers with news for their waiters */
+  int depth;                               /* > 0 while inside curl (no removals then) */
+  int sockets;
+  int pooled;                              /* idle easy handles in pool[], all reset */
+  CURL *pool[POOL_MAX];
+} Multi;
+
+typedef struct {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  int events;                              /* what curl asked us to watch */
+  Multi *m;
+  SlHost *host;
+} Sock;
+
+enum { BODY_NONE, BODY_STRING, BODY_FILE, BODY_PRODUCER };
+enum { WAIT_NONE, WAIT_HEAD, WAIT_READ, WAIT_DONE };
+
+struct Xfer {
+  Multi *m;                                /* NULL once the host is closing */
+  CURL *easy;
+  struct curl_slist *hdrs;
+  Xfer *prev, *next;                       /* m->live */
+  Xfer *mark_next;
+  bool marked;
+  SlTask *reader;                          /* a task in headers(), read() or wait() */
+  int wait_kind;
+  SlTask *writer;                          /* a task in write() */
+  /* response */
+  char *hbuf;                              /* raw header lines of the latest response */
+  size_t hlen, halloc;
+  long cur_status;
+  bool cur_location, follow, head_done;
+  char *body;
+  size_t blen, balloc, max_body;
+  uint64_t body_total;
+  bool over_cap, stream;
+  SlQueue q;                               /* stream = true: body chunks for read() */
+  bool recv_paused, send_paused;
+  /* request body */
+  int body_kind;
+  int fd;
+  const char *pend;                        /* the producer's chunk being sent: a Lua string
+                                              anchored in the handle's uservalue 2 */
+  size_t pend_len, pend_off;
+  bool pend_eof;
+  /* state */
+  bool added, done, aborted;
+  CURLcode result;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+typedef struct { Xfer *x; } ReqBox;
+
+/* http_multi.c */
+Multi *sl_http_multi(lua_State *L);       /* the host's multi handle, created on first use */
+Multi *sl_http_multi_of(SlHost *h);      /* the host's multi handle, or NULL */
+void sl_http_after(Multi *m);             /* after curl returned: detach finished, wake waiters */
+void sl_http_unmark(Xfer *x);
+void sl_http_detach(Xfer *x, CURLcode rc); /* out of the multi (never inside a curl callback) */
+void sl_http_free(Xfer *x);
+int sl_http_push_error(lua_State *L, Xfer *x);   /* nil, err; returns 2 */
+bool sl_http_failed(Xfer *x);
+void sl_http_push_head(lua_State *L, Xfer *x);
+void sl_http_push_result(lua_State *L, Xfer *x);
+void sl_http_pop_chunk(lua_State *L, Xfer *x);
+void sl_http_unpause(Xfer *x);
+void sl_http_resume_recv(Xfer *x);        /* unpauses the download once the queue drained */
+size_t sl_http_header_cb(char *data, size_t size, size_t n, void *ud);
+size_t sl_http_write_cb(char *data, size_t size, size_t n, void *ud);
+size_t sl_http_read_cb(char *out, size_t size, size_t n, void *ud);
+
+/* http_upgrade.c */
+int sl_http_upgrade(lua_State *L);        /* http.upgrade(opts) -> stream | nil, err */
+void sl_http_upgrade_open(lua_State *L);  /* registers the sandlot.http.stream metatable */
+
+#endif

@@ -1,0 +1,793 @@
+/* http_upgrade.c: sandlot.core.http.upgrade: one HTTP/1.1 request whose answer turns the
+ * connection into a raw duplex byte stream (Docker's hijacked attach: `101 UPGRADED` to
+ * `Upgrade: tcp`, or its legacy `200` with a raw-stream content type; later WebSockets).
+ *
+ * libcurl is not used here: CONNECT_ONLY would only connect, leaving the request writer and
+ * the head parser to us anyway, and its socket would have to leave curl's multi. So this is a
+ * plain uv_tcp (after uv_getaddrinfo) or uv_pipe (unix socket) connection: the request bytes
+ * (built by sandlot.http) are written once, the response head is parsed by http_head.c within
+ * max_head bytes, and what follows is queued for s:read() between water marks (outbuf.h).
+ *
+ *   CONNECT --connected--> HEAD --101 / raw-stream 200--> OPEN --close--> (freed after the
+ *      \--fail/timeout--> FAILED <--EOF, bad head--/  |             close callbacks)
+ *                            ^--REFUSED <--other answer-/  (reads a little of its body first)
+ *
+ * An Up is owned by C until its last handle's close callback; the Lua box only points to it. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "http_head.h"
+
+#define UP_MT "sandlot.http.stream"
+#define READ_MAX_DEFAULT 65536
+#define BODY_EXCERPT 1024                /* bytes of a refusal's body kept in the error */
+
+enum { UP_CONNECT, UP_HEAD, UP_REFUSED, UP_OPEN, UP_FAILED };
+
+typedef struct Up Up;
+typedef struct { Up *u; } UpBox;
+
+typedef struct {
+  uv_write_t req;
+  Up *u;
+  bool waited;                             /* u->writer waits for it */
+  char data[];
+} UpWrite;
+
+struct Up {
+  SlHost *host;
+  UpBox *box;                              /* NULL once the Lua side let go */
+  union { uv_tcp_t tcp; uv_pipe_t pipe; uv_stream_t stream; uv_handle_t handle; } conn;
+  uv_timer_t rtimer, wtimer;               /* connect and head, then read(); write() */
+  uv_getaddrinfo_t gai;
+  uv_connect_t creq;
+  uv_shutdown_t sreq;
+  int stage;
+  int live;                                /* handles and requests whose callbacks are due */
+  bool conn_open, resolving, released, reading, rx_paused, eof, shut, write_failed;
+  char *req;                               /* the request, written once connected */
+  size_t req_len;
+  char *head;                              /* the response head (and what came with it) */
+  size_t head_len, head_max;
+  SlHttpHead parsed;
+  SlQueue q;
+  size_t q_off;                            /* bytes of q.head already read */
+  SlTask *opener, *reader, *writer;
+  UpWrite *wcur;                           /* the write u->writer waits for */
+  size_t read_max;
+  uint64_t connect_ms, head_ms, io_ms;
+  SlError err;                             /* stage FAILED, or the stream broke */
+  bool failed;
+  int status;                              /* a refusal's status, for the error */
+  size_t want;                             /* REFUSED: bytes of its body to wait for */
+  char *excerpt;
+  size_t excerpt_len;
+};
+
+/* ---------------------------------------------------------------- lifetime */
+
+static void up_maybe_free(Up *u) {
+  if (!u->released || u->live > 0) return;
+  sl_queue_clear(&u->q);
+  free(u->req);
+  free(u->head);
+  free(u->excerpt);
+  free(u);
+}
+
+static void on_closed(uv_handle_t *handle) {
+  Up *u = handle->data;
+  u->live--;
+  sl_host_handle_done(u->host);
+  up_maybe_free(u);
+}
+
+static void up_init_timer(Up *u, uv_timer_t *t) {
+  uv_timer_init(u->host->loop, t);
+  t->data = u;
+  u->live++;
+  sl_host_handle_opened(u->host);
+}
+
+static void close_conn(Up *u) {
+  if (!u->conn_open) return;
+  u->conn_open = false;
+  u->conn.handle.data = u;
+  uv_close(&u->conn.handle, on_closed);
+}
+
+/* ---------------------------------------------------------------- wake-ups */
+
+static void push_err(lua_State *L, const Up *u, const SlError *e) {
+  luaL_checkstack(L, 4, NULL);
+  lua_pushnil(L);
+  sl_new_error(L, e->code, e->message);
+  if (u->status > 0) {
+    lua_pushinteger(L, u->status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, u->excerpt != NULL ? u->excerpt : "", u->excerpt_len);
+    lua_setfield(L, -2, "body");
+  }
+}
+
+/* Fails the opening: the opener gets nil, err; the connection is closed. */
+static void open_fail(Up *u, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void open_fail(Up *u, const char *code, const char *fmt, ...) {
+  u->stage = UP_FAILED;
+  u->failed = true;
+  va_list ap;
+  va_start(ap, fmt);
+  u->err.code = code;
+  vsnprintf(u->err.message, sizeof(u->err.message), fmt, ap);
+  va_end(ap);
+  uv_timer_stop(&u->rtimer);
+  if (u->resolving) uv_cancel((uv_req_t *)&u->gai);
+  close_conn(u);
+  SlTask *t = u->opener;
+  if (t == NULL) return;
+  u->opener = NULL;
+  push_err(t->co, u, &u->err);
+  sl_wake(t, 2);
+}
+
+/* Pushes up to max bytes from the queue as one string. q.bytes counts what the queued chunks
+ * hold in memory (the water marks), q_off what of the first one was already read. */
+static void push_queued(lua_State *L, Up *u, size_t max) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  size_t got = 0;
+  while (u->q.head != NULL && got < max) {
+    SlChunk *c = u->q.head;
+    size_t k = c->len - u->q_off;
+    if (k > max - got) k = max - got;
+    luaL_addlstring(&b, c->data + u->q_off, k);
+    got += k;
+    u->q_off += k;
+    if (u->q_off == c->len) {
+      free(sl_queue_pop(&u->q));
+      u->q_off = 0;
+    }
+  }
+  luaL_pushresult(&b);
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  Up *u = handle->data;
+  buf->base = u->host->readbuf;
+  buf->len = sizeof(u->host->readbuf);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
+
+static void set_reading(Up *u, bool on) {
+  if (!u->conn_open || u->eof || u->reading == on) return;
+  u->reading = on;
+  if (on) uv_read_start(&u->conn.stream, on_alloc, on_read);
+  else uv_read_stop(&u->conn.stream);
+}
+
+/* Answers a waiting reader if there is news: data, the end, or a failure (after the data). */
+static void notify_reader(Up *u) {
+  SlTask *t = u->reader;
+  if (t == NULL) return;
+  lua_State *L = t->co;
+  luaL_checkstack(L, 4, NULL);
+  int n;
+  if (u->q.head != NULL) {
+    push_queued(L, u, u->read_max);
+    n = 1;
+  } else if (u->failed) {
+    push_err(L, u, &u->err);
+    n = 2;
+  } else if (u->eof) {
+    lua_pushnil(L);
+    n = 1;
+  } else {
+    return;
+  }
+  u->reader = NULL;
+  uv_timer_stop(&u->rtimer);
+  if (u->rx_paused && sl_queue_drained(&u->q)) {
+    u->rx_paused = false;
+    set_reading(u, true);
+  }
+  sl_wake(t, n);
+}
+
+/* ---------------------------------------------------------------- the response head */
+
+static bool is_raw_stream(const char *v, size_t n) {
+  static const char *const types[] = {"application/vnd.docker.raw-stream",
+                                      "application/vnd.docker.multiplexed-stream"};
+  for (int i = 0; i < 2; i++) {
+    size_t k = strlen(types[i]);
+    if (n >= k && strncasecmp(v, types[i], k) == 0 && (n == k || v[k] == ';' || v[k] == ' '))
+      return true;
+  }
+  return false;
+}
+
+/* Fails the opening for an answer that does not switch protocols, with its status and the
+ * start of its body (Docker explains itself there), once that much has come or the server
+ * closed or the head timeout fires. */
+static void refusal_done(Up *u) {
+  SlHttpHead *h = &u->parsed;
+  size_t after = u->head_len - h->length;
+  if (after > u->want) after = u->want;
+  u->status = h->status;
+  u->excerpt = malloc(after + 1);
+  u->excerpt_len = u->excerpt != NULL ? after : 0;
+  if (u->excerpt != NULL) memcpy(u->excerpt, u->head + h->length, after);
+  open_fail(u, "bad_response", "the server answered %d instead of switching protocols",
+            h->status);
+}
+
+static void refused(Up *u) {
+  SlHttpHead *h = &u->parsed;
+  const char *v;
+  size_t vlen;
+  u->want = BODY_EXCERPT;
+  if (sl_http_head_field(u->head, h, "content-length", &v, &vlen)) {
+    size_t n = 0;
+    for (size_t i = 0; i < vlen && v[i] >= '0' && v[i] <= '9' && n < BODY_EXCERPT; i++)
+      n = n * 10 + (size_t)(v[i] - '0');
+    if (n < u->want) u->want = n;
+  }
+  if (u->want > u->head_max - h->length) u->want = u->head_max - h->length;
+  u->stage = UP_REFUSED;
+  if (u->head_len - h->length >= u->want) refusal_done(u);
+}
+
+/* Takes n more bytes in stage HEAD; moves to OPEN (queueing what follows the head) or fails. */
+static void head_bytes(Up *u, const char *data, size_t n) {
+  for (;;) {
+    size_t room = u->head_max - u->head_len, take = n < room ? n : room;
+    memcpy(u->head + u->head_len, data, take);
+    u->head_len += take;
+    data += take;
+    n -= take;
+    const char *why;
+    SlHttpHead *h = &u->parsed;
+    int rc = sl_http_head_parse(u->head, u->head_len, u->head_max, h, &why);
+    if (rc == SL_HEAD_MORE) return;        /* the buffer has room, so n == 0 */
+    if (rc == SL_HEAD_BAD) {
+      open_fail(u, "bad_response", "malformed response head: %s", why);
+      return;
+    }
+    if (h->status >= 100 && h->status < 200 && h->status != 101) {   /* interim: skip it */
+      memmove(u->head, u->head + h->length, u->head_len - h->length);
+      u->head_len -= h->length;
+      continue;
+    }
+    const char *ct = NULL;
+    size_t ctlen = 0;
+    bool legacy = h->status == 200 &&
+                  sl_http_head_field(u->head, h, "content-type", &ct, &ctlen) &&
+                  is_raw_stream(ct, ctlen);
+    size_t after = u->head_len - h->length;
+    if (h->status != 101 && !legacy) {
+      refused(u);
+      return;
+    }
+    if ((after > 0 && !sl_queue_push(&u->q, 0, u->head + h->length, after)) ||
+        (n > 0 && !sl_queue_push(&u->q, 0, data, n))) {
+      open_fail(u, "internal", "out of memory");
+      return;
+    }
+    u->head_len = h->length;               /* the head stays for s:head() */
+    char *shrunk = realloc(u->head, u->head_len);
+    if (shrunk != NULL) u->head = shrunk;
+    u->stage = UP_OPEN;
+    uv_timer_stop(&u->rtimer);
+    if (sl_queue_full(&u->q)) {
+      u->rx_paused = true;
+      set_reading(u, false);
+    }
+    SlTask *t = u->opener;
+    u->opener = NULL;
+    if (t != NULL) {
+      lua_pushboolean(t->co, 1);
+      sl_wake(t, 1);
+    }
+    return;
+  }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
+  Up *u = stream->data;
+  if (n == 0) return;
+  if (n < 0) {
+    set_reading(u, false);
+    u->eof = true;
+    if (u->stage == UP_REFUSED) {
+      refusal_done(u);
+      return;
+    }
+    if (u->stage == UP_HEAD) {
+      if (n == UV_EOF)
+        open_fail(u, "bad_response", "the server closed the connection within the response "
+                  "head (%zu bytes)", u->head_len);
+      else
+        open_fail(u, "unavailable", "reading the response head: %s", uv_strerror((int)n));
+      return;
+    }
+    if (n != UV_EOF && !u->failed) {
+      u->failed = true;
+      sl_err_set(&u->err, "unavailable", "the stream broke: %s", uv_strerror((int)n));
+    }
+    notify_reader(u);
+    return;
+  }
+  if (u->stage == UP_HEAD) {
+    head_bytes(u, buf->base, (size_t)n);
+    return;
+  }
+  if (u->stage == UP_REFUSED) {
+    size_t room = u->head_max - u->head_len, take = (size_t)n < room ? (size_t)n : room;
+    memcpy(u->head + u->head_len, buf->base, take);
+    u->head_len += take;
+    if (u->head_len - u->parsed.length >= u->want) refusal_done(u);
+    return;
+  }
+  if (u->stage != UP_OPEN) return;
+  if (!sl_queue_push(&u->q, 0, buf->base, (size_t)n)) {
+    u->failed = true;
+    sl_err_set(&u->err, "internal", "out of memory");
+  } else if (sl_queue_full(&u->q)) {
+    u->rx_paused = true;
+    set_reading(u, false);
+  }
+  notify_reader(u);
+}
+
+/* ---------------------------------------------------------------- connecting */
+
+static void on_head_written(uv_write_t *req, int status) {
+  Up *u = req->data;
+  free(req);
+  u->live--;
+  if (status < 0 && u->stage == UP_HEAD)
+    open_fail(u, "unavailable", "sending the request: %s", uv_strerror(status));
+  up_maybe_free(u);
+}
+
+static void on_rtimer(uv_timer_t *timer) {
+  Up *u = timer->data;
+  char s[32];
+  if (u->stage == UP_REFUSED) {
+    refusal_done(u);
+    return;
+  }
+  if (u->stage == UP_CONNECT || u->stage == UP_HEAD) {
+    if (u->stage == UP_CONNECT)
+      open_fail(u, "timeout", "no connection within %.3gs", (double)u->connect_ms / 1e3);
+    else
+      open_fail(u, "timeout", "no response head within %.3gs", (double)u->head_ms / 1e3);
+    return;
+  }
+  SlTask *t = u->reader;                   /* OPEN: read() waited io_timeout for nothing */
+  if (t == NULL) return;
+  u->reader = NULL;
+  snprintf(s, sizeof(s), "%.3gs", (double)u->io_ms / 1e3);
+  SlError e;
+  sl_err_set(&e, "timeout", "no data within %s", s);
+  push_err(t->co, u, &e);
+  sl_wake(t, 2);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  Up *u = req->data;
+  u->live--;
+  if (u->stage != UP_CONNECT || u->released) {
+    up_maybe_free(u);
+    return;
+  }
+  if (status < 0) {
+    open_fail(u, "unavailable", "connect: %s", uv_strerror(status));
+    return;
+  }
+  u->stage = UP_HEAD;
+  uv_write_t *w = malloc(sizeof(*w));
+  if (w == NULL) {
+    open_fail(u, "internal", "out of memory");
+    return;
+  }
+  w->data = u;
+  uv_buf_t b = uv_buf_init(u->req, (unsigned)u->req_len);
+  int rc = uv_write(w, &u->conn.stream, &b, 1, on_head_written);
+  if (rc != 0) {
+    free(w);
+    open_fail(u, "unavailable", "sending the request: %s", uv_strerror(rc));
+    return;
+  }
+  u->live++;
+  set_reading(u, true);
+  if (u->head_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, u->head_ms, 0);
+  else uv_timer_stop(&u->rtimer);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  Up *u = req->data;
+  u->resolving = false;
+  u->live--;
+  sl_host_handle_done(u->host);
+  if (u->released || u->stage != UP_CONNECT) {
+    uv_freeaddrinfo(res);
+    up_maybe_free(u);
+    return;
+  }
+  if (status < 0) {
+    open_fail(u, "unavailable", "resolve: %s", uv_strerror(status));
+    uv_freeaddrinfo(res);
+    return;
+  }
+  struct addrinfo *pick = res;             /* one address: IPv4 first, as most daemons bind */
+  for (struct addrinfo *a = res; a != NULL; a = a->ai_next)
+    if (a->ai_family == AF_INET) {
+      pick = a;
+      break;
+    }
+  uv_tcp_init(u->host->loop, &u->conn.tcp);
+  u->conn.handle.data = u;
+  u->conn_open = true;
+  u->live++;
+  sl_host_handle_opened(u->host);
+  u->creq.data = u;
+  int rc = uv_tcp_connect(&u->creq, &u->conn.tcp, pick->ai_addr, on_connect);
+  uv_freeaddrinfo(res);
+  if (rc != 0) open_fail(u, "unavailable", "connect: %s", uv_strerror(rc));
+  else u->live++;
+}
+
+/* ---------------------------------------------------------------- Lua API */
+
+static Up *up_check(lua_State *L, int idx) {
+  UpBox *box = luaL_checkudata(L, idx, UP_MT);
+  if (box->u == NULL) luaL_error(L, "attempt to use a closed sandlot.http.stream");
+  return box->u;
+}
+
+static uint64_t opt_ms(lua_State *L, int opts, const char *field, double dflt) {
+  lua_getfield(L, opts, field);
+  double s = luaL_optnumber(L, -1, dflt);
+  lua_pop(L, 1);
+  if (s < 0) luaL_error(L, "sandlot.http.upgrade: opts.%s must be >= 0", field);
+  return (uint64_t)(s * 1e3 + 0.5);
+}
+
+/* Lets the Lua side go: closes everything; waiting tasks are woken with `cancelled`. */
+static void up_release(Up *u, const char *why) {
+  if (u->released) return;
+  u->released = true;
+  u->stage = UP_FAILED;
+  if (u->box != NULL) u->box->u = NULL;
+  u->box = NULL;
+  SlTask *waiters[3] = {u->opener, u->reader, u->writer};
+  u->opener = u->reader = u->writer = NULL;
+  for (int i = 0; i < 3; i++) {
+    SlTask *t = waiters[i];
+    if (t == NULL) continue;
+    t->cleanup = NULL;
+    luaL_checkstack(t->co, 2, NULL);
+    lua_pushnil(t->co);
+    sl_new_error(t->co, "cancelled", why);
+    sl_wake(t, 2);
+  }
+  if (u->resolving) uv_cancel((uv_req_t *)&u->gai);
+  close_conn(u);
+  uv_timer_stop(&u->rtimer);
+  uv_timer_stop(&u->wtimer);
+  uv_close((uv_handle_t *)&u->rtimer, on_closed);
+  uv_close((uv_handle_t *)&u->wtimer, on_closed);
+}
+
+static void opener_cleanup(SlTask *t, void *data) {
+  (void)t;
+  Up *u = data;
+  u->opener = NULL;
+  up_release(u, "the upgrade was cancelled");
+}
+
+static int upgrade_k(lua_State *L, int status, lua_KContext box) {
+  (void)status;
+  if (lua_type(L, -1) == LUA_TBOOLEAN) {    /* true: opened */
+    lua_pushvalue(L, (int)box);
+    return 1;
+  }
+  return 2;                                /* nil, err */
+}
+
+/* http.upgrade{request = bytes, unix_socket = path | host = h, port = n, connect_timeout = s,
+ * timeout = s (to the end of the head), io_timeout = s (each read or write; 0: none),
+ * max_head = bytes} -> stream | nil, err   (err.status and err.body for a refusal) */
+int sl_http_upgrade(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "request");
+  size_t req_len;
+  const char *req = luaL_checklstring(L, -1, &req_len);
+  lua_getfield(L, 1, "unix_socket");
+  const char *sock = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "host");
+  const char *host = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "port");
+  lua_Integer port = luaL_optinteger(L, -1, 0);
+  lua_getfield(L, 1, "max_head");
+  lua_Integer max_head = luaL_optinteger(L, -1, 64 << 10);
+  lua_pop(L, 5);                           /* opts keeps the strings alive */
+  luaL_argcheck(L, (sock != NULL) != (host != NULL), 1, "give unix_socket or host");
+  luaL_argcheck(L, sock != NULL || (port > 0 && port < 65536), 1, "port out of range");
+  luaL_argcheck(L, max_head >= 64 && max_head <= (16 << 20), 1, "max_head out of range");
+  luaL_argcheck(L, req_len > 0 && req_len < (64u << 20), 1, "request out of range");
+  uint64_t connect_ms = opt_ms(L, 1, "connect_timeout", 10);
+  uint64_t head_ms = opt_ms(L, 1, "timeout", 60), io_ms = opt_ms(L, 1, "io_timeout", 0);
+  SlTask sync, *t = sl_wait_begin(L, &sync);
+  if (t == NULL) return 2;
+  SlHost *hst = sl_host(L);
+  UpBox *box = lua_newuserdatauv(L, sizeof(*box), 0);       /* [opts, box] */
+  box->u = NULL;
+  luaL_setmetatable(L, UP_MT);
+  Up *u = calloc(1, sizeof(*u));
+  char *copy = malloc(req_len), *head = malloc((size_t)max_head);
+  if (u == NULL || copy == NULL || head == NULL) {
+    free(u);
+    free(copy);
+    free(head);
+    return sl_fail(L, "internal", "out of memory");
+  }
+  memcpy(copy, req, req_len);
+  u->host = hst;
+  u->box = box;
+  box->u = u;
+  u->req = copy;
+  u->req_len = req_len;
+  u->head = head;
+  u->head_max = (size_t)max_head;
+  u->connect_ms = connect_ms;
+  u->head_ms = head_ms;
+  u->io_ms = io_ms;
+  u->read_max = READ_MAX_DEFAULT;
+  up_init_timer(u, &u->rtimer);
+  up_init_timer(u, &u->wtimer);
+  u->opener = t;
+  if (connect_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, connect_ms, 0);
+  if (sock != NULL) {
+    uv_pipe_init(hst->loop, &u->conn.pipe, 0);
+    u->conn.handle.data = u;
+    u->conn_open = true;
+    u->live++;
+    sl_host_handle_opened(hst);
+    u->creq.data = u;
+    uv_pipe_connect(&u->creq, &u->conn.pipe, sock, on_connect);   /* errors come in the cb */
+    u->live++;
+  } else {
+    char service[16];
+    snprintf(service, sizeof(service), "%d", (int)port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    u->gai.data = u;
+    int rc = uv_getaddrinfo(hst->loop, &u->gai, on_resolved, host, service, &hints);
+    if (rc != 0) {
+      u->opener = NULL;
+      SlError e;
+      sl_err_set(&e, "unavailable", "resolve %s: %s", host, uv_strerror(rc));
+      up_release(u, "failed");
+      return sl_push_error(L, &e);
+    }
+    u->resolving = true;
+    u->live++;
+    sl_host_handle_opened(hst);            /* the host waits for the resolver at teardown */
+  }
+  sl_wait_set_cleanup(t, opener_cleanup, u);
+  return sl_wait(L, t, (lua_KContext)lua_gettop(L), upgrade_k);
+}
+
+static void reader_cleanup(SlTask *t, void *data) {
+  (void)t;
+  Up *u = data;
+  u->reader = NULL;
+  uv_timer_stop(&u->rtimer);
+}
+
+static int results_k(lua_State *L, int status, lua_KContext base) {
+  (void)status;
+  return lua_gettop(L) - (int)base;
+}
+
+/* s:read([max]) -> data | nil at the end | nil, err   (max: bytes at most, default 64 KiB) */
+static int up_read(lua_State *L) {
+  Up *u = up_check(L, 1);
+  lua_Integer max = luaL_optinteger(L, 2, READ_MAX_DEFAULT);
+  luaL_argcheck(L, max > 0, 2, "must be > 0");
+  lua_settop(L, 1);
+  if (u->reader != NULL) return luaL_error(L, "sandlot.http.stream: another task is reading");
+  if (u->q.head != NULL) {
+    push_queued(L, u, (size_t)max);
+    if (u->rx_paused && sl_queue_drained(&u->q)) {
+      u->rx_paused = false;
+      set_reading(u, true);
+    }
+    return 1;
+  }
+  if (u->failed) {
+    push_err(L, u, &u->err);
+    return 2;
+  }
+  if (u->eof) return 0;
+  SlTask sync, *t = sl_wait_begin(L, &sync);
+  if (t == NULL) return 2;
+  u->reader = t;
+  u->read_max = (size_t)max;
+  if (u->io_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, u->io_ms, 0);
+  sl_wait_set_cleanup(t, reader_cleanup, u);
+  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  UpWrite *w = (UpWrite *)req;
+  Up *u = w->u;
+  u->live--;
+  bool waited = w->waited;
+  if (u->wcur == w) u->wcur = NULL;
+  free(w);
+  if (status < 0) u->write_failed = true;
+  SlTask *t = waited ? u->writer : NULL;
+  if (t != NULL) {
+    u->writer = NULL;
+    uv_timer_stop(&u->wtimer);
+    if (status == 0) {
+      lua_pushboolean(t->co, 1);
+      sl_wake(t, 1);
+    } else {
+      SlError e;
+      sl_err_set(&e, status == UV_ECANCELED ? "cancelled" : "unavailable", "write: %s",
+                 uv_strerror(status));
+      push_err(t->co, u, &e);
+      sl_wake(t, 2);
+    }
+  }
+  up_maybe_free(u);
+}
+
+static void on_wtimer(uv_timer_t *timer) {
+  Up *u = timer->data;
+  SlTask *t = u->writer;
+  if (t == NULL) return;
+  u->writer = NULL;
+  if (u->wcur != NULL) u->wcur->waited = false;   /* it completes on its own */
+  char s[32];
+  snprintf(s, sizeof(s), "%.3gs", (double)u->io_ms / 1e3);
+  SlError e;
+  sl_err_set(&e, "timeout", "the peer took no data within %s", s);
+  push_err(t->co, u, &e);
+  sl_wake(t, 2);
+}
+
+static void writer_cleanup(SlTask *t, void *data) {
+  (void)t;
+  Up *u = data;
+  u->writer = NULL;                        /* the write finishes (or fails) on its own */
+  if (u->wcur != NULL) u->wcur->waited = false;
+  uv_timer_stop(&u->wtimer);
+}
+
+/* s:write(data) -> true | nil, err   (waits until the kernel took the data) */
+static int up_write(lua_State *L) {
+  Up *u = up_check(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  lua_settop(L, 2);
+  if (u->shut) return luaL_error(L, "sandlot.http.stream: write() after shutdown()");
+  if (u->writer != NULL) return luaL_error(L, "sandlot.http.stream: another task is writing");
+  if (!u->conn_open || u->write_failed)
+    return sl_fail(L, "unavailable", "the stream is closed for writing");
+  if (len == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  SlTask sync, *t = sl_wait_begin(L, &sync);
+  if (t == NULL) return 2;
+  UpWrite *w = malloc(sizeof(*w) + len);
+  if (w == NULL) return sl_fail(L, "internal", "out of memory");
+  w->u = u;
+  w->waited = true;
+  memcpy(w->data, data, len);
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+  int rc = uv_write(&w->req, &u->conn.stream, &b, 1, on_write);
+  if (rc != 0) {
+    free(w);
+    return sl_fail(L, "unavailable", "write: %s", uv_strerror(rc));
+  }
+  u->live++;
+  u->writer = t;
+  u->wcur = w;
+  if (u->io_ms > 0) uv_timer_start(&u->wtimer, on_wtimer, u->io_ms, 0);
+  sl_wait_set_cleanup(t, writer_cleanup, u);
+  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  Up *u = req->data;
+  u->live--;
+  up_maybe_free(u);
+}
+
+/* s:shutdown() -> true | nil, err: no more writes; the peer reads EOF after what was sent */
+static int up_shutdown(lua_State *L) {
+  Up *u = up_check(L, 1);
+  if (!u->shut) {
+    if (!u->conn_open) return sl_fail(L, "unavailable", "the stream is closed");
+    u->sreq.data = u;
+    int rc = uv_shutdown(&u->sreq, &u->conn.stream, on_shutdown);
+    if (rc != 0) return sl_fail(L, "unavailable", "shutdown: %s", uv_strerror(rc));
+    u->shut = true;
+    u->live++;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* s:head() -> {status, http_version, headers_raw} of the answer that opened the stream */
+static int up_head(lua_State *L) {
+  Up *u = up_check(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, u->parsed.status);
+  lua_setfield(L, -2, "status");
+  lua_pushstring(L, u->parsed.minor == 0 ? "1.0" : "1.1");
+  lua_setfield(L, -2, "http_version");
+  lua_pushlstring(L, u->head + u->parsed.fields_off, u->parsed.fields_len);
+  lua_setfield(L, -2, "headers_raw");
+  return 1;
+}
+
+/* s:info() -> {queued = bytes, paused = bool (reading stopped at the high mark), eof = bool} */
+static int up_info(lua_State *L) {
+  Up *u = up_check(L, 1);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)u->q.bytes);
+  lua_setfield(L, -2, "queued");
+  lua_pushboolean(L, u->rx_paused);
+  lua_setfield(L, -2, "paused");
+  lua_pushboolean(L, u->eof);
+  lua_setfield(L, -2, "eof");
+  return 1;
+}
+
+/* s:close() -> true. Also __close and __gc: idempotent, never yields. */
+static int up_close(lua_State *L) {
+  UpBox *box = luaL_checkudata(L, 1, UP_MT);
+  if (box->u != NULL) up_release(box->u, "the stream was closed");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int up_tostring(lua_State *L) {
+  UpBox *box = luaL_checkudata(L, 1, UP_MT);
+  lua_pushstring(L, box->u == NULL ? "sandlot.http.stream (closed)" : "sandlot.http.stream");
+  return 1;
+}
+
+static const luaL_Reg up_methods[] = {
+  {"read", up_read}, {"write", up_write}, {"shutdown", up_shutdown}, {"head", up_head},
+  {"info", up_info}, {"close", up_close}, {NULL, NULL}
+};
+
+static const luaL_Reg up_meta[] = {
+  {"__index", NULL}, {"__gc", up_close}, {"__close", up_close},
+  {"__tostring", up_tostring}, {NULL, NULL}
+};
+
+void sl_http_upgrade_open(lua_State *L) {
+  if (luaL_newmetatable(L, UP_MT)) {
+    luaL_setfuncs(L, up_meta, 0);
+    luaL_newlib(L, up_methods);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}
