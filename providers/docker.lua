@@ -29,6 +29,8 @@ local json = require("sandlot.wire.json")
 local ndjson = require("sandlot.wire.ndjson")
 local stdcopy = require("sandlot.wire.stdcopy")
 local tar = require("sandlot.wire.tar")
+local check = require("sandlot._check")
+local exec = require("sandlot.exec")
 local id = require("sandlot._id")
 local task = require("sandlot.task")
 
@@ -103,20 +105,28 @@ local function client(ctx)
   return api.client(ctx, spec)
 end
 
--- The handle's container id, checked before it enters a URL path: a handle edited before
--- from_map must not address other Engine endpoints.
+-- Handle values are world input (a handle may come from an edited from_map): the container
+-- id is checked before it enters a URL path, the working directory before it enters one.
+local CONTAINER_ID = "^" .. ("[0-9a-f]"):rep(12) .. "[0-9a-f]*$"
+
 local function container(handle)
-  local c = type(handle) == "table" and handle.container
-  if type(c) ~= "string" or #c < 12 or #c > 64 or not c:match("^[0-9a-f]+$") then
-    return fail("invalid_input", "the handle's container is not a Docker container id")
-  end
-  return "/containers/" .. c
+  local cid, err = check.id(type(handle) == "table" and handle.container or nil, CONTAINER_ID,
+                            "the handle's Docker container id", 64)
+  if not cid then return nil, err end
+  return "/containers/" .. cid
 end
 
 -- Paths: relative to the sandbox's working directory, normalized lexically; a `..` above the
 -- container's root is refused, not clamped.
 local function resolve(handle, path)
-  if path:sub(1, 1) ~= "/" then path = (handle.workdir or WORKDIR) .. "/" .. path end
+  if path:sub(1, 1) ~= "/" then
+    local wd, werr = WORKDIR, nil
+    if handle.workdir ~= nil then
+      wd, werr = check.id(handle.workdir, "^/[^%z\n]*$", "the handle's workdir", 4096)
+      if not wd then return nil, werr end
+    end
+    path = wd .. "/" .. path
+  end
   local parts = {}
   for seg in path:gmatch("[^/]+") do
     if seg == ".." then
@@ -202,7 +212,8 @@ local function container_body(ctx, opts, sid, workdir)
       host.Binds[#host.Binds + 1] = m.source .. ":" .. m.target .. (m.readonly and ":ro" or "")
     end
   end
-  local cmd = opts.command or { "sleep", sleep }
+  local cmd = opts.command and check.argv(opts.command, "create: opts.command")
+              or { "sleep", sleep }
   return {
     Image = opts.image, Entrypoint = { cmd[1] }, Cmd = json.array({ table.unpack(cmd, 2) }),
     Env = env_list(opts.env), WorkingDir = workdir, Labels = labels, User = opts.user,
@@ -296,62 +307,6 @@ rm -f "/tmp/.sandlot-stdin-$1"; exit 0]]
 local PIDFILE = "/tmp/.sandlot-exec-"      -- .. tag; KILL and the wrapper's first line agree
 M._scripts = { wrap = WRAP, kill = KILL }  -- for the specs: the fallback path (no runc)
 
--- The exec's output and result, shaped like sandlot.exec.sink (replacing this function with
--- it is the one edit when it lands): each stream keeps its head and tail within max_output,
--- on_stdout/on_stderr see every chunk.
-local function sink(opts)
-  local cap = opts.max_output or 16 * 1024 * 1024
-  local half = cap // 2
-  local function capture()
-    local c = { head = {}, hlen = 0, tail = {}, tlen = 0, total = 0 }
-    function c.add(s)
-      c.total = c.total + #s
-      if c.total <= cap then
-        c.head[#c.head + 1] = s
-        c.hlen = c.hlen + #s
-        return
-      end
-      if c.hlen < half then               -- first overflow: keep exactly half as the head
-        local all = table.concat(c.head) .. s
-        c.head, c.hlen = { all:sub(1, half) }, half
-        s = all:sub(half + 1)
-      end
-      c.tail[#c.tail + 1] = s
-      c.tlen = c.tlen + #s
-      if c.tlen > 4 * (cap - half) + 65536 then
-        local t = table.concat(c.tail)
-        c.tail = { t:sub(-(cap - half)) }
-        c.tlen = #c.tail[1]
-      end
-    end
-    function c.text()
-      if c.total <= cap then return table.concat(c.head), false end
-      local t = table.concat(c.tail)
-      return table.concat(c.head) .. t:sub(-(cap - c.hlen)), true
-    end
-    return c
-  end
-  local out, err = capture(), capture()
-  local s = {}
-  function s.add(_, stream, data)
-    if stream == "stderr" then
-      err.add(data)
-      if opts.on_stderr then opts.on_stderr(data) end
-    else
-      out.add(data)
-      if opts.on_stdout then opts.on_stdout(data) end
-    end
-  end
-  function s.exit(_, code, signal) s.code, s.signal = code, signal end
-  function s.result()
-    local stdout, t1 = out.text()
-    local stderr, t2 = err.text()
-    return { exit_code = s.code, signal = s.signal, stdout = stdout, stderr = stderr,
-             truncated = t1 or t2 }
-  end
-  return s
-end
-
 local function put_files(ctx, handle, entries)
   local c, cerr = client(ctx)
   if not c then return nil, cerr end
@@ -374,8 +329,14 @@ local function exec_inspect(c, eid)
   return c:poll(function()
     local info, err = c:call("GET", "/exec/" .. eid .. "/json", { timeout = 10, want = { 200 } })
     if not info then return nil, err end
-    if not info.Running and info.ExitCode ~= json.null then return info end
-    return false
+    if type(info) ~= "table" then
+      return fail("bad_response", "GET /exec/%s/json: not a JSON object", eid)
+    end
+    if info.Running or info.ExitCode == json.null then return false end
+    if math.type(info.ExitCode) ~= "integer" then
+      return fail("bad_response", "GET /exec/%s/json: ExitCode is not an integer", eid)
+    end
+    return info
   end, { timeout = 10, interval = 0.001, max_interval = 0.05,
          what = "the exec still runs after its output ended" })
 end
@@ -386,7 +347,8 @@ local function exec_create(c, path, cmd, env, cwd)
              Cmd = cmd, Env = env, WorkingDir = cwd },
     want = { 201 }, errors = { [409] = "unavailable" } })  -- 409: paused or not running
   if not made then return nil, err end
-  return made.Id
+  return check.id(type(made) == "table" and made.Id or nil, "^[0-9a-f]+$", "Docker's exec id",
+                  64)
 end
 
 local function kill_exec(c, path, tag)
@@ -447,7 +409,8 @@ function M.exec(ctx, handle, argv, opts)
   end
   local eid, xerr = exec_create(c, path, cmd, env_list(opts.env), cwd)
   if not eid then return nil, xerr end
-  local out = sink(opts)
+  local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
+                                on_stderr = opts.on_stderr }
   local finished = false
   local guard <close> = setmetatable({}, { __close = function()
     if not finished then                  -- cancelled: kill what runs, from a task of its own
@@ -464,19 +427,16 @@ function M.exec(ctx, handle, argv, opts)
       end
       out:add(stream == "stderr" and "stderr" or "stdout", data)   -- stdin frames: stdout
     end) })
-  local timed_out, duration = false, res and res.duration
   if not res then
     if serr.code ~= "timeout" or not opts.timeout then return nil, serr end
-    timed_out, duration = true, opts.timeout
+    out:timed_out()                       -- the result: killed by SIGKILL (137), timed_out
     kill_exec(c, path, tag)
   end
   local info, ierr = exec_inspect(c, eid)
   finished = true
   if not info then return nil, ierr end
-  if timed_out then out:exit(137, 9)      -- we killed it with SIGKILL
-  else out:exit(info.ExitCode) end
+  if res then out:exit(info.ExitCode) end
   local r = out:result()
-  r.timed_out, r.duration = timed_out, duration or 0
   local rf, rerr = runtime_failure(r)
   if rerr then return rf, rerr end
   return r

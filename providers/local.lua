@@ -374,10 +374,7 @@ function M.exec(ctx, handle, argv, opts)
     local berr = bwrap_failure(r)
     if berr then return nil, berr end
   end
-  return {
-    exit_code = r.exit_code, signal = r.signal, stdout = r.stdout, stderr = r.stderr,
-    timed_out = r.timed_out, truncated = r.truncated, duration = r.duration,
-  }
+  return r                                 -- sandlot.proc's result: the one exec shape
 end
 
 function M.read_file(ctx, handle, path)
