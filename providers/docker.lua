@@ -31,7 +31,7 @@ local stdcopy = require("sandlot.wire.stdcopy")
 local tar = require("sandlot.wire.tar")
 local check = require("sandlot._check")
 local exec = require("sandlot.exec")
-local id = require("sandlot._id")
+local id = require("sandlot.id")
 local task = require("sandlot.task")
 
 local M = {

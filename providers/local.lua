@@ -7,6 +7,7 @@ local proc = require("sandlot.proc")
 local fs = require("sandlot.fs")
 local errors = require("sandlot.errors")
 local check = require("sandlot._check")
+local ids = require("sandlot.id")
 local cjson = require("cjson")
 
 local M = {
@@ -50,12 +51,7 @@ local function state_dir(ctx)
   return x .. "/sandlot/local"
 end
 
-local function new_id()
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local b = f:read(6)
-  f:close()
-  return (b:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
-end
+local function new_id() return ids.hex(6) end
 
 local ID = "^[%w][%w_%-]*$"                -- new_id makes 12 hex digits
 
