@@ -280,29 +280,30 @@ end
 -- (setsid) with its pid in $1.
 local WRAP = [[
 p=$1 i=$2; shift 2
+if [ "$i" = - ]; then exec 3<&0; else exec 3<"$i"; fi
 g= l=; { read -r g1 g2 g3 g4 g g6 </proc/$$/stat; read -r l </proc/$$/cmdline; } 2>/dev/null
-if case "$g $l" in "$$ "*"#$p") true;; *) false;; esac; then "$@" <"$i" & wait $!; r=$?
+if case "$g $l" in "$$ "*"#$p") true;; *) false;; esac; then "$@" <&3 3<&- & wait $!; r=$?
 else
-if command -v setsid >/dev/null 2>&1; then setsid "$@" <"$i" & else "$@" <"$i" & fi
+if command -v setsid >/dev/null 2>&1; then setsid "$@" <&3 3<&- & else "$@" <&3 3<&- & fi
 c=$!; echo $c >"$p"; wait $c; r=$?; rm -f "$p"
 fi
-[ "$i" = /dev/null ] || rm -f "$i"
+case $i in /dev/null|-) ;; *) rm -f "$i";; esac
 exit $r]]
 
--- $1: the exec's tag. The pid file when there is one, else every process group led by a
--- process whose command line, as read sees it (NULs dropped), ends its first line with the
--- wrapper's tag line; then the stdin file, which a killed wrapper leaves behind. This script's
--- own command line never has the tag line.
-local KILL = [[p=/tmp/.sandlot-exec-$1
+-- $1: the exec's tag, $2: the signal (default 9). The pid file when there is one, else every
+-- process group led by a process whose command line, as read sees it (NULs dropped), ends its
+-- first line with the wrapper's tag line; then (SIGKILL) the stdin file, which a killed
+-- wrapper leaves behind. This script's own command line never has the tag line.
+local KILL = [[p=/tmp/.sandlot-exec-$1 s=${2:-9}
 if c=$(cat "$p" 2>/dev/null); then
-kill -9 "-$c" 2>/dev/null || kill -9 "$c" 2>/dev/null; rm -f "$p"; exit 0
+kill -$s "-$c" 2>/dev/null || kill -$s "$c" 2>/dev/null; [ "$s" = 9 ] && rm -f "$p"; exit 0
 fi
 for f in /proc/[0-9]*/cmdline; do
 w=${f#/proc/}; w=${w%/cmdline}; [ "$w" = "$$" ] && continue
 l=; { read -r l <"$f"; } 2>/dev/null
-case $l in *"#$p") kill -9 "-$w" 2>/dev/null;; esac
+case $l in *"#$p") kill -$s "-$w" 2>/dev/null;; esac
 done
-rm -f "/tmp/.sandlot-stdin-$1"; exit 0]]
+[ "$s" = 9 ] && rm -f "/tmp/.sandlot-stdin-$1"; exit 0]]
 
 local PIDFILE = "/tmp/.sandlot-exec-"      -- .. tag; KILL and the wrapper's first line agree
 M._scripts = { wrap = WRAP, kill = KILL }  -- for the specs: the fallback path (no runc)
@@ -325,25 +326,30 @@ local function put_files(ctx, handle, entries)
   return true
 end
 
-local function exec_inspect(c, eid)
-  return c:poll(function()
-    local info, err = c:call("GET", "/exec/" .. eid .. "/json", { timeout = 10, want = { 200 } })
-    if not info then return nil, err end
-    if type(info) ~= "table" then
-      return fail("bad_response", "GET /exec/%s/json: not a JSON object", eid)
-    end
-    if info.Running or info.ExitCode == json.null then return false end
-    if math.type(info.ExitCode) ~= "integer" then
-      return fail("bad_response", "GET /exec/%s/json: ExitCode is not an integer", eid)
-    end
-    return info
-  end, { timeout = 10, interval = 0.001, max_interval = 0.05,
-         what = "the exec still runs after its output ended" })
+-- The exec's state: its inspect answer once it has exited, false while it runs, or nil, err.
+local function exec_state(c, eid)
+  local info, err = c:call("GET", "/exec/" .. eid .. "/json", { timeout = 10, want = { 200 } })
+  if not info then return nil, err end
+  if type(info) ~= "table" then
+    return fail("bad_response", "GET /exec/%s/json: not a JSON object", eid)
+  end
+  if info.Running or info.ExitCode == json.null then return false end
+  if math.type(info.ExitCode) ~= "integer" then
+    return fail("bad_response", "GET /exec/%s/json: ExitCode is not an integer", eid)
+  end
+  return info
 end
 
-local function exec_create(c, path, cmd, env, cwd)
+-- Waits for the exit of an exec whose output has ended (a moment, at most 10 s).
+local function exec_inspect(c, eid)
+  return c:poll(function() return exec_state(c, eid) end,
+                { timeout = 10, interval = 0.001, max_interval = 0.05,
+                  what = "the exec still runs after its output ended" })
+end
+
+local function exec_create(c, path, cmd, env, cwd, stdin)
   local made, err = c:call("POST", path .. "/exec", {
-    json = { AttachStdin = false, AttachStdout = true, AttachStderr = true, Tty = false,
+    json = { AttachStdin = stdin == true, AttachStdout = true, AttachStderr = true, Tty = false,
              Cmd = cmd, Env = env, WorkingDir = cwd },
     want = { 201 }, errors = { [409] = "unavailable" } })  -- 409: paused or not running
   if not made then return nil, err end
@@ -351,8 +357,9 @@ local function exec_create(c, path, cmd, env, cwd)
                   64)
 end
 
-local function kill_exec(c, path, tag)
-  local eid = exec_create(c, path, { "/bin/sh", "-c", KILL, "sandlot", tag })
+-- Sends signal `sig` (default 9) to the process group of the exec tagged `tag` (KILL).
+local function kill_exec(c, path, tag, sig)
+  local eid = exec_create(c, path, { "/bin/sh", "-c", KILL, "sandlot", tag, tostring(sig or 9) })
   if not eid then return end
   c:call("POST", "/exec/" .. eid .. "/start", { json = { Detach = true, Tty = false },
                                                 timeout = 10 })
@@ -370,8 +377,9 @@ local function runtime_failure(r)
   return fail("io_error", "%s", (text:gsub("%s+$", ""):sub(1, 300)))
 end
 
----Runs argv in the container.
-function M.exec(ctx, handle, argv, opts)
+-- What exec and spawn share: the client, the container's path, a tag, the wrapped command
+-- (stdin from the file `stdin_path`, or "-": the exec's own) and the checked cwd.
+local function prepare(ctx, handle, argv, opts, stdin_path)
   local c, cerr = client(ctx)
   if not c then return nil, cerr end
   local path, perr = container(handle)
@@ -381,10 +389,25 @@ function M.exec(ctx, handle, argv, opts)
     local w, werr = resolve(handle, opts.cwd)
     if not w then return nil, werr end
     cwd = w
+    -- the runtime's own error would be "OCI ... chdir"
+    local ok, err = c:call("HEAD", path .. "/archive", { query = { path = cwd } })
+    if not ok and err.code == "not_found" then
+      return nil, errors.new("not_found", ("cwd %s does not exist in the sandbox"):format(cwd),
+                             { cause = err })
+    end
   end
-  local tag = id.hex(6)
+  local tag = opts.tag or id.hex(6)
   local pidfile = PIDFILE .. tag
-  local stdin_path = "/dev/null"
+  local cmd = { "/bin/sh", "-c", "#" .. pidfile .. "\n" .. WRAP, "sandlot", pidfile,
+                stdin_path or "/dev/null" }
+  for i = 1, #argv do cmd[#cmd + 1] = argv[i] end
+  return { c = c, path = path, tag = tag, cmd = cmd, cwd = cwd }
+end
+
+---Runs argv in the container.
+function M.exec(ctx, handle, argv, opts)
+  local tag = id.hex(6)
+  local stdin_path
   local stdin = opts.stdin
   if type(stdin) == "function" then
     local parts = {}
@@ -397,24 +420,17 @@ function M.exec(ctx, handle, argv, opts)
                                                mode = 384 } })
     if not ok then return nil, err end
   end
-  local cmd = { "/bin/sh", "-c", "#" .. pidfile .. "\n" .. WRAP, "sandlot", pidfile,
-                stdin_path }
-  for i = 1, #argv do cmd[#cmd + 1] = argv[i] end
-  if cwd then                               -- the runtime's own error would be "OCI ... chdir"
-    local ok, err = c:call("HEAD", path .. "/archive", { query = { path = cwd } })
-    if not ok and err.code == "not_found" then
-      return nil, errors.new("not_found", ("cwd %s does not exist in the sandbox"):format(cwd),
-                             { cause = err })
-    end
-  end
-  local eid, xerr = exec_create(c, path, cmd, env_list(opts.env), cwd)
-  if not eid then return nil, xerr end
+  local x, xerr = prepare(ctx, handle, argv, { cwd = opts.cwd, tag = tag }, stdin_path)
+  if not x then return nil, xerr end
+  local c, path = x.c, x.path
+  local eid, eerr = exec_create(c, path, x.cmd, env_list(opts.env), x.cwd)
+  if not eid then return nil, eerr end
   local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                                 on_stderr = opts.on_stderr }
   local finished = false
   local guard <close> = setmetatable({}, { __close = function()
     if not finished then                  -- cancelled: kill what runs, from a task of its own
-      task.spawn(kill_exec, c, path, tag)
+      task.cleanup(kill_exec, c, path, tag)
     end
   end })
   local res, serr = c:stream("POST", "/exec/" .. eid .. "/start", {
@@ -440,6 +456,132 @@ function M.exec(ctx, handle, argv, opts)
   local rf, rerr = runtime_failure(r)
   if rerr then return rf, rerr end
   return r
+end
+
+-- Processes -------------------------------------------------------------------------------------
+-- spawn: the exec's stdin, stdout and stderr over the Engine API's attach stream (POST
+-- /exec/{id}/start hijacked, Tty false), its frames demuxed by wire.stdcopy; the exit code
+-- from GET /exec/{id}/json. The command runs under the exec wrapper, so kill and close reach
+-- its process group as an exec's timeout does. Contract: providers/README.md, "spawn".
+
+local QUEUE_MAX = 4 * 1024 * 1024        -- bytes wait takes into the queue before it stops
+
+local Process = {}
+Process.__index = Process
+
+-- Reads one chunk of the stream into the queue. Returns true, or nil, err (cancelled: the
+-- chunk stays in the stream's own queue, so nothing is lost).
+local function pull(p)
+  local data, err = p.s:read(65536)
+  if data then
+    local ok, derr = p.dec(data)
+    if not ok then p.err = derr end
+    return true
+  end
+  if err then
+    if err.code ~= "cancelled" and err.code ~= "timeout" then p.err = err end
+    return nil, err
+  end
+  local ok, ferr = p.dec:finish()          -- a frame cut short is bad_response
+  if not ok then p.err = ferr end
+  p.eof = true
+  return true
+end
+
+function Process:read()
+  while true do
+    local f = self.q[self.qi]
+    if f then
+      self.q[self.qi], self.qi = nil, self.qi + 1
+      self.qbytes = self.qbytes - #f[2]
+      return f[1], f[2]
+    end
+    if self.err then return nil, self.err end
+    if self.eof then return nil end
+    local ok, err = pull(self)
+    if not ok then return nil, err end
+  end
+end
+
+function Process:write(data)
+  if self.stdin_closed then return fail("invalid_input", "the process's stdin is closed") end
+  return self.s:write(data)
+end
+
+function Process:close_stdin()
+  if self.stdin_closed then return true end
+  self.stdin_closed = true
+  return self.s:shutdown()
+end
+
+function Process:wait()
+  if self.result then return self.result end
+  while not self.eof and not self.err and self.qbytes < QUEUE_MAX do
+    local ok, err = pull(self)
+    if not ok then return nil, err end
+  end
+  local info, ierr
+  if self.eof then
+    info, ierr = exec_inspect(self.c, self.eid)
+  else                                     -- output nobody reads: wait for the exit alone
+    info, ierr = self.c:poll(function() return exec_state(self.c, self.eid) end,
+                             { timeout = 1e9, interval = 0.05, max_interval = 1 })
+  end
+  if not info then return nil, ierr end
+  self.done = true
+  local sig = self.sent
+  if not (sig and info.ExitCode == 128 + sig) then sig = nil end
+  self.sink:exit(info.ExitCode, sig)       -- Docker tells the code; a signal we sent, we know
+  self.result = self.sink:result()
+  return self.result
+end
+
+function Process:kill(sig)
+  if self.done then return fail("not_found", "the process has exited") end
+  local exited, err = exec_state(self.c, self.eid)
+  if exited == nil then return nil, err end
+  if exited then return fail("not_found", "the process has exited") end
+  local n = math.type(sig) == "integer" and sig or exec.signal_number(tostring(sig or "TERM"))
+  if not n then return fail("invalid_input", "unknown signal %s", tostring(sig)) end
+  self.sent = n
+  kill_exec(self.c, self.path, self.tag, n)
+  return true
+end
+
+-- Never yields: the kill of what still runs is a cleanup task of its own.
+function Process:close()
+  if self.closed then return true end
+  self.closed = true
+  if not self.done then task.cleanup(kill_exec, self.c, self.path, self.tag, 9) end
+  self.s:close()
+  self.sink:close()
+  return true
+end
+
+---Starts argv in the container with stdin, stdout and stderr open (see Processes above).
+function M._spawn(ctx, handle, argv, opts)   -- M.spawn once the contract has it (h6)
+  local x, xerr = prepare(ctx, handle, argv, opts, "-")
+  if not x then return nil, xerr end
+  local eid, eerr = exec_create(x.c, x.path, x.cmd, env_list(opts.env), x.cwd, true)
+  if not eid then return nil, eerr end
+  local s, serr = x.c:upgrade("POST", "/exec/" .. eid .. "/start", {
+    json = { Detach = false, Tty = false }, errors = { [409] = "unavailable" } })
+  if not s then return nil, serr end
+  local p = setmetatable({ c = x.c, path = x.path, tag = x.tag, eid = eid, s = s,
+                           q = {}, qi = 1, qn = 0, qbytes = 0,
+                           sink = exec.sink{ max_output = 0 } }, Process)
+  p.dec = stdcopy.decoder(function(stream, data)
+    if stream == "system" then             -- as moby's StdCopy: the daemon's error
+      return nil, errors.new("io_error", "error from the daemon in the stream: " ..
+                                         x.c:scrub(data))
+    end
+    if #data > 0 then
+      p.qn = p.qn + 1
+      p.q[p.qn] = { stream == "stderr" and "stderr" or "stdout", data }
+      p.qbytes = p.qbytes + #data
+    end
+  end)
+  return p
 end
 
 -- Files -----------------------------------------------------------------------------------------
