@@ -242,6 +242,82 @@ describe("docker provider #docker", function()
     sb:destroy()
   end)
 
+  -- spawn (the provider contract's live process) ---------------------------------------------
+
+  local function spawn(sb, argv, opts)
+    if sb.spawn == nil then pending("sb:spawn comes with the provider contract (h6-contract)") end
+    return assert(sb:spawn(argv, opts))
+  end
+
+  local function drain(p)
+    local out = {}
+    while true do
+      local stream, data = p:read(30)
+      if not stream then
+        assert.is_nil(data)
+        return table.concat(out)
+      end
+      out[#out + 1] = stream .. ":" .. data
+    end
+  end
+
+  it("spawns with stdin over the exec's attach stream, not a file uploaded first", function()
+    if not need() then return end
+    local sb <close> = create()
+    -- the check sees an uploaded stdin file: exec's stdin is one, listed by the command itself
+    local planted = assert(sb:exec({ "ls", "-a", "/tmp" }, { stdin = "x" }))
+    assert.matches(".sandlot-stdin-", planted.stdout, 1, true)
+    local p <close> = spawn(sb, { "sh", "-c", 'read -r l; echo "got $l"; ls -a /tmp; cat' })
+    assert(p:write("line\n"))
+    assert(p:write("more\0bytes"))
+    assert(p:close_stdin())
+    local out = drain(p)
+    assert.matches("^stdout:got line\n", out)
+    assert.is_nil(out:find(".sandlot-stdin-", 1, true))
+    assert.matches("more%zbytes$", out)
+    assert.equal(0, assert(p:wait(30)).exit_code)
+    local info = api({ path = "/exec/" .. p._inner.eid .. "/json" }).json
+    assert.is_true(info.OpenStdin)                -- AttachStdin: the daemon's pipe
+    assert.is_false(info.ProcessConfig.tty)
+    assert.equal("", leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("kill and close reach a spawned command's process group", function()
+    if not need() then return end
+    local sb <close> = create()
+    local p <close> = spawn(sb, { "sh", "-c", "sleep 401 & echo up; wait" })
+    assert.same({ "stdout", "up\n" }, { p:read(30) })
+    assert.is_truthy(running(sb, "sleep 401") ~= "")
+    assert.is_true(p:kill())                      -- TERM to the group: the child goes too
+    local r = assert(p:wait(30))
+    assert.same({ 143, 15 }, { r.exit_code, r.signal })
+    assert.is_truthy(h.eventually(function() return running(sb, "sleep 401") == "" end, 5))
+    local ok, err = p:kill()
+    assert.is_nil(ok)
+    assert.equal("not_found", err.code)
+    local q = spawn(sb, { "sh", "-c", "sleep 402 & echo up; exec sleep 403" })
+    assert.same({ "stdout", "up\n" }, { q:read(30) })
+    q:close()                                     -- no wait: SIGKILL to the group, queued
+    assert.is_truthy(h.eventually(function()
+      return running(sb, "sleep 40") == "" and leftovers(sb) == ""
+    end, 5), running(sb, "sleep 40") .. leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("maps a refused attach like any API answer (api c:upgrade)", function()
+    if not need() then return end
+    local c = require("sandlot.api").client({ config = {} }, { unix_socket = env.socket,
+                                                                base_url = "http://docker" })
+    local s, err = c:upgrade("POST", "/exec/0123456789ab/start",
+                             { json = { Detach = false, Tty = false } })
+    assert.is_nil(s)
+    assert.equal("not_found", err.code)
+    assert.equal(404, err.status)
+    assert.equal("POST /exec/0123456789ab/start", err.via)
+    assert.matches("No such exec instance", err.message, 1, true)
+  end)
+
   it("refuses a handle whose container is not an id before it enters a URL path", function()
     if not need() then return end
     local sb <close> = create()
