@@ -9,8 +9,9 @@
 -- (processes frozen, memory kept); start also starts an exited container again.
 -- exec runs the command under a small /bin/sh wrapper that keeps it in a process group of its
 -- own (the exec's, or a setsid session), so a timeout or a cancellation can kill the command
--- and its children; stdin is uploaded to a file first (the API's stdin needs a hijacked
--- bidirectional socket).
+-- and its children; its output and result go through sandlot.exec's sink; a stdin string is
+-- uploaded to a file first. spawn runs under the same wrapper with stdin, stdout and stderr on
+-- the exec's hijacked attach stream (sandlot.api's c:upgrade).
 -- Files move as tar archives (sandlot.wire.tar); ls, mkdir and rm use sandlot's exec
 -- fallbacks. The Engine API goes through sandlot.api (errors, version negotiation, polling),
 -- the exec stream through sandlot.wire.stdcopy: this file maps Docker's nouns to sandlot's.
