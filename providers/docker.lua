@@ -54,8 +54,10 @@ local function fail(code, fmt, ...)
   return nil, errors.new(code, fmt:format(...))
 end
 
+-- An API version ("1.41", from config or the daemon) as a number to compare, or nil. Only
+-- versions that match enter the URL path.
 local function version_num(v)
-  local a, b = tostring(v or ""):match("^(%d+)%.(%d+)")
+  local a, b = (type(v) == "string" and v or ""):match("^(%d%d?)%.(%d%d?%d?)$")
   return a and tonumber(a) * 1000 + tonumber(b) or nil
 end
 
@@ -80,6 +82,10 @@ local function negotiate(where)
     end
     if type(v) ~= "table" then return fail("bad_response", "GET /version: not a JSON object") end
     local want = want_version(c.ctx)
+    if not version_num(want) then
+      return fail("invalid_input", "docker: api_version %q is not a version such as %s",
+                  want:sub(1, 40), API_VERSION)
+    end
     local server = v.ApiVersion
     if version_num(server) and version_num(server) < version_num(want) then want = server end
     return "/v" .. want

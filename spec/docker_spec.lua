@@ -36,6 +36,10 @@ describe("docker provider #docker", function()
     if env then
       sandlot.config.set({ providers = {
         dk = { "docker", host = env.host, image = env.image, pull = false },
+        dk_bad_version = { "docker", host = env.host, image = env.image, pull = false,
+                           api_version = "1.41/../../containers" },
+        dk_140 = { "docker", host = env.host, image = env.image, pull = false,
+                   api_version = "1.40" },
       } })
     end
   end)
@@ -341,6 +345,16 @@ describe("docker provider #docker", function()
     assert.equal("running", assert(sandlot.from_map(saved)):status())
     other:destroy()
     sb:destroy()
+  end)
+
+  it("refuses an api_version that is not a version before it enters the URL path", function()
+    if not need() then return end
+    local sb, err = sandlot.create("dk_bad_version", {})
+    assert.is_nil(sb)
+    assert.equal("invalid_input", err.code)
+    assert.matches("api_version", err.message, 1, true)
+    local ok <close> = assert(sandlot.create("dk_140", {}))   -- a real version is taken
+    assert.equal(0, assert(ok:exec({ "true" })).exit_code)
   end)
 
   it("refuses a path whose '..' leaves the container's root, instead of clamping it",
