@@ -9,9 +9,9 @@
 -- (processes frozen, memory kept); start also starts an exited container again.
 -- exec runs the command under a small /bin/sh wrapper that keeps it in a process group of its
 -- own (the exec's, or a setsid session), so a timeout or a cancellation can kill the command
--- and its children; its output and result go through sandlot.exec's sink; a stdin string is
--- uploaded to a file first. spawn runs under the same wrapper with stdin, stdout and stderr on
--- the exec's hijacked attach stream (sandlot.api's c:upgrade).
+-- and its children; its output and result go through sandlot.exec's sink. Given stdin, exec
+-- and spawn (a live process) carry it over the exec's hijacked attach stream (sandlot.api's
+-- c:upgrade), never through a file.
 -- Files move as tar archives (sandlot.wire.tar); ls, mkdir and rm use sandlot's exec
 -- fallbacks. The Engine API goes through sandlot.api (errors, version negotiation, polling),
 -- the exec stream through sandlot.wire.stdcopy: this file maps Docker's nouns to sandlot's.
@@ -278,8 +278,9 @@ end
 
 -- Exec ------------------------------------------------------------------------------------------
 
--- Runs "$@" with stdin from $2 so that a timeout or a cancellation can kill it with its
--- children (KILL). The wrapper's first line names the exec's tag ("#" .. pid file path), so
+-- Runs "$@" with stdin from $2 (a file, or "-": the exec's own, which an asynchronous list
+-- would otherwise replace with /dev/null) so that a timeout or a cancellation can kill it with
+-- its children (KILL). The wrapper's first line names the exec's tag ("#" .. pid file path), so
 -- KILL finds the wrapper in /proc/*/cmdline. When the runtime has made the wrapper the leader
 -- of its own process group (runc makes every exec a session leader) and this shell's read
 -- shows that line as KILL will see it, "$@" runs in that group and KILL kills the group: no
@@ -294,13 +295,11 @@ else
 if command -v setsid >/dev/null 2>&1; then setsid "$@" <&3 3<&- & else "$@" <&3 3<&- & fi
 c=$!; echo $c >"$p"; wait $c; r=$?; rm -f "$p"
 fi
-case $i in /dev/null|-) ;; *) rm -f "$i";; esac
 exit $r]]
 
 -- $1: the exec's tag, $2: the signal (default 9). The pid file when there is one, else every
 -- process group led by a process whose command line, as read sees it (NULs dropped), ends its
--- first line with the wrapper's tag line; then (SIGKILL) the stdin file, which a killed
--- wrapper leaves behind. This script's own command line never has the tag line.
+-- first line with the wrapper's tag line. This script's own command line never has that line.
 local KILL = [[p=/tmp/.sandlot-exec-$1 s=${2:-9}
 if c=$(cat "$p" 2>/dev/null); then
 kill -$s "-$c" 2>/dev/null || kill -$s "$c" 2>/dev/null; [ "$s" = 9 ] && rm -f "$p"; exit 0
@@ -310,7 +309,7 @@ w=${f#/proc/}; w=${w%/cmdline}; [ "$w" = "$$" ] && continue
 l=; { read -r l <"$f"; } 2>/dev/null
 case $l in *"#$p") kill -$s "-$w" 2>/dev/null;; esac
 done
-[ "$s" = 9 ] && rm -f "/tmp/.sandlot-stdin-$1"; exit 0]]
+exit 0]]
 
 local PIDFILE = "/tmp/.sandlot-exec-"      -- .. tag; KILL and the wrapper's first line agree
 M._scripts = { wrap = WRAP, kill = KILL }  -- for the specs: the fallback path (no runc)
@@ -372,6 +371,12 @@ local function kill_exec(c, path, tag, sig)
                                                 timeout = 10 })
 end
 
+-- The kill of a close or a cancellation that cannot wait: a cleanup task of its own (the host
+-- waits for it before it exits), bounded.
+local function queue_kill(c, path, tag)
+  task.cleanup(function() task.timeout(30, kill_exec, c, path, tag, 9) end)
+end
+
 -- OCI runtime failures arrive as text in the stream with exit code 126/127.
 local function runtime_failure(r)
   local text = r.stdout .. r.stderr
@@ -385,7 +390,7 @@ local function runtime_failure(r)
 end
 
 -- What exec and spawn share: the client, the container's path, a tag, the wrapped command
--- (stdin from the file `stdin_path`, or "-": the exec's own) and the checked cwd.
+-- (stdin from /dev/null, or "-": the attach stream's) and the checked cwd.
 local function prepare(ctx, handle, argv, opts, stdin_path)
   local c, cerr = client(ctx)
   if not c then return nil, cerr end
@@ -403,7 +408,7 @@ local function prepare(ctx, handle, argv, opts, stdin_path)
                              { cause = err })
     end
   end
-  local tag = opts.tag or id.hex(6)
+  local tag = id.hex(6)
   local pidfile = PIDFILE .. tag
   local cmd = { "/bin/sh", "-c", "#" .. pidfile .. "\n" .. WRAP, "sandlot", pidfile,
                 stdin_path or "/dev/null" }
@@ -411,46 +416,80 @@ local function prepare(ctx, handle, argv, opts, stdin_path)
   return { c = c, path = path, tag = tag, cmd = cmd, cwd = cwd }
 end
 
+-- An exec with stdin: the attach stream carries stdin in (written by a task of its own, then
+-- half-closed: the command reads end of file) and the frames out to on_frame, within `timeout`
+-- seconds (nil, err{timeout} when they run out).
+local function attached(c, eid, stdin, on_frame, timeout)
+  local s, err = c:upgrade("POST", "/exec/" .. eid .. "/start", {
+    json = { Detach = false, Tty = false }, errors = { [409] = "unavailable" } })
+  if not s then return nil, err end
+  local stream <close> = s
+  local writer = task.spawn(function()        -- fails once the command has gone: ignored
+    local chunks = type(stdin) == "string" and { stdin } or nil
+    local i = 0
+    local function next_chunk()
+      if chunks then
+        i = i + 1
+        return chunks[i]
+      end
+      return stdin()
+    end
+    for chunk in next_chunk do
+      if not s:write(chunk) then return end
+    end
+    s:shutdown()
+  end)
+  local dec = stdcopy.decoder(on_frame)
+  local function pump()
+    while true do
+      local data, rerr = s:read(65536)
+      if data == nil then
+        if rerr then return nil, rerr end
+        return dec:finish()                -- a frame cut short is bad_response
+      end
+      local ok, ferr = dec(data)
+      if not ok then return nil, ferr end
+    end
+  end
+  local ok, perr
+  if timeout then ok, perr = task.timeout(timeout, pump) else ok, perr = pump() end
+  writer:cancel()                          -- the command may end without reading it all
+  pcall(writer.join, writer)
+  return ok, perr
+end
+
 ---Runs argv in the container.
 function M.exec(ctx, handle, argv, opts)
-  local tag = id.hex(6)
-  local stdin_path
-  local stdin = opts.stdin
-  if type(stdin) == "function" then
-    local parts = {}
-    for chunk in stdin do parts[#parts + 1] = chunk end
-    stdin = table.concat(parts)
-  end
-  if stdin ~= nil then
-    stdin_path = "/tmp/.sandlot-stdin-" .. tag
-    local ok, err = put_files(ctx, handle, { { name = stdin_path:sub(2), data = stdin,
-                                               mode = 384 } })
-    if not ok then return nil, err end
-  end
-  local x, xerr = prepare(ctx, handle, argv, { cwd = opts.cwd, tag = tag }, stdin_path)
+  local x, xerr = prepare(ctx, handle, argv, opts, opts.stdin ~= nil and "-" or nil)
   if not x then return nil, xerr end
-  local c, path = x.c, x.path
-  local eid, eerr = exec_create(c, path, x.cmd, env_list(opts.env), x.cwd)
+  local c, path, tag = x.c, x.path, x.tag
+  local eid, eerr = exec_create(c, path, x.cmd, env_list(opts.env), x.cwd, opts.stdin ~= nil)
   if not eid then return nil, eerr end
   local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                                 on_stderr = opts.on_stderr }
   local finished = false
   local guard <close> = setmetatable({}, { __close = function()
     if not finished then                  -- cancelled: kill what runs, from a task of its own
-      task.cleanup(kill_exec, c, path, tag)
+      queue_kill(c, path, tag)
     end
   end })
-  local res, serr = c:stream("POST", "/exec/" .. eid .. "/start", {
-    json = { Detach = false, Tty = false }, retry = false, fresh_connect = true,
-    timeout = opts.timeout or false, max_body = 1024 * 1024, errors = { [409] = "unavailable" },
-    on_frame = stdcopy.decoder(function(stream, data)
-      if stream == "system" then                    -- as moby's StdCopy: the daemon's error
-        return nil, errors.new("io_error", "error from the daemon in the stream: " ..
-                                           c:scrub(data))
-      end
-      out:add(stream == "stderr" and "stderr" or "stdout", data)   -- stdin frames: stdout
-    end) })
-  if not res then
+  local function on_frame(stream, data)
+    if stream == "system" then                      -- as moby's StdCopy: the daemon's error
+      return nil, errors.new("io_error", "error from the daemon in the stream: " ..
+                                         c:scrub(data))
+    end
+    out:add(stream == "stderr" and "stderr" or "stdout", data)     -- stdin frames: stdout
+  end
+  local ok, serr
+  if opts.stdin ~= nil then
+    ok, serr = attached(c, eid, opts.stdin, on_frame, opts.timeout)
+  else
+    ok, serr = c:stream("POST", "/exec/" .. eid .. "/start", {
+      json = { Detach = false, Tty = false }, retry = false, fresh_connect = true,
+      timeout = opts.timeout or false, max_body = 1024 * 1024,
+      errors = { [409] = "unavailable" }, on_frame = stdcopy.decoder(on_frame) })
+  end
+  if not ok then
     if serr.code ~= "timeout" or not opts.timeout then return nil, serr end
     out:timed_out()                       -- the result: killed by SIGKILL (137), timed_out
     kill_exec(c, path, tag)
@@ -458,7 +497,7 @@ function M.exec(ctx, handle, argv, opts)
   local info, ierr = exec_inspect(c, eid)
   finished = true
   if not info then return nil, ierr end
-  if res then out:exit(info.ExitCode) end
+  if ok then out:exit(info.ExitCode) end
   local r = out:result()
   local rf, rerr = runtime_failure(r)
   if rerr then return rf, rerr end
@@ -559,7 +598,7 @@ end
 function Process:close()
   if self.closed then return true end
   self.closed = true
-  if not self.done then task.cleanup(kill_exec, self.c, self.path, self.tag, 9) end
+  if not self.done then queue_kill(self.c, self.path, self.tag) end
   self.s:close()
   self.sink:close()
   return true

@@ -268,9 +268,10 @@ describe("docker provider #docker", function()
   it("spawns with stdin over the exec's attach stream, not a file uploaded first", function()
     if not need() then return end
     local sb <close> = create()
-    -- the check sees an uploaded stdin file: exec's stdin is one, listed by the command itself
-    local planted = assert(sb:exec({ "ls", "-a", "/tmp" }, { stdin = "x" }))
-    assert.matches(".sandlot-stdin-", planted.stdout, 1, true)
+    -- the check sees an uploaded stdin file: plant one where an upload went
+    assert(sb:write_file("/tmp/.sandlot-stdin-planted", "x"))
+    assert.matches(".sandlot-stdin-", assert(sb:exec({ "ls", "-a", "/tmp" })).stdout, 1, true)
+    assert(sb:rm("/tmp/.sandlot-stdin-planted"))
     local p <close> = spawn(sb, { "sh", "-c", 'read -r l; echo "got $l"; ls -a /tmp; cat' })
     assert(p:write("line\n"))
     assert(p:write("more\0bytes"))
@@ -283,6 +284,26 @@ describe("docker provider #docker", function()
     local info = api({ path = "/exec/" .. p._inner.eid .. "/json" }).json
     assert.is_true(info.OpenStdin)                -- AttachStdin: the daemon's pipe
     assert.is_false(info.ProcessConfig.tty)
+    assert.equal("", leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("gives exec's stdin over the attach stream: streamed, binary, or not read at all",
+     function()
+    if not need() then return end
+    local sb <close> = create()
+    local chunks, sent = {}, {}
+    for i = 1, 64 do chunks[i] = string.rep(string.char(i % 256, 0, 255), 10000) end
+    for i = 1, #chunks do sent[i] = chunks[i] end
+    local r = assert(sb:exec({ "sh", "-c", "ls -a /tmp >&2; cat" },
+                             { stdin = function() return table.remove(chunks, 1) end }))
+    assert.equal(0, r.exit_code)
+    assert.is_true(r.stdout == table.concat(sent), "stdout differs from the stdin written")
+    assert.is_nil(r.stderr:find(".sandlot-stdin-", 1, true))
+    -- a command that never reads: the writer is dropped, the result comes
+    local big = string.rep("x", 4 * 1024 * 1024)
+    local q = assert(sb:exec({ "sh", "-c", "echo ignored" }, { stdin = big }))
+    assert.same({ 0, "ignored\n" }, { q.exit_code, q.stdout })
     assert.equal("", leftovers(sb))
     sb:destroy()
   end)
