@@ -78,7 +78,8 @@ local function negotiate(where)
     local v, err = c:call("GET", "/version", { timeout = 10, retry = 2 })
     if not v then
       return nil, errors.new(err.code, ("cannot reach the Docker daemon at %s: %s")
-                                          :format(where, err.message), { cause = err })
+                                          :format(where, err.message),
+                             { cause = err, via = err.via, retryable = err.retryable })
     end
     if type(v) ~= "table" then return fail("bad_response", "GET /version: not a JSON object") end
     local want = want_version(c.ctx)
@@ -261,7 +262,8 @@ function M.create(ctx, opts)
     local ok, perr = pull(ctx, o.image)
     if not ok then
       return nil, errors.new(perr.code, ("image %s is not present and cannot be pulled: %s")
-                                          :format(o.image, perr.message), { cause = perr })
+                                          :format(o.image, perr.message),
+                             { cause = perr, via = perr.via, retryable = perr.retryable })
     end
   end
   if not made then return nil, err end
