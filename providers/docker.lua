@@ -607,7 +607,7 @@ function Process:close()
 end
 
 ---Starts argv in the container with stdin, stdout and stderr open (see Processes above).
-function M._spawn(ctx, handle, argv, opts)   -- M.spawn once the contract has it (h6)
+function M.spawn(ctx, handle, argv, opts)
   local x, xerr = prepare(ctx, handle, argv, opts, "-")
   if not x then return nil, xerr end
   local eid, eerr = exec_create(x.c, x.path, x.cmd, env_list(opts.env), x.cwd, true)

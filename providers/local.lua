@@ -581,10 +581,7 @@ function Process:read()
 end
 
 function Process:wait()
-  local r, werr = self.p:wait()
-  if not r then return nil, werr end
-  return { exit_code = r.exit_code, signal = r.signal, timed_out = r.timed_out,
-           duration = r.duration }
+  return self.p:wait()                     -- sandlot.proc's result: the one exec shape
 end
 
 ---Starts argv in the sandbox as exec would, with stdin, stdout and stderr as pipes. Output is

@@ -249,7 +249,6 @@ describe("docker provider #docker", function()
   -- spawn (the provider contract's live process) ---------------------------------------------
 
   local function spawn(sb, argv, opts)
-    if sb.spawn == nil then pending("sb:spawn comes with the provider contract (h6-contract)") end
     return assert(sb:spawn(argv, opts))
   end
 
