@@ -114,7 +114,7 @@ local function client(ctx)
 end
 
 -- Handle values are world input (a handle may come from an edited from_map): the container
--- id is checked before it enters a URL path, the working directory before it enters one.
+-- id is checked before it enters a URL path, the working directory before paths build on it.
 local CONTAINER_ID = "^" .. ("[0-9a-f]"):rep(12) .. "[0-9a-f]*$"
 
 local function container(handle)
