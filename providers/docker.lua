@@ -9,8 +9,9 @@
 -- (processes frozen, memory kept); start also starts an exited container again.
 -- exec runs the command under a small /bin/sh wrapper that keeps it in a process group of its
 -- own (the exec's, or a setsid session), so a timeout or a cancellation can kill the command
--- and its children; stdin is uploaded to a file first (the API's stdin needs a hijacked
--- bidirectional socket).
+-- and its children; its output and result go through sandlot.exec's sink. Given stdin, exec
+-- and spawn (a live process) carry it over the exec's hijacked attach stream (sandlot.api's
+-- c:upgrade), never through a file.
 -- Files move as tar archives (sandlot.wire.tar); ls, mkdir and rm use sandlot's exec
 -- fallbacks. The Engine API goes through sandlot.api (errors, version negotiation, polling),
 -- the exec stream through sandlot.wire.stdcopy: this file maps Docker's nouns to sandlot's.
@@ -29,7 +30,9 @@ local json = require("sandlot.wire.json")
 local ndjson = require("sandlot.wire.ndjson")
 local stdcopy = require("sandlot.wire.stdcopy")
 local tar = require("sandlot.wire.tar")
-local id = require("sandlot._id")
+local check = require("sandlot._check")
+local exec = require("sandlot.exec")
+local id = require("sandlot.id")
 local task = require("sandlot.task")
 
 local M = {
@@ -51,8 +54,10 @@ local function fail(code, fmt, ...)
   return nil, errors.new(code, fmt:format(...))
 end
 
+-- An API version ("1.41", from config or the daemon) as a number to compare, or nil. Only
+-- versions that match enter the URL path.
 local function version_num(v)
-  local a, b = tostring(v or ""):match("^(%d+)%.(%d+)")
+  local a, b = (type(v) == "string" and v or ""):match("^(%d%d?)%.(%d%d?%d?)$")
   return a and tonumber(a) * 1000 + tonumber(b) or nil
 end
 
@@ -73,10 +78,15 @@ local function negotiate(where)
     local v, err = c:call("GET", "/version", { timeout = 10, retry = 2 })
     if not v then
       return nil, errors.new(err.code, ("cannot reach the Docker daemon at %s: %s")
-                                          :format(where, err.message), { cause = err })
+                                          :format(where, err.message),
+                             { cause = err, via = err.via, retryable = err.retryable })
     end
     if type(v) ~= "table" then return fail("bad_response", "GET /version: not a JSON object") end
     local want = want_version(c.ctx)
+    if not version_num(want) then
+      return fail("invalid_input", "docker: api_version %q is not a version such as %s",
+                  want:sub(1, 40), API_VERSION)
+    end
     local server = v.ApiVersion
     if version_num(server) and version_num(server) < version_num(want) then want = server end
     return "/v" .. want
@@ -103,20 +113,28 @@ local function client(ctx)
   return api.client(ctx, spec)
 end
 
--- The handle's container id, checked before it enters a URL path: a handle edited before
--- from_map must not address other Engine endpoints.
+-- Handle values are world input (a handle may come from an edited from_map): the container
+-- id is checked before it enters a URL path, the working directory before paths build on it.
+local CONTAINER_ID = "^" .. ("[0-9a-f]"):rep(12) .. "[0-9a-f]*$"
+
 local function container(handle)
-  local c = type(handle) == "table" and handle.container
-  if type(c) ~= "string" or #c < 12 or #c > 64 or not c:match("^[0-9a-f]+$") then
-    return fail("invalid_input", "the handle's container is not a Docker container id")
-  end
-  return "/containers/" .. c
+  local cid, err = check.id(type(handle) == "table" and handle.container or nil, CONTAINER_ID,
+                            "the handle's Docker container id", 64)
+  if not cid then return nil, err end
+  return "/containers/" .. cid
 end
 
 -- Paths: relative to the sandbox's working directory, normalized lexically; a `..` above the
 -- container's root is refused, not clamped.
 local function resolve(handle, path)
-  if path:sub(1, 1) ~= "/" then path = (handle.workdir or WORKDIR) .. "/" .. path end
+  if path:sub(1, 1) ~= "/" then
+    local wd, werr = WORKDIR, nil
+    if handle.workdir ~= nil then
+      wd, werr = check.id(handle.workdir, "^/[^%z\n]*$", "the handle's workdir", 4096)
+      if not wd then return nil, werr end
+    end
+    path = wd .. "/" .. path
+  end
   local parts = {}
   for seg in path:gmatch("[^/]+") do
     if seg == ".." then
@@ -202,7 +220,8 @@ local function container_body(ctx, opts, sid, workdir)
       host.Binds[#host.Binds + 1] = m.source .. ":" .. m.target .. (m.readonly and ":ro" or "")
     end
   end
-  local cmd = opts.command or { "sleep", sleep }
+  local cmd = opts.command and check.argv(opts.command, "create: opts.command")
+              or { "sleep", sleep }
   return {
     Image = opts.image, Entrypoint = { cmd[1] }, Cmd = json.array({ table.unpack(cmd, 2) }),
     Env = env_list(opts.env), WorkingDir = workdir, Labels = labels, User = opts.user,
@@ -243,7 +262,8 @@ function M.create(ctx, opts)
     local ok, perr = pull(ctx, o.image)
     if not ok then
       return nil, errors.new(perr.code, ("image %s is not present and cannot be pulled: %s")
-                                          :format(o.image, perr.message), { cause = perr })
+                                          :format(o.image, perr.message),
+                             { cause = perr, via = perr.via, retryable = perr.retryable })
     end
   end
   if not made then return nil, err end
@@ -260,8 +280,9 @@ end
 
 -- Exec ------------------------------------------------------------------------------------------
 
--- Runs "$@" with stdin from $2 so that a timeout or a cancellation can kill it with its
--- children (KILL). The wrapper's first line names the exec's tag ("#" .. pid file path), so
+-- Runs "$@" with stdin from $2 (a file, or "-": the exec's own, which an asynchronous list
+-- would otherwise replace with /dev/null) so that a timeout or a cancellation can kill it with
+-- its children (KILL). The wrapper's first line names the exec's tag ("#" .. pid file path), so
 -- KILL finds the wrapper in /proc/*/cmdline. When the runtime has made the wrapper the leader
 -- of its own process group (runc makes every exec a session leader) and this shell's read
 -- shows that line as KILL will see it, "$@" runs in that group and KILL kills the group: no
@@ -269,88 +290,31 @@ end
 -- (setsid) with its pid in $1.
 local WRAP = [[
 p=$1 i=$2; shift 2
+if [ "$i" = - ]; then exec 3<&0; else exec 3<"$i"; fi
 g= l=; { read -r g1 g2 g3 g4 g g6 </proc/$$/stat; read -r l </proc/$$/cmdline; } 2>/dev/null
-if case "$g $l" in "$$ "*"#$p") true;; *) false;; esac; then "$@" <"$i" & wait $!; r=$?
+if case "$g $l" in "$$ "*"#$p") true;; *) false;; esac; then "$@" <&3 3<&- & wait $!; r=$?
 else
-if command -v setsid >/dev/null 2>&1; then setsid "$@" <"$i" & else "$@" <"$i" & fi
+if command -v setsid >/dev/null 2>&1; then setsid "$@" <&3 3<&- & else "$@" <&3 3<&- & fi
 c=$!; echo $c >"$p"; wait $c; r=$?; rm -f "$p"
 fi
-[ "$i" = /dev/null ] || rm -f "$i"
 exit $r]]
 
--- $1: the exec's tag. The pid file when there is one, else every process group led by a
--- process whose command line, as read sees it (NULs dropped), ends its first line with the
--- wrapper's tag line; then the stdin file, which a killed wrapper leaves behind. This script's
--- own command line never has the tag line.
-local KILL = [[p=/tmp/.sandlot-exec-$1
+-- $1: the exec's tag, $2: the signal (default 9). The pid file when there is one, else every
+-- process group led by a process whose command line, as read sees it (NULs dropped), ends its
+-- first line with the wrapper's tag line. This script's own command line never has that line.
+local KILL = [[p=/tmp/.sandlot-exec-$1 s=${2:-9}
 if c=$(cat "$p" 2>/dev/null); then
-kill -9 "-$c" 2>/dev/null || kill -9 "$c" 2>/dev/null; rm -f "$p"; exit 0
+kill -$s "-$c" 2>/dev/null || kill -$s "$c" 2>/dev/null; [ "$s" = 9 ] && rm -f "$p"; exit 0
 fi
 for f in /proc/[0-9]*/cmdline; do
 w=${f#/proc/}; w=${w%/cmdline}; [ "$w" = "$$" ] && continue
 l=; { read -r l <"$f"; } 2>/dev/null
-case $l in *"#$p") kill -9 "-$w" 2>/dev/null;; esac
+case $l in *"#$p") kill -$s "-$w" 2>/dev/null;; esac
 done
-rm -f "/tmp/.sandlot-stdin-$1"; exit 0]]
+exit 0]]
 
 local PIDFILE = "/tmp/.sandlot-exec-"      -- .. tag; KILL and the wrapper's first line agree
 M._scripts = { wrap = WRAP, kill = KILL }  -- for the specs: the fallback path (no runc)
-
--- The exec's output and result, shaped like sandlot.exec.sink (replacing this function with
--- it is the one edit when it lands): each stream keeps its head and tail within max_output,
--- on_stdout/on_stderr see every chunk.
-local function sink(opts)
-  local cap = opts.max_output or 16 * 1024 * 1024
-  local half = cap // 2
-  local function capture()
-    local c = { head = {}, hlen = 0, tail = {}, tlen = 0, total = 0 }
-    function c.add(s)
-      c.total = c.total + #s
-      if c.total <= cap then
-        c.head[#c.head + 1] = s
-        c.hlen = c.hlen + #s
-        return
-      end
-      if c.hlen < half then               -- first overflow: keep exactly half as the head
-        local all = table.concat(c.head) .. s
-        c.head, c.hlen = { all:sub(1, half) }, half
-        s = all:sub(half + 1)
-      end
-      c.tail[#c.tail + 1] = s
-      c.tlen = c.tlen + #s
-      if c.tlen > 4 * (cap - half) + 65536 then
-        local t = table.concat(c.tail)
-        c.tail = { t:sub(-(cap - half)) }
-        c.tlen = #c.tail[1]
-      end
-    end
-    function c.text()
-      if c.total <= cap then return table.concat(c.head), false end
-      local t = table.concat(c.tail)
-      return table.concat(c.head) .. t:sub(-(cap - c.hlen)), true
-    end
-    return c
-  end
-  local out, err = capture(), capture()
-  local s = {}
-  function s.add(_, stream, data)
-    if stream == "stderr" then
-      err.add(data)
-      if opts.on_stderr then opts.on_stderr(data) end
-    else
-      out.add(data)
-      if opts.on_stdout then opts.on_stdout(data) end
-    end
-  end
-  function s.exit(_, code, signal) s.code, s.signal = code, signal end
-  function s.result()
-    local stdout, t1 = out.text()
-    local stderr, t2 = err.text()
-    return { exit_code = s.code, signal = s.signal, stdout = stdout, stderr = stderr,
-             truncated = t1 or t2 }
-  end
-  return s
-end
 
 local function put_files(ctx, handle, entries)
   local c, cerr = client(ctx)
@@ -370,30 +334,49 @@ local function put_files(ctx, handle, entries)
   return true
 end
 
-local function exec_inspect(c, eid)
-  return c:poll(function()
-    local info, err = c:call("GET", "/exec/" .. eid .. "/json", { timeout = 10, want = { 200 } })
-    if not info then return nil, err end
-    if not info.Running and info.ExitCode ~= json.null then return info end
-    return false
-  end, { timeout = 10, interval = 0.001, max_interval = 0.05,
-         what = "the exec still runs after its output ended" })
+-- The exec's state: its inspect answer once it has exited, false while it runs, or nil, err.
+local function exec_state(c, eid)
+  local info, err = c:call("GET", "/exec/" .. eid .. "/json", { timeout = 10, want = { 200 } })
+  if not info then return nil, err end
+  if type(info) ~= "table" then
+    return fail("bad_response", "GET /exec/%s/json: not a JSON object", eid)
+  end
+  if info.Running or info.ExitCode == json.null then return false end
+  if math.type(info.ExitCode) ~= "integer" then
+    return fail("bad_response", "GET /exec/%s/json: ExitCode is not an integer", eid)
+  end
+  return info
 end
 
-local function exec_create(c, path, cmd, env, cwd)
+-- Waits for the exit of an exec whose output has ended (a moment, at most 10 s).
+local function exec_inspect(c, eid)
+  return c:poll(function() return exec_state(c, eid) end,
+                { timeout = 10, interval = 0.001, max_interval = 0.05,
+                  what = "the exec still runs after its output ended" })
+end
+
+local function exec_create(c, path, cmd, env, cwd, stdin)
   local made, err = c:call("POST", path .. "/exec", {
-    json = { AttachStdin = false, AttachStdout = true, AttachStderr = true, Tty = false,
+    json = { AttachStdin = stdin == true, AttachStdout = true, AttachStderr = true, Tty = false,
              Cmd = cmd, Env = env, WorkingDir = cwd },
     want = { 201 }, errors = { [409] = "unavailable" } })  -- 409: paused or not running
   if not made then return nil, err end
-  return made.Id
+  return check.id(type(made) == "table" and made.Id or nil, "^[0-9a-f]+$", "Docker's exec id",
+                  64)
 end
 
-local function kill_exec(c, path, tag)
-  local eid = exec_create(c, path, { "/bin/sh", "-c", KILL, "sandlot", tag })
+-- Sends signal `sig` (default 9) to the process group of the exec tagged `tag` (KILL).
+local function kill_exec(c, path, tag, sig)
+  local eid = exec_create(c, path, { "/bin/sh", "-c", KILL, "sandlot", tag, tostring(sig or 9) })
   if not eid then return end
   c:call("POST", "/exec/" .. eid .. "/start", { json = { Detach = true, Tty = false },
                                                 timeout = 10 })
+end
+
+-- The kill of a close or a cancellation that cannot wait: a cleanup task of its own (the host
+-- waits for it before it exits), bounded.
+local function queue_kill(c, path, tag)
+  task.cleanup(function() task.timeout(30, kill_exec, c, path, tag, 9) end)
 end
 
 -- OCI runtime failures arrive as text in the stream with exit code 126/127.
@@ -408,8 +391,9 @@ local function runtime_failure(r)
   return fail("io_error", "%s", (text:gsub("%s+$", ""):sub(1, 300)))
 end
 
----Runs argv in the container.
-function M.exec(ctx, handle, argv, opts)
+-- What exec and spawn share: the client, the container's path, a tag, the wrapped command
+-- (stdin from /dev/null, or "-": the attach stream's) and the checked cwd.
+local function prepare(ctx, handle, argv, opts, stdin_path)
   local c, cerr = client(ctx)
   if not c then return nil, cerr end
   local path, perr = container(handle)
@@ -419,67 +403,233 @@ function M.exec(ctx, handle, argv, opts)
     local w, werr = resolve(handle, opts.cwd)
     if not w then return nil, werr end
     cwd = w
-  end
-  local tag = id.hex(6)
-  local pidfile = PIDFILE .. tag
-  local stdin_path = "/dev/null"
-  local stdin = opts.stdin
-  if type(stdin) == "function" then
-    local parts = {}
-    for chunk in stdin do parts[#parts + 1] = chunk end
-    stdin = table.concat(parts)
-  end
-  if stdin ~= nil then
-    stdin_path = "/tmp/.sandlot-stdin-" .. tag
-    local ok, err = put_files(ctx, handle, { { name = stdin_path:sub(2), data = stdin,
-                                               mode = 384 } })
-    if not ok then return nil, err end
-  end
-  local cmd = { "/bin/sh", "-c", "#" .. pidfile .. "\n" .. WRAP, "sandlot", pidfile,
-                stdin_path }
-  for i = 1, #argv do cmd[#cmd + 1] = argv[i] end
-  if cwd then                               -- the runtime's own error would be "OCI ... chdir"
+    -- the runtime's own error would be "OCI ... chdir"
     local ok, err = c:call("HEAD", path .. "/archive", { query = { path = cwd } })
     if not ok and err.code == "not_found" then
       return nil, errors.new("not_found", ("cwd %s does not exist in the sandbox"):format(cwd),
                              { cause = err })
     end
   end
-  local eid, xerr = exec_create(c, path, cmd, env_list(opts.env), cwd)
-  if not eid then return nil, xerr end
-  local out = sink(opts)
+  local tag = id.hex(6)
+  local pidfile = PIDFILE .. tag
+  local cmd = { "/bin/sh", "-c", "#" .. pidfile .. "\n" .. WRAP, "sandlot", pidfile,
+                stdin_path or "/dev/null" }
+  for i = 1, #argv do cmd[#cmd + 1] = argv[i] end
+  return { c = c, path = path, tag = tag, cmd = cmd, cwd = cwd }
+end
+
+-- An exec with stdin: the attach stream carries stdin in (written by a task of its own, then
+-- half-closed: the command reads end of file) and the frames out to on_frame, within `timeout`
+-- seconds (nil, err{timeout} when they run out).
+local function attached(c, eid, stdin, on_frame, timeout)
+  local s, err = c:upgrade("POST", "/exec/" .. eid .. "/start", {
+    json = { Detach = false, Tty = false }, errors = { [409] = "unavailable" } })
+  if not s then return nil, err end
+  local stream <close> = s
+  local writer = task.spawn(function()        -- fails once the command has gone: ignored
+    local chunks = type(stdin) == "string" and { stdin } or nil
+    local i = 0
+    local function next_chunk()
+      if chunks then
+        i = i + 1
+        return chunks[i]
+      end
+      return stdin()
+    end
+    for chunk in next_chunk do
+      if not s:write(chunk) then return end
+    end
+    s:shutdown()
+  end)
+  local dec = stdcopy.decoder(on_frame)
+  local function pump()
+    while true do
+      local data, rerr = s:read(65536)
+      if data == nil then
+        if rerr then return nil, rerr end
+        return dec:finish()                -- a frame cut short is bad_response
+      end
+      local ok, ferr = dec(data)
+      if not ok then return nil, ferr end
+    end
+  end
+  local ok, perr
+  if timeout then ok, perr = task.timeout(timeout, pump) else ok, perr = pump() end
+  writer:cancel()                          -- the command may end without reading it all
+  pcall(writer.join, writer)
+  return ok, perr
+end
+
+---Runs argv in the container.
+function M.exec(ctx, handle, argv, opts)
+  local x, xerr = prepare(ctx, handle, argv, opts, opts.stdin ~= nil and "-" or nil)
+  if not x then return nil, xerr end
+  local c, path, tag = x.c, x.path, x.tag
+  local eid, eerr = exec_create(c, path, x.cmd, env_list(opts.env), x.cwd, opts.stdin ~= nil)
+  if not eid then return nil, eerr end
+  local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
+                                on_stderr = opts.on_stderr }
   local finished = false
   local guard <close> = setmetatable({}, { __close = function()
     if not finished then                  -- cancelled: kill what runs, from a task of its own
-      task.spawn(kill_exec, c, path, tag)
+      queue_kill(c, path, tag)
     end
   end })
-  local res, serr = c:stream("POST", "/exec/" .. eid .. "/start", {
-    json = { Detach = false, Tty = false }, retry = false, fresh_connect = true,
-    timeout = opts.timeout or false, max_body = 1024 * 1024, errors = { [409] = "unavailable" },
-    on_frame = stdcopy.decoder(function(stream, data)
-      if stream == "system" then                    -- as moby's StdCopy: the daemon's error
-        return nil, errors.new("io_error", "error from the daemon in the stream: " ..
-                                           c:scrub(data))
-      end
-      out:add(stream == "stderr" and "stderr" or "stdout", data)   -- stdin frames: stdout
-    end) })
-  local timed_out, duration = false, res and res.duration
-  if not res then
+  local function on_frame(stream, data)
+    if stream == "system" then                      -- as moby's StdCopy: the daemon's error
+      return nil, errors.new("io_error", "error from the daemon in the stream: " ..
+                                         c:scrub(data))
+    end
+    out:add(stream == "stderr" and "stderr" or "stdout", data)     -- stdin frames: stdout
+  end
+  local ok, serr
+  if opts.stdin ~= nil then
+    ok, serr = attached(c, eid, opts.stdin, on_frame, opts.timeout)
+  else
+    ok, serr = c:stream("POST", "/exec/" .. eid .. "/start", {
+      json = { Detach = false, Tty = false }, retry = false, fresh_connect = true,
+      timeout = opts.timeout or false, max_body = 1024 * 1024,
+      errors = { [409] = "unavailable" }, on_frame = stdcopy.decoder(on_frame) })
+  end
+  if not ok then
     if serr.code ~= "timeout" or not opts.timeout then return nil, serr end
-    timed_out, duration = true, opts.timeout
+    out:timed_out()                       -- the result: killed by SIGKILL (137), timed_out
     kill_exec(c, path, tag)
   end
   local info, ierr = exec_inspect(c, eid)
   finished = true
   if not info then return nil, ierr end
-  if timed_out then out:exit(137, 9)      -- we killed it with SIGKILL
-  else out:exit(info.ExitCode) end
+  if ok then out:exit(info.ExitCode) end
   local r = out:result()
-  r.timed_out, r.duration = timed_out, duration or 0
   local rf, rerr = runtime_failure(r)
   if rerr then return rf, rerr end
   return r
+end
+
+-- Processes -------------------------------------------------------------------------------------
+-- spawn: the exec's stdin, stdout and stderr over the Engine API's attach stream (POST
+-- /exec/{id}/start hijacked, Tty false), its frames demuxed by wire.stdcopy; the exit code
+-- from GET /exec/{id}/json. The command runs under the exec wrapper, so kill and close reach
+-- its process group as an exec's timeout does. Contract: providers/README.md, "spawn".
+
+local QUEUE_MAX = 4 * 1024 * 1024        -- bytes wait takes into the queue before it stops
+
+local Process = {}
+Process.__index = Process
+
+-- Reads one chunk of the stream into the queue. Returns true, or nil, err (cancelled: the
+-- chunk stays in the stream's own queue, so nothing is lost).
+local function pull(p)
+  local data, err = p.s:read(65536)
+  if data then
+    local ok, derr = p.dec(data)
+    if not ok then p.err = derr end
+    return true
+  end
+  if err then
+    if err.code ~= "cancelled" and err.code ~= "timeout" then p.err = err end
+    return nil, err
+  end
+  local ok, ferr = p.dec:finish()          -- a frame cut short is bad_response
+  if not ok then p.err = ferr end
+  p.eof = true
+  return true
+end
+
+function Process:read()
+  while true do
+    local f = self.q[self.qi]
+    if f then
+      self.q[self.qi], self.qi = nil, self.qi + 1
+      self.qbytes = self.qbytes - #f[2]
+      return f[1], f[2]
+    end
+    if self.err then return nil, self.err end
+    if self.eof then return nil end
+    local ok, err = pull(self)
+    if not ok then return nil, err end
+  end
+end
+
+function Process:write(data)
+  if self.stdin_closed then return fail("invalid_input", "the process's stdin is closed") end
+  return self.s:write(data)
+end
+
+function Process:close_stdin()
+  if self.stdin_closed then return true end
+  self.stdin_closed = true
+  return self.s:shutdown()
+end
+
+function Process:wait()
+  if self.result then return self.result end
+  while not self.eof and not self.err and self.qbytes < QUEUE_MAX do
+    local ok, err = pull(self)
+    if not ok then return nil, err end
+  end
+  local info, ierr
+  if self.eof then
+    info, ierr = exec_inspect(self.c, self.eid)
+  else                                     -- output nobody reads: wait for the exit alone
+    info, ierr = self.c:poll(function() return exec_state(self.c, self.eid) end,
+                             { timeout = 1e9, interval = 0.05, max_interval = 1 })
+  end
+  if not info then return nil, ierr end
+  self.done = true
+  local sig = self.sent
+  if not (sig and info.ExitCode == 128 + sig) then sig = nil end
+  self.sink:exit(info.ExitCode, sig)       -- Docker tells the code; a signal we sent, we know
+  self.result = self.sink:result()
+  return self.result
+end
+
+function Process:kill(sig)
+  if self.done then return fail("not_found", "the process has exited") end
+  local exited, err = exec_state(self.c, self.eid)
+  if exited == nil then return nil, err end
+  if exited then return fail("not_found", "the process has exited") end
+  local n = math.type(sig) == "integer" and sig or exec.signal_number(tostring(sig or "TERM"))
+  if not n then return fail("invalid_input", "unknown signal %s", tostring(sig)) end
+  self.sent = n
+  kill_exec(self.c, self.path, self.tag, n)
+  return true
+end
+
+-- Never yields: the kill of what still runs is a cleanup task of its own.
+function Process:close()
+  if self.closed then return true end
+  self.closed = true
+  if not self.done then queue_kill(self.c, self.path, self.tag) end
+  self.s:close()
+  self.sink:close()
+  return true
+end
+
+---Starts argv in the container with stdin, stdout and stderr open (see Processes above).
+function M.spawn(ctx, handle, argv, opts)
+  local x, xerr = prepare(ctx, handle, argv, opts, "-")
+  if not x then return nil, xerr end
+  local eid, eerr = exec_create(x.c, x.path, x.cmd, env_list(opts.env), x.cwd, true)
+  if not eid then return nil, eerr end
+  local s, serr = x.c:upgrade("POST", "/exec/" .. eid .. "/start", {
+    json = { Detach = false, Tty = false }, errors = { [409] = "unavailable" } })
+  if not s then return nil, serr end
+  local p = setmetatable({ c = x.c, path = x.path, tag = x.tag, eid = eid, s = s,
+                           q = {}, qi = 1, qn = 0, qbytes = 0,
+                           sink = exec.sink{ max_output = 0 } }, Process)
+  p.dec = stdcopy.decoder(function(stream, data)
+    if stream == "system" then             -- as moby's StdCopy: the daemon's error
+      return nil, errors.new("io_error", "error from the daemon in the stream: " ..
+                                         x.c:scrub(data))
+    end
+    if #data > 0 then
+      p.qn = p.qn + 1
+      p.q[p.qn] = { stream == "stderr" and "stderr" or "stdout", data }
+      p.qbytes = p.qbytes + #data
+    end
+  end)
+  return p
 end
 
 -- Files -----------------------------------------------------------------------------------------

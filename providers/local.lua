@@ -7,6 +7,7 @@ local proc = require("sandlot.proc")
 local fs = require("sandlot.fs")
 local errors = require("sandlot.errors")
 local check = require("sandlot._check")
+local ids = require("sandlot.id")
 local cjson = require("cjson")
 
 local M = {
@@ -50,12 +51,7 @@ local function state_dir(ctx)
   return x .. "/sandlot/local"
 end
 
-local function new_id()
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local b = f:read(6)
-  f:close()
-  return (b:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
-end
+local function new_id() return ids.hex(6) end
 
 local ID = "^[%w][%w_%-]*$"                -- new_id makes 12 hex digits
 
@@ -374,10 +370,7 @@ function M.exec(ctx, handle, argv, opts)
     local berr = bwrap_failure(r)
     if berr then return nil, berr end
   end
-  return {
-    exit_code = r.exit_code, signal = r.signal, stdout = r.stdout, stderr = r.stderr,
-    timed_out = r.timed_out, truncated = r.truncated, duration = r.duration,
-  }
+  return r                                 -- sandlot.proc's result: the one exec shape
 end
 
 function M.read_file(ctx, handle, path)
@@ -588,10 +581,7 @@ function Process:read()
 end
 
 function Process:wait()
-  local r, werr = self.p:wait()
-  if not r then return nil, werr end
-  return { exit_code = r.exit_code, signal = r.signal, timed_out = r.timed_out,
-           duration = r.duration }
+  return self.p:wait()                     -- sandlot.proc's result: the one exec shape
 end
 
 ---Starts argv in the sandbox as exec would, with stdin, stdout and stderr as pipes. Output is

@@ -36,6 +36,10 @@ describe("docker provider #docker", function()
     if env then
       sandlot.config.set({ providers = {
         dk = { "docker", host = env.host, image = env.image, pull = false },
+        dk_bad_version = { "docker", host = env.host, image = env.image, pull = false,
+                           api_version = "1.41/../../containers" },
+        dk_140 = { "docker", host = env.host, image = env.image, pull = false,
+                   api_version = "1.40" },
       } })
     end
   end)
@@ -242,6 +246,102 @@ describe("docker provider #docker", function()
     sb:destroy()
   end)
 
+  -- spawn (the provider contract's live process) ---------------------------------------------
+
+  local function spawn(sb, argv, opts)
+    return assert(sb:spawn(argv, opts))
+  end
+
+  local function drain(p)
+    local out = {}
+    while true do
+      local stream, data = p:read(30)
+      if not stream then
+        assert.is_nil(data)
+        return table.concat(out)
+      end
+      out[#out + 1] = stream .. ":" .. data
+    end
+  end
+
+  it("spawns with stdin over the exec's attach stream, not a file uploaded first", function()
+    if not need() then return end
+    local sb <close> = create()
+    -- the check sees an uploaded stdin file: plant one where an upload went
+    assert(sb:write_file("/tmp/.sandlot-stdin-planted", "x"))
+    assert.matches(".sandlot-stdin-", assert(sb:exec({ "ls", "-a", "/tmp" })).stdout, 1, true)
+    assert(sb:rm("/tmp/.sandlot-stdin-planted"))
+    local p <close> = spawn(sb, { "sh", "-c", 'read -r l; echo "got $l"; ls -a /tmp; cat' })
+    assert(p:write("line\n"))
+    assert(p:write("more\0bytes"))
+    assert(p:close_stdin())
+    local out = drain(p)
+    assert.matches("^stdout:got line\n", out)
+    assert.is_nil(out:find(".sandlot-stdin-", 1, true))
+    assert.matches("more%zbytes$", out)
+    assert.equal(0, assert(p:wait(30)).exit_code)
+    local info = api({ path = "/exec/" .. p._inner.eid .. "/json" }).json
+    assert.is_true(info.OpenStdin)                -- AttachStdin: the daemon's pipe
+    assert.is_false(info.ProcessConfig.tty)
+    assert.equal("", leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("gives exec's stdin over the attach stream: streamed, binary, or not read at all",
+     function()
+    if not need() then return end
+    local sb <close> = create()
+    local chunks, sent = {}, {}
+    for i = 1, 64 do chunks[i] = string.rep(string.char(i % 256, 0, 255), 10000) end
+    for i = 1, #chunks do sent[i] = chunks[i] end
+    local r = assert(sb:exec({ "sh", "-c", "ls -a /tmp >&2; cat" },
+                             { stdin = function() return table.remove(chunks, 1) end }))
+    assert.equal(0, r.exit_code)
+    assert.is_true(r.stdout == table.concat(sent), "stdout differs from the stdin written")
+    assert.is_nil(r.stderr:find(".sandlot-stdin-", 1, true))
+    -- a command that never reads: the writer is dropped, the result comes
+    local big = string.rep("x", 4 * 1024 * 1024)
+    local q = assert(sb:exec({ "sh", "-c", "echo ignored" }, { stdin = big }))
+    assert.same({ 0, "ignored\n" }, { q.exit_code, q.stdout })
+    assert.equal("", leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("kill and close reach a spawned command's process group", function()
+    if not need() then return end
+    local sb <close> = create()
+    local p <close> = spawn(sb, { "sh", "-c", "sleep 401 & echo up; wait" })
+    assert.same({ "stdout", "up\n" }, { p:read(30) })
+    assert.is_truthy(running(sb, "sleep 401") ~= "")
+    assert.is_true(p:kill())                      -- TERM to the group: the child goes too
+    local r = assert(p:wait(30))
+    assert.same({ 143, 15 }, { r.exit_code, r.signal })
+    assert.is_truthy(h.eventually(function() return running(sb, "sleep 401") == "" end, 5))
+    local ok, err = p:kill()
+    assert.is_nil(ok)
+    assert.equal("not_found", err.code)
+    local q = spawn(sb, { "sh", "-c", "sleep 402 & echo up; exec sleep 403" })
+    assert.same({ "stdout", "up\n" }, { q:read(30) })
+    q:close()                                     -- no wait: SIGKILL to the group, queued
+    assert.is_truthy(h.eventually(function()
+      return running(sb, "sleep 40") == "" and leftovers(sb) == ""
+    end, 5), running(sb, "sleep 40") .. leftovers(sb))
+    sb:destroy()
+  end)
+
+  it("maps a refused attach like any API answer (api c:upgrade)", function()
+    if not need() then return end
+    local c = require("sandlot.api").client({ config = {} }, { unix_socket = env.socket,
+                                                                base_url = "http://docker" })
+    local s, err = c:upgrade("POST", "/exec/0123456789ab/start",
+                             { json = { Detach = false, Tty = false } })
+    assert.is_nil(s)
+    assert.equal("not_found", err.code)
+    assert.equal(404, err.status)
+    assert.equal("POST /exec/0123456789ab/start", err.via)
+    assert.matches("No such exec instance", err.message, 1, true)
+  end)
+
   it("refuses a handle whose container is not an id before it enters a URL path", function()
     if not need() then return end
     local sb <close> = create()
@@ -265,6 +365,16 @@ describe("docker provider #docker", function()
     assert.equal("running", assert(sandlot.from_map(saved)):status())
     other:destroy()
     sb:destroy()
+  end)
+
+  it("refuses an api_version that is not a version before it enters the URL path", function()
+    if not need() then return end
+    local sb, err = sandlot.create("dk_bad_version", {})
+    assert.is_nil(sb)
+    assert.equal("invalid_input", err.code)
+    assert.matches("api_version", err.message, 1, true)
+    local ok <close> = assert(sandlot.create("dk_140", {}))   -- a real version is taken
+    assert.equal(0, assert(ok:exec({ "true" })).exit_code)
   end)
 
   it("refuses a path whose '..' leaves the container's root, instead of clamping it",

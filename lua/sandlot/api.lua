@@ -386,6 +386,49 @@ function Client:stream(method, path, opts)
   return res
 end
 
+local known_upgrade = { json = true, query = true, body = true, headers = true, timeout = true,
+                        io_timeout = true, errors = true }
+
+---Opens a hijacked duplex stream (sandlot.http.upgrade: Docker's attach, 101 UPGRADED) with
+---the client's endpoint, headers and negotiated prefix. An answer that does not switch
+---protocols is mapped like call's (status -> code, the service's message, scrubbed).
+---@param method string
+---@param path string
+---@param opts? table {json, query, body, headers, timeout (to the response head),
+---  io_timeout (each read or write), errors = {[409] = code}}
+---@return sandlot.http.stream|nil stream
+---@return sandlot.Error? err
+function Client:upgrade(method, path, opts)
+  if type(method) ~= "string" or not method:match("^[A-Z]+$") then
+    error("api: method must be an upper-case HTTP method", 2)
+  end
+  check_path(path, 3)
+  opts = opts or {}
+  check_keys(opts, known_upgrade, "api: c:upgrade", 2)
+  local via = method .. " " .. path
+  if self._auth_err then return nil, errors.wrap(self._auth_err, { via = via }) end
+  local prefix, nerr = negotiated(self)
+  if prefix == nil then return nil, transport_error(self, nerr, via) end
+  local headers = {}
+  for k, v in pairs(self._base.headers) do headers[k] = v end
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  local s, err = http.upgrade{ base_url = self._base.base_url,
+                               unix_socket = self._base.unix_socket, path = prefix .. path,
+                               method = method, query = opts.query, json = opts.json,
+                               body = opts.body, headers = headers,
+                               timeout = opts.timeout or self._spec.timeout,
+                               connect_timeout = self._spec.connect_timeout,
+                               io_timeout = opts.io_timeout }
+  if s then return s end
+  if err.status then                       -- refused: its status and the start of its body
+    local res = { status = err.status, body = err.body or "" }
+    if res.body:find("^%s*{") then res.json = json.decode(res.body) end
+    return nil, status_error(self, res, via, opts.errors)
+  end
+  if err.code == "unavailable" then forget(self) end
+  return nil, transport_error(self, err, via)
+end
+
 ---Calls fn() until it returns a value, waiting between tries on the monotonic clock
 ---(interval doubling up to max_interval). fn returns value (done), nil/false (not yet), or
 ---nil, err (stop). Cancelling the task ends the wait with `cancelled`.

@@ -11,6 +11,10 @@ M.spawn = sched.spawn
 M.current = sched.current
 M.cancelled = sched.cancelled
 M.run = sched.run
+---Spawns fn(...) as a cleanup task: not cancelled when the script fails or is interrupted,
+---and waited for by the host before it exits (fn bounds its own work). For teardown that a
+---close cannot wait for (a kill, a destroy).
+M.cleanup = sched.cleanup
 
 ---Sleeps for `seconds` (other tasks run meanwhile).
 ---@param seconds number

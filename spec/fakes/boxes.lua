@@ -72,7 +72,7 @@ end
 local function create()
   local req, why = body({ image = true, env = true })
   if not req then return refuse(400, "invalid_argument", why) end
-  local id = require("sandlot._id").hex(8)
+  local id = require("sandlot.id").hex(8)
   sandlot.proc.run({ "mkdir", "-p", home .. "/boxes/" .. id .. "/root" })
   local m = { id = id, state = "starting", image = req.image or "plain", env = req.env or {},
               reads = 0 }

@@ -19,7 +19,7 @@ function M.start()
   local bin = os.getenv("SANDLOT_BIN")
   if not bin then return nil, "SANDLOT_BIN is not set (make test sets it)" end
   local dir = h.tmpdir()
-  local token = "bx_" .. require("sandlot._id").hex(12)
+  local token = "bx_" .. require("sandlot.id").hex(12)
   assert(sandlot.proc.run({ "mkdir", "-p", dir .. "/cgi-bin", dir .. "/boxes" }))
   local f = assert(io.open(dir .. "/token", "wb"))
   f:write(token)

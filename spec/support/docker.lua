@@ -10,7 +10,7 @@ local h = require("spec.helper")
 
 local M = {}
 
-M.IMAGE = "sandlot-test/busybox:1"
+M.IMAGE = "sandlot-test/busybox:2"      -- :2 adds flock
 
 local function ping(sock)
   local res = http.request{ unix_socket = sock, path = "/_ping", timeout = 2,
@@ -31,7 +31,35 @@ local function tail(path, n)
   return s:sub(-(n or 2000))
 end
 
--- A root file system: /bin/busybox with every applet linked to it, /tmp, /etc/passwd.
+-- The host's flock(1) with the shared libraries ldd names, at the same paths (Debian's
+-- busybox has no flock applet; the conformance suite uses it to see whether a process lives).
+local function flock_entries(entries)
+  local r = sandlot.proc.run({ "ldd", "/usr/bin/flock" })
+  local bin = read("/usr/bin/flock")
+  if not (r and r.exit_code == 0 and bin) then return end
+  local dirs = {}
+  local function add(path, data, mode)
+    local parts = {}
+    for seg in path:gmatch("[^/]+") do parts[#parts + 1] = seg end
+    for i = 1, #parts - 1 do
+      local d = table.concat(parts, "/", 1, i)
+      if not dirs[d] then
+        dirs[d] = true
+        entries[#entries + 1] = { name = d, type = "directory" }
+      end
+    end
+    entries[#entries + 1] = { name = table.concat(parts, "/"), data = data, mode = mode }
+  end
+  for lib in r.stdout:gmatch("(/%S+) %(0x") do
+    local data = read(lib)
+    if not data then return end
+    add(lib, data, 493)
+  end
+  add("/usr/bin/flock", bin, 493)
+end
+
+-- A root file system: /bin/busybox with every applet linked to it, /tmp, /etc/passwd, and
+-- flock.
 local function rootfs()
   local bb = read("/bin/busybox")
   if not bb then return nil, "/bin/busybox is missing (Debian package busybox-static)" end
@@ -49,6 +77,7 @@ local function rootfs()
                                 mode = 511 }
     end
   end
+  flock_entries(entries)
   return tar.archive(entries)
 end
 

@@ -1,7 +1,7 @@
 -- sandlot.wire.multipart: multipart/form-data bodies (RFC 7578) for file uploads, written as
 -- pieces so file data is never copied, with a random boundary checked against the data; and
 -- a parser for fakes that must read such bodies.
-local id = require("sandlot._id")
+local id = require("sandlot.id")
 local errors = require("sandlot.errors")
 
 local M = {}
