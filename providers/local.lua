@@ -109,9 +109,14 @@ local function make_skeleton(rootpath, root)
   return true
 end
 
+-- No --new-session: bwrap's init and the command stay in the process group sandlot.proc
+-- signals, so a timeout or kill reaches the command and SIGKILL the init, and with it the whole
+-- namespace; --die-with-parent alone loses a race when bwrap is killed right after the command
+-- starts. There is no terminal to protect (the TIOCSTI escape --new-session guards against):
+-- sandlot.proc starts bwrap in a session of its own, with pipes for stdin, stdout and stderr.
 local function bwrap_argv(ctx, rootpath, meta, cwd)
   local a = { ctx.config.bwrap or "bwrap", "--unshare-all", "--die-with-parent",
-              "--new-session", "--cap-drop", "ALL", "--hostname", "sandlot" }
+              "--cap-drop", "ALL", "--hostname", "sandlot" }
   local function add(...)
     for _, v in ipairs({ ... }) do a[#a + 1] = v end
   end
@@ -300,24 +305,9 @@ function M.create(ctx, opts)
   return { id = id }
 end
 
-local function bwrap_failure(r)
-  if r.exit_code ~= 1 or not r.stderr:match("^bwrap: ") then return nil end
-  local line = trim(r.stderr:match("^[^\n]*"))
-  if line:match("^bwrap: execvp ") then
-    if line:find("No such file", 1, true) then return errors.new("not_found", line) end
-    if line:find("Permission denied", 1, true) then
-      return errors.new("permission_denied", line)
-    end
-  end
-  if line:match("^bwrap: Can't chdir") then return errors.new("not_found", line) end
-  return errors.new("unavailable", line, { retryable = false })
-end
-
-local prlimit_ok        -- nil: not probed yet
-
----Runs argv in the sandbox with a clean environment (PATH, HOME, LANG) plus the sandbox's env
----and opts.env.
-function M.exec(ctx, handle, argv, opts)
+-- What exec and spawn run: {argv (inside bwrap for namespaces, under prlimit for memory_mb),
+-- cwd, env, timeout = the lifetime left, inside}, or nil, err (stopped, bad cwd).
+local function command_line(ctx, handle, argv, opts)
   local s, oerr = open(ctx, handle)
   if not s then return nil, oerr end
   local root <close> = s.root
@@ -334,8 +324,7 @@ function M.exec(ctx, handle, argv, opts)
     return err("invalid_input", "local: cwd %s is not a directory", opts.cwd or meta.cwd)
   end
   local inside = meta.isolation == "namespaces"
-  local env = { PATH = STD_PATH, LANG = "C.UTF-8",
-                HOME = inside and "/" or s.rootpath }
+  local env = { PATH = STD_PATH, LANG = "C.UTF-8", HOME = inside and "/" or s.rootpath }
   check.apply_env(check.apply_env(env, meta.env), opts.env)   -- false removes a name
   local full, cwd = argv, nil
   if inside then
@@ -356,17 +345,38 @@ function M.exec(ctx, handle, argv, opts)
       ctx.warn("memory_mb is not enforced: prlimit (util-linux) is not installed")
     end
   end
-  local timeout = opts.timeout
-  if meta.expires_at then
-    local left = math.max(meta.expires_at - os.time(), 0.001)
-    timeout = timeout and math.min(timeout, left) or left
+  local lifetime = meta.expires_at and math.max(meta.expires_at - os.time(), 0.001) or nil
+  return { argv = full, cwd = cwd, env = env, timeout = lifetime, inside = inside }
+end
+
+local function bwrap_failure(r)
+  if r.exit_code ~= 1 or not r.stderr:match("^bwrap: ") then return nil end
+  local line = trim(r.stderr:match("^[^\n]*"))
+  if line:match("^bwrap: execvp ") then
+    if line:find("No such file", 1, true) then return errors.new("not_found", line) end
+    if line:find("Permission denied", 1, true) then
+      return errors.new("permission_denied", line)
+    end
   end
-  local r, rerr = proc.run(full, {
-    cwd = cwd, clear_env = true, env = env, stdin = opts.stdin, timeout = timeout,
+  if line:match("^bwrap: Can't chdir") then return errors.new("not_found", line) end
+  return errors.new("unavailable", line, { retryable = false })
+end
+
+local prlimit_ok        -- nil: not probed yet
+
+---Runs argv in the sandbox with a clean environment (PATH, HOME, LANG) plus the sandbox's env
+---and opts.env.
+function M.exec(ctx, handle, argv, opts)
+  local line, lerr = command_line(ctx, handle, argv, opts)
+  if not line then return nil, lerr end
+  local timeout = opts.timeout
+  if line.timeout then timeout = timeout and math.min(timeout, line.timeout) or line.timeout end
+  local r, rerr = proc.run(line.argv, {
+    cwd = line.cwd, clear_env = true, env = line.env, stdin = opts.stdin, timeout = timeout,
     max_output = opts.max_output, on_stdout = opts.on_stdout, on_stderr = opts.on_stderr,
   })
   if not r then return nil, rerr end
-  if inside then
+  if line.inside then
     local berr = bwrap_failure(r)
     if berr then return nil, berr end
   end
@@ -514,56 +524,6 @@ end
 
 -- Processes and listing ----------------------------------------------------------------------
 -- spawn prepares the command line as exec does (TODO(lead): exec could share this prelude).
-
-local function command_line(ctx, handle, argv, opts)
-  local s, oerr = open(ctx, handle)
-  if not s then return nil, oerr end
-  local root <close> = s.root
-  local meta = s.meta
-  if meta.state == "stopped" then
-    return nil, errors.new("unavailable", ("local sandbox %s is stopped; start it first")
-                                           :format(handle.id), { retryable = false })
-  end
-  local canon, cerr = root:resolve(opts.cwd or meta.cwd or "/")
-  if not canon then return nil, cerr end
-  local st = root:stat(canon)
-  if not st then return err("not_found", "local: cwd %s does not exist", opts.cwd or meta.cwd) end
-  if st.type ~= "directory" then
-    return err("invalid_input", "local: cwd %s is not a directory", opts.cwd or meta.cwd)
-  end
-  local inside = meta.isolation == "namespaces"
-  local env = { PATH = STD_PATH, LANG = "C.UTF-8", HOME = inside and "/" or s.rootpath }
-  check.apply_env(check.apply_env(env, meta.env), opts.env)   -- false removes a name
-  local full, cwd = argv, nil
-  if inside then
-    -- Without --new-session bwrap's init and the command stay in the process group sandlot.proc
-    -- signals, so kill reaches the command and close (SIGKILL) the init, and with it the whole
-    -- namespace: --die-with-parent alone loses a race when bwrap is killed right after the
-    -- command starts. There is no terminal to protect: sandlot.proc starts bwrap in a session
-    -- of its own, with pipes for stdin, stdout and stderr.
-    full = {}
-    for _, a in ipairs(bwrap_argv(ctx, s.rootpath, meta, "/" .. canon)) do
-      if a ~= "--new-session" then full[#full + 1] = a end
-    end
-    for i = 1, #argv do full[#full + 1] = argv[i] end
-  else
-    cwd = canon == "" and s.rootpath or (s.rootpath .. "/" .. canon)
-  end
-  if meta.memory_mb then
-    if prlimit_ok == nil then
-      prlimit_ok = (proc.run({ "prlimit", "--version" }, { timeout = 10 }) or {}).exit_code == 0
-    end
-    if prlimit_ok then
-      local pre = { "prlimit", ("--as=%d"):format(meta.memory_mb * 1048576), "--" }
-      for i = 1, #full do pre[#pre + 1] = full[i] end
-      full = pre
-    else
-      ctx.warn("memory_mb is not enforced: prlimit (util-linux) is not installed")
-    end
-  end
-  local lifetime = meta.expires_at and math.max(meta.expires_at - os.time(), 0.001) or nil
-  return { argv = full, cwd = cwd, env = env, timeout = lifetime }
-end
 
 -- a sandlot.proc handle seen through the provider process contract (providers/README.md)
 local Process = {}
