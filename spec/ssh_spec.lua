@@ -45,9 +45,11 @@ describe("sandlot.shell", function()
     assert.equal("export A=1\n", shell.exports({ A = 1 }, "\n"))
     assert.equal("", shell.exports(nil))
     assert.has_error(function() shell.exports({ ["A-B"] = "x" }) end,
-                     "env: invalid variable name A-B")
+                     "shell.exports: env: invalid variable name A-B (letters, digits and _, " ..
+                     "not starting with a digit)")
     assert.has_error(function() shell.exports({ A = {} }) end,
-                     "env.A must be a string, number or false")
+                     "shell.exports: env.A must be a string, a number or false (remove it), " ..
+                     "got table")
   end)
 
   it("builds the line: marker, prelude, exports, cd, exec of the quoted argv", function()
@@ -311,7 +313,8 @@ describe("sandlot.ssh #ssh", function()
       r = assert(c:exec('printf "%s|%s" "${HOME-unset}" "$K"', { env = { HOME = false, K = 1 } }))
       assert.equal("unset|1", r.stdout)
       assert.has_error(function() c:exec("true", { env = { X = true } }) end,
-                       "env.X must be a string, number or false")
+                       "ssh exec: env.X must be a string, a number or false (remove it), " ..
+                       "got boolean")
     end)
 
     it("streams output to callbacks", function()
