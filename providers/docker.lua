@@ -11,18 +11,25 @@
 -- own (the exec's, or a setsid session), so a timeout or a cancellation can kill the command
 -- and its children; stdin is uploaded to a file first (the API's stdin needs a hijacked
 -- bidirectional socket).
--- Files move as tar archives (lua/sandlot/_tar.lua); ls, mkdir and rm use sandlot's exec
--- fallbacks. API reference: ../shared/provider-apis/docker.md (Engine API v1.41).
+-- Files move as tar archives (sandlot.wire.tar); ls, mkdir and rm use sandlot's exec
+-- fallbacks. The Engine API goes through sandlot.api (errors, version negotiation, polling),
+-- the exec stream through sandlot.wire.stdcopy: this file maps Docker's nouns to sandlot's.
+-- API reference: ../shared/provider-apis/docker.md (Engine API v1.41).
 --
--- gc rule (`sandlot gc --provider docker`, or M._gc): a container labelled sandlot=1 is
+-- list(ctx, {labels}) returns the sandboxes as handles. gc rule (`sandlot gc --provider
+-- docker`, or M.gc): a container labelled sandlot=1 is
 -- removed when it is not running and not paused (exited, dead, created), or when its
 -- sandlot.expires label (creation + lifetime `timeout`) has passed, or, with --older-than N,
 -- when it was created more than N seconds ago; --all removes every sandlot container.
 -- A container labelled sandlot.keep=1 (create with labels = {["sandlot.keep"] = "1"}) is
 -- never removed. Paused sandboxes are stopped ones the user may still start: they are kept.
-local http = require("sandlot.http")
+local api = require("sandlot.api")
 local errors = require("sandlot.errors")
-local tar = require("sandlot._tar")
+local json = require("sandlot.wire.json")
+local ndjson = require("sandlot.wire.ndjson")
+local stdcopy = require("sandlot.wire.stdcopy")
+local tar = require("sandlot.wire.tar")
+local id = require("sandlot._id")
 local task = require("sandlot.task")
 
 local M = {
@@ -40,8 +47,6 @@ local DEFAULT_IMAGE = "alpine:3"
 local WORKDIR = "/sandbox"
 local FOREVER = "2147483647"                  -- seconds: the init command's sleep
 
-local conns = {}                          -- DOCKER_HOST -> {base, prefix}: version negotiated
-
 local function fail(code, fmt, ...)
   return nil, errors.new(code, fmt:format(...))
 end
@@ -56,79 +61,81 @@ local function host_of(ctx)
          or "unix:///var/run/docker.sock"
 end
 
--- Finds the daemon and agrees on an API version (once per host and process).
-local function conn(ctx)
+local function want_version(ctx)
+  return (ctx.config and ctx.config.api_version) or API_VERSION
+end
+
+local specs = {}          -- DOCKER_HOST -> api spec (sandlot.api caches the version with it)
+
+-- GET /version once per host and wanted version: the lower of the two is used.
+local function negotiate(where)
+  return function(c)
+    local v, err = c:call("GET", "/version", { timeout = 10, retry = 2 })
+    if not v then
+      return nil, errors.new(err.code, ("cannot reach the Docker daemon at %s: %s")
+                                          :format(where, err.message), { cause = err })
+    end
+    if type(v) ~= "table" then return fail("bad_response", "GET /version: not a JSON object") end
+    local want = want_version(c.ctx)
+    local server = v.ApiVersion
+    if version_num(server) and version_num(server) < version_num(want) then want = server end
+    return "/v" .. want
+  end
+end
+
+-- The Engine API client for ctx's daemon.
+local function client(ctx)
   local where = host_of(ctx)
-  local c = conns[where]
-  if c then return c end
-  local base
-  local sock = where:match("^unix://(.+)$") or (where:sub(1, 1) == "/" and where)
-  if sock then
-    base = { unix_socket = sock, base_url = "http://docker" }
-  elseif where:match("^tcp://") then
-    base = { base_url = "http://" .. where:sub(7) }
-  else
-    return fail("invalid_input", "DOCKER_HOST %s: only unix:// and tcp:// are supported", where)
+  local spec = specs[where]
+  if not spec then
+    local sock = where:match("^unix://(.+)$") or (where:sub(1, 1) == "/" and where)
+    if sock then
+      spec = { unix_socket = sock, base_url = "http://docker" }
+    elseif where:match("^tcp://") then
+      spec = { base_url = "http://" .. where:sub(7) }
+    else
+      return fail("invalid_input", "DOCKER_HOST %s: only unix:// and tcp:// are supported", where)
+    end
+    spec.name, spec.timeout = "docker", 60
+    spec.negotiate, spec.negotiate_key = negotiate(where), want_version
+    specs[where] = spec
   end
-  local res, err = http.request(base, { path = "/version", timeout = 10, retry = 2,
-                                        op = "docker.version" })
-  if not res then
-    return nil, errors.new(err.code, ("cannot reach the Docker daemon at %s: %s")
-                                       :format(where, err.message), { cause = err })
-  end
-  if res.status ~= 200 or type(res.json) ~= "table" then
-    return nil, http.status_error(res, { op = "version" })
-  end
-  local want = (ctx.config and ctx.config.api_version) or API_VERSION
-  local server = res.json.ApiVersion
-  local v = want
-  if version_num(server) and version_num(server) < version_num(want) then v = server end
-  c = { base = base, prefix = "/v" .. v, version = v, where = where }
-  conns[where] = c
-  return c
+  return api.client(ctx, spec)
 end
 
--- One API call: returns res (any status) or nil, err for transport failures.
-local function api(ctx, opts)
-  local c, err = conn(ctx)
-  if not c then return nil, err end
-  local o = { timeout = 60 }
-  for k, v in pairs(opts) do o[k] = v end
-  o.path = c.prefix .. opts.path
-  local res, rerr = http.request(c.base, o)
-  if not res and rerr.code == "unavailable" then
-    conns[c.where] = nil                  -- the daemon may come back as another version
+-- The handle's container id, checked before it enters a URL path: a handle edited before
+-- from_map must not address other Engine endpoints.
+local function container(handle)
+  local c = type(handle) == "table" and handle.container
+  if type(c) ~= "string" or #c < 12 or #c > 64 or not c:match("^[0-9a-f]+$") then
+    return fail("invalid_input", "the handle's container is not a Docker container id")
   end
-  return res, rerr
+  return "/containers/" .. c
 end
 
-local function docker_error(res, what, codes)
-  local code = codes and codes[res.status]
-  local err = http.status_error(res)
-  if code then err.code = code end
-  err.message = what .. ": " .. err.message
-  return nil, err
-end
-
-local function gone(handle)
-  return fail("not_found", "container %s is gone", tostring(handle.container):sub(1, 12))
-end
-
--- Paths: relative to the sandbox's working directory, normalized lexically.
+-- Paths: relative to the sandbox's working directory, normalized lexically; a `..` above the
+-- container's root is refused, not clamped.
 local function resolve(handle, path)
   if path:sub(1, 1) ~= "/" then path = (handle.workdir or WORKDIR) .. "/" .. path end
   local parts = {}
   for seg in path:gmatch("[^/]+") do
-    if seg == ".." then parts[#parts] = nil
+    if seg == ".." then
+      if #parts == 0 then return fail("invalid_input", "path %q leaves the sandbox", path) end
+      parts[#parts] = nil
     elseif seg ~= "." then parts[#parts + 1] = seg end
   end
   return "/" .. table.concat(parts, "/")
 end
 
-local function random_id()
-  local t = {}
-  for i = 1, 12 do t[i] = ("%x"):format(math.random(0, 15)) end
-  return "sandlot-" .. table.concat(t)
+-- ["K=V"...] for Docker's Env; a false value is "K" alone, which the daemon reads as "remove
+-- K" (moby's ReplaceOrAppendEnvValues), for the container and for an exec alike.
+local function env_list(env)
+  local list = {}
+  for k, v in pairs(env or {}) do
+    list[#list + 1] = v == false and k or k .. "=" .. tostring(v)
+  end
+  table.sort(list)
+  return #list > 0 and list or nil
 end
 
 -- Image ---------------------------------------------------------------------------------------
@@ -139,34 +146,29 @@ local function split_image(image)
   return image, "latest"
 end
 
+-- POST /images/create streams progress as NDJSON; a failure arrives as {"error": ...} in a
+-- 200 stream.
 local function pull(ctx, image)
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
   local name, tag = split_image(image)
   local failure
-  local buf = ""
-  local res, err = api(ctx, { method = "POST", path = "/images/create",
-                              query = { fromImage = name, tag = tag }, timeout = 1800,
-                              retry = false,
-                              on_chunk = function(chunk)
-                                buf = buf .. chunk
-                                for line in buf:gmatch("[^\n]+\n") do
-                                  local j = http.decode_json(line)
-                                  if type(j) == "table" and j.error then failure = j.error end
-                                end
-                                buf = buf:match("[^\n]*$")
-                              end })
-  if not res then return nil, err end
-  if res.status ~= 200 then return docker_error(res, "pull " .. image, { [404] = "not_found" }) end
-  if failure then return fail("not_found", "pull %s: %s", image, tostring(failure)) end
+  local ok, err = c:stream("POST", "/images/create", {
+    query = { fromImage = name, tag = tag }, timeout = 1800, retry = false,
+    on_frame = ndjson.decoder(function(j)
+      if type(j) == "table" and j.error then failure = j.error end
+    end) })
+  if not ok then return nil, err end
+  if failure then
+    return fail("not_found", "pull %s: %s", image, c:scrub(tostring(failure)))
+  end
   return true
 end
 
 -- Create ----------------------------------------------------------------------------------------
 
-local function container_body(ctx, opts, id, workdir)
-  local env = {}
-  for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. tostring(v) end
-  table.sort(env)
-  local labels = { sandlot = "1", ["sandlot.id"] = id }
+local function container_body(ctx, opts, sid, workdir)
+  local labels = { sandlot = "1", ["sandlot.id"] = sid, ["sandlot.workdir"] = workdir }
   for k, v in pairs(opts.labels or {}) do labels[tostring(k)] = tostring(v) end
   if opts.purpose then labels["sandlot.purpose"] = opts.purpose end
   local sleep = FOREVER
@@ -195,15 +197,15 @@ local function container_body(ctx, opts, id, workdir)
   end
   host.PortBindings = bindings
   if opts.mounts then
-    host.Binds = {}
+    host.Binds = json.array()
     for _, m in ipairs(opts.mounts) do
       host.Binds[#host.Binds + 1] = m.source .. ":" .. m.target .. (m.readonly and ":ro" or "")
     end
   end
   local cmd = opts.command or { "sleep", sleep }
   return {
-    Image = opts.image, Entrypoint = { cmd[1] }, Cmd = { table.unpack(cmd, 2) },
-    Env = #env > 0 and env or nil, WorkingDir = workdir, Labels = labels, User = opts.user,
+    Image = opts.image, Entrypoint = { cmd[1] }, Cmd = json.array({ table.unpack(cmd, 2) }),
+    Env = env_list(opts.env), WorkingDir = workdir, Labels = labels, User = opts.user,
     Tty = false, OpenStdin = false, ExposedPorts = exposed, HostConfig = host,
     StopTimeout = 1,
   }
@@ -211,46 +213,49 @@ end
 
 ---Creates a container and starts it.
 function M.create(ctx, opts)
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
   local cfg = ctx.config or {}
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.image = o.image or cfg.image or DEFAULT_IMAGE
-  local id = random_id()
-  local workdir = o.cwd and resolve({ workdir = cfg.workdir or WORKDIR }, o.cwd)
-                  or cfg.workdir or WORKDIR
-  local body, berr = container_body(ctx, o, id, workdir)
+  local sid = "sandlot-" .. id.hex(6)
+  local workdir = cfg.workdir or WORKDIR
+  if o.cwd then
+    local w, werr = resolve({ workdir = workdir }, o.cwd)
+    if not w then return nil, werr end
+    workdir = w
+  end
+  local body, berr = container_body(ctx, o, sid, workdir)
   if not body then return nil, berr end
   local may_pull = o.pull
   if may_pull == nil then may_pull = cfg.pull end
   if may_pull == nil then may_pull = true end
-  local res, err
+  local made, err
   for attempt = 1, 2 do
-    res, err = api(ctx, { method = "POST", path = "/containers/create",
-                          query = { name = o.name or id }, json = body })
-    if not res then return nil, err end
-    if res.status ~= 404 or attempt == 2 then break end
+    made, err = c:call("POST", "/containers/create", { query = { name = o.name or sid },
+                                                       json = body, want = { 201 } })
+    if made or err.status ~= 404 or attempt == 2 then break end
     if not may_pull then
       return fail("not_found", "image %s is not present and pulling is off (pull = false)",
                   o.image)
     end
     local ok, perr = pull(ctx, o.image)
     if not ok then
-      return nil, errors.new(perr.code, ("image %s is not present and cannot be " ..
-                                         "pulled: %s"):format(o.image, perr.message),
-                             { cause = perr })
+      return nil, errors.new(perr.code, ("image %s is not present and cannot be pulled: %s")
+                                          :format(o.image, perr.message), { cause = perr })
     end
   end
-  if res.status ~= 201 then
-    return docker_error(res, "create", { [409] = "already_exists", [400] = "invalid_input" })
+  if not made then return nil, err end
+  local handle = { id = sid, container = made.Id, workdir = workdir, image = o.image }
+  local path, perr = container(handle)
+  if not path then return nil, perr end
+  local ok, serr = c:call("POST", path .. "/start", { want = { 204, 304 } })
+  if not ok then
+    c:call("DELETE", path, { query = { force = "true", v = "true" } })
+    return nil, serr
   end
-  local cid = res.json.Id
-  local sres, serr = api(ctx, { method = "POST", path = "/containers/" .. cid .. "/start" })
-  if not sres or (sres.status ~= 204 and sres.status ~= 304) then
-    api(ctx, { method = "DELETE", path = "/containers/" .. cid, query = { force = 1, v = 1 } })
-    if not sres then return nil, serr end
-    return docker_error(sres, "start")
-  end
-  return { id = id, container = cid, workdir = workdir, image = o.image }
+  return handle
 end
 
 -- Exec ------------------------------------------------------------------------------------------
@@ -291,105 +296,104 @@ rm -f "/tmp/.sandlot-stdin-$1"; exit 0]]
 local PIDFILE = "/tmp/.sandlot-exec-"      -- .. tag; KILL and the wrapper's first line agree
 M._scripts = { wrap = WRAP, kill = KILL }  -- for the specs: the fallback path (no runc)
 
--- Output kept within a cap: the head and the tail, like sandlot.proc.
-local function capture(cap)
-  local c = { head = {}, hlen = 0, tail = {}, tlen = 0, total = 0 }
+-- The exec's output and result, shaped like sandlot.exec.sink (replacing this function with
+-- it is the one edit when it lands): each stream keeps its head and tail within max_output,
+-- on_stdout/on_stderr see every chunk.
+local function sink(opts)
+  local cap = opts.max_output or 16 * 1024 * 1024
   local half = cap // 2
-  function c.add(s)
-    c.total = c.total + #s
-    if c.total <= cap then
-      c.head[#c.head + 1] = s
-      c.hlen = c.hlen + #s
-      return
+  local function capture()
+    local c = { head = {}, hlen = 0, tail = {}, tlen = 0, total = 0 }
+    function c.add(s)
+      c.total = c.total + #s
+      if c.total <= cap then
+        c.head[#c.head + 1] = s
+        c.hlen = c.hlen + #s
+        return
+      end
+      if c.hlen < half then               -- first overflow: keep exactly half as the head
+        local all = table.concat(c.head) .. s
+        c.head, c.hlen = { all:sub(1, half) }, half
+        s = all:sub(half + 1)
+      end
+      c.tail[#c.tail + 1] = s
+      c.tlen = c.tlen + #s
+      if c.tlen > 4 * (cap - half) + 65536 then
+        local t = table.concat(c.tail)
+        c.tail = { t:sub(-(cap - half)) }
+        c.tlen = #c.tail[1]
+      end
     end
-    if c.hlen < half then                 -- first overflow: keep exactly half as the head
-      local all = table.concat(c.head) .. s
-      c.head, c.hlen = { all:sub(1, half) }, half
-      s = all:sub(half + 1)
-    end
-    c.tail[#c.tail + 1] = s
-    c.tlen = c.tlen + #s
-    if c.tlen > 4 * (cap - half) + 65536 then
+    function c.text()
+      if c.total <= cap then return table.concat(c.head), false end
       local t = table.concat(c.tail)
-      c.tail = { t:sub(-(cap - half)) }
-      c.tlen = #c.tail[1]
+      return table.concat(c.head) .. t:sub(-(cap - c.hlen)), true
+    end
+    return c
+  end
+  local out, err = capture(), capture()
+  local s = {}
+  function s.add(_, stream, data)
+    if stream == "stderr" then
+      err.add(data)
+      if opts.on_stderr then opts.on_stderr(data) end
+    else
+      out.add(data)
+      if opts.on_stdout then opts.on_stdout(data) end
     end
   end
-  function c.result()
-    if c.total <= cap then return table.concat(c.head), false end
-    local t = table.concat(c.tail)
-    return table.concat(c.head) .. t:sub(-(cap - c.hlen)), true
+  function s.exit(_, code, signal) s.code, s.signal = code, signal end
+  function s.result()
+    local stdout, t1 = out.text()
+    local stderr, t2 = err.text()
+    return { exit_code = s.code, signal = s.signal, stdout = stdout, stderr = stderr,
+             truncated = t1 or t2 }
   end
-  return c
-end
-
-local function demux(on_frame)
-  local buf = ""
-  return function(chunk)
-    buf = buf .. chunk
-    local pos, n = 1, #buf
-    while n - pos + 1 >= 8 do
-      local stream = buf:byte(pos)
-      local size = string.unpack(">I4", buf, pos + 4)
-      if n - pos + 1 - 8 < size then break end
-      on_frame(stream, buf:sub(pos + 8, pos + 7 + size))
-      pos = pos + 8 + size
-    end
-    buf = pos > n and "" or buf:sub(pos)
-  end
+  return s
 end
 
 local function put_files(ctx, handle, entries)
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
+  local path, perr = container(handle)
+  if not path then return nil, perr end
   local pieces, size = tar.archive(entries)
-  local i = 0
-  local res, err = api(ctx, { method = "PUT", path = "/containers/" .. handle.container ..
-                              "/archive", query = { path = "/", noOverwriteDirNonDir = "true" },
-                              headers = { ["Content-Type"] = "application/x-tar" },
-                              body_size = size, timeout = 60 + size / 1e6,
-                              body = function() i = i + 1; return pieces[i] end })
-  if not res then return nil, err end
-  if res.status == 200 then return true end
-  local msg = (res.json and res.json.message) or ""
-  if res.status == 404 and msg:find("No such container") then return gone(handle) end
-  if msg:find("overwrite") or msg:find("not a directory") then
-    return docker_error(res, "write", { [400] = "invalid_input", [500] = "invalid_input" })
+  local function refused(_, msg)
+    if msg:find("overwrite") or msg:find("not a directory") then return "invalid_input" end
   end
-  return docker_error(res, "write", { [403] = "permission_denied" })
+  local ok, err = c:call("PUT", path .. "/archive", {
+    query = { path = "/", noOverwriteDirNonDir = "true" },
+    headers = { ["Content-Type"] = "application/x-tar" }, body_size = size,
+    timeout = 60 + size / 1e6, body = pieces,
+    want = { 200 }, errors = { [400] = refused, [500] = refused, [403] = "permission_denied" } })
+  if not ok then return nil, err end
+  return true
 end
 
-local function exec_inspect(ctx, eid)
-  local delay = 0.001
-  for _ = 1, 200 do
-    local res, err = api(ctx, { path = "/exec/" .. eid .. "/json", timeout = 10 })
-    if not res then return nil, err end
-    if res.status ~= 200 then return docker_error(res, "exec inspect") end
-    if not res.json.Running and res.json.ExitCode ~= http.null then return res.json end
-    task.sleep(delay)
-    delay = math.min(delay * 2, 0.05)
-  end
-  return fail("timeout", "exec still running after its output ended")
+local function exec_inspect(c, eid)
+  return c:poll(function()
+    local info, err = c:call("GET", "/exec/" .. eid .. "/json", { timeout = 10, want = { 200 } })
+    if not info then return nil, err end
+    if not info.Running and info.ExitCode ~= json.null then return info end
+    return false
+  end, { timeout = 10, interval = 0.001, max_interval = 0.05,
+         what = "the exec still runs after its output ended" })
 end
 
-local function exec_create(ctx, handle, cmd, env, cwd)
-  local res, err = api(ctx, { method = "POST",
-                              path = "/containers/" .. handle.container .. "/exec",
-                              json = { AttachStdin = false, AttachStdout = true,
-                                       AttachStderr = true, Tty = false, Cmd = cmd,
-                                       Env = env, WorkingDir = cwd } })
-  if not res then return nil, err end
-  if res.status == 404 then return gone(handle) end
-  if res.status == 409 then
-    return docker_error(res, "exec", { [409] = "unavailable" })
-  end
-  if res.status ~= 201 then return docker_error(res, "exec create") end
-  return res.json.Id
+local function exec_create(c, path, cmd, env, cwd)
+  local made, err = c:call("POST", path .. "/exec", {
+    json = { AttachStdin = false, AttachStdout = true, AttachStderr = true, Tty = false,
+             Cmd = cmd, Env = env, WorkingDir = cwd },
+    want = { 201 }, errors = { [409] = "unavailable" } })  -- 409: paused or not running
+  if not made then return nil, err end
+  return made.Id
 end
 
-local function kill_exec(ctx, handle, tag)
-  local eid = exec_create(ctx, handle, { "/bin/sh", "-c", KILL, "sandlot", tag })
+local function kill_exec(c, path, tag)
+  local eid = exec_create(c, path, { "/bin/sh", "-c", KILL, "sandlot", tag })
   if not eid then return end
-  api(ctx, { method = "POST", path = "/exec/" .. eid .. "/start",
-             json = { Detach = true, Tty = false }, timeout = 10 })
+  c:call("POST", "/exec/" .. eid .. "/start", { json = { Detach = true, Tty = false },
+                                                timeout = 10 })
 end
 
 -- OCI runtime failures arrive as text in the stream with exit code 126/127.
@@ -406,13 +410,17 @@ end
 
 ---Runs argv in the container.
 function M.exec(ctx, handle, argv, opts)
-  local env
-  for k, v in pairs(opts.env or {}) do
-    env = env or {}
-    env[#env + 1] = k .. "=" .. tostring(v)
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
+  local path, perr = container(handle)
+  if not path then return nil, perr end
+  local cwd
+  if opts.cwd then
+    local w, werr = resolve(handle, opts.cwd)
+    if not w then return nil, werr end
+    cwd = w
   end
-  local cwd = opts.cwd and resolve(handle, opts.cwd) or nil
-  local tag = random_id():sub(9)
+  local tag = id.hex(6)
   local pidfile = PIDFILE .. tag
   local stdin_path = "/dev/null"
   local stdin = opts.stdin
@@ -431,56 +439,44 @@ function M.exec(ctx, handle, argv, opts)
                 stdin_path }
   for i = 1, #argv do cmd[#cmd + 1] = argv[i] end
   if cwd then                               -- the runtime's own error would be "OCI ... chdir"
-    local res = api(ctx, { method = "HEAD", path = "/containers/" .. handle.container ..
-                           "/archive", query = { path = cwd } })
-    if res and res.status == 404 then
-      return fail("not_found", "cwd %s does not exist in the sandbox", cwd)
+    local ok, err = c:call("HEAD", path .. "/archive", { query = { path = cwd } })
+    if not ok and err.code == "not_found" then
+      return nil, errors.new("not_found", ("cwd %s does not exist in the sandbox"):format(cwd),
+                             { cause = err })
     end
   end
-  local eid, cerr = exec_create(ctx, handle, cmd, env, cwd)
-  if not eid then return nil, cerr end
-  local cap = opts.max_output or 16 * 1024 * 1024
-  local out, err_ = capture(cap), capture(cap)
-  local on_out, on_err = opts.on_stdout, opts.on_stderr
+  local eid, xerr = exec_create(c, path, cmd, env_list(opts.env), cwd)
+  if not eid then return nil, xerr end
+  local out = sink(opts)
   local finished = false
   local guard <close> = setmetatable({}, { __close = function()
     if not finished then                  -- cancelled: kill what runs, from a task of its own
-      task.spawn(kill_exec, ctx, handle, tag)
+      task.spawn(kill_exec, c, path, tag)
     end
   end })
-  local res, serr = api(ctx, { method = "POST", path = "/exec/" .. eid .. "/start",
+  local res, serr = c:stream("POST", "/exec/" .. eid .. "/start", {
     json = { Detach = false, Tty = false }, retry = false, fresh_connect = true,
-    timeout = opts.timeout or false, max_body = 1024 * 1024,
-    on_chunk = demux(function(stream, data)
-      if stream == 2 then
-        err_.add(data)
-        if on_err then on_err(data) end
-      else
-        out.add(data)
-        if on_out then on_out(data) end
+    timeout = opts.timeout or false, max_body = 1024 * 1024, errors = { [409] = "unavailable" },
+    on_frame = stdcopy.decoder(function(stream, data)
+      if stream == "system" then                    -- as moby's StdCopy: the daemon's error
+        return nil, errors.new("io_error", "error from the daemon in the stream: " ..
+                                           c:scrub(data))
       end
+      out:add(stream == "stderr" and "stderr" or "stdout", data)   -- stdin frames: stdout
     end) })
   local timed_out, duration = false, res and res.duration
   if not res then
     if serr.code ~= "timeout" or not opts.timeout then return nil, serr end
     timed_out, duration = true, opts.timeout
-    kill_exec(ctx, handle, tag)
-  elseif res.status == 404 then
-    return gone(handle)
-  elseif res.status ~= 200 and res.status ~= 101 then
-    return docker_error(res, "exec start", { [409] = "unavailable" })
+    kill_exec(c, path, tag)
   end
-  local info, ierr = exec_inspect(ctx, eid)
+  local info, ierr = exec_inspect(c, eid)
   finished = true
   if not info then return nil, ierr end
-  local stdout, t1 = out.result()
-  local stderr, t2 = err_.result()
-  local r = {
-    exit_code = info.ExitCode, stdout = stdout, stderr = stderr, timed_out = timed_out,
-    truncated = t1 or t2, duration = duration or 0,
-  }
-  if timed_out then r.exit_code = 137 end     -- killed with SIGKILL, as sandlot.proc says
-  if r.exit_code > 128 and r.exit_code < 160 then r.signal = r.exit_code - 128 end
+  if timed_out then out:exit(137, 9)      -- we killed it with SIGKILL
+  else out:exit(info.ExitCode) end
+  local r = out:result()
+  r.timed_out, r.duration = timed_out, duration or 0
   local rf, rerr = runtime_failure(r)
   if rerr then return rf, rerr end
   return r
@@ -490,25 +486,27 @@ end
 
 ---Reads a file through GET /containers/{id}/archive (a tar holding the file).
 function M.read_file(ctx, handle, path)
-  local abs = resolve(handle, path)
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
+  local base, perr = container(handle)
+  if not base then return nil, perr end
+  local abs, aerr = resolve(handle, path)
+  if not abs then return nil, aerr end
   for _ = 1, 8 do                           -- follows symlinks a few levels
-    local res, err = api(ctx, { path = "/containers/" .. handle.container .. "/archive",
-                                query = { path = abs }, max_body = 8 * 1024 ^ 3 // 1,
-                                timeout = 3600 })
-    if not res then return nil, err end
-    if res.status == 404 then
-      local msg = (res.json and res.json.message) or ""
-      if msg:find("No such container") then return gone(handle) end
-      return fail("not_found", "%s: no such file", path)
-    end
-    if res.status ~= 200 then return docker_error(res, "read " .. path) end
-    local ok, it = pcall(tar.entries, res.body)
-    local e = ok and it() or nil
+    local body, err = c:call("GET", base .. "/archive", { query = { path = abs },
+                             max_body = 8 * 1024 ^ 3 // 1, timeout = 3600, want = { 200 },
+                             decode = false })
+    if not body then return nil, err end
+    local entries, terr = tar.list(body)
+    if not entries then return nil, terr end
+    local e = entries[1]
     if not e then return fail("bad_response", "read %s: the daemon sent no file", path) end
     if e.type == "directory" then return fail("invalid_input", "%s is a directory", path) end
     if e.type ~= "symlink" then return e.data or "" end
-    abs = e.linkname:sub(1, 1) == "/" and e.linkname
-          or resolve(handle, abs:match("^(.*)/[^/]*$") .. "/" .. e.linkname)
+    local nxt, lerr = resolve(handle, e.linkname:sub(1, 1) == "/" and e.linkname
+                                      or abs:match("^(.*)/[^/]*$") .. "/" .. e.linkname)
+    if not nxt then return nil, lerr end
+    abs = nxt
   end
   return fail("invalid_input", "%s: too many levels of symbolic links", path)
 end
@@ -517,7 +515,9 @@ end
 function M.write_files(ctx, handle, files)
   local entries = {}
   for i, f in ipairs(files) do
-    entries[i] = { name = resolve(handle, f.path):sub(2), data = f.data, mode = f.mode }
+    local abs, err = resolve(handle, f.path)
+    if not abs then return nil, err end
+    entries[i] = { name = abs:sub(2), data = f.data, mode = f.mode }
   end
   return put_files(ctx, handle, entries)
 end
@@ -529,11 +529,11 @@ end
 -- Lifecycle -------------------------------------------------------------------------------------
 
 local function inspect(ctx, handle)
-  local res, err = api(ctx, { path = "/containers/" .. handle.container .. "/json" })
-  if not res then return nil, err end
-  if res.status == 404 then return gone(handle) end
-  if res.status ~= 200 then return docker_error(res, "inspect") end
-  return res.json
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
+  local path, perr = container(handle)
+  if not path then return nil, perr end
+  return c:call("GET", path .. "/json", { want = { 200 } })
 end
 
 local STATUS = { running = "running", paused = "stopped", exited = "stopped",
@@ -558,22 +558,20 @@ function M.reconnect(ctx, handle)
   return handle
 end
 
-local function post(ctx, handle, what, ok_statuses)
-  local res, err = api(ctx, { method = "POST",
-                              path = "/containers/" .. handle.container .. "/" .. what })
-  if not res then return nil, err end
-  if res.status == 404 then return gone(handle) end
-  if ok_statuses[res.status] then return true end
-  return nil, res
+local function post(ctx, handle, what, want)
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
+  local path, perr = container(handle)
+  if not path then return nil, perr end
+  return c:call("POST", path .. "/" .. what, { want = want, errors = { [409] = "unavailable" } })
 end
 
 ---Pauses the container (docker pause: every process frozen, memory kept).
 function M.stop(ctx, handle)
-  local ok, res = post(ctx, handle, "pause", { [204] = true })
-  if ok or res == nil or not res.status then return ok, res end
-  local st = M.status(ctx, handle)
-  if st == "stopped" then return true end
-  return docker_error(res, "pause", { [409] = "unavailable" })
+  local ok, err = post(ctx, handle, "pause", { 204 })
+  if ok then return true end
+  if err.status == 409 and M.status(ctx, handle) == "stopped" then return true end
+  return nil, err
 end
 
 ---Unpauses the container, or starts it again when it has exited.
@@ -582,22 +580,22 @@ function M.start(ctx, handle)
   if not info then return nil, err end
   local state = info.State.Status
   if state == "running" then return true end
-  local ok, res = post(ctx, handle, state == "paused" and "unpause" or "start",
-                       { [204] = true, [304] = true })
-  if ok or res == nil or not res.status then return ok, res end
-  return docker_error(res, "start", { [409] = "unavailable" })
+  local ok, perr = post(ctx, handle, state == "paused" and "unpause" or "start", { 204, 304 })
+  if not ok then return nil, perr end
+  return true
 end
 
 ---Removes the container and its anonymous volumes. Idempotent.
 function M.destroy(ctx, handle)
-  local res, err = api(ctx, { method = "DELETE", path = "/containers/" .. handle.container,
-                              query = { force = "true", v = "true" } })
-  if not res then return nil, err end
-  if res.status == 204 or res.status == 404 then return true end
-  if res.status == 409 and ((res.json or {}).message or ""):find("in progress") then
-    return true
-  end
-  return docker_error(res, "remove")
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
+  local path, perr = container(handle)
+  if not path then return nil, perr end
+  local ok, err = c:call("DELETE", path, { query = { force = "true", v = "true" },
+                                           want = { 204 } })
+  if ok or err.status == 404 then return true end
+  if err.status == 409 and err.message:find("in progress", 1, true) then return true end
+  return nil, err
 end
 
 ---http://127.0.0.1:<published port> for a port given to create's `ports`.
@@ -616,40 +614,78 @@ function M.get_url(ctx, handle, port)
   return ("http://%s:%s"):format(ip, b[1].HostPort)
 end
 
--- gc ----------------------------------------------------------------------------------------
+-- list and gc -------------------------------------------------------------------------------
+
+-- GET /containers/json for sandlot containers with every label given (k = v, or k = true
+-- for "has k").
+local function containers(ctx, labels)
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
+  local filter = { "sandlot=1" }
+  local keys = {}
+  for k in pairs(labels or {}) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local v = labels[k]
+    filter[#filter + 1] = v == true and k or k .. "=" .. tostring(v)
+  end
+  local list, err = c:call("GET", "/containers/json", {
+    query = { all = "true", filters = json.encode({ label = filter }) }, want = { 200 } })
+  if not list then return nil, err end
+  if type(list) ~= "table" then return fail("bad_response", "the container list is not a list") end
+  return list
+end
+
+---Lists the provider's sandboxes (plain handles, as create returns them), optionally only
+---those carrying the given labels.
+---@param opts? {labels?: table<string, string|true>}
+---@return table[]|nil handles, sandlot.Error? err
+function M.list(ctx, opts)
+  local list, err = containers(ctx, opts and opts.labels)
+  if not list then return nil, err end
+  local out = {}
+  for _, ct in ipairs(list) do
+    local labels = ct.Labels or {}
+    if type(labels["sandlot.id"]) == "string" then
+      out[#out + 1] = { id = labels["sandlot.id"], container = ct.Id,
+                        workdir = labels["sandlot.workdir"] or WORKDIR, image = ct.Image }
+    end
+  end
+  table.sort(out, function(x, y) return x.id < y.id end)
+  return out
+end
 
 ---Lists sandlot containers and removes those the rule (see the top of this file) selects.
 ---@param opts? {all?: boolean, older_than?: number, dry_run?: boolean}
 ---@return table|nil report {{id, container, state, reason, removed}}, sandlot.Error? err
-function M._gc(ctx, opts)
+function M.gc(ctx, opts)
   opts = opts or {}
-  local filters = http.encode_json({ label = { "sandlot=1" } })
-  local res, err = api(ctx, { path = "/containers/json",
-                              query = { all = "true", filters = filters } })
-  if not res then return nil, err end
-  if res.status ~= 200 then return docker_error(res, "list") end
+  local list, err = containers(ctx, nil)
+  if not list then return nil, err end
   local now = os.time()
   local report = {}
-  for _, c in ipairs(res.json or {}) do
-    local labels = c.Labels or {}
+  for _, ct in ipairs(list) do
+    local labels = ct.Labels or {}
     local reason
     if labels["sandlot.keep"] == "1" then reason = nil
     elseif opts.all then reason = "all"
-    elseif c.State ~= "running" and c.State ~= "paused" then reason = c.State
+    elseif ct.State ~= "running" and ct.State ~= "paused" then reason = ct.State
     elseif tonumber(labels["sandlot.expires"] or "") and
            tonumber(labels["sandlot.expires"]) < now then reason = "expired"
-    elseif opts.older_than and c.Created and now - c.Created > opts.older_than then
+    elseif opts.older_than and ct.Created and now - ct.Created > opts.older_than then
       reason = "older than " .. opts.older_than .. "s"
     end
-    local entry = { id = labels["sandlot.id"], container = c.Id, state = c.State,
+    local entry = { id = labels["sandlot.id"], container = ct.Id, state = ct.State,
                     reason = reason or "kept", removed = false }
     if reason and not opts.dry_run then
-      local ok = M.destroy(ctx, { container = c.Id })
+      local ok = M.destroy(ctx, { container = ct.Id })
       entry.removed = ok == true
     end
     report[#report + 1] = entry
   end
   return report
 end
+
+M._gc = M.gc                               -- lua/sandlot/cli.lua still calls _gc (until h6)
 
 return M

@@ -242,6 +242,90 @@ describe("docker provider #docker", function()
     sb:destroy()
   end)
 
+  it("refuses a handle whose container is not an id before it enters a URL path", function()
+    if not need() then return end
+    local sb <close> = create()
+    local saved = sandlot.to_map(sb)
+    local other = create()                 -- what an edited handle might try to reach
+    local bads = { "../../version", sb.handle.container .. "/../" .. other.handle.container,
+                   "x", ("a"):rep(65), "ABCDEF0123456789", sb.handle.container .. "?a=1", 7 }
+    for _, bad in ipairs(bads) do
+      local m = sandlot.to_map(sb)
+      m.handle.container = bad
+      local sb2 = assert(sandlot.from_map(m))
+      for _, op in ipairs({ "exec", "read_file", "write_file", "status", "reconnect", "stop",
+                            "start", "destroy" }) do
+        local args = { exec = { { "true" } }, read_file = { "x" }, write_file = { "x", "d" } }
+        local r, err = sb2[op](sb2, table.unpack(args[op] or {}))
+        assert.is_nil(r, op .. " " .. tostring(bad))
+        assert.equal("invalid_input", err.code, op .. " " .. tostring(bad))
+      end
+    end
+    assert.equal("running", other:status())  -- nothing reached the other container
+    assert.equal("running", assert(sandlot.from_map(saved)):status())
+    other:destroy()
+    sb:destroy()
+  end)
+
+  it("refuses a path whose '..' leaves the container's root, instead of clamping it",
+     function()
+    if not need() then return end
+    local sb <close> = create()
+    assert.matches("root:", assert(sb:read_file("../etc/passwd")))   -- inside: fine
+    local cases = {
+      function() return sb:read_file("/../etc/passwd") end,
+      function() return sb:read_file("../../etc/passwd") end,
+      function() return sb:write_file("../../../tmp/x", "d") end,
+      function() return sb:write_files({ { path = "/a/../../b", data = "d" } }) end,
+      function() return sb:exec({ "true" }, { cwd = "/.." }) end,
+    }
+    for i, f in ipairs(cases) do
+      local r, err = f()
+      assert.is_nil(r, i)
+      assert.equal("invalid_input", err.code, i)
+    end
+    local _, err = sandlot.create("dk", { cwd = "../.." })
+    assert.equal("invalid_input", err.code)
+    assert.equal(1, assert(sb:exec({ "test", "-e", "/tmp/x" })).exit_code)   -- not clamped
+    sb:destroy()
+  end)
+
+  it("removes a variable given as false, at create and at exec", function()
+    if not need() then return end
+    local sb <close> = create({ env = { A = "1", B = "2", C = false } })
+    local show = { "sh", "-c", 'echo "${A-unset} ${B-unset} ${C-unset}"' }
+    assert.equal("1 2 unset\n", assert(sb:exec(show)).stdout)
+    assert.equal("unset 2 unset\n", assert(sb:exec(show, { env = { A = false } })).stdout)
+    assert.equal("1 x unset\n", assert(sb:exec(show, { env = { B = "x" } })).stdout)
+    sb:destroy()
+  end)
+
+  it("lists its sandboxes as plain handles, filtered by labels, and gc is public", function()
+    if not need() then return end
+    local dk = require("providers.docker")
+    local ctx = { config = { host = env.host }, warn = function() end }
+    local a <close> = create({ labels = { team = "list-a" } })
+    local b <close> = create({ labels = { team = "list-b" } })
+    local only = assert(dk.list(ctx, { labels = { team = "list-a" } }))
+    assert.equal(1, #only)
+    assert.same(a.handle, only[1])
+    local ids = {}
+    for _, hd in ipairs(assert(dk.list(ctx))) do ids[hd.id] = true end
+    assert.is_true(ids[a.id] and ids[b.id])
+    local m = sandlot.to_map(b)
+    m.id, m.handle = only[1].id, only[1]
+    local back = assert(sandlot.from_map(m))
+    assert.equal(0, assert(back:exec({ "true" })).exit_code)
+    local report = assert(dk.gc(ctx, { all = true, dry_run = true }))
+    local seen = {}
+    for _, e in ipairs(report) do seen[e.id] = e end
+    assert.equal("all", seen[a.id].reason)
+    assert.is_false(seen[a.id].removed)
+    assert.equal("running", a:status())
+    a:destroy()
+    b:destroy()
+  end)
+
   it("gives not_found for a container removed behind its back", function()
     if not need() then return end
     local sb = create()

@@ -22,6 +22,14 @@ function h.fd_count()
   return n - 1                              -- the listing's own pipe
 end
 
+---The fd count once what earlier specs dropped is gone: their handles collected and the
+---loop's close callbacks run (a cached connection closing mid-spec would lower the count).
+function h.settled_fd_count()
+  for _ = 1, 2 do collectgarbage("collect") end
+  sandlot.sleep(0.05)
+  return h.fd_count()
+end
+
 ---Pids of this process's live (or zombie) children.
 function h.children()
   local pid = require("sandlot.core.sys").getpid()

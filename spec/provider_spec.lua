@@ -101,7 +101,8 @@ describe("a provider with only the required functions", function()
       read_file = "exec", write_file = "exec", ls = "exec", mkdir = "exec", rm = "exec",
       write_files = "write_file", await_ready = "status", reconnect = "status",
       stop = "not_supported", start = "not_supported", update = "not_supported",
-      get_url = "not_supported", ssh_opts = "not_supported",
+      get_url = "not_supported", ssh_opts = "not_supported", list = "not_supported",
+      gc = "not_supported",
     }, caps)
   end)
 

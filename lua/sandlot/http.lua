@@ -9,6 +9,7 @@ local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
 local redact = require("sandlot._redact")
 local check = require("sandlot._check")
+local json = require("sandlot.wire.json")
 
 local M = {}
 
@@ -31,25 +32,14 @@ local known = {
 local known_retry = { attempts = true, base = true, cap = true, statuses = true, safe = true,
                       max_after = true }
 
-local cjson_mod
-local function cjson()
-  if not cjson_mod then
-    cjson_mod = require("cjson.safe").new()
-  end
-  return cjson_mod
-end
-
 ---JSON null as decoded and as given to `json =`.
-M.null = require("cjson").null
+M.null = json.null
 
----Encodes a value as JSON (an empty table becomes `{}`).
+---Encodes a value as JSON (sandlot.wire.json: an empty table becomes `{}`; raises on what
+---JSON cannot hold).
 ---@param v any
 ---@return string
-function M.encode_json(v)
-  local s, err = cjson().encode(v)
-  if not s then error("http: cannot encode JSON: " .. tostring(err), 2) end
-  return s
-end
+M.encode_json = json.encode
 
 -- Redaction ---------------------------------------------------------------------------------
 
@@ -242,29 +232,12 @@ local function start_producer(req, producer, state)
   end)
 end
 
--- cjson reads every number as a float: give integral values back their integer subtype.
-local function integers(v, depth)
-  if depth > 64 then return v end
-  for k, x in pairs(v) do
-    local tx = type(x)
-    if tx == "number" then
-      local i = math.tointeger(x)
-      if i then v[k] = i end
-    elseif tx == "table" then
-      integers(x, depth + 1)
-    end
-  end
-  return v
-end
-
----Decodes JSON text (numbers that are integral come back as integers).
+---Decodes JSON text (sandlot.wire.json: integral numbers come back as integers).
 ---@param s string
 ---@return any|nil value, string? err
 function M.decode_json(s)
-  local v, err = cjson().decode(s)
-  if v == nil then return nil, err end
-  if type(v) == "table" then integers(v, 0)
-  elseif type(v) == "number" then v = math.tointeger(v) or v end
+  local v, err = json.decode(s)
+  if v == nil then return nil, (err.message:gsub("^malformed JSON: ", "")) end
   return v
 end
 

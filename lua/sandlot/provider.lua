@@ -12,7 +12,7 @@ local M = {}
 
 M.REQUIRED = { "create", "destroy", "status", "exec" }
 M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
-               "stop", "start", "await_ready", "update", "get_url", "ssh_opts" }
+               "stop", "start", "await_ready", "update", "get_url", "ssh_opts", "list", "gc" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
              capabilities = "table", config = "table", create_options = "table" }

@@ -5,7 +5,7 @@
 -- image is built without a registry: a busybox-static root imported with POST /images/create.
 local sandlot = require("sandlot")
 local http = require("sandlot.http")
-local tar = require("sandlot._tar")
+local tar = require("sandlot.wire.tar")
 local h = require("spec.helper")
 
 local M = {}

@@ -1,8 +1,13 @@
--- spec/base64_spec.lua: sandlot._base64 (C, sandlot.core.sys), which moves files through a
--- provider's exec.
-local b64 = require("sandlot._base64")
+-- spec/lib/wire_base64_spec.lua: sandlot.wire.base64 (C, sandlot.core.sys), which moves files
+-- through a provider's exec and carries Connect `bytes` fields. sandlot._base64 is the same
+-- module.
+local b64 = require("sandlot.wire.base64")
 
-describe("sandlot._base64", function()
+describe("sandlot.wire.base64", function()
+  it("is the module sandlot._base64 gives", function()
+    assert.equal(b64, require("sandlot._base64"))
+  end)
+
   it("encodes the RFC 4648 test vectors", function()
     local vectors = { [""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==",
                       fooba = "Zm9vYmE=", foobar = "Zm9vYmFy" }
@@ -29,9 +34,11 @@ describe("sandlot._base64", function()
     assert.equal("f", b64.decode(" Zg==\r\n"))
   end)
 
-  it("gives nil for malformed input instead of guessing", function()
-    for _, bad in ipairs({ "Zm9", "Zm=v", "Zg==Zg==", "Z@==", "Z===", "====", "Zm9v!" }) do
-      assert.is_nil(b64.decode(bad), bad)
+  it("gives bad_response for malformed input instead of guessing", function()
+    for _, bad in ipairs({ "Zm9", "Zm=v", "Zg==Zg==", "Z@==", "Z===", "====", "Zm9v!", 42 }) do
+      local d, err = b64.decode(bad)
+      assert.is_nil(d, tostring(bad))
+      assert.equal("bad_response", err.code)
     end
   end)
 
