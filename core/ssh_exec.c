@@ -53,6 +53,7 @@ typedef struct Exec {
   bool marker_done;
   long pgid;                               /* the marker's value (0: none yet) */
   bool stream, boxed, finished, delivered, timed_out, kill_sent, forced, out_eof[2];
+  bool kill_wanted;                        /* abandoned before the marker came: kill then */
   bool internal;                           /* a kill helper: no waiter, no result */
   uint64_t start_ns, end_ns, grace;
   int exit_status, exit_signal;
@@ -230,6 +231,22 @@ static void start_asked(Exec *e) {
   e->kill_asked = NULL;
 }
 
+/* Nobody wants the command any more (a closed handle, a cancelled waiter): kill its process
+ * group and close the channel. A command that may be running but whose marker has not come
+ * yet keeps its channel until the marker names the group (exec_io), within a grace period. */
+static void abandon(Exec *e) {
+  bool started = e->stage == EX_PTY || e->stage == EX_EXEC || e->stage == EX_IO ||
+                 (e->stage == EX_OPEN && e->op.s->opener == &e->op);
+  if (started && e->marker && !e->marker_done && e->kill_line != NULL) {
+    e->kill_wanted = true;
+    uint64_t by = sl_now_ns() + KILL_GRACE_NS;
+    if (e->op.deadline == 0 || e->op.deadline > by) e->op.deadline = by;
+    return;
+  }
+  if (e->stage == EX_IO && e->pgid > 0) start_kill(e);
+  e->forced = true;
+}
+
 static int exec_step(Op *op);
 
 static int exec_open(Exec *e) {
@@ -345,6 +362,10 @@ static int exec_io(Exec *e) {
   }
   start_asked(e);
   if (e->timed_out && e->pgid > 0 && !e->kill_sent) start_kill(e);
+  if (e->kill_wanted && e->marker_done) {  /* abandoned: the group is known (or never will be) */
+    start_kill(e);
+    e->forced = true;
+  }
   if (e->out_eof[0] && e->out_eof[1]) {
     e->stage = EX_CLOSE;
     return STEP_PROGRESS;
@@ -380,9 +401,8 @@ static int exec_step(Op *op) {
   bool gone = !e->internal && !e->boxed && op->waiter == NULL && !e->delivered;
   if (gone && e->stage > EX_OPEN && e->stage < EX_CLOSE) {  /* the waiter was cancelled */
     e->delivered = true;
-    if (e->stage == EX_IO && e->pgid > 0) start_kill(e);
-    e->forced = true;
-    e->stage = e->stage == EX_IO ? EX_IO : EX_CLOSE;
+    abandon(e);
+    if (e->forced && e->stage < EX_IO) e->stage = EX_CLOSE;
   }
   /* the channel's requests are done (or abandoned): let the next channel open (exec_open) */
   if (e->stage >= EX_IO && s->opener == op) s->opener = NULL;
@@ -738,8 +758,7 @@ static int exech_close(lua_State *L) {
     e->boxed = false;
     e->delivered = true;
     if (e->op.linked) {
-      if (e->stage == EX_IO && e->pgid > 0) start_kill(e);
-      e->forced = true;
+      abandon(e);
       ssh_kick(s);
     }
     exec_maybe_free(e);

@@ -454,6 +454,44 @@ describe("sandlot.ssh #ssh", function()
       assert.has_error(function() p:read() end)
     end)
 
+    it("kills a command abandoned before its marker came, once the marker comes", function()
+      if not needs_sshd() then return end
+      local shell = require("sandlot.shell")
+      -- a line whose marker comes late: the command runs, then names its group; it ignores
+      -- SIGPIPE, so a channel closed early would leave it running (the plant)
+      local function line(f)
+        return ("trap '' PIPE; echo $$ > %s; sleep 2; printf '\\036%%d\\036' $$ >&2; " ..
+                "exec sleep 60"):format(f)
+      end
+      local opts = { marker = "stderr", kill_line = shell.KILL_LINE, max_output = 0,
+                     stdin_open = true }
+      local function running(f)                    -- the pid once the command has started
+        local pid
+        assert.is_true(h.eventually(function()
+          pid = assert(c:exec({ "cat", f })).stdout:match("^(%d+)")
+          return pid ~= nil
+        end, 10), "the command never started")
+        return pid
+      end
+      local function dies(pid, what)
+        assert.is_true(h.eventually(function()
+          return assert(c:exec({ "kill", "-0", pid })).exit_code ~= 0
+        end, 15), what .. ": the command still runs")
+      end
+      local f1 = "/tmp/sandlot-spec-early-close." .. math.random(1e9)
+      local p = assert(c._s:spawn(line(f1), opts))
+      local pid = running(f1)
+      p:close()                                    -- closed while the marker is on its way
+      dies(pid, "close")
+      local f2 = "/tmp/sandlot-spec-early-cancel." .. math.random(1e9)
+      local t = sandlot.spawn(function() return c._s:exec(line(f2), opts) end)
+      pid = running(f2)
+      t:cancel()
+      assert.equal("cancelled", select(2, t:join()).code)
+      dies(pid, "cancel")
+      c:exec({ "rm", "-f", f1, f2 })
+    end)
+
     it("runs 200 concurrent execs from 50 tasks over one connection", function()
       if not needs_sshd() then return end
       local session = c._s
