@@ -37,10 +37,10 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
             libcurl4-openssl-dev libssh2-1-dev libsqlite3-dev zlib1g-dev lua-cjson lua-busted bubblewrap \
-            docker.io openssh-server busybox-static
+            docker.io openssh-server busybox-static clang libclang-rt-14-dev
 BUSTED    = /usr/bin/busted
 
-.PHONY: all deps check-deps test asan bench demo install uninstall clean
+.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean
 
 all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc
 
@@ -110,6 +110,43 @@ test: deps
 asan:
 	$(MAKE) test SANITIZE=address,undefined
 
+# libFuzzer targets, NAME:MODULE:FUNCTION each: fuzz/lua_target.c calls MODULE.FUNCTION(input)
+# for every input, starting from the seeds in fuzz/corpus/NAME/. A decoder is one more word
+# here (and a seed directory), e.g. wire_json:sandlot.wire.json:decode.
+FUZZ_TARGETS = config:fuzz.targets:config json:sandlot.wire.json:decode \
+               base64:sandlot.wire.base64:decode gzip:sandlot.wire.gzip:decompress \
+               tar:sandlot.wire.tar:list connect:fuzz.targets:connect \
+               ndjson:fuzz.targets:ndjson stdcopy:fuzz.targets:stdcopy \
+               multipart:fuzz.targets:multipart
+FUZZ_SECONDS ?= 30
+FUZZ_CC  ?= clang
+FB        = build-fuzz
+FUZZ_SAN  = -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+fuzz-list:
+	@echo $(foreach t,$(FUZZ_TARGETS),$(firstword $(subst :, ,$(t))))
+
+# every target runs FUZZ_SECONDS; a failure leaves its input in build-fuzz/NAME-crash-*
+fuzz: deps
+	$(MAKE) B=$(FB) CC=$(FUZZ_CC) SANITIZE=fuzzer-no-link,address,undefined $(FB)/libsandlot.a
+	@pass=0; fail=0; for t in $(FUZZ_TARGETS); do \
+	  name=$${t%%:*}; rest=$${t#*:}; mod=$${rest%%:*}; fn=$${rest#*:}; \
+	  $(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -g -O1 $(WARN) $(FUZZ_SAN) \
+	    -DFUZZ_MODULE="\"$$mod\"" -DFUZZ_FUNCTION="\"$$fn\"" -DFUZZ_ROOT="\"$(CURDIR)\"" \
+	    $(shell pkg-config --cflags lua5.4) -o $(FB)/fuzz-$$name fuzz/lua_target.c \
+	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib) || exit 1; \
+	  mkdir -p $(FB)/corpus/$$name; \
+	  echo "fuzz: $$name ($$mod.$$fn) for $(FUZZ_SECONDS)s"; \
+	  if $(FB)/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
+	      -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(FB)/$$name- \
+	      $(FB)/corpus/$$name fuzz/corpus/$$name > $(FB)/$$name.log 2>&1; \
+	  then pass=$$((pass + 1)); tail -n 3 $(FB)/$$name.log | sed 's/^/  /'; \
+	  else fail=$$((fail + 1)); tail -n 40 $(FB)/$$name.log; fi; \
+	done; \
+	echo "fuzz: $$pass passed, $$fail failed"; \
+	if [ -n "$$SANDLOT_TEST_SUMMARY" ]; then echo "$$pass $$fail 0" >> "$$SANDLOT_TEST_SUMMARY"; fi; \
+	[ $$fail -eq 0 ]
+
 bench: deps all
 	$(B)/sandlot bench/run.lua
 
@@ -149,5 +186,5 @@ uninstall:
 	rm -rf $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR)/sandlot
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 	$(MAKE) -C examples/embed clean

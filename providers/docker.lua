@@ -686,6 +686,4 @@ function M.gc(ctx, opts)
   return report
 end
 
-M._gc = M.gc                               -- lua/sandlot/cli.lua still calls _gc (until h6)
-
 return M

@@ -519,4 +519,113 @@ function M.get_url(ctx, handle, port)
   end)
 end
 
+-- Processes and listing ----------------------------------------------------------------------
+-- spawn prepares the command line as exec does (TODO(lead): exec could share this prelude).
+
+local function command_line(ctx, handle, argv, opts)
+  local s, oerr = open(ctx, handle)
+  if not s then return nil, oerr end
+  local root <close> = s.root
+  local meta = s.meta
+  if meta.state == "stopped" then
+    return nil, errors.new("unavailable", ("local sandbox %s is stopped; start it first")
+                                           :format(handle.id), { retryable = false })
+  end
+  local canon, cerr = root:resolve(opts.cwd or meta.cwd or "/")
+  if not canon then return nil, cerr end
+  local st = root:stat(canon)
+  if not st then return err("not_found", "local: cwd %s does not exist", opts.cwd or meta.cwd) end
+  if st.type ~= "directory" then
+    return err("invalid_input", "local: cwd %s is not a directory", opts.cwd or meta.cwd)
+  end
+  local inside = meta.isolation == "namespaces"
+  local env = { PATH = STD_PATH, LANG = "C.UTF-8", HOME = inside and "/" or s.rootpath }
+  check.apply_env(check.apply_env(env, meta.env), opts.env)   -- false removes a name
+  local full, cwd = argv, nil
+  if inside then
+    -- Without --new-session bwrap's init and the command stay in the process group sandlot.proc
+    -- signals, so kill reaches the command and close (SIGKILL) the init, and with it the whole
+    -- namespace: --die-with-parent alone loses a race when bwrap is killed right after the
+    -- command starts. There is no terminal to protect: sandlot.proc starts bwrap in a session
+    -- of its own, with pipes for stdin, stdout and stderr.
+    full = {}
+    for _, a in ipairs(bwrap_argv(ctx, s.rootpath, meta, "/" .. canon)) do
+      if a ~= "--new-session" then full[#full + 1] = a end
+    end
+    for i = 1, #argv do full[#full + 1] = argv[i] end
+  else
+    cwd = canon == "" and s.rootpath or (s.rootpath .. "/" .. canon)
+  end
+  if meta.memory_mb then
+    if prlimit_ok == nil then
+      prlimit_ok = (proc.run({ "prlimit", "--version" }, { timeout = 10 }) or {}).exit_code == 0
+    end
+    if prlimit_ok then
+      local pre = { "prlimit", ("--as=%d"):format(meta.memory_mb * 1048576), "--" }
+      for i = 1, #full do pre[#pre + 1] = full[i] end
+      full = pre
+    else
+      ctx.warn("memory_mb is not enforced: prlimit (util-linux) is not installed")
+    end
+  end
+  local lifetime = meta.expires_at and math.max(meta.expires_at - os.time(), 0.001) or nil
+  return { argv = full, cwd = cwd, env = env, timeout = lifetime }
+end
+
+-- a sandlot.proc handle seen through the provider process contract (providers/README.md)
+local Process = {}
+Process.__index = Process
+
+function Process:write(data) return self.p:write(data) end
+function Process:close_stdin() return self.p:close_stdin() end
+function Process:kill(sig) return self.p:kill(sig) end
+function Process:close() return self.p:close() end
+
+function Process:read()
+  local chunk, which = self.p:read()
+  if chunk == nil then return nil, which end           -- the end (nil), or nil, err
+  return which, chunk
+end
+
+function Process:wait()
+  local r, werr = self.p:wait()
+  if not r then return nil, werr end
+  return { exit_code = r.exit_code, signal = r.signal, timed_out = r.timed_out,
+           duration = r.duration }
+end
+
+---Starts argv in the sandbox as exec would, with stdin, stdout and stderr as pipes. Output is
+---not captured: it is queued for read (and reading stops above a few MiB until it is read).
+function M.spawn(ctx, handle, argv, opts)
+  local c, cerr = command_line(ctx, handle, argv, opts)
+  if not c then return nil, cerr end
+  local p, perr = proc.spawn(c.argv, { cwd = c.cwd, clear_env = true, env = c.env,
+                                       timeout = c.timeout, stdin = "pipe", stream = true,
+                                       max_output = 0 })
+  if not p then return nil, perr end
+  return setmetatable({ p = p }, Process)
+end
+
+---Lists the sandboxes of this state directory as handles {id, labels}; opts.labels keeps those
+---whose labels include every given pair. Expired sandboxes are left out.
+function M.list(ctx, opts)
+  local want = opts and opts.labels or {}
+  local state <close> = fs.root(state_dir(ctx))
+  if not state then return {} end
+  local entries, rerr = state:readdir(".")
+  if not entries then return nil, rerr end
+  local out = {}
+  for _, e in ipairs(entries) do
+    local meta = e.type == "directory" and #e.name <= 64 and e.name:match(ID)
+                 and read_meta(state_dir(ctx) .. "/" .. e.name, e.name)
+    local keep = meta and not (meta.expires_at and os.time() >= meta.expires_at)
+    for k, v in pairs(want) do
+      keep = keep and type(meta.labels) == "table" and meta.labels[k] == v
+    end
+    if keep then out[#out + 1] = { id = e.name, labels = meta.labels or {} } end
+  end
+  table.sort(out, function(a, b) return a.id < b.id end)
+  return out
+end
+
 return M

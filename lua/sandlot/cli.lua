@@ -141,13 +141,14 @@ not_supported. Exits 0 when every test passes.
 })
 
 command("gc", {
-  summary = "remove leftover sandboxes of a provider (one that implements _gc: docker)",
+  summary = "remove leftover sandboxes of a provider (one with gc: docker)",
   usage = "sandlot gc --provider NAME [--all] [--older-than SECONDS] [--dry-run]",
   help = [[
-NAME is a provider module (docker) or a provider configured in sandlot.config.lua. docker's
-rule: remove containers labelled sandlot=1 that are neither running nor paused, or whose
-lifetime (create's timeout) has passed; --older-than also removes running ones created more
-than SECONDS ago; --all removes every one. Containers labelled sandlot.keep=1 are kept.
+NAME is a provider module (docker), a provider file, or a provider configured in
+sandlot.config.lua; it works from any directory. The provider's gc decides what is left over.
+docker's rule: remove containers labelled sandlot=1 that are neither running nor paused, or
+whose lifetime (create's timeout) has passed; --older-than also removes running ones created
+more than SECONDS ago; --all removes every one. Containers labelled sandlot.keep=1 are kept.
 --dry-run only lists. Exits 1 when the provider cannot be reached.
 ]],
   run = function(args)
@@ -168,31 +169,27 @@ than SECONDS ago; --all removes every one. Containers labelled sandlot.keep=1 ar
       err("usage: ", M.commands.gc.usage, "\n")
       return 2
     end
-    local config, provider = require("sandlot.config"), require("sandlot.provider")
-    local entry, e = config.entry(name)
-    local p = entry and provider.load(entry.module)
-    local popts = entry and config.resolve_opts(entry)
-    if not (p and popts) then
-      err("sandlot gc: ", tostring(e or "no provider named " .. name), "\n")
+    local r, e = require("sandlot.sandbox")._context(name)
+    if not r then
+      err("sandlot gc: ", tostring(e), "\n")
       return 2
     end
-    if type(p.impl._gc) ~= "function" then
+    local gc = r.p.caps.gc == "native" and r.p.ops.gc
+    if not gc then
       err(("sandlot gc: provider %s has no gc\n"):format(name))
       return 2
     end
-    local ctx = { name = name, provider_name = p.name, config = popts,
-                  telemetry = require("sandlot.telemetry"),
-                  warn = function(msg) err("sandlot gc: warning: ", msg, "\n") end }
-    local report, gerr = p.impl._gc(ctx, opts)
+    local report, gerr = gc(r.ctx, opts)
     if not report then
       err("sandlot gc: ", tostring(gerr), "\n")
       return 1
     end
-    for _, r in ipairs(report) do
-      local verb = r.reason == "kept" and "kept   " or (r.removed and "removed" or
+    for _, x in ipairs(report) do
+      local verb = x.reason == "kept" and "kept   " or (x.removed and "removed" or
                    (opts.dry_run and "would remove" or "FAILED "))
-      out(("%s %s %s (%s, %s)\n"):format(verb, tostring(r.id), r.container:sub(1, 12),
-                                          r.state, r.reason))
+      local what = type(x.container) == "string" and (" " .. x.container:sub(1, 12)) or ""
+      out(("%s %s%s (%s, %s)\n"):format(verb, tostring(x.id), what, tostring(x.state),
+                                        tostring(x.reason)))
     end
     return 0
   end,

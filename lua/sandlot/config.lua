@@ -136,26 +136,39 @@ function M.find()
   return nil, false
 end
 
----Loads and validates a config file. The file runs with `env` in scope (and the usual
----globals); it must return the config table.
+---Runs a config file's text and validates what it returns. The text runs with `env` in scope
+---and, behind it, the globals of `base` (default _G). Never raises for bad text.
+---@param text string
+---@param where string the file named in messages
+---@param base? table
+---@return table|nil cfg, sandlot.Error? err invalid_input
+function M.parse(text, where, base)
+  local envt = setmetatable({ env = M.env }, { __index = base or _G })
+  local chunk, lerr = load(text, "@" .. where, "t", envt)
+  if not chunk then
+    return nil, errors.new("invalid_input", ("config %s: %s"):format(where, lerr),
+                           { file = where })
+  end
+  local ok, t = pcall(chunk)
+  if not ok then
+    return nil, errors.new("invalid_input", ("config %s: %s"):format(where, tostring(t)),
+                           { file = where })
+  end
+  return M.validate(t, where)
+end
+
+---Loads and validates a config file (see parse).
 ---@param path string
 ---@return table|nil cfg, sandlot.Error? err
 function M.load(path)
   assert(type(path) == "string", "config.load: path must be a string")
-  if not exists(path) then
+  local f = io.open(path, "rb")
+  local text = f and f:read("a")
+  if f then f:close() end
+  if not text then
     return nil, errors.new("not_found", ("config %s: no such file"):format(path), { file = path })
   end
-  local envt = setmetatable({ env = M.env }, { __index = _G })
-  local chunk, lerr = loadfile(path, "t", envt)
-  if not chunk then
-    return nil, errors.new("invalid_input", ("config %s: %s"):format(path, lerr), { file = path })
-  end
-  local ok, t = pcall(chunk)
-  if not ok then
-    return nil, errors.new("invalid_input", ("config %s: %s"):format(path, tostring(t)),
-                           { file = path })
-  end
-  return M.validate(t, path)
+  return M.parse(text, path)
 end
 
 ---Returns the config in use, loading the config file on first use. No file means an empty

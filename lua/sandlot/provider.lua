@@ -1,8 +1,7 @@
 -- sandlot.provider: the provider behaviour. A provider is a plain table of functions taking
--- (ctx, ...); this module checks such tables, loads them by name (providers/<name>.lua on the
--- search path, or a file), and completes them: each missing optional operation gets a fallback
--- built on the required ones (files over exec, write_files as repeated write_file, await_ready
--- by polling status) or a stub returning not_supported.
+-- (ctx, ...); this module checks such tables (names, types, the closed set of capability
+-- flags), loads them by name or file, and completes them: each missing optional operation gets
+-- a fallback built on the required ones or a stub returning not_supported.
 local errors = require("sandlot.errors")
 local b64 = require("sandlot._base64")
 local check = require("sandlot._check")
@@ -12,11 +11,19 @@ local M = {}
 
 M.REQUIRED = { "create", "destroy", "status", "exec" }
 M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
-               "stop", "start", "await_ready", "update", "get_url", "ssh_opts", "list", "gc" }
+               "stop", "start", "await_ready", "update", "get_url", "ssh_opts", "list", "gc",
+               "spawn" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
              capabilities = "table", config = "table", create_options = "table" }
 M.STATUSES = { running = true, stopped = true, terminated = true, unknown = true }
+-- The closed set of `capabilities` flags (each true or false). What each one promises:
+M.CAPABILITIES = {
+  files = "native file operations (not moved through exec)",
+  url = "get_url reaches a port inside the sandbox",
+  remote = "sandboxes live on another machine or service: destroying one is network I/O",
+  background = "processes started in the sandbox may outlive the exec that started them",
+}
 
 local is_op = {}
 for _, n in ipairs(M.REQUIRED) do is_op[n] = "required" end
@@ -29,6 +36,10 @@ for n in pairs(M.FIELDS) do names[#names + 1] = n end
 local function suggest(name)
   return check.suggest(name, names)        -- deterministic: ties go to the first by name
 end
+
+local CAP_NAMES = {}
+for n in pairs(M.CAPABILITIES) do CAP_NAMES[#CAP_NAMES + 1] = n end
+table.sort(CAP_NAMES)
 
 local TYPES = check.TYPES
 
@@ -72,6 +83,21 @@ function M.check(tbl)
               "helpers with '_')", k, table.concat(M.REQUIRED, " "),
               table.concat(M.OPTIONAL, " "), "name description version capabilities config " ..
               "create_options")
+        end
+      end
+    end
+    if type(tbl.capabilities) == "table" then
+      local caps = {}
+      for k in pairs(tbl.capabilities) do caps[#caps + 1] = k end
+      table.sort(caps, function(a, b) return tostring(a) < tostring(b) end)
+      for _, k in ipairs(caps) do
+        local v = tbl.capabilities[k]
+        if type(k) ~= "string" or not M.CAPABILITIES[k] then
+          local s = check.suggest(k, CAP_NAMES)
+          add("unknown capability '%s'%s", tostring(k), s and (" (did you mean '%s'?)"):format(s)
+              or (": capabilities are " .. table.concat(CAP_NAMES, " ")))
+        elseif type(v) ~= "boolean" then
+          add("capabilities.%s must be true or false, got %s", k, type(v))
         end
       end
     end
@@ -331,7 +357,8 @@ function M.complete(impl, name)
   return p
 end
 
-local exists = require("sandlot._paths").exists
+local paths = require("sandlot._paths")
+local exists = paths.exists
 
 local file_cache = {}                     -- provider file path -> its table (loaded once)
 
@@ -347,6 +374,7 @@ end
 ---@return table|nil provider, sandlot.Error? err
 function M.load(spec)
   if type(spec) == "table" then return M.complete(spec) end
+  paths.setup()                           -- providers/ on the search path, whoever calls first
   if type(spec) ~= "string" or spec == "" then
     error("provider: a name, a file path or a provider table expected, got " .. type(spec), 2)
   end

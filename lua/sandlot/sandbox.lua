@@ -642,6 +642,46 @@ function M.caps(v)
   return out
 end
 
+-- Processes and provider contexts ----------------------------------------------------------
+
+local SPAWN_OPTS = { env = "table", cwd = "string" }
+
+---Starts a command in the sandbox and returns a live process: p:write(data), p:close_stdin(),
+---p:read([timeout]) -> "stdout"|"stderr", data (nil at the end of both streams),
+---p:wait([timeout]) -> {exit_code, signal, timed_out, duration}, p:kill([signal]), p:close().
+---Use `local p <close> = ...`: closing (or collecting) the process kills what still runs.
+---@param sb sandlot.Sandbox
+---@param cmd string|string[] argv list (no shell) or a string run by /bin/sh -c
+---@param opts? {env?: table, cwd?: string}
+---@return table|nil process, sandlot.Error? err not_supported (the provider has no spawn),
+---  not_found (no such binary or cwd; sandbox gone), unavailable, ...
+function M.spawn(sb, cmd, opts)
+  check_sb(sb, "spawn")
+  local argv = check.argv(cmd, "spawn")
+  opts = check_opts(opts, SPAWN_OPTS, "spawn")
+  check.env(opts.env, "spawn")
+  if opts.cwd ~= nil then check_path(opts.cwd, "spawn", 2, "opts.cwd") end
+  local command = redact.command(type(cmd) == "string" and cmd or argv)
+  local p, err = span(sb, "spawn", { command = command }, call, argv,
+                      { env = opts.env, cwd = opts.cwd })
+  if not p then return nil, err end
+  return require("sandlot._process").wrap(p, {
+    provider = sb.provider, sandbox = sb.id, provider_name = sb._p.name,
+    fail = function(e, op) return fail(e, sb, "spawn." .. op) end,   -- the one context rule
+  })
+end
+Sandbox.spawn = M.spawn
+
+---Resolves a provider reference (configured name, module, file or table) the way create does
+---and returns {ref, p = completed provider, ctx}, for callers of provider-wide operations
+---(list, gc) that have no sandbox. Not a public API.
+---@param ref string|table
+---@param warnings? string[] collects the provider's warnings
+---@return table|nil resolved, sandlot.Error? err
+function M._context(ref, warnings)
+  return resolve(ref, warnings or {})
+end
+
 M.Sandbox = Sandbox
 
 -- methods: sb:exec(...) is sandlot.exec(sb, ...)

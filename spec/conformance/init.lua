@@ -418,6 +418,10 @@ return function(target)
       end)
     end)
 
+    require("spec.conformance.process")({ target = target, label = label, create = create,
+                                          sb = function() return sb end,
+                                          all_bytes = all_bytes })
+
     describe("telemetry", function()
       it("emits start and stop spans for each operation, with metadata", function()
         local events = {}

@@ -114,12 +114,16 @@ static int sendf(int fd, const char *fmt, ...) {
   return send_all(fd, tmp, (size_t)n);
 }
 
+/* A HEAD answer has the head only (RFC 9110 9.3.2): body bytes left on a kept-alive
+ * connection would be read as the start of the next response. Set per connection thread. */
+static _Thread_local bool head_only;
+
 static int respond(int fd, int status, const char *ctype, const char *extra, const char *body,
                    size_t len) {
   if (sendf(fd, "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
             ctype, len, extra ? extra : "") != 0)
     return -1;
-  return send_all(fd, body, len);
+  return head_only ? 0 : send_all(fd, body, len);
 }
 
 static const char *param(const char *query, const char *name, char *out, size_t size) {
@@ -432,6 +436,7 @@ static void *serve(void *arg) {
       *q = 0;
       query = q + 1;
     }
+    head_only = strcmp(method, "HEAD") == 0;
     if (route(c, method, target, query, hdrs, count, sum, close_after) != 0 || close_after)
       break;
   }

@@ -1,0 +1,1 @@
+return { providers = { ["bad name"] = "local" }, extra = 1 }

@@ -1,0 +1,1 @@
+return { providers = { x = { 42 } } }

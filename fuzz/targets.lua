@@ -1,0 +1,84 @@
+-- fuzz/targets.lua: entry points for fuzz/lua_target.c where the library's own function is not
+-- the right shape to feed bytes to. Each takes the input and returns what the library returned
+-- (value, or nil and a sandlot.error); it raises a plain string for a broken promise, which the
+-- harness reports as a failure.
+local config = require("sandlot.config")
+local errors = require("sandlot.errors")
+
+local M = {}
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- What a config file sees: the pure parts of the standard library. No I/O, no load, no
+-- metatables, no pcall (it could swallow the instruction budget), no coroutines (the harness's
+-- hooks do not follow them). Fresh for every input, so one input cannot change the next.
+local function safe_globals()
+  return {
+    string = copy(string), table = copy(table), math = copy(math), utf8 = copy(utf8),
+    pairs = pairs, ipairs = ipairs, next = next, select = select, type = type,
+    tostring = tostring, tonumber = tonumber, error = error, assert = assert,
+    rawequal = rawequal, rawlen = rawlen,
+  }
+end
+
+local budget = rawget(_G, "fuzz_budget") or function() end
+
+---The config loader: parse a config file's text, then resolve every provider's options.
+---@param text string
+function M.config(text)
+  budget(2000000)
+  local ok, cfg, err = pcall(config.parse, text, "fuzz.config.lua", safe_globals())
+  budget(0)
+  if not ok then
+    -- the budget ran out outside the chunk's own pcall (validating a huge table): not a bug
+    if tostring(cfg):find("fuzz: instruction budget exhausted", 1, true) then return nil end
+    error("config.parse raised: " .. tostring(cfg))
+  end
+  if not cfg then
+    if not errors.is(err, "invalid_input") then
+      error("config.parse failed without an invalid_input error: " .. tostring(err))
+    end
+    return nil, err
+  end
+  if type(cfg.providers) ~= "table" then error("config.parse: no providers table") end
+  for name, entry in pairs(cfg.providers) do
+    if entry.name ~= name or entry.module == nil or type(entry.opts) ~= "table" then
+      error("config.parse: malformed entry for provider " .. tostring(name))
+    end
+    local opts, oerr = config.resolve_opts(entry)
+    if not opts and not errors.is(oerr, "invalid_input") then
+      error("config.resolve_opts failed without an invalid_input error: " .. tostring(oerr))
+    end
+  end
+  return cfg
+end
+
+-- Incremental readers: the first byte sets the chunk size (1..256), the rest is the stream,
+-- fed chunk by chunk and then finished, as a response body arrives.
+local function stream(make)
+  return function(input)
+    local size = (input:byte(1) or 0) + 1
+    local reader = make(function() end)
+    for pos = 2, #input, size do
+      local ok, err = reader:feed(input:sub(pos, pos + size - 1))
+      if not ok then return nil, err end
+    end
+    return reader:finish()
+  end
+end
+
+M.ndjson = stream(function(on) return require("sandlot.wire.ndjson").decoder(on) end)
+M.stdcopy = stream(function(on) return require("sandlot.wire.stdcopy").decoder(on) end)
+M.connect = stream(function(on) return require("sandlot.wire.connect").decoder(on) end)
+
+---multipart: the first line is the Content-Type, the rest the body.
+function M.multipart(input)
+  local ct, body = input:match("^([^\n]*)\n(.*)$")
+  return require("sandlot.wire.multipart").parse(body or "", ct or input)
+end
+
+return M
