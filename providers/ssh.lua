@@ -341,7 +341,7 @@ end
 ---whose stdin stays open. Output is not captured: it is queued for read, and reading from the
 ---server stops while a few MiB wait unread. kill signals the remote process group. A sandbox
 ---or cwd that is gone shows as exit 255 with the reason on stderr.
-function M._spawn(ctx, handle, argv, opts)
+function M.spawn(ctx, handle, argv, opts)
   local x, xerr = command_setup(ctx, handle, opts)
   if not x then return nil, xerr end
   local p, perr = x.c:spawn(argv, { env = opts.env, cwd = x.cwd, prelude = x.prelude })
