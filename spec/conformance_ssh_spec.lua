@@ -263,6 +263,16 @@ describe("ssh provider #ssh", function()
       assert.equal(255, assert(p:wait(30)).exit_code)
     end)
 
+    it("feeds exec's stdin from a writer function", function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      local chunks, i = { "one ", ("x"):rep(70000), " three" }, 0
+      local r = assert(sb:exec({ "cat" }, { stdin = function() i = i + 1; return chunks[i] end }))
+      assert.equal(table.concat(chunks), r.stdout)
+      assert.equal(4, i)                                   -- read to the end (nil), once
+      assert(sb:destroy())
+    end)
+
     it("refuses network = 'none'", function()
       if not srv then return pending(why) end
       local sb, err = sandlot.create("conf-ssh", { network = "none" })
