@@ -30,7 +30,6 @@
 #define READ_CHUNK 65536
 #define SFTP_BUF (2u << 20)                /* bigger buffers let libssh2 pipeline more requests */
 #define GET_BUF (SFTP_BUF + SFTP_BUF / 2)   /* get to a file: each of two buffers */
-#define QUEUE_HIGH (4u << 20)              /* exec streams: stop reading above this */
 #define KILL_GRACE_NS (5ull * 1000000000ull)
 
 typedef struct Session Session;

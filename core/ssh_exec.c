@@ -10,8 +10,10 @@
  *         (retry_safe)
  *
  * The command line itself (quoting, exports, the marker printf, the kill line) is Lua's:
- * lua/sandlot/shell.lua. Here a leading "\036<digits>\036" on the stream opts.marker names
- * is stripped and kept (result.marker), and opts.kill_line runs with those digits appended.
+ * lua/sandlot/shell.lua, and so is every default (sandlot.ssh). Here a leading
+ * "\036<digits>\036" on the stream opts.marker names is stripped and kept (result.pgid), and
+ * opts.kill_line (or kill()'s line) runs with those digits appended. Output goes to the core's
+ * one capture and chunk queue, and the result is the one exec result table (core/outbuf.h).
  *
  * s->opener is held from the open through the exec request (EX_OPEN .. EX_EXEC) and dropped
  * at EX_IO. A timeout, a cancelled waiter or a closed handle starts the kill line on a channel
@@ -21,98 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "outbuf.h"
 #include "ssh.h"
 
-/* ---------------------------------------------------------------- output capture
- * Head and tail capture per stream, the chunk queue of spawn handles, signal names. This block
- * (to "end of output capture"), with push_result and data_in's queueing below, is what
- * core/outbuf.c is to take over. */
-
-typedef struct Chunk {
-  struct Chunk *next;
-  int which;
-  size_t len;
-  char data[];
-} Chunk;
-
-typedef struct {
-  size_t cap, len, alloc, ring_pos;
-  char *buf;
-  bool wrapped;
-  uint64_t total;
-} Capture;
-
-
-static void capture(Capture *c, const char *data, size_t n) {
-  c->total += n;
-  if (c->cap == 0) return;
-  if (!c->wrapped && c->len + n <= c->cap) {
-    if (c->len + n > c->alloc) {
-      size_t want = c->alloc ? c->alloc : 4096;
-      while (want < c->len + n) want *= 2;
-      if (want > c->cap) want = c->cap;
-      char *nb = realloc(c->buf, want);
-      if (nb == NULL) return;
-      c->buf = nb;
-      c->alloc = want;
-    }
-    memcpy(c->buf + c->len, data, n);
-    c->len += n;
-    return;
-  }
-  if (!c->wrapped) {
-    if (c->alloc < c->cap) {
-      char *nb = realloc(c->buf, c->cap);
-      if (nb == NULL) return;
-      c->buf = nb;
-      c->alloc = c->cap;
-    }
-    size_t room = c->cap - c->len;
-    memcpy(c->buf + c->len, data, room);
-    c->len = c->cap;
-    data += room;
-    n -= room;
-    c->wrapped = true;
-  }
-  size_t head = c->cap / 2, ring = c->cap - head;
-  if (ring == 0) return;
-  if (n >= ring) {
-    data += n - ring;
-    n = ring;
-  }
-  while (n > 0) {
-    size_t k = ring - c->ring_pos;
-    if (k > n) k = n;
-    memcpy(c->buf + head + c->ring_pos, data, k);
-    c->ring_pos = (c->ring_pos + k) % ring;
-    data += k;
-    n -= k;
-  }
-}
-
-static void push_captured(lua_State *L, Capture *c) {
-  if (!c->wrapped) {
-    lua_pushlstring(L, c->buf ? c->buf : "", c->len);
-    return;
-  }
-  size_t head = c->cap / 2, ring = c->cap - head;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addlstring(&b, c->buf, head);
-  luaL_addlstring(&b, c->buf + head + c->ring_pos, ring - c->ring_pos);
-  luaL_addlstring(&b, c->buf + head, c->ring_pos);
-  luaL_pushresult(&b);
-}
-
-static const struct { const char *name; int num; } signames[] = {
-  {"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"ILL", 4}, {"ABRT", 6}, {"FPE", 8}, {"KILL", 9},
-  {"USR1", 10}, {"SEGV", 11}, {"USR2", 12}, {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15},
-  {NULL, 0}
-};
-
-/* ---------------------------------------------------------------- end of output capture */
-
 /* ---------------------------------------------------------------- exec */
+
+#define TERM_MAX 32
 
 enum { EX_OPEN, EX_PTY, EX_EXEC, EX_IO, EX_CLOSE, EX_WAIT_CLOSED, EX_FREE };
 
@@ -122,13 +38,14 @@ typedef struct Exec {
   int stage;
   char *command;
   char *kill_line;                         /* run with the marker's digits appended, or NULL */
+  char *kill_asked;                        /* kill()'s line, waiting for the marker */
   bool pty;
   int cols, rows;
-  char term[32];
+  char term[TERM_MAX];
   char *in;                                /* stdin bytes not yet written */
   size_t in_len, in_off;
   bool in_close, eof_sent;
-  Capture out[2];
+  SlCapture out[2];
   bool marker;                             /* strip "\036<digits>\036" from marker_stream */
   int marker_stream;
   char mbuf[24];
@@ -136,12 +53,12 @@ typedef struct Exec {
   bool marker_done;
   long pgid;                               /* the marker's value (0: none yet) */
   bool stream, boxed, finished, delivered, timed_out, kill_sent, forced, out_eof[2];
+  bool kill_wanted;                        /* abandoned before the marker came: kill then */
   bool internal;                           /* a kill helper: no waiter, no result */
   uint64_t start_ns, end_ns, grace;
   int exit_status, exit_signal;
   char signame[16];
-  Chunk *q_head, *q_tail;
-  size_t q_bytes;
+  SlQueue q;                               /* spawn handles: output not yet read */
   SlTask *reader, *writer;                 /* spawn handles: read() and write() waiters */
   SlError err;
   bool failed, retry_safe;
@@ -151,50 +68,25 @@ typedef struct Exec {
 
 typedef struct { Exec *e; } ExecBox;
 
+/* The marker's value is the remote process group (sandlot.shell): result.pgid. */
 static void push_result(lua_State *L, Exec *e) {
-  lua_createtable(L, 0, 12);
-  if (e->exit_signal > 0) {
-    lua_pushinteger(L, 128 + e->exit_signal);
-    lua_setfield(L, -2, "exit_code");
-    lua_pushinteger(L, e->exit_signal);
-    lua_setfield(L, -2, "signal");
-  } else {
-    lua_pushinteger(L, e->exit_status);
-    lua_setfield(L, -2, "exit_code");
-  }
-  if (e->signame[0] != '\0') {
-    lua_pushstring(L, e->signame);
-    lua_setfield(L, -2, "signal_name");
-  }
-  static const char *const names[2][2] = {{"stdout", "stdout_bytes"},
-                                          {"stderr", "stderr_bytes"}};
-  for (int i = 0; i < 2; i++) {
-    push_captured(L, &e->out[i]);
-    lua_setfield(L, -2, names[i][0]);
-    lua_pushinteger(L, (lua_Integer)e->out[i].total);
-    lua_setfield(L, -2, names[i][1]);
-  }
-  lua_pushboolean(L, e->timed_out);
-  lua_setfield(L, -2, "timed_out");
-  lua_pushboolean(L, e->out[0].wrapped || e->out[1].wrapped);
-  lua_setfield(L, -2, "truncated");
   uint64_t end = e->end_ns ? e->end_ns : sl_now_ns();
-  lua_pushnumber(L, e->start_ns ? (double)(end - e->start_ns) / 1e9 : 0.0);
-  lua_setfield(L, -2, "duration");
-  if (e->marker_done && e->pgid > 0) {
-    lua_pushinteger(L, e->pgid);
-    lua_setfield(L, -2, "marker");
-  }
+  SlExecResult r = {
+    .out = {&e->out[0], &e->out[1]}, .exit_code = e->exit_status, .signal = e->exit_signal,
+    .signal_name = e->signame[0] != '\0' ? e->signame : NULL, .timed_out = e->timed_out,
+    .duration = e->start_ns ? (double)(end - e->start_ns) / 1e9 : 0.0,
+    .pgid = e->marker_done ? e->pgid : 0,
+  };
+  sl_exec_result_push(L, &r);
 }
 
 static void exec_free(Exec *e) {
-  for (int i = 0; i < 2; i++) free(e->out[i].buf);
-  for (Chunk *c = e->q_head, *next; c != NULL; c = next) {
-    next = c->next;
-    free(c);
-  }
+  sl_capture_free(&e->out[0]);
+  sl_capture_free(&e->out[1]);
+  sl_queue_clear(&e->q);
   free(e->command);
   free(e->kill_line);
+  free(e->kill_asked);
   free(e->in);
   free(e);
 }
@@ -208,9 +100,9 @@ static void exec_maybe_free(Exec *e) {
 static void wake_reader(Exec *e) {
   SlTask *t = e->reader;
   if (t == NULL) return;
-  Chunk *c = e->q_head;
-  if (c == NULL && !e->finished) return;
+  if (e->q.head == NULL && !e->finished) return;
   e->reader = NULL;
+  SlChunk *c = sl_queue_pop(&e->q);
   luaL_checkstack(t->co, 3, NULL);
   if (c == NULL) {
     if (e->failed) {
@@ -222,9 +114,6 @@ static void wake_reader(Exec *e) {
     sl_wake(t, 1);
     return;
   }
-  e->q_head = c->next;
-  if (e->q_head == NULL) e->q_tail = NULL;
-  e->q_bytes -= c->len;
   lua_pushlstring(t->co, c->data, c->len);
   lua_pushstring(t->co, c->which == 0 ? "stdout" : "stderr");
   free(c);
@@ -297,42 +186,65 @@ static void data_in(Exec *e, int which, const char *p, size_t n) {
     }
     if (n == 0) return;
   }
-  capture(&e->out[which], p, n);
-  if (e->stream) {
-    Chunk *c = malloc(sizeof(*c) + n);
-    if (c == NULL) return;
-    c->next = NULL;
-    c->which = which;
-    c->len = n;
-    memcpy(c->data, p, n);
-    if (e->q_tail != NULL) e->q_tail->next = c;
-    else e->q_head = c;
-    e->q_tail = c;
-    e->q_bytes += n;
-    wake_reader(e);
+  sl_capture_add(&e->out[which], p, n);
+  if (e->stream && !sl_queue_push(&e->q, which, p, n)) {
+    exec_fail(e, "internal", "out of memory queueing the command's output");
+    e->forced = true;                      /* exec_io closes the channel */
+    return;
   }
+  if (e->stream) wake_reader(e);
 }
 
 static const OpVt exec_vt;
 
-/* Runs the kill line Lua gave, with the marker's value appended, on a channel of its own
- * (ahead of queued ops for a slot). */
-static void start_kill(Exec *e) {
+/* Runs `line` with the marker's value appended on a channel of its own (ahead of queued ops
+ * for a slot): a kill line from Lua (sandlot.shell). */
+static void run_line(Exec *e, const char *line) {
   Session *s = e->op.s;
-  if (e->kill_sent || e->pgid <= 1 || e->kill_line == NULL || ssh_dead(s)) return;
-  e->kill_sent = true;
+  if (e->pgid <= 1 || ssh_dead(s)) return;
   Exec *k = calloc(1, sizeof(*k));
-  size_t n = strlen(e->kill_line) + 24;
+  size_t n = strlen(line) + 24;
   if (k == NULL || (k->command = malloc(n)) == NULL) {
     free(k);
     return;
   }
-  snprintf(k->command, n, "%s%ld", e->kill_line, e->pgid);
+  snprintf(k->command, n, "%s%ld", line, e->pgid);
   k->op.vt = &exec_vt;
   k->internal = true;
   k->in_close = true;
   k->op.deadline = sl_now_ns() + 10ull * 1000000000ull;
   ssh_op_link(s, &k->op, true);
+}
+
+/* The last word: opts.kill_line, once (timeout, a cancelled waiter, close). */
+static void start_kill(Exec *e) {
+  if (e->kill_sent || e->pgid <= 1 || e->kill_line == NULL) return;
+  e->kill_sent = true;
+  run_line(e, e->kill_line);
+}
+
+/* kill()'s line, once the marker has named the process group. */
+static void start_asked(Exec *e) {
+  if (e->kill_asked == NULL || e->pgid <= 1) return;
+  run_line(e, e->kill_asked);
+  free(e->kill_asked);
+  e->kill_asked = NULL;
+}
+
+/* Nobody wants the command any more (a closed handle, a cancelled waiter): kill its process
+ * group and close the channel. A command that may be running but whose marker has not come
+ * yet keeps its channel until the marker names the group (exec_io), within a grace period. */
+static void abandon(Exec *e) {
+  bool started = e->stage == EX_PTY || e->stage == EX_EXEC || e->stage == EX_IO ||
+                 (e->stage == EX_OPEN && e->op.s->opener == &e->op);
+  if (started && e->marker && !e->marker_done && e->kill_line != NULL) {
+    e->kill_wanted = true;
+    uint64_t by = sl_now_ns() + KILL_GRACE_NS;
+    if (e->op.deadline == 0 || e->op.deadline > by) e->op.deadline = by;
+    return;
+  }
+  if (e->stage == EX_IO && e->pgid > 0) start_kill(e);
+  e->forced = true;
 }
 
 static int exec_step(Op *op);
@@ -422,7 +334,7 @@ static int exec_io(Exec *e) {
     if (rc == 0 || (rc != LIBSSH2_ERROR_EAGAIN && !ssh_rc_fatal(rc))) e->eof_sent = true;
     else if (ssh_rc_fatal(rc)) return STEP_FATAL;
   }
-  e->op.paused = e->stream && e->q_bytes > QUEUE_HIGH;
+  e->op.paused = e->stream && sl_queue_full(&e->q);
   if (!e->op.paused) {
     char *buf = s->host->readbuf;
     for (int which = 0; which < 2; which++) {
@@ -448,7 +360,12 @@ static int exec_io(Exec *e) {
       }
     }
   }
+  start_asked(e);
   if (e->timed_out && e->pgid > 0 && !e->kill_sent) start_kill(e);
+  if (e->kill_wanted && e->marker_done) {  /* abandoned: the group is known (or never will be) */
+    start_kill(e);
+    e->forced = true;
+  }
   if (e->out_eof[0] && e->out_eof[1]) {
     e->stage = EX_CLOSE;
     return STEP_PROGRESS;
@@ -467,9 +384,8 @@ static void collect_exit(Exec *e) {
   if (libssh2_channel_get_exit_signal(e->ch, &sig, &siglen, NULL, NULL, NULL, NULL) == 0 &&
       sig != NULL) {
     snprintf(e->signame, sizeof(e->signame), "%.*s", (int)siglen, sig);
-    for (int i = 0; signames[i].name != NULL; i++)
-      if (strcmp(signames[i].name, e->signame) == 0) e->exit_signal = signames[i].num;
-    if (e->exit_signal == 0) e->exit_signal = 255;
+    e->exit_signal = sl_signal_number(e->signame);
+    if (e->exit_signal == 0) e->exit_status = 255;   /* a name we do not know: no number */
     libssh2_free(e->op.s->ssh, sig);
   }
   if (e->timed_out && e->exit_signal == 0 && e->forced) {
@@ -485,9 +401,8 @@ static int exec_step(Op *op) {
   bool gone = !e->internal && !e->boxed && op->waiter == NULL && !e->delivered;
   if (gone && e->stage > EX_OPEN && e->stage < EX_CLOSE) {  /* the waiter was cancelled */
     e->delivered = true;
-    if (e->stage == EX_IO && e->pgid > 0) start_kill(e);
-    e->forced = true;
-    e->stage = e->stage == EX_IO ? EX_IO : EX_CLOSE;
+    abandon(e);
+    if (e->forced && e->stage < EX_IO) e->stage = EX_CLOSE;
   }
   /* the channel's requests are done (or abandoned): let the next channel open (exec_open) */
   if (e->stage >= EX_IO && s->opener == op) s->opener = NULL;
@@ -610,57 +525,68 @@ static bool exec_deadline(Op *op) {
 
 static const OpVt exec_vt = {exec_step, exec_abort, exec_deadline};
 
-/* Builds an Exec from (command, opts) at index 2 and 3. */
+/* opts[name] at index 3 as an integer in lo..hi; raises otherwise (Lua passes these). */
+static lua_Integer opt_int(lua_State *L, const char *name, lua_Integer lo, lua_Integer hi) {
+  lua_getfield(L, 3, name);
+  int ok;
+  lua_Integer v = lua_tointegerx(L, -1, &ok);
+  lua_pop(L, 1);
+  if (!ok || v < lo || v > hi)
+    luaL_error(L, "sandlot.ssh exec: opts.%s must be an integer in %I..%I", name, lo, hi);
+  return v;
+}
+
+/* Builds an Exec from (command, opts) at index 2 and 3. Every default is Lua's (sandlot.ssh):
+ * max_output is required, and so are cols, rows and term with pty. What can raise comes first,
+ * before anything is allocated. */
 static Exec *exec_new(lua_State *L, Session *s, bool stream) {
   size_t clen;
   const char *cmd = luaL_checklstring(L, 2, &clen);
   luaL_argcheck(L, strlen(cmd) == clen, 2, "command contains a NUL byte");
-  if (!lua_istable(L, 3)) {
-    lua_settop(L, 2);
-    lua_newtable(L);
-  }
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_Integer cap = opt_int(L, "max_output", 0, LUA_MAXINTEGER);
+  double timeout = ssh_opt_number(L, 3, "timeout", 0);
+  lua_getfield(L, 3, "pty");
+  bool pty = lua_toboolean(L, -1);
+  lua_Integer cols = pty ? opt_int(L, "cols", 1, 65535) : 0;
+  lua_Integer rows = pty ? opt_int(L, "rows", 1, 65535) : 0;
+  lua_getfield(L, 3, "term");              /* [.., pty, term] */
+  const char *term = lua_tostring(L, -1);
+  if (pty && (term == NULL || term[0] == '\0' || strlen(term) >= TERM_MAX))
+    luaL_error(L, "sandlot.ssh exec: opts.term must be a terminal name (with pty)");
+  static const char *const streams[] = {"stdout", "stderr", NULL};
+  lua_getfield(L, 3, "marker");            /* [.., pty, term, marker] */
+  int marker = lua_isnil(L, -1) ? -1 : luaL_checkoption(L, -1, NULL, streams);
+  lua_getfield(L, 3, "kill_line");
+  const char *kill = lua_tostring(L, -1);
+  lua_getfield(L, 3, "stdin");
+  size_t inlen = 0;
+  const char *in = lua_tolstring(L, -1, &inlen);
+  lua_getfield(L, 3, "stdin_open");        /* spawn: keep stdin open for write() */
+  bool stdin_open = lua_toboolean(L, -1);
   Exec *e = calloc(1, sizeof(*e));
   if (e == NULL) luaL_error(L, "out of memory");
   e->op.vt = &exec_vt;
   e->op.s = s;
-  e->command = strdup(cmd);
   e->stream = stream;
-  lua_Integer cap = (lua_Integer)ssh_opt_number(L, 3, "max_output", 16 << 20);
-  e->out[0].cap = e->out[1].cap = cap > 0 ? (size_t)cap : 0;
-  double timeout = ssh_opt_number(L, 3, "timeout", 0);
+  e->out[0].cap = e->out[1].cap = (size_t)cap;
   if (timeout > 0) e->op.deadline = sl_now_ns() + (uint64_t)(timeout * 1e9);
-  size_t inlen = 0;
-  lua_getfield(L, 3, "stdin");
-  const char *in = lua_tolstring(L, -1, &inlen);
+  e->pty = pty;
+  e->cols = (int)cols;
+  e->rows = (int)rows;
+  if (pty) snprintf(e->term, sizeof(e->term), "%s", term);
+  e->marker = marker >= 0;
+  e->marker_stream = marker >= 0 ? marker : 0;
+  e->in_close = !stdin_open;
+  bool oom = (e->command = strdup(cmd)) == NULL;
+  if (kill != NULL && (e->kill_line = strdup(kill)) == NULL) oom = true;
   if (in != NULL && inlen > 0) {
-    e->in = malloc(inlen);
-    if (e->in != NULL) {
-      memcpy(e->in, in, inlen);
-      e->in_len = inlen;
-    }
+    if ((e->in = malloc(inlen)) == NULL) oom = true;
+    else memcpy(e->in, in, inlen);
+    e->in_len = e->in != NULL ? inlen : 0;
   }
-  lua_pop(L, 1);
-  lua_getfield(L, 3, "stdin_open");        /* spawn: keep stdin open for write() */
-  e->in_close = !lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  lua_getfield(L, 3, "pty");
-  e->pty = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  e->cols = (int)ssh_opt_number(L, 3, "cols", 80);
-  e->rows = (int)ssh_opt_number(L, 3, "rows", 24);
-  snprintf(e->term, sizeof(e->term), "%s", "xterm");
-  static const char *const streams[] = {"stdout", "stderr", NULL};
-  lua_getfield(L, 3, "marker");
-  if (!lua_isnil(L, -1)) {
-    e->marker = true;
-    e->marker_stream = luaL_checkoption(L, -1, NULL, streams);
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, 3, "kill_line");
-  const char *kill = lua_tostring(L, -1);
-  if (kill != NULL && (e->kill_line = strdup(kill)) == NULL) e->command = NULL;
-  lua_pop(L, 1);
-  if (e->command == NULL) {
+  lua_pop(L, 6);
+  if (oom) {
     exec_free(e);
     luaL_error(L, "out of memory");
   }
@@ -668,9 +594,10 @@ static Exec *exec_new(lua_State *L, Session *s, bool stream) {
 }
 
 /* session:exec(command, opts) -> result | nil, err. command is one shell string run by the
- * login shell. opts: stdin (string), pty, cols, rows, timeout, max_output, marker ("stdout" |
- * "stderr": a leading "\036<digits>\036" there is stripped and reported as result.marker),
- * kill_line (run with the marker's digits appended on timeout, cancel, close or kill()). */
+ * login shell. opts: max_output (bytes kept per stream, required), stdin (string), pty (then
+ * cols, rows and term are required), timeout, marker ("stdout" | "stderr": a leading
+ * "\036<digits>\036" there is stripped and reported as result.pgid), kill_line (run with the
+ * marker's digits appended on timeout, cancel or close). */
 int ssh_session_exec(lua_State *L) {
   Session *s = ssh_sess_live(L, 1);
   if (s == NULL) return 2;
@@ -687,16 +614,20 @@ int ssh_session_exec(lua_State *L) {
   return sl_wait(L, t, lua_gettop(L), ssh_results_k);
 }
 
-/* session:spawn(command, opts) -> exec handle (read, write, close_stdin, wait, close) */
+/* session:spawn(command, opts) -> exec handle (read, write, close_stdin, wait, kill, close).
+ * opts as for exec, and stdin_open (keep stdin open for write()); output is queued for read()
+ * (and captured under max_output for wait()'s result). */
 int ssh_session_spawn(lua_State *L) {
   Session *s = ssh_sess_live(L, 1);
   if (s == NULL) return 2;
-  Exec *e = exec_new(L, s, true);
+  lua_settop(L, 3);
   ExecBox *box = lua_newuserdatauv(L, sizeof(*box), 1);
-  box->e = e;
+  box->e = NULL;                           /* valid (closed) before anything can raise */
   luaL_setmetatable(L, EXEC_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);             /* the handle keeps its session alive */
+  Exec *e = exec_new(L, s, true);
+  box->e = e;
   e->boxed = true;
   s->refs++;
   ssh_op_start(s, &e->op, false);
@@ -721,19 +652,16 @@ static int exech_read(lua_State *L) {
   Exec *e = exec_check(L, 1);
   lua_settop(L, 1);
   if (e->reader != NULL) return luaL_error(L, "sandlot.ssh.exec: another task is reading");
-  if (e->q_head != NULL || e->finished) {
-    Chunk *c = e->q_head;
+  if (e->q.head != NULL || e->finished) {
+    SlChunk *c = sl_queue_pop(&e->q);
     if (c == NULL) {
       if (e->failed) return sl_push_error(L, &e->err);
       return 0;
     }
-    e->q_head = c->next;
-    if (e->q_head == NULL) e->q_tail = NULL;
-    e->q_bytes -= c->len;
     lua_pushlstring(L, c->data, c->len);
     lua_pushstring(L, c->which == 0 ? "stdout" : "stderr");
     free(c);
-    if (e->op.paused && e->q_bytes <= QUEUE_HIGH / 2 && e->op.linked) ssh_kick(e->op.s);
+    if (e->op.paused && sl_queue_drained(&e->q) && e->op.linked) ssh_kick(e->op.s);
     return 2;
   }
   SlTask sync, *t = sl_wait_begin(L, &sync);
@@ -753,7 +681,7 @@ static int exech_write(lua_State *L) {
   if (e->writer != NULL || e->in != NULL)
     return luaL_error(L, "sandlot.ssh.exec: another task is writing");
   if (e->in_close || e->finished)
-    return sl_fail(L, "invalid_input", "stdin is closed (spawn with stdin_open = true)");
+    return sl_fail(L, "invalid_input", "stdin is closed");
   if (len == 0) {
     lua_pushboolean(L, 1);
     return 1;
@@ -797,15 +725,20 @@ static int exech_wait(lua_State *L) {
   return sl_wait(L, t, lua_gettop(L), ssh_results_k);
 }
 
-/* exec:kill() -> true | nil, err: kills the remote process group */
+/* exec:kill([line]) -> true | nil, err: runs line (default: opts.kill_line) with the remote
+ * process group appended, at once or as soon as the marker has named the group. */
 static int exech_kill(lua_State *L) {
   Exec *e = exec_check(L, 1);
+  const char *line = luaL_optstring(L, 2, e->kill_line);
   if (e->finished) return sl_fail(L, "not_found", "the remote command has already finished");
-  if (e->pgid <= 0 || e->kill_line == NULL)
+  if (line == NULL || (e->marker_done && e->pgid <= 1) || !e->marker)
     return sl_fail(L, "not_supported", "the remote process group is unknown");
-  e->kill_sent = false;
-  start_kill(e);
-  ssh_kick(e->op.s);
+  char *copy = strdup(line);
+  if (copy == NULL) return luaL_error(L, "out of memory");
+  free(e->kill_asked);                     /* the latest request wins */
+  e->kill_asked = copy;
+  start_asked(e);                          /* or exec_io, once the marker is in */
+  if (e->op.linked) ssh_kick(e->op.s);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -825,8 +758,7 @@ static int exech_close(lua_State *L) {
     e->boxed = false;
     e->delivered = true;
     if (e->op.linked) {
-      if (e->stage == EX_IO && e->pgid > 0) start_kill(e);
-      e->forced = true;
+      abandon(e);
       ssh_kick(s);
     }
     exec_maybe_free(e);

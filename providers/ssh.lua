@@ -9,6 +9,7 @@
 local ssh = require("sandlot.ssh")
 local shell = require("sandlot.shell")
 local errors = require("sandlot.errors")
+local check = require("sandlot._check")
 
 local M = {
   name = "ssh",
@@ -29,7 +30,7 @@ local q = shell.quote
 local clients = {}         -- "user@host:port|credentials" -> client, shared by sandboxes
 
 local function err(code, fmt, ...)
-  return nil, errors.new(code, fmt:format(...), { retryable = code == "unavailable" })
+  return nil, errors.new(code, fmt:format(...))       -- retryable: the code's own default
 end
 
 local function conn_opts(ctx, handle)
@@ -86,36 +87,39 @@ local function clean_abs(p)
   return true
 end
 
--- Every handle field that reaches a connection, a path or a command line is checked first.
-local function valid_handle(handle)
-  if type(handle.id) ~= "string" or not handle.id:match("^ssh%-%x+$") then return false end
+local HOST = "^[%w%.:%[%]_][%w%.:%[%]_%-]*$"     -- a name or an address; never an option
+local USER = "^[%w_.][%w_.%-]*%$?$"
+
+-- Every handle field that reaches a connection, a path or a command line is checked first
+-- (a stored handle is world input: nil, invalid_input).
+local function valid(handle)
+  if type(handle) ~= "table" then
+    return err("invalid_input", "ssh: not an ssh sandbox handle: %s", tostring(handle))
+  end
+  local ok, e = check.id(handle.id, "^ssh%-%x+$", "ssh sandbox id", 64)
+  if not ok then return nil, e end
   if not clean_abs(handle.dir) or handle.dir:sub(-#handle.id - 1) ~= "/" .. handle.id then
-    return false
+    return err("invalid_input", "ssh: handle.dir of %s is not its sandbox directory", handle.id)
   end
-  if handle.root ~= "/" and handle.root ~= handle.dir .. "/work" then return false end
-  if handle.host ~= nil and (type(handle.host) ~= "string" or
-                             not handle.host:match("^[%w%.:%[%]_][%w%.:%[%]_%-]*$")) then
-    return false
+  if handle.root ~= "/" and handle.root ~= handle.dir .. "/work" then
+    return err("invalid_input", "ssh: handle.root of %s is neither / nor its work directory",
+               handle.id)
   end
-  if handle.port ~= nil and (type(handle.port) ~= "number" or
-                             math.tointeger(handle.port) == nil or handle.port < 1 or
-                             handle.port > 65535) then
-    return false
+  if handle.host ~= nil then
+    ok, e = check.id(handle.host, HOST, "ssh host", 255)
+    if not ok then return nil, e end
   end
-  if handle.user ~= nil and (type(handle.user) ~= "string" or
-                             not handle.user:match("^[%w_.][%w_.%-]*%$?$")) then
-    return false
+  local port = handle.port
+  if port ~= nil and (math.type(port) == nil or math.tointeger(port) == nil or port < 1
+                      or port > 65535) then
+    return err("invalid_input", "ssh: handle.port of %s is not a port number", handle.id)
+  end
+  if handle.user ~= nil then
+    ok, e = check.id(handle.user, USER, "ssh user", 64)
+    if not ok then return nil, e end
   end
   if handle.cwd ~= nil and (type(handle.cwd) ~= "string" or handle.cwd:find("[%z\n]")) then
-    return false
-  end
-  return true
-end
-
-local function check(handle)
-  if type(handle) ~= "table" or not valid_handle(handle) then
-    return err("invalid_input", "ssh: not an ssh sandbox handle: %s",
-               tostring(type(handle) == "table" and handle.id or handle))
+    return err("invalid_input", "ssh: handle.cwd of %s is not a path", handle.id)
   end
   return true
 end
@@ -170,7 +174,7 @@ end
 -- not followed (rm removes a link, never its target). Returns the client and the resolved
 -- remote path.
 local function place(ctx, handle, path, keep_last)
-  local ok, cerr = check(handle)
+  local ok, cerr = valid(handle)
   if not ok then return nil, cerr end
   local p, perr = resolve(handle, path)
   if not p then return nil, perr end
@@ -224,7 +228,8 @@ end
 function M.create(ctx, opts)
   if opts.network == "none" or type(opts.network) == "table" then
     return err("not_supported", "ssh: commands use the remote host's network; network = %s "
-               .. "cannot be enforced", type(opts.network) == "table" and "{allow-list}" or "'none'")
+               .. "cannot be enforced",
+               type(opts.network) == "table" and "{allow-list}" or "'none'")
   end
   if opts.mounts and #opts.mounts > 0 then
     return err("not_supported", "ssh: mounts are not supported")
@@ -270,8 +275,12 @@ end
 -- sandbox or the working directory is missing.
 local GONE, NO_CWD = "sandlot: sandbox is gone\n", "sandlot: no such working directory\n"
 
-function M.exec(ctx, handle, argv, opts)
-  local ok, cerr = check(handle)
+-- The client, the working directory and the prelude for a command in the sandbox: one line,
+-- run by the login shell before the command (no extra round trip, no extra process): the
+-- sandbox's env file, then the command's env (it wins: the client adds it after the prelude),
+-- then the working directory.
+local function command_setup(ctx, handle, opts)
+  local ok, cerr = valid(handle)
   if not ok then return nil, cerr end
   local c, e = client(ctx, handle)
   if not c then return nil, e end
@@ -282,24 +291,62 @@ function M.exec(ctx, handle, argv, opts)
     if not p then return nil, perr end
     cwd = p
   end
-  -- one line, run by the login shell before the command (no extra round trip, no extra
-  -- process): the sandbox's env file, then exec's env (exec wins: the client adds it after
-  -- the prelude), then the working directory
   local env_file = handle.dir .. "/env"
   local prelude = shell.guard("f", env_file, GONE:sub(1, -2)) .. shell.source(env_file)
   if want_cwd then prelude = prelude .. shell.guard("e", cwd, NO_CWD:sub(1, -2)) end
-  local r, xerr = c:exec(argv, { stdin = type(opts.stdin) == "string" and opts.stdin or nil,
-                                 timeout = opts.timeout, max_output = opts.max_output,
-                                 on_stdout = opts.on_stdout, on_stderr = opts.on_stderr,
-                                 env = opts.env, cwd = cwd, prelude = prelude })
-  if not r then return nil, xerr end
+  return { c = c, cwd = cwd, want_cwd = want_cwd, prelude = prelude }
+end
+
+function M.exec(ctx, handle, argv, opts)
+  local x, xerr = command_setup(ctx, handle, opts)
+  if not x then return nil, xerr end
+  local r, rerr = x.c:exec(argv, { stdin = opts.stdin, timeout = opts.timeout,
+                                   max_output = opts.max_output, on_stdout = opts.on_stdout,
+                                   on_stderr = opts.on_stderr, env = opts.env, cwd = x.cwd,
+                                   prelude = x.prelude })
+  if not r then return nil, rerr end
   if r.exit_code == 255 and r.stderr == GONE then
     return err("not_found", "ssh: sandbox %s no longer exists on %s", handle.id, handle.host)
   end
   if r.exit_code == 255 and r.stderr == NO_CWD then
-    return err("not_found", "ssh: cwd %s does not exist in the sandbox", want_cwd)
+    return err("not_found", "ssh: cwd %s does not exist in the sandbox", x.want_cwd)
   end
   return r
+end
+
+-- A sandlot.ssh process seen through the provider process contract (providers/README.md,
+-- "spawn"): read gives the stream first, wait the result without output.
+local Process = {}
+Process.__index = Process
+
+function Process:write(data) return self.p:write(data) end
+function Process:close_stdin() return self.p:close_stdin() end
+function Process:kill(signal) return self.p:kill(signal) end
+function Process:close() return self.p:close() end
+
+function Process:read()
+  local data, which = self.p:read()
+  if data == nil then return nil, which end           -- the end (nil), or nil, err
+  return which, data
+end
+
+function Process:wait()
+  local r, werr = self.p:wait()
+  if not r then return nil, werr end
+  return { exit_code = r.exit_code, signal = r.signal, timed_out = r.timed_out,
+           duration = r.duration }
+end
+
+---Starts argv in the sandbox as exec would (the env file, env, cwd), over one SSH channel
+---whose stdin stays open. Output is not captured: it is queued for read, and reading from the
+---server stops while a few MiB wait unread. kill signals the remote process group. A sandbox
+---or cwd that is gone shows as exit 255 with the reason on stderr.
+function M.spawn(ctx, handle, argv, opts)
+  local x, xerr = command_setup(ctx, handle, opts)
+  if not x then return nil, xerr end
+  local p, perr = x.c:spawn(argv, { env = opts.env, cwd = x.cwd, prelude = x.prelude })
+  if not p then return nil, perr end
+  return setmetatable({ p = p }, Process)
 end
 
 -- After an SFTP failure that the server reported vaguely, looks at the path to pick the code.
@@ -356,7 +403,7 @@ function M.mkdir(ctx, handle, path, opts)
 end
 
 function M.rm(ctx, handle, path, opts)
-  local ok, cerr = check(handle)
+  local ok, cerr = valid(handle)
   if not ok then return nil, cerr end
   local lp, perr = resolve(handle, path)
   if not lp then return nil, perr end
@@ -381,7 +428,7 @@ function M.rm(ctx, handle, path, opts)
 end
 
 function M.destroy(ctx, handle)
-  local ok, cerr = check(handle)
+  local ok, cerr = valid(handle)
   if not ok then return nil, cerr end
   local c, e = client(ctx, handle)
   if not c then return nil, e end
@@ -391,7 +438,7 @@ function M.destroy(ctx, handle)
 end
 
 function M.status(ctx, handle)
-  local ok, cerr = check(handle)
+  local ok, cerr = valid(handle)
   if not ok then return nil, cerr end
   local c, e = client(ctx, handle)
   if not c then return nil, e end
@@ -411,7 +458,7 @@ function M.reconnect(ctx, handle)
 end
 
 function M.ssh_opts(ctx, handle)
-  local ok, cerr = check(handle)
+  local ok, cerr = valid(handle)
   if not ok then return nil, cerr end
   local o = conn_opts(ctx, handle)
   local argv = { "ssh", "-t" }

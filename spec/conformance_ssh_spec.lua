@@ -3,6 +3,7 @@
 local sandlot = require("sandlot")
 local conformance = require("spec.conformance")
 local sshd = require("spec.support.sshd")
+local h = require("spec.helper")
 
 describe("ssh provider #ssh", function()
   local srv, why
@@ -188,11 +189,14 @@ describe("ssh provider #ssh", function()
         { "user", "root;id" }, { "user", "-l" }, { "port", "22; id" }, { "port", 0 },
         { "cwd", "a\nb" }, { "id", "ssh-zz" },
       }
+      local ops = { "exec", "read_file", "ls", "destroy", "ssh_opts" }
+      if sb.spawn then ops[#ops + 1] = "spawn" end
       for _, case in ipairs(bad) do
         local f = forged(case[1], case[2])
-        for _, op in ipairs({ "exec", "read_file", "ls", "destroy", "ssh_opts" }) do
+        for _, op in ipairs(ops) do
           local v, err
           if op == "exec" then v, err = f:exec({ "true" })
+          elseif op == "spawn" then v, err = f:spawn({ "true" })
           elseif op == "read_file" then v, err = f:read_file("x")
           elseif op == "ls" then v, err = f:ls("/")
           else v, err = f[op](f) end
@@ -208,6 +212,64 @@ describe("ssh provider #ssh", function()
       local sb = assert(sandlot.create("conf-ssh", {}))
       local r = assert(sb:exec({ "sh", "-c", "kill -KILL $$" }))
       assert.same({ 9, 137 }, { r.signal, r.exit_code })
+      assert(sb:destroy())
+    end)
+
+    -- Reads stdout until it matches pattern; returns the captures.
+    local function read_match(p, pattern)
+      local out = ""
+      while not out:find(pattern) do
+        local stream, data = p:read(30)
+        assert(stream, ("wanted %s, got %q then %s"):format(pattern, out, tostring(data)))
+        if stream == "stdout" then out = out .. data end
+      end
+      return out:match(pattern)
+    end
+
+    it("spawns with the sandbox's env; kill reaches what the command started", function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", { env = { SB_SP = "from create" } }))
+      if not sb.spawn then return pending("needs sb:spawn (the provider contract's spawn)") end
+      local p <close> = assert(sb:spawn({ "sh", "-c", 'echo "$SB_SP"; sleep 60 & echo $!; wait' }))
+      local env, bg = read_match(p, "^(.-)\n(%d+)\n$")
+      assert.equal("from create", env)
+      local function alive()
+        return assert(sb:exec({ "kill", "-0", bg })).exit_code == 0
+      end
+      assert.is_true(alive())                              -- the plant: the child runs
+      assert.is_true(p:kill())
+      local r = assert(p:wait(30))
+      assert.same({ 15, 143 }, { r.signal, r.exit_code })
+      assert.is_true(h.eventually(function() return not alive() end, 10),
+                     "the command's child survived kill")
+      assert(sb:destroy())
+    end)
+
+    it("spawns in a destroyed sandbox: exit 255 and the reason on stderr", function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      if not sb.spawn then return pending("needs sb:spawn (the provider contract's spawn)") end
+      local again = assert(sandlot.from_map(sandlot.to_map(sb)))
+      assert(sb:destroy())
+      local p <close> = assert(again:spawn({ "echo", "never" }))
+      local out, err = {}, {}
+      while true do
+        local stream, data = p:read(30)
+        if stream == nil then assert.is_nil(data); break end
+        local into = stream == "stdout" and out or err
+        into[#into + 1] = data
+      end
+      assert.same({ "", "sandlot: sandbox is gone\n" }, { table.concat(out), table.concat(err) })
+      assert.equal(255, assert(p:wait(30)).exit_code)
+    end)
+
+    it("feeds exec's stdin from a writer function", function()
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      local chunks, i = { "one ", ("x"):rep(70000), " three" }, 0
+      local r = assert(sb:exec({ "cat" }, { stdin = function() i = i + 1; return chunks[i] end }))
+      assert.equal(table.concat(chunks), r.stdout)
+      assert.equal(4, i)                                   -- read to the end (nil), once
       assert(sb:destroy())
     end)
 

@@ -45,9 +45,11 @@ describe("sandlot.shell", function()
     assert.equal("export A=1\n", shell.exports({ A = 1 }, "\n"))
     assert.equal("", shell.exports(nil))
     assert.has_error(function() shell.exports({ ["A-B"] = "x" }) end,
-                     "env: invalid variable name A-B")
+                     "shell.exports: env: invalid variable name A-B (letters, digits and _, " ..
+                     "not starting with a digit)")
     assert.has_error(function() shell.exports({ A = {} }) end,
-                     "env.A must be a string, number or false")
+                     "shell.exports: env.A must be a string, a number or false (remove it), " ..
+                     "got table")
   end)
 
   it("builds the line: marker, prelude, exports, cd, exec of the quoted argv", function()
@@ -60,6 +62,11 @@ describe("sandlot.shell", function()
     assert.equal("ok\n", r.stdout)
     assert.truthy(r.stderr:find("^\030%d+\030$"), r.stderr)
     assert.equal(shell.KILL_LINE .. "42", shell.kill_line(42))
+    assert.equal(shell.KILL_LINE, shell.signal_line("SIGKILL"))
+    assert.truthy(shell.signal_line(15):find('kill -15 -- "-$1"', 1, true))
+    assert.truthy(shell.signal_line("TERM"):find('kill -TERM "$1"', 1, true))
+    assert.has_error(function() shell.signal_line("TERM; id") end)
+    assert.has_error(function() shell.signal_line(0) end)
     assert.equal("stdout", shell.marker_stream(true))
     assert.equal("stderr", shell.marker_stream(false))
   end)
@@ -311,7 +318,8 @@ describe("sandlot.ssh #ssh", function()
       r = assert(c:exec('printf "%s|%s" "${HOME-unset}" "$K"', { env = { HOME = false, K = 1 } }))
       assert.equal("unset|1", r.stdout)
       assert.has_error(function() c:exec("true", { env = { X = true } }) end,
-                       "env.X must be a string, number or false")
+                       "ssh exec: env.X must be a string, a number or false (remove it), " ..
+                       "got boolean")
     end)
 
     it("streams output to callbacks", function()
@@ -371,6 +379,117 @@ describe("sandlot.ssh #ssh", function()
       assert.equal("cancelled", err.code)
       assert.is_true(h.eventually(function() return not alive() end, 5))
       c:exec("rm -f " .. pidfile)
+    end)
+
+    it("feeds stdin from a writer function", function()
+      if not needs_sshd() then return end
+      local chunks, i = { "a", ("b"):rep(100000), "c" }, 0
+      local r = assert(c:exec("cat", { stdin = function() i = i + 1; return chunks[i] end }))
+      assert.equal(table.concat(chunks), r.stdout)
+      assert.equal(0, r.exit_code)
+    end)
+
+    it("takes every exec default from Lua: the core has none", function()
+      if not needs_sshd() then return end
+      local s = c._s
+      assert.has_error(function() s:exec("true", {}) end,
+                       "sandlot.ssh exec: opts.max_output must be an integer in 0.." ..
+                       math.maxinteger)
+      assert.has_error(function() s:exec("true", { max_output = 1, pty = true }) end,
+                       "sandlot.ssh exec: opts.cols must be an integer in 1..65535")
+      local r = assert(s:exec("printf xyz", { max_output = 2 }))
+      assert.same({ "xz", 3, true }, { r.stdout, r.stdout_bytes, r.truncated })
+      local default = require("sandlot.exec").DEFAULT_MAX_OUTPUT
+      assert.equal(default, ssh.DEFAULTS.max_output)
+    end)
+
+    it("spawns a live process: stdin in, stdout and stderr apart, the exit after", function()
+      if not needs_sshd() then return end
+      local p <close> = assert(c:spawn({ "sh", "-c", "cat; echo done >&2; exit 4" }))
+      assert(p:write("hello\n"))
+      assert.same({ "hello\n", "stdout" }, { p:read() })
+      assert(p:write("again\n"))
+      assert.same({ "again\n", "stdout" }, { p:read() })
+      assert(p:close_stdin())
+      assert.same({ "done\n", "stderr" }, { p:read() })
+      assert.is_nil(p:read())
+      local r = assert(p:wait())
+      assert.same({ 4, "", "" }, { r.exit_code, r.stdout, r.stderr })   -- output: read only
+      assert.truthy(r.pgid)
+      local _, err = p:write("late")
+      assert.equal("invalid_input", err.code)
+      local _, kerr = p:kill()
+      assert.equal("not_found", kerr.code)
+    end)
+
+    it("kills a spawned process group by signal, even asked before its marker came", function()
+      if not needs_sshd() then return end
+      local p <close> = assert(c:spawn("sleep 60 & sleep 60; wait"))
+      assert.is_true(p:kill())                             -- at once: TERM by default
+      local r = assert(p:wait())
+      assert.same({ 15, 143, "TERM" }, { r.signal, r.exit_code, r.signal_name })
+      local gone = h.eventually(function()
+        local ps = assert(c:exec("ps -o pid= -g " .. r.pgid .. " || true"))
+        return ps.stdout:gsub("%s", "") == ""
+      end, 5)
+      assert.is_true(gone, "processes of group " .. r.pgid .. " survived")
+      local p2 <close> = assert(c:spawn({ "sleep", "60" }))
+      assert.is_true(p2:kill(9))
+      assert.same({ 9, 137 }, { assert(p2:wait()).signal, assert(p2:wait()).exit_code })
+      assert.has_error(function() p2:kill("NO SUCH") end)
+    end)
+
+    it("kills what a spawned process still runs when it is closed", function()
+      if not needs_sshd() then return end
+      local p = assert(c:spawn({ "sh", "-c", "echo $$; exec sleep 60" }))
+      local out = assert(p:read())
+      local pid = assert(out:match("^(%d+)\n$"), out)
+      local alive = function()
+        return assert(c:exec({ "kill", "-0", pid })).exit_code == 0
+      end
+      assert.is_true(alive())                              -- the plant: it runs
+      p:close()
+      p:close()                                            -- idempotent
+      assert.is_true(h.eventually(function() return not alive() end, 5), "it still runs")
+      assert.has_error(function() p:read() end)
+    end)
+
+    it("kills a command abandoned before its marker came, once the marker comes", function()
+      if not needs_sshd() then return end
+      local shell = require("sandlot.shell")
+      -- a line whose marker comes late: the command runs, then names its group; it ignores
+      -- SIGPIPE, so a channel closed early would leave it running (the plant)
+      local function line(f)
+        return ("trap '' PIPE; echo $$ > %s; sleep 2; printf '\\036%%d\\036' $$ >&2; " ..
+                "exec sleep 60"):format(f)
+      end
+      local opts = { marker = "stderr", kill_line = shell.KILL_LINE, max_output = 0,
+                     stdin_open = true }
+      local function running(f)                    -- the pid once the command has started
+        local pid
+        assert.is_true(h.eventually(function()
+          pid = assert(c:exec({ "cat", f })).stdout:match("^(%d+)")
+          return pid ~= nil
+        end, 10), "the command never started")
+        return pid
+      end
+      local function dies(pid, what)
+        assert.is_true(h.eventually(function()
+          return assert(c:exec({ "kill", "-0", pid })).exit_code ~= 0
+        end, 15), what .. ": the command still runs")
+      end
+      local f1 = "/tmp/sandlot-spec-early-close." .. math.random(1e9)
+      local p = assert(c._s:spawn(line(f1), opts))
+      local pid = running(f1)
+      p:close()                                    -- closed while the marker is on its way
+      dies(pid, "close")
+      local f2 = "/tmp/sandlot-spec-early-cancel." .. math.random(1e9)
+      local t = sandlot.spawn(function() return c._s:exec(line(f2), opts) end)
+      pid = running(f2)
+      t:cancel()
+      assert.equal("cancelled", select(2, t:join()).code)
+      dies(pid, "cancel")
+      c:exec({ "rm", "-f", f1, f2 })
     end)
 
     it("runs 200 concurrent execs from 50 tasks over one connection", function()

@@ -2,6 +2,8 @@
 -- client's exec and the ssh provider). Quoting, argv -> line, `export` lines, the process
 -- group marker, the prelude a provider runs first, and the line that kills what timed out all
 -- live here; core/ssh_exec.c only strips the marker from a stream and runs the kill line.
+local check = require("sandlot._check")
+
 local M = {}
 
 ---Quotes one word for a POSIX shell (a word that needs none is returned as it is).
@@ -13,24 +15,12 @@ function M.quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
-local function check_argv(cmd, level)
-  if type(cmd) ~= "table" or #cmd == 0 then
-    error("command must be a non-empty argv list or a shell string", level + 1)
-  end
-  for i = 1, #cmd do
-    local a = cmd[i]
-    if type(a) ~= "string" and type(a) ~= "number" then
-      error(("command[%d] must be a string"):format(i), level + 1)
-    end
-  end
-end
-
 ---Turns an argv list into a shell command line (a string is returned unchanged).
 ---@param cmd string|string[]
 ---@return string
 function M.command(cmd)
   if type(cmd) == "string" then return cmd end
-  check_argv(cmd, 2)
+  check.argv(cmd, "shell.command")
   local words = {}
   for i = 1, #cmd do words[i] = M.quote(cmd[i]) end
   return table.concat(words, " ")
@@ -43,16 +33,9 @@ end
 ---@return string
 function M.exports(env, sep)
   sep = sep or "; "
+  check.env(env, "shell.exports")
   local names = {}
-  for k, v in pairs(env or {}) do
-    if type(k) ~= "string" or not k:find("^[%a_][%w_]*$") then
-      error("env: invalid variable name " .. tostring(k), 2)
-    end
-    if v ~= false and type(v) ~= "string" and type(v) ~= "number" then
-      error(("env.%s must be a string, number or false"):format(k), 2)
-    end
-    names[#names + 1] = k
-  end
+  for k in pairs(env or {}) do names[#names + 1] = k end
   table.sort(names)
   local out = {}
   for i, k in ipairs(names) do
@@ -103,7 +86,7 @@ function M.line(cmd, opts)
     if opts.cwd then inner = "cd " .. M.quote(opts.cwd) .. " && " .. inner end
     return MARKER .. "exec /bin/sh -c " .. M.quote(prelude .. inner)
   end
-  check_argv(cmd, 2)
+  check.argv(cmd, "shell.line")
   local words = M.command(cmd)
   local first = M.quote(cmd[1])
   if first:sub(1, 1) ~= "'" then         -- never a reserved word, an assignment or =cmd (zsh)
@@ -121,9 +104,24 @@ function M.marker_stream(pty)
   return pty and "stdout" or "stderr"
 end
 
--- What runs, with the marker's number appended, to kill a command's process group (or the
--- process alone where it is no group leader).
-M.KILL_LINE = "k() { kill -KILL -- \"-$1\" 2>/dev/null || kill -KILL \"$1\" 2>/dev/null; :; }; k "
+---What runs, with the marker's number appended, to send `signal` to a command's process
+---group (or to the process alone where it leads no group). Raises on a signal that is neither
+---a name ("TERM", "SIGTERM") nor an integer 1..64.
+---@param signal string|integer
+---@return string
+function M.signal_line(signal)
+  if type(signal) == "string" then
+    signal = signal:gsub("^SIG", "")
+    if not signal:find("^%u[%u%d]*$") then error("shell.signal_line: bad signal name", 2) end
+  elseif math.type(signal) ~= "integer" or signal < 1 or signal > 64 then
+    error("shell.signal_line: signal must be a name or an integer in 1..64", 2)
+  end
+  return ("k() { kill -%s -- \"-$1\" 2>/dev/null || kill -%s \"$1\" 2>/dev/null; :; }; k ")
+    :format(signal, signal)
+end
+
+-- The kill line for what timed out, was cancelled or closed (core/ssh_exec.c runs it).
+M.KILL_LINE = M.signal_line("KILL")
 
 ---The kill line for a known process group (what the core runs: KILL_LINE .. pgid).
 ---@param pgid integer

@@ -7,6 +7,9 @@ local core = require("sandlot.core.ssh")
 local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
 local shell = require("sandlot.shell")
+local check = require("sandlot._check")
+local exec_kit = require("sandlot.exec")
+local task = require("sandlot.task")
 
 local M = {}
 
@@ -19,15 +22,44 @@ M.DEFAULTS = {
   keepalive_max = 3,         -- unanswered intervals before the connection counts as lost
   max_channels = 10,         -- concurrent channels; OpenSSH's MaxSessions defaults to 10
   host_key = "strict",       -- "strict" | "accept-new"
-  max_output = 16 * 1024 * 1024,
+  max_output = exec_kit.DEFAULT_MAX_OUTPUT,   -- bytes kept per stream of an exec
   reconnect = true,
 }
 
-local known = {
-  host = true, port = true, user = true, password = true, key = true, key_file = true,
-  passphrase = true, agent = true, known_hosts = true, host_key = true,
-  host_key_sha256 = true, timeout = true, keepalive = true, keepalive_max = true,
-  max_channels = true, reconnect = true,
+-- The terminal an exec with pty = true gets.
+M.PTY = { term = "xterm", cols = 80, rows = 24 }
+
+local function positive(v)
+  return type(v) == "number" and v > 0 and v ~= math.huge, "a number of seconds > 0"
+end
+
+local function at_least(min)
+  return function(v)
+    return math.type(v) == "integer" and v >= min, "an integer >= " .. min
+  end
+end
+
+local CONNECT_OPTS = {
+  host = "string", port = function(v)
+    return math.type(v) == "integer" and v >= 1 and v <= 65535, "an integer in 1..65535"
+  end,
+  user = "string", password = "string", key = "string", passphrase = "string",
+  key_file = function(v)
+    if v == false or type(v) == "string" then return true end
+    if type(v) ~= "table" then return false, "a path, a list of paths or false" end
+    for _, f in ipairs(v) do
+      if type(f) ~= "string" then return false, "a path, a list of paths or false" end
+    end
+    return true
+  end,
+  agent = function(v)
+    return type(v) == "boolean" or type(v) == "string", "true, false or the agent socket's path"
+  end,
+  known_hosts = "string",
+  host_key = function(v) return v == "strict" or v == "accept-new", '"strict" or "accept-new"' end,
+  host_key_sha256 = "string", timeout = positive,
+  keepalive = function(v) return type(v) == "number" and v >= 0, "a number of seconds >= 0" end,
+  keepalive_max = at_least(1), max_channels = at_least(1), reconnect = "boolean",
 }
 
 local function home()
@@ -167,21 +199,14 @@ local function authenticate(s, o)
 end
 
 local function resolve_opts(opts)
-  if type(opts) ~= "table" then error("ssh.connect: opts must be a table", 3) end
-  for k in pairs(opts) do
-    if not known[k] then error("ssh.connect: unknown option '" .. tostring(k) .. "'", 3) end
-  end
-  if type(opts.host) ~= "string" or opts.host == "" then
-    error("ssh.connect: opts.host is required", 3)
-  end
+  if opts == nil then error("ssh.connect: opts must be a table", 3) end
+  check.opts(opts, CONNECT_OPTS, "ssh.connect", 3)
+  if opts.host == nil or opts.host == "" then error("ssh.connect: opts.host is required", 3) end
   local o = {}
   for k, v in pairs(M.DEFAULTS) do o[k] = v end
   for k, v in pairs(opts) do o[k] = v end
   o.user = o.user or os.getenv("USER") or os.getenv("LOGNAME") or "root"
   o.known_hosts = o.known_hosts or (home() .. "/.ssh/known_hosts")
-  if o.host_key ~= "strict" and o.host_key ~= "accept-new" then
-    error("ssh.connect: opts.host_key must be \"strict\" or \"accept-new\"", 3)
-  end
   return o
 end
 
@@ -235,12 +260,13 @@ function Client:_session()
 end
 
 -- Runs fn(session) and retries once on a fresh connection when the call failed before
--- anything reached the server (err.retry_safe).
-function Client:_call(op, fn)
+-- anything reached the server (err.retry_safe), unless no_retry (fn consumed input).
+function Client:_call(op, fn, no_retry)
   local s, err = self:_session()
   if not s then return nil, err end
   local r, e = fn(s)
-  if r == nil and errors.is(e, "unavailable") and e.retry_safe and self._o.reconnect then
+  if r == nil and errors.is(e, "unavailable") and e.retry_safe and self._o.reconnect
+      and not no_retry then
     s, err = self:_session()
     if not s then return nil, err end
     r, e = fn(s)
@@ -249,50 +275,67 @@ function Client:_call(op, fn)
   return r, e
 end
 
-local exec_known = {
-  env = true, cwd = true, stdin = true, timeout = true, max_output = true, pty = true,
-  on_stdout = true, on_stderr = true, prelude = true,
-}
+local function bytes(v)
+  return math.type(v) == "integer" and v >= 0, "an integer >= 0 (bytes)"
+end
 
--- The core reports the marker the line prints (shell.line): the remote process group.
-local function with_pgid(r, err)
-  if r then
-    r.pgid, r.marker = r.marker, nil
-  end
-  return r, err
+-- env and timeout are checked by _check.env and _check.timeout (check_command).
+local function string_or_writer(v)
+  return type(v) == "string" or type(v) == "function", "a string or a writer function"
+end
+
+local EXEC_OPTS = {
+  env = true, cwd = "string", stdin = string_or_writer, timeout = true, max_output = bytes,
+  pty = "boolean", on_stdout = "function", on_stderr = "function", prelude = "string",
+}
+local SPAWN_OPTS = { env = true, cwd = "string", pty = "boolean", prelude = "string" }
+
+-- Checks a command and its options for the caller of Client:exec or Client:spawn.
+local function check_command(cmd, opts, spec, where)
+  opts = check.opts(opts, spec, where, 3)
+  check.argv(cmd, where, 3)
+  check.env(opts.env, where, 3)
+  check.timeout(opts.timeout, where, 3)
+  return opts
+end
+
+-- The core's options for a command line from shell.line: the marker, the kill line and the
+-- terminal; the core has no defaults of its own.
+local function core_opts(opts, extra)
+  local o = { pty = opts.pty, marker = shell.marker_stream(opts.pty), kill_line = shell.KILL_LINE }
+  if opts.pty then o.term, o.cols, o.rows = M.PTY.term, M.PTY.cols, M.PTY.rows end
+  for k, v in pairs(extra) do o[k] = v end
+  return o
+end
+
+-- Feeds a writer function's chunks to the command's stdin from a task of its own (as
+-- sandlot.proc does): until it returns nil or "", raises, or the command stops reading.
+local function start_writer(h, writer)
+  return task.spawn(function()
+    while true do
+      local ok, chunk = pcall(writer)
+      if not ok or chunk == nil or chunk == "" then break end
+      local wrote, done = pcall(h.write, h, tostring(chunk))   -- h may be closed meanwhile
+      if not (wrote and done) then return end
+    end
+    pcall(h.close_stdin, h)
+  end)
 end
 
 local function exec(self, cmd, opts)
-  if opts.env ~= nil then
-    if type(opts.env) ~= "table" then error("opts.env must be a table", 3) end
-    for k, v in pairs(opts.env) do
-      if type(k) ~= "string" or not k:find("^[%a_][%w_]*$") then
-        error("env: invalid variable name " .. tostring(k), 3)
-      end
-      if v ~= false and type(v) ~= "string" and type(v) ~= "number" then
-        error(("env.%s must be a string, number or false"):format(k), 3)
-      end
-    end
-  end
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    error("opts.timeout must be a number of seconds > 0", 3)
-  end
-  if opts.stdin ~= nil and type(opts.stdin) ~= "string" then
-    error("opts.stdin must be a string", 3)
-  end
-  if opts.prelude ~= nil and type(opts.prelude) ~= "string" then
-    error("opts.prelude must be a string of shell commands", 3)
-  end
-  local copts = { stdin = opts.stdin, timeout = opts.timeout, pty = opts.pty,
-                  max_output = opts.max_output or M.DEFAULTS.max_output,
-                  marker = shell.marker_stream(opts.pty), kill_line = shell.KILL_LINE }
+  local writer = type(opts.stdin) == "function" and opts.stdin or nil
+  local copts = core_opts(opts, { stdin = not writer and opts.stdin or nil,
+                                  stdin_open = writer ~= nil, timeout = opts.timeout,
+                                  max_output = opts.max_output or M.DEFAULTS.max_output })
   local line = shell.line(cmd, { prelude = opts.prelude, env = opts.env, cwd = opts.cwd })
-  if not (opts.on_stdout or opts.on_stderr) then
-    return self:_call("ssh.exec", function(s) return with_pgid(s:exec(line, copts)) end)
+  if not (opts.on_stdout or opts.on_stderr or writer) then
+    return self:_call("ssh.exec", function(s) return s:exec(line, copts) end)
   end
   return self:_call("ssh.exec", function(s)
     local h <close>, err = s:spawn(line, copts)
     if not h then return nil, err end
+    local w <close> = writer and setmetatable({ t = start_writer(h, writer) },
+                                              { __close = function(x) x.t:cancel() end })
     local cbs = { stdout = opts.on_stdout, stderr = opts.on_stderr }
     while true do
       local chunk, which = h:read()
@@ -303,25 +346,112 @@ local function exec(self, cmd, opts)
       local cb = cbs[which]
       if cb then cb(chunk) end
     end
-    return with_pgid(h:wait())
-  end)
+    return h:wait()
+  end, writer ~= nil)                      -- a writer's chunks are gone once taken
 end
 
 ---Runs a command on the server. A command that runs and fails is a result, not an error.
 ---@param cmd string|string[] argv list (quoted for the remote shell) or a shell string
 ---@param opts? table env (a false value unsets the variable), cwd, stdin (string), timeout (s:
----  kills the remote process group), max_output (bytes kept per stream, head and tail), pty
----  (bool), on_stdout, on_stderr, prelude (POSIX shell commands run first, e.g. from
----  sandlot.shell.guard and .source)
----@return table|nil result {exit_code, signal, stdout, stderr, timed_out, truncated, duration}
+---  kills the remote process group), max_output (bytes kept per stream, head and tail;
+---  sandlot.exec.DEFAULT_MAX_OUTPUT), pty (bool; M.PTY's terminal), on_stdout, on_stderr,
+---  prelude (POSIX shell commands run first, e.g. from sandlot.shell.guard and .source)
+---@return table|nil result {exit_code, signal, signal_name, stdout, stderr, timed_out,
+---  truncated, duration, pgid (the remote process group)}
 ---@return sandlot.Error? err unavailable (connection lost), timeout (no channel), cancelled
 function Client:exec(cmd, opts)
-  opts = opts or {}
-  for k in pairs(opts) do
-    if not exec_known[k] then error("ssh exec: unknown option '" .. tostring(k) .. "'", 2) end
-  end
+  opts = check_command(cmd, opts, EXEC_OPTS, "ssh exec")
   if not telemetry.active() then return exec(self, cmd, opts) end
   return telemetry.span("ssh.exec", { host = self.host, command = cmd }, exec, self, cmd, opts)
+end
+
+-- A command started by Client:spawn: the core's exec handle, with signals by name.
+---@class sandlot.ssh.Process
+local Process = { __name = "sandlot.ssh.process" }
+Process.__index = Process
+
+local function live(self)
+  if self._h == nil then error("attempt to use a closed sandlot.ssh.process", 3) end
+  return self._h
+end
+
+local function failed(self, ok, err)
+  if ok == nil and err ~= nil then return nil, errors.wrap(err, { op = "ssh.spawn",
+                                                                   host = self._host }) end
+  return ok, err
+end
+
+---Writes data to the command's stdin; waits until the channel has taken all of it.
+---@param data string
+---@return true|nil ok, sandlot.Error? err invalid_input (stdin closed), io_error (it ended)
+function Process:write(data)
+  if type(data) ~= "string" then error("ssh process: write: data must be a string", 2) end
+  return failed(self, live(self):write(data))
+end
+
+---Closes the command's stdin (it reads end of file). Idempotent.
+---@return true
+function Process:close_stdin()
+  return live(self):close_stdin()
+end
+
+---The next chunk of output and its stream. nil once both streams have ended.
+---@return string|nil data, string|sandlot.Error|nil stream "stdout" | "stderr", or the error
+function Process:read()
+  local data, which = live(self):read()
+  if data == nil then return failed(self, nil, which) end
+  return data, which
+end
+
+---Waits for the command to end: the exec result without output ({exit_code, signal,
+---signal_name, timed_out, duration, pgid}; output comes only through read).
+---@return table|nil result, sandlot.Error? err
+function Process:wait()
+  return failed(self, live(self):wait())
+end
+
+---Sends a signal to the command's process group (what it started included).
+---@param signal? string|integer a name ("TERM", the default; "SIGKILL") or a number
+---@return true|nil ok, sandlot.Error? err not_found (it has ended), not_supported
+function Process:kill(signal)
+  local h = live(self)
+  local ok, line = pcall(shell.signal_line, signal or "TERM")
+  if not ok then error("ssh process: kill: " .. tostring(line):gsub("^.-: ", "", 1), 2) end
+  return failed(self, h:kill(line))
+end
+
+---Closes the process: kills what still runs, frees the channel. Idempotent; also __close.
+---@return true
+function Process:close()
+  if self._h ~= nil then
+    self._h:close()
+    self._h = nil
+  end
+  return true
+end
+
+Process.__close = Process.close
+
+function Process:__tostring()
+  return self._h and tostring(self._h):gsub("^sandlot%.ssh%.exec", "sandlot.ssh.process")
+         or "sandlot.ssh.process (closed)"
+end
+
+---Starts a command on the server and returns it live: p:write(data), p:close_stdin(),
+---p:read() -> data, "stdout"|"stderr" (nil at the end of both streams), p:wait() -> result,
+---p:kill([signal]), p:close(). Output is queued for read (reading from the server stops
+---while a few MiB wait unread). Use `local p <close> = ...`; a collected process is killed.
+---@param cmd string|string[] as for exec
+---@param opts? table env, cwd, pty, prelude (as for exec)
+---@return sandlot.ssh.Process|nil process, sandlot.Error? err unavailable (connection lost)
+function Client:spawn(cmd, opts)
+  opts = check_command(cmd, opts, SPAWN_OPTS, "ssh spawn")
+  local line = shell.line(cmd, { prelude = opts.prelude, env = opts.env, cwd = opts.cwd })
+  local s, err = self:_session()
+  local h
+  if s then h, err = s:spawn(line, core_opts(opts, { max_output = 0, stdin_open = true })) end
+  if not h then return nil, errors.wrap(err, { op = "ssh.spawn", host = self.host }) end
+  return setmetatable({ _h = h, _host = self.host }, Process)
 end
 
 local function sftp(self, kind, path, opts)
