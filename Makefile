@@ -117,7 +117,7 @@ FUZZ_TARGETS = config:fuzz.targets:config json:sandlot.wire.json:decode \
                base64:sandlot.wire.base64:decode gzip:sandlot.wire.gzip:decompress \
                tar:sandlot.wire.tar:list connect:fuzz.targets:connect \
                ndjson:fuzz.targets:ndjson stdcopy:fuzz.targets:stdcopy \
-               multipart:fuzz.targets:multipart
+               multipart:fuzz.targets:multipart http_head:fuzz.targets:http_head
 FUZZ_SECONDS ?= 30
 FUZZ_CC  ?= clang
 FB        = build-fuzz

@@ -81,4 +81,30 @@ function M.multipart(input)
   return require("sandlot.wire.multipart").parse(body or "", ct or input)
 end
 
+---The HTTP/1.x response-head parser (core/http_head.c, behind sandlot.http.upgrade): whatever
+---the bytes, it answers "more", a head that lies inside the input, or a reason, and never reads
+---past the cap it is given (the first byte picks it: 1..256 times 16 bytes).
+function M.http_head(input)
+  local max = ((input:byte(1) or 0) + 1) * 16
+  local bytes = input:sub(2)
+  local head, why = require("sandlot.http").parse_response_head(bytes, max)
+  if head == nil then
+    if #bytes > max then error("http_head: wants more beyond its cap of " .. max) end
+    return nil
+  end
+  if head == false then
+    if type(why) ~= "string" or why == "" then error("http_head: a refusal without a reason") end
+    return nil
+  end
+  if math.type(head.length) ~= "integer" or head.length < 1 or head.length > #bytes
+      or head.length > max then
+    error(("http_head: head length %s outside 1..%d"):format(tostring(head.length), #bytes))
+  end
+  if math.type(head.status) ~= "integer" or head.status < 100 or head.status > 999 then
+    error("http_head: status " .. tostring(head.status) .. " out of range")
+  end
+  if #head.headers_raw > head.length then error("http_head: fields longer than the head") end
+  return head
+end
+
 return M

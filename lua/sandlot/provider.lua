@@ -3,7 +3,7 @@
 -- flags), loads them by name or file, and completes them: each missing optional operation gets
 -- a fallback built on the required ones or a stub returning not_supported.
 local errors = require("sandlot.errors")
-local b64 = require("sandlot._base64")
+local b64 = require("sandlot.wire.base64")
 local check = require("sandlot._check")
 local sandlot_sleep = require("sandlot.task").sleep
 
