@@ -4,7 +4,7 @@
 -- fields run.lua records. Cases and their arguments are listed in `cases` below.
 local sandlot = require("sandlot")
 local timer = require("sandlot.core.timer")
-local cjson = require("cjson")
+local json = require("sandlot.wire.json")   -- integers stay integers (a port is one)
 
 local function now() return timer.now() / 1e9 end
 
@@ -103,7 +103,7 @@ function cases.docker_life(host, image, n)
   docker_provider(host, image)
   -- API version negotiation happens once per process: do it untimed (a status of nothing)
   local ghost = sandlot.from_map({ version = 1, provider = "bench", id = "none",
-                                   handle = { id = "none", container = "none" } })
+                                   handle = { id = "none", container = ("0"):rep(64) } })
   assert(ghost:status())
   local t0 = now()
   for _ = 1, tonumber(n) do
@@ -122,8 +122,8 @@ end
 
 -- ssh_exec JSON N: N sequential sb:exec{"echo","hello"} in one ssh-provider sandbox. Prints
 -- seconds and how many SSH connections were opened (must be 1: never one per exec).
-function cases.ssh_exec(json, n)
-  local o = cjson.decode(json)
+function cases.ssh_exec(o_json, n)
+  local o = json.decode(o_json)
   ssh_provider(o)
   local connects = 0
   local connect = sandlot.ssh.connect
@@ -132,24 +132,24 @@ function cases.ssh_exec(json, n)
   return exec_n(sb, tonumber(n)), connects
 end
 
-local function ssh_client(json)
-  local o = cjson.decode(json)
+local function ssh_client(o_json)
+  local o = json.decode(o_json)
   return assert(sandlot.ssh.connect({ host = o.host, port = o.port, user = o.user,
                                       key_file = o.key_file, known_hosts = o.known_hosts,
                                       agent = false }))
 end
 
 -- ssh_client_exec JSON N: N sequential client:exec{"echo","hello"} on one sandlot.ssh client.
-function cases.ssh_client_exec(json, n)
-  local c <close> = ssh_client(json)
+function cases.ssh_client_exec(o_json, n)
+  local c <close> = ssh_client(o_json)
   local t0 = now()
   for _ = 1, tonumber(n) do check_hello(c:exec({ "echo", "hello" }), "exec") end
   return now() - t0
 end
 
 -- sftp JSON up|down LOCAL REMOTE: one streamed SFTP transfer on a connected client.
-function cases.sftp(json, dir, lpath, rpath)
-  local c <close> = ssh_client(json)
+function cases.sftp(o_json, dir, lpath, rpath)
+  local c <close> = ssh_client(o_json)
   local t0 = now()
   local n, err
   if dir == "up" then n, err = c:put(lpath, rpath) else n, err = c:get(rpath, lpath) end

@@ -24,8 +24,10 @@ local function rounds(default) return ROUNDS_ENV or default end
 local function sh(cmd, opts)
   local r = assert(sandlot.proc.run(cmd, opts))
   if r.exit_code ~= 0 then
-    error(("%s failed (%d): %s"):format(table.concat(type(cmd) == "table" and cmd or { cmd }, " "),
-                                        r.exit_code, r.stderr), 0)
+    -- the case's name, not its JSON arguments: the table shows the first line of this
+    local what = type(cmd) == "table" and table.concat(cmd, " ", 1, math.min(#cmd, 3)) or cmd
+    error(("%s failed (%d): %s"):format(what:gsub("[^ ]*/", ""), r.exit_code,
+                                        (r.stderr:gsub("%s+", " "))), 0)
   end
   return r
 end

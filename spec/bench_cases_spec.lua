@@ -1,0 +1,72 @@
+-- spec/bench_cases_spec.lua: every case of bench/cases.lua runs once, tiny, through the built
+-- host as `make bench` runs it, so a library change that breaks the benchmark fails here
+-- (make bench only reports: a broken case shows as "skipped: failed" and fails nothing).
+-- Timing is never asserted: only that each case runs and prints its figure.
+local sandlot = require("sandlot")
+local json = require("sandlot.wire.json")
+local docker = require("spec.support.docker")
+local sshd = require("spec.support.sshd")
+local h = require("spec.helper")
+
+local function run_case(...)
+  local rc, out, err = h.host({ "bench/cases.lua", ... }, { timeout = 120 })
+  assert.equal(0, rc, ("case %s failed: %s"):format(select(1, ...), err))
+  local first = out:match("^(%S+)")
+  assert.is_truthy(tonumber(first), "the case prints its figure first, got: " .. out)
+  return out
+end
+
+describe("bench cases", function()
+  local tmp
+
+  lazy_setup(function() tmp = h.tmpdir() end)
+  lazy_teardown(function() h.rmtree(tmp) end)
+
+  it("local exec and handles run", function()
+    run_case("local_exec", "none", "2")
+    run_case("handles", "3", "1")
+  end)
+
+  describe("#docker", function()
+    local env, why
+
+    lazy_setup(function() env, why = docker.start() end)
+    lazy_teardown(function() docker.stop(env) end)
+
+    it("docker exec and lifecycle run", function()
+      if not env then pending(docker.unavailable(why)) return end
+      run_case("docker_exec", env.host, env.image, "1")
+      run_case("docker_life", env.host, env.image, "1")
+    end)
+  end)
+
+  describe("#ssh", function()
+    local srv, why
+
+    lazy_setup(function() srv, why = sshd.start() end)
+    lazy_teardown(function() if srv then srv:stop() end end)
+
+    it("ssh exec, client exec and SFTP both ways run", function()
+      if not srv then
+        if os.getenv("CI") then error("sshd is required in CI: " .. tostring(why)) end
+        pending(why)
+        return
+      end
+      -- the options as bench/run.lua passes them: JSON on the command line
+      local o = json.encode({ host = srv.host, port = srv.port, user = srv.user,
+                              key_file = srv.key, known_hosts = srv.known_hosts,
+                              base_dir = srv.dir .. "/sandboxes" })
+      local out = run_case("ssh_exec", o, "2")
+      assert.equal(1, tonumber(out:match("^%S+%s+(%S+)")), "one SSH connection for the execs")
+      run_case("ssh_client_exec", o, "2")
+      local f = assert(io.open(tmp .. "/up", "wb"))
+      f:write(("x"):rep(100000))
+      f:close()
+      run_case("sftp", o, "up", tmp .. "/up", srv.dir .. "/bench-file")
+      run_case("sftp", o, "down", tmp .. "/down", srv.dir .. "/bench-file")
+      local back = assert(io.open(tmp .. "/down", "rb"))
+      assert.equal(100000, #back:read("a"))
+      back:close()
+    end)
+  end)
+end)
