@@ -287,6 +287,25 @@ describe("ssh provider #ssh", function()
       assert.is_nil(sb)
       assert.equal("not_supported", err.code)
     end)
+    it("writes below missing directories after status calls on live and gone sandboxes",
+       function()
+      -- this sequence once made SFTP realpath of a missing path answer "unavailable" on a
+      -- live connection (a misread status); the provider must resolve it from the parent
+      if not srv then return pending(why) end
+      local sb = assert(sandlot.create("conf-ssh", {}))
+      assert.equal("running", sb:status())
+      assert(sb:await_ready({ timeout = 30 }))
+      local gone = assert(sandlot.create("conf-ssh", {}))
+      local back = assert(sandlot.from_map(sandlot.to_map(gone)))
+      assert(gone:destroy())
+      assert.equal("terminated", back:status())
+      assert.is_nil(back:reconnect())
+      assert.is_true(sb:write_file("h9-a/sub dir/x.txt", "here"))
+      assert.is_true(sb:write_file("h9-b/y/z.txt", "there"))
+      assert.equal("here", assert(sb:read_file("h9-a/sub dir/x.txt")))
+      assert(sb:destroy())
+    end)
+
     -- list and gc ---------------------------------------------------------------------------
 
     local function ops(name)
