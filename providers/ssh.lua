@@ -6,10 +6,23 @@
 -- symlink inside cannot lead a file operation outside. Commands run as the SSH user, so this
 -- is a working area, not an isolation boundary. Connections are shared per host and user.
 -- The command lines are built with sandlot.shell.
+--
+-- <id>/meta.json records what list needs to rebuild the handle (id, name, labels, cwd,
+-- workdir), written by create's one remote script and renamed into place last, so a
+-- directory without it is a create that did not finish. list reads every sandbox's metadata
+-- in one remote script and treats it as world input: a file that fails a check is skipped
+-- (with a warning), never turned into a handle. gc rule (`sandlot gc --provider NAME`, or
+-- M.gc): a directory without metadata whose last change is more than 10 minutes old (on the
+-- remote clock) is a failed create and is removed; with --older-than N, so is every sandbox
+-- whose directory is older than N seconds; --all removes every one. A sandbox labelled
+-- sandlot.keep=1 is never removed, and one whose metadata is invalid only by --all or
+-- --older-than. create's `timeout` is not enforced, so nothing expires by itself.
 local ssh = require("sandlot.ssh")
 local shell = require("sandlot.shell")
 local errors = require("sandlot.errors")
 local check = require("sandlot._check")
+local json = require("sandlot.wire.json")
+local ids = require("sandlot.id")
 
 local M = {
   name = "ssh",
@@ -69,11 +82,10 @@ local function client(ctx, handle)
   return nc
 end
 
+local ID = "^ssh%-%x+$"
+
 local function new_id()
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local b = f:read(6)
-  f:close()
-  return "ssh-" .. (b:gsub(".", function(ch) return ("%02x"):format(ch:byte()) end))
+  return "ssh-" .. ids.hex(6)
 end
 
 -- A normalized absolute path: no empty, "." or ".." component, no NUL or newline.
@@ -96,7 +108,7 @@ local function valid(handle)
   if type(handle) ~= "table" then
     return err("invalid_input", "ssh: not an ssh sandbox handle: %s", tostring(handle))
   end
-  local ok, e = check.id(handle.id, "^ssh%-%x+$", "ssh sandbox id", 64)
+  local ok, e = check.id(handle.id, ID, "ssh sandbox id", 64)
   if not ok then return nil, e end
   if not clean_abs(handle.dir) or handle.dir:sub(-#handle.id - 1) ~= "/" .. handle.id then
     return err("invalid_input", "ssh: handle.dir of %s is not its sandbox directory", handle.id)
@@ -152,8 +164,12 @@ end
 local function real(c, p)
   local rp, e = c:realpath(p)
   if rp then return rp end
-  if errors.is(e, "unavailable") or errors.is(e, "timeout") or errors.is(e, "cancelled") then
-    return nil, e                          -- the connection, not the path
+  -- the connection, not the path. (An "unavailable" on a live connection is a status the
+  -- SFTP layer misread, seen after some sequences of calls: the path is then resolved from its
+  -- parent like any other that does not resolve. TODO(h1): core/ssh_sftp.c realpath fx=6/7.)
+  if errors.is(e, "timeout") or errors.is(e, "cancelled")
+      or errors.is(e, "unavailable") and not c:alive() then
+    return nil, e
   end
   local dir, name = p:match("^(.*)/([^/]+)$")
   if not dir then return nil, e end
@@ -211,9 +227,10 @@ local function parent_of(p)
   return p:match("^(.*)/[^/]*$") or "/"
 end
 
--- Runs a helper command (not the user's) and insists on exit 0.
-local function run(c, cmd, what)
-  local r, e = c:exec(cmd, { timeout = 60 })
+-- Runs a helper command (not the user's) and insists on exit 0. stdin, if given, is fed to it
+-- (secrets go there, never into the command line).
+local function run(c, cmd, what, stdin)
+  local r, e = c:exec(cmd, { timeout = 60, stdin = stdin })
   if not r then return nil, e end
   if r.exit_code ~= 0 then
     local msg = r.stderr:gsub("%s+$", "")
@@ -223,6 +240,73 @@ local function run(c, cmd, what)
     return err(code, "ssh: %s: %s", what, msg ~= "" and msg or ("exit " .. r.exit_code))
   end
   return r
+end
+
+-- Metadata ----------------------------------------------------------------------------------
+-- What create records and list reads back. The same checks run on both sides, so whatever
+-- create accepts, list accepts; on the way back the file is world input (the sandbox's own
+-- commands, running as the SSH user, can rewrite it).
+
+local META, META_MAX = "meta.json", 16384
+local LABEL_KEY = "^[%w][%w_.%-/:]*$"
+local TEXT = "^[^%c]+$"                    -- one line of text: no control characters
+local MAX_LABELS = 256
+
+-- Returns a checked copy of labels {name = value} (values: strings; at create, numbers and
+-- booleans become strings, as docker does), or nil and an invalid_input error.
+local function check_labels(labels, at_create)
+  if labels == nil then return {} end
+  if type(labels) ~= "table" then
+    return err("invalid_input", "ssh: labels must be a table of strings")
+  end
+  local out, n = {}, 0
+  for k, v in pairs(labels) do
+    n = n + 1
+    if n > MAX_LABELS then
+      return err("invalid_input", "ssh: at most %d labels", MAX_LABELS)
+    end
+    local ok, e = check.id(k, LABEL_KEY, "ssh label name", 128)
+    if not ok then return nil, e end
+    if at_create and (type(v) == "number" or type(v) == "boolean") then v = tostring(v) end
+    if v ~= "" then
+      ok, e = check.id(v, TEXT, "ssh label " .. k, 1024)
+      if not ok then return nil, e end
+    end
+    out[k] = v
+  end
+  return out
+end
+
+-- The sandbox's name: nil or one line of text.
+local function check_name(name)
+  if name == nil then return true end
+  return check.id(name, TEXT, "ssh sandbox name", 256)
+end
+
+-- Builds the handle of sandbox directory <base>/<name> from its metadata text, checking every
+-- field; returns the handle, or nil and why it was refused (words of our own: never the
+-- file's contents). Host, port and user come from the connection, never from the file.
+local function from_meta(c, base, name, text)
+  if #text > META_MAX then return nil, "its metadata is larger than " .. META_MAX .. " bytes" end
+  local m = json.decode(text)
+  if type(m) ~= "table" then return nil, "its metadata is not a JSON object" end
+  if m.version ~= 1 then return nil, "its metadata has an unknown version" end
+  if m.id ~= name then return nil, "its metadata names another sandbox" end
+  if m.workdir ~= nil and m.workdir ~= "/" then return nil, "its metadata has a bad workdir" end
+  local labels = check_labels(m.labels)
+  if not labels then return nil, "its metadata has invalid labels" end
+  if not check_name(m.name) then return nil, "its metadata has an invalid name" end
+  if m.cwd ~= nil and (type(m.cwd) ~= "string" or #m.cwd > 4096) then
+    return nil, "its metadata has an invalid cwd"
+  end
+  local dir = base .. "/" .. name
+  local handle = { id = name, host = c.host, port = c.port, user = c.user, dir = dir,
+                   root = m.workdir == "/" and "/" or (dir .. "/work"), cwd = m.cwd,
+                   labels = labels, name = m.name }
+  if not valid(handle) or (m.cwd and not resolve(handle, m.cwd)) then
+    return nil, "its metadata gives an invalid handle"
+  end
+  return handle
 end
 
 function M.create(ctx, opts)
@@ -241,34 +325,52 @@ function M.create(ctx, opts)
     return err("invalid_input", "ssh: workdir may only be \"/\" (the whole host); sandboxes "
                .. "otherwise get a private directory")
   end
+  local labels, lerr = check_labels(opts.labels, true)
+  if not labels then return nil, lerr end
+  local named, nerr = check_name(opts.name)
+  if not named then return nil, nerr end
+  if opts.cwd and opts.cwd:find("[%z\n]") then
+    return err("invalid_input", "ssh: cwd must not hold a NUL byte or a newline")
+  end
+  local id = new_id()
+  local meta = json.encode({ version = 1, id = id, name = opts.name, purpose = opts.purpose,
+                             labels = labels, cwd = opts.cwd, workdir = opts.workdir,
+                             created_at = os.time() })
+  if #meta > META_MAX then
+    return err("invalid_input", "ssh: labels, name and purpose take %d bytes; at most %d",
+               #meta, META_MAX)
+  end
   local c, cerr = client(ctx)
   if not c then return nil, cerr end
   local base = ctx.config.base_dir or DEFAULT_BASE
-  local id = new_id()
   local env = shell.exports(opts.env, "\n")
-  -- one round trip: a private dir, its env file and work/, and the absolute path back
+  -- One round trip: a private dir, its env file (from stdin: values may be secrets, never on
+  -- a command line), work/, the metadata (renamed into place last: its presence marks a
+  -- finished create), and the physical path back. A failure removes what it made.
   local script = table.concat({
     "set -e", "umask 077",
     "mkdir -p " .. q(base),
     "mkdir " .. q(base .. "/" .. id),
     "cd " .. q(base .. "/" .. id),
-    ": > env",
+    "d=$(pwd -P)",                         -- physical: file paths are checked against it
+    "trap 'cd / && rm -rf -- \"$d\"' EXIT", "trap 'exit 1' HUP INT TERM",
+    env ~= "" and "cat > env" or ": > env",
     "mkdir -m 755 work",
     opts.cwd and ("mkdir -p work/" .. q((opts.cwd:gsub("^/+", "")))) or ":",
-    "pwd -P",                              -- physical: file paths are checked against it
+    "printf '%s' " .. q(meta) .. " > " .. META .. ".tmp",
+    "mv -f " .. META .. ".tmp " .. META,
+    "trap - EXIT HUP INT TERM",
+    "printf '%s\\n' \"$d\"",
   }, "\n")
-  local r, rerr = run(c, script .. "\n", "create")
+  local r, rerr = run(c, script .. "\n", "create", env ~= "" and env or nil)
   if not r then return nil, rerr end
-  local dir = r.stdout:match("^(/[^\n]*)")
-  if not dir then return err("bad_response", "ssh: create: the remote shell printed no path") end
-  if env ~= "" then                        -- values may be secrets: SFTP, never a command line
-    local wrote, werr = c:write_file(dir .. "/env", env,
-                                     { mode = tonumber("600", 8) })
-    if not wrote then return nil, werr end
+  local dir = r.stdout:match("^(/[^\n]*)\n$")
+  if not dir or not clean_abs(dir) then
+    return err("bad_response", "ssh: create: the remote shell printed no path")
   end
-  local handle = { id = id, host = c.host, port = c.port, user = c.user, dir = dir,
-                   root = opts.workdir == "/" and "/" or (dir .. "/work"), cwd = opts.cwd }
-  return handle
+  return { id = id, host = c.host, port = c.port, user = c.user, dir = dir,
+           root = opts.workdir == "/" and "/" or (dir .. "/work"), cwd = opts.cwd,
+           labels = labels, name = opts.name }
 end
 
 -- What the provider's exec line prints (to stderr, exit 255) before the command runs when the
@@ -474,6 +576,149 @@ function M.ssh_opts(ctx, handle)
   for i, a in ipairs(argv) do words[i] = q(a) end
   return { host = o.host, port = o.port, user = o.user, workdir = handle.root,
            key_file = o.key_file, argv = argv, command = table.concat(words, " ") }
+end
+
+-- list and gc --------------------------------------------------------------------------------
+
+local INCOMPLETE_AFTER = 600               -- s: a create is one round trip; this is a dead one
+
+-- One remote script: the base directory's physical path and the remote clock, then for each
+-- sandbox directory (a real directory named ssh-<hex>) a line "= <name>" with its metadata as
+-- od hex (cut after META_MAX + 1 bytes) and a line ".", or "- <name>" when it has no metadata
+-- file, or "! <name>" when the metadata is not a regular file (a FIFO would block a reader).
+-- Names are checked here too, so no line of the output comes from the world unframed.
+local function scan_script(base)
+  return table.concat({
+    "set -e",
+    "[ -e " .. q(base) .. " ] || exit 0",
+    "cd " .. q(base),
+    "pwd -P", "date +%s",
+    "for d in ssh-*; do",
+    "  case $d in ssh-|ssh-*[!0-9a-f]*) continue;; esac",
+    "  [ -d \"$d\" ] && [ ! -h \"$d\" ] || continue",
+    "  m=\"$d/" .. META .. "\"",
+    "  if [ -f \"$m\" ] && [ ! -h \"$m\" ]; then",
+    "    echo \"= $d\"; head -c " .. (META_MAX + 1) .. " \"$m\" | od -An -v -tx1; echo .",
+    "  elif [ -e \"$m\" ] || [ -h \"$m\" ]; then echo \"! $d\"",
+    "  else echo \"- $d\"; fi",
+    "done",
+  }, "\n") .. "\n"
+end
+
+local function unhex(lines)
+  local hex = table.concat(lines):gsub("%s", "")
+  if #hex % 2 == 1 or hex:find("[^%x]") then return nil end
+  return (hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- Reads every sandbox directory under the configured base. Returns the client, and {base,
+-- now (remote clock), entries = {{name, state = "running"|"incomplete"|"corrupt", handle,
+-- why}}} sorted by name; or nil, err. A base that does not exist holds no sandboxes.
+local function scan(ctx)
+  local c, cerr = client(ctx)
+  if not c then return nil, cerr end
+  local r, rerr = run(c, scan_script(ctx.config.base_dir or DEFAULT_BASE), "list")
+  if not r then return nil, rerr end
+  if r.truncated then return err("bad_response", "ssh: list: the listing was cut short") end
+  local out = { entries = {} }
+  if r.stdout == "" then return c, out end
+  local lines = {}
+  for line in r.stdout:gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+  local base, now = lines[1], math.tointeger(tonumber(lines[2] or ""))
+  if not clean_abs(base) or not now then
+    return err("bad_response", "ssh: list: the remote shell printed no base directory")
+  end
+  out.base, out.now = base, now
+  local i = 3
+  while i <= #lines do
+    local kind, name = lines[i]:match("^([=!%-]) (.*)$")
+    if not kind or not check.id(name, ID, "ssh sandbox id", 64) then
+      return err("bad_response", "ssh: list: unexpected output from the remote shell")
+    end
+    local e = { name = name, state = "incomplete" }
+    i = i + 1
+    if kind == "!" then
+      e.state, e.why = "corrupt", "its metadata is not a regular file"
+    elseif kind == "=" then
+      local hex = {}
+      while lines[i] and lines[i] ~= "." do hex[#hex + 1] = lines[i]; i = i + 1 end
+      if lines[i] ~= "." then
+        return err("bad_response", "ssh: list: the remote shell's output ended early")
+      end
+      i = i + 1
+      local text = unhex(hex)
+      if not text then return err("bad_response", "ssh: list: od printed something else") end
+      e.handle, e.why = from_meta(c, base, name, text)
+      e.state = e.handle and "running" or "corrupt"
+    end
+    out.entries[#out.entries + 1] = e
+  end
+  table.sort(out.entries, function(a, b) return a.name < b.name end)
+  return c, out
+end
+
+-- Whether labels include every wanted pair (k = v, or k = true for "has k").
+local function matches(labels, want)
+  for k, v in pairs(want or {}) do
+    if labels[k] == nil or (v ~= true and labels[k] ~= tostring(v)) then return false end
+  end
+  return true
+end
+
+---Lists the sandboxes under the configured base directory as handles (what create returns,
+---labels and name included), sorted by id; with opts.labels, only those whose labels include
+---every given pair (k = v, or k = true for "has k"). A directory without metadata (a create
+---under way or one that failed) is left out; one whose metadata fails a check is left out
+---with a warning.
+---@param opts? {labels?: table<string, string|true>}
+---@return table[]|nil handles, sandlot.Error? err
+function M.list(ctx, opts)
+  local c, s = scan(ctx)
+  if not c then return nil, s end
+  local out = {}
+  for _, e in ipairs(s.entries) do
+    if e.state == "corrupt" then
+      ctx.warn(("list skips %s: %s"):format(e.name, e.why))
+    elseif e.handle and matches(e.handle.labels, opts and opts.labels) then
+      out[#out + 1] = e.handle
+    end
+  end
+  return out
+end
+
+---Removes the sandbox directories the rule at the top of this file selects. Returns a report,
+---one entry per directory: {id, state ("running", "incomplete" or "corrupt"), reason ("kept"
+---for one it keeps), removed, dir, age (seconds since the directory last changed)}.
+---@param opts? {all?: boolean, older_than?: number, dry_run?: boolean}
+---@return table|nil report, sandlot.Error? err
+function M.gc(ctx, opts)
+  opts = opts or {}
+  local c, s = scan(ctx)
+  if not c then return nil, s end
+  local report = {}
+  if #s.entries == 0 then return report end
+  local listing, lerr = c:ls(s.base)        -- lstat times, from the server
+  if not listing then return nil, lerr end
+  local mtime = {}
+  for _, x in ipairs(listing) do mtime[x.name] = x.mtime end
+  for _, e in ipairs(s.entries) do
+    local age = math.type(mtime[e.name]) == "integer" and s.now - mtime[e.name] or nil
+    local reason
+    if e.handle and e.handle.labels["sandlot.keep"] == "1" then reason = nil
+    elseif opts.all then reason = "all"
+    elseif e.state == "incomplete" and age and age > INCOMPLETE_AFTER then reason = "incomplete"
+    elseif opts.older_than and age and age > opts.older_than then
+      reason = "older than " .. opts.older_than .. "s"
+    end
+    local dir = s.base .. "/" .. e.name
+    local entry = { id = e.name, state = e.state, reason = reason or "kept", removed = false,
+                    dir = dir, age = age }
+    if reason and not opts.dry_run then
+      entry.removed = run(c, "rm -rf -- " .. q(dir), "gc") ~= nil
+    end
+    report[#report + 1] = entry
+  end
+  return report
 end
 
 return M
