@@ -215,6 +215,30 @@ function M.path(path, where, level, what)
   return path
 end
 
+---Returns path when its `..` components never climb above the sandbox root, read lexically
+---with the root as "/" whether path is absolute or relative; otherwise nil and an
+---invalid_input error. One rule for every provider (the sandbox layer applies it before the
+---provider sees the path); providers still resolve symlinks on their side.
+---@param path string a path that passed M.path
+---@param what? string e.g. "path", "opts.cwd"
+---@return string|nil path, sandlot.Error? err
+function M.inside(path, what)
+  local depth = 0
+  for part in path:gmatch("[^/]+") do
+    if part == ".." then
+      depth = depth - 1
+      if depth < 0 then
+        return nil, errors.new("invalid_input",
+          ("%s %q leaves the sandbox root: '..' climbs above it"):format(what or "path",
+            #path > 80 and path:sub(1, 80) .. "..." or path))
+      end
+    elseif part ~= "." then
+      depth = depth + 1
+    end
+  end
+  return path
+end
+
 ---Returns a file mode as an integer: an integer 0..4095 or an octal string ("644"); nil stays
 ---nil. Raises otherwise.
 ---@return integer|nil

@@ -142,6 +142,17 @@ end
 
 local check_path = check.path
 
+-- The error (invalid_input, with the sandbox's context) when an absolute path climbs above
+-- the root. "/" is the sandbox's root on every provider; a relative path's base is the
+-- provider's (local: the root; docker: the working directory), so the provider itself refuses
+-- a relative path that climbs out (providers/README.md, "Paths").
+local function escape_error(sb, op, path, what)
+  if path:byte(1) ~= 47 then return nil end                  -- not "/..."
+  local ok, err = check.inside(path, what)
+  if ok then return nil end
+  return select(2, fail(err, sb, op))
+end
+
 local function count(v)
   return math.type(v) == "integer" and v >= 0, "an integer >= 0"
 end
@@ -198,7 +209,11 @@ function M.exec(sb, cmd, opts)
   local argv = check.argv(cmd, "exec")
   opts = check_opts(opts, EXEC_OPTS, "exec")
   check.env(opts.env, "exec")
-  if opts.cwd ~= nil then check_path(opts.cwd, "exec", 2, "opts.cwd") end
+  if opts.cwd ~= nil then
+    check_path(opts.cwd, "exec", 2, "opts.cwd")
+    local eerr = escape_error(sb, "exec", opts.cwd, "opts.cwd")
+    if eerr then return nil, eerr end
+  end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   local command = redact.command(type(cmd) == "string" and cmd or argv)
@@ -213,6 +228,8 @@ end
 function M.read_file(sb, path)
   check_sb(sb, "read_file")
   check_path(path, "read_file")
+  local eerr = escape_error(sb, "read_file", path)
+  if eerr then return nil, eerr end
   return span(sb, "read_file", { path = path }, call, path)
 end
 
@@ -224,6 +241,8 @@ local check_mode = check.mode
 function M.write_file(sb, path, data, opts)
   check_sb(sb, "write_file")
   check_path(path, "write_file")
+  local eerr = escape_error(sb, "write_file", path)
+  if eerr then return nil, eerr end
   if type(data) ~= "string" then error("write_file: data must be a string", 2) end
   opts = check_opts(opts, { mode = true }, "write_file")
   local o = { mode = check_mode(opts.mode, "write_file") }
@@ -244,6 +263,10 @@ function M.write_files(sb, files)
     end
     list[i] = { path = path, data = data, mode = check_mode(f.mode, "write_files") }
   end
+  for i, f in ipairs(list) do
+    local eerr = escape_error(sb, "write_files", f.path)
+    if eerr then return nil, errors.wrap(eerr, { path = f.path, index = i }) end
+  end
   return span(sb, "write_files", { count = #list, path = list[1] and list[1].path }, call, list)
 end
 
@@ -253,6 +276,8 @@ end
 function M.ls(sb, path)
   check_sb(sb, "ls")
   check_path(path or ".", "ls")
+  local eerr = escape_error(sb, "ls", path or ".")
+  if eerr then return nil, eerr end
   local list, err = span(sb, "ls", { path = path or "." }, call, path or ".")
   if not list then return nil, err end
   table.sort(list, function(a, b) return a.name < b.name end)
@@ -265,6 +290,8 @@ end
 function M.mkdir(sb, path, opts)
   check_sb(sb, "mkdir")
   check_path(path, "mkdir")
+  local eerr = escape_error(sb, "mkdir", path)
+  if eerr then return nil, eerr end
   opts = check_opts(opts, { parents = "boolean" }, "mkdir")
   return span(sb, "mkdir", { path = path }, call, path, { parents = opts.parents == true })
 end
@@ -275,6 +302,8 @@ end
 function M.rm(sb, path, opts)
   check_sb(sb, "rm")
   check_path(path, "rm")
+  local eerr = escape_error(sb, "rm", path)
+  if eerr then return nil, eerr end
   opts = check_opts(opts, { recursive = "boolean" }, "rm")
   return span(sb, "rm", { path = path }, call, path, { recursive = opts.recursive == true })
 end
@@ -660,7 +689,11 @@ function M.spawn(sb, cmd, opts)
   local argv = check.argv(cmd, "spawn")
   opts = check_opts(opts, SPAWN_OPTS, "spawn")
   check.env(opts.env, "spawn")
-  if opts.cwd ~= nil then check_path(opts.cwd, "spawn", 2, "opts.cwd") end
+  if opts.cwd ~= nil then
+    check_path(opts.cwd, "spawn", 2, "opts.cwd")
+    local eerr = escape_error(sb, "spawn", opts.cwd, "opts.cwd")
+    if eerr then return nil, eerr end
+  end
   local command = redact.command(type(cmd) == "string" and cmd or argv)
   local p, err = span(sb, "spawn", { command = command }, call, argv,
                       { env = opts.env, cwd = opts.cwd })

@@ -350,6 +350,28 @@ return function(target)
         assert.equal("not_found", err.code)
       end)
 
+      -- "/" is the sandbox's root on every provider; a relative path's base is the provider's
+      -- (local: the root, docker: the working directory), so climbs from it are in each
+      -- provider's own specs.
+      it("refuses a path whose '..' climbs above the sandbox root (invalid_input)", function()
+        for _, path in ipairs({ "/../conf-escape", "/conf-ok/../../conf-escape", "/.." }) do
+          local ops = {
+            read_file = function() return sb:read_file(path) end,
+            write_file = function() return sb:write_file(path, "x") end,
+            ls = function() return sb:ls(path) end,
+            mkdir = function() return sb:mkdir(path, { parents = true }) end,
+            rm = function() return sb:rm(path, { recursive = true }) end,
+            write_files = function() return sb:write_files({ { path, "x" } }) end,
+            exec_cwd = function() return sb:exec({ "true" }, { cwd = path }) end,
+          }
+          for name, op in pairs(ops) do
+            local r, err = op()
+            assert.is_nil(r, name .. " " .. path)
+            assert.equal("invalid_input", err and err.code, name .. " " .. path)
+          end
+        end
+      end)
+
       it("refuses to read a directory or list a file (invalid_input)", function()
         assert(sb:write_file("conf-kind/file.txt", "x"))
         local r, err = sb:read_file("conf-kind")

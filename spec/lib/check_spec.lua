@@ -111,6 +111,28 @@ describe("sandlot._check", function()
     end)
   end)
 
+  describe("inside", function()
+    -- { path, stays inside the root }
+    local cases = {
+      { "a/b", true }, { "/a/b", true }, { ".", true }, { "/", true }, { "a/../b", true },
+      { "a/./../b/..", true }, { "//a//..//b", true }, { "...", true }, { "..a/b", true },
+      { "..", false }, { "/..", false }, { "../x", false }, { "a/../../x", false },
+      { "a/b/../../../x", false }, { "/./../x", false }, { ("../"):rep(40) .. "x", false },
+    }
+    for _, c in ipairs(cases) do
+      it(("%s %q"):format(c[2] and "keeps" or "refuses", c[1]), function()
+        local v, err = check.inside(c[1])
+        if c[2] then
+          assert.equal(c[1], v)
+        else
+          assert.is_nil(v)
+          assert.equal("invalid_input", err.code)
+          assert.matches("leaves the sandbox root", err.message, 1, true)
+        end
+      end)
+    end
+  end)
+
   describe("world input (handle fields)", function()
     -- { fn, value, ok }
     local cases = {
