@@ -42,7 +42,7 @@ M.fs = require("sandlot.fs")
 for _, name in ipairs({ "create", "exec", "read_file", "write_file", "write_files", "ls",
                         "mkdir", "rm", "destroy", "status", "reconnect", "stop", "start",
                         "await_ready", "update", "get_url", "ssh_opts", "caps", "to_map",
-                        "from_map" }) do
+                        "from_map", "get", "list" }) do
   M[name] = sandbox[name]
 end
 
