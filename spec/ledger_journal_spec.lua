@@ -146,6 +146,28 @@ describe("sandlot.get and sandlot.list", function()
     assert.equal("not_found", err.code)
   end))
 
+  it("records a relative provider file as an absolute path, so get works elsewhere",
+    h.task(function()
+    local f = assert(io.open(dir .. "/prov.lua", "w"))
+    f:write([[return { name = "fileprov",
+      create = function() return { id = "f1" } end,
+      exec = function() return { exit_code = 0, stdout = "ok", stderr = "" } end,
+      destroy = function() return true end,
+      status = function() return "running" end }]])
+    f:close()
+    local env = { XDG_STATE_HOME = dir .. "/state" }
+    local code, id, errout = h.host({ "-e", [[io.write(assert(require("sandlot").create(
+      "./prov.lua", {})).durable_id)]] }, { cwd = dir, env = env })
+    assert.equal(0, code, errout)
+    local out
+    code, out, errout = h.host({ "-e", ([[local sb = assert(require("sandlot").get(%q))
+      io.write(sb.provider, " ", sb.id, " ", assert(sb:exec({ "x" })).stdout)]]):format(id) },
+      { cwd = "/", env = env })
+    assert.equal(0, code, errout)
+    local real = require("sandlot.core.sys").realpath(dir .. "/prov.lua")
+    assert.equal(real .. " f1 ok", out)
+  end))
+
   it("answers not_found for an unknown id and raises on a non-string", h.task(function()
     local sb, err = sandlot.get("sb-0000000000000000")
     assert.is_nil(sb)

@@ -130,7 +130,11 @@ local function journal_create(r, o)
   for k, v in pairs(o.labels or {}) do labels[k] = v end
   labels[ledger.LABEL] = id
   o.labels = labels
-  local ok, rerr = l:record({ id = id, provider = r.ref, module = r.p.name, opts = o,
+  local ref = r.ref                       -- a provider file: absolute, for get from anywhere
+  if provider.is_file(ref) and ref:sub(1, 1) ~= "/" then
+    ref = require("sandlot.core.sys").realpath(ref) or ref
+  end
+  local ok, rerr = l:record({ id = id, provider = ref, module = r.p.name, opts = o,
                               name = o.name, purpose = o.purpose, labels = labels })
   if not ok then return nil, rerr end
   return l, id
