@@ -46,8 +46,9 @@ describe("sandlot ps", function()
     local lines = {}
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.equal(2, #lines)
-    assert.matches("^" .. keep:gsub("%-", "%%-") .. "%s+local%s+" .. ext .. "%s+active%s+%d+s%s+keep$",
-                   lines[2])
+    local want = "^" .. keep:gsub("%-", "%%-") .. "%s+local%s+" .. ext ..
+                 "%s+active%s+%d+s%s+keep$"
+    assert.matches(want, lines[2])
     -- aligned: every column starts where its header does
     assert.equal(lines[1]:find("PROVIDER ID", 1, true), lines[2]:find(ext, 1, true))
     assert.equal(lines[1]:find("STATE", 1, true), lines[2]:find("active", 1, true))

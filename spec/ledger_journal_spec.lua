@@ -118,7 +118,8 @@ describe("journal before create", function()
     local sb <close> = assert(sandlot.create({ provider = "local", labels = { k = "v" } }))
     local r = assert(sandlot.provider.load("local"))
     local found
-    for _, x in ipairs(assert(r.ops.list(sb._ctx, { labels = { [ledger.LABEL] = sb.durable_id } }))) do
+    local want = { labels = { [ledger.LABEL] = sb.durable_id } }
+    for _, x in ipairs(assert(r.ops.list(sb._ctx, want))) do
       found = x
     end
     assert.equal(sb.id, found.id)
