@@ -19,12 +19,12 @@ B        ?= $(if $(SANITIZE),build-san,build)
 SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(SAN) \
             -DSANDLOT_LUADIR='"$(LMODDIR)"' -DSANDLOT_MODDIR='"$(LIBDIR)/sandlot"' \
             $(shell pkg-config --cflags $(PKGS))
-LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib)
-MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib)
+LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib sqlite3)
+MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3)
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc outbuf sys fs zlib
+CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o
@@ -68,7 +68,7 @@ $(B)/libsandlot.a: $(LIB_OBJ)
 $(B)/libsandlot.so: $(LIB_OBJ) core/exports.map
 	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 \
 	  -Wl,--version-script=core/exports.map -o $@ $(LIB_OBJ) \
-	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib)
+	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3)
 
 # the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
 $(B)/sandlot.so: $(LIB_OBJ) core/exports.map
@@ -105,7 +105,9 @@ deps:
 test: deps
 	$(MAKE) all
 	$(MAKE) -C examples/embed B=$(abspath $(B)) SANITIZE=$(SANITIZE)
-	SANDLOT_BIN=$(abspath $(B))/sandlot $(B)/sandlot spec/run.lua $(SPEC_ARGS)
+	rm -rf $(abspath $(B))/test-state       # the suite's own ledger, never the user's
+	XDG_STATE_HOME=$(abspath $(B))/test-state SANDLOT_BIN=$(abspath $(B))/sandlot \
+	  $(B)/sandlot spec/run.lua $(SPEC_ARGS)
 
 asan:
 	$(MAKE) test SANITIZE=address,undefined
@@ -134,7 +136,7 @@ fuzz: deps
 	  $(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -g -O1 $(WARN) $(FUZZ_SAN) \
 	    -DFUZZ_MODULE="\"$$mod\"" -DFUZZ_FUNCTION="\"$$fn\"" -DFUZZ_ROOT="\"$(CURDIR)\"" \
 	    $(shell pkg-config --cflags lua5.4) -o $(FB)/fuzz-$$name fuzz/lua_target.c \
-	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib) || exit 1; \
+	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3) || exit 1; \
 	  mkdir -p $(FB)/corpus/$$name; \
 	  echo "fuzz: $$name ($$mod.$$fn) for $(FUZZ_SECONDS)s"; \
 	  if $(FB)/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \

@@ -94,6 +94,7 @@ void sl_register_core(lua_State *L) {
     {"sandlot.core.fs", luaopen_sandlot_core_fs},
     {"sandlot.core.outbuf", luaopen_sandlot_core_outbuf},
     {"sandlot.core.zlib", luaopen_sandlot_core_zlib},
+    {"sandlot.core.sqlite", luaopen_sandlot_core_sqlite},
     {"sandlot.core.http", sl_open_http},
     {"sandlot.core.ssh", sl_open_ssh},
     {NULL, NULL}

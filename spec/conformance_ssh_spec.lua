@@ -334,7 +334,8 @@ describe("ssh provider #ssh", function()
       local all = find({})
       assert.same(sandlot.to_map(a).handle, all[a.id])
       assert.same(sandlot.to_map(b).handle, all[b.id])
-      assert.same({ n = "1", team = "a" }, all[a.id].labels)
+      assert.same({ n = "1", team = "a", [require("sandlot.ledger").LABEL] = a.durable_id },
+                  all[a.id].labels)                       -- the ledger's label is there too
       assert.equal("/", all[b.id].root)
       assert.is_table(find({ team = "a" })[a.id])
       assert.is_nil(find({ team = "a" })[b.id])

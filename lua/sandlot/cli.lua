@@ -195,6 +195,80 @@ more than SECONDS ago; --all removes every one. Containers labelled sandlot.keep
   end,
 })
 
+-- sandlot ps (issue 10): the ledger's sandboxes, like docker ps. One self-contained block.
+local PS_LIVE = { "creating", "active", "stopped", "error" }
+
+local function ps_age(secs)
+  if secs < 0 then secs = 0 end
+  if secs < 120 then return ("%ds"):format(secs) end
+  if secs < 7200 then return ("%dm"):format(secs // 60) end
+  if secs < 172800 then return ("%dh"):format(secs // 3600) end
+  return ("%dd"):format(secs // 86400)
+end
+
+command("ps", {
+  summary = "list the sandboxes in the ledger (durable id, provider, state, age)",
+  usage = "sandlot ps [--all] [--json]",
+  help = [[
+Lists the sandboxes recorded in the ledger ($XDG_STATE_HOME/sandlot/ledger.db), newest first:
+those not destroyed, or every one with --all. Columns: the durable id (for sandlot.get), the
+provider reference, the provider's own id, the state (creating, active, stopped, error,
+destroyed), the age and the name or purpose. --json prints one JSON array of records (see
+README, "Durable sandboxes"). Reads the ledger only: no provider is contacted.
+Exits 1 when the ledger cannot be read.
+]],
+  run = function(args)
+    local all, as_json = false, false
+    for _, a in ipairs(args) do
+      if a == "--all" or a == "-a" then all = true
+      elseif a == "--json" then as_json = true
+      else
+        err(("sandlot ps: unknown argument %s\nusage: %s\n"):format(a, M.commands.ps.usage))
+        return 2
+      end
+    end
+    local list, lerr = require("sandlot.sandbox").list({ state = not all and PS_LIVE or nil })
+    if not list then
+      err("sandlot ps: ", tostring(lerr), "\n")
+      return 1
+    end
+    local now = os.time()
+    if as_json then
+      local json = require("sandlot.wire.json")
+      local rows = {}
+      for i, r in ipairs(list) do
+        rows[i] = { id = r.id, provider = r.provider, module = r.module,
+                    external_id = r.external_id, state = r.state, name = r.name,
+                    purpose = r.purpose, labels = r.labels, host_id = r.host_id,
+                    created_at = r.created_at, updated_at = r.updated_at,
+                    ended_at = r.ended_at, age_s = now - r.created_at,
+                    error = r.error and { code = r.error.code, message = r.error.message } }
+      end
+      out(json.encode(json.array(rows)), "\n")
+      return 0
+    end
+    local head = { "DURABLE ID", "PROVIDER", "PROVIDER ID", "STATE", "AGE", "NAME" }
+    local lines, width = { head }, {}
+    for _, r in ipairs(list) do
+      local ext = r.external_id or "-"
+      if #ext > 20 then ext = ext:sub(1, 19) .. "~" end
+      lines[#lines + 1] = { r.id, r.provider, ext, r.state, ps_age(now - r.created_at),
+                            r.name or r.purpose or "" }
+    end
+    for _, l in ipairs(lines) do
+      for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
+    end
+    for _, l in ipairs(lines) do
+      local cells = {}
+      for c, v in ipairs(l) do
+        cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v
+      end
+      out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
+    end
+    return 0
+  end,
+})
+
 ---Runs the command named by arg[0] with arg[1..]; exits with its status when non-zero.
 ---@param arg table
 function M.main(arg)

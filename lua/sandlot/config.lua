@@ -72,12 +72,15 @@ function M.validate(t, where)
         return bad(where, "default", "a provider name (string)", describe(v))
       end
       cfg.default = v
+    elseif k == "ledger" then             -- false: no journal (sandlot.ledger)
+      if type(v) ~= "boolean" then return bad(where, "ledger", "a boolean", describe(v)) end
+      cfg.ledger = v
     elseif k == "providers" then
       if type(v) ~= "table" then
         return bad(where, "providers", "a table {name = {\"module\", opts...}}", describe(v))
       end
     else
-      return bad(where, tostring(k), "only the keys 'default' and 'providers'",
+      return bad(where, tostring(k), "only the keys 'default', 'providers' and 'ledger'",
                  "an unknown key")
     end
   end

@@ -39,10 +39,11 @@ local sandbox = require("sandlot.sandbox")
 M.config = require("sandlot.config")
 M.provider = require("sandlot.provider")
 M.fs = require("sandlot.fs")
+M.ledger = require("sandlot.ledger")
 for _, name in ipairs({ "create", "exec", "read_file", "write_file", "write_files", "ls",
                         "mkdir", "rm", "destroy", "status", "reconnect", "stop", "start",
                         "await_ready", "update", "get_url", "ssh_opts", "caps", "to_map",
-                        "from_map" }) do
+                        "from_map", "get", "list" }) do
   M[name] = sandbox[name]
 end
 

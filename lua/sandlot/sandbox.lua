@@ -99,6 +99,47 @@ local function new_sandbox(r, handle, warnings)
   }, Sandbox)
 end
 
+-- Journal (sandlot.ledger) ------------------------------------------------------------------
+-- create writes a `creating` row before the provider is called and fails if it cannot; later
+-- states are best effort (the sandbox exists either way): a failed write is a warning.
+
+local ledger = require("sandlot.ledger")
+
+local function journal(sb, state, fields)
+  if not sb.durable_id then return end
+  local l, err = ledger.open()
+  if l then
+    local ok
+    ok, err = l:set_state(sb.durable_id, state, fields)
+    if ok then return end
+  end
+  if errors.is(err, "not_found") then return end    -- made with another ledger
+  sb._ctx.warn(("ledger: could not record %s %s: %s"):format(sb.durable_id, state,
+                                                               tostring(err)))
+end
+
+-- The `creating` row for a create about to run with options o (to which it adds the label
+-- carrying the durable id). Returns the ledger and the id, nothing when the ledger is off,
+-- or nil, err: then the provider must not be called.
+local function journal_create(r, o)
+  if not ledger.enabled() then return end
+  local l, err = ledger.open()
+  if not l then return nil, err end
+  local id = ledger.new_id()
+  local labels = {}
+  for k, v in pairs(o.labels or {}) do labels[k] = v end
+  labels[ledger.LABEL] = id
+  o.labels = labels
+  local ref = r.ref                       -- a provider file: absolute, for get from anywhere
+  if provider.is_file(ref) and ref:sub(1, 1) ~= "/" then
+    ref = require("sandlot.core.sys").realpath(ref) or ref
+  end
+  local ok, rerr = l:record({ id = id, provider = ref, module = r.p.name, opts = o,
+                              name = o.name, purpose = o.purpose, labels = labels })
+  if not ok then return nil, rerr end
+  return l, id
+end
+
 -- Operations ----------------------------------------------------------------------------------
 
 -- The provider's credentials as strings (secret-named config values of 6+ bytes): whatever a
@@ -315,6 +356,7 @@ local function do_destroy(sb, op)
     if errors.is(err, "not_found") then ok = true else return nil, err end
   end
   sb._destroyed = true
+  journal(sb, "destroyed")
   return ok
 end
 
@@ -359,16 +401,21 @@ function M.reconnect(sb)
   return span(sb, "reconnect", {}, do_reconnect)
 end
 
----Pauses the sandbox (its files stay; exec fails until start).
+---Pauses the sandbox (its files stay; exec fails until start). The ledger records it as
+---stopped even when the provider call fails.
 function M.stop(sb)
   check_sb(sb, "stop")
-  return span(sb, "stop", {}, call)
+  local r, err = span(sb, "stop", {}, call)
+  journal(sb, "stopped", err and { error = err } or nil)
+  return r, err
 end
 
 ---Resumes a stopped sandbox.
 function M.start(sb)
   check_sb(sb, "start")
-  return span(sb, "start", {}, call)
+  local r, err = span(sb, "start", {}, call)
+  if r then journal(sb, "active") end
+  return r, err
 end
 
 ---Waits until the sandbox is running.
@@ -559,14 +606,27 @@ function M.create(prov_or_opts, opts)
   local o = {}
   for k, v in pairs(opts) do if k ~= "provider" then o[k] = v end end
   local function run()
-    local handle, cerr = r.p.ops.create(r.ctx, o)
-    if not handle then
-      return nil, errors.without(errors.wrap(errors.is(cerr) and cerr
-                                               or errors.new("internal", tostring(cerr)),
-                                             { op = "create", provider = r.ref }),
+    local l, durable = journal_create(r, o)
+    if l == nil and durable ~= nil then
+      return nil, errors.without(errors.wrap(durable, { op = "create", provider = r.ref }),
                                  secrets(r.ctx))
     end
-    return new_sandbox(r, handle, warnings)
+    local handle, cerr = r.p.ops.create(r.ctx, o)
+    if not handle then
+      cerr = errors.without(errors.wrap(errors.is(cerr) and cerr
+                                          or errors.new("internal", tostring(cerr)),
+                                        { op = "create", provider = r.ref }),
+                            secrets(r.ctx))
+      if l then
+        local ok, jerr = l:set_state(durable, "error", { error = cerr })
+        if not ok then r.ctx.warn("ledger: " .. tostring(jerr)) end
+      end
+      return nil, cerr
+    end
+    local sb = new_sandbox(r, handle, warnings)
+    sb.durable_id = durable
+    journal(sb, "active", { external_id = handle.id, handle = sb.handle })
+    return sb
   end
   if not telemetry.active() then return run() end
   return telemetry.span("create", { provider = r.ref, image = o.image, name = o.name }, run)
@@ -610,6 +670,7 @@ function M.to_map(sb)
     version = M.MAP_VERSION,
     provider = sb.provider,
     id = sb.id,
+    durable_id = sb.durable_id,             -- optional: the ledger's id, when journaled
     handle = json_safe(redact.redact(sb.handle, 16), "", 0),
   }
 end
@@ -639,7 +700,76 @@ function M.from_map(t, opts)
   if not r then return nil, errors.wrap(err, { op = "from_map", provider = t.provider }) end
   if opts.provider then r.ref = t.provider; r.ctx.name = t.provider end
   local handle = json_safe(t.handle, "", 0)   -- a copy the caller cannot change under us
-  return new_sandbox(r, handle, warnings)
+  local sb = new_sandbox(r, handle, warnings)
+  if type(t.durable_id) == "string" and t.durable_id ~= "" then sb.durable_id = t.durable_id end
+  return sb
+end
+
+-- By durable id (the ledger) --------------------------------------------------------------------
+
+local function open_ledger(op)
+  if not ledger.enabled() then
+    return nil, errors.new("not_supported", op .. ": the ledger is off (SANDLOT_LEDGER=off " ..
+                           "or ledger = false in the config)", { op = op })
+  end
+  local l, err = ledger.open()
+  if not l then return nil, errors.wrap(err, { op = op }) end
+  return l
+end
+
+---Reconnects to a sandbox by its durable id (sb.durable_id), from any process and any
+---directory: the provider reference and handle come from the ledger, credentials from the
+---config and environment as in from_map. Verifies that the sandbox is alive unless
+---opts.reconnect is false.
+---@param id string
+---@param opts? {reconnect?: boolean}
+---@return sandlot.Sandbox|nil sb, sandlot.Error? err not_found (no such record; destroyed;
+---  never created; gone at the provider), not_supported (ledger off), io_error, unavailable
+function M.get(id, opts)
+  if type(id) ~= "string" or id == "" then
+    error("get: a durable sandbox id (string) expected, got " .. type(id), 2)
+  end
+  opts = check_opts(opts, { reconnect = "boolean" }, "get")
+  local l, err = open_ledger("get")
+  if not l then return nil, err end
+  local rec
+  rec, err = l:get(id)
+  if not rec then return nil, errors.wrap(err, { op = "get", sandbox = id }) end
+  local ctx = { op = "get", provider = rec.provider, sandbox = id }
+  if rec.state == "destroyed" then
+    return nil, errors.new("not_found", ("sandbox %s was destroyed"):format(id), ctx)
+  end
+  if type(rec.handle) ~= "table" or type(rec.handle.id) ~= "string" then
+    return nil, errors.new("not_found", ("sandbox %s has no provider handle (state %s: the " ..
+                           "provider never answered its create)"):format(id, rec.state), ctx)
+  end
+  local sb
+  sb, err = M.from_map({ version = M.MAP_VERSION, provider = rec.provider, id = rec.handle.id,
+                         handle = rec.handle, durable_id = id })
+  if not sb then return nil, errors.wrap(err, ctx) end
+  if opts.reconnect ~= false then
+    local ok, rerr = M.reconnect(sb)
+    if not ok then return nil, rerr end
+  end
+  return sb
+end
+
+local function check_list_filter(v)
+  local ok = v == nil or type(v) == "string" or type(v) == "table"
+  return ok, "a string or a table"
+end
+
+---Lists the ledger's records, newest first (no provider I/O). filter.state: a state or a list
+---(creating, active, stopped, destroyed, error); filter.provider: a provider reference;
+---filter.label: "k=v", "k" or {k = v}; filter.limit.
+---@param filter? table
+---@return sandlot.LedgerRecord[]|nil records, sandlot.Error? err not_supported (ledger off)
+function M.list(filter)
+  filter = check_opts(filter, { state = check_list_filter, provider = "string",
+                                label = check_list_filter, limit = count }, "list")
+  local l, err = open_ledger("list")
+  if not l then return nil, err end
+  return l:list(filter)
 end
 
 -- Capabilities --------------------------------------------------------------------------------
