@@ -46,6 +46,10 @@ typedef struct {
   size_t n_entries, cap_entries;
   SlError err;
   bool failed;
+  bool midcall;                            /* the last libssh2 call on sf said EAGAIN */
+  bool checking;                           /* realpath failed: a stat asks for its status */
+  bool shutting;                           /* SS_RELEASE began libssh2_sftp_shutdown */
+  char why[128];                           /* realpath: what libssh2 said when it failed */
 } SftpOp;
 
 static const char *fx_code(unsigned long fx) {
@@ -111,6 +115,38 @@ static int sftp_error(SftpOp *o, int rc, const char *what) {
     }
   }
   o->stage = o->fh != NULL ? SS_CLOSE : SS_RELEASE;
+  return STEP_PROGRESS;
+}
+
+/* Notes how a libssh2 SFTP call in SS_RUN returned. One that said EAGAIN keeps its half-done
+ * request in the LIBSSH2_SFTP (one state per kind of call: symlink_state and
+ * symlink_request_id in libssh2 1.10's sftp_symlink, stat_state, readdir_state, ...), and the
+ * next call of that kind resumes it whatever its arguments, so a channel left mid-call is
+ * never pooled (SS_RELEASE): its next user would take this request's answer for its own. */
+static ssize_t sftp_rc(SftpOp *o, ssize_t rc) {
+  o->midcall = rc == LIBSSH2_ERROR_EAGAIN;
+  return rc;
+}
+
+/* realpath failed with a status, or "succeeded" with an empty name. Debian's libssh2
+ * 1.10.0-3+deb12u1 backports the CVE-2025-15661 rewrite of sftp_symlink (upstream 2dae3024,
+ * #1717), which takes an SSH_FXP_STATUS's code from its request id field: the status left for
+ * libssh2_sftp_last_error is the request's number on the channel (6 and 7 read as "no
+ * connection" and "connection lost"; 0 passes as FX_OK, a success with no name). Upstream
+ * fixed it in 4ed26f57 (#1731, "Fix sftp_symlink when getting SSH_FXP_STATUS response"),
+ * which the package lacks. So the status comes from a stat of the same path, which the server
+ * resolves the same way and whose status libssh2 reads right (sftp_stat: data + 5); a path
+ * that stats fine yet did not resolve is an io_error with libssh2's words. */
+static int realpath_check(SftpOp *o) {
+  int rc = (int)sftp_rc(o, libssh2_sftp_stat_ex(o->sf->sftp, o->path,
+                                                (unsigned)strlen(o->path), LIBSSH2_SFTP_STAT,
+                                                &o->attrs));
+  if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
+  if (rc != 0) return sftp_error(o, rc, "realpath");
+  o->failed = true;
+  sl_err_set(&o->err, "io_error", "realpath %s: the server did not resolve it (%s)", o->path,
+             o->why);
+  o->stage = SS_RELEASE;
   return STEP_PROGRESS;
 }
 
@@ -260,7 +296,8 @@ static int get_to_file(SftpOp *o) {
       }
       continue;
     }
-    ssize_t n = libssh2_sftp_read(o->fh, o->buf + o->buf_len, o->buf_cap - o->buf_len);
+    ssize_t n = sftp_rc(o, libssh2_sftp_read(o->fh, o->buf + o->buf_len,
+                                             o->buf_cap - o->buf_len));
     if (n == LIBSSH2_ERROR_EAGAIN) {
       local_flush(o);
       return (progress || o->werr != 0) ? STEP_PROGRESS : STEP_AGAIN;
@@ -282,43 +319,52 @@ static int sftp_run(SftpOp *o) {
   unsigned plen = (unsigned)strlen(o->path);
   switch (o->kind) {
   case SF_STAT: case SF_LSTAT:
-    rc = libssh2_sftp_stat_ex(sftp, o->path, plen,
-                              o->kind == SF_STAT ? LIBSSH2_SFTP_STAT : LIBSSH2_SFTP_LSTAT,
-                              &o->attrs);
+    rc = (int)sftp_rc(o, libssh2_sftp_stat_ex(sftp, o->path, plen,
+                                               o->kind == SF_STAT ? LIBSSH2_SFTP_STAT
+                                                                  : LIBSSH2_SFTP_LSTAT,
+                                               &o->attrs));
     if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
     if (rc != 0) return sftp_error(o, rc, "stat");
     o->stage = SS_RELEASE;
     return STEP_PROGRESS;
   case SF_MKDIR:
-    rc = libssh2_sftp_mkdir_ex(sftp, o->path, plen, o->mode);
+    rc = (int)sftp_rc(o, libssh2_sftp_mkdir_ex(sftp, o->path, plen, o->mode));
     if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
     if (rc != 0) return sftp_error(o, rc, "mkdir");
     o->stage = SS_RELEASE;
     return STEP_PROGRESS;
   case SF_RMDIR:
-    rc = libssh2_sftp_rmdir_ex(sftp, o->path, plen);
+    rc = (int)sftp_rc(o, libssh2_sftp_rmdir_ex(sftp, o->path, plen));
     if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
     if (rc != 0) return sftp_error(o, rc, "rmdir");
     o->stage = SS_RELEASE;
     return STEP_PROGRESS;
   case SF_UNLINK:
-    rc = libssh2_sftp_unlink_ex(sftp, o->path, plen);
+    rc = (int)sftp_rc(o, libssh2_sftp_unlink_ex(sftp, o->path, plen));
     if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
     if (rc != 0) return sftp_error(o, rc, "rm");
     o->stage = SS_RELEASE;
     return STEP_PROGRESS;
   case SF_RENAME:
-    rc = libssh2_sftp_rename_ex(sftp, o->path, plen, o->path2, (unsigned)strlen(o->path2),
-                                LIBSSH2_SFTP_RENAME_OVERWRITE | LIBSSH2_SFTP_RENAME_ATOMIC |
-                                LIBSSH2_SFTP_RENAME_NATIVE);
+    rc = (int)sftp_rc(o, libssh2_sftp_rename_ex(sftp, o->path, plen, o->path2,
+                                                 (unsigned)strlen(o->path2),
+                                                 LIBSSH2_SFTP_RENAME_OVERWRITE |
+                                                 LIBSSH2_SFTP_RENAME_ATOMIC |
+                                                 LIBSSH2_SFTP_RENAME_NATIVE));
     if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
     if (rc != 0) return sftp_error(o, rc, "rename");
     o->stage = SS_RELEASE;
     return STEP_PROGRESS;
   case SF_REALPATH:                        /* the server resolves every symlink */
-    rc = libssh2_sftp_symlink_ex(sftp, o->path, plen, o->buf, REALPATH_MAX - 1,
-                                 LIBSSH2_SFTP_REALPATH);
+    if (o->checking) return realpath_check(o);
+    rc = (int)sftp_rc(o, libssh2_sftp_symlink_ex(sftp, o->path, plen, o->buf,
+                                                  REALPATH_MAX - 1, LIBSSH2_SFTP_REALPATH));
     if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
+    if (rc == 0 || rc == LIBSSH2_ERROR_SFTP_PROTOCOL) {   /* the status: realpath_check */
+      snprintf(o->why, sizeof(o->why), "%s", rc == 0 ? "an empty name" : ssh_msg(o->op.s));
+      o->checking = true;
+      return STEP_PROGRESS;
+    }
     if (rc < 0) return sftp_error(o, rc, "realpath");
     o->buf_len = (size_t)rc;
     o->stage = SS_RELEASE;
@@ -328,7 +374,8 @@ static int sftp_run(SftpOp *o) {
     bool progress = false;
     for (;;) {
       LIBSSH2_SFTP_ATTRIBUTES attrs;
-      rc = libssh2_sftp_readdir_ex(o->fh, name, sizeof(name), NULL, 0, &attrs);
+      rc = (int)sftp_rc(o, libssh2_sftp_readdir_ex(o->fh, name, sizeof(name), NULL, 0,
+                                                    &attrs));
       if (rc == LIBSSH2_ERROR_EAGAIN) return progress ? STEP_PROGRESS : STEP_AGAIN;
       if (rc < 0) return sftp_error(o, rc, "ls");
       if (rc == 0) break;
@@ -364,7 +411,8 @@ static int sftp_run(SftpOp *o) {
         o->buf = nb;
         o->buf_cap = nc;
       }
-      ssize_t n = libssh2_sftp_read(o->fh, o->buf + o->buf_len, o->buf_cap - o->buf_len);
+      ssize_t n = sftp_rc(o, libssh2_sftp_read(o->fh, o->buf + o->buf_len,
+                                               o->buf_cap - o->buf_len));
       if (n == LIBSSH2_ERROR_EAGAIN) return progress ? STEP_PROGRESS : STEP_AGAIN;
       if (n < 0) return sftp_error(o, (int)n, "read");
       if (n == 0) break;
@@ -401,7 +449,8 @@ static int sftp_run(SftpOp *o) {
         if (r == 0) o->src_eof = true;
       }
       if (o->buf_off == o->buf_len) break;
-      ssize_t n = libssh2_sftp_write(o->fh, o->buf + o->buf_off, o->buf_len - o->buf_off);
+      ssize_t n = sftp_rc(o, libssh2_sftp_write(o->fh, o->buf + o->buf_off,
+                                                o->buf_len - o->buf_off));
       if (n == LIBSSH2_ERROR_EAGAIN) return progress ? STEP_PROGRESS : STEP_AGAIN;
       if (n < 0) return sftp_error(o, (int)n, "write");
       progress = true;
@@ -476,7 +525,9 @@ static int sftp_step(Op *op) {
     return STEP_PROGRESS;
   }
   case SS_RUN:
-    if (op->waiter == NULL && !o->failed) {   /* cancelled: stop at a call boundary */
+    /* cancelled: stop, unless this op's request is half sent (only it may finish sending, and
+     * the channel close of SS_RELEASE could not go out before); o->midcall: see sftp_rc */
+    if (op->waiter == NULL && !o->failed && s->send_owner != op) {
       o->failed = true;
       sl_err_set(&o->err, "cancelled", "%s", "cancelled");
       o->stage = o->fh != NULL ? SS_CLOSE : SS_RELEASE;
@@ -495,10 +546,13 @@ static int sftp_step(Op *op) {
     return STEP_PROGRESS;
   default:                                 /* SS_RELEASE */
     if (o->sf != NULL) {
-      if (s->idle_sftp == NULL) {
+      if (s->idle_sftp == NULL && !o->midcall && !o->shutting) {  /* unless left mid-call */
         s->idle_sftp = o->sf;
         o->sf = NULL;
       } else {
+        /* once begun, the shutdown must finish: the pool filling and emptying meanwhile
+         * would otherwise hand on a channel that libssh2 already closed */
+        o->shutting = true;
         rc = libssh2_sftp_shutdown(o->sf->sftp);
         if (rc == LIBSSH2_ERROR_EAGAIN) return STEP_AGAIN;
         free(o->sf);

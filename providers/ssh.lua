@@ -164,12 +164,8 @@ end
 local function real(c, p)
   local rp, e = c:realpath(p)
   if rp then return rp end
-  -- the connection, not the path. (An "unavailable" on a live connection is a status the
-  -- SFTP layer misread, seen after some sequences of calls: the path is then resolved from its
-  -- parent like any other that does not resolve. TODO(h1): core/ssh_sftp.c realpath fx=6/7.)
-  if errors.is(e, "timeout") or errors.is(e, "cancelled")
-      or errors.is(e, "unavailable") and not c:alive() then
-    return nil, e
+  if errors.is(e, "unavailable") or errors.is(e, "timeout") or errors.is(e, "cancelled") then
+    return nil, e                          -- the connection, not the path
   end
   local dir, name = p:match("^(.*)/([^/]+)$")
   if not dir then return nil, e end

@@ -290,7 +290,7 @@ describe("ssh provider #ssh", function()
     it("writes below missing directories after status calls on live and gone sandboxes",
        function()
       -- this sequence once made SFTP realpath of a missing path answer "unavailable" on a
-      -- live connection (a misread status); the provider must resolve it from the parent
+      -- live connection: libssh2 misread the status (see realpath_check in core/ssh_sftp.c)
       if not srv then return pending(why) end
       local sb = assert(sandlot.create("conf-ssh", {}))
       assert.equal("running", sb:status())

@@ -581,6 +581,98 @@ describe("sandlot.ssh #ssh", function()
       assert.equal("not_found", err3.code)
     end)
 
+    -- Debian's libssh2 1.10.0-3+deb12u1 (its CVE-2025-15661 backport) took a failed
+    -- realpath's status from the request id, so the code changed with every call on a channel:
+    -- "unavailable" at ids 6 and 7, an empty path at id 0. The first call below runs on a fresh
+    -- channel, the next ones between other calls, and the tasks at the end beside each other.
+    it("fails realpath of a path below a missing directory not_found every time", function()
+      if not needs_sshd() then return end
+      local missing = dir .. "/missing/deeper"
+      local function check(where)
+        local rp, err = c:realpath(missing)
+        assert.is_nil(rp, where .. ": got a path")
+        assert.equal("not_found", err.code, where .. ": " .. tostring(err))
+        assert.matches("no such file", err.message, 1, true)
+      end
+      for i = 1, 12 do check("call " .. i) end
+      assert(c:write_file(dir .. "/f", "x"))
+      for i = 1, 4 do
+        check("after a write " .. i)
+        assert.equal("x", c:read_file(dir .. "/f"))
+        check("after a read " .. i)
+        local _, serr = c:stat(dir .. "/missing")
+        assert.equal("not_found", serr.code)
+        check("after a failed stat " .. i)
+        assert(c:ls(dir))
+        check("after ls " .. i)
+        assert(c:write_file(dir .. "/f", "x"))
+      end
+      local tasks = {}
+      for t = 1, 4 do
+        tasks[t] = sandlot.spawn(function()
+          for i = 1, 10 do
+            local rp, err = c:realpath(missing)
+            if rp or err.code ~= "not_found" then
+              return ("task %d call %d: %s"):format(t, i, tostring(rp or err))
+            end
+            if i % 3 == 0 and not c:stat(dir) then return "stat failed" end
+          end
+          return "ok"
+        end)
+      end
+      for t = 1, 4 do assert.equal("ok", (tasks[t]:join())) end
+      -- an existing parent still resolves, its missing last component kept
+      assert.equal(assert(c:realpath(dir)) .. "/missing", c:realpath(dir .. "/missing"))
+    end)
+
+    -- Concurrent calls each take a channel; all but one go when done. A channel whose shutdown
+    -- said EAGAIN was once pooled if the pool had emptied meanwhile, and the next call on it
+    -- lost the connection ("Unable to send ... command": libssh2 had closed the channel).
+    it("runs concurrent SFTP calls on one connection", function()
+      if not needs_sshd() then return end
+      local tasks = {}
+      for t = 1, 4 do
+        tasks[t] = sandlot.spawn(function()
+          local f = dir .. "/f" .. t
+          for i = 1, 8 do
+            local what, ok = "write", c:write_file(f, ("%d.%d"):format(t, i))
+            if ok then what, ok = "stat", c:stat(f) end
+            if ok then what, ok = "realpath", c:realpath(f) end
+            if ok then what, ok = "read", c:read_file(f) == ("%d.%d"):format(t, i) end
+            if not ok then return ("task %d round %d: %s failed"):format(t, i, what) end
+          end
+          return "ok"
+        end)
+      end
+      for t = 1, 4 do assert.equal("ok", (tasks[t]:join())) end
+      assert.is_true(c:alive())
+      assert.equal(4, #assert(c:ls(dir)))
+    end)
+
+    -- A cancelled call left libssh2's request half done in the pooled channel, and the next
+    -- call of the same kind would have taken that request's answer for its own.
+    it("answers a realpath for its own path after one was cancelled in flight", function()
+      if not needs_sshd() then return end
+      assert(c:mkdir(dir .. "/a"))
+      assert(c:mkdir(dir .. "/b"))
+      local ra, rb = assert(c:realpath(dir .. "/a")), assert(c:realpath(dir .. "/b"))
+      assert.are_not.equal(ra, rb)
+      srv:signal("STOP")                     -- the request goes out; no answer comes yet
+      local ok, res = pcall(function()
+        local t = sandlot.spawn(function() return c:realpath(dir .. "/a") end)
+        sandlot.sleep(0.2)
+        t:cancel()
+        t:join()
+      end)
+      srv:signal("CONT")
+      assert(ok, res)
+      assert.equal(rb, c:realpath(dir .. "/b"))
+      assert.equal(ra, c:realpath(dir .. "/a"))
+      local _, err = c:stat(dir .. "/missing")
+      assert.equal("not_found", err.code)
+      assert(c:ls(dir))
+    end)
+
     it("does mkdir -p, ls, rename and rm -r", function()
       if not needs_sshd() then return end
       assert(c:mkdir(dir .. "/a/b/c", { parents = true }))
