@@ -50,8 +50,9 @@ static int usage_error(sandlot *S, const char *opt, bool unknown) {
   lua_State *L = sandlot_lua(S);
   int top = lua_gettop(L);
   const char *hint = NULL;
-  if (unknown && luaL_loadstring(L, "return require('sandlot._check').suggest(..., "
-                                    "{'-e', '-i', '-v', '--version', '-h', '--help'})") == LUA_OK) {
+  static const char suggest[] = "return require('sandlot._check').suggest(..., "
+                                "{'-e', '-i', '-v', '--version', '-h', '--help'})";
+  if (unknown && luaL_loadstring(L, suggest) == LUA_OK) {
     lua_pushstring(L, opt);
     if (lua_pcall(L, 1, 1, 0) == LUA_OK) hint = lua_tostring(L, -1);
   }

@@ -33,7 +33,8 @@ describe("sandlot check-provider", function()
   end)
 
   it("--verbose gives the runner's full output; --json one document with every case", function()
-    local rc, out, err = h.host({ "check-provider", "local", "--verbose", "--filter", "exec runs" },
+    local rc, out, err = h.host({ "check-provider", "local", "--verbose",
+                                  "--filter", "exec runs" },
                                 { env = env, timeout = 120 })
     assert.equal(0, rc, out .. err)
     assert.matches("[ RUN      ]", out, 1, true)
@@ -82,7 +83,8 @@ describe("sandlot check-provider", function()
                            { env = env, timeout = 300 })
     assert.equal(1, rc)
     assert.matches("\n  FAILED  files round%-trips every byte value\n", out)
-    assert.matches("\nFAILED files round%-trips every byte value\n  spec/conformance/init%.lua:%d+\n", out)
+    assert.matches("\nFAILED files round%-trips every byte value\n" ..
+                   "  spec/conformance/init%.lua:%d+\n", out)
     assert.not_matches(require("sandlot._paths").root(), out, 1, true)   -- no absolute paths
     assert.matches("tests: %d+ passed, [1-9]%d* failed", out)
     local rc2, out2 = h.host({ "check-provider", file, "--json", "--filter", "every byte" },

@@ -34,7 +34,9 @@ return {
     write(tmp .. "/lib/providers/failing.lua", [[
 local function nope() return nil, require("sandlot.errors").new("not_supported", "no") end
 return { name = "failing", create = nope, destroy = nope, status = nope, exec = nope,
-  gc = function() return { { id = "old2", state = "exited", reason = "exited", removed = false } } end }
+  gc = function()
+    return { { id = "old2", state = "exited", reason = "exited", removed = false } }
+  end }
 ]])
     write(tmp .. "/lib/providers/nogc.lua", [[
 local function nope() return nil, require("sandlot.errors").new("not_supported", "no") end

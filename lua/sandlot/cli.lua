@@ -115,7 +115,8 @@ local function parse(c, args)
       name = name or a
       local opt = byname[name]
       if not opt then
-        return nil, ("unknown option '%s'%s"):format(name, did_you_mean(check.suggest(name, names)))
+        return nil, ("unknown option '%s'%s"):format(name,
+                                                     did_you_mean(check.suggest(name, names)))
       end
       if opt.arg then
         if value == nil then
@@ -173,7 +174,8 @@ function M.main(arg)
   local name = arg and arg[0]
   local c = type(name) == "string" and M.get(name)
   if not c then
-    M.fail(nil, "unknown command '%s'%s", tostring(name), did_you_mean(check.suggest(name, M.NAMES)))
+    M.fail(nil, "unknown command '%s'%s", tostring(name),
+           did_you_mean(check.suggest(name, M.NAMES)))
     err("(see 'sandlot help' for the commands)\n")
     os.exit(M.USAGE)
   end

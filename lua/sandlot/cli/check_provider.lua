@@ -122,7 +122,9 @@ local function report_handler(state)
         end
         local SHOWN = { passed = "ok     ", failed = "FAILED ", error = "ERROR  ",
                         pending = "pending" }
-        for _, x in ipairs(cases) do cli.out("  ", SHOWN[x.status] or x.status, " ", x.name, "\n") end
+        for _, x in ipairs(cases) do
+          cli.out("  ", SHOWN[x.status] or x.status, " ", x.name, "\n")
+        end
         for _, x in ipairs(cases) do
           if x.status == "failed" or x.status == "error" then
             cli.out("\n", x.status == "error" and "ERROR " or "FAILED ", x.name, "\n")
