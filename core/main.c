@@ -16,7 +16,7 @@
 
 static const char usage[] =
   "usage: sandlot [options] [script [args...]]\n"
-  "       sandlot <command> [args...]     (sandlot help commands)\n"
+  "       sandlot <command> [args...]     (sandlot help: the commands)\n"
   "Options:\n"
   "  -e code        run code (may be repeated)\n"
   "  -i             enter the REPL after running the script or -e code\n"
@@ -26,15 +26,42 @@ static const char usage[] =
   "  -h, --help     print this help\n"
   "With no arguments on a terminal, sandlot opens a REPL.\n"
   "Environment: SANDLOT_PATH (extra module dirs), SANDLOT_CONFIG, SANDLOT_PROVIDER,\n"
-  "             SANDLOT_TELEMETRY (JSON-lines file), XDG_CONFIG_HOME, XDG_STATE_HOME\n";
+  "             SANDLOT_TELEMETRY (JSON-lines file), XDG_CONFIG_HOME, XDG_STATE_HOME\n"
+  "Exit status: 0 success, 1 failure (a script error), 2 usage error.\n";
 
+#define PREFIX "sandlot: "                 /* the one prefix of every message the host prints */
+
+/* Prints the engine's last error with the prefix once: the engine's own reports ("sandlot: a
+ * task failed ...") and errors raised as "sandlot: ..." carry it already. */
 static int report(sandlot *S, int rc) {
   if (rc != 0) {
     const char *msg = sandlot_last_error(S);
-    fprintf(stderr, "sandlot: %s\n", msg != NULL ? msg : "unknown error");
+    if (msg == NULL) msg = "unknown error";
+    if (strncmp(msg, PREFIX, strlen(PREFIX)) == 0) msg += strlen(PREFIX);
+    fprintf(stderr, PREFIX "%s\n", msg);
     fflush(stderr);
   }
   return rc;
+}
+
+/* A usage error about option opt (unknown, or missing its argument), with "did you mean" from
+ * sandlot._check.suggest for an unknown option close to a known one; then the usage. */
+static int usage_error(sandlot *S, const char *opt, bool unknown) {
+  lua_State *L = sandlot_lua(S);
+  int top = lua_gettop(L);
+  const char *hint = NULL;
+  static const char suggest[] = "return require('sandlot._check').suggest(..., "
+                                "{'-e', '-i', '-v', '--version', '-h', '--help'})";
+  if (unknown && luaL_loadstring(L, suggest) == LUA_OK) {
+    lua_pushstring(L, opt);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) hint = lua_tostring(L, -1);
+  }
+  if (unknown) fprintf(stderr, PREFIX "unrecognized option '%s'", opt);
+  else fprintf(stderr, PREFIX "'%s' needs an argument", opt);
+  if (hint != NULL) fprintf(stderr, " (did you mean '%s'?)", hint);
+  fprintf(stderr, "\n%s", usage);
+  lua_settop(L, top);
+  return 2;                                /* the usage-error exit status */
 }
 
 /* arg = {[-n..-1] = interpreter and options, [0] = script, [1..] = script args} */
@@ -76,7 +103,7 @@ static int run_command(sandlot *S, char **argv, int argc, int cmd) {
 int main(int argc, char **argv) {
   sandlot *S = sandlot_open(NULL);
   if (S == NULL) {
-    fprintf(stderr, "sandlot: cannot create the engine (out of memory)\n");
+    fprintf(stderr, PREFIX "cannot create the engine (out of memory)\n");
     return 1;
   }
   sandlot_catch_signals(S);                /* Ctrl-C, SIGTERM: close what scripts hold, then go */
@@ -99,16 +126,14 @@ int main(int argc, char **argv) {
       interactive = true;
     } else if (strcmp(a, "-e") == 0) {
       if (++i >= argc) {
-        fprintf(stderr, "sandlot: '-e' needs an argument\n%s", usage);
-        rc = 1;
+        rc = usage_error(S, a, false);
         break;
       }
       set_arg(sandlot_lua(S), argv, argc, 0);
       rc = report(S, sandlot_dostring(S, argv[i], "=(command line)"));
       ran = true;
     } else if (a[0] == '-' && a[1] != '\0') {
-      fprintf(stderr, "sandlot: unrecognized option '%s'\n%s", a, usage);
-      rc = 1;
+      rc = usage_error(S, a, true);
     } else {
       break;
     }

@@ -31,6 +31,13 @@ return {
   end,
 }
 ]])
+    write(tmp .. "/lib/providers/failing.lua", [[
+local function nope() return nil, require("sandlot.errors").new("not_supported", "no") end
+return { name = "failing", create = nope, destroy = nope, status = nope, exec = nope,
+  gc = function()
+    return { { id = "old2", state = "exited", reason = "exited", removed = false } }
+  end }
+]])
     write(tmp .. "/lib/providers/nogc.lua", [[
 local function nope() return nil, require("sandlot.errors").new("not_supported", "no") end
 return { name = "nogc", create = nope, destroy = nope, status = nope, exec = nope }
@@ -64,6 +71,27 @@ return { providers = {
     assert.matches("would remove old1", out, 1, true)
   end)
 
+  it("--json prints the report with each entry's action", function()
+    local json = require("sandlot.wire.json")
+    local code, out, err = gc({ "--provider", "mine", "--json" })
+    assert.equal(0, code, err)
+    assert.same({ provider = "mine", dry_run = false, items = {
+      { id = "k1", state = "running", reason = "kept", removed = false, action = "kept" },
+      { id = "old1", state = "exited", reason = "exited", removed = true, action = "removed" },
+    } }, json.decode(out))
+    code, out = gc({ "--provider", "mine", "--json", "--dry-run" })
+    assert.equal(0, code)
+    local doc = json.decode(out)
+    assert.is_true(doc.dry_run)
+    assert.equal("would_remove", doc.items[2].action)
+  end)
+
+  it("exits 1 when a removal failed", function()
+    local code, out = gc({ "--provider", "failing" })
+    assert.equal(1, code)
+    assert.matches("FAILED  old2 (exited, exited)", out, 1, true)
+  end)
+
   it("finds a bundled provider by module name and by configured name, from any directory",
     function()
       -- docker is found (from outside the checkout) and answers that its daemon is unreachable;
@@ -73,17 +101,17 @@ return { providers = {
         local code, out, err = gc({ "--provider", name })
         assert.equal(1, code, out .. err)
         assert.not_matches("no provider named", err)
-        assert.matches("^sandlot gc: ", err)
+        assert.matches("^sandlot: gc: ", err)
         assert.matches("cannot reach the Docker daemon at " .. host, err, 1, true)
       end
     end)
 
   it("says so for a provider without gc, and for an unknown one", function()
     local code, _, err = gc({ "--provider", "nogc" })
-    assert.equal(2, code)
+    assert.equal(1, code)
     assert.matches("provider nogc has no gc", err, 1, true)
     code, _, err = gc({ "--provider", "no_such_provider_xyz" })
-    assert.equal(2, code)
+    assert.equal(1, code)
     assert.matches("no provider named 'no_such_provider_xyz'", err, 1, true)
     code, _, err = gc({})
     assert.equal(2, code)

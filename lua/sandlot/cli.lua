@@ -1,287 +1,198 @@
--- sandlot.cli: subcommands of the host (`sandlot <command> args`). main.c calls main(arg) with
--- arg[0] the command word and arg[1..] its arguments. A command is one entry of M.commands:
--- {summary, usage, run = function(args) -> exit status}. A raised error exits 1.
+-- sandlot.cli: the commands of the host (`sandlot COMMAND [args]`). main.c calls main(arg) with
+-- arg[0] the command word and arg[1..] its arguments. Owns the command table, option parsing,
+-- help text, exit codes (0 success, 1 failure, 2 usage error), --json output and the one
+-- message prefix ("sandlot: CMD: ..."). Each command is a module sandlot.cli.<name> ('-' as
+-- '_') returning a command table; see M.NAMES and the shape below.
+local check = require("sandlot._check")
+
 local M = {}
+
+M.OK, M.FAILED, M.USAGE = 0, 1, 2
+
+-- The commands, in the order `sandlot help` lists them. A command module returns
+-- {
+--   name = "gc", summary = "one line for the list", usage = "sandlot gc --provider NAME ...",
+--   help = "paragraphs shown by `sandlot help gc`" (optional),
+--   args = {min = 1, max = 1, name = "FILE"},   -- positional arguments (default: none)
+--   options = {                      -- --help and -h are added to every command
+--     {"--provider", arg = "NAME", summary = "..."},          -- takes a value
+--     {"--older-than", arg = "SECONDS", number = true, min = 0, summary = "..."},
+--     {"--all", summary = "..."},                             -- a flag: true when given
+--   },
+--   json = true,                     -- takes --json (documented in the README's schema)
+--   rest = true,                     -- keeps the arguments after `--` in o.rest
+--   run = function(o) ... end,       -- o = {opts = {provider =, all =, json =, ...},
+-- }                                  --      args = {...}, rest = {...}}; returns an exit
+--                                    -- status, or nil, err (printed, exit 1)
+M.NAMES = { "caps", "check-provider", "gc", "help", "ps" }
 
 local function out(...) io.stdout:write(...) end
 local function err(...) io.stderr:write(...) end
+M.out, M.err = out, err
 
-M.commands = {}
+local cache = {}
 
-local function command(name, spec)
-  spec.name = name
-  M.commands[name] = spec
+---Returns the command table named `name`, or nil.
+---@param name string
+---@return table|nil
+function M.get(name)
+  if cache[name] then return cache[name] end
+  for _, n in ipairs(M.NAMES) do
+    if n == name then
+      local c = require("sandlot.cli." .. n:gsub("%-", "_"))
+      c.name = n
+      c.options = c.options or {}
+      if c.json then
+        c.options[#c.options + 1] = { "--json", summary = "print one JSON document (schema: " ..
+                                      "README, Commands)" }
+      end
+      c.options[#c.options + 1] = { "--help", short = "-h", summary = "show this help" }
+      cache[n] = c
+      return c
+    end
+  end
+  return nil
 end
 
-local function names()
-  local list = {}
-  for n in pairs(M.commands) do list[#list + 1] = n end
-  table.sort(list)
-  return list
+---Prints "sandlot: CMD: message" on stderr (the one message prefix); returns M.FAILED.
+---@param c table|nil the command (nil: no command part)
+---@param fmt string
+---@return integer
+function M.fail(c, fmt, ...)
+  local msg = select("#", ...) > 0 and fmt:format(...) or fmt
+  err("sandlot: ", c and (c.name .. ": ") or "", msg, "\n")
+  return M.FAILED
 end
 
-command("help", {
-  summary = "show the commands, or one command's usage",
-  usage = "sandlot help [COMMAND]",
-  run = function(args)
-    local c = args[1] and M.commands[args[1]]
-    if args[1] and not c then
-      err(("sandlot: no command named '%s'\n"):format(args[1]))
-      return 2
-    end
-    if c then
-      out("usage: ", c.usage, "\n\n", c.summary, "\n", c.help or "")
-      return 0
-    end
-    out("usage: sandlot [options] [script.lua [args]]   run a script (see sandlot --help)\n",
-        "       sandlot COMMAND [args]\n\ncommands:\n")
-    for _, n in ipairs(names()) do
-      out(("  %-16s %s\n"):format(n, M.commands[n].summary))
-    end
-    return 0
-  end,
-})
+---Prints a usage error and the command's usage on stderr; returns M.USAGE.
+---@param c table
+---@param fmt string
+---@return integer
+function M.usage_error(c, fmt, ...)
+  M.fail(c, fmt, ...)
+  err("usage: ", c.usage, "\n(see 'sandlot help ", c.name, "')\n")
+  return M.USAGE
+end
 
-local exists = require("sandlot._paths").exists
+---Prints v as one JSON document and a newline on stdout.
+---@param v any
+function M.json(v)
+  out(require("sandlot.wire.json").encode(v), "\n")
+end
 
-command("check-provider", {
-  summary = "run the provider conformance suite against a provider",
-  usage = "sandlot check-provider FILE_OR_NAME [--big-file-mb N] [--label TEXT] " ..
-          "[-- BUSTED_OPTIONS]",
-  help = [[
-FILE_OR_NAME is a provider file (./my_provider.lua), a provider module name (local, for
-providers/local.lua on the search path) or a provider configured in sandlot.config.lua.
-The provider is checked first (misspelled or missing functions), then the conformance suite
-runs against it: exec, files, handles, telemetry. Optional operations it lacks must return
-not_supported. Exits 0 when every test passes.
-]],
-  run = function(args)
-    local sandlot = require("sandlot")
-    local ref, big, label
-    local rest = {}
-    local i = 1
-    while i <= #args do
-      local a = args[i]
-      if a == "--" then
-        for j = i + 1, #args do rest[#rest + 1] = args[j] end
-        break
-      elseif a == "--big-file-mb" then
-        big = tonumber(args[i + 1])
-        if not big or big < 1 then
-          err("sandlot: check-provider: --big-file-mb needs a number >= 1\n")
-          return 2
+---A JSON array, [] when empty.
+function M.array(t)
+  return require("sandlot.wire.json").array(t or {})
+end
+
+local function did_you_mean(s)
+  return s and (" (did you mean '" .. s .. "'?)") or ""
+end
+M.did_you_mean = did_you_mean
+
+local function key_of(opt)
+  return opt[1]:gsub("^%-%-", ""):gsub("%-", "_")
+end
+
+-- Parses args by c.options; returns o, or nil and the usage error's text.
+local function parse(c, args)
+  local byname, names = {}, {}
+  for _, opt in ipairs(c.options) do
+    byname[opt[1]] = opt
+    names[#names + 1] = opt[1]
+    if opt.short then byname[opt.short] = opt end
+  end
+  local o = { opts = {}, args = {}, rest = {} }
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then
+      if not c.rest then return nil, "no arguments are taken after --" end
+      for j = i + 1, #args do o.rest[#o.rest + 1] = args[j] end
+      break
+    elseif a:sub(1, 1) == "-" and a ~= "-" then
+      local name, value = a:match("^(%-%-[^=]+)=(.*)$")
+      name = name or a
+      local opt = byname[name]
+      if not opt then
+        return nil, ("unknown option '%s'%s"):format(name,
+                                                     did_you_mean(check.suggest(name, names)))
+      end
+      if opt.arg then
+        if value == nil then
+          i = i + 1
+          value = args[i]
+          if value == nil then return nil, ("%s needs a value (%s)"):format(opt[1], opt.arg) end
         end
-        i = i + 1
-      elseif a == "--label" then
-        label = args[i + 1]
-        i = i + 1
-      elseif a:sub(1, 1) == "-" then
-        err(("sandlot: check-provider: unknown option %s\n"):format(a))
-        return 2
-      elseif ref == nil then
-        ref = a
+        if opt.number then
+          local n = tonumber(value)
+          if not n or (opt.min and n < opt.min) then
+            return nil, ("%s needs a number >= %s, got '%s'"):format(opt[1], opt.min or 0, value)
+          end
+          value = n
+        end
+        o.opts[key_of(opt)] = value
       else
-        err("sandlot: check-provider: one provider at a time\n")
-        return 2
+        if value ~= nil then return nil, ("%s takes no value"):format(opt[1]) end
+        o.opts[key_of(opt)] = true
       end
-      i = i + 1
+    else
+      o.args[#o.args + 1] = a
     end
-    if not ref then
-      err("usage: ", M.commands["check-provider"].usage, "\n")
-      return 2
-    end
-    -- load and check the provider before running anything against it
-    local ok, caps, cerr = pcall(sandlot.caps, ref)
-    if not ok then
-      local e = caps
-      err(("sandlot: check-provider: %s is not a valid provider:\n"):format(ref))
-      if type(e) == "table" and e.problems then
-        for _, p in ipairs(e.problems) do err("  - ", p, "\n") end
-      else
-        err("  ", tostring(e), "\n")
-      end
-      return 1
-    end
-    if not caps then
-      err(("sandlot: check-provider: %s\n"):format(tostring(cerr)))
-      return 1
-    end
-    out(("provider %s\n"):format(ref))
-    local ops = {}
-    for op in pairs(caps) do ops[#ops + 1] = op end
-    table.sort(ops)
-    for _, op in ipairs(ops) do out(("  %-12s %s\n"):format(op, caps[op])) end
-    out("\n")
-
-    local root = require("sandlot._paths").root()
-    local suite = root and root .. "/spec/conformance/check.lua"
-    if not suite or not exists(suite) then
-      err("sandlot: check-provider: the conformance suite (spec/conformance/) is not " ..
-          "installed next to sandlot's Lua library\n")
-      return 1
-    end
-    if not pcall(require, "busted.runner") then
-      err("sandlot: check-provider: busted is not installed (apt install lua-busted)\n")
-      return 1
-    end
-    package.path = root .. "/?.lua;" .. root .. "/?/init.lua;" .. package.path
-    package.loaded["spec.conformance.target"] = {
-      provider = ref, label = label or ref, big_file_mb = big,
-    }
-    local bargs = { "--config-file=" .. root .. "/spec/conformance/busted.lua",
-                    "--output=" .. root .. "/spec/support/summary.lua" }
-    for _, a in ipairs(rest) do bargs[#bargs + 1] = a end
-    bargs[#bargs + 1] = suite
-    _G.arg = { [0] = "sandlot check-provider" }
-    for j, a in ipairs(bargs) do _G.arg[j] = a end
-    -- exits with the number of failures when there are any; returns when all passed
-    require("busted.runner")({ standalone = false })
-    return 0
-  end,
-})
-
-command("gc", {
-  summary = "remove leftover sandboxes of a provider (one with gc: docker)",
-  usage = "sandlot gc --provider NAME [--all] [--older-than SECONDS] [--dry-run]",
-  help = [[
-NAME is a provider module (docker), a provider file, or a provider configured in
-sandlot.config.lua; it works from any directory. The provider's gc decides what is left over.
-docker's rule: remove containers labelled sandlot=1 that are neither running nor paused, or
-whose lifetime (create's timeout) has passed; --older-than also removes running ones created
-more than SECONDS ago; --all removes every one. Containers labelled sandlot.keep=1 are kept.
---dry-run only lists. Exits 1 when the provider cannot be reached.
-]],
-  run = function(args)
-    local name, opts, bad = nil, {}, false
-    local i = 1
-    while args[i] do
-      local a = args[i]
-      if a == "--provider" then name, i = args[i + 1], i + 1
-      elseif a == "--all" then opts.all = true
-      elseif a == "--dry-run" then opts.dry_run = true
-      elseif a == "--older-than" then
-        opts.older_than, i = tonumber(args[i + 1] or ""), i + 1
-        bad = bad or opts.older_than == nil
-      else bad = true end
-      i = i + 1
-    end
-    if not name or bad then
-      err("usage: ", M.commands.gc.usage, "\n")
-      return 2
-    end
-    local r, e = require("sandlot.sandbox")._context(name)
-    if not r then
-      err("sandlot gc: ", tostring(e), "\n")
-      return 2
-    end
-    local gc = r.p.caps.gc == "native" and r.p.ops.gc
-    if not gc then
-      err(("sandlot gc: provider %s has no gc\n"):format(name))
-      return 2
-    end
-    local report, gerr = gc(r.ctx, opts)
-    if not report then
-      err("sandlot gc: ", tostring(gerr), "\n")
-      return 1
-    end
-    for _, x in ipairs(report) do
-      local verb = x.reason == "kept" and "kept   " or (x.removed and "removed" or
-                   (opts.dry_run and "would remove" or "FAILED "))
-      local what = type(x.container) == "string" and (" " .. x.container:sub(1, 12)) or ""
-      out(("%s %s%s (%s, %s)\n"):format(verb, tostring(x.id), what, tostring(x.state),
-                                        tostring(x.reason)))
-    end
-    return 0
-  end,
-})
-
--- sandlot ps (issue 10): the ledger's sandboxes, like docker ps. One self-contained block.
-local PS_LIVE = { "creating", "active", "stopped", "error" }
-
-local function ps_age(secs)
-  if secs < 0 then secs = 0 end
-  if secs < 120 then return ("%ds"):format(secs) end
-  if secs < 7200 then return ("%dm"):format(secs // 60) end
-  if secs < 172800 then return ("%dh"):format(secs // 3600) end
-  return ("%dd"):format(secs // 86400)
+    i = i + 1
+  end
+  if o.opts.help then return o end
+  local spec = c.args or { min = 0, max = 0 }
+  if #o.args < spec.min then return nil, "missing " .. (spec.name or "argument") end
+  if #o.args > spec.max then
+    return nil, spec.max == 0 and ("unexpected argument '%s'"):format(o.args[spec.max + 1])
+                or ("too many arguments (at most %d)"):format(spec.max)
+  end
+  return o
 end
 
-command("ps", {
-  summary = "list the sandboxes in the ledger (durable id, provider, state, age)",
-  usage = "sandlot ps [--all] [--json]",
-  help = [[
-Lists the sandboxes recorded in the ledger ($XDG_STATE_HOME/sandlot/ledger.db), newest first:
-those not destroyed, or every one with --all. Columns: the durable id (for sandlot.get), the
-provider reference, the provider's own id, the state (creating, active, stopped, error,
-destroyed), the age and the name or purpose. --json prints one JSON array of records (see
-README, "Durable sandboxes"). Reads the ledger only: no provider is contacted.
-Exits 1 when the ledger cannot be read.
-]],
-  run = function(args)
-    local all, as_json = false, false
-    for _, a in ipairs(args) do
-      if a == "--all" or a == "-a" then all = true
-      elseif a == "--json" then as_json = true
-      else
-        err(("sandlot ps: unknown argument %s\nusage: %s\n"):format(a, M.commands.ps.usage))
-        return 2
-      end
-    end
-    local list, lerr = require("sandlot.sandbox").list({ state = not all and PS_LIVE or nil })
-    if not list then
-      err("sandlot ps: ", tostring(lerr), "\n")
-      return 1
-    end
-    local now = os.time()
-    if as_json then
-      local json = require("sandlot.wire.json")
-      local rows = {}
-      for i, r in ipairs(list) do
-        rows[i] = { id = r.id, provider = r.provider, module = r.module,
-                    external_id = r.external_id, state = r.state, name = r.name,
-                    purpose = r.purpose, labels = r.labels, host_id = r.host_id,
-                    created_at = r.created_at, updated_at = r.updated_at,
-                    ended_at = r.ended_at, age_s = now - r.created_at,
-                    error = r.error and { code = r.error.code, message = r.error.message } }
-      end
-      out(json.encode(json.array(rows)), "\n")
-      return 0
-    end
-    local head = { "DURABLE ID", "PROVIDER", "PROVIDER ID", "STATE", "AGE", "NAME" }
-    local lines, width = { head }, {}
-    for _, r in ipairs(list) do
-      local ext = r.external_id or "-"
-      if #ext > 20 then ext = ext:sub(1, 19) .. "~" end
-      lines[#lines + 1] = { r.id, r.provider, ext, r.state, ps_age(now - r.created_at),
-                            r.name or r.purpose or "" }
-    end
-    for _, l in ipairs(lines) do
-      for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
-    end
-    for _, l in ipairs(lines) do
-      local cells = {}
-      for c, v in ipairs(l) do
-        cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v
-      end
-      out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
-    end
-    return 0
-  end,
-})
+---Returns the help text of a command: usage, summary, options, details.
+---@param c table
+---@return string
+function M.help_text(c)
+  local lines = { "usage: " .. c.usage, "", c.summary, "", "options:" }
+  for _, opt in ipairs(c.options) do
+    local left = (opt.short and (opt.short .. ", ") or "") .. opt[1]
+                 .. (opt.arg and (" " .. opt.arg) or "")
+    lines[#lines + 1] = ("  %-22s %s"):format(left, opt.summary or "")
+  end
+  lines[#lines + 1] = ""
+  if c.help then lines[#lines + 1] = (c.help:gsub("\n$", "")) end
+  lines[#lines + 1] = "exit status: 0 success, 1 failure, 2 usage error"
+  return table.concat(lines, "\n") .. "\n"
+end
 
 ---Runs the command named by arg[0] with arg[1..]; exits with its status when non-zero.
 ---@param arg table
+---@return integer status
 function M.main(arg)
   local name = arg and arg[0]
-  local c = M.commands[name]
+  local c = type(name) == "string" and M.get(name)
   if not c then
-    err(("sandlot: unknown command '%s'\n"):format(tostring(name)))
-    M.commands.help.run({})
-    os.exit(2)
+    M.fail(nil, "unknown command '%s'%s", tostring(name),
+           did_you_mean(check.suggest(name, M.NAMES)))
+    err("(see 'sandlot help' for the commands)\n")
+    os.exit(M.USAGE)
   end
   local args = {}
   for i = 1, #arg do args[i] = arg[i] end
-  local rc = c.run(args) or 0
+  local o, why = parse(c, args)
+  local rc
+  if not o then
+    rc = M.usage_error(c, "%s", why)
+  elseif o.opts.help then
+    out(M.help_text(c))
+    rc = M.OK
+  else
+    local r, e = c.run(o)
+    if r == nil then rc = M.fail(c, "%s", tostring(e)) else rc = r end
+  end
+  io.stdout:flush()
   if rc ~= 0 then os.exit(rc) end
   return 0
 end

@@ -3,6 +3,7 @@
 -- environment through env "NAME", resolved only when that provider is used. Owns the search
 -- order of config files and the provider selection precedence.
 local errors = require("sandlot.errors")
+local check = require("sandlot._check")
 
 local M = {}
 
@@ -80,8 +81,9 @@ function M.validate(t, where)
         return bad(where, "providers", "a table {name = {\"module\", opts...}}", describe(v))
       end
     else
+      local s = check.suggest(k, { "default", "providers", "ledger" })
       return bad(where, tostring(k), "only the keys 'default', 'providers' and 'ledger'",
-                 "an unknown key")
+                 "an unknown key" .. (s and (" (did you mean '" .. s .. "'?)") or ""))
     end
   end
   for name, spec in pairs(t.providers or {}) do
@@ -228,6 +230,44 @@ function M.select(explicit)
   if not cfg then return nil, err end
   if cfg.default then return cfg.default, "config default" end
   return M.FALLBACK, "built-in default"
+end
+
+---Picks the provider name as select does; a name from $SANDLOT_PROVIDER or the config's
+---default must then name something (see known), so a typo there is told as such.
+---@param explicit? string
+---@return string|nil name, string|sandlot.Error source_or_err
+function M.select_known(explicit)
+  local name, source = M.select(explicit)
+  if name == nil or (source ~= "SANDLOT_PROVIDER" and source ~= "config default") then
+    return name, source
+  end
+  return M.known(name, source)
+end
+
+---Returns name, source when name (from $SANDLOT_PROVIDER or the config's default) is a
+---configured provider, a provider file or a provider module on the search path; otherwise
+---nil and a not_found error saying where the name came from and listing the configured names.
+---@param name string
+---@param source string "SANDLOT_PROVIDER" or "config default"
+---@return string|nil name, string|sandlot.Error source_or_err
+function M.known(name, source)
+  local cfg = M.get()
+  if not cfg or cfg.providers[name] or name:find("/", 1, true) or name:find("%.lua$") then
+    return name, source
+  end
+  require("sandlot._paths").setup()
+  local mod = name:find(".", 1, true) and name or ("providers." .. name)
+  if package.searchpath(mod, package.path) then return name, source end
+  local names = {}
+  for n in pairs(cfg.providers) do names[#names + 1] = n end
+  table.sort(names)
+  local s = check.suggest(name, require("sandlot.provider").known_names())
+  local from = source == "SANDLOT_PROVIDER" and "$SANDLOT_PROVIDER"
+               or ("default in " .. tostring(cfg.path))
+  return nil, errors.new("not_found", ("no provider named '%s' (from %s): not in the config " ..
+    "and no module %s on the search path%s; configured: %s"):format(name, from, mod,
+    s and (" (did you mean '" .. s .. "'?)") or "", #names > 0 and table.concat(names, ", ")
+    or "none"), { key = source == "SANDLOT_PROVIDER" and source or "default", file = cfg.path })
 end
 
 ---Looks up a provider name: the configured entry {name, module, opts, path}, or a bare entry

@@ -393,12 +393,36 @@ function M.load(spec)
   else
     local mod = spec:find(".", 1, true) and spec or ("providers." .. spec)
     if not package.searchpath(mod, package.path) then
+      local s = check.suggest(spec, M.known_names())
       return nil, errors.new("not_found", ("no provider named '%s' (not in the config, and " ..
-        "no module %s on the search path; see SANDLOT_PATH)"):format(spec, mod))
+        "no module %s on the search path; see SANDLOT_PATH)%s"):format(spec, mod,
+        s and (" (did you mean '" .. s .. "'?)") or ""))
     end
     impl = require(mod)
   end
   return M.complete(impl, spec)
+end
+
+---Returns the provider names in reach, sorted: the configured ones and the modules
+---providers/<name>.lua in each search directory. For "did you mean" only.
+---@return string[]
+function M.known_names()
+  local set = {}
+  local cfg = require("sandlot.config").get()
+  for n in pairs(cfg and cfg.providers or {}) do set[n] = true end
+  local fs = require("sandlot.core.fs")
+  for _, d in ipairs(paths.dirs()) do
+    local root = fs.root(d .. "/providers")
+    for _, e in ipairs(root and root:readdir(".") or {}) do
+      local n = e.name:match("^([%w_%-]+)%.lua$")
+      if n then set[n] = true end
+    end
+    if root then root:close() end
+  end
+  local list = {}
+  for n in pairs(set) do list[#list + 1] = n end
+  table.sort(list)
+  return list
 end
 
 local type_ok = check.is_type
@@ -419,9 +443,11 @@ function M.check_config(p, opts, where, pname)
       local names = {}
       for n in pairs(schema) do names[#names + 1] = n end
       table.sort(names)
+      local s = check.suggest(k, names)
       return nil, errors.new("invalid_input", ("config %s: %s: unknown option for provider " ..
-        "%s (expected one of: %s)"):format(where or "(none)", key, p.name,
-        table.concat(names, ", ")), { file = where, key = key })
+        "%s%s (expected one of: %s)"):format(where or "(none)", key, p.name,
+        s and (" (did you mean '" .. s .. "'?)") or "", table.concat(names, ", ")),
+        { file = where, key = key })
     end
     if not type_ok(v, t) then
       return nil, errors.new("invalid_input", ("config %s: %s: expected a %s, got %s")

@@ -594,7 +594,7 @@ function M.create(prov_or_opts, opts)
     if explicit ~= nil then error("create: provider given twice", 2) end
     explicit = opts.provider
   end
-  local ref, serr = config.select(explicit)
+  local ref, serr = config.select_known(explicit)
   if not ref then return nil, serr end
   local warnings = {}
   local r, err = resolve(ref, warnings)
@@ -785,7 +785,7 @@ function M.caps(v)
   if is_sandbox(v) then
     p = v._p
   else
-    local ref, err = config.select(v)
+    local ref, err = config.select_known(v)
     if not ref then return nil, err end
     local entry
     if type(ref) == "string" and not provider.is_file(ref) then

@@ -1,0 +1,67 @@
+-- sandlot.cli.ps: `sandlot ps [--all] [--json]`: the sandboxes the ledger records, newest
+-- first, in aligned columns like docker ps. Reads the ledger only: no provider is contacted.
+local cli = require("sandlot.cli")
+
+local LIVE = { "creating", "active", "stopped", "error" }
+
+local function age(secs)
+  if secs < 0 then secs = 0 end
+  if secs < 120 then return ("%ds"):format(secs) end
+  if secs < 7200 then return ("%dm"):format(secs // 60) end
+  if secs < 172800 then return ("%dh"):format(secs // 3600) end
+  return ("%dd"):format(secs // 86400)
+end
+
+local function table_out(list, now)
+  local lines, width = { { "DURABLE ID", "PROVIDER", "PROVIDER ID", "STATE", "AGE", "NAME" } }, {}
+  for _, r in ipairs(list) do
+    local ext = r.external_id or "-"
+    if #ext > 20 then ext = ext:sub(1, 19) .. "~" end
+    lines[#lines + 1] = { r.id, r.provider, ext, r.state, age(now - r.created_at),
+                          r.name or r.purpose or "" }
+  end
+  for _, l in ipairs(lines) do
+    for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
+  end
+  for _, l in ipairs(lines) do
+    local cells = {}
+    for c, v in ipairs(l) do cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v end
+    cli.out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
+  end
+end
+
+return {
+  summary = "list the sandboxes in the ledger (durable id, provider, state, age)",
+  usage = "sandlot ps [--all] [--json]",
+  options = {
+    { "--all", short = "-a", summary = "destroyed sandboxes too" },
+  },
+  json = true,
+  help = [[
+Lists the sandboxes recorded in the ledger ($XDG_STATE_HOME/sandlot/ledger.db), newest first:
+those not destroyed, or every one with --all. Columns: the durable id (for sandlot.get), the
+provider reference, the provider's own id, the state (creating, active, stopped, error,
+destroyed), the age and the name or purpose. --json prints one JSON array of records (see
+README, "Durable sandboxes"). Reads the ledger only: no provider is contacted.
+]],
+  run = function(o)
+    local list, lerr = require("sandlot.sandbox").list({ state = not o.opts.all and LIVE or nil })
+    if not list then return nil, lerr end
+    local now = os.time()
+    if not o.opts.json then
+      table_out(list, now)
+      return cli.OK
+    end
+    local rows = cli.array()
+    for i, r in ipairs(list) do
+      rows[i] = { id = r.id, provider = r.provider, module = r.module,
+                  external_id = r.external_id, state = r.state, name = r.name,
+                  purpose = r.purpose, labels = r.labels, host_id = r.host_id,
+                  created_at = r.created_at, updated_at = r.updated_at,
+                  ended_at = r.ended_at, age_s = now - r.created_at,
+                  error = r.error and { code = r.error.code, message = r.error.message } }
+    end
+    cli.json(rows)
+    return cli.OK
+  end,
+}
