@@ -7,7 +7,42 @@
 local sandlot = require("sandlot")
 local cjson = require("cjson")
 
+-- The figures, by number (bench/README.md): BENCH_FIGURES=4,6 runs only those.
+local FIGURES = { "host start", "local exec", "concurrency and memory", "HTTP", "Docker", "SSH",
+                  "cloud-SDK peers", "scale", "SSH concurrency" }
+
+local function usage(fmt, ...)
+  io.stderr:write(("bench: " .. fmt .. "\n"):format(...),
+                  "usage: make bench [BENCH_FIGURES=N,N...] [BENCH_ROUNDS=N]\n  figures:")
+  for i, f in ipairs(FIGURES) do
+    io.stderr:write((" %d %s%s"):format(i, f, i < #FIGURES and "," or "\n"))
+  end
+  os.exit(2)                                  -- a usage error, not a bench failure: no traceback
+end
+
+-- BENCH_FIGURES (or its older name BENCH_ONLY): a comma list of figure numbers -> set, or nil
+local function selected_figures()
+  local name = os.getenv("BENCH_FIGURES") and "BENCH_FIGURES" or "BENCH_ONLY"
+  local v = os.getenv(name)
+  if not v or v == "" then return nil end
+  local set, list = {}, {}
+  for item in (v .. ","):gmatch("([^,]*),") do
+    local n = tonumber(item:match("^%s*(%d+)%s*$"))
+    if not n then usage("%s=%s: %q is not a figure number", name, v, item) end
+    if not FIGURES[n] then usage("%s=%s: there is no figure %d", name, v, n) end
+    if not set[n] then list[#list + 1] = n end
+    set[n] = true
+  end
+  table.sort(list)
+  return set, list
+end
+
 local ROUNDS_ENV = tonumber(os.getenv("BENCH_ROUNDS") or "")
+if os.getenv("BENCH_ROUNDS") and os.getenv("BENCH_ROUNDS") ~= ""
+    and not (ROUNDS_ENV and ROUNDS_ENV >= 1 and math.type(ROUNDS_ENV) == "integer") then
+  usage("BENCH_ROUNDS=%s: must be a whole number >= 1", os.getenv("BENCH_ROUNDS"))
+end
+local WANTED, WANTED_LIST = selected_figures()
 local function absolute_path(p)
   return require("sandlot.core.sys").realpath(p) or p
 end
@@ -71,6 +106,7 @@ local floor_spawn = build("floor_spawn")
 local results = {}
 
 local function add(fig)
+  fig.figure = tonumber(fig.name:match("^(%d+)%."))
   results[#results + 1] = fig
   local v = fig.skipped and ("skipped: " .. fig.skipped)
             or fig.unit == "x" and ("%.2fx"):format(fig.value)
@@ -128,20 +164,19 @@ end
 local function le(v) return { op = "<=", value = v } end
 local function ge(v) return { op = ">=", value = v } end
 
--- Runs a section; if it breaks, its figures still missing are reported as failed.
--- BENCH_ONLY=4,6 runs only those sections (while working on one figure).
-local only = os.getenv("BENCH_ONLY")
-local function section(names, fn)
-  if only and not ("," .. only .. ","):find("," .. names[1]:match("^(%d+)") .. ",", 1, true) then
-    return
-  end
+-- Runs figure n's section unless BENCH_FIGURES leaves it out; if it breaks, its figures still
+-- missing are reported as failed. names: the figures' table names, in order.
+local function section(n, names, fn)
+  if WANTED and not WANTED[n] then return end
   local before = #results
   local ok, err = pcall(fn)
   if ok then return end
   local have = {}
   for i = before + 1, #results do have[results[i].name] = true end
-  for _, n in ipairs(names) do
-    if not have[n] then skipped(n, "failed: " .. tostring(err):gsub("%s+", " "):sub(1, 200)) end
+  for _, name in ipairs(names) do
+    if not have[name] then
+      skipped(name, "failed: " .. tostring(err):gsub("%s+", " "):sub(1, 200))
+    end
   end
 end
 
@@ -181,7 +216,9 @@ local function sandlot_case(...)
   return cat({ bin, cases }, { ... })
 end
 
-io.stderr:write(("sandlot bench: %s rounds\n"):format(ROUNDS_ENV or "default (5; 3 for heavy)"))
+io.stderr:write(("sandlot bench: %s rounds, figures %s\n"):format(
+  ROUNDS_ENV or "default (5; 3 for heavy)",
+  WANTED_LIST and table.concat(WANTED_LIST, ",") or "all"))
 
 -- 1. Host start --------------------------------------------------------------------------------
 
@@ -189,7 +226,7 @@ local F1 = { "1. host start: sandlot -e '' vs lua5.4 -e ''",
              "1. one-shot create+exec+destroy (local, none) vs lua5.4 -e ''",
              "1. one-shot create+exec+destroy (local, namespaces) vs lua5.4 -e ''",
              "1. one-shot peak RSS (local, namespaces), absolute" }
-section(F1, function()
+section(1, F1, function()
   local s = measure(rounds(5), {
     { "ours", wall({ bin, "-e", "" }, 20) },
     { "floor", wall({ "lua5.4", "-e", "" }, 20) },
@@ -243,7 +280,7 @@ local N2, N2NS = 300, 100
 local F2 = { ("2. proc.run echo x%d vs posix_spawn loop"):format(N2),
              ("2. local sb:exec echo x%d, isolation none vs posix_spawn"):format(N2),
              ("2. local sb:exec echo x%d, namespaces vs bwrap loop"):format(N2NS) }
-section(F2, function()
+section(2, F2, function()
   local s = measure(rounds(5), {
     { "ours", inner({ bin, here .. "/exec_loop.lua", tostring(N2), "1", "/bin/echo", "hello" }) },
     { "floor", inner({ floor_spawn, tostring(N2), "1", "/bin/echo", "hello" }) },
@@ -281,7 +318,7 @@ end)
 local F3 = { "3. 1000 execs, map limit 64 vs 64-thread posix_spawn floor",
              "3. peak RSS: 1000 live sandbox handles + 64 in-flight execs",
              "3. Lua heap per live local sandbox handle" }
-section(F3, function()
+section(3, F3, function()
   local s = measure(rounds(5), {
     { "ours", inner({ bin, here .. "/exec_loop.lua", "1000", "64", "/bin/echo", "hello" }) },
     { "floor", inner({ floor_spawn, "1000", "64", "/bin/echo", "hello" }) },
@@ -304,7 +341,7 @@ end)
 local NH = 4000
 local F4 = { "4. HTTP req/s, sandlot.http 1 task vs libcurl keep-alive loop",
              "4. HTTP req/s, 64 tasks vs libcurl multi, 64 in flight" }
-section(F4, function()
+section(4, F4, function()
   local floor_http = build("floor_http", CURL)
   local hs = require("spec.support.http_server")
   local srv = hs.start()
@@ -335,7 +372,7 @@ local ND, NL = 20, 4
 local F5 = { ("5. docker sb:exec echo x%d vs raw Engine API (libcurl)"):format(ND),
              ("5. docker sb:exec echo x%d vs `docker exec` CLI"):format(ND),
              ("5. docker lifecycle x%d (create, start, exec, rm) vs raw API"):format(NL) }
-section(F5, function()
+section(5, F5, function()
   local docker = require("spec.support.docker")
   local env, why = docker.start()
   if not env then
@@ -387,7 +424,7 @@ local F6 = { ("6. ssh sb:exec echo x%d (provider) vs libssh2 on open session"):f
              "6. SFTP download 200 MB, throughput vs scp",
              "6. SFTP upload 200 MB vs scp over the ControlMaster",
              "6. SFTP download 200 MB vs scp over the ControlMaster" }
-section(F6, function()
+section(6, F6, function()
   local sshd = require("spec.support.sshd")
   local srv, why = sshd.start()
   if not srv then
@@ -484,8 +521,8 @@ end)
 
 -- 7. Peers -------------------------------------------------------------------------------------
 
-skipped("7. cloud-SDK peers (create -> exec -> destroy vs official SDKs)",
-        "no cloud provider yet")
+local F7 = { "7. cloud-SDK peers (create -> exec -> destroy vs official SDKs)" }
+section(7, F7, function() skipped(F7[1], "no cloud provider yet") end)
 
 -- Table ----------------------------------------------------------------------------------------
 
@@ -512,11 +549,20 @@ for _, f in ipairs(results) do
                                                     show(f, f.max), target, status, ctx))
   end
 end
+-- A full run writes bench/results/<date>.json; a BENCH_FIGURES run writes
+-- <date>-figures-4-6.json beside it, so it never replaces the full run's figures.
+-- Every row has `target` ({op, value} or null: report only) and `met` (true, false or null).
 local date = os.date("!%Y-%m-%d")
-local out = here .. "/results/" .. date .. ".json"
+local out = here .. "/results/" .. date
+            .. (WANTED_LIST and ("-figures-" .. table.concat(WANTED_LIST, "-")) or "") .. ".json"
+for _, f in ipairs(results) do
+  if f.target == nil then f.target = cjson.null end
+  if f.met == nil then f.met = cjson.null end
+end
 local fh = assert(io.open(out, "w"))
 fh:write(cjson.encode({ date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
                         rounds = ROUNDS_ENV or "default",
+                        selected = WANTED_LIST or "all",
                         host = sh({ "uname", "-srm" }).stdout:gsub("%s+$", ""),
                         cpus = tonumber(sh({ "nproc" }).stdout),
                         figures = results }), "\n")
