@@ -524,6 +524,66 @@ end)
 local F7 = { "7. cloud-SDK peers (create -> exec -> destroy vs official SDKs)" }
 section(7, F7, function() skipped(F7[1], "no cloud provider yet") end)
 
+-- 8. Scale ------------------------------------------------------------------------------------
+
+-- Each round runs `cases.lua scale N 1000` for N = 1k, 5k and 10k (order alternating by round):
+-- N live local handles, 1,000 execs in flight among them, then N destroys. The growth table
+-- (medians per N) is printed after the figures and kept in the JSON as the first row's `growth`.
+local SCALE_N, SCALE_FLIGHT = { 1000, 5000, 10000 }, 1000
+local F8 = { "8. time per handle (create + destroy), 10k handles vs 1k",
+             "8. 1,000-exec batch in flight, among 10k handles vs among 1k",
+             "8. peak RSS: 10k live local handles + 1,000 execs in flight",
+             "8. Lua heap per live local handle, 10k handles",
+             "8. execs in flight at once (sandlot.map limit 1000)" }
+local tables = {}                             -- extra tables printed after the figures
+section(8, F8, function()
+  local per = {}                              -- N -> list of case outputs, one per round
+  local sides = {}
+  for _, n in ipairs(SCALE_N) do
+    per[n] = {}
+    sides[#sides + 1] = { n, function()
+      local f = fields(sandlot_case("scale", tostring(n), tostring(SCALE_FLIGHT)))
+      per[n][#per[n] + 1] = f
+      return (f[1] + f[2]) / n                -- seconds per handle: create + destroy
+    end }
+  end
+  local s = measure(rounds(3), sides)
+  local lo, hi = SCALE_N[1], SCALE_N[#SCALE_N]
+  local function col(n, i, scale)             -- field i of N's outputs over the rounds
+    local xs = {}
+    for r, f in ipairs(per[n]) do xs[r] = f[i] * (scale or 1) end
+    return xs
+  end
+  local function us(v) return ("%.0f us/handle"):format(v * 1e6) end
+  local nofile = median(col(hi, 8))
+  local fig = ratio(F8[1], le(1.5), s[hi], s[lo], us,
+                    "create + destroy seconds / N, at N = 10k over N = 1k; 1.0 is linear")
+  ratio(F8[2], le(1.5), col(hi, 3), col(lo, 3), ms,
+        "wall time of 1,000 `sleep 1` execs at once (the 1 s sleep included); flat: no O(N)")
+  absolute(F8[3], "MiB", { op = "<", value = 64 }, col(hi, 7, 1 / 1024),
+           ("VmHWM of the host; open-files soft limit %s"):format(nofile))
+  absolute(F8[4], "KiB", le(1), col(hi, 5),
+           "collectgarbage('count') growth / N after full collections, the handles' table too")
+  absolute(F8[5], "execs", ge(SCALE_FLIGHT), col(hi, 4),
+           "most execs started and not yet returned, counted in the script")
+  local growth = {}
+  local lines = { "8. growth (medians over rounds)",
+                  ("%8s %14s %14s %16s %12s %12s %14s"):format("handles", "create us/h",
+                    "destroy us/h", "1k-exec batch", "RSS live", "peak RSS", "heap/handle") }
+  for _, n in ipairs(SCALE_N) do
+    local g = { handles = n, create_s = median(col(n, 1)), destroy_s = median(col(n, 2)),
+                exec_batch_s = median(col(n, 3)), heap_kib_per_handle = median(col(n, 5)),
+                rss_kib = median(col(n, 6)), hwm_kib = median(col(n, 7)) }
+    growth[#growth + 1] = g
+    lines[#lines + 1] = ("%8d %14.0f %14.0f %14.0f ms %8.1f MiB %8.1f MiB %10.2f KiB"):format(
+      n, g.create_s * 1e6 / n, g.destroy_s * 1e6 / n, g.exec_batch_s * 1e3, g.rss_kib / 1024,
+      g.hwm_kib / 1024, g.heap_kib_per_handle)
+  end
+  fig.growth = growth
+  tables[#tables + 1] = lines
+  for _, l in ipairs(lines) do io.stderr:write("  ", l, "\n") end
+end)
+
 -- Table ----------------------------------------------------------------------------------------
 
 sh({ "rm", "-rf", tmp })
@@ -552,6 +612,10 @@ end
 -- A full run writes bench/results/<date>.json; a BENCH_FIGURES run writes
 -- <date>-figures-4-6.json beside it, so it never replaces the full run's figures.
 -- Every row has `target` ({op, value} or null: report only) and `met` (true, false or null).
+for _, lines in ipairs(tables) do
+  print()
+  for _, l in ipairs(lines) do print(l) end
+end
 local date = os.date("!%Y-%m-%d")
 local out = here .. "/results/" .. date
             .. (WANTED_LIST and ("-figures-" .. table.concat(WANTED_LIST, "-")) or "") .. ".json"

@@ -27,6 +27,15 @@ describe("bench cases", function()
     run_case("handles", "3", "1")
   end)
 
+  it("scale runs, with every exec of the batch in flight at once", function()
+    local out = run_case("scale", "50", "10")
+    local f = {}
+    for w in out:gmatch("%S+") do f[#f + 1] = tonumber(w) end
+    assert.equal(8, #f, "create, destroy, batch, in flight, heap, rss, hwm, nofile: " .. out)
+    assert.equal(10, f[4], "the 10 execs of the batch were in flight together")
+    assert.is_true(f[8] >= 1024, "open-files soft limit")
+  end)
+
   describe("#docker", function()
     local env, why
 
