@@ -190,6 +190,33 @@ function cases.ssh_exec(o_json, n)
   return exec_n(sb, tonumber(n)), connects
 end
 
+-- ssh_concurrent JSON SANDBOXES EXECS INFLIGHT: SANDBOXES ssh-provider sandboxes on one host
+-- (created untimed), then SANDBOXES x EXECS sb:exec{"echo","hello"} through sandlot.map with
+-- INFLIGHT at once, round-robin over the sandboxes. Prints seconds and SSH connections opened.
+function cases.ssh_concurrent(o_json, nsb, nexec, inflight)
+  nsb, nexec, inflight = tonumber(nsb), tonumber(nexec), tonumber(inflight)
+  local o = json.decode(o_json)
+  ssh_provider(o)
+  local connects = 0
+  local connect = sandlot.ssh.connect
+  sandlot.ssh.connect = function(...) connects = connects + 1; return connect(...) end
+  local sbs = {}
+  for i = 1, nsb do sbs[i] = assert(sandlot.create("bench", {})) end
+  local items = {}
+  for i = 1, nsb * nexec do items[i] = sbs[(i - 1) % nsb + 1] end
+  local t0 = now()
+  local _, errs = sandlot.map(items, function(sb)
+    local r, err = sb:exec({ "echo", "hello" })
+    if not r then error(err) end
+    check_hello(r, "exec")
+    return true
+  end, { limit = inflight })
+  local secs = now() - t0
+  if errs then error("execs failed: " .. tostring(select(2, next(errs)))) end
+  for _, sb in ipairs(sbs) do assert(sb:destroy()) end
+  return secs, connects
+end
+
 local function ssh_client(o_json)
   local o = json.decode(o_json)
   return assert(sandlot.ssh.connect({ host = o.host, port = o.port, user = o.user,

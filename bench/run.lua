@@ -584,6 +584,62 @@ section(8, F8, function()
   for _, l in ipairs(lines) do io.stderr:write("  ", l, "\n") end
 end)
 
+-- 9. SSH concurrency ---------------------------------------------------------------------------
+
+-- 10 ssh-provider sandboxes on one host (one sshd), 10 execs each, 10 in flight through
+-- sandlot.map, against floor_ssh.c keeping 10 channels in flight on one non-blocking session.
+local SB9, EX9, FL9 = 10, 10, 10
+local N9 = SB9 * EX9
+local F9 = { ("9. ssh %dx%d execs, %d in flight (provider) vs libssh2, %d channels"):format(
+               SB9, EX9, FL9, FL9),
+             ("9. ssh %d execs sequential (provider) vs blocking libssh2"):format(N9),
+             ("9. ssh speed-up from %d in flight (provider): sequential / concurrent"):format(FL9),
+             ("9. ssh connections opened by %d sandboxes on one host"):format(SB9) }
+section(9, F9, function()
+  local sshd = require("spec.support.sshd")
+  local srv, why = sshd.start()
+  if not srv then
+    for _, n in ipairs(F9) do skipped(n, tostring(why)) end
+    return
+  end
+  local ok, err = pcall(function()
+    local floor_ssh = build("floor_ssh", SSH2)
+    local o = cjson.encode({ host = srv.host, port = srv.port, user = srv.user,
+                             key_file = srv.key, known_hosts = srv.known_hosts,
+                             base_dir = srv.dir .. "/sandboxes" })
+    local conns = {}
+    local function ours(limit)
+      return function()
+        local f = fields(sandlot_case("ssh_concurrent", o, tostring(SB9), tostring(EX9),
+                                      tostring(limit)))
+        if limit > 1 then conns[#conns + 1] = f[2] end
+        return N9 / f[1]                      -- execs per second
+      end
+    end
+    local function floor(inflight)
+      return function()
+        return N9 / fields({ floor_ssh, srv.host, tostring(srv.port), srv.user, srv.key,
+                             tostring(N9), "exec echo hello", tostring(inflight) })[1]
+      end
+    end
+    local s = measure(rounds(5), {
+      { "ours", ours(FL9) }, { "floor", floor(FL9) },
+      { "ours_seq", ours(1) }, { "floor_seq", floor(1) },
+    })
+    ratio(F9[1], ge(0.8), s.ours, s.floor, per_s,
+          "ratio of execs/s; the provider's exec line vs `exec echo hello`; the floor opens one" ..
+          " channel at a time and waits for each exec request's reply before the next open")
+    ratio(F9[2], nil, s.ours_seq, s.floor_seq, per_s,
+          "report only: the same 100 execs through sandlot.map with limit 1")
+    ratio(F9[3], nil, s.ours, s.ours_seq, per_s,
+          "report only: execs/s at 10 in flight over execs/s at 1; the floor's is in the JSON")
+    results[#results].floor_speedup = median(s.floor) / median(s.floor_seq)
+    absolute(F9[4], "conn", le(1), conns, "ssh.connect calls made by the provider")
+  end)
+  srv:stop()
+  assert(ok, err)
+end)
+
 -- Table ----------------------------------------------------------------------------------------
 
 sh({ "rm", "-rf", tmp })
