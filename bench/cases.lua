@@ -5,6 +5,7 @@
 local sandlot = require("sandlot")
 local timer = require("sandlot.core.timer")
 local json = require("sandlot.wire.json")   -- integers stay integers (a port is one)
+local sys = require("sandlot.core.sys")
 
 local function now() return timer.now() / 1e9 end
 
@@ -62,6 +63,63 @@ function cases.handles(n, inflight)
   local hwm = status_kib("VmHWM")
   for _, sb in ipairs(sbs) do assert(sb:destroy()) end
   return secs, hwm, (lua1 - lua0) / n, (rss1 - rss0) / n
+end
+
+-- The soft limit on open files, raised to the hard limit when it is lower (1,000 execs in
+-- flight hold a few thousand pipe ends). Returns the soft and hard limits now in force.
+local function raise_nofile()
+  local function limits()
+    local r = assert(sandlot.proc.run({ "prlimit", "--noheadings", "--raw", "--nofile",
+                                        "--output=SOFT,HARD", "--pid",
+                                        tostring(sys.getpid()) }))
+    local soft, hard = r.stdout:match("(%S+)%s+(%S+)")
+    return tonumber(soft) or math.huge, tonumber(hard) or math.huge
+  end
+  local soft, hard = limits()
+  if soft < hard then
+    local hs = hard == math.huge and "unlimited" or tostring(hard)
+    assert(sandlot.proc.run({ "prlimit", "--nofile=" .. hs .. ":" .. hs, "--pid",
+                              tostring(sys.getpid()) }))
+    soft, hard = limits()
+  end
+  return soft, hard
+end
+
+-- scale N INFLIGHT: creates N local sandboxes (isolation "none") and keeps them all live, then
+-- runs `sleep 1` in INFLIGHT of them at once (sandlot.map, limit INFLIGHT; spread over the N),
+-- then destroys all N. Prints: create seconds, destroy seconds, exec batch seconds, the most
+-- execs seen in flight at once, Lua heap growth per live handle (KiB, after full collections),
+-- RSS with the N handles live (KiB), peak RSS (VmHWM, KiB), the open-files soft limit.
+function cases.scale(n, inflight)
+  n, inflight = tonumber(n), tonumber(inflight)
+  local nofile = raise_nofile()
+  collectgarbage(); collectgarbage()
+  local lua0 = collectgarbage("count")
+  local sbs = {}
+  local t0 = now()
+  for i = 1, n do sbs[i] = assert(sandlot.create("local", { isolation = "none" })) end
+  local t_create = now() - t0
+  collectgarbage(); collectgarbage()
+  local lua1, rss1 = collectgarbage("count"), status_kib("VmRSS")
+  local some, step = {}, n // inflight
+  for i = 1, inflight do some[i] = sbs[(i - 1) * step + 1] end
+  local live, most = 0, 0
+  t0 = now()
+  local _, errs = sandlot.map(some, function(sb)
+    live = live + 1
+    if live > most then most = live end
+    local r, err = sb:exec({ "sleep", "1" })
+    live = live - 1
+    if not r then error(err) end
+    return r.exit_code
+  end, { limit = inflight })
+  local t_exec = now() - t0
+  if errs then error("in-flight execs failed: " .. tostring(select(2, next(errs)))) end
+  local hwm = status_kib("VmHWM")
+  t0 = now()
+  for i = 1, n do assert(sbs[i]:destroy()) end
+  local t_destroy = now() - t0
+  return t_create, t_destroy, t_exec, most, (lua1 - lua0) / n, rss1, hwm, nofile
 end
 
 -- http URL N TASKS: N GETs through sandlot.http, sequential or from TASKS tasks. Prints req/s.
@@ -130,6 +188,33 @@ function cases.ssh_exec(o_json, n)
   sandlot.ssh.connect = function(...) connects = connects + 1; return connect(...) end
   local sb <close> = assert(sandlot.create("bench", {}))
   return exec_n(sb, tonumber(n)), connects
+end
+
+-- ssh_concurrent JSON SANDBOXES EXECS INFLIGHT: SANDBOXES ssh-provider sandboxes on one host
+-- (created untimed), then SANDBOXES x EXECS sb:exec{"echo","hello"} through sandlot.map with
+-- INFLIGHT at once, round-robin over the sandboxes. Prints seconds and SSH connections opened.
+function cases.ssh_concurrent(o_json, nsb, nexec, inflight)
+  nsb, nexec, inflight = tonumber(nsb), tonumber(nexec), tonumber(inflight)
+  local o = json.decode(o_json)
+  ssh_provider(o)
+  local connects = 0
+  local connect = sandlot.ssh.connect
+  sandlot.ssh.connect = function(...) connects = connects + 1; return connect(...) end
+  local sbs = {}
+  for i = 1, nsb do sbs[i] = assert(sandlot.create("bench", {})) end
+  local items = {}
+  for i = 1, nsb * nexec do items[i] = sbs[(i - 1) % nsb + 1] end
+  local t0 = now()
+  local _, errs = sandlot.map(items, function(sb)
+    local r, err = sb:exec({ "echo", "hello" })
+    if not r then error(err) end
+    check_hello(r, "exec")
+    return true
+  end, { limit = inflight })
+  local secs = now() - t0
+  if errs then error("execs failed: " .. tostring(select(2, next(errs)))) end
+  for _, sb in ipairs(sbs) do assert(sb:destroy()) end
+  return secs, connects
 end
 
 local function ssh_client(o_json)

@@ -7,7 +7,42 @@
 local sandlot = require("sandlot")
 local cjson = require("cjson")
 
+-- The figures, by number (bench/README.md): BENCH_FIGURES=4,6 runs only those.
+local FIGURES = { "host start", "local exec", "concurrency and memory", "HTTP", "Docker", "SSH",
+                  "cloud-SDK peers", "scale", "SSH concurrency" }
+
+local function usage(fmt, ...)
+  io.stderr:write(("bench: " .. fmt .. "\n"):format(...),
+                  "usage: make bench [BENCH_FIGURES=N,N...] [BENCH_ROUNDS=N]\n  figures:")
+  for i, f in ipairs(FIGURES) do
+    io.stderr:write((" %d %s%s"):format(i, f, i < #FIGURES and "," or "\n"))
+  end
+  os.exit(2)                                  -- a usage error, not a bench failure: no traceback
+end
+
+-- BENCH_FIGURES (or its older name BENCH_ONLY): a comma list of figure numbers -> set, or nil
+local function selected_figures()
+  local name = os.getenv("BENCH_FIGURES") and "BENCH_FIGURES" or "BENCH_ONLY"
+  local v = os.getenv(name)
+  if not v or v == "" then return nil end
+  local set, list = {}, {}
+  for item in (v .. ","):gmatch("([^,]*),") do
+    local n = tonumber(item:match("^%s*(%d+)%s*$"))
+    if not n then usage("%s=%s: %q is not a figure number", name, v, item) end
+    if not FIGURES[n] then usage("%s=%s: there is no figure %d", name, v, n) end
+    if not set[n] then list[#list + 1] = n end
+    set[n] = true
+  end
+  table.sort(list)
+  return set, list
+end
+
 local ROUNDS_ENV = tonumber(os.getenv("BENCH_ROUNDS") or "")
+if os.getenv("BENCH_ROUNDS") and os.getenv("BENCH_ROUNDS") ~= ""
+    and not (ROUNDS_ENV and ROUNDS_ENV >= 1 and math.type(ROUNDS_ENV) == "integer") then
+  usage("BENCH_ROUNDS=%s: must be a whole number >= 1", os.getenv("BENCH_ROUNDS"))
+end
+local WANTED, WANTED_LIST = selected_figures()
 local function absolute_path(p)
   return require("sandlot.core.sys").realpath(p) or p
 end
@@ -71,6 +106,7 @@ local floor_spawn = build("floor_spawn")
 local results = {}
 
 local function add(fig)
+  fig.figure = tonumber(fig.name:match("^(%d+)%."))
   results[#results + 1] = fig
   local v = fig.skipped and ("skipped: " .. fig.skipped)
             or fig.unit == "x" and ("%.2fx"):format(fig.value)
@@ -128,20 +164,19 @@ end
 local function le(v) return { op = "<=", value = v } end
 local function ge(v) return { op = ">=", value = v } end
 
--- Runs a section; if it breaks, its figures still missing are reported as failed.
--- BENCH_ONLY=4,6 runs only those sections (while working on one figure).
-local only = os.getenv("BENCH_ONLY")
-local function section(names, fn)
-  if only and not ("," .. only .. ","):find("," .. names[1]:match("^(%d+)") .. ",", 1, true) then
-    return
-  end
+-- Runs figure n's section unless BENCH_FIGURES leaves it out; if it breaks, its figures still
+-- missing are reported as failed. names: the figures' table names, in order.
+local function section(n, names, fn)
+  if WANTED and not WANTED[n] then return end
   local before = #results
   local ok, err = pcall(fn)
   if ok then return end
   local have = {}
   for i = before + 1, #results do have[results[i].name] = true end
-  for _, n in ipairs(names) do
-    if not have[n] then skipped(n, "failed: " .. tostring(err):gsub("%s+", " "):sub(1, 200)) end
+  for _, name in ipairs(names) do
+    if not have[name] then
+      skipped(name, "failed: " .. tostring(err):gsub("%s+", " "):sub(1, 200))
+    end
   end
 end
 
@@ -181,7 +216,9 @@ local function sandlot_case(...)
   return cat({ bin, cases }, { ... })
 end
 
-io.stderr:write(("sandlot bench: %s rounds\n"):format(ROUNDS_ENV or "default (5; 3 for heavy)"))
+io.stderr:write(("sandlot bench: %s rounds, figures %s\n"):format(
+  ROUNDS_ENV or "default (5; 3 for heavy)",
+  WANTED_LIST and table.concat(WANTED_LIST, ",") or "all"))
 
 -- 1. Host start --------------------------------------------------------------------------------
 
@@ -189,7 +226,7 @@ local F1 = { "1. host start: sandlot -e '' vs lua5.4 -e ''",
              "1. one-shot create+exec+destroy (local, none) vs lua5.4 -e ''",
              "1. one-shot create+exec+destroy (local, namespaces) vs lua5.4 -e ''",
              "1. one-shot peak RSS (local, namespaces), absolute" }
-section(F1, function()
+section(1, F1, function()
   local s = measure(rounds(5), {
     { "ours", wall({ bin, "-e", "" }, 20) },
     { "floor", wall({ "lua5.4", "-e", "" }, 20) },
@@ -243,7 +280,7 @@ local N2, N2NS = 300, 100
 local F2 = { ("2. proc.run echo x%d vs posix_spawn loop"):format(N2),
              ("2. local sb:exec echo x%d, isolation none vs posix_spawn"):format(N2),
              ("2. local sb:exec echo x%d, namespaces vs bwrap loop"):format(N2NS) }
-section(F2, function()
+section(2, F2, function()
   local s = measure(rounds(5), {
     { "ours", inner({ bin, here .. "/exec_loop.lua", tostring(N2), "1", "/bin/echo", "hello" }) },
     { "floor", inner({ floor_spawn, tostring(N2), "1", "/bin/echo", "hello" }) },
@@ -281,7 +318,7 @@ end)
 local F3 = { "3. 1000 execs, map limit 64 vs 64-thread posix_spawn floor",
              "3. peak RSS: 1000 live sandbox handles + 64 in-flight execs",
              "3. Lua heap per live local sandbox handle" }
-section(F3, function()
+section(3, F3, function()
   local s = measure(rounds(5), {
     { "ours", inner({ bin, here .. "/exec_loop.lua", "1000", "64", "/bin/echo", "hello" }) },
     { "floor", inner({ floor_spawn, "1000", "64", "/bin/echo", "hello" }) },
@@ -304,7 +341,7 @@ end)
 local NH = 4000
 local F4 = { "4. HTTP req/s, sandlot.http 1 task vs libcurl keep-alive loop",
              "4. HTTP req/s, 64 tasks vs libcurl multi, 64 in flight" }
-section(F4, function()
+section(4, F4, function()
   local floor_http = build("floor_http", CURL)
   local hs = require("spec.support.http_server")
   local srv = hs.start()
@@ -335,7 +372,7 @@ local ND, NL = 20, 4
 local F5 = { ("5. docker sb:exec echo x%d vs raw Engine API (libcurl)"):format(ND),
              ("5. docker sb:exec echo x%d vs `docker exec` CLI"):format(ND),
              ("5. docker lifecycle x%d (create, start, exec, rm) vs raw API"):format(NL) }
-section(F5, function()
+section(5, F5, function()
   local docker = require("spec.support.docker")
   local env, why = docker.start()
   if not env then
@@ -387,7 +424,7 @@ local F6 = { ("6. ssh sb:exec echo x%d (provider) vs libssh2 on open session"):f
              "6. SFTP download 200 MB, throughput vs scp",
              "6. SFTP upload 200 MB vs scp over the ControlMaster",
              "6. SFTP download 200 MB vs scp over the ControlMaster" }
-section(F6, function()
+section(6, F6, function()
   local sshd = require("spec.support.sshd")
   local srv, why = sshd.start()
   if not srv then
@@ -484,8 +521,124 @@ end)
 
 -- 7. Peers -------------------------------------------------------------------------------------
 
-skipped("7. cloud-SDK peers (create -> exec -> destroy vs official SDKs)",
-        "no cloud provider yet")
+local F7 = { "7. cloud-SDK peers (create -> exec -> destroy vs official SDKs)" }
+section(7, F7, function() skipped(F7[1], "no cloud provider yet") end)
+
+-- 8. Scale ------------------------------------------------------------------------------------
+
+-- Each round runs `cases.lua scale N 1000` for N = 1k, 5k and 10k (order alternating by round):
+-- N live local handles, 1,000 execs in flight among them, then N destroys. The growth table
+-- (medians per N) is printed after the figures and kept in the JSON as the first row's `growth`.
+local SCALE_N, SCALE_FLIGHT = { 1000, 5000, 10000 }, 1000
+local F8 = { "8. time per handle (create + destroy), 10k handles vs 1k",
+             "8. 1,000-exec batch in flight, among 10k handles vs among 1k",
+             "8. peak RSS: 10k live local handles + 1,000 execs in flight",
+             "8. Lua heap per live local handle, 10k handles",
+             "8. execs in flight at once (sandlot.map limit 1000)" }
+local tables = {}                             -- extra tables printed after the figures
+section(8, F8, function()
+  local per = {}                              -- N -> list of case outputs, one per round
+  local sides = {}
+  for _, n in ipairs(SCALE_N) do
+    per[n] = {}
+    sides[#sides + 1] = { n, function()
+      local f = fields(sandlot_case("scale", tostring(n), tostring(SCALE_FLIGHT)))
+      per[n][#per[n] + 1] = f
+      return (f[1] + f[2]) / n                -- seconds per handle: create + destroy
+    end }
+  end
+  local s = measure(rounds(3), sides)
+  local lo, hi = SCALE_N[1], SCALE_N[#SCALE_N]
+  local function col(n, i, scale)             -- field i of N's outputs over the rounds
+    local xs = {}
+    for r, f in ipairs(per[n]) do xs[r] = f[i] * (scale or 1) end
+    return xs
+  end
+  local function us(v) return ("%.0f us/handle"):format(v * 1e6) end
+  local nofile = median(col(hi, 8))
+  local fig = ratio(F8[1], le(1.5), s[hi], s[lo], us,
+                    "create + destroy seconds / N, at N = 10k over N = 1k; 1.0 is linear")
+  ratio(F8[2], le(1.5), col(hi, 3), col(lo, 3), ms,
+        "wall time of 1,000 `sleep 1` execs at once (the 1 s sleep included); flat: no O(N)")
+  absolute(F8[3], "MiB", { op = "<", value = 64 }, col(hi, 7, 1 / 1024),
+           ("VmHWM of the host; open-files soft limit %s"):format(nofile))
+  absolute(F8[4], "KiB", le(1), col(hi, 5),
+           "collectgarbage('count') growth / N after full collections, the handles' table too")
+  absolute(F8[5], "execs", ge(SCALE_FLIGHT), col(hi, 4),
+           "most execs started and not yet returned, counted in the script")
+  local growth = {}
+  local lines = { "8. growth (medians over rounds)",
+                  ("%8s %14s %14s %16s %12s %12s %14s"):format("handles", "create us/h",
+                    "destroy us/h", "1k-exec batch", "RSS live", "peak RSS", "heap/handle") }
+  for _, n in ipairs(SCALE_N) do
+    local g = { handles = n, create_s = median(col(n, 1)), destroy_s = median(col(n, 2)),
+                exec_batch_s = median(col(n, 3)), heap_kib_per_handle = median(col(n, 5)),
+                rss_kib = median(col(n, 6)), hwm_kib = median(col(n, 7)) }
+    growth[#growth + 1] = g
+    lines[#lines + 1] = ("%8d %14.0f %14.0f %14.0f ms %8.1f MiB %8.1f MiB %10.2f KiB"):format(
+      n, g.create_s * 1e6 / n, g.destroy_s * 1e6 / n, g.exec_batch_s * 1e3, g.rss_kib / 1024,
+      g.hwm_kib / 1024, g.heap_kib_per_handle)
+  end
+  fig.growth = growth
+  tables[#tables + 1] = lines
+  for _, l in ipairs(lines) do io.stderr:write("  ", l, "\n") end
+end)
+
+-- 9. SSH concurrency ---------------------------------------------------------------------------
+
+-- 10 ssh-provider sandboxes on one host (one sshd), 10 execs each, 10 in flight through
+-- sandlot.map, against floor_ssh.c keeping 10 channels in flight on one non-blocking session.
+local SB9, EX9, FL9 = 10, 10, 10
+local N9 = SB9 * EX9
+local F9 = { ("9. ssh %dx%d execs, %d in flight (provider) vs libssh2, %d channels"):format(
+               SB9, EX9, FL9, FL9),
+             ("9. ssh %d execs sequential (provider) vs blocking libssh2"):format(N9),
+             ("9. ssh speed-up from %d in flight (provider): sequential / concurrent"):format(FL9),
+             ("9. ssh connections opened by %d sandboxes on one host"):format(SB9) }
+section(9, F9, function()
+  local sshd = require("spec.support.sshd")
+  local srv, why = sshd.start()
+  if not srv then
+    for _, n in ipairs(F9) do skipped(n, tostring(why)) end
+    return
+  end
+  local ok, err = pcall(function()
+    local floor_ssh = build("floor_ssh", SSH2)
+    local o = cjson.encode({ host = srv.host, port = srv.port, user = srv.user,
+                             key_file = srv.key, known_hosts = srv.known_hosts,
+                             base_dir = srv.dir .. "/sandboxes" })
+    local conns = {}
+    local function ours(limit)
+      return function()
+        local f = fields(sandlot_case("ssh_concurrent", o, tostring(SB9), tostring(EX9),
+                                      tostring(limit)))
+        if limit > 1 then conns[#conns + 1] = f[2] end
+        return N9 / f[1]                      -- execs per second
+      end
+    end
+    local function floor(inflight)
+      return function()
+        return N9 / fields({ floor_ssh, srv.host, tostring(srv.port), srv.user, srv.key,
+                             tostring(N9), "exec echo hello", tostring(inflight) })[1]
+      end
+    end
+    local s = measure(rounds(5), {
+      { "ours", ours(FL9) }, { "floor", floor(FL9) },
+      { "ours_seq", ours(1) }, { "floor_seq", floor(1) },
+    })
+    ratio(F9[1], ge(0.8), s.ours, s.floor, per_s,
+          "ratio of execs/s; the provider's exec line vs `exec echo hello`; the floor opens one" ..
+          " channel at a time and waits for each exec request's reply before the next open")
+    ratio(F9[2], nil, s.ours_seq, s.floor_seq, per_s,
+          "report only: the same 100 execs through sandlot.map with limit 1")
+    ratio(F9[3], nil, s.ours, s.ours_seq, per_s,
+          "report only: execs/s at 10 in flight over execs/s at 1; the floor's is in the JSON")
+    results[#results].floor_speedup = median(s.floor) / median(s.floor_seq)
+    absolute(F9[4], "conn", le(1), conns, "ssh.connect calls made by the provider")
+  end)
+  srv:stop()
+  assert(ok, err)
+end)
 
 -- Table ----------------------------------------------------------------------------------------
 
@@ -512,11 +665,24 @@ for _, f in ipairs(results) do
                                                     show(f, f.max), target, status, ctx))
   end
 end
+-- A full run writes bench/results/<date>.json; a BENCH_FIGURES run writes
+-- <date>-figures-4-6.json beside it, so it never replaces the full run's figures.
+-- Every row has `target` ({op, value} or null: report only) and `met` (true, false or null).
+for _, lines in ipairs(tables) do
+  print()
+  for _, l in ipairs(lines) do print(l) end
+end
 local date = os.date("!%Y-%m-%d")
-local out = here .. "/results/" .. date .. ".json"
+local out = here .. "/results/" .. date
+            .. (WANTED_LIST and ("-figures-" .. table.concat(WANTED_LIST, "-")) or "") .. ".json"
+for _, f in ipairs(results) do
+  if f.target == nil then f.target = cjson.null end
+  if f.met == nil then f.met = cjson.null end
+end
 local fh = assert(io.open(out, "w"))
 fh:write(cjson.encode({ date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
                         rounds = ROUNDS_ENV or "default",
+                        selected = WANTED_LIST or "all",
                         host = sh({ "uname", "-srm" }).stdout:gsub("%s+$", ""),
                         cpus = tonumber(sh({ "nproc" }).stdout),
                         figures = results }), "\n")

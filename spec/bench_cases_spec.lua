@@ -27,6 +27,15 @@ describe("bench cases", function()
     run_case("handles", "3", "1")
   end)
 
+  it("scale runs, with every exec of the batch in flight at once", function()
+    local out = run_case("scale", "50", "10")
+    local f = {}
+    for w in out:gmatch("%S+") do f[#f + 1] = tonumber(w) end
+    assert.equal(8, #f, "create, destroy, batch, in flight, heap, rss, hwm, nofile: " .. out)
+    assert.equal(10, f[4], "the 10 execs of the batch were in flight together")
+    assert.is_true(f[8] >= 1024, "open-files soft limit")
+  end)
+
   describe("#docker", function()
     local env, why
 
@@ -46,7 +55,7 @@ describe("bench cases", function()
     lazy_setup(function() srv, why = sshd.start() end)
     lazy_teardown(function() if srv then srv:stop() end end)
 
-    it("ssh exec, client exec and SFTP both ways run", function()
+    it("ssh exec, client exec, concurrent execs and SFTP both ways run", function()
       if not srv then
         if os.getenv("CI") then error("sshd is required in CI: " .. tostring(why)) end
         pending(why)
@@ -59,6 +68,8 @@ describe("bench cases", function()
       local out = run_case("ssh_exec", o, "2")
       assert.equal(1, tonumber(out:match("^%S+%s+(%S+)")), "one SSH connection for the execs")
       run_case("ssh_client_exec", o, "2")
+      out = run_case("ssh_concurrent", o, "3", "2", "3")
+      assert.equal(1, tonumber(out:match("^%S+%s+(%S+)")), "one SSH connection for 3 sandboxes")
       local f = assert(io.open(tmp .. "/up", "wb"))
       f:write(("x"):rep(100000))
       f:close()
