@@ -523,7 +523,7 @@ function M.get_url(ctx, handle, port)
 end
 
 -- Processes and listing ----------------------------------------------------------------------
--- spawn prepares the command line as exec does (TODO(lead): exec could share this prelude).
+-- spawn prepares the command line as exec does (command_line, shared with exec).
 
 -- a sandlot.proc handle seen through the provider process contract (providers/README.md)
 local Process = {}

@@ -8,6 +8,7 @@ local config = require("sandlot.config")
 local provider = require("sandlot.provider")
 local redact = require("sandlot._redact")
 local check = require("sandlot._check")
+local shapes = require("sandlot._shapes")
 
 local M = {}
 
@@ -194,50 +195,6 @@ local function escape_error(sb, op, path, what)
   return select(2, fail(err, sb, op))
 end
 
-local function count(v)
-  return math.type(v) == "integer" and v >= 0, "an integer >= 0"
-end
-local function seconds(v)
-  return type(v) == "number" and v > 0 and v ~= math.huge, "a number of seconds > 0"
-end
-local function string_or_writer(v)
-  return type(v) == "string" or type(v) == "function", "a string or a writer function"
-end
-
-local EXEC_OPTS = { env = "table", cwd = "string", stdin = string_or_writer, timeout = seconds,
-                    max_output = count, on_stdout = "function", on_stderr = "function" }
-
-local RESULT_SHAPE = "exec must return {exit_code = integer, stdout = string, stderr = " ..
-  "string, signal = integer|nil, timed_out = boolean|nil, truncated = boolean|nil}"
-
--- Checks what a provider's exec returned (a provider bug raises, like a bad handle does) and
--- fills the optional flags.
-local function exec_result(sb, r)
-  local why
-  if type(r) ~= "table" then
-    why = "got a " .. type(r)
-  elseif math.type(r.exit_code) ~= "integer" then
-    local keys = {}
-    for k in pairs(r) do keys[#keys + 1] = tostring(k) end
-    table.sort(keys)
-    why = ("exit_code is %s (the result has: %s)"):format(math.type(r.exit_code)
-      or type(r.exit_code), #keys > 0 and table.concat(keys, ", ") or "nothing")
-  elseif type(r.stdout) ~= "string" or type(r.stderr) ~= "string" then
-    why = ("stdout is a %s and stderr a %s"):format(type(r.stdout), type(r.stderr))
-  elseif r.signal ~= nil and math.type(r.signal) ~= "integer" then
-    why = "signal is a " .. type(r.signal)
-  elseif r.timed_out ~= nil and type(r.timed_out) ~= "boolean"
-      or r.truncated ~= nil and type(r.truncated) ~= "boolean" then
-    why = "timed_out and truncated must be booleans"
-  end
-  if why then
-    error(("provider %s: %s; %s (provider bug)"):format(sb._p.name, RESULT_SHAPE, why), 3)
-  end
-  r.timed_out = r.timed_out or false
-  r.truncated = r.truncated or false
-  return r
-end
-
 ---Runs a command in the sandbox. A non-zero exit is a result, not an error.
 ---@param sb sandlot.Sandbox
 ---@param cmd string|string[] argv list (no shell) or a string run by /bin/sh -c
@@ -248,7 +205,7 @@ end
 function M.exec(sb, cmd, opts)
   check_sb(sb, "exec")
   local argv = check.argv(cmd, "exec")
-  opts = check_opts(opts, EXEC_OPTS, "exec")
+  opts = check_opts(opts, shapes.EXEC_OPTS, "exec")
   check.env(opts.env, "exec")
   if opts.cwd ~= nil then
     check_path(opts.cwd, "exec", 2, "opts.cwd")
@@ -260,7 +217,7 @@ function M.exec(sb, cmd, opts)
   local command = redact.command(type(cmd) == "string" and cmd or argv)
   local r, err = span(sb, "exec", { command = command }, call, argv, o)
   if not r then return nil, err end
-  return exec_result(sb, r)
+  return shapes.exec_result(sb._p.name, r)
 end
 
 ---Reads a whole file from the sandbox.
@@ -423,7 +380,7 @@ end
 ---@return true|nil ok, sandlot.Error? err timeout, not_found
 function M.await_ready(sb, opts)
   check_sb(sb, "await_ready")
-  opts = check_opts(opts, { timeout = seconds }, "await_ready")
+  opts = check_opts(opts, { timeout = shapes.seconds }, "await_ready")
   return span(sb, "await_ready", {}, call, { timeout = opts.timeout })
 end
 
@@ -514,61 +471,6 @@ Sandbox.__close = function(sb) M.close(sb) end
 
 -- Create --------------------------------------------------------------------------------------
 
--- standard create options understood by every provider where it can, with their checks
-local function positive(v) return type(v) == "number" and v > 0, "a number > 0" end
-local function positive_int(v) return math.type(v) == "integer" and v > 0, "an integer > 0" end
-local function port_list(v)
-  if type(v) ~= "table" then return false, "a list of integers in 1..65535" end
-  for _, port in ipairs(v) do
-    if math.type(port) ~= "integer" or port < 1 or port > 65535 then
-      return false, "a list of integers in 1..65535"
-    end
-  end
-  return true
-end
-local function mount_list(v)
-  local want = "a list of {source = path, target = path, readonly = bool}"
-  if type(v) ~= "table" then return false, want end
-  for i, m in ipairs(v) do
-    if type(m) ~= "table" or type(m.source) ~= "string" or type(m.target) ~= "string" then
-      return false, ("%s (mounts[%d] is not)"):format(want, i)
-    end
-  end
-  return true
-end
-local function network(v)
-  local want = "'none', 'all' or a list of host names"
-  if v == "none" or v == "all" then return true end
-  if type(v) ~= "table" then return false, want end
-  for _, h in ipairs(v) do if type(h) ~= "string" then return false, want end end
-  return true
-end
-
-local CREATE_OPTS = {
-  provider = function(v)
-    return type(v) == "string" or type(v) == "table", "a provider name or table"
-  end,
-  image = "string", cwd = "string", name = "string", purpose = "string",
-  cpus = positive, memory_mb = positive_int, disk_mb = positive_int, timeout = seconds,
-  env = "table", labels = "table", ports = port_list, mounts = mount_list, network = network,
-}
-
--- create's option spec for one provider: the standard options plus its create_options (whose
--- values are type names, checked by provider.check)
-local create_specs = setmetatable({}, { __mode = "k" })
-
-local function check_create_opts(opts, p)
-  local spec = create_specs[p]
-  if not spec then
-    spec = {}
-    for k, v in pairs(p.impl.create_options or {}) do spec[k] = v end
-    for k, v in pairs(CREATE_OPTS) do spec[k] = v end
-    create_specs[p] = spec
-  end
-  check_opts(opts, spec, ("create (provider %s)"):format(p.name), 3)
-  check.env(opts.env, "create", 3)
-end
-
 ---Creates a sandbox.
 ---sandlot.create(opts), sandlot.create(provider, opts), or opts.provider. provider is a
 ---configured name, a provider module name ("local"), a provider file, or a provider table;
@@ -602,7 +504,7 @@ function M.create(prov_or_opts, opts)
     return nil, errors.wrap(err, { op = "create",
                                    provider = type(ref) == "string" and ref or nil })
   end
-  check_create_opts(opts, r.p)
+  shapes.check_create_opts(opts, r.p)
   local o = {}
   for k, v in pairs(opts) do if k ~= "provider" then o[k] = v end end
   local function run()
@@ -766,7 +668,7 @@ end
 ---@return sandlot.LedgerRecord[]|nil records, sandlot.Error? err not_supported (ledger off)
 function M.list(filter)
   filter = check_opts(filter, { state = check_list_filter, provider = "string",
-                                label = check_list_filter, limit = count }, "list")
+                                label = check_list_filter, limit = shapes.count }, "list")
   local l, err = open_ledger("list")
   if not l then return nil, err end
   return l:list(filter)
