@@ -190,7 +190,7 @@ end
 
 -- Create ----------------------------------------------------------------------------------------
 
-local function container_body(ctx, opts, sid, workdir)
+local function container_body(ctx, opts, image, sid, workdir)
   local labels = { sandlot = "1", ["sandlot.id"] = sid, ["sandlot.workdir"] = workdir }
   for k, v in pairs(opts.labels or {}) do labels[tostring(k)] = tostring(v) end
   if opts.purpose then labels["sandlot.purpose"] = opts.purpose end
@@ -228,7 +228,7 @@ local function container_body(ctx, opts, sid, workdir)
   local cmd = opts.command and check.argv(opts.command, "create: opts.command")
               or { "sleep", sleep }
   return {
-    Image = opts.image, Entrypoint = { cmd[1] }, Cmd = json.array({ table.unpack(cmd, 2) }),
+    Image = image, Entrypoint = { cmd[1] }, Cmd = json.array({ table.unpack(cmd, 2) }),
     Env = env_list(opts.env), WorkingDir = workdir, Labels = labels, User = opts.user,
     Tty = false, OpenStdin = false, ExposedPorts = exposed, HostConfig = host,
     StopTimeout = 1,
@@ -240,38 +240,36 @@ function M.create(ctx, opts)
   local c, cerr = client(ctx)
   if not c then return nil, cerr end
   local cfg = ctx.config or {}
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
-  o.image = o.image or cfg.image or DEFAULT_IMAGE
+  local image = opts.image or cfg.image or DEFAULT_IMAGE
   local sid = "sandlot-" .. id.hex(6)
   local workdir = cfg.workdir or WORKDIR
-  if o.cwd then
-    local w, werr = resolve({ workdir = workdir }, o.cwd)
+  if opts.cwd then
+    local w, werr = resolve({ workdir = workdir }, opts.cwd)
     if not w then return nil, werr end
     workdir = w
   end
-  local body, berr = container_body(ctx, o, sid, workdir)
+  local body, berr = container_body(ctx, opts, image, sid, workdir)
   if not body then return nil, berr end
-  local may_pull = o.pull
+  local may_pull = opts.pull
   if may_pull == nil then may_pull = cfg.pull ~= false end
   local made, err
   for attempt = 1, 2 do
-    made, err = c:call("POST", "/containers/create", { query = { name = o.name or sid },
+    made, err = c:call("POST", "/containers/create", { query = { name = opts.name or sid },
                                                        json = body, want = { 201 } })
     if made or err.status ~= 404 or attempt == 2 then break end
     if not may_pull then
       return fail("not_found", "image %s is not present and pulling is off (pull = false)",
-                  o.image)
+                  image)
     end
-    local ok, perr = pull(ctx, o.image)
+    local ok, perr = pull(ctx, image)
     if not ok then
       return nil, errors.new(perr.code, ("image %s is not present and cannot be pulled: %s")
-                                          :format(o.image, perr.message),
+                                          :format(image, perr.message),
                              { cause = perr, via = perr.via, retryable = perr.retryable })
     end
   end
   if not made then return nil, err end
-  local handle = { id = sid, container = made.Id, workdir = workdir, image = o.image }
+  local handle = { id = sid, container = made.Id, workdir = workdir, image = image }
   local path, perr = container(handle)
   if not path then return nil, perr end
   local ok, serr = c:call("POST", path .. "/start", { want = { 204, 304 } })
@@ -451,10 +449,8 @@ function M.exec(ctx, handle, argv, opts)
   local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                                 on_stderr = opts.on_stderr }
   local finished = false
-  local guard <close> = setmetatable({}, { __close = function()
-    if not finished then                  -- cancelled: kill what runs, from a task of its own
-      queue_kill(c, path, tag)
-    end
+  local guard <close> = setmetatable({}, { __close = function()    -- cancelled: kill what
+    if not finished then queue_kill(c, path, tag) end   -- runs, from a task of its own
   end })
   local function on_frame(stream, data)
     if stream == "system" then return daemon_error(c, data) end
@@ -686,14 +682,10 @@ function M.reconnect(ctx, handle)
   return handle
 end
 
-local function post(ctx, handle, what, want)
-  return on_container(ctx, handle, "POST", "/" .. what,
-                      { want = want, errors = { [409] = "unavailable" } })
-end
-
 ---Pauses the container (docker pause: every process frozen, memory kept).
 function M.stop(ctx, handle)
-  local ok, err = post(ctx, handle, "pause", { 204 })
+  local ok, err = on_container(ctx, handle, "POST", "/pause",
+                               { want = { 204 }, errors = { [409] = "unavailable" } })
   if ok then return true end
   if err.status == 409 and M.status(ctx, handle) == "stopped" then return true end
   return nil, err
@@ -705,7 +697,8 @@ function M.start(ctx, handle)
   if not info then return nil, err end
   local state = info.State.Status
   if state == "running" then return true end
-  local ok, perr = post(ctx, handle, state == "paused" and "unpause" or "start", { 204, 304 })
+  local ok, perr = on_container(ctx, handle, "POST", state == "paused" and "/unpause" or "/start",
+                                { want = { 204, 304 }, errors = { [409] = "unavailable" } })
   if not ok then return nil, perr end
   return true
 end
