@@ -449,8 +449,8 @@ function M.exec(ctx, handle, argv, opts)
   local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                                 on_stderr = opts.on_stderr }
   local finished = false
-  local guard <close> = setmetatable({}, { __close = function()    -- cancelled: kill what
-    if not finished then queue_kill(c, path, tag) end   -- runs, from a task of its own
+  local guard <close> = setmetatable({}, { __close = function()
+    if not finished then queue_kill(c, path, tag) end    -- cancelled: kill it from a task
   end })
   local function on_frame(stream, data)
     if stream == "system" then return daemon_error(c, data) end
@@ -626,7 +626,8 @@ function M.read_file(ctx, handle, path)
   return fail("invalid_input", "%s: too many levels of symbolic links", path)
 end
 
-local function refused(_, msg)       -- PUT /archive's answer to a file where a directory is
+-- PUT /archive refusing a file over a directory, or a directory over a file.
+local function refused(_, msg)
   if msg:find("overwrite") or msg:find("not a directory") then return "invalid_input" end
 end
 
@@ -666,10 +667,8 @@ local STATUS = { running = "running", paused = "stopped", exited = "stopped",
 
 function M.status(ctx, handle)
   local info, err = inspect(ctx, handle)
-  if not info then
-    if err.code == "not_found" then return "terminated" end
-    return nil, err
-  end
+  if not info and err.code == "not_found" then return "terminated" end
+  if not info then return nil, err end
   return STATUS[info.State and info.State.Status] or "unknown"
 end
 
