@@ -32,6 +32,7 @@ local stdcopy = require("sandlot.wire.stdcopy")
 local tar = require("sandlot.wire.tar")
 local check = require("sandlot._check")
 local exec = require("sandlot.exec")
+local fs = require("sandlot.fs")
 local id = require("sandlot.id")
 local task = require("sandlot.task")
 
@@ -124,25 +125,29 @@ local function container(handle)
   return "/containers/" .. cid
 end
 
--- Paths: relative to the sandbox's working directory, normalized lexically; a `..` above the
--- container's root is refused, not clamped.
+-- The client and the container's API path, which every call on a sandbox starts from.
+local function open(ctx, handle)
+  local c, err = client(ctx)
+  if not c then return nil, err end
+  local path, perr = container(handle)
+  if not path then return nil, perr end
+  return c, path
+end
+
+-- A call on the container's own endpoint (what: "/json", "/pause", "" ...).
+local function on_container(ctx, handle, method, what, opts)
+  local c, path = open(ctx, handle)
+  if not c then return nil, path end
+  return c:call(method, path .. what, opts)
+end
+
+-- Paths: relative to the sandbox's working directory, normalized lexically (sandlot.fs.path);
+-- a `..` above the container's root is refused, not clamped.
 local function resolve(handle, path)
-  if path:sub(1, 1) ~= "/" then
-    local wd, werr = WORKDIR, nil
-    if handle.workdir ~= nil then
-      wd, werr = check.id(handle.workdir, "^/[^%z\n]*$", "the handle's workdir", 4096)
-      if not wd then return nil, werr end
-    end
-    path = wd .. "/" .. path
-  end
-  local parts = {}
-  for seg in path:gmatch("[^/]+") do
-    if seg == ".." then
-      if #parts == 0 then return fail("invalid_input", "path %q leaves the sandbox", path) end
-      parts[#parts] = nil
-    elseif seg ~= "." then parts[#parts + 1] = seg end
-  end
-  return "/" .. table.concat(parts, "/")
+  if handle.workdir == nil or path:sub(1, 1) == "/" then return fs.path(WORKDIR, path) end
+  local wd, err = check.id(handle.workdir, "^/[^%z\n]*$", "the handle's workdir", 4096)
+  if not wd then return nil, err end
+  return fs.path(wd, path)
 end
 
 -- ["K=V"...] for Docker's Env; a false value is "K" alone, which the daemon reads as "remove
@@ -185,7 +190,7 @@ end
 
 -- Create ----------------------------------------------------------------------------------------
 
-local function container_body(ctx, opts, sid, workdir)
+local function container_body(ctx, opts, image, sid, workdir)
   local labels = { sandlot = "1", ["sandlot.id"] = sid, ["sandlot.workdir"] = workdir }
   for k, v in pairs(opts.labels or {}) do labels[tostring(k)] = tostring(v) end
   if opts.purpose then labels["sandlot.purpose"] = opts.purpose end
@@ -223,7 +228,7 @@ local function container_body(ctx, opts, sid, workdir)
   local cmd = opts.command and check.argv(opts.command, "create: opts.command")
               or { "sleep", sleep }
   return {
-    Image = opts.image, Entrypoint = { cmd[1] }, Cmd = json.array({ table.unpack(cmd, 2) }),
+    Image = image, Entrypoint = { cmd[1] }, Cmd = json.array({ table.unpack(cmd, 2) }),
     Env = env_list(opts.env), WorkingDir = workdir, Labels = labels, User = opts.user,
     Tty = false, OpenStdin = false, ExposedPorts = exposed, HostConfig = host,
     StopTimeout = 1,
@@ -235,39 +240,36 @@ function M.create(ctx, opts)
   local c, cerr = client(ctx)
   if not c then return nil, cerr end
   local cfg = ctx.config or {}
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
-  o.image = o.image or cfg.image or DEFAULT_IMAGE
+  local image = opts.image or cfg.image or DEFAULT_IMAGE
   local sid = "sandlot-" .. id.hex(6)
   local workdir = cfg.workdir or WORKDIR
-  if o.cwd then
-    local w, werr = resolve({ workdir = workdir }, o.cwd)
+  if opts.cwd then
+    local w, werr = resolve({ workdir = workdir }, opts.cwd)
     if not w then return nil, werr end
     workdir = w
   end
-  local body, berr = container_body(ctx, o, sid, workdir)
+  local body, berr = container_body(ctx, opts, image, sid, workdir)
   if not body then return nil, berr end
-  local may_pull = o.pull
-  if may_pull == nil then may_pull = cfg.pull end
-  if may_pull == nil then may_pull = true end
+  local may_pull = opts.pull
+  if may_pull == nil then may_pull = cfg.pull ~= false end
   local made, err
   for attempt = 1, 2 do
-    made, err = c:call("POST", "/containers/create", { query = { name = o.name or sid },
+    made, err = c:call("POST", "/containers/create", { query = { name = opts.name or sid },
                                                        json = body, want = { 201 } })
     if made or err.status ~= 404 or attempt == 2 then break end
     if not may_pull then
       return fail("not_found", "image %s is not present and pulling is off (pull = false)",
-                  o.image)
+                  image)
     end
-    local ok, perr = pull(ctx, o.image)
+    local ok, perr = pull(ctx, image)
     if not ok then
       return nil, errors.new(perr.code, ("image %s is not present and cannot be pulled: %s")
-                                          :format(o.image, perr.message),
+                                          :format(image, perr.message),
                              { cause = perr, via = perr.via, retryable = perr.retryable })
     end
   end
   if not made then return nil, err end
-  local handle = { id = sid, container = made.Id, workdir = workdir, image = o.image }
+  local handle = { id = sid, container = made.Id, workdir = workdir, image = image }
   local path, perr = container(handle)
   if not path then return nil, perr end
   local ok, serr = c:call("POST", path .. "/start", { want = { 204, 304 } })
@@ -316,24 +318,6 @@ exit 0]]
 local PIDFILE = "/tmp/.sandlot-exec-"      -- .. tag; KILL and the wrapper's first line agree
 M._scripts = { wrap = WRAP, kill = KILL }  -- for the specs: the fallback path (no runc)
 
-local function put_files(ctx, handle, entries)
-  local c, cerr = client(ctx)
-  if not c then return nil, cerr end
-  local path, perr = container(handle)
-  if not path then return nil, perr end
-  local pieces, size = tar.archive(entries)
-  local function refused(_, msg)
-    if msg:find("overwrite") or msg:find("not a directory") then return "invalid_input" end
-  end
-  local ok, err = c:call("PUT", path .. "/archive", {
-    query = { path = "/", noOverwriteDirNonDir = "true" },
-    headers = { ["Content-Type"] = "application/x-tar" }, body_size = size,
-    timeout = 60 + size / 1e6, body = pieces,
-    want = { 200 }, errors = { [400] = refused, [500] = refused, [403] = "permission_denied" } })
-  if not ok then return nil, err end
-  return true
-end
-
 -- The exec's state: its inspect answer once it has exited, false while it runs, or nil, err.
 local function exec_state(c, eid)
   local info, err = c:call("GET", "/exec/" .. eid .. "/json", { timeout = 10, want = { 200 } })
@@ -379,25 +363,27 @@ local function queue_kill(c, path, tag)
   task.cleanup(function() task.timeout(30, kill_exec, c, path, tag, 9) end)
 end
 
--- OCI runtime failures arrive as text in the stream with exit code 126/127.
-local function runtime_failure(r)
+-- An exec's result, unless it is an OCI runtime failure: text in the stream, exit code 126
+-- or 127.
+local function checked(r)
   local text = r.stdout .. r.stderr
-  if r.exit_code ~= 126 and r.exit_code ~= 127 then return nil end
-  if not text:find("OCI runtime exec failed", 1, true) then return nil end
-  if text:find("chdir to cwd", 1, true) or text:find("no such file or directory", 1, true)
-     or text:find("not found", 1, true) then
-    return fail("not_found", "%s", (text:gsub("%s+$", ""):sub(1, 300)))
-  end
-  return fail("io_error", "%s", (text:gsub("%s+$", ""):sub(1, 300)))
+  if r.exit_code ~= 126 and r.exit_code ~= 127 then return r end
+  if not text:find("OCI runtime exec failed", 1, true) then return r end
+  local missing = text:find("chdir to cwd", 1, true) or text:find("not found", 1, true)
+                  or text:find("no such file or directory", 1, true)
+  return fail(missing and "not_found" or "io_error", "%s", (text:gsub("%s+$", ""):sub(1, 300)))
+end
+
+-- A "system" frame in an exec's stream (as moby's StdCopy reads it) is the daemon's error.
+local function daemon_error(c, data)
+  return nil, errors.new("io_error", "error from the daemon in the stream: " .. c:scrub(data))
 end
 
 -- What exec and spawn share: the client, the container's path, a tag, the wrapped command
 -- (stdin from /dev/null, or "-": the attach stream's) and the checked cwd.
 local function prepare(ctx, handle, argv, opts, stdin_path)
-  local c, cerr = client(ctx)
-  if not c then return nil, cerr end
-  local path, perr = container(handle)
-  if not path then return nil, perr end
+  local c, path = open(ctx, handle)
+  if not c then return nil, path end
   local cwd
   if opts.cwd then
     local w, werr = resolve(handle, opts.cwd)
@@ -427,17 +413,10 @@ local function attached(c, eid, stdin, on_frame, timeout)
   if not s then return nil, err end
   local stream <close> = s
   local writer = task.spawn(function()        -- fails once the command has gone: ignored
-    local chunks = type(stdin) == "string" and { stdin } or nil
-    local i = 0
-    local function next_chunk()
-      if chunks then
-        i = i + 1
-        return chunks[i]
-      end
-      return stdin()
-    end
-    for chunk in next_chunk do
+    local chunk = type(stdin) == "string" and stdin or stdin()
+    while chunk ~= nil do                    -- a string, or a producer's chunks up to nil
       if not s:write(chunk) then return end
+      chunk = type(stdin) ~= "string" and stdin() or nil
     end
     s:shutdown()
   end)
@@ -471,15 +450,10 @@ function M.exec(ctx, handle, argv, opts)
                                 on_stderr = opts.on_stderr }
   local finished = false
   local guard <close> = setmetatable({}, { __close = function()
-    if not finished then                  -- cancelled: kill what runs, from a task of its own
-      queue_kill(c, path, tag)
-    end
+    if not finished then queue_kill(c, path, tag) end    -- cancelled: kill it from a task
   end })
   local function on_frame(stream, data)
-    if stream == "system" then                      -- as moby's StdCopy: the daemon's error
-      return nil, errors.new("io_error", "error from the daemon in the stream: " ..
-                                         c:scrub(data))
-    end
+    if stream == "system" then return daemon_error(c, data) end
     out:add(stream == "stderr" and "stderr" or "stdout", data)     -- stdin frames: stdout
   end
   local ok, serr
@@ -500,10 +474,7 @@ function M.exec(ctx, handle, argv, opts)
   finished = true
   if not info then return nil, ierr end
   if ok then out:exit(info.ExitCode) end
-  local r = out:result()
-  local rf, rerr = runtime_failure(r)
-  if rerr then return rf, rerr end
-  return r
+  return checked(out:result())
 end
 
 -- Processes -------------------------------------------------------------------------------------
@@ -585,8 +556,7 @@ function Process:wait()
 end
 
 function Process:kill(sig)
-  if self.done then return fail("not_found", "the process has exited") end
-  local exited, err = exec_state(self.c, self.eid)
+  local exited, err = self.done or exec_state(self.c, self.eid)
   if exited == nil then return nil, err end
   if exited then return fail("not_found", "the process has exited") end
   local n = math.type(sig) == "integer" and sig or exec.signal_number(tostring(sig or "TERM"))
@@ -619,10 +589,7 @@ function M.spawn(ctx, handle, argv, opts)
                            q = {}, qi = 1, qn = 0, qbytes = 0,
                            sink = exec.sink{ max_output = 0 } }, Process)
   p.dec = stdcopy.decoder(function(stream, data)
-    if stream == "system" then             -- as moby's StdCopy: the daemon's error
-      return nil, errors.new("io_error", "error from the daemon in the stream: " ..
-                                         x.c:scrub(data))
-    end
+    if stream == "system" then return daemon_error(x.c, data) end
     if #data > 0 then
       p.qn = p.qn + 1
       p.q[p.qn] = { stream == "stderr" and "stderr" or "stdout", data }
@@ -636,10 +603,8 @@ end
 
 ---Reads a file through GET /containers/{id}/archive (a tar holding the file).
 function M.read_file(ctx, handle, path)
-  local c, cerr = client(ctx)
-  if not c then return nil, cerr end
-  local base, perr = container(handle)
-  if not base then return nil, perr end
+  local c, base = open(ctx, handle)
+  if not c then return nil, base end
   local abs, aerr = resolve(handle, path)
   if not abs then return nil, aerr end
   for _ = 1, 8 do                           -- follows symlinks a few levels
@@ -661,15 +626,29 @@ function M.read_file(ctx, handle, path)
   return fail("invalid_input", "%s: too many levels of symbolic links", path)
 end
 
+-- PUT /archive refusing a file over a directory, or a directory over a file.
+local function refused(_, msg)
+  if msg:find("overwrite") or msg:find("not a directory") then return "invalid_input" end
+end
+
 ---Writes several files in one archive (parent directories are created by the daemon).
 function M.write_files(ctx, handle, files)
+  local c, path = open(ctx, handle)
+  if not c then return nil, path end
   local entries = {}
   for i, f in ipairs(files) do
     local abs, err = resolve(handle, f.path)
     if not abs then return nil, err end
     entries[i] = { name = abs:sub(2), data = f.data, mode = f.mode }
   end
-  return put_files(ctx, handle, entries)
+  local pieces, size = tar.archive(entries)
+  local ok, err = c:call("PUT", path .. "/archive", {
+    query = { path = "/", noOverwriteDirNonDir = "true" },
+    headers = { ["Content-Type"] = "application/x-tar" }, body_size = size,
+    timeout = 60 + size / 1e6, body = pieces,
+    want = { 200 }, errors = { [400] = refused, [500] = refused, [403] = "permission_denied" } })
+  if not ok then return nil, err end
+  return true
 end
 
 function M.write_file(ctx, handle, path, data, opts)
@@ -679,11 +658,7 @@ end
 -- Lifecycle -------------------------------------------------------------------------------------
 
 local function inspect(ctx, handle)
-  local c, cerr = client(ctx)
-  if not c then return nil, cerr end
-  local path, perr = container(handle)
-  if not path then return nil, perr end
-  return c:call("GET", path .. "/json", { want = { 200 } })
+  return on_container(ctx, handle, "GET", "/json", { want = { 200 } })
 end
 
 local STATUS = { running = "running", paused = "stopped", exited = "stopped",
@@ -692,10 +667,8 @@ local STATUS = { running = "running", paused = "stopped", exited = "stopped",
 
 function M.status(ctx, handle)
   local info, err = inspect(ctx, handle)
-  if not info then
-    if err.code == "not_found" then return "terminated" end
-    return nil, err
-  end
+  if not info and err.code == "not_found" then return "terminated" end
+  if not info then return nil, err end
   return STATUS[info.State and info.State.Status] or "unknown"
 end
 
@@ -708,17 +681,10 @@ function M.reconnect(ctx, handle)
   return handle
 end
 
-local function post(ctx, handle, what, want)
-  local c, cerr = client(ctx)
-  if not c then return nil, cerr end
-  local path, perr = container(handle)
-  if not path then return nil, perr end
-  return c:call("POST", path .. "/" .. what, { want = want, errors = { [409] = "unavailable" } })
-end
-
 ---Pauses the container (docker pause: every process frozen, memory kept).
 function M.stop(ctx, handle)
-  local ok, err = post(ctx, handle, "pause", { 204 })
+  local ok, err = on_container(ctx, handle, "POST", "/pause",
+                               { want = { 204 }, errors = { [409] = "unavailable" } })
   if ok then return true end
   if err.status == 409 and M.status(ctx, handle) == "stopped" then return true end
   return nil, err
@@ -730,19 +696,16 @@ function M.start(ctx, handle)
   if not info then return nil, err end
   local state = info.State.Status
   if state == "running" then return true end
-  local ok, perr = post(ctx, handle, state == "paused" and "unpause" or "start", { 204, 304 })
+  local ok, perr = on_container(ctx, handle, "POST", state == "paused" and "/unpause" or "/start",
+                                { want = { 204, 304 }, errors = { [409] = "unavailable" } })
   if not ok then return nil, perr end
   return true
 end
 
 ---Removes the container and its anonymous volumes. Idempotent.
 function M.destroy(ctx, handle)
-  local c, cerr = client(ctx)
-  if not c then return nil, cerr end
-  local path, perr = container(handle)
-  if not path then return nil, perr end
-  local ok, err = c:call("DELETE", path, { query = { force = "true", v = "true" },
-                                           want = { 204 } })
+  local ok, err = on_container(ctx, handle, "DELETE", "", {
+    query = { force = "true", v = "true" }, want = { 204 } })
   if ok or err.status == 404 then return true end
   if err.status == 409 and err.message:find("in progress", 1, true) then return true end
   return nil, err
@@ -772,13 +735,10 @@ local function containers(ctx, labels)
   local c, cerr = client(ctx)
   if not c then return nil, cerr end
   local filter = { "sandlot=1" }
-  local keys = {}
-  for k in pairs(labels or {}) do keys[#keys + 1] = tostring(k) end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    local v = labels[k]
-    filter[#filter + 1] = v == true and k or k .. "=" .. tostring(v)
+  for k, v in pairs(labels or {}) do
+    filter[#filter + 1] = v == true and tostring(k) or tostring(k) .. "=" .. tostring(v)
   end
+  table.sort(filter)                       -- one query for one set of labels
   local list, err = c:call("GET", "/containers/json", {
     query = { all = "true", filters = json.encode({ label = filter }) }, want = { 200 } })
   if not list then return nil, err end
@@ -828,8 +788,7 @@ function M.gc(ctx, opts)
     local entry = { id = labels["sandlot.id"], container = ct.Id, state = ct.State,
                     reason = reason or "kept", removed = false }
     if reason and not opts.dry_run then
-      local ok = M.destroy(ctx, { container = ct.Id })
-      entry.removed = ok == true
+      entry.removed = M.destroy(ctx, { container = ct.Id }) == true
     end
     report[#report + 1] = entry
   end

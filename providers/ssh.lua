@@ -21,6 +21,7 @@ local ssh = require("sandlot.ssh")
 local shell = require("sandlot.shell")
 local errors = require("sandlot.errors")
 local check = require("sandlot._check")
+local fs = require("sandlot.fs")
 local json = require("sandlot.wire.json")
 local ids = require("sandlot.id")
 
@@ -137,22 +138,12 @@ local function valid(handle)
 end
 
 -- Maps a sandbox path (absolute paths map inside the working directory) to a remote absolute
--- path, refusing `..` that would leave it.
+-- path, refusing `..` that would leave it (sandlot.fs.path, with the root as "/").
 local function resolve(handle, path)
-  local parts = {}
-  for part in tostring(path):gmatch("[^/]+") do
-    if part == ".." then
-      if #parts == 0 then
-        return err("invalid_input", "ssh: path %q leaves the sandbox", path)
-      end
-      parts[#parts] = nil
-    elseif part ~= "." then
-      parts[#parts + 1] = part
-    end
-  end
-  local root = handle.root == "/" and "" or handle.root
-  if #parts == 0 then return handle.root end
-  return root .. "/" .. table.concat(parts, "/")
+  local p, e = fs.path("/", tostring(path))
+  if not p then return nil, e end
+  if handle.root == "/" then return p end
+  return p == "/" and handle.root or handle.root .. p
 end
 
 local function join(dir, name)

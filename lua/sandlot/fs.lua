@@ -1,6 +1,7 @@
 -- sandlot.fs: local file-system calls for providers and scripts (the thin Lua face of
 -- sandlot.core.fs). fs.root(dir) opens a confined root: every path given to its methods is
 -- resolved below dir, and `..` or a symlink leaving it is refused with invalid_input.
+-- fs.path(base, path) is the lexical join for paths a provider resolves on its own side.
 local core = require("sandlot.core.fs")
 local errors = require("sandlot.errors")
 
@@ -14,6 +15,39 @@ local M = {
   symlink = core.symlink,
   readlink = core.readlink,
 }
+
+---Joins path to base and normalizes the result lexically, touching no file: empty and `.`
+---components are dropped and `..` removes the one before it; a `..` that would climb above
+---"/" is refused, never clamped. For providers that resolve a sandbox's paths themselves
+---(docker: relative to the working directory; ssh: below its root, with base "/").
+---@param base string an absolute directory, the base of a relative path
+---@param path string absolute or relative
+---@return string|nil abs a normalized absolute path ("/" or "/a/b"), sandlot.Error? err
+---  invalid_input for a `..` above "/" or a NUL byte
+function M.path(base, path)
+  if type(base) ~= "string" or base:sub(1, 1) ~= "/" then
+    error("sandlot.fs.path: base must be an absolute path", 2)
+  end
+  if type(path) ~= "string" then error("sandlot.fs.path: path must be a string", 2) end
+  local full = path:sub(1, 1) == "/" and path or base .. "/" .. path
+  local shown = #path > 80 and path:sub(1, 80) .. "..." or path
+  if full:find("%z") then
+    return nil, errors.new("invalid_input", ("path %q contains a NUL byte"):format(shown))
+  end
+  local parts = {}
+  for part in full:gmatch("[^/]+") do
+    if part == ".." then
+      if #parts == 0 then
+        return nil, errors.new("invalid_input",
+          ("path %q leaves the sandbox: '..' climbs above /"):format(shown))
+      end
+      parts[#parts] = nil
+    elseif part ~= "." then
+      parts[#parts + 1] = part
+    end
+  end
+  return "/" .. table.concat(parts, "/")
+end
 
 ---Creates a directory and its missing parents (plain host path).
 ---@param path string
