@@ -150,6 +150,22 @@ static int realpath_check(SftpOp *o) {
   return STEP_PROGRESS;
 }
 
+/* [t] -> [t]: sets type ("file", "directory", "symlink" or "other"), size, mode and mtime */
+static void set_attrs(lua_State *L, const LIBSSH2_SFTP_ATTRIBUTES *a) {
+  const char *type = "other";
+  if (LIBSSH2_SFTP_S_ISREG(a->permissions)) type = "file";
+  else if (LIBSSH2_SFTP_S_ISDIR(a->permissions)) type = "directory";
+  else if (LIBSSH2_SFTP_S_ISLNK(a->permissions)) type = "symlink";
+  lua_pushstring(L, type);
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, (lua_Integer)a->filesize);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, (lua_Integer)(a->permissions & 07777));
+  lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, (lua_Integer)a->mtime);
+  lua_setfield(L, -2, "mtime");
+}
+
 static void sftp_deliver(SftpOp *o) {
   SlTask *t = o->op.waiter;
   o->op.waiter = NULL;
@@ -161,43 +177,18 @@ static void sftp_deliver(SftpOp *o) {
     return;
   }
   switch (o->kind) {
-  case SF_STAT: case SF_LSTAT: {
-    LIBSSH2_SFTP_ATTRIBUTES *a = &o->attrs;
-    lua_createtable(L, 0, 6);
-    const char *type = "other";
-    if (LIBSSH2_SFTP_S_ISREG(a->permissions)) type = "file";
-    else if (LIBSSH2_SFTP_S_ISDIR(a->permissions)) type = "directory";
-    else if (LIBSSH2_SFTP_S_ISLNK(a->permissions)) type = "symlink";
-    lua_pushstring(L, type);
-    lua_setfield(L, -2, "type");
-    lua_pushinteger(L, (lua_Integer)a->filesize);
-    lua_setfield(L, -2, "size");
-    lua_pushinteger(L, (lua_Integer)(a->permissions & 07777));
-    lua_setfield(L, -2, "mode");
-    lua_pushinteger(L, (lua_Integer)a->mtime);
-    lua_setfield(L, -2, "mtime");
+  case SF_STAT: case SF_LSTAT:
+    lua_createtable(L, 0, 4);
+    set_attrs(L, &o->attrs);
     sl_wake(t, 1);
     return;
-  }
   case SF_LS:
     lua_createtable(L, (int)o->n_entries, 0);
     for (size_t i = 0; i < o->n_entries; i++) {
-      LIBSSH2_SFTP_ATTRIBUTES *a = &o->entries[i].attrs;
       lua_createtable(L, 0, 5);
       lua_pushstring(L, o->entries[i].name);
       lua_setfield(L, -2, "name");
-      const char *type = "other";
-      if (LIBSSH2_SFTP_S_ISREG(a->permissions)) type = "file";
-      else if (LIBSSH2_SFTP_S_ISDIR(a->permissions)) type = "directory";
-      else if (LIBSSH2_SFTP_S_ISLNK(a->permissions)) type = "symlink";
-      lua_pushstring(L, type);
-      lua_setfield(L, -2, "type");
-      lua_pushinteger(L, (lua_Integer)a->filesize);
-      lua_setfield(L, -2, "size");
-      lua_pushinteger(L, (lua_Integer)(a->permissions & 07777));
-      lua_setfield(L, -2, "mode");
-      lua_pushinteger(L, (lua_Integer)a->mtime);
-      lua_setfield(L, -2, "mtime");
+      set_attrs(L, &o->entries[i].attrs);
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     sl_wake(t, 1);
