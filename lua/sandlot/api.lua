@@ -278,17 +278,26 @@ end
 
 local ABORT = {}                           -- a stream's decoder failed: unwind http.request
 
-local function request(c, method, path, opts, on_frame)
+-- What call, stream and upgrade do first: check the method, path and options (raising at
+-- `level` of begin's caller), then name the call and agree on the version prefix.
+-- Returns via, prefix, or nil, err.
+local function begin(c, method, path, opts, known, where, level)
   if type(method) ~= "string" or not method:match("^[A-Z]+$") then
-    error("api: method must be an upper-case HTTP method", 3)
+    error("api: method must be an upper-case HTTP method", level + 1)
   end
-  check_path(path, 4)
-  opts = opts or {}
-  check_keys(opts, known_call, "api", 3)
+  check_path(path, level + 2)
+  check_keys(opts, known, where, level + 1)
   local via = method .. " " .. path
   if c._auth_err then return nil, errors.wrap(c._auth_err, { via = via }) end
   local prefix, nerr = negotiated(c)
   if prefix == nil then return nil, transport_error(c, nerr, via) end
+  return via, prefix
+end
+
+local function request(c, method, path, opts, on_frame)
+  opts = opts or {}
+  local via, prefix = begin(c, method, path, opts, known_call, "api", 3)
+  if via == nil then return nil, prefix end
   local on_chunk, failure
   if on_frame then
     on_chunk = function(chunk)
@@ -399,16 +408,9 @@ local known_upgrade = { json = true, query = true, body = true, headers = true, 
 ---@return sandlot.http.stream|nil stream
 ---@return sandlot.Error? err
 function Client:upgrade(method, path, opts)
-  if type(method) ~= "string" or not method:match("^[A-Z]+$") then
-    error("api: method must be an upper-case HTTP method", 2)
-  end
-  check_path(path, 3)
   opts = opts or {}
-  check_keys(opts, known_upgrade, "api: c:upgrade", 2)
-  local via = method .. " " .. path
-  if self._auth_err then return nil, errors.wrap(self._auth_err, { via = via }) end
-  local prefix, nerr = negotiated(self)
-  if prefix == nil then return nil, transport_error(self, nerr, via) end
+  local via, prefix = begin(self, method, path, opts, known_upgrade, "api: c:upgrade", 2)
+  if via == nil then return nil, prefix end
   local headers = {}
   for k, v in pairs(self._base.headers) do headers[k] = v end
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
