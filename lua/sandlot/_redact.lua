@@ -86,38 +86,16 @@ local function value_at(s)
   return v, s:sub(#v + 1)
 end
 
-local function redact_pairs(s)
-  -- NAME=value, --name=value, ?name=value&: the value goes, the name stays
+-- Each match of `pattern` (capturing a name) that `wants(name, start)` is followed by a value
+-- (value_at) that becomes MARK, quotes kept; an empty value, or one `skip` refuses, stays.
+local function redact_after(s, pattern, wants, skip)
   local out, pos = {}, 1
   while true do
-    local a, b, name = s:find("([%w_%-%.]+)=", pos)
+    local a, b, name = s:find(pattern, pos)
     if not a then break end
-    local bare = name:gsub("^%-+", "")
-    local pre = s:sub(a - 1, a - 1)
-    if M.is_secret_name(bare) and (a == 1 or not pre:match("[%w_]")) then
-      local v, rest = value_at(s:sub(b + 1))
-      local q = v:sub(1, 1)
-      local mark = (q == '"' or q == "'") and (q .. M.MARK .. q) or M.MARK
-      if v == "" then mark = "" end
-      out[#out + 1] = s:sub(pos, b) .. mark
-      pos = #s - #rest + 1
-    else
-      out[#out + 1] = s:sub(pos, b)
-      pos = b + 1
-    end
-  end
-  out[#out + 1] = s:sub(pos)
-  return table.concat(out)
-end
-
--- --token value, -password "a b" (in a shell line): the value after a secret-named flag
-local function redact_flags(s)
-  local out, pos = {}, 1
-  while true do
-    local a, b, name = s:find("%f[%-]%-%-?([%w_%-]+)%s+", pos)
-    if not a then break end
-    local v, rest = value_at(s:sub(b + 1))
-    if M.is_secret_name(name) and v ~= "" and v:sub(1, 1) ~= "-" then
+    local v, rest
+    if wants(name, a) then v, rest = value_at(s:sub(b + 1)) end
+    if v and v ~= "" and not (skip and skip(v)) then
       local q = v:sub(1, 1)
       out[#out + 1] = s:sub(pos, b) .. ((q == '"' or q == "'") and (q .. M.MARK .. q) or M.MARK)
       pos = #s - #rest + 1
@@ -128,6 +106,20 @@ local function redact_flags(s)
   end
   out[#out + 1] = s:sub(pos)
   return table.concat(out)
+end
+
+-- NAME=value, --name=value, ?name=value&: the value goes, the name stays
+local function redact_pairs(s)
+  return redact_after(s, "([%w_%-%.]+)=", function(name, a)
+    return M.is_secret_name((name:gsub("^%-+", ""))) and (a == 1 or not s:sub(a - 1, a - 1)
+      :match("[%w_]"))
+  end)
+end
+
+-- --token value, -password "a b" (in a shell line): the value after a secret-named flag
+local function redact_flags(s)
+  return redact_after(s, "%f[%-]%-%-?([%w_%-]+)%s+", M.is_secret_name,
+                      function(v) return v:sub(1, 1) == "-" end)
 end
 
 ---Returns text with credentials replaced by "[REDACTED]": Bearer and Basic credentials,
