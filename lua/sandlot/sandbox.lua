@@ -214,8 +214,11 @@ function M.exec(sb, cmd, opts)
   end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  local command = redact.command(type(cmd) == "string" and cmd or argv)
-  local r, err = span(sb, "exec", { command = command }, call, argv, o)
+  local meta = {}                         -- redacting the command line is telemetry's cost only
+  if telemetry.active() then
+    meta.command = redact.command(type(cmd) == "string" and cmd or argv)
+  end
+  local r, err = span(sb, "exec", meta, call, argv, o)
   if not r then return nil, err end
   return shapes.exec_result(sb._p.name, r)
 end
@@ -726,8 +729,11 @@ function M.spawn(sb, cmd, opts)
     local eerr = escape_error(sb, "spawn", opts.cwd, "opts.cwd")
     if eerr then return nil, eerr end
   end
-  local command = redact.command(type(cmd) == "string" and cmd or argv)
-  local p, err = span(sb, "spawn", { command = command }, call, argv,
+  local meta = {}
+  if telemetry.active() then
+    meta.command = redact.command(type(cmd) == "string" and cmd or argv)
+  end
+  local p, err = span(sb, "spawn", meta, call, argv,
                       { env = opts.env, cwd = opts.cwd })
   if not p then return nil, err end
   return require("sandlot._process").wrap(p, {
