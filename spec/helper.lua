@@ -30,6 +30,50 @@ function h.settled_fd_count()
   return h.fd_count()
 end
 
+local built_c = {}                         -- C source -> {dir, bin}: one compile per run
+
+---Compiles a test program (cc -O2 -pthread) once per busted run; returns its path.
+function h.build_c(src, name)
+  local b = built_c[src]
+  if not b then
+    local dir = h.tmpdir()
+    b = { dir = dir, bin = dir .. "/" .. name }
+    local r = assert(sandlot.proc.run({ "cc", "-O2", "-pthread", "-o", b.bin, src },
+                                      { timeout = 120 }))
+    assert(r.exit_code == 0, ("cannot compile %s: %s"):format(src, r.stderr))
+    built_c[src] = b
+  end
+  return b.bin, b.dir
+end
+
+---Removes what build_c compiled for src.
+function h.forget_c(src)
+  if built_c[src] then h.rmtree(built_c[src].dir) end
+  built_c[src] = nil
+end
+
+---Starts a test server that prints "port N" on its first line; returns the process and the
+---port (it is killed, and the call raises, when no such line comes within 10 s).
+function h.start_server(argv, what)
+  local p = assert(sandlot.proc.spawn(argv, { stream = true }))
+  local line = ""
+  sandlot.timeout(10, function()
+    while not line:find("\n") do
+      local chunk = p:read()
+      if not chunk then break end
+      line = line .. chunk
+    end
+  end)
+  local port = line:match("port (%d+)")
+  if not port then
+    p:kill("KILL")
+    p:wait()
+    p:close()
+    error(("%s did not start: %s"):format(what, line))
+  end
+  return p, port
+end
+
 ---Pids of this process's live (or zombie) children.
 function h.children()
   local pid = require("sandlot.core.sys").getpid()
