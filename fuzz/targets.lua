@@ -107,4 +107,37 @@ function M.http_head(input)
   return head
 end
 
+-- Structural equality for decoded values (NaN equals NaN; integer and float differ).
+local function same(a, b, depth)
+  if type(a) ~= type(b) then return false end
+  if type(a) == "number" then
+    if math.type(a) ~= math.type(b) then return false end
+    return a == b or (a ~= a and b ~= b)
+  end
+  if type(a) ~= "table" then return a == b end
+  if depth > 200 or getmetatable(a) ~= getmetatable(b) then return false end
+  for k, v in pairs(a) do
+    if not same(v, rawget(b, k), depth + 1) then return false end
+  end
+  for k in pairs(b) do
+    if rawget(a, k) == nil then return false end
+  end
+  return true
+end
+
+---The value codec: decode; whatever decodes must encode and decode back to an equal value,
+---since replicas and plugins re-send what they received. (Not the same bytes: a map's key
+---order follows Lua's table traversal.)
+function M.codec(bytes)
+  local codec = require("sandlot.core.codec")
+  local v, err = codec.decode(bytes)           -- v, next_pos | nil, err (v may be nil itself)
+  if v == nil and type(err) ~= "number" then return nil, err end
+  local again, eerr = codec.encode(v)
+  if not again then error("decoded value does not encode: " .. tostring(eerr)) end
+  local v2, derr = codec.decode(again)
+  if v2 == nil and type(derr) ~= "number" then error("re-encoded value does not decode: " .. tostring(derr)) end
+  if not same(v, v2, 0) then error("decode(encode(v)) differs from v") end
+  return true
+end
+
 return M
