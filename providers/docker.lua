@@ -62,9 +62,33 @@ local function version_num(v)
   return a and tonumber(a) * 1000 + tonumber(b) or nil
 end
 
+-- The daemon's address and where it came from (for errors). An empty DOCKER_HOST is unset,
+-- as the docker CLI has it.
 local function host_of(ctx)
-  return (ctx.config and ctx.config.host) or os.getenv("DOCKER_HOST")
-         or "unix:///var/run/docker.sock"
+  if ctx.config and ctx.config.host then return ctx.config.host, "the provider's host option" end
+  local env = os.getenv("DOCKER_HOST")
+  if env and env ~= "" then return env, "$DOCKER_HOST" end
+  return "unix:///var/run/docker.sock", "the default; set DOCKER_HOST or the provider's host option for another"
+end
+
+-- Why a daemon could not be reached, in words a user can act on: for a unix socket, whether
+-- the file is there at all (curl's own text names a made-up host, "docker port 80").
+local function unreachable(where, source, err)
+  local sock = where:match("^unix://(.+)$") or (where:sub(1, 1) == "/" and where)
+  local why = err.message
+  if sock then
+    local st = fs.stat(sock)
+    if not st then
+      why = "the socket does not exist (is dockerd running?)"
+    elseif err.message:find("Permission denied", 1, true) or err.message:find("EACCES", 1, true) then
+      why = "permission denied on the socket (is this user in the docker group?)"
+    else
+      why = "nothing answers on the socket (is dockerd running?)"
+    end
+  end
+  return errors.new(err.code, ("cannot reach the Docker daemon at %s (%s): %s")
+                                :format(where, source, why),
+                    { cause = err, via = err.via, retryable = err.retryable })
 end
 
 local function want_version(ctx)
@@ -74,14 +98,10 @@ end
 local specs = {}          -- DOCKER_HOST -> api spec (sandlot.api caches the version with it)
 
 -- GET /version once per host and wanted version: the lower of the two is used.
-local function negotiate(where)
+local function negotiate(where, source)
   return function(c)
     local v, err = c:call("GET", "/version", { timeout = 10, retry = 2 })
-    if not v then
-      return nil, errors.new(err.code, ("cannot reach the Docker daemon at %s: %s")
-                                          :format(where, err.message),
-                             { cause = err, via = err.via, retryable = err.retryable })
-    end
+    if not v then return nil, unreachable(where, source, err) end
     if type(v) ~= "table" then return fail("bad_response", "GET /version: not a JSON object") end
     local want = want_version(c.ctx)
     if not version_num(want) then
@@ -96,7 +116,7 @@ end
 
 -- The Engine API client for ctx's daemon.
 local function client(ctx)
-  local where = host_of(ctx)
+  local where, source = host_of(ctx)
   local spec = specs[where]
   if not spec then
     local sock = where:match("^unix://(.+)$") or (where:sub(1, 1) == "/" and where)
@@ -105,10 +125,11 @@ local function client(ctx)
     elseif where:match("^tcp://") then
       spec = { base_url = "http://" .. where:sub(7) }
     else
-      return fail("invalid_input", "DOCKER_HOST %s: only unix:// and tcp:// are supported", where)
+      return fail("invalid_input", "docker host %s (%s): only unix:// and tcp:// are supported",
+                  where, source)
     end
     spec.name, spec.timeout = "docker", 60
-    spec.negotiate, spec.negotiate_key = negotiate(where), want_version
+    spec.negotiate, spec.negotiate_key = negotiate(where, source), want_version
     specs[where] = spec
   end
   return api.client(ctx, spec)
