@@ -37,10 +37,10 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
             libcurl4-openssl-dev libssh2-1-dev libsqlite3-dev libmsgpack-dev zlib1g-dev lua-cjson lua-busted bubblewrap \
-            docker.io openssh-server busybox-static clang libclang-rt-14-dev
+            docker.io openssh-server busybox-static clang libclang-rt-14-dev luarocks
 BUSTED    = /usr/bin/busted
 
-.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean
+.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean rock rock-install
 
 all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc
 
@@ -179,6 +179,23 @@ install: all
 	for f in $$(find providers plugins spec/conformance spec/support/summary.lua \
 	    -type f ! -name '.*'); do \
 	  install -D -m 644 $$f $(DESTDIR)$(DATADIR)/$$f || exit 1; done   # check-provider needs the suite
+
+# LuaRocks (sandlot-*.rockspec, build type make): `rock` builds the one Lua C module,
+# `rock-install` puts it in the rock's INST_LIBDIR and the Lua tree in INST_LUADIR, with the
+# providers, plugins and conformance suite under INST_LUADIR/sandlot/share (sandlot._paths).
+rock: $(B)/sandlot.so
+
+rock-install: rock
+	@test -n "$(INST_LIBDIR)" && test -n "$(INST_LUADIR)" || \
+	  { echo "rock-install: INST_LIBDIR and INST_LUADIR are set by luarocks"; exit 2; }
+	install -d $(INST_LIBDIR) $(INST_LUADIR)
+	install -m 755 $(B)/sandlot.so $(INST_LIBDIR)/sandlot.so
+	rm -rf $(INST_LUADIR)/sandlot
+	for f in $$(cd lua && find sandlot -type f ! -name '.*'); do \
+	  install -D -m 644 lua/$$f $(INST_LUADIR)/$$f || exit 1; done
+	for f in $$(find providers plugins spec/conformance spec/support/summary.lua \
+	    -type f ! -name '.*'); do \
+	  install -D -m 644 $$f $(INST_LUADIR)/sandlot/share/$$f || exit 1; done
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/sandlot $(DESTDIR)$(LIBDIR)/libsandlot.a \
