@@ -7,6 +7,9 @@ LMODDIR    ?= $(PREFIX)/share/lua/5.4
 CMODDIR    ?= $(PREFIX)/lib/lua/5.4
 DATADIR    ?= $(PREFIX)/share/sandlot
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/sandlot
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 CFLAGS     ?= -O2 -g
 
 PKGS      = lua5.4 libuv libedit libcurl libssh2
@@ -42,7 +45,8 @@ BUSTED    = /usr/bin/busted
 
 .PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean rock rock-install
 
-all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc
+all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc \
+     $(B)/sandlot.1
 
 $(B)/%.o: core/%.c
 	@mkdir -p $(@D)
@@ -82,6 +86,10 @@ PC_SED    = sed -e 's|@PREFIX@|$(PREFIX)|' \
               -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
               -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
               -e 's|@VERSION@|$(VERSION)|'
+
+# the man page is written by the binary from its own command table (docs/man.lua)
+$(B)/sandlot.1: $(B)/sandlot docs/man.lua lua/sandlot/cli.lua $(wildcard lua/sandlot/cli/*.lua)
+	SANDLOT_CONFIG= $(B)/sandlot docs/man.lua > $@.tmp && mv $@.tmp $@
 
 $(B)/sandlot.pc: sandlot.pc.in core/sandlot.h
 	@mkdir -p $(@D)
@@ -175,6 +183,10 @@ install: all
 	rm -rf $(DESTDIR)$(LMODDIR)/sandlot          # no stale module may shadow a removed one
 	for f in $$(cd lua && find sandlot -type f ! -name '.*'); do \
 	  install -D -m 644 lua/$$f $(DESTDIR)$(LMODDIR)/$$f || exit 1; done
+	install -D -m 644 $(B)/sandlot.1 $(DESTDIR)$(MANDIR)/man1/sandlot.1
+	install -D -m 644 docs/sandlot.bash $(DESTDIR)$(COMPLETIONDIR)/sandlot
+	for f in README.md LICENSE providers/README.md; do \
+	  install -D -m 644 $$f $(DESTDIR)$(DOCDIR)/$$f || exit 1; done
 	install -d $(DESTDIR)$(DATADIR)/providers $(DESTDIR)$(DATADIR)/plugins
 	for f in $$(find providers plugins spec/conformance spec/support/summary.lua \
 	    -type f ! -name '.*'); do \
@@ -202,8 +214,10 @@ uninstall:
 	  $(DESTDIR)$(LIBDIR)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.0 \
 	  $(DESTDIR)$(LIBDIR)/libsandlot.so.$(VERSION) \
 	  $(DESTDIR)$(CMODDIR)/sandlot.so $(DESTDIR)$(INCLUDEDIR)/sandlot.h \
-	  $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc
-	rm -rf $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR)/sandlot
+	  $(DESTDIR)$(PKGCONFIGDIR)/sandlot.pc $(DESTDIR)$(MANDIR)/man1/sandlot.1 \
+	  $(DESTDIR)$(COMPLETIONDIR)/sandlot
+	rm -rf $(DESTDIR)$(LMODDIR)/sandlot $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR)/sandlot \
+	  $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -rf build build-san build-fuzz
