@@ -107,6 +107,17 @@ int main(int argc, char **argv) {
     return 1;
   }
   sandlot_catch_signals(S);                /* Ctrl-C, SIGTERM: close what scripts hold, then go */
+  /* `sandlot` is a global in scripts, -e and the REPL, as `vim` is in Neovim, so a line pasted
+   * from the REPL runs in a script. Loaded on first use: a script that never names it does not
+   * pay for the library. */
+  if (luaL_dostring(sandlot_lua(S),
+        "setmetatable(_G, {__index = function(t, k)\n"
+        "  if k == 'sandlot' then local m = require('sandlot'); rawset(t, k, m); return m end\n"
+        "end})") != LUA_OK) {
+    fprintf(stderr, PREFIX "%s\n", lua_tostring(sandlot_lua(S), -1));
+    sandlot_close(S);
+    return 1;
+  }
   int rc = 0, i = 1;
   bool interactive = false, ran = false;
   for (; i < argc && rc == 0; i++) {

@@ -37,7 +37,29 @@ describe("sandlot._repl.pretty", function()
   it("limits the entries shown per table", function()
     local t = {}
     for i = 1, 10 do t[i] = i end
-    assert.equal("{ 1, 2, 3, ... (7 more) }", repl.pretty(t, { items = 3 }))
+    assert.equal("{ 1, 2, 3, ... (7 more) }\n(print(x) or io.write(x) shows it all; " ..
+                 "sandlot._repl.opts sets the limits)", repl.pretty(t, { items = 3 }))
+  end)
+
+  it("cuts a long string, says how long it was and how to see it all", function()
+    local long = ("0123456789"):rep(300)              -- 3000 bytes
+    local text = repl.pretty({ stdout = long })
+    assert.matches('\n  stdout = "' .. ("0123456789"):rep(100) .. '"%.%.%. %(3000 bytes in all%)\n}\n',
+                   text)
+    assert.matches("print(x) or io.write(x) shows it all", text, 1, true)
+    assert.equal('"' .. long .. '"', repl.pretty(long, { string = 5000 }))
+    -- never in the middle of a UTF-8 character
+    local cut = repl.pretty(("é"):rep(600), { string = 7 })
+    assert.matches('^"ééé"%.%.%. %(1200 bytes in all%)', cut)
+  end)
+
+  it("caps one result's output in all", function()
+    local t = {}
+    for i = 1, 100 do t[i] = ("x"):rep(900) end
+    local text = repl.pretty(t)
+    assert.truthy(#text < 16384 + 200, #text)
+    assert.matches("\n%.%.%. %(cut at %d+ of %d+ bytes%)\n", text)
+    assert.equal(nil, repl.pretty({ a = 1 }):find("shows it all", 1, true))
   end)
 
   it("shows sandlot.error tables (and other __tostring values) through tostring", function()

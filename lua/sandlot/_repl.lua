@@ -21,7 +21,11 @@ M.opts = {
   items = 100,        -- entries shown per table before "..."
   width = 78,         -- a table that fits on one line of this width is printed inline
   indent = "  ",
+  string = 1000,      -- bytes of a long string shown; the rest is told, not printed
+  output = 16384,     -- bytes of one result shown in all
 }
+
+local HOW = "print(x) or io.write(x) shows it all; sandlot._repl.opts sets the limits"
 
 ---Returns the banner shown when the REPL starts.
 ---@return string
@@ -87,9 +91,19 @@ local function has_tostring(v)
   return type(mt) == "table" and rawget(mt, "__tostring") ~= nil
 end
 
-local function scalar(v)
+local function scalar(v, o, seen)
   local t = type(v)
-  if t == "string" then return quote(v) end
+  if t == "string" then
+    local max = o and o.string
+    if max and #v > max then
+      -- cut at a character boundary, so the shown part stays valid UTF-8 when the string is
+      local cut = max
+      while cut > 0 and (v:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+      if seen then seen.cut = true end
+      return quote(v:sub(1, cut)) .. ("... (%d bytes in all)"):format(#v)
+    end
+    return quote(v)
+  end
   if t == "table" or t == "userdata" then
     if has_tostring(v) then
       local ok, s = pcall(tostring, v)
@@ -100,7 +114,7 @@ local function scalar(v)
 end
 
 local function render(v, o, depth, seen, indent)
-  if type(v) ~= "table" or has_tostring(v) then return scalar(v) end
+  if type(v) ~= "table" or has_tostring(v) then return scalar(v, o, seen) end
   if seen[v] then return "<cycle: " .. tostring(v) .. ">" end
   if depth >= o.depth then return next(v) == nil and "{}" or "{...}" end
   seen[v] = true
@@ -123,7 +137,10 @@ local function render(v, o, depth, seen, indent)
     parts[#parts + 1] = key_text(k) .. " = " .. render(rawget(v, k), o, depth + 1, seen, inner)
     shown = shown + 1
   end
-  if shown < total then parts[#parts + 1] = ("... (%d more)"):format(total - shown) end
+  if shown < total then
+    parts[#parts + 1] = ("... (%d more)"):format(total - shown)
+    seen.cut = true
+  end
   seen[v] = nil
   if #parts == 0 then return "{}" end
   local line = "{ " .. table.concat(parts, ", ") .. " }"
@@ -143,7 +160,16 @@ function M.pretty(v, opts)
     o = setmetatable({}, { __index = M.opts })
     for k, x in pairs(opts) do o[k] = x end
   end
-  return render(v, o, 0, {}, "")
+  local seen = {}                          -- tables on the path; .cut once a string was cut
+  local text = render(v, o, 0, seen, "")
+  if o.output and #text > o.output then
+    local cut = o.output
+    while cut > 0 and (text:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+    text = text:sub(1, cut) .. ("\n... (cut at %d of %d bytes)"):format(cut, #text)
+    seen.cut = true
+  end
+  if seen.cut then text = text .. "\n(" .. HOW .. ")" end
+  return text
 end
 
 -------------------------------------------------------------------- evaluation

@@ -17,8 +17,15 @@ M.MAP_VERSION = 1
 local Sandbox = { __name = "sandlot.sandbox" }
 Sandbox.__index = Sandbox
 
+-- "sandlot.sandbox(local:ID)", then the name and the last state this process saw, when known:
+-- "sandlot.sandbox(docker:ID, web, stopped)".
 function Sandbox.__tostring(sb)
-  return ("sandlot.sandbox(%s:%s)"):format(sb.provider, sb.id)
+  local extra = {}
+  if type(sb.name) == "string" and sb.name ~= "" then extra[#extra + 1] = sb.name end
+  local state = sb._destroyed and "destroyed" or sb._state
+  if state and state ~= "active" then extra[#extra + 1] = state end
+  return ("sandlot.sandbox(%s:%s%s)"):format(sb.provider, sb.id,
+                                             #extra > 0 and (", " .. table.concat(extra, ", ")) or "")
 end
 
 local function is_sandbox(v)
@@ -107,6 +114,7 @@ end
 local ledger = require("sandlot.ledger")
 
 local function journal(sb, state, fields)
+  sb._state = state
   if not sb.durable_id then return end
   local l, err = ledger.open()
   if l then
@@ -530,6 +538,7 @@ function M.create(prov_or_opts, opts)
     end
     local sb = new_sandbox(r, handle, warnings)
     sb.durable_id = durable
+    sb.name = o.name
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
     return sb
   end
