@@ -154,6 +154,46 @@ static int prompt_hook(void) {
   return 0;
 }
 
+/* Tab completion. libedit's callbacks take no user data, so the REPL they ask is a static, as
+ * prompt_engine is; the candidates come from sandlot._repl.complete (policy) as a Lua array
+ * kept in the registry while rl_completion_matches walks it. */
+static Repl *complete_repl;
+static int complete_ref = LUA_NOREF;
+static lua_Integer complete_i;
+
+static char *complete_next(const char *text, int state) {
+  (void)text;
+  lua_State *L = complete_repl->L;
+  if (state == 0) complete_i = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, complete_ref);
+  char *out = NULL;
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, ++complete_i);
+    const char *s = lua_tostring(L, -1);
+    if (s != NULL) out = strdup(s);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+
+static char **complete(const char *text, int start, int end) {
+  (void)start;
+  (void)end;
+  rl_attempted_completion_over = 1;       /* never fall back to file names */
+  Repl *r = complete_repl;
+  if (r == NULL) return NULL;
+  lua_pushstring(r->L, text);
+  if (!repl_call(r, "complete", 1, 1)) return NULL;
+  luaL_unref(r->L, LUA_REGISTRYINDEX, complete_ref);
+  complete_ref = luaL_ref(r->L, LUA_REGISTRYINDEX);
+  rl_completion_append_character = '\0';
+  char **m = rl_completion_matches(text, complete_next);
+  luaL_unref(r->L, LUA_REGISTRYINDEX, complete_ref);
+  complete_ref = LUA_NOREF;
+  return m;
+}
+
 /* readline() with SIGINT clearing the line: NULL and *interrupted for Ctrl-C, NULL alone
  * for end of input. The caller frees the line. */
 static char *repl_readline(sandlot *S, const char *prompt, bool *interrupted) {
@@ -327,6 +367,8 @@ int sl_repl_main(sandlot *S) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &repl_key);
 
   rl_readline_name = "sandlot";                            /* section of ~/.editrc */
+  complete_repl = r;
+  rl_attempted_completion_function = complete;
   history_setup(r);
   if (repl_call(r, "setup", 0, 0) && repl_call(r, "banner", 0, 1)) {
     fputs(lua_tostring(L, -1), stdout);
@@ -336,6 +378,8 @@ int sl_repl_main(sandlot *S) {
 
   lua_pushnil(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &repl_key);
+  rl_attempted_completion_function = NULL;
+  complete_repl = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, r->mod_ref);
   free(r->history);
   r->history = NULL;

@@ -96,6 +96,55 @@ describe("sandlot._repl.compile", function()
   end)
 end)
 
+describe("sandlot._repl.complete and help", function()
+  local saved_sb
+  before_each(function()
+    repl.setup()
+    saved_sb = rawget(_G, "spec_sb")
+  end)
+  after_each(function() _G.spec_sb = saved_sb end)
+
+  it("completes globals, keywords, fields and methods without calling anything", function()
+    assert.same({ "sandlot.create" }, repl.complete("sandlot.cre"))
+    assert.same({ "string.find", "string.format" }, repl.complete("string.f"))
+    assert.truthy(#repl.complete("pri") >= 1)
+    assert.same({ "while" }, repl.complete("whil"))
+    assert.same({}, repl.complete("no_such_global.x"))
+    assert.same({}, repl.complete("f().x"))
+    local called = false
+    _G.spec_sb = setmetatable({ own = 1 }, { __index = function() called = true end })
+    assert.same({ "spec_sb.own" }, repl.complete("spec_sb."))
+    assert.is_false(called)
+    local Class = { run = function() end, name = "not a method" }
+    _G.spec_sb = setmetatable({ field = 1 }, { __index = Class })
+    assert.same({ "spec_sb:run" }, repl.complete("spec_sb:"))
+    assert.same({ "spec_sb.field", "spec_sb.name", "spec_sb.run" }, repl.complete("spec_sb."))
+  end)
+
+  local function captured(fn)
+    local saved, buf = io.stdout, {}
+    io.stdout = { write = function(self, ...) for i = 1, select("#", ...) do buf[#buf + 1] = select(i, ...) end return self end }
+    local ok, err = pcall(fn)
+    io.stdout = saved
+    assert(ok, err)
+    return table.concat(buf)
+  end
+
+  it("help shows a function's doc comment, an object's methods, and a name's doc", function()
+    local out = captured(function() repl.help(sandlot.create) end)
+    assert.matches("^Creates a sandbox%.\n", out)
+    assert.matches("@return sandlot.Sandbox|nil sb", out, 1, true)
+    assert.equal(out, captured(function() repl.help("sandlot.create") end))
+    local sb = assert(sandlot.create("local", { isolation = "none" }))
+    local methods = captured(function() repl.help(sb) end)
+    sb:destroy()
+    assert.matches("\n  exec +Runs a command in the sandbox", methods)
+    assert.matches("no doc comment", captured(function() repl.help(print) end), 1, true)
+    assert.matches("nothing named sandlot.nope", captured(function() repl.help("sandlot.nope") end),
+                   1, true)
+  end)
+end)
+
 describe("the sandlot REPL on a terminal", function()
   local dir, s
 
@@ -259,6 +308,15 @@ describe("the sandlot REPL on a terminal", function()
     start()
     s:send("\x1b[A\r")
     assert.equal("7\n", s:expect("\n> ") and s:eval("history_marker"))
+  end)
+
+  it("completes on Tab", function()
+    start()
+    s:send("sandlot.crea\t")              -- libedit redraws the line, so the screen shows "te"
+    s:expect("te")                         -- after "crea"; the value proves what was completed
+    s:send("\r")
+    s:expect("function: ")                 -- sandlot.crea alone would print nothing
+    s:expect("> ")
   end)
 
   it("enters the REPL after -e with -i, keeping its globals", function()

@@ -48,9 +48,10 @@ function M.history_path()
   return state .. "/sandlot/history"
 end
 
----Installs the REPL's globals: `sandlot` (the module).
+---Installs the REPL's globals: `sandlot` (the module) and `help`.
 function M.setup()
   _G.sandlot = require("sandlot")
+  _G.help = M.help
 end
 
 -------------------------------------------------------------------- pretty printer
@@ -170,6 +171,150 @@ function M.pretty(v, opts)
   end
   if seen.cut then text = text .. "\n(" .. HOW .. ")" end
   return text
+end
+
+-------------------------------------------------------------------- completion
+
+-- A value's field without calling anything: raw fields, then __index tables up the chain
+-- (never an __index function: completing must not run code).
+local function field(v, name)
+  for _ = 1, 10 do
+    if type(v) == "table" then
+      local x = rawget(v, name)
+      if x ~= nil then return x end
+    end
+    local mt = getmetatable(v)
+    local idx = type(mt) == "table" and rawget(mt, "__index") or nil
+    if type(idx) ~= "table" then return nil end
+    v = idx
+  end
+  return nil
+end
+
+-- The names reachable from v as field (methods only: function values), with the same walk.
+local function names_of(v, methods)
+  local out, seen = {}, {}
+  for _ = 1, 10 do
+    if type(v) == "table" and not seen[v] then
+      seen[v] = true
+      for k, x in next, v do
+        if type(k) == "string" and k:match("^[%a_][%w_]*$") and
+           (not methods or type(x) == "function") then
+          out[k] = true
+        end
+      end
+    end
+    local mt = getmetatable(v)
+    local idx = type(mt) == "table" and rawget(mt, "__index") or nil
+    if type(idx) ~= "table" then break end
+    v = idx
+  end
+  return out
+end
+
+---Completions of `text`, the word before the cursor: globals and keywords, or the fields
+---after `a.b.` and the methods after `a.b:`. Nothing is called to find them. Returns whole
+---words, sorted.
+---@param text string
+---@return string[]
+function M.complete(text)
+  local prefix, sep, part = text:match("^(.-)([.:]?)([%a_]?[%w_]*)$")
+  if not prefix then return {} end
+  local names
+  if sep == "" then
+    if prefix ~= "" then return {} end
+    names = names_of(_G, false)
+    for k in pairs(keywords) do names[k] = true end
+  else
+    local v = _G
+    for name in (prefix .. "."):gmatch("(.-)%.") do
+      if not name:match("^[%a_][%w_]*$") then return {} end
+      v = field(v, name)
+      if v == nil then return {} end
+    end
+    names = names_of(v, sep == ":")
+  end
+  local out = {}
+  for k in pairs(names) do
+    if k:sub(1, #part) == part and (sep ~= "" or not k:match("^_[%u_]")) then
+      out[#out + 1] = prefix .. sep .. k
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-------------------------------------------------------------------- help
+
+local file_lines = {}                     -- path -> {lines}, read once
+
+-- The `---` comment block right above where f is defined, without the dashes; nil for a C
+-- function or one without a doc comment.
+local function doc_of(f)
+  local info = debug.getinfo(f, "S")
+  if info.what ~= "Lua" or info.source:sub(1, 1) ~= "@" then return nil end
+  local path = info.source:sub(2)
+  local lines = file_lines[path]
+  if not lines then
+    lines = {}
+    local fh = io.open(path, "rb")
+    if not fh then return nil end
+    for l in fh:lines() do lines[#lines + 1] = l end
+    fh:close()
+    file_lines[path] = lines
+  end
+  local out = {}
+  for i = info.linedefined - 1, math.max(1, info.linedefined - 60), -1 do
+    local text = lines[i] and lines[i]:match("^%s*%-%-%-(.*)$")
+    if not text then break end
+    table.insert(out, 1, (text:gsub("^ ", "")))
+  end
+  return #out > 0 and table.concat(out, "\n") or nil
+end
+
+---help(f) prints a function's doc comment; help(obj) lists its functions and methods with the
+---first line of each one's doc; help("sandlot.create") looks the name up first; help() says
+---what there is.
+---@param v any
+function M.help(v)
+  local w = function(...) io.stdout:write(...) end
+  if v == nil then
+    w("help(f): a function's doc.  help(obj): its functions and methods.  help(\"a.b\"): by name.\n",
+      "Tab completes globals, fields (sandlot.) and methods (sb:). Try help(sandlot).\n")
+    return
+  end
+  if type(v) == "string" then
+    local found = _G
+    for name in (v .. "."):gmatch("(.-)%.") do
+      found = found ~= nil and field(found, name) or nil
+    end
+    if found == nil then
+      w(("help: nothing named %s\n"):format(v))
+      return
+    end
+    v = found
+  end
+  if type(v) == "function" then
+    w(doc_of(v) or "(no doc comment: a C function, or one without ---)", "\n")
+    return
+  end
+  if type(v) ~= "table" and type(v) ~= "userdata" then
+    w(("a %s: %s\n"):format(type(v), M.pretty(v)))
+    return
+  end
+  local names = names_of(v, true)
+  local list = {}
+  for k in pairs(names) do
+    if not k:match("^_") then list[#list + 1] = k end
+  end
+  table.sort(list)
+  if #list == 0 then w(M.pretty(v), "\n") return end
+  local width = 0
+  for _, k in ipairs(list) do width = math.max(width, #k) end
+  for _, k in ipairs(list) do
+    local d = doc_of(field(v, k)) or ""
+    w(("  %-" .. width .. "s  %s\n"):format(k, (d:match("^[^\n]*"))))
+  end
 end
 
 -------------------------------------------------------------------- evaluation
