@@ -310,6 +310,16 @@ describe("the sandlot REPL on a terminal", function()
     assert.equal("7\n", s:expect("\n> ") and s:eval("history_marker"))
   end)
 
+  it("redraws the prompt and the typed text below what a task prints", function()
+    start()
+    s:send("t = sandlot.spawn(function() sandlot.sleep(0.3) print('from the task') end)\r")
+    s:expect("\n> ")
+    s:send("1 + ")
+    s:expect("\r\27[Kfrom the task\r\n> 1 + ")   -- the line cleared, the output, the prompt again
+    s:send("1\r")
+    s:expect("\n2\r\n> ")
+  end)
+
   it("completes on Tab", function()
     start()
     s:send("sandlot.crea\t")              -- libedit redraws the line, so the screen shows "te"

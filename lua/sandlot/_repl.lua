@@ -48,10 +48,42 @@ function M.history_path()
   return state .. "/sandlot/history"
 end
 
----Installs the REPL's globals: `sandlot` (the module) and `help`.
+local waiting, redraw = false, false
+
+---Called by the C side as the prompt starts (true) and ends (false) waiting for a line.
+---@param yes boolean
+function M.at_prompt(yes)
+  waiting, redraw = yes, false
+end
+
+---Tells (once) whether something was printed over the prompt since the last call, so the
+---C side draws the prompt and the typed text again below it.
+---@return boolean
+function M.take_redraw()
+  local r = redraw
+  redraw = false
+  return r
+end
+
+-- print and io.write, for output from tasks while the prompt waits: the prompt's line is
+-- cleared first ("\r" and erase line), and the prompt is redrawn after the loop step.
+local function over_prompt(write)
+  return function(...)
+    if waiting and not redraw then
+      io.stdout:write("\r\27[K")
+      redraw = true
+    end
+    return write(...)
+  end
+end
+
+---Installs the REPL's globals: `sandlot` (the module) and `help`; print and io.write learn
+---to step aside for the prompt.
 function M.setup()
   _G.sandlot = require("sandlot")
   _G.help = M.help
+  _G.print = over_prompt(print)
+  io.write = over_prompt(io.write)
 end
 
 -------------------------------------------------------------------- pretty printer
