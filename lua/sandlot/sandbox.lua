@@ -661,6 +661,7 @@ function M.get(id, opts)
   sb, err = M.from_map({ version = M.MAP_VERSION, provider = rec.provider, id = rec.handle.id,
                          handle = rec.handle, durable_id = id })
   if not sb then return nil, errors.wrap(err, ctx) end
+  sb.name = rec.name
   if opts.reconnect ~= false then
     local ok, rerr = M.reconnect(sb)
     if not ok then return nil, rerr end
