@@ -40,10 +40,11 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
             libcurl4-openssl-dev libssh2-1-dev libsqlite3-dev libmsgpack-dev zlib1g-dev lua-cjson lua-busted bubblewrap \
-            docker.io openssh-server busybox-static clang libclang-rt-14-dev luarocks
+            docker.io openssh-server busybox-static clang libclang-rt-14-dev luarocks \
+            lua-check cppcheck
 BUSTED    = /usr/bin/busted
 
-.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean rock rock-install
+.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean rock rock-install lint
 
 all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc \
      $(B)/sandlot.1
@@ -191,6 +192,13 @@ install: all
 	for f in $$(find providers plugins spec/conformance spec/support/summary.lua \
 	    -type f ! -name '.*'); do \
 	  install -D -m 644 $$f $(DESTDIR)$(DATADIR)/$$f || exit 1; done   # check-provider needs the suite
+
+# luacheck (lua-check) on the Lua tree, configured by .luacheckrc; cppcheck on core/
+lint:
+	luacheck -q .
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability --inline-suppr \
+	  --suppress=missingIncludeSystem --library=posix --library=lua --library=libcurl \
+	  --library=sqlite3 --library=zlib core/
 
 # LuaRocks (sandlot-*.rockspec, build type make): `rock` builds the one Lua C module,
 # `rock-install` puts it in the rock's INST_LIBDIR and the Lua tree in INST_LUADIR, with the

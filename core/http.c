@@ -420,6 +420,7 @@ static int http_parse_headers(lua_State *L) {
     size_t klen = (size_t)(colon - line);
     char small[64], *lower = klen <= sizeof(small) ? small : luaL_buffinitsize(L, &key, klen);
     for (size_t i = 0; i < klen; i++) lower[i] = (char)tolower((unsigned char)line[i]);
+    bool cookie = klen == 10 && memcmp(lower, "set-cookie", 10) == 0;  /* before lower goes */
     if (lower == small) lua_pushlstring(L, small, klen);
     else luaL_pushresultsize(&key, klen);  /* table, name */
     lua_pushvalue(L, -1);
@@ -427,7 +428,6 @@ static int http_parse_headers(lua_State *L) {
       lua_pop(L, 1);
       lua_pushlstring(L, v, (size_t)(ve - v));
     } else {                               /* table, name, previous */
-      bool cookie = klen == 10 && memcmp(small, "set-cookie", 10) == 0;   /* short: in small */
       lua_pushstring(L, cookie ? "\n" : ", ");
       lua_pushlstring(L, v, (size_t)(ve - v));
       lua_concat(L, 3);
