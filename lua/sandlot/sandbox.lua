@@ -89,6 +89,14 @@ local function resolve(ref, warnings)
     telemetry = telemetry,
   }
   ctx.warn = warner(ref, warnings)
+  ---ctx.progress(op, {done?, total?, elapsed?}, {what, unit?}): progress of a long operation
+  ---(telemetry.progress, with the provider named); free when nothing listens.
+  ctx.progress = function(op, m, meta)
+    if not telemetry.active() then return end
+    meta = meta or {}
+    meta.provider = ref
+    telemetry.progress(op, m, meta)
+  end
   return { ref = ref, p = p, ctx = ctx }
 end
 
@@ -255,6 +263,10 @@ function M.write_file(sb, path, data, opts)
   if type(data) ~= "string" then error("write_file: data must be a string", 2) end
   opts = check_opts(opts, { mode = true }, "write_file")
   local o = { mode = check_mode(opts.mode, "write_file") }
+  if #data > 1048576 then                 -- shown on a terminal until the span ends
+    sb._ctx.progress("write_file", { total = #data },
+                     { what = "writing " .. path, unit = "bytes" })
+  end
   return span(sb, "write_file", { path = path, size = #data }, call, path, data, o)
 end
 
