@@ -44,7 +44,7 @@ DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-d
             lua-check cppcheck
 BUSTED    = /usr/bin/busted
 
-.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean rock rock-install lint
+.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean rock rock-install lint docs
 
 all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc \
      $(B)/sandlot.1
@@ -186,12 +186,18 @@ install: all
 	  install -D -m 644 lua/$$f $(DESTDIR)$(LMODDIR)/$$f || exit 1; done
 	install -D -m 644 $(B)/sandlot.1 $(DESTDIR)$(MANDIR)/man1/sandlot.1
 	install -D -m 644 docs/sandlot.bash $(DESTDIR)$(COMPLETIONDIR)/sandlot
-	for f in README.md LICENSE providers/README.md; do \
+	for f in README.md LICENSE providers/README.md docs/api.md; do \
 	  install -D -m 644 $$f $(DESTDIR)$(DOCDIR)/$$f || exit 1; done
 	install -d $(DESTDIR)$(DATADIR)/providers $(DESTDIR)$(DATADIR)/plugins
 	for f in $$(find providers plugins spec/conformance spec/support/summary.lua \
 	    -type f ! -name '.*'); do \
 	  install -D -m 644 $$f $(DESTDIR)$(DATADIR)/$$f || exit 1; done   # check-provider needs the suite
+
+# the API reference, from the doc comments (spec/docs_spec.lua fails when it is stale)
+docs: $(B)/sandlot
+	$(B)/sandlot docs/api.lua > docs/api.md.tmp && mv docs/api.md.tmp docs/api.md
+	$(B)/sandlot docs/types.lua > types/sandlot_core.lua.tmp && \
+	  mv types/sandlot_core.lua.tmp types/sandlot_core.lua
 
 # luacheck (lua-check) on the Lua tree, configured by .luacheckrc; cppcheck on core/
 lint:

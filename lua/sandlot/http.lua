@@ -138,7 +138,9 @@ end
 ---", " (Set-Cookie with "\n").
 ---@param raw string
 ---@return table
-M.parse_headers = core.parse_headers       -- in C: once per response
+M.parse_headers = require("sandlot._doc").register(core.parse_headers,   -- in C
+  "Parses a raw header block into a table of lower-cased names (repeated names joined with\n" ..
+  "\", \"; Set-Cookie with newlines).\n@param raw string\n@return table headers", "(raw)")
 
 local function is_json_type(ct)
   return ct ~= nil and ct:find("json", 1, true) ~= nil      -- cheap test first
@@ -424,8 +426,9 @@ function M.request(defaults, opts)
   return telemetry.span("http.request", meta, request, opts, meta)
 end
 
----Shorthands: http.get(url [, opts]), http.post(url, opts), ...
 for _, m in ipairs({ "get", "head", "post", "put", "patch", "delete" }) do
+  ---Shorthand for http.request with url and this method: http.get(url [, opts]),
+  ---http.post(url, opts), ... (opts as for http.request).
   M[m] = function(url, opts)
     local o = {}
     for k, v in pairs(opts or {}) do o[k] = v end
@@ -555,7 +558,9 @@ end
 
 ---Parses an HTTP/1.x response head (for tests and tools): returns {status, reason,
 ---http_version, headers_raw, length}, nil when bytes are a valid prefix, or false, why.
-M.parse_response_head = core.parse_response_head
+M.parse_response_head = require("sandlot._doc").register(core.parse_response_head,
+  "Parses an HTTP/1.x response head (status line and headers).\n" ..
+  "@param head string\n@return table|nil {status, reason, headers}, sandlot.Error? err", "(head)")
 
 local status_codes = {
   [400] = "invalid_input", [401] = "auth_failed", [403] = "permission_denied",
