@@ -453,8 +453,8 @@ local function close_timeout()
 end
 
 local function close_warning(sb, err)
-  io.stderr:write(("sandlot: warning: destroying %s on close: %s\n")
-    :format(tostring(sb), tostring(err)))
+  io.stderr:write(("sandlot: warning: destroying sandlot.sandbox(%s:%s) on close: %s\n")
+    :format(sb.provider, sb.id, tostring(err)))
 end
 
 -- The destroy of a close that could not wait, as a cleanup task of its own: the script's
