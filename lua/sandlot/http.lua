@@ -589,6 +589,17 @@ end
 ---Transport statistics of this host: live request handles and watched sockets.
 function M.stats() return core.stats() end
 
+-- Server -------------------------------------------------------------------------------------
+
+---Starts an HTTP/1.1 server on the host's loop (for fakes and local receivers): handler(req)
+---runs in a task of its own per request, req = {method, path, query, headers (lower-cased),
+---body, keep_alive, http_version}, and returns {status, headers, body} (body: a string, or a
+---function returning successive chunks, nil at the end: chunked), or {drop = true} to close
+---without answering. A handler that raises gives a 500. Returns srv with url, port, close().
+---@param opts {host?: string, port?: integer, handler: fun(req: table): table, max_body?: integer, max_head?: integer, idle_timeout?: number, max_conns?: integer}
+---@return table|nil srv, sandlot.Error|nil err
+function M.serve(opts) return require("sandlot._http_serve").serve(opts) end
+
 M.version = require("sandlot.core").version
 
 return M
