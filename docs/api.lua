@@ -14,6 +14,7 @@ local SECTIONS = {
   { "sandlot.ssh", "sandlot.ssh.", sandlot.ssh, "SSH and SFTP on the loop (libssh2)." },
   { "sandlot.errors", "sandlot.errors.", sandlot.errors, "Structured errors." },
   { "sandlot.telemetry", "sandlot.telemetry.", sandlot.telemetry, "Spans and events." },
+  { "sandlot.otlp", "sandlot.otlp.", require("sandlot.otlp"), "OTLP/HTTP JSON export of spans." },
   { "sandlot.config", "sandlot.config.", sandlot.config, "Named providers and the default." },
   { "sandlot.provider", "sandlot.provider.", sandlot.provider, "Loading and checking providers." },
   { "sandlot.ledger", "sandlot.ledger.", sandlot.ledger, "The ledger of durable sandboxes." },

@@ -358,6 +358,12 @@ end
 
 local function send(o, producer, opts, meta)
   local policy = retry_policy(opts, o.method, producer)
+  local tp = telemetry.traceparent()          -- W3C trace context, when spans are exported
+  if tp then
+    local list = table.move(o.headers, 1, #o.headers, 1, {})
+    list[#list + 1] = "traceparent: " .. tp
+    o.headers = list
+  end
   if meta then meta.method, meta.url = o.method, M.redact_url(o.url) end
   local n = 0
   while true do

@@ -13,6 +13,13 @@ local M = {
   proc = require("sandlot.proc"),
 }
 
+-- SANDLOT_OTLP_ENDPOINT: spans exported as OTLP/HTTP JSON (sandlot.otlp)
+local otlp_endpoint = os.getenv("SANDLOT_OTLP_ENDPOINT")
+if otlp_endpoint and otlp_endpoint ~= "" then
+  local ok, err = require("sandlot.otlp").start()
+  if not ok then io.stderr:write("sandlot: warning: SANDLOT_OTLP_ENDPOINT: ", tostring(err), "\n") end
+end
+
 -- sandlot.http and sandlot.ssh load on first use: the host binary then loads libcurl or
 -- libssh2 (and their TLS stacks), which a script on the local provider never needs
 local lazy = { http = "sandlot.http", ssh = "sandlot.ssh" }

@@ -116,6 +116,11 @@ function M.progress(op, measurements, metadata)
   M.execute({ "sandlot", op, "progress" }, measurements, metadata)
 end
 
+---The W3C traceparent header value of the running span, for outgoing HTTP calls; nil unless
+---an exporter (sandlot.otlp) provides one.
+---@return string|nil
+function M.traceparent() return nil end
+
 ---Tells whether any handler is attached (callers may skip building metadata otherwise).
 function M.active() return active end
 
