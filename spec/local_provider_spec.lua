@@ -207,14 +207,22 @@ describe("local provider", function()
       sb, err = sandlot.create({ isolation = "sideways" })
       assert.is_nil(sb)
       assert.equal("invalid_input", err.code)
-      sb, err = sandlot.create({ ports = { 8080 } })
-      assert.is_nil(sb)
-      assert.equal("invalid_input", err.code)
+      if not ns.why() then    -- unconfined (no namespaces), the host's ports are the sandbox's
+        sb, err = sandlot.create({ ports = { 8080 } })
+        assert.is_nil(sb)
+        assert.equal("invalid_input", err.code)
+      end
     end)
 
     it("warns about advisory options it cannot enforce", function()
       local sb = assert(sandlot.create({ image = "debian:12", cpus = 2, disk_mb = 100 }))
-      assert.equal(3, #sb.warnings)
+      local advisory = 0
+      for _, w in ipairs(sb.warnings) do
+        if w:match("^image ") or w:match("^cpus ") or w:match("^disk_mb ") then
+          advisory = advisory + 1
+        end
+      end
+      assert.equal(3, advisory, table.concat(sb.warnings, "\n"))
       sb:destroy()
     end)
 
