@@ -85,10 +85,10 @@ M._daemon_codes = DAEMON
 
 local function mapped(res, msg)
   local j = type(res.json) == "table" and res.json or {}
-  if type(j.code) == "string" and DAEMON[j.code] then return DAEMON[j.code] end
   local s = res.status
   if s == 409 and msg:find("state change in progress", 1, true) then return "unavailable" end
   if s == 400 and msg:find("no IP address found", 1, true) then return "unavailable" end
+  if type(j.code) == "string" and DAEMON[j.code] then return DAEMON[j.code] end
   if s == 403 and j.source == nil and j.statusCode == nil then return "permission_denied" end
   return nil                                -- the kit's status map
 end
@@ -214,7 +214,7 @@ local function tcall(ctx, handle, c, method, path, opts)
   local v, res = call(c, method, path, opts)
   if v == nil and res.status == 401 then
     local sb, gerr = get_sandbox(ctx, handle)
-    if not sb and gerr.code == "not_found" then
+    if (sb and sb.state == "destroyed") or (not sb and gerr.code == "not_found") then
       toolboxes[toolbox_key(ctx, handle)] = nil
       return fail("not_found", "sandbox %s does not exist", handle.id)
     end

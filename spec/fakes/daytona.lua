@@ -13,7 +13,7 @@
 -- started after `start_delay` seconds. Every 4xx the fake gives on its own is kept in
 -- fake.rejected (GET /_fake/rejected shows them); injected faults are not.
 -- Faults: fake:inject{match = "POST /api/sandbox", status = 429, retry_after = 1,
--- count = 1} | {status = 503} | {hang = seconds} | {drop = true}.
+-- count = 1, body = {...}} | {status = 503} | {hang = seconds} | {drop = true}.
 local sandlot = require("sandlot")
 local json = require("sandlot.wire.json")
 local id = require("sandlot.id")
@@ -317,7 +317,7 @@ end
 
 function Fake:end_session(sess)
   for _, cmd in pairs(sess.commands) do
-    if cmd.proc then cmd.proc:close() end
+    if cmd.proc then pcall(cmd.proc.kill, cmd.proc, "KILL") end
   end
 end
 
@@ -351,7 +351,7 @@ function Fake:handle(req)
     if f.status then
       local h = {}
       if f.retry_after then h["Retry-After"] = tostring(f.retry_after) end
-      return reply(f.status, { statusCode = f.status, message = f.message or
+      return reply(f.status, f.body or { statusCode = f.status, message = f.message or
                                REASON[f.status] or "injected", error = REASON[f.status] }, h)
     end
   end

@@ -238,13 +238,16 @@ local function run_async(s, cmd)
   end
   cmd.proc = p
   cmd.task = sandlot.spawn(function()
-    while true do
-      local stream, data = p:read()
-      if stream == nil then break end
-      cmd[stream] = cmd[stream] .. data
-    end
-    local r = p:wait()
-    cmd.exit_code = r and r.exit_code or -1
+    pcall(function()                       -- the session may be deleted under it
+      while true do
+        local stream, data = p:read()
+        if stream == nil then break end
+        cmd[stream] = cmd[stream] .. data
+      end
+      local r = p:wait()
+      cmd.exit_code = r and r.exit_code or -1
+    end)
+    cmd.exit_code = cmd.exit_code or 137
     p:close()
     cmd.proc = nil
   end)
