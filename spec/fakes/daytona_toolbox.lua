@@ -177,6 +177,30 @@ local function files(fake, req, s, rest)
       end
     end
     return reply(200, { files = json.array(done) })
+  elseif rest == "/files/bulk-download" and m == "POST" then
+    local b, r = fake:body(req)
+    if not b then return r end
+    if type(b.paths) ~= "table" or #b.paths == 0 then
+      return fake:refuse(req, 400, "paths is required", "INVALID_REQUEST_BODY")
+    end
+    local parts = {}
+    for _, src in ipairs(b.paths) do
+      local e = type(src) == "string" and stat(box, path_of(src))
+      local data = e and e.type ~= "directory" and box:read_file(path_of(src))
+      if data then
+        parts[#parts + 1] = { name = "file", filename = src, data = data }
+      else
+        parts[#parts + 1] = { name = "error", filename = tostring(src),
+                              content_type = "application/json",
+                              data = json.encode({ statusCode = 404, code = "FILE_NOT_FOUND",
+                                                   message = "file not found: " ..
+                                                             tostring(src) }) }
+      end
+    end
+    local pieces, _, ctype = multipart.encode(parts)
+    local i = 0
+    return { status = 200, headers = { ["Content-Type"] = ctype },
+             body = function() i = i + 1; return pieces[i] end }
   elseif rest == "/work-dir" and m == "GET" then
     return reply(200, { dir = WORKDIR })
   elseif rest == "/user-home-dir" and m == "GET" then
