@@ -99,11 +99,11 @@ local specs = {}                 -- base URL .. auth -> api spec (one per endpoi
 local function spec_for(ctx, base)
   local auth, org = credentials(ctx)
   if not auth then return nil, org end
-  local key = base .. "\0" .. auth .. "\0" .. (org or "")
+  local timeout = (ctx.config or {}).request_timeout or 60
+  local key = table.concat({ base, auth, org or "", timeout }, "\0")
   local s = specs[key]
   if not s then
-    s = { name = "daytona", base_url = base, errors = ERRORS,
-          timeout = (ctx.config or {}).request_timeout or 60,
+    s = { name = "daytona", base_url = base, errors = ERRORS, timeout = timeout,
           auth = function() return "Authorization", auth end,
           headers = { ["X-Daytona-Source"] = "sandlot", ["X-Daytona-SDK-Version"] = SDK_VERSION,
                       ["X-Daytona-Organization-ID"] = org } }
@@ -124,7 +124,8 @@ end
 local function call(c, method, path, opts)
   for attempt = 1, 3 do
     local v, res = c:call(method, path, opts)
-    if v ~= nil or attempt == 3 or not (res.status == 429 or res.status == 503) then
+    if v ~= nil or attempt == 3 or method ~= "POST"
+       or not (res.status == 429 or res.status == 503) then
       return v, res
     end
     local wait = res.retry_after or 0.2 * 2 ^ (attempt - 1)

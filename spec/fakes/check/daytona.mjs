@@ -2,8 +2,8 @@
 // ../shared/provider-apis/daytona.md) against the Daytona fake (spec/fakes/daytona.lua):
 // create -> exec -> session exec -> files -> list -> stop/start -> destroy. Exits non-zero on
 // any failure, and when the fake rejected any request during the run (GET /_fake/rejected).
-// Environment: DAYTONA_API_URL (the fake's .../api), DAYTONA_API_KEY (its token),
-// NODE_PATH or a node_modules holding @daytonaio/sdk. Run by `make check-fakes`
+// Environment: DAYTONA_API_URL (the fake's .../api) and DAYTONA_API_KEY (its token), or
+// neither (see below); NODE_PATH or a node_modules holding @daytonaio/sdk. Run by `make check-fakes`
 // (spec/fakes/check/run.lua), or by hand:
 //   npm install --prefix /tmp/dsdk @daytonaio/sdk@0.218.0
 //   NODE_PATH=/tmp/dsdk/node_modules DAYTONA_API_URL=... DAYTONA_API_KEY=... node daytona.mjs
@@ -13,10 +13,30 @@ import path from 'node:path'
 const require = createRequire(path.join(process.env.NODE_PATH || process.cwd(), 'x.js'))
 const { Daytona } = require('@daytonaio/sdk')
 
-const apiUrl = process.env.DAYTONA_API_URL
-const apiKey = process.env.DAYTONA_API_KEY
-if (!apiUrl || !apiKey) {
-  console.error('daytona.mjs: DAYTONA_API_URL and DAYTONA_API_KEY are required')
+// Without DAYTONA_API_URL the script starts the fake itself (from the repository root:
+// $SANDLOT_BIN or build/sandlot spec/fakes/daytona_server.lua) and stops it at the end.
+let apiUrl = process.env.DAYTONA_API_URL
+let apiKey = process.env.DAYTONA_API_KEY
+let server = null
+if (!apiUrl) {
+  const { spawn } = await import('node:child_process')
+  server = spawn(process.env.SANDLOT_BIN || 'build/sandlot', ['spec/fakes/daytona_server.lua'],
+                 { stdio: ['ignore', 'pipe', 'inherit'] })
+  const line = await new Promise((resolve, reject) => {
+    let buf = ''
+    const timer = setTimeout(() => reject(new Error('the fake did not start in 30 s')), 30000)
+    server.stdout.on('data', (d) => {
+      buf += d
+      const m = buf.match(/port (\d+) token (\S+)\n/)
+      if (m) { clearTimeout(timer); resolve(m) }
+    })
+    server.on('exit', (code) => reject(new Error('the fake exited with ' + code)))
+  })
+  apiUrl = `http://127.0.0.1:${line[1]}/api`
+  apiKey = line[2]
+}
+if (!apiKey) {
+  console.error('daytona.mjs: DAYTONA_API_KEY is required with DAYTONA_API_URL')
   process.exit(2)
 }
 const fakeBase = apiUrl.replace(/\/api\/?$/, '')
@@ -106,5 +126,6 @@ try {
   failed = true
   console.error('cannot ask the fake what it rejected: ' + e)
 }
+if (server) server.kill('SIGKILL')
 console.log(failed ? 'daytona SDK check: FAILED' : 'daytona SDK check: passed')
 process.exit(failed ? 1 : 0)
