@@ -185,6 +185,9 @@ local function toolbox(ctx, handle, sb)
     local err
     if not sb then sb, err = get_sandbox(ctx, handle) end
     if not sb then return nil, err end
+    if sb.state == "destroyed" or sb.state == "destroying" then
+      return fail("not_found", "sandbox %s is destroyed", handle.id)
+    end
     local base = toolbox_url(sb)
     if not base then
       local tu, terr = on_sandbox(ctx, handle, "GET", "/toolbox-proxy-url", { want = { 200 } })

@@ -18,10 +18,15 @@ const { Daytona } = require('@daytonaio/sdk')
 let apiUrl = process.env.DAYTONA_API_URL
 let apiKey = process.env.DAYTONA_API_KEY
 let server = null
+let stateDir = null
 if (!apiUrl) {
   const { spawn } = await import('node:child_process')
+  const { mkdtempSync } = await import('node:fs')
+  const os = await import('node:os')
+  stateDir = mkdtempSync(path.join(os.tmpdir(), 'daytona-fake-'))   // its local sandboxes
   server = spawn(process.env.SANDLOT_BIN || 'build/sandlot', ['spec/fakes/daytona_server.lua'],
-                 { stdio: ['ignore', 'pipe', 'inherit'] })
+                 { stdio: ['ignore', 'pipe', 'inherit'],
+                   env: { ...process.env, XDG_STATE_HOME: stateDir } })
   const line = await new Promise((resolve, reject) => {
     let buf = ''
     const timer = setTimeout(() => reject(new Error('the fake did not start in 30 s')), 30000)
@@ -126,6 +131,11 @@ try {
   failed = true
   console.error('cannot ask the fake what it rejected: ' + e)
 }
-if (server) server.kill('SIGKILL')
+if (server) {
+  server.kill('SIGKILL')
+  const { rmSync } = await import('node:fs')
+  await new Promise((res) => setTimeout(res, 200))
+  rmSync(stateDir, { recursive: true, force: true })
+}
 console.log(failed ? 'daytona SDK check: FAILED' : 'daytona SDK check: passed')
 process.exit(failed ? 1 : 0)
