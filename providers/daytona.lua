@@ -498,7 +498,7 @@ end
 -- (head and tail only past twice the cap).
 local function exec_script(dir, cwd, env, argv, stdin, cap)
   local q = shell.quote
-  local out = { "d=" .. q(dir), 'mkdir -p "$d" || exit 1',
+  local out = { "d=" .. q(dir), 'mkdir -p "$d" && echo $$ >"$d/pid" || exit 1',
     "cd -- " .. q(cwd) .. ' 2>/dev/null || { echo sandlot:nocwd; rm -rf "$d"; exit 0; }',
     shell.exports(env, "\n"),
     "( exec " .. shell.command(argv) .. " ) <" .. (stdin and '"$d/i"' or "/dev/null") ..
@@ -552,9 +552,18 @@ function M.exec(ctx, handle, argv, opts)
                                                 data = collect_stdin(opts.stdin) } })
     if not ok then return nil, uerr end
   end
+  local finished = false
+  local guard <close> = setmetatable({}, { __close = function()     -- cancelled: kill it
+    if finished then return end
+    task.cleanup(function()
+      execute(ctx, handle, c, ('d=%s; kill -9 -"$(cat "$d/pid")" 2>/dev/null; rm -rf "$d"')
+                              :format(shell.quote(dir)))
+    end)
+  end })
   local text, err = execute(ctx, handle, c,
                             exec_script(dir, cwd, opts.env, argv, opts.stdin ~= nil, cap),
                             opts.timeout)
+  finished = true
   if not text then
     if err.code ~= "timeout" or not opts.timeout or err.status ~= 408 then return nil, err end
     task.cleanup(function() execute(ctx, handle, c, "rm -rf " .. shell.quote(dir)) end)
