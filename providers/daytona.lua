@@ -12,7 +12,7 @@
 -- kills the process group). spawn runs the command in a Daytona session (runAsync), stdin
 -- arriving as numbered files a feeder loop cats into a fifo, output read by polling the
 -- files from an offset; kill and close drop a signal file a watcher loop acts on.
--- Files: GET /files/download (streamed), POST /files/bulk-upload (multipart pieces: data is
+-- Files: GET /files/download, POST /files/bulk-upload (multipart pieces: data is
 -- never copied), /files, /files/info, /files/folder, DELETE /files.
 -- Handles are {id = sandbox id, auto_stop = minutes?}: the toolbox URL and working directory
 -- are asked for once per process (GET /sandbox/{id}, GET /work-dir), never read from a handle,
@@ -598,20 +598,19 @@ local function file_info(ctx, handle, c, path)
   return v
 end
 
----Reads a file, streamed from GET /files/download (the pieces joined once at the end).
+---Reads a file from GET /files/download. The body is captured by the core and becomes the
+---Lua string once (joining streamed pieces in Lua would hold it three times at the peak).
 function M.read_file(ctx, handle, path)
   local c, t = toolbox(ctx, handle)
   if not c then return nil, t end
   local abs, aerr = resolve(t, path)
   if not abs then return nil, aerr end
-  local parts = {}
-  local res, err = c:stream("GET", "/files/download", { query = { path = abs }, timeout = 1800,
-                            on_frame = function(chunk) parts[#parts + 1] = chunk end })
-  if not res then
-    if err.status ~= 401 then return nil, err end
+  local data, err = c:call("GET", "/files/download", { query = { path = abs }, timeout = 1800,
+                           want = { 200 }, decode = false, max_body = 8 * 1024 ^ 3 // 1 })
+  if data == nil and err.status == 401 then
     return select(2, file_info(ctx, handle, c, abs))    -- not_found when the sandbox is gone
   end
-  return table.concat(parts)
+  return data, err
 end
 
 ---Writes files in one bulk upload (parents created by the daemon), then sets modes.
