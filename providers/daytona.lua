@@ -66,21 +66,18 @@ local function credentials(ctx)
 end
 
 -- Daemon error codes (daemon-error-code.d.ts) onto sandlot's; statuses the kit maps otherwise.
-local DAEMON = {
-  BAD_REQUEST = "invalid_input", INVALID_REQUEST_BODY = "invalid_input",
-  UNAUTHORIZED = "auth_failed", FORBIDDEN = "permission_denied", NOT_FOUND = "not_found",
-  CONFLICT = "already_exists", REQUEST_TIMEOUT = "timeout", GONE = "not_found",
-  UNPROCESSABLE_ENTITY = "invalid_input", INTERNAL_SERVER_ERROR = "internal",
-  FILE_NOT_FOUND = "not_found", FILE_ACCESS_DENIED = "permission_denied",
-  INVALID_FILE_PATH = "invalid_input", FILE_READ_FAILED = "io_error",
-  PROCESS_EXECUTION_TIMEOUT = "timeout", PROCESS_NOT_FOUND = "not_found",
-  SESSION_ENDED = "not_found", COMMAND_ALREADY_COMPLETED = "invalid_input",
-  LSP_SERVER_NOT_INITIALIZED = "unavailable", GIT_AUTH_FAILED = "auth_failed",
-  GIT_REPO_NOT_FOUND = "not_found", GIT_BRANCH_NOT_FOUND = "not_found",
-  GIT_BRANCH_EXISTS = "already_exists", GIT_PUSH_REJECTED = "invalid_input",
-  GIT_DIRTY_WORKTREE = "invalid_input", GIT_MERGE_CONFLICT = "invalid_input",
-  GIT_TRANSPORT_FAILED = "unavailable", GIT_REMOTE_REJECTED = "invalid_input",
-}
+local DAEMON = {}
+for code, to in ([[BAD_REQUEST=invalid_input INVALID_REQUEST_BODY=invalid_input
+  UNAUTHORIZED=auth_failed FORBIDDEN=permission_denied NOT_FOUND=not_found CONFLICT=already_exists
+  REQUEST_TIMEOUT=timeout GONE=not_found UNPROCESSABLE_ENTITY=invalid_input
+  INTERNAL_SERVER_ERROR=internal FILE_NOT_FOUND=not_found FILE_ACCESS_DENIED=permission_denied
+  INVALID_FILE_PATH=invalid_input FILE_READ_FAILED=io_error PROCESS_EXECUTION_TIMEOUT=timeout
+  PROCESS_NOT_FOUND=not_found SESSION_ENDED=not_found COMMAND_ALREADY_COMPLETED=invalid_input
+  LSP_SERVER_NOT_INITIALIZED=unavailable GIT_AUTH_FAILED=auth_failed GIT_REPO_NOT_FOUND=not_found
+  GIT_BRANCH_NOT_FOUND=not_found GIT_BRANCH_EXISTS=already_exists GIT_PUSH_REJECTED=invalid_input
+  GIT_DIRTY_WORKTREE=invalid_input GIT_MERGE_CONFLICT=invalid_input
+  GIT_TRANSPORT_FAILED=unavailable GIT_REMOTE_REJECTED=invalid_input]])
+    :gmatch("(%u[%u_]*)=(%l[%l_]*)") do DAEMON[code] = to end
 M._daemon_codes = DAEMON
 
 local function mapped(res, msg)
@@ -363,21 +360,24 @@ function M.reconnect(ctx, handle)
   return handle
 end
 
-function M.stop(ctx, handle)
-  local ok, err = on_sandbox(ctx, handle, "POST", "/stop", { query = { force = "false" },
-                                                            want = { 200, 201 } })
+-- POST /sandbox/{id}/<verb>, then waits for one of the states in `wanted`.
+local function transition(ctx, handle, verb, query, wanted, what)
+  local ok, err = on_sandbox(ctx, handle, "POST", "/" .. verb, { query = query,
+                                                               want = { 200, 201 } })
   if ok == nil then return nil, err end
-  local sb, werr = wait_state(ctx, handle, { stopped = true, destroyed = true },
-                              create_timeout(ctx), "stopped")
+  local sb, werr = wait_state(ctx, handle, wanted, create_timeout(ctx), what)
   if not sb then return nil, werr end
   return true
 end
 
+function M.stop(ctx, handle)
+  return transition(ctx, handle, "stop", { force = "false" },
+                    { stopped = true, destroyed = true }, "stopped")
+end
+
 function M.start(ctx, handle)
-  local ok, err = on_sandbox(ctx, handle, "POST", "/start", { want = { 200, 201 } })
-  if ok == nil then return nil, err end
-  local sb, werr = wait_state(ctx, handle, { started = true }, create_timeout(ctx), "started")
-  if not sb then return nil, werr end
+  local ok, err = transition(ctx, handle, "start", nil, { started = true }, "started")
+  if not ok then return nil, err end
   toolboxes[toolbox_key(ctx, handle)] = nil             -- a restart may move the toolbox
   return apply_lifetime(ctx, handle)
 end

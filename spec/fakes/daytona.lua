@@ -111,8 +111,8 @@ function Fake:body(req)
   if req.body == nil or not req.body:find("%S") then return {} end
   local v, err = json.decode(req.body)
   if type(v) ~= "table" then
-    return nil, self:refuse(req, 400, "malformed JSON: " .. (err and err.message or "not an object"),
-                            "INVALID_REQUEST_BODY")
+    local why = err and err.message or "not an object"
+    return nil, self:refuse(req, 400, "malformed JSON: " .. why, "INVALID_REQUEST_BODY")
   end
   return v
 end
