@@ -273,7 +273,7 @@ describe("daytona provider", function()
       srv.fake.start_delay = 0
       local ctx = ctx_for(srv, { request_timeout = 0.5 })
       local h = assert(daytona.create(ctx, {}))
-      srv.fake:inject({ match = "^GET /api/sandbox/", hang = 5, count = 3 })
+      srv.fake:inject({ match = "^GET /api/sandbox/", hang = 5, count = 10 })
       local st, err = daytona.status(ctx, h)
       assert.is_nil(st)
       assert.equal("timeout", err.code)
