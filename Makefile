@@ -28,7 +28,7 @@ CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o \
-            $(B)/http_serve.o
+            $(B)/http_serve.o $(B)/http_request.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
 SSH_OBJ   = $(SSH:%=$(B)/%.o)
 LIB_OBJ   = $(CORE_OBJ) $(HTTP_OBJ) $(SSH_OBJ) $(B)/net.o
@@ -41,7 +41,7 @@ DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-d
             docker.io openssh-server busybox-static clang libclang-rt-14-dev
 BUSTED    = /usr/bin/busted
 
-.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean
+.PHONY: all deps check-deps test asan check-fakes fuzz fuzz-list bench demo install uninstall clean
 
 all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc
 
@@ -112,6 +112,12 @@ test: deps
 
 asan:
 	$(MAKE) test SANITIZE=address,undefined
+
+# every spec/fakes/check/*.mjs against its fake, with the npm packages its header names
+# (installed into a temporary directory); skipped with a notice without node and npm.
+# See spec/fakes/check/run.lua. CHECK_FAKES="a.mjs b.mjs" runs only those.
+check-fakes: all
+	$(B)/sandlot spec/fakes/check/run.lua $(CHECK_FAKES)
 
 # libFuzzer targets, NAME:MODULE:FUNCTION each: fuzz/lua_target.c calls MODULE.FUNCTION(input)
 # for every input, starting from the seeds in fuzz/corpus/NAME/. A decoder is one more word

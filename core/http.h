@@ -2,7 +2,7 @@
  * (Xfer) and the functions that run it. http_multi.c drives libcurl's multi_socket interface
  * on the host's libuv loop and turns curl's news into wake-ups; http.c is the Lua face (options,
  * request handles); http_upgrade.c is the raw upgraded stream (sandlot.http.upgrade); http_serve.c is the
- * HTTP/1.1 server (sandlot.http.serve). */
+ * HTTP/1.1 server (sandlot.http.serve) and http_request.c its request parser. */
 #ifndef SANDLOT_HTTP_H
 #define SANDLOT_HTTP_H
 
@@ -100,6 +100,8 @@ void sl_http_upgrade_open(lua_State *L);  /* registers the sandlot.http.stream m
 /* http_serve.c */
 int sl_http_serve(lua_State *L);          /* http.serve(opts, dispatch) -> server | nil, err */
 void sl_http_serve_open(lua_State *L);
+
+/* http_request.c */
 int sl_http_parse_request(lua_State *L);  /* http.parse_request(bytes, ...) -> {req, ...} */    /* registers the server and conn metatables */
 
 #endif

@@ -1,6 +1,6 @@
 /* http_serve.c: sandlot.core.http.serve: a small HTTP/1.1 server on the host's loop, for strict
- * fakes and local receivers. Requests are parsed by Debian's libhttp-parser (nodejs's parser,
- * 2.9); every complete request is handed to a Lua dispatcher (lua/sandlot/_http_serve.lua) in
+ * fakes and local receivers. Requests are read by http_request.c (Debian's libhttp-parser,
+ * within limits); every complete request is handed to a Lua dispatcher (lua/sandlot/_http_serve.lua) in
  * a task of its own, which writes the answer through conn:write() and ends with conn:finish().
  *
  * A connection reads only while it waits for a request: while one is handled, reading stops
@@ -13,15 +13,12 @@
  *     \--bad request--> LINGER <--finish(no keep)-/        a write waiting idle_timeout: closed
  *
  * Server and Conn are owned by C until their handles' close callbacks; the Lua boxes point in. */
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-
-#include <http_parser.h>
 
 #include "http.h"
+#include "http_request.h"
 
 #define SRV_MT "sandlot.http.server"
 #define CONN_MT "sandlot.http.conn"
@@ -64,18 +61,10 @@ struct Conn {
   SlHost *host;
   int live;                                /* handles, writes and the shutdown in flight */
   bool killed, reading, pend_due;
-  bool detached;                           /* http.parse_request: no socket, no answers */
   int state;
-  http_parser p;
-  char *head;                              /* url '\0' (name '\0' value '\0')* */
-  size_t head_len, head_cap;
-  int last;                                /* 0: url, 1: a name, 2: a value, 3: body */
-  char *body;
-  size_t body_len, body_cap;
+  SlReq req;                               /* the request being read (http_request.c) */
   char *pend;                              /* bytes after a complete request, not parsed yet */
   size_t pend_len;
-  int err_status;                          /* set by a callback that refused the request */
-  bool keep_alive;
   SlTask *writer;
   CWrite *wcur;
   ConnBox *box;                            /* the request being handled */
@@ -89,8 +78,7 @@ static void server_maybe_free(Server *s) {
 
 static void conn_maybe_free(Conn *c) {
   if (!c->killed || c->live > 0) return;
-  free(c->head);
-  free(c->body);
+  sl_req_free(&c->req);
   free(c->pend);
   free(c);
 }
@@ -219,223 +207,13 @@ static void conn_refuse(Conn *c, int status) {
   conn_end(c);
 }
 
-/* ---------------------------------------------------------------- parsing */
-
-static bool head_raw(Conn *c, const char *at, size_t n) {
-  if (c->head_len + n + 1 > c->s->max_head) {
-    c->err_status = 431;
-    return false;
-  }
-  if (c->head_len + n + 1 > c->head_cap) {
-    size_t cap = c->head_cap ? c->head_cap : 1024;
-    while (cap < c->head_len + n + 1) cap *= 2;
-    if (cap > c->s->max_head) cap = c->s->max_head;
-    char *p = realloc(c->head, cap);
-    if (p == NULL) {
-      c->err_status = 503;
-      return false;
-    }
-    c->head = p;
-    c->head_cap = cap;
-  }
-  memcpy(c->head + c->head_len, at, n);
-  c->head_len += n;
-  return true;
+/* Expect: 100-continue (from the parser, on a request whose body is wanted) */
+static bool send_continue(void *ud) {
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  return conn_send(ud, cont, sizeof(cont) - 1) != NULL;
 }
-
-/* Appends url, name or value bytes: a NUL in them is refused (it separates the fields). */
-static bool head_add(Conn *c, const char *at, size_t n) {
-  if (memchr(at, '\0', n) != NULL) {
-    c->err_status = 400;
-    return false;
-  }
-  return head_raw(c, at, n);
-}
-
-static bool head_nul(Conn *c) { return head_raw(c, "", 1); }
-
-static int on_message_begin(http_parser *p) {
-  Conn *c = p->data;
-  c->head_len = 0;
-  c->body_len = 0;
-  c->last = 0;
-  return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t n) {
-  return head_add(p->data, at, n) ? 0 : -1;
-}
-
-static int on_field(http_parser *p, const char *at, size_t n) {
-  Conn *c = p->data;
-  bool ok = true;
-  if (c->last == 3) return 0;                               /* trailers are dropped */
-  if (c->last == 0) ok = head_nul(c);                       /* ends the url */
-  else if (c->last == 2) ok = head_nul(c);                  /* ends a value */
-  c->last = 1;
-  return ok && head_add(c, at, n) ? 0 : -1;
-}
-
-static int on_value(http_parser *p, const char *at, size_t n) {
-  Conn *c = p->data;
-  bool ok = true;
-  if (c->last == 3) return 0;
-  if (c->last == 1) ok = head_nul(c);                       /* ends the name */
-  c->last = 2;
-  return ok && head_add(c, at, n) ? 0 : -1;
-}
-
-/* Length of the NUL-terminated field at off, never past head_len (then -1). */
-static ptrdiff_t head_field(Conn *c, size_t off) {
-  if (off >= c->head_len) return -1;
-  const char *z = memchr(c->head + off, '\0', c->head_len - off);
-  return z != NULL ? z - (c->head + off) : -1;
-}
-
-/* Walks the name/value pairs of c->head: *off starts at 0; false at the end. */
-static bool head_next(Conn *c, size_t *off, const char **name, const char **value) {
-  ptrdiff_t n;
-  if (*off == 0) {
-    if ((n = head_field(c, 0)) < 0) return false;
-    *off = (size_t)n + 1;
-  }
-  if ((n = head_field(c, *off)) < 0) return false;
-  *name = c->head + *off;
-  *off += (size_t)n + 1;
-  if ((n = head_field(c, *off)) < 0) return false;
-  *value = c->head + *off;
-  *off += (size_t)n + 1;
-  return true;
-}
-
-static int on_headers_complete(http_parser *p) {
-  Conn *c = p->data;
-  bool ok = true;
-  if (c->last == 0) ok = head_nul(c);
-  else if (c->last == 1) ok = head_nul(c) && head_nul(c);   /* a name without a value */
-  else ok = head_nul(c);
-  c->last = 3;
-  if (!ok) return -1;
-  if (p->content_length != ULLONG_MAX && p->content_length > c->s->max_body) {
-    c->err_status = 413;
-    return -1;
-  }
-  size_t off = 0;
-  const char *name, *value;
-  while (!c->detached && head_next(c, &off, &name, &value))
-    if (strcasecmp(name, "expect") == 0 && strcasecmp(value, "100-continue") == 0 &&
-        p->content_length != 0) {
-      static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-      if (conn_send(c, cont, sizeof(cont) - 1) == NULL) return -1;
-    }
-  return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n) {
-  Conn *c = p->data;
-  if (n > c->s->max_body - c->body_len) {
-    c->err_status = 413;
-    return -1;
-  }
-  if (c->body_len + n > c->body_cap) {        /* grows with what came, never by the claim */
-    size_t cap = c->body_cap ? c->body_cap : 4096;
-    while (cap < c->body_len + n) cap *= 2;
-    if (cap > c->s->max_body) cap = c->s->max_body;
-    char *b = realloc(c->body, cap);
-    if (b == NULL) {
-      c->err_status = 503;
-      return -1;
-    }
-    c->body = b;
-    c->body_cap = cap;
-  }
-  memcpy(c->body + c->body_len, at, n);
-  c->body_len += n;
-  return 0;
-}
-
-static int on_message_complete(http_parser *p) {
-  Conn *c = p->data;
-  c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
-  http_parser_pause(p, 1);                   /* execute returns; the rest waits in c->pend */
-  return 0;
-}
-
-static const http_parser_settings settings = {
-  .on_message_begin = on_message_begin, .on_url = on_url, .on_header_field = on_field,
-  .on_header_value = on_value, .on_headers_complete = on_headers_complete,
-  .on_body = on_body, .on_message_complete = on_message_complete,
-};
 
 /* ---------------------------------------------------------------- dispatching */
-
-/* Pushes the lower-cased name; repeated headers are joined with ", " as RFC 9110 allows. */
-static void push_headers(lua_State *L, Conn *c) {
-  lua_newtable(L);
-  size_t off = 0;
-  const char *name, *value;
-  while (head_next(c, &off, &name, &value)) {
-    luaL_Buffer b;
-    size_t n = strlen(name);
-    char *low = luaL_buffinitsize(L, &b, n);
-    for (size_t i = 0; i < n; i++)
-      low[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
-    luaL_pushresultsize(&b, n);              /* [t, name] */
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {  /* [t, name, old] */
-      lua_pushliteral(L, ", ");
-      lua_pushstring(L, value);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushstring(L, value);
-    }
-    lua_rawset(L, -3);
-  }
-}
-
-static void push_target(lua_State *L, const char *url) {
-  const char *path = url, *q = strchr(url, '?');
-  size_t plen = q != NULL ? (size_t)(q - url) : strlen(url);
-  struct http_parser_url u;
-  http_parser_url_init(&u);
-  if (url[0] != '/' && url[0] != '*' &&                /* absolute form: take its path */
-      http_parser_parse_url(url, strlen(url), 0, &u) == 0) {
-    if (u.field_set & (1 << UF_PATH)) {
-      path = url + u.field_data[UF_PATH].off;
-      plen = u.field_data[UF_PATH].len;
-    } else {
-      path = "/";
-      plen = 1;
-    }
-    q = (u.field_set & (1 << UF_QUERY)) ? url + u.field_data[UF_QUERY].off - 1 : NULL;
-  }
-  lua_pushlstring(L, path, plen);
-  lua_setfield(L, -2, "path");
-  if (q != NULL) {
-    const char *end = strchr(q + 1, '#');
-    lua_pushlstring(L, q + 1, end != NULL ? (size_t)(end - q - 1) : strlen(q + 1));
-  } else {
-    lua_pushliteral(L, "");
-  }
-  lua_setfield(L, -2, "query");
-}
-
-/* Pushes req = {method, path, query, headers, body, keep_alive, http_version}. */
-static void push_request(lua_State *L, Conn *c) {
-  lua_createtable(L, 0, 7);
-  lua_pushstring(L, http_method_str((enum http_method)c->p.method));
-  lua_setfield(L, -2, "method");
-  push_target(L, c->head);
-  push_headers(L, c);
-  lua_setfield(L, -2, "headers");
-  lua_pushlstring(L, c->body != NULL ? c->body : "", c->body_len);
-  lua_setfield(L, -2, "body");
-  lua_pushboolean(L, c->keep_alive);
-  lua_setfield(L, -2, "keep_alive");
-  lua_pushfstring(L, "%d.%d", (int)c->p.http_major, (int)c->p.http_minor);
-  lua_setfield(L, -2, "http_version");
-}
 
 /* [dispatcher, conn lightuserdata] -> spawns dispatcher(conn box, req) as a task. */
 static int spawn_p(lua_State *L) {
@@ -444,7 +222,7 @@ static int spawn_p(lua_State *L) {
   ConnBox *box = lua_newuserdatauv(L, sizeof(*box), 0);
   box->c = NULL;
   luaL_setmetatable(L, CONN_MT);
-  push_request(L, c);
+  sl_req_push(L, &c->req);
   sl_sched_spawn(L, 2, false);
   box->c = c;                                /* only now: a raise above frees nothing twice */
   c->box = box;
@@ -470,18 +248,16 @@ static void dispatch(Conn *c) {
     conn_kill(c, "internal", "the request could not be dispatched");
   }
   if (!c->killed) {                          /* the body went to Lua: keep no copy */
-    free(c->body);
-    c->body = NULL;
-    c->body_len = c->body_cap = 0;
+    sl_req_drop_body(&c->req);
   }
 }
 
 /* Parses n bytes in state READ: dispatches a complete request (keeping what follows it),
  * refuses a bad one, or waits for more. */
 static void feed(Conn *c, const char *data, size_t n) {
-  size_t used = http_parser_execute(&c->p, &settings, data, n);
-  enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
-  if (e == HPE_PAUSED) {
+  size_t used;
+  int status, rc = sl_req_feed(&c->req, data, n, &used, &status);
+  if (rc == SL_REQ_DONE) {
     if (used < n) {
       char *rest = malloc(n - used);
       if (rest == NULL) {
@@ -495,11 +271,7 @@ static void feed(Conn *c, const char *data, size_t n) {
     dispatch(c);
     return;
   }
-  if (e != HPE_OK) {
-    int status = c->err_status != 0 ? c->err_status
-                 : e == HPE_HEADER_OVERFLOW ? 431 : 400;
-    conn_refuse(c, status);
-  }
+  if (rc == SL_REQ_BAD) conn_refuse(c, status);
 }
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
@@ -580,8 +352,9 @@ static void on_connection(uv_stream_t *listener, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  http_parser_init(&c->p, HTTP_REQUEST);
-  c->p.data = c;
+  sl_req_init(&c->req, s->max_head, s->max_body);
+  c->req.on_continue = send_continue;
+  c->req.ud = c;
   c->state = C_READ;
   uv_timer_start(&c->timer, on_timer, s->idle_ms, 0);
   set_reading(c, true);
@@ -646,12 +419,12 @@ static int conn_finish(lua_State *L) {
   if (c == NULL || c->killed || c->state != C_HANDLE) return 1;
   box->c = NULL;
   c->box = NULL;
-  if (!keep || !c->keep_alive || c->s == NULL || c->s->released) {
+  if (!keep || !c->req.keep_alive || c->s == NULL || c->s->released) {
     conn_end(c);
     return 1;
   }
   c->state = C_READ;
-  http_parser_pause(&c->p, 0);
+  sl_req_next(&c->req);
   if (c->pend_len > 0) {                     /* parsed from the loop, not from this task */
     c->pend_due = true;
     uv_timer_start(&c->timer, on_timer, 0, 0);
@@ -672,57 +445,6 @@ static int conn_close(lua_State *L) {
 }
 
 static int box_gc(lua_State *L) { return conn_close(L); }
-
-/* ---------------------------------------------------------------- parsing alone */
-
-/* http.parse_request(bytes [, chunk [, max_head [, max_body]]]) -> {req, ...}, used | nil,
- * status: the server's parser without a socket (fuzzing, tests), fed chunk bytes at a time.
- * used: the bytes that made whole requests; status: the answer a server would give. */
-int sl_http_parse_request(lua_State *L) {
-  size_t n;
-  const char *data = luaL_checklstring(L, 1, &n);
-  lua_Integer chunk = luaL_optinteger(L, 2, (lua_Integer)n + 1);
-  luaL_argcheck(L, chunk > 0, 2, "must be > 0");
-  Server s = {.max_head = (size_t)luaL_optinteger(L, 3, 64 << 10),
-              .max_body = (size_t)luaL_optinteger(L, 4, 1 << 20)};
-  luaL_argcheck(L, s.max_head >= 16, 3, "must be >= 16");
-  lua_settop(L, 1);
-  Conn c = {.s = &s, .detached = true};
-  http_parser_init(&c.p, HTTP_REQUEST);
-  c.p.data = &c;
-  lua_newtable(L);
-  lua_Integer k = 0;
-  size_t off = 0, used = 0;
-  int status = 0;
-  while (off < n) {
-    size_t len = n - off < (size_t)chunk ? n - off : (size_t)chunk;
-    size_t took = http_parser_execute(&c.p, &settings, data + off, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c.p);
-    off += took;
-    if (e == HPE_PAUSED) {
-      push_request(L, &c);
-      lua_rawseti(L, -2, ++k);
-      used = off;
-      c.body_len = 0;
-      http_parser_pause(&c.p, 0);
-      if (!c.keep_alive) break;               /* a server stops reading here */
-      continue;
-    }
-    if (e != HPE_OK) {
-      status = c.err_status != 0 ? c.err_status : e == HPE_HEADER_OVERFLOW ? 431 : 400;
-      break;
-    }
-  }
-  free(c.head);
-  free(c.body);
-  if (status != 0) {
-    lua_pushnil(L);
-    lua_pushinteger(L, status);
-    return 2;
-  }
-  lua_pushinteger(L, (lua_Integer)used);
-  return 2;
-}
 
 /* ---------------------------------------------------------------- Lua API: server */
 

@@ -131,8 +131,8 @@ function Server:close()
   end
   return true
 end
-Server.__close = Server.close
-Server.__gc = Server.close
+Server.__close = Server.close      -- no __gc: the core's server handle closes itself when
+                                   -- collected, and cancelling tasks has no place in a finalizer
 
 ---Returns {connections, accepted, requests, handling} (counts).
 function Server:stats()

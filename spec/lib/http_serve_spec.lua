@@ -27,10 +27,13 @@ local function echo(req)
 end
 
 describe("sandlot.http.serve", function()
-  it("is reachable as sandlot.http.serve and require('sandlot.http').serve", function()
-    assert.equal(require("sandlot.http").serve, sandlot.http.serve)
-    assert.is_function(sandlot.http.serve)
-  end)
+  it("is reachable as sandlot.http.serve and require('sandlot.http').serve", h.task(function()
+    -- (other specs reload modules, so the two need not be the same function value)
+    for _, serve in ipairs({ require("sandlot.http").serve, require("sandlot").http.serve }) do
+      local srv <close> = assert(serve({ handler = echo }))
+      assert.equal(200, assert(http.request({ url = srv.url .. "/" })).status)
+    end
+  end))
 
   it("raises on misuse", function()
     assert.has_error(function() http.serve({}) end)
@@ -216,6 +219,43 @@ describe("sandlot.http.serve", function()
     for i = 1, 6 do assert.equal("GET /s" .. i .. "  - 0", out[i]) end
     assert.is_true(most >= 2, "handlers ran one at a time")
     assert.equal(0, now)
+  end))
+
+  it("answers pipelined requests in order, and HTTP/1.0 without keep-alive", h.task(function()
+    local srv <close> = assert(http.serve({ handler = function(req)
+      if req.path == "/slow" then sandlot.sleep(0.05) end
+      return echo(req)
+    end }))
+    local reqs = "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+      .. "GET /c HTTP/1.0\r\n\r\nGET /never HTTP/1.1\r\n\r\n"
+    local r = assert(sandlot.proc.run({ "bash", "-c",
+      "exec 3<>/dev/tcp/127.0.0.1/" .. srv.port .. "; printf '%s' \"$REQS\" >&3; cat <&3" },
+      { env = { REQS = reqs }, timeout = 20 }))
+    assert.equal(0, r.exit_code, r.stderr)
+    local bodies = {}
+    for b in r.stdout:gmatch("\r\n\r\n([^H]*)") do bodies[#bodies + 1] = b end
+    assert.same({ "GET /slow  - 0", "POST /b  - 3", "GET /c  - 0" }, bodies)
+    assert.matches("Connection: close", r.stdout)       -- the 1.0 answer ends it
+    assert.equal(3, srv:stats().requests)
+  end))
+
+  it("closes a connection whose client takes no data within idle_timeout", h.task(function()
+    local big = ("z"):rep(32 * 1024 * 1024)
+    local srv <close> = assert(http.serve({ idle_timeout = 0.3, handler = function()
+      return { status = 200, body = big }
+    end }))
+    local p = assert(sandlot.proc.spawn({ "bash", "-c",
+      "exec 3<>/dev/tcp/127.0.0.1/" .. srv.port .. "; printf 'GET / HTTP/1.1\\r\\n\\r\\n' >&3;"
+      .. " sleep 30" }))
+    assert.is_truthy(h.eventually(function() return srv:stats().handling == 1 end, 5))
+    assert.is_truthy(h.eventually(function()
+      local st = srv:stats()
+      return st.handling == 0 and st.connections == 0
+    end, 10), "the stalled answer was not given up")
+    p:kill("KILL")
+    p:wait()
+    p:close()
   end))
 
   it("closes idle connections after idle_timeout", h.task(function()
