@@ -33,7 +33,7 @@ local M = {
   description = "E2B cloud sandboxes (REST API and envd over Connect)",
   capabilities = { files = true, background = true, url = true, remote = true },
   config = { api_url = "string", domain = "string", api_key = "string",
-             sandbox_url = "string", template = "string" },
+             sandbox_url = "string", template = "string", request_timeout = "number" },
   create_options = { template = "string", auto_pause = "boolean" },
 }
 
@@ -45,6 +45,7 @@ local META_LIFETIME = "sandlot.lifetime"
 local SANDBOX_ID = "^[a-z0-9][a-z0-9%-]*$"     -- [a-z0-9]+, or {id}-{clientID}
 local CHUNK = 256 * 1024                       -- stdin bytes per SendInput
 local QUEUE_MAX = 4 * 1024 * 1024              -- spawn output queued before reading stops
+local STREAM_SLACK = 3                         -- s past an exec's timeout (envd's deadline)
 
 local function fail(code, fmt, ...)
   return nil, errors.new(code, fmt:format(...))
@@ -57,6 +58,11 @@ local function setting(ctx, key, env)
   if v == nil or v == "" then v = os.getenv(env) end
   if v == "" then return nil end
   return v
+end
+
+-- Seconds per API call (the SDK's requestTimeoutMs is 60 s).
+local function request_timeout(ctx)
+  return tonumber(ctx.config and ctx.config.request_timeout) or 60
 end
 
 local function domain_of(ctx)
@@ -91,7 +97,8 @@ local function control(ctx)
   local key = setting(ctx, "api_key", "E2B_API_KEY")
   local url = setting(ctx, "api_url", "E2B_API_URL") or ("https://api." .. domain_of(ctx))
   return api.client(ctx, {
-    name = "e2b", base_url = url, timeout = 60, errors = REST_ERRORS, retry = RETRY,
+    name = "e2b", base_url = url, timeout = request_timeout(ctx), errors = REST_ERRORS,
+    retry = RETRY,
     auth = function()
       if key == nil then
         return nil, errors.new("auth_failed", "no api_key in the provider's config and " ..
@@ -163,7 +170,7 @@ local function envd(ctx, handle)
                or ("https://%s-%s.%s"):format(ENVD_PORT, sid, info.domain or
                                               handle.domain or domain_of(ctx))
   return api.client(ctx, {
-    name = "e2b", base_url = base, timeout = 60, errors = ENVD_ERRORS,
+    name = "e2b", base_url = base, timeout = request_timeout(ctx), errors = ENVD_ERRORS,
     retry = { attempts = 3, safe = true, statuses = { [429] = true, [503] = true } },
     headers = { ["E2b-Sandbox-Id"] = sid, ["E2b-Sandbox-Port"] = ENVD_PORT },
     auth = token and function() return "X-Access-Token", token end or nil,
@@ -444,7 +451,7 @@ local function start(c, proc, stdin, timeout, on_event)
   if timeout then headers["Connect-Timeout-Ms"] = tostring(math.max(1, math.ceil(timeout * 1e3))) end
   return c:stream("POST", "/process.Process/Start", {
     body = connect.encode({ process = proc, stdin = stdin }), headers = headers, retry = false,
-    timeout = timeout and timeout + 30 or false, decode = false,
+    timeout = timeout and timeout + STREAM_SLACK or false, decode = false,
     on_frame = connect.decoder(function(m)
       local ev = type(m) == "table" and m.event
       if type(ev) ~= "table" then return fail("bad_response", "envd: a message without event") end

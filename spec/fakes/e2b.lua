@@ -251,6 +251,7 @@ function Fake:list(req)
     if ok and (not q.nextToken or sid > q.nextToken) then ids[#ids + 1] = sid end
   end
   table.sort(ids)
+  limit = math.min(limit, self.page_size or limit)
   local page, headers = json.array(), {}
   for i = 1, math.min(limit, #ids) do
     page[i] = sandbox_json(self.sandboxes[ids[i]], true)
@@ -335,13 +336,13 @@ function Fake:api(req)
 end
 
 ---A fake without servers (for handlers called directly): opts = {token, backend_dir,
----max_lifetime, envd_delay}.
+---max_lifetime, envd_delay (s before envd answers), page_size (list pages at most)}.
 function M.new(opts)
   opts = opts or {}
   local dir = assert(opts.backend_dir, "spec.fakes.e2b: opts.backend_dir is required")
   local f = setmetatable({
     token = opts.token or ("e2b_" .. id.hex(20)), sandboxes = {}, faults = {}, rejected = {},
-    requests = {}, created = 0, list_pages = 0, max_lifetime = opts.max_lifetime
+    requests = {}, created = 0, list_pages = 0, page_size = opts.page_size, max_lifetime = opts.max_lifetime
     or M.MAX_LIFETIME, envd_delay = opts.envd_delay or 0,
     backend = { name = "e2b-fake", config = { state_dir = dir, isolation = "namespaces" },
                 warn = function() end },
@@ -359,7 +360,8 @@ function M.start(opts)
           .stdout:gsub("%s+$", "")
   end
   local f = M.new({ token = opts.token, backend_dir = opts.backend_dir or tmp,
-                    max_lifetime = opts.max_lifetime, envd_delay = opts.envd_delay })
+                    max_lifetime = opts.max_lifetime, envd_delay = opts.envd_delay,
+                    page_size = opts.page_size })
   local max = opts.max_body or 512 * 1024 * 1024
   local api_srv = assert(sandlot.http.serve{ host = "127.0.0.1", port = opts.port or 0,
                                              max_body = max,

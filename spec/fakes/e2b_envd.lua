@@ -157,10 +157,9 @@ local function pump(s, r)
     end
     push(r, { event = { ["end"] = e } })
   end
-  r.exited = true
+  if r.deadline then r.deadline:cancel() end
+  r.exited = os.time()                                 -- connectable for 30 s after exit
   push(r, { done = true })
-  sandlot.sleep(30)                                    -- connectable for 30 s after exit
-  if s.procs[r.pid] == r then s.procs[r.pid] = nil end
 end
 
 -- A streaming body: envelopes from position i of r's events, then the end of the stream.
@@ -234,9 +233,8 @@ local function start_process(f, s, msg, headers)
   sandlot.spawn(pump, s, r)
   local ms = tonumber(headers["connect-timeout-ms"] or "")
   if ms and ms > 0 then
-    sandlot.spawn(function()
-      sandlot.sleep(ms / 1000)
-      if not r.exited then
+    r.deadline = sandlot.spawn(function()
+      if sandlot.sleep(ms / 1000) and not r.exited then
         r.deadline_hit = true
         p:kill("KILL")
       end
@@ -247,6 +245,9 @@ local function start_process(f, s, msg, headers)
 end
 
 local function find_process(s, sel)
+  for pid, r in pairs(s.procs) do
+    if r.exited and os.time() - r.exited > 30 then s.procs[pid] = nil end
+  end
   for _, r in pairs(s.procs) do
     if (sel.pid and r.pid == sel.pid) or (sel.tag and r.tag == sel.tag) then return r end
   end
