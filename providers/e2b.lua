@@ -215,15 +215,15 @@ local function env_vars(env)
   return next(out) and out or nil
 end
 
--- Waits until envd answers GET /health (204).
+-- Waits until envd answers GET /health (204); the proxy's 502 is "not yet".
 local function await_envd(ctx, handle, timeout)
   local c, err = envd(ctx, handle)
   if not c then return nil, err end
   return c:poll(function()
     local ok, herr = c:call("GET", "/health", { want = { 204, 200 }, timeout = 10, retry = 1 })
     if ok then return true end
-    if herr.code == "not_found" or herr.code == "auth_failed" then return nil, herr end
-    return false
+    if herr.code == "auth_failed" then return nil, herr end
+    return false                           -- 502 (port not open yet), 503, a timeout: not yet
   end, { timeout = timeout or 60, interval = 0.05, max_interval = 1,
          what = "envd did not answer GET /health" })
 end
