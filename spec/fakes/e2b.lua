@@ -10,7 +10,8 @@
 -- retry_after = 1, hang = s, drop = true, times = n, error_code = "..."}. Every answer it
 -- refused is logged in fake.rejected (injected faults are not).
 --   local f = require("spec.fakes.e2b").start{}
---   -> f.url, f.sandbox_url, f.token (the API key), f.fake (state), f.stop()
+--   -> f.url, f.sandbox_url, f.token (the API key), f.fake (state), f.rejected(), f.stop()
+-- GET {url}/_fake/config (no key) tells sandbox_url to a client given one URL (check-fakes).
 local sandlot = require("sandlot")
 local json = require("sandlot.wire.json")
 local lp = require("providers.local")
@@ -65,8 +66,17 @@ function Fake:refuse(req, status, body, headers, why)
   return answer(status, body, headers)
 end
 
-function Fake:rest_error(req, status, message, error_code)
-  return self:refuse(req, status, { code = status, message = message, error_code = error_code })
+---An answer that is the service's word on the world (a missing sandbox or file, a paused
+---one): logged in fake.denied, not fake.rejected, since a correct client meets these too.
+function Fake:deny(req, status, body, headers)
+  self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = status }
+  return answer(status, body, headers)
+end
+
+function Fake:rest_error(req, status, message, error_code, domain)
+  local body = { code = status, message = message, error_code = error_code }
+  if domain then return self:deny(req, status, body) end
+  return self:refuse(req, status, body)
 end
 
 -- The first matching injected fault, counted down.
@@ -266,7 +276,7 @@ function Fake:on_sandbox(req, sid, what)
   local s = self:lookup(sid)
   if not s then
     return self:rest_error(req, 404, ("Sandbox %q doesn't exist or you don't have access to it")
-                                     :format(sid))
+                                     :format(sid), nil, true)
   end
   local m = req.method
   if what == "" and m == "GET" then return answer(200, sandbox_json(s, true)) end
@@ -279,7 +289,7 @@ function Fake:on_sandbox(req, sid, what)
       local _, refusal = self:json_body(req, true)
       if refusal then return refusal end
     end
-    if s.state == "paused" then return self:rest_error(req, 409, "Sandbox is already paused") end
+    if s.state == "paused" then return self:rest_error(req, 409, "Sandbox is already paused", nil, true) end
     self:pause(s)
     return answer(204)
   end
@@ -310,6 +320,9 @@ function Fake:api(req)
   local route = req.method .. " " .. req.path
   self.requests[#self.requests + 1] = { route = route, query = req.query, body = req.body,
                                         headers = req.headers }
+  if route == "GET /_fake/config" then    -- for one-URL clients (check-fakes): not E2B's
+    return answer(200, { sandbox_url = self.sandbox_url })
+  end
   local f = self:fault(route)
   if f then
     local a = apply_fault(f)
@@ -342,6 +355,7 @@ function M.new(opts)
   local dir = assert(opts.backend_dir, "spec.fakes.e2b: opts.backend_dir is required")
   local f = setmetatable({
     token = opts.token or ("e2b_" .. id.hex(20)), sandboxes = {}, faults = {}, rejected = {},
+    denied = {},
     requests = {}, created = 0, list_pages = 0, page_size = opts.page_size, max_lifetime = opts.max_lifetime
     or M.MAX_LIFETIME, envd_delay = opts.envd_delay or 0,
     backend = { name = "e2b-fake", config = { state_dir = dir, isolation = "namespaces" },
@@ -369,8 +383,16 @@ function M.start(opts)
   local envd_srv = assert(sandlot.http.serve{ host = "127.0.0.1", port = opts.envd_port or 0,
                                               max_body = max,
                                               handler = function(req) return f:envd(req) end })
+  f.sandbox_url = envd_srv.url
   return {
     url = api_srv.url, sandbox_url = envd_srv.url, token = f.token, fake = f,
+    rejected = function()                  -- for spec/fakes/check/run.lua: one line each
+      local out = {}
+      for _, r in ipairs(f.rejected) do
+        out[#out + 1] = ("%s %s -> %d: %s"):format(r.method, r.path, r.status, r.why)
+      end
+      return out
+    end,
     stop = function()
       for sid in pairs(f.sandboxes) do f:kill(sid) end
       api_srv:close()

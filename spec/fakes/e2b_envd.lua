@@ -226,7 +226,9 @@ local function start_process(f, s, msg, headers)
   if not p then return nil, "internal", tostring(err) end
   f.next_pid = f.next_pid + 1
   local r = { pid = f.next_pid, p = p, events = {}, waiters = {}, tag = msg.tag,
-              stdin = msg.stdin ~= false }
+              stdin = msg.stdin ~= false,
+              config = { cmd = pc.cmd, args = json.array(pc.args or {}), envs = pc.envs or {},
+                         cwd = cwd } }
   s.procs[r.pid] = r
   if not r.stdin then p:close_stdin() end
   push(r, { event = { start = { pid = r.pid } } })
@@ -256,7 +258,7 @@ end
 -- Routes -------------------------------------------------------------------------------------
 
 local function connect_error(f, req, status, code, message)
-  return f:refuse(req, status, { code = code, message = message })
+  return f:deny(req, status, { code = code, message = message })
 end
 
 local RPC = {}
@@ -304,7 +306,7 @@ end
 RPC["process.Process/List"] = function(_, s)
   local out = json.array()
   for _, r in pairs(s.procs) do
-    if not r.exited then out[#out + 1] = { pid = r.pid, tag = r.tag } end
+    if not r.exited then out[#out + 1] = { config = r.config, pid = r.pid, tag = r.tag } end
   end
   return { processes = out }
 end
@@ -375,9 +377,9 @@ local function rpc(f, s, req, method, M)
     raw = nil
     msgs = msgs[1].value
     local msg, why = conform(msgs, SCHEMAS[method], "request")
-    local function stream_error(code, message)
-      f.rejected[#f.rejected + 1] = { method = req.method, path = req.path, status = 200,
-                                      why = message }
+    local function stream_error(code, message, domain)
+      local log = domain and f.denied or f.rejected
+      log[#log + 1] = { method = req.method, path = req.path, status = 200, why = message }
       return { status = 200, headers = { ["Content-Type"] = "application/connect+json" },
                body = connect.end_stream(code, message) }
     end
@@ -388,12 +390,12 @@ local function rpc(f, s, req, method, M)
     if method == "process.Process/Start" then
       local code, message
       r, code, message = start_process(f, s, msg, req.headers)
-      if not r then return stream_error(code, message) end
+      if not r then return stream_error(code, message, true) end
       i = 1
     else
       local code, message
       r, code, message = selected(s, msg)
-      if not r then return stream_error(code, message) end
+      if not r then return stream_error(code, message, true) end
       i, only_end = #r.events + 1, false
       if r.exited then i = 1; only_end = true end
     end
@@ -402,7 +404,7 @@ local function rpc(f, s, req, method, M)
   end
   local v = json.decode(raw)
   local msg, why = conform(v, SCHEMAS[method], "request")
-  if not msg then return connect_error(f, req, 400, "invalid_argument", why) end
+  if not msg then return f:refuse(req, 400, { code = "invalid_argument", message = why }) end
   local out, code, message = RPC[method](f, s, msg, M)
   if not out then return connect_error(f, req, STATUS[code] or 500, code, message) end
   return M.answer(200, out)
@@ -414,10 +416,10 @@ local function get_file(f, s, req, q)
   if not abs then return f:refuse(req, 400, { code = 400, message = "path is required" }) end
   local e = stat(f, s, abs)
   if not e then
-    return f:refuse(req, 404, { code = 404, message = "path '" .. abs .. "' does not exist" })
+    return f:deny(req, 404, { code = 404, message = "path '" .. abs .. "' does not exist" })
   end
   if e.type == "directory" then
-    return f:refuse(req, 400, { code = 400, message = "path '" .. abs .. "' is a directory" })
+    return f:deny(req, 400, { code = 400, message = "path '" .. abs .. "' is a directory" })
   end
   local data = assert(lp.read_file(f.backend, s.local_handle, abs))
   local ct = abs:match("%.json$") and "application/json"
@@ -448,7 +450,9 @@ local function post_file(f, s, req, q)
       local abs = resolve(q.path or p.filename)
       if not abs then return bad(400, "no path for a part") end
       local e = stat(f, s, abs)
-      if e and e.type == "directory" then return bad(400, "path is a directory: " .. abs) end
+      if e and e.type == "directory" then
+        return f:deny(req, 400, { code = 400, message = "path is a directory: " .. abs })
+      end
       local w, err = put(f, s, abs, p.data)
       if not w then return bad(500, tostring(err)) end
       written[#written + 1] = w
@@ -494,8 +498,8 @@ function E.install(f, M)
     if not port:match("^%d+$") then return self:refuse(req, 400, "Invalid sandbox port", text) end
     local s = self:lookup(sid)
     if not s or s.state ~= "running" then
-      return self:refuse(req, 502, { sandboxId = sid, message = "The sandbox was not found",
-                                     code = 502 })
+      return self:deny(req, 502, { sandboxId = sid, message = "The sandbox was not found",
+                                   code = 502 })
     end
     if port ~= ENVD_PORT then
       return self:refuse(req, 502, { sandboxId = sid, port = tonumber(port), code = 502,
