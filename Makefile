@@ -20,14 +20,15 @@ SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $
             -DSANDLOT_LUADIR='"$(LMODDIR)"' -DSANDLOT_MODDIR='"$(LIBDIR)/sandlot"' \
             $(shell pkg-config --cflags $(PKGS))
 LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib sqlite3)
-MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3)
+MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3) -lhttp_parser
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
 CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
-HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o
+HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o \
+            $(B)/http_serve.o $(B)/http_request.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
 SSH_OBJ   = $(SSH:%=$(B)/%.o)
 LIB_OBJ   = $(CORE_OBJ) $(HTTP_OBJ) $(SSH_OBJ) $(B)/net.o
@@ -36,11 +37,11 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
-            libcurl4-openssl-dev libssh2-1-dev libsqlite3-dev zlib1g-dev lua-cjson lua-busted bubblewrap \
+            libcurl4-openssl-dev libssh2-1-dev libhttp-parser-dev libsqlite3-dev zlib1g-dev lua-cjson lua-busted bubblewrap \
             docker.io openssh-server busybox-static clang libclang-rt-14-dev
 BUSTED    = /usr/bin/busted
 
-.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean
+.PHONY: all deps check-deps test asan check-fakes fuzz fuzz-list bench demo install uninstall clean
 
 all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc
 
@@ -55,7 +56,7 @@ $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
 
 $(B)/lib/sandlot/http.so: $(HTTP_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
-	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv)
+	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv) -lhttp_parser
 
 $(B)/lib/sandlot/ssh.so: $(SSH_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
@@ -68,7 +69,7 @@ $(B)/libsandlot.a: $(LIB_OBJ)
 $(B)/libsandlot.so: $(LIB_OBJ) core/exports.map
 	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 \
 	  -Wl,--version-script=core/exports.map -o $@ $(LIB_OBJ) \
-	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3)
+	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3) -lhttp_parser
 
 # the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
 $(B)/sandlot.so: $(LIB_OBJ) core/exports.map
@@ -112,6 +113,12 @@ test: deps
 asan:
 	$(MAKE) test SANITIZE=address,undefined
 
+# every spec/fakes/check/*.mjs against its fake, with the npm packages its header names
+# (installed into a temporary directory); skipped with a notice without node and npm.
+# See spec/fakes/check/run.lua. CHECK_FAKES="a.mjs b.mjs" runs only those.
+check-fakes: all
+	$(B)/sandlot spec/fakes/check/run.lua $(CHECK_FAKES)
+
 # libFuzzer targets, NAME:MODULE:FUNCTION each: fuzz/lua_target.c calls MODULE.FUNCTION(input)
 # for every input, starting from the seeds in fuzz/corpus/NAME/. A decoder is one more word
 # here (and a seed directory), e.g. wire_json:sandlot.wire.json:decode.
@@ -119,7 +126,8 @@ FUZZ_TARGETS = config:fuzz.targets:config json:sandlot.wire.json:decode \
                base64:sandlot.wire.base64:decode gzip:sandlot.wire.gzip:decompress \
                tar:sandlot.wire.tar:list connect:fuzz.targets:connect \
                ndjson:fuzz.targets:ndjson stdcopy:fuzz.targets:stdcopy \
-               multipart:fuzz.targets:multipart http_head:fuzz.targets:http_head
+               multipart:fuzz.targets:multipart http_head:fuzz.targets:http_head \
+               http_request:fuzz.targets:http_request
 FUZZ_SECONDS ?= 30
 FUZZ_CC  ?= clang
 FB        = build-fuzz
@@ -136,7 +144,8 @@ fuzz: deps
 	  $(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -g -O1 $(WARN) $(FUZZ_SAN) \
 	    -DFUZZ_MODULE="\"$$mod\"" -DFUZZ_FUNCTION="\"$$fn\"" -DFUZZ_ROOT="\"$(CURDIR)\"" \
 	    $(shell pkg-config --cflags lua5.4) -o $(FB)/fuzz-$$name fuzz/lua_target.c \
-	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3) || exit 1; \
+	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3) \
+	    -lhttp_parser || exit 1; \
 	  mkdir -p $(FB)/corpus/$$name; \
 	  echo "fuzz: $$name ($$mod.$$fn) for $(FUZZ_SECONDS)s"; \
 	  if $(FB)/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \

@@ -491,7 +491,8 @@ static const luaL_Reg req_meta[] = {
 static const luaL_Reg http_funcs[] = {
   {"request", http_request}, {"stats", http_stats}, {"escape", http_escape},
   {"parse_headers", http_parse_headers}, {"upgrade", sl_http_upgrade},
-  {"parse_response_head", http_parse_response_head}, {NULL, NULL}
+  {"parse_response_head", http_parse_response_head}, {"serve", sl_http_serve},
+  {"parse_request", sl_http_parse_request}, {NULL, NULL}
 };
 
 int luaopen_sandlot_core_http(lua_State *L) {
@@ -503,6 +504,7 @@ int luaopen_sandlot_core_http(lua_State *L) {
   }
   lua_pop(L, 1);
   sl_http_upgrade_open(L);
+  sl_http_serve_open(L);
   luaL_newlib(L, http_funcs);
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushfstring(L, "libcurl %s", v->version);
