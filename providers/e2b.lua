@@ -15,6 +15,8 @@
 -- Lifetime: create's `timeout` (E2B's own default, 300 s, when none is given). stop = pause,
 -- start = connect with the sandbox's lifetime again (connect alone resets it to 300 s);
 -- reconnect only reads the sandbox (GET), so its expiry stays where it was.
+-- `image` (or the create option `template`) names the E2B template; network = "none" is
+-- allow_internet_access = false.
 -- Relative paths resolve against the workdir (/home/user, the template user's home); a
 -- relative `..` above / is refused. env = {X = false} runs the command under `env -u X`.
 local api = require("sandlot.api")
@@ -230,20 +232,22 @@ end
 
 ---Creates a sandbox (POST /v2/sandboxes) and waits until envd answers.
 function M.create(ctx, opts)
-  if opts.network == "none" or type(opts.network) == "table" then
-    return fail("not_supported", "the e2b provider does not map network rules yet; use " ..
-                "network = \"all\" (E2B's default)")
+  if type(opts.network) == "table" then
+    return fail("not_supported", "the e2b provider does not map host allow-lists yet; use " ..
+                "network = \"none\" or \"all\"")
   end
-  for _, o in ipairs({ "cpus", "memory_mb", "disk_mb", "image", "mounts", "ports" }) do
+  if opts.mounts then return fail("not_supported", "E2B sandboxes cannot mount host paths") end
+  for _, o in ipairs({ "cpus", "memory_mb", "disk_mb", "ports" }) do
     if opts[o] ~= nil then ctx.warn(o .. " is set by the E2B template; ignored") end
   end
   local lifetime = opts.timeout and math.ceil(opts.timeout) or DEFAULT_LIFETIME
   local meta, merr = metadata(opts, lifetime)
   if not meta then return nil, merr end
   local c = control(ctx)
-  local body = { templateID = opts.template or (ctx.config or {}).template or "base",
-                 metadata = meta, envVars = env_vars(opts.env),
-                 autoPause = opts.auto_pause }
+  local body = { templateID = opts.template or opts.image or (ctx.config or {}).template
+                              or "base",
+                 metadata = meta, envVars = env_vars(opts.env), autoPause = opts.auto_pause }
+  if opts.network == "none" then body.allow_internet_access = false end
   if opts.timeout then body.timeout = lifetime end
   local made, err = c:call("POST", "/v2/sandboxes", { json = body, want = { 201 } })
   if not made then return nil, err end

@@ -194,6 +194,20 @@ describe("e2b provider", function()
     assert(sb:destroy())
   end))
 
+  it("maps image to the template and network = 'none' to allow_internet_access", h.task(function()
+    local sb = assert(sandlot.create("e2b", { image = "my-template", network = "none" }))
+    local s = fake.sandboxes[sb.id]
+    assert.same({ "my-template", false }, { s.template, s.internet })
+    local open = assert(sandlot.create("e2b", {}))
+    assert.same({ "base", true }, { fake.sandboxes[open.id].template,
+                                   fake.sandboxes[open.id].internet })
+    local r, err = sandlot.create("e2b", { network = { "example.com" } })
+    assert.is_nil(r)
+    assert.equal("not_supported", err.code)
+    assert(sb:destroy())
+    assert(open:destroy())
+  end))
+
   it("writes several files in one multipart request", h.task(function()
     local sb = assert(sandlot.create("e2b", {}))
     local before = count("envd POST /files")

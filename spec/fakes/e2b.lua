@@ -203,20 +203,24 @@ function Fake:create(req)
   if not is_map_of_strings(b.metadata) or not is_map_of_strings(b.envVars) then
     return self:rest_error(req, 400, "validation error: metadata and envVars are string maps")
   end
-  if b.autoPause ~= nil and type(b.autoPause) ~= "boolean" then
-    return self:rest_error(req, 400, "validation error: autoPause must be a boolean")
+  for _, k in ipairs({ "autoPause", "allow_internet_access" }) do
+    if b[k] ~= nil and type(b[k]) ~= "boolean" then
+      return self:rest_error(req, 400, "validation error: " .. k .. " must be a boolean")
+    end
   end
   local life, lerr = self:lifetime(req, b.timeout, M.DEFAULT_LIFETIME)
   if not life then return lerr end
   local env = {}
   for k, v in pairs(b.envVars or {}) do env[k] = v end
-  local lh, err = lp.create(self.backend, { env = env })
+  local lh, err = lp.create(self.backend, { env = env, network =
+                                             b.allow_internet_access == false and "none"
+                                             or "all" })
   if not lh then return self:rest_error(req, 500, tostring(err), "sandbox_create_failed") end
   assert(lp.mkdir(self.backend, lh, "/home/user", { parents = true }))
   local sid = id.hex(10)
   local t0 = os.time()
   local s = { id = sid, template = b.templateID, metadata = b.metadata or {}, state = "running",
-              started_at = t0, end_at = t0 + life, lifetime = life, auto_pause = b.autoPause,
+              started_at = t0, end_at = t0 + life, internet = b.allow_internet_access ~= false, lifetime = life, auto_pause = b.autoPause,
               token = "ea_" .. id.hex(16), local_handle = lh, procs = {}, ready_at =
               now() + self.envd_delay }
   self.sandboxes[sid] = s
