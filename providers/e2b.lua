@@ -1,34 +1,25 @@
--- providers/e2b.lua: E2B cloud sandboxes. The lifecycle goes through E2B's REST API
--- (api_url, X-API-Key), everything inside a sandbox through its envd daemon: files over plain
--- HTTP (/files), commands and directories over the Connect protocol with JSON (unary RPCs and
--- the process stream of process.Process/Start). No I/O at load time. This file maps E2B's
--- nouns to sandlot's; the wire work is sandlot.api and sandlot.wire.connect / multipart.
--- Reference: ../shared/provider-apis/e2b.md (checked against the `e2b` JS SDK 2.51).
---
--- Config (each falls back to the SDK's environment variable): api_url (E2B_API_URL, default
--- https://api.<domain>), domain (E2B_DOMAIN, default e2b.app), api_key (E2B_API_KEY),
--- sandbox_url (E2B_SANDBOX_URL: envd calls go there, with E2b-Sandbox-Id and E2b-Sandbox-Port,
--- as the SDK does; default https://49983-<id>.<domain>), template (default "base").
---
--- A handle is {id = sandboxID, lifetime = seconds, workdir, domain?}; the envd access token
--- is never in it: it comes from GET /sandboxes/{id} once per process and stays in memory.
--- Lifetime: create's `timeout` (E2B's own default, 300 s, when none is given). stop = pause,
--- start = connect with the sandbox's lifetime again (connect alone resets it to 300 s);
--- reconnect only reads the sandbox (GET), so its expiry stays where it was.
--- `image` (or the create option `template`) names the E2B template; network = "none" is
--- allow_internet_access = false.
--- Relative paths resolve against the workdir (/home/user, the template user's home); a
--- relative `..` above / is refused. env = {X = false} runs the command under `env -u X`.
+-- providers/e2b.lua: E2B cloud sandboxes: the lifecycle over E2B's REST API (X-API-Key),
+-- files over envd's /files, commands and directories over envd's Connect RPCs (JSON; the
+-- process stream of process.Process/Start). No I/O at load time; the wire work is sandlot.api
+-- and sandlot.wire.*. Reference: ../shared/provider-apis/e2b.md (the `e2b` JS SDK 2.51).
+-- Config falls back to the SDK's variables (E2B_API_URL, E2B_DOMAIN, E2B_API_KEY,
+-- E2B_SANDBOX_URL: envd calls go there with E2b-Sandbox-Id/-Port, as the SDK does).
+-- A handle is {id, lifetime, workdir, domain?}: the envd access token comes from GET
+-- /sandboxes/{id} once per process and stays in memory. stop = pause; start = connect with
+-- the configured lifetime (connect alone resets it to 300 s); reconnect only reads (GET).
+-- Relative paths resolve against /home/user; env = {X = false} runs under `env -u X`.
 local api = require("sandlot.api")
 local errors = require("sandlot.errors")
 local json = require("sandlot.wire.json")
 local connect = require("sandlot.wire.connect")
 local multipart = require("sandlot.wire.multipart")
 local base64 = require("sandlot.wire.base64")
+local wtime = require("sandlot.wire.time")
 local check = require("sandlot._check")
 local exec = require("sandlot.exec")
 local fs = require("sandlot.fs")
 local task = require("sandlot.task")
+local queue = require("sandlot.queue")
 
 local M = {
   name = "e2b",
@@ -122,18 +113,32 @@ end
 
 local known = {}             -- sandbox id -> {token, domain}: this process's memory only
 
--- GET /sandboxes/{id}: the SandboxDetail; remembers its envd token.
-local function detail(ctx, handle)
-  local sid, ierr = sandbox_id(handle)
-  if not sid then return nil, ierr end
-  local d, err = control(ctx):call("GET", "/sandboxes/" .. api.segment(sid), { want = { 200 } })
-  if not d then
-    if err.code == "not_found" then known[sid] = nil end
-    return nil, err
-  end
-  if type(d) ~= "table" then return fail("bad_response", "GET /sandboxes: not a JSON object") end
+-- Keeps what a Sandbox or SandboxDetail answer says about reaching envd.
+local function remember(sid, d)
   known[sid] = { token = type(d.envdAccessToken) == "string" and d.envdAccessToken or nil,
                  domain = type(d.domain) == "string" and d.domain or nil }
+end
+
+-- A control-plane call on the sandbox: prefix .. "/sandboxes/{id}" .. what. Returns the
+-- answer and the sandbox id, or nil, err.
+local function on_sandbox(ctx, handle, method, prefix, what, opts)
+  local sid, ierr = sandbox_id(handle)
+  if not sid then return nil, ierr end
+  local v, err = control(ctx):call(method, prefix .. "/sandboxes/" .. api.segment(sid) .. what,
+                                   opts)
+  if v == nil then return nil, err, sid end
+  return v, sid
+end
+
+-- GET /sandboxes/{id}: the SandboxDetail; remembers its envd token (forgets it when gone).
+local function detail(ctx, handle)
+  local d, sid, esid = on_sandbox(ctx, handle, "GET", "", "", { want = { 200 } })
+  if not d then
+    if esid and sid.code == "not_found" then known[esid] = nil end
+    return nil, sid
+  end
+  if type(d) ~= "table" then return fail("bad_response", "GET /sandboxes: not a JSON object") end
+  remember(sid, d)
   return d
 end
 
@@ -254,8 +259,7 @@ function M.create(ctx, opts)
   if type(made) ~= "table" then return fail("bad_response", "POST /v2/sandboxes: not an object") end
   local sid, ierr = check.id(made.sandboxID, SANDBOX_ID, "E2B's sandboxID", 128)
   if not sid then return nil, ierr end
-  known[sid] = { token = type(made.envdAccessToken) == "string" and made.envdAccessToken or nil,
-                 domain = type(made.domain) == "string" and made.domain or nil }
+  remember(sid, made)
   local handle = { id = sid, lifetime = lifetime, workdir = WORKDIR, domain = known[sid].domain }
   if opts.cwd then
     local w, werr = resolve(handle, opts.cwd)
@@ -300,43 +304,28 @@ end
 
 ---Pauses the sandbox (memory kept); pausing a paused one (409) is done already.
 function M.stop(ctx, handle)
-  local sid, ierr = sandbox_id(handle)
-  if not sid then return nil, ierr end
-  local ok, err = control(ctx):call("POST", "/sandboxes/" .. api.segment(sid) .. "/pause",
-                                    { json = {}, want = { 204 } })
+  local ok, err, sid = on_sandbox(ctx, handle, "POST", "", "/pause", { json = {}, want = { 204 } })
   if not ok and err.status ~= 409 then return nil, err end
-  known[sid] = nil
+  known[ok and err or sid] = nil
   return true
 end
 
 ---Resumes it (POST /v2/sandboxes/{id}/connect) with its configured lifetime: connect
 ---without one would reset it to 300 s.
 function M.start(ctx, handle)
-  local sid, ierr = sandbox_id(handle)
-  if not sid then return nil, ierr end
   local lifetime = math.type(handle.lifetime) == "integer" and handle.lifetime > 0
                    and handle.lifetime or DEFAULT_LIFETIME
-  local made, err = control(ctx):call("POST", "/v2/sandboxes/" .. api.segment(sid) ..
-                                      "/connect", { json = { timeout = lifetime },
-                                                    want = { 200, 201 },
-                                                    errors = { [409] = "unavailable" } })
-  if not made then return nil, err end
-  if type(made) == "table" and type(made.envdAccessToken) == "string" then
-    known[sid] = { token = made.envdAccessToken,
-                   domain = type(made.domain) == "string" and made.domain or nil }
-  else
-    known[sid] = nil
-  end
+  local made, sid = on_sandbox(ctx, handle, "POST", "/v2", "/connect", {
+    json = { timeout = lifetime }, want = { 200, 201 }, errors = { [409] = "unavailable" } })
+  if not made then return nil, sid end
+  if type(made) == "table" then remember(sid, made) else known[sid] = nil end
   return await_envd(ctx, handle, 60)
 end
 
 ---Kills the sandbox. Idempotent.
 function M.destroy(ctx, handle)
-  local sid, ierr = sandbox_id(handle)
-  if not sid then return nil, ierr end
-  local ok, err = control(ctx):call("DELETE", "/sandboxes/" .. api.segment(sid),
-                                    { want = { 204 } })
-  known[sid] = nil
+  local ok, err, sid = on_sandbox(ctx, handle, "DELETE", "", "", { want = { 204 } })
+  known[ok and err or sid or ""] = nil
   if ok or err.code == "not_found" then return true end
   return nil, err
 end
@@ -448,19 +437,24 @@ local function start_error(err)
   return err
 end
 
--- Opens the process stream; each event goes to on_event(ev). Returns the response or nil, err.
-local function start(c, proc, stdin, timeout, on_event)
+-- A server-streaming RPC (Start, Connect): one enveloped request, each event of the answer to
+-- on_event(ev); `timeout` is envd's deadline (for Start: the process's lifetime).
+local function stream(c, method, msg, timeout, on_event)
   local headers = { ["Content-Type"] = "application/connect+json",
                     ["Connect-Protocol-Version"] = "1", ["Keepalive-Ping-Interval"] = "50" }
-  if timeout then headers["Connect-Timeout-Ms"] = tostring(math.max(1, math.ceil(timeout * 1e3))) end
-  return c:stream("POST", "/process.Process/Start", {
-    body = connect.encode({ process = proc, stdin = stdin }), headers = headers, retry = false,
-    timeout = timeout and timeout + STREAM_SLACK or false, decode = false,
+  if timeout then headers["Connect-Timeout-Ms"] = tostring(math.ceil(timeout * 1e3)) end
+  return c:stream("POST", "/process.Process/" .. method, {
+    body = connect.encode(msg), headers = headers, retry = false, decode = false,
+    timeout = timeout and timeout + STREAM_SLACK or false,
     on_frame = connect.decoder(function(m)
       local ev = type(m) == "table" and m.event
       if type(ev) ~= "table" then return fail("bad_response", "envd: a message without event") end
       return on_event(ev)
     end) })
+end
+
+local function start(c, proc, stdin, timeout, on_event)
+  return stream(c, "Start", { process = proc, stdin = stdin }, timeout, on_event)
 end
 
 local function data_of(d)
@@ -483,21 +477,22 @@ local function queue_kill(c, pid)
   task.cleanup(function() task.timeout(30, signal, c, pid, "KILL") end)
 end
 
+local function send_input(c, pid, s)
+  for i = 1, #s, CHUNK do
+    local ok, err = rpc(c, "process.Process/SendInput", {
+      process = { pid = pid }, input = { stdin = base64.encode(s:sub(i, i + CHUNK - 1)) } })
+    if not ok then return nil, err end
+  end
+  return true
+end
+
 -- Writes stdin (a string or a producer of chunks) with SendInput, then CloseStdin.
 local function feed(c, pid, stdin)
-  local function send(s)
-    for i = 1, #s, CHUNK do
-      local ok, err = rpc(c, "process.Process/SendInput", {
-        process = { pid = pid }, input = { stdin = base64.encode(s:sub(i, i + CHUNK - 1)) } })
-      if not ok then return nil, err end
-    end
-    return true
-  end
   if type(stdin) == "string" then
-    if not send(stdin) then return end
+    if not send_input(c, pid, stdin) then return end
   else
     for chunk in stdin do
-      if not send(chunk) then return end
+      if not send_input(c, pid, chunk) then return end
     end
   end
   rpc(c, "process.Process/CloseStdin", { process = { pid = pid } })
@@ -541,70 +536,30 @@ function M.exec(ctx, handle, argv, opts)
 end
 
 -- Processes ----------------------------------------------------------------------------------
--- spawn: the process stream read by a task of its own into a bounded queue; stdin through
--- SendInput/CloseStdin, kill through SendSignal (TERM and KILL: all envd sends). A task
--- waiting for the stream sleeps in a helper task that the stream's side cancels (wake).
+-- spawn: the process stream read by a task of its own into a bounded queue (sandlot.queue:
+-- when nobody reads, reading stops); stdin through SendInput/CloseStdin, kill through
+-- SendSignal (TERM and KILL: all envd sends).
 
 local Process = {}
 Process.__index = Process
 
--- Blocks until wake(list) or the caller's cancellation (then nil, err).
-local function sleep_on(list)
-  local t = task.spawn(task.sleep, 86400)
-  list[#list + 1] = t
-  local _, _, err = pcall(t.join, t)       -- a sleeper woken before it ran raises here
-  if not t:done() then
-    t:cancel()
-    return nil, err
-  end
-  return true
-end
-
-local function wake(list)
-  for i = #list, 1, -1 do
-    list[i]:cancel()
-    list[i] = nil
-  end
-end
-
 function Process:read()
-  while true do
-    local f = self.q[self.qi]
-    if f then
-      self.q[self.qi], self.qi = nil, self.qi + 1
-      self.qbytes = self.qbytes - #f[2]
-      wake(self.room)
-      return f[1], f[2]
-    end
-    if self.eof then
-      if self.err then return nil, self.err end
-      return nil
-    end
-    local ok, err = sleep_on(self.waiting)
-    if not ok then return nil, err end
-  end
+  local f, err = self.q:get()
+  if f then return f[1], f[2] end
+  return nil, err
 end
 
--- Waits until the start event gave a pid (or the stream failed).
+-- The pid from the start event (spawn waits for it, so it is there unless the stream failed).
 local function pid_of(p)
-  while not p.pid do
-    if p.eof then return nil, p.err or errors.new("io_error", "the process did not start") end
-    local ok, err = sleep_on(p.waiting)
-    if not ok then return nil, err end
-  end
-  return p.pid
+  if p.pid then return p.pid end
+  return nil, p.q.err or errors.new("io_error", "the process did not start")
 end
 
 function Process:write(data)
   if self.stdin_closed then return fail("invalid_input", "the process's stdin is closed") end
   local pid, err = pid_of(self)
   if not pid then return nil, err end
-  for i = 1, math.max(#data, 1), CHUNK do
-    local ok, serr = rpc(self.c, "process.Process/SendInput", {
-      process = { pid = pid }, input = { stdin = base64.encode(data:sub(i, i + CHUNK - 1)) } })
-    if not ok then return nil, serr end
-  end
-  return true
+  return send_input(self.c, pid, data)
 end
 
 function Process:close_stdin()
@@ -618,34 +573,22 @@ function Process:close_stdin()
   return true
 end
 
--- Output nobody reads has filled the queue: the end comes from a second stream
--- (process.Process/Connect) whose data is not kept.
-local function wait_alone(p)
-  local headers = { ["Content-Type"] = "application/connect+json",
-                    ["Connect-Protocol-Version"] = "1", ["Keepalive-Ping-Interval"] = "50" }
-  local ok, err = p.c:stream("POST", "/process.Process/Connect", {
-    body = connect.encode({ process = { pid = p.pid } }), headers = headers, retry = false,
-    timeout = false, decode = false, on_frame = connect.decoder(function(m)
-      local ev = type(m) == "table" and m.event
-      if type(ev) == "table" and type(ev["end"]) == "table" then p.ended = ev["end"] end
-    end) })
-  if not ok then return nil, err end
-  return true
-end
-
 function Process:wait()
   if self.result then return self.result end
-  while not self.ended and not self.eof do
-    if self.qbytes >= QUEUE_MAX and self.pid then
-      local ok, err = wait_alone(self)
-      if not ok then return nil, err end
+  while not self.ended and not self.q.closed do
+    local ok, err
+    if self.q:full() then       -- output nobody reads: the end from a second stream (Connect)
+      ok, err = stream(self.c, "Connect", { process = { pid = self.pid } }, nil, function(ev)
+        if type(ev["end"]) == "table" then self.ended = ev["end"] end
+      end)
     else
-      local ok, err = sleep_on(self.waiting)
-      if not ok then return nil, err end
+      ok, err = self.q:wait_for(function() return self.ended or self.q:full() end)
+      if not ok and self.q.closed and not err then ok = true end
     end
+    if not ok then return nil, err end
   end
   if not self.ended then
-    return nil, self.err or errors.new("bad_response", "envd: the stream ended without an end")
+    return nil, self.q.err or errors.new("bad_response", "envd: the stream ended without an end")
   end
   finish(self.sink, self.ended)
   self.result = self.sink:result()
@@ -653,19 +596,15 @@ function Process:wait()
 end
 
 function Process:kill(sig)
-  if self.ended or self.eof then return fail("not_found", "the process has exited") end
-  local pid, err = pid_of(self)
-  if not pid then return nil, err end
+  if self.ended or self.q.closed then return fail("not_found", "the process has exited") end
   local n = math.type(sig) == "integer" and sig or exec.signal_number(tostring(sig or "TERM"))
   local name = n and exec.signal_name(n)
   if name ~= "TERM" and name ~= "KILL" then
     return fail("not_supported", "envd sends only TERM and KILL, not %s", tostring(sig))
   end
-  local ok, serr = signal(self.c, pid, name)
-  if not ok then
-    if serr.code == "not_found" then return fail("not_found", "the process has exited") end
-    return nil, serr
-  end
+  local ok, err = signal(self.c, self.pid, name)
+  if not ok and err.code == "not_found" then return fail("not_found", "the process has exited") end
+  if not ok then return nil, err end
   return true
 end
 
@@ -675,8 +614,7 @@ function Process:close()
   self.closed = true
   if self.pid and not self.ended then queue_kill(self.c, self.pid) end
   if not self.reader:done() then self.reader:cancel() end
-  wake(self.room)
-  wake(self.waiting)
+  self.q:close(errors.new("invalid_input", "the process is closed"))
   self.sink:close()
   return true
 end
@@ -687,56 +625,47 @@ function M.spawn(ctx, handle, argv, opts)
   if not c then return nil, cerr end
   local proc, perr = process_of(handle, argv, opts)
   if not proc then return nil, perr end
-  local p = setmetatable({ c = c, q = {}, qi = 1, qn = 0, qbytes = 0, waiting = {}, room = {},
+  local p = setmetatable({ c = c, q = queue.new{ max_bytes = QUEUE_MAX },
                            sink = exec.sink{ max_output = 0 } }, Process)
   p.reader = task.spawn(function()
     local ok, err = start(c, proc, true, nil, function(ev)
       if type(ev.start) == "table" then
         p.pid = math.tointeger(ev.start.pid)
+        p.q:wake()
       elseif type(ev.data) == "table" then
-        local stream, bytes = data_of(ev.data)
-        if not stream then return nil, bytes end
-        if #bytes > 0 then
-          p.qn = p.qn + 1
-          p.q[p.qn] = { stream, bytes }
-          p.qbytes = p.qbytes + #bytes
-        end
+        local s, bytes = data_of(ev.data)
+        if not s then return nil, bytes end
+        if #bytes > 0 then p.q:put({ s, bytes }, #bytes) end     -- waits while it is full
       elseif type(ev["end"]) == "table" then
         p.ended = ev["end"]
-      end
-      wake(p.waiting)
-      while p.qbytes >= QUEUE_MAX and not p.closed do  -- nobody reads: stop reading
-        if not sleep_on(p.room) then break end
+        p.q:wake()
       end
     end)
-    if not ok then p.err = start_error(err) end
-    p.eof = true
-    wake(p.waiting)
+    p.q:close(not ok and start_error(err) or nil)
   end)
-  -- a start failure (missing cwd or program) is spawn's own error
-  while not p.pid and not p.eof do
-    local ok, err = sleep_on(p.waiting)
-    if not ok then p:close(); return nil, err end
-  end
-  if not p.pid then
+  local ok, err = p.q:wait_for(function() return p.pid ~= nil end)   -- a start failure
+  if not ok then                                                     -- is spawn's own error
     p:close()
-    return nil, p.err or errors.new("bad_response", "envd: the stream gave no pid")
+    return nil, err or errors.new("bad_response", "envd: the stream gave no pid")
   end
   return p
 end
 
 -- Files --------------------------------------------------------------------------------------
 
-local function path_arg(handle, path)
-  return resolve(handle, path)
+-- The envd client and the absolute path every file operation starts from.
+local function open(ctx, handle, path)
+  local c, cerr = envd(ctx, handle)
+  if not c then return nil, cerr end
+  local abs, aerr = resolve(handle, path)
+  if not abs then return nil, aerr end
+  return c, abs
 end
 
 ---Reads a file (GET /files): the body comes in as it is, without a copy of its own.
 function M.read_file(ctx, handle, path)
-  local c, cerr = envd(ctx, handle)
-  if not c then return nil, cerr end
-  local abs, aerr = path_arg(handle, path)
-  if not abs then return nil, aerr end
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
   local res, err = c:call("GET", "/files", { query = { path = abs }, want = { 200 }, raw = true,
                                             decode = false, max_body = 8 * 1024 ^ 3 // 1,
                                             timeout = 3600 })
@@ -785,7 +714,7 @@ function M.write_files(ctx, handle, files)
   if not c then return nil, cerr end
   local parts, alone, all = {}, {}, {}
   for i, f in ipairs(files) do
-    local abs, err = path_arg(handle, f.path)
+    local abs, err = resolve(handle, f.path)
     if not abs then return nil, err end
     all[i] = { abs = abs, mode = f.mode }
     if abs:find('[%c"\\]') then
@@ -820,34 +749,10 @@ end
 local TYPES = { FILE_TYPE_FILE = "file", FILE_TYPE_DIRECTORY = "directory",
                 FILE_TYPE_SYMLINK = "symlink" }
 
--- Days from 1970-01-01 to y-m-d (proleptic Gregorian), for RFC 3339 times in UTC.
-local function days(y, m, d)
-  y = m <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
-  local yoe = y - era * 400
-  local doy = (153 * (m + (m > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-  return era * 146097 + doe - 719468
-end
-
-local function rfc3339(s)
-  if type(s) ~= "string" then return 0 end
-  local y, mo, d, h, mi, se, rest = s:match("^(%d+)-(%d+)-(%d+)[Tt ](%d+):(%d+):(%d+)(.*)$")
-  if not y then return 0 end
-  local t = days(tonumber(y), tonumber(mo), tonumber(d)) * 86400 + tonumber(h) * 3600
-            + tonumber(mi) * 60 + tonumber(se)
-  local sign, oh, om = rest:match("([+-])(%d%d):?(%d%d)$")
-  if sign then
-    local off = tonumber(oh) * 3600 + tonumber(om) * 60
-    t = sign == "+" and t - off or t + off
-  end
-  return t
-end
-
 local function entry_of(e)
   local kind = e.symlinkTarget and "symlink" or TYPES[e.type] or "other"
   return { name = e.name, type = kind, size = math.tointeger(tonumber(e.size or 0)) or 0,
-           mode = math.tointeger(e.mode) or 0, mtime = rfc3339(e.modifiedTime) }
+           mode = math.tointeger(e.mode) or 0, mtime = wtime.parse(e.modifiedTime) or 0 }
 end
 
 local function stat(c, abs)
@@ -867,10 +772,8 @@ local function list_dir(c, abs)
 end
 
 function M.ls(ctx, handle, path)
-  local c, cerr = envd(ctx, handle)
-  if not c then return nil, cerr end
-  local abs, aerr = path_arg(handle, path)
-  if not abs then return nil, aerr end
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
   local entries, err = list_dir(c, abs)
   if not entries then return nil, err end
   local out = {}
@@ -884,10 +787,8 @@ function M.ls(ctx, handle, path)
 end
 
 function M.mkdir(ctx, handle, path, opts)
-  local c, cerr = envd(ctx, handle)
-  if not c then return nil, cerr end
-  local abs, aerr = path_arg(handle, path)
-  if not abs then return nil, aerr end
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
   local parents = opts and opts.parents
   if not parents then                      -- MakeDir makes parents: check for one first
     local up = abs:match("^(.*)/[^/]+$")
@@ -902,10 +803,8 @@ function M.mkdir(ctx, handle, path, opts)
 end
 
 function M.rm(ctx, handle, path, opts)
-  local c, cerr = envd(ctx, handle)
-  if not c then return nil, cerr end
-  local abs, aerr = path_arg(handle, path)
-  if not abs then return nil, aerr end
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
   local e, err = stat(c, abs)              -- Remove is rm -rf: missing and full are ours
   if not e then return nil, err end
   if TYPES[e.type] == "directory" and not e.symlinkTarget and not (opts and opts.recursive) then

@@ -109,9 +109,7 @@ end
 
 -- Sandboxes ----------------------------------------------------------------------------------
 
-local function rfc3339(t)
-  return os.date("!%Y-%m-%dT%H:%M:%SZ", t)
-end
+local rfc3339 = require("sandlot.wire.time").format
 M.rfc3339 = rfc3339
 
 -- Kills sandboxes past their end (or pauses them, with autoPause).
@@ -220,7 +218,8 @@ function Fake:create(req)
   local sid = id.hex(10)
   local t0 = os.time()
   local s = { id = sid, template = b.templateID, metadata = b.metadata or {}, state = "running",
-              started_at = t0, end_at = t0 + life, internet = b.allow_internet_access ~= false, lifetime = life, auto_pause = b.autoPause,
+              started_at = t0, end_at = t0 + life, internet = b.allow_internet_access ~= false,
+              lifetime = life, auto_pause = b.autoPause,
               token = "ea_" .. id.hex(16), local_handle = lh, procs = {}, ready_at =
               now() + self.envd_delay }
   self.sandboxes[sid] = s
@@ -293,7 +292,9 @@ function Fake:on_sandbox(req, sid, what)
       local _, refusal = self:json_body(req, true)
       if refusal then return refusal end
     end
-    if s.state == "paused" then return self:rest_error(req, 409, "Sandbox is already paused", nil, true) end
+    if s.state == "paused" then
+      return self:rest_error(req, 409, "Sandbox is already paused", nil, true)
+    end
     self:pause(s)
     return answer(204)
   end
@@ -359,9 +360,8 @@ function M.new(opts)
   local dir = assert(opts.backend_dir, "spec.fakes.e2b: opts.backend_dir is required")
   local f = setmetatable({
     token = opts.token or ("e2b_" .. id.hex(20)), sandboxes = {}, faults = {}, rejected = {},
-    denied = {},
-    requests = {}, created = 0, list_pages = 0, page_size = opts.page_size, max_lifetime = opts.max_lifetime
-    or M.MAX_LIFETIME, envd_delay = opts.envd_delay or 0,
+    denied = {}, requests = {}, created = 0, list_pages = 0, page_size = opts.page_size,
+    max_lifetime = opts.max_lifetime or M.MAX_LIFETIME, envd_delay = opts.envd_delay or 0,
     backend = { name = "e2b-fake", config = { state_dir = dir, isolation = "namespaces" },
                 warn = function() end },
   }, Fake)

@@ -28,7 +28,8 @@ local SCHEMAS = {
   ["process.Process/Connect"] = { process = SELECTOR },
   ["process.Process/List"] = {},
   ["process.Process/SendSignal"] = { process = SELECTOR, signal = "string" },
-  ["process.Process/SendInput"] = { process = SELECTOR, input = { stdin = "bytes", pty = "bytes" } },
+  ["process.Process/SendInput"] = { process = SELECTOR,
+                                    input = { stdin = "bytes", pty = "bytes" } },
   ["process.Process/CloseStdin"] = { process = SELECTOR },
   ["filesystem.Filesystem/ListDir"] = { path = "string", depth = "int" },
   ["filesystem.Filesystem/Stat"] = { path = "string" },
@@ -385,7 +386,9 @@ local function rpc(f, s, req, method, M)
     end
     if not msg then return stream_error("invalid_argument", why) end
     local ka = req.headers["keepalive-ping-interval"]
-    if ka and tonumber(ka) == 0 then return stream_error("internal", "panic: non-positive interval") end
+    if ka and tonumber(ka) == 0 then            -- Go's time.NewTicker(0) panics
+      return stream_error("internal", "panic: non-positive interval for NewTicker")
+    end
     local r, i, only_end
     if method == "process.Process/Start" then
       local code, message
@@ -445,7 +448,9 @@ local function post_file(f, s, req, q)
     if not parts then return bad(500, "error parsing multipart form: " .. perr.message) end
     local files = {}
     for _, p in ipairs(parts) do if p.name == "file" then files[#files + 1] = p end end
-    if q.path and #files > 1 then return bad(400, "you cannot upload multiple files to the same path") end
+    if q.path and #files > 1 then
+      return bad(400, "you cannot upload multiple files to the same path")
+    end
     for _, p in ipairs(files) do
       local abs = resolve(q.path or p.filename)
       if not abs then return bad(400, "no path for a part") end
@@ -494,7 +499,9 @@ function E.install(f, M)
     if (sid == nil) ~= (port == nil) or sid == nil then
       return self:refuse(req, 400, "missing header", text)
     end
-    if not sid:match("^[a-z0-9]+$") then return self:refuse(req, 400, "Invalid sandbox ID", text) end
+    if not sid:match("^[a-z0-9]+$") then
+      return self:refuse(req, 400, "Invalid sandbox ID", text)
+    end
     if not port:match("^%d+$") then return self:refuse(req, 400, "Invalid sandbox port", text) end
     local s = self:lookup(sid)
     if not s or s.state ~= "running" then
