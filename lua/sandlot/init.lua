@@ -40,6 +40,9 @@ M.config = require("sandlot.config")
 M.provider = require("sandlot.provider")
 M.fs = require("sandlot.fs")
 M.ledger = require("sandlot.ledger")
+local replicate = require("sandlot.replicate")
+M.replicate = replicate.replicate          -- a connected replica of this host in a sandbox
+M.stop_replica = replicate.stop_replica
 for _, name in ipairs({ "create", "exec", "read_file", "write_file", "write_files", "ls",
                         "mkdir", "rm", "destroy", "status", "reconnect", "stop", "start",
                         "await_ready", "update", "get_url", "ssh_opts", "caps", "to_map",

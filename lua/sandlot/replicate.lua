@@ -1,0 +1,172 @@
+-- sandlot.replicate: starts this host's Lua inside a sandbox as a connected replica (a
+-- "peer") that runs module functions, source and generators there. Ships the static
+-- sandlot-peer binary and the Lua modules content-addressed (sandlot._peer.ship), starts it
+-- over the provider's spawn (its stdio is the channel) and speaks the protocol of
+-- sandlot._peer.client. Trust runs one way: the host can run anything in the replica; the
+-- replica can call only the host functions in opts.expose, and is sent no credentials.
+local core = require("sandlot.core")
+local errors = require("sandlot.errors")
+local check = require("sandlot._check")
+local telemetry = require("sandlot.telemetry")
+local ids = require("sandlot.id")
+local ship = require("sandlot._peer.ship")
+local client = require("sandlot._peer.client")
+
+local M = {}
+
+M.DEST = "/tmp/.sandlot-peer"
+
+local ARCH = { x86_64 = "x86_64", amd64 = "x86_64" }
+
+local OPTS = {
+  env = "table", dest = "string", timeout = "number", name = "string", modules = "table",
+  paths = "table", expose = "table", heartbeat = "number", heartbeat_timeout = "number",
+  on_log = "function", script_dir = function(v)
+    return v == false or type(v) == "string", "false or a directory"
+  end,
+}
+
+local function host_arch()
+  local f = io.open("/proc/sys/kernel/arch", "r")
+  local a = f and f:read("l")
+  if f then f:close() end
+  if a and a ~= "" then return ARCH[a] or a end
+  local p = io.popen("uname -m")
+  a = p and p:read("l")
+  if p then p:close() end
+  return ARCH[a or ""] or a
+end
+
+-- the running script's directory (arg[0]), when there is one
+local function script_dir()
+  local s = rawget(_G, "arg") and arg[0]
+  if type(s) ~= "string" or s == "-" or not s:match("%.lua$") then return nil end
+  return s:match("^(.*)/[^/]*$") or "."
+end
+
+-- One exec: the architecture and what the cache already holds.
+local function probe(sb, dest)
+  local ok, err = sb:mkdir(dest .. "/lib", { parents = true })
+  if not ok then return nil, err end
+  ok, err = sb:mkdir(dest .. "/bin", { parents = true })
+  if not ok then return nil, err end
+  local r, rerr = sb:exec({ "sh", "-c", "uname -m; echo --; ls -1 bin lib" },
+                          { cwd = dest, timeout = 30 })
+  if not r then return nil, rerr end
+  if r.exit_code ~= 0 then
+    return nil, errors.new("unavailable", ("probing the sandbox failed (exit %d): %s")
+                           :format(r.exit_code, r.stderr:sub(1, 200)), { retryable = false })
+  end
+  local arch, rest = r.stdout:match("^(%S+)%s*\n%-%-\n?(.*)$")
+  local have = {}
+  for name in (rest or ""):gmatch("[^\n]+") do have[name] = true end
+  return ARCH[arch or ""] or arch, have
+end
+
+local function do_replicate(sb, opts, meta)
+  local dest = opts.dest or M.DEST
+  local binary, berr = ship.binary_path()
+  if not binary then return nil, berr end
+  local mods, merr = ship.collect({ modules = opts.modules, paths = opts.paths,
+                                    script_dir = opts.script_dir })
+  if not mods then return nil, merr end
+  local pack, perr = ship.build(mods, binary)
+  if not pack then return nil, perr end
+  local arch, have = probe(sb, dest)
+  if not arch then return nil, have end
+  meta.arch = arch
+  local mine = host_arch()
+  if arch ~= mine then
+    return nil, errors.new("not_supported", ("the sandbox is %s; this host has a sandlot-peer " ..
+                           "for %s only"):format(arch, tostring(mine)), { retryable = false })
+  end
+  local files, bytes = {}, 0
+  local bin_name = "sandlot-peer-" .. pack.binary.sha:sub(1, 32)
+  if not have[bin_name] then
+    files[#files + 1] = { path = dest .. "/bin/" .. bin_name, data = pack.binary.data,
+                          mode = tonumber("755", 8) }
+    bytes = bytes + #pack.binary.data
+  end
+  for sha, data in pairs(pack.files) do
+    if not have[sha] then
+      files[#files + 1] = { path = dest .. "/lib/" .. sha, data = data }
+      bytes = bytes + #data
+    end
+  end
+  meta.bytes_shipped, meta.files_shipped, meta.cache_hit = bytes, #files, #files == 0
+  if #files > 0 then
+    local ok, werr = sb:write_files(files)
+    if not ok then return nil, werr end
+  end
+  local nonce = ids.hex(8)
+  local proc, serr = sb:spawn({ "./bin/" .. bin_name, pack.manifest, nonce },
+                              { cwd = dest, env = opts.env })
+  if not proc then return nil, serr end
+  local expose = {}
+  for k, v in pairs(opts.expose or {}) do
+    if type(k) ~= "string" or type(v) ~= "function" then
+      proc:close()
+      error("replicate: opts.expose must map names to functions", 4)
+    end
+    expose[k] = v
+  end
+  local peer, cerr = client.connect(proc, {
+    nonce = nonce, version = core.version, name = opts.name or sb.id, expose = expose,
+    timeout = opts.timeout or 60, heartbeat = opts.heartbeat, stall = opts.heartbeat_timeout,
+    on_log = opts.on_log,
+  })
+  if not peer then return nil, cerr end
+  peer.arch, peer.dest, peer.sandbox = arch, dest, sb
+  peer.shipped = { bytes = bytes, files = #files, cache_hit = #files == 0 }
+  sb._peers = sb._peers or setmetatable({}, { __mode = "k" })
+  sb._peers[peer] = true
+  peer._on_close = function(p) if sb._peers then sb._peers[p] = nil end end
+  return peer
+end
+
+---Starts this host's Lua inside the sandbox as a connected replica and returns it.
+---opts: env (the replica's environment; nothing else of the host's is passed), dest (its
+---directory in the sandbox, default /tmp/.sandlot-peer), timeout (seconds to a connected
+---replica, default 60), name, modules (module names or "name.*" to ship besides sandlot's
+---own), paths (directories of modules to ship), script_dir (default: the running script's
+---directory; false ships none), expose (name -> function the replica may call back with
+---sandlot.host(name, ...)), heartbeat (seconds between pings when idle, default 5),
+---heartbeat_timeout (silence that declares it stalled, default 3 heartbeats), on_log
+---(receives each line the replica prints; default: stderr).
+---@return table|nil peer, sandlot.Error? err not_supported (another architecture, a protocol
+---  mismatch), not_found (no sandlot-peer built, a listed module), unavailable, timeout, ...
+function M.replicate(sb, opts)
+  if type(sb) ~= "table" or type(sb.spawn) ~= "function" then
+    error("replicate: sb must be a sandbox", 2)
+  end
+  opts = check.opts(opts, OPTS, "replicate", 3)
+  if opts.env then check.env(opts.env, "replicate") end
+  if opts.dest and opts.dest:sub(1, 1) ~= "/" then
+    error("replicate: opts.dest must be an absolute path", 2)
+  end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  if o.script_dir == nil then o.script_dir = script_dir() end
+  if o.script_dir == false then o.script_dir = nil end
+  local meta = { provider = sb.provider, sandbox = sb.id }
+  return telemetry.span("replicate", meta, do_replicate, sb, o, meta)
+end
+
+---Closes a replica (peer:close()).
+function M.stop_replica(peer)
+  if type(peer) ~= "table" or getmetatable(peer) ~= client.Peer then
+    error("stop_replica: not a peer", 2)
+  end
+  return peer:close()
+end
+
+-- sb:destroy() closes the sandbox's replicas first: their pending calls fail with
+-- unavailable at once instead of waiting for the channel to notice.
+function M._sandbox_gone(sb)
+  local peers = sb._peers
+  if not peers then return end
+  sb._peers = nil
+  for p in pairs(peers) do p:_abort("the sandbox was destroyed") end
+end
+
+return M
