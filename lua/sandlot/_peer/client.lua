@@ -25,17 +25,35 @@ local function unavailable(msg, fields)
   return errors.new("unavailable", msg, fields)
 end
 
+local die
+
+-- One writer task drains the queue, several frames per write: callers never wait for the
+-- pipe (a cancelled task's cancel must still go out) and never write concurrently.
+local function writer(self)
+  while #self._outq > 0 and not self._dead do
+    local data = table.concat(self._outq)
+    self._outq = {}
+    local ok, err = self._proc:write(data)
+    if not ok then
+      self._writer = nil
+      return die(self, unavailable("cannot write to the replica: " .. tostring(err)))
+    end
+  end
+  self._writer = nil
+end
+
 local function send(self, msg)
   if self._dead then return nil, self._dead end
   local frame, err = frames.encode(msg, self._max_frame)
   if not frame then return nil, err end
-  local ok, werr = self._proc:write(frame)
-  if not ok then return nil, werr end
+  local q = self._outq
+  q[#q + 1] = frame
+  if not self._writer then self._writer = task.spawn(writer, self) end
   return true
 end
 
 -- Ends the channel: every pending call and stream fails with err, the process is killed.
-local function die(self, err)
+function die(self, err)
   if self._dead then return end
   self._dead = err
   for id, c in pairs(self._calls) do
@@ -157,7 +175,7 @@ end
 ---@return table|nil peer, sandlot.Error? err
 function M.connect(proc, opts)
   local self = setmetatable({
-    _proc = proc, _calls = {}, _next = 0, _stderr = {}, _expose = opts.expose or {},
+    _proc = proc, _calls = {}, _next = 0, _outq = {}, _stderr = {}, _expose = opts.expose or {},
     _name = opts.name, _max_frame = opts.max_frame or frames.MAX_FRAME,
     _heartbeat = opts.heartbeat or 5, _last_rx = now(),
     _decoder = frames.decoder({ marker = frames.marker(opts.nonce),
@@ -353,15 +371,14 @@ end
 ---Tells whether the channel is up.
 function Peer:alive() return not self._dead and not self._closed end
 
----Closes the replica: asks it to stop, waits briefly, then kills it. Pending calls fail with
+---Closes the replica: ends its input (it exits), waits briefly, then kills it. Pending calls fail with
 ---unavailable. Idempotent; also __close.
 function Peer:close()
   if self._closed then return true end
   self._closed = true
   self._closing = true
   if not self._dead then
-    pcall(send, self, { "shutdown" })
-    pcall(self._proc.close_stdin, self._proc)
+    pcall(self._proc.close_stdin, self._proc)    -- end of input: the replica exits
   end
   if self._on_close then pcall(self._on_close, self) end
   local waited = false

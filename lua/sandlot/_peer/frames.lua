@@ -90,7 +90,7 @@ function Decoder:next()
   local start = self.pos + 4
   local msg, nxt = codec.decode(self.buf:sub(start, start + len - 1))
   self.pos = start + len
-  if msg == nil then
+  if msg == nil and type(nxt) ~= "number" then
     self.failed = select(2, bad("corrupt frame: %s", nxt and nxt.message or "undecodable"))
     return nil, self.failed
   end
