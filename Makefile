@@ -141,7 +141,7 @@ FUZZ_TARGETS = config:fuzz.targets:config json:sandlot.wire.json:decode \
                tar:sandlot.wire.tar:list connect:fuzz.targets:connect \
                ndjson:fuzz.targets:ndjson stdcopy:fuzz.targets:stdcopy \
                multipart:fuzz.targets:multipart http_head:fuzz.targets:http_head \
-               codec:fuzz.targets:codec
+               codec:fuzz.targets:codec peer_frames:fuzz.targets:peer_frames
 FUZZ_SECONDS ?= 30
 FUZZ_CC  ?= clang
 FB        = build-fuzz

@@ -11,6 +11,7 @@ local sshd = require("spec.support.sshd")
 local h = require("spec.helper")
 
 local PEER = "build/sandlot-peer"
+local CONFIG_SECRET = "cAnArYconfigsecret"          -- in a configured provider's password
 
 -- A module that exists only on the host: written to a fresh host directory under a random
 -- name, shipped through opts.paths.
@@ -377,9 +378,11 @@ local function suite(label, make_sb)
       assert.is_nil(environ:find(canary, 1, true))
       -- nothing shipped holds it; the plant proves the search finds it where it is
       assert.equal("/tmp/.sandlot-peer", peer.dest)
-      assert(sb:write_file("/tmp/planted-canary", canary))
-      local found = assert(sb:exec({ "grep", "-rl", canary, "." }, { cwd = "/tmp" }))
-      assert.equal("./planted-canary\n", found.stdout)
+      assert(sb:write_file("/tmp/planted-canary", canary .. "\n" .. CONFIG_SECRET .. "\n"))
+      for _, secret in ipairs({ canary, CONFIG_SECRET }) do
+        local found = assert(sb:exec({ "grep", "-rl", secret, "." }, { cwd = "/tmp" }))
+        assert.equal("./planted-canary\n", found.stdout)
+      end
       assert.equal("ok", peer:call(mod .. ".callback", "report", 41))
       assert.same({ 41 }, seen)
       local r, err = peer:call(mod .. ".callback", "os.execute", "true")
@@ -423,7 +426,7 @@ describe("sandlot.replicate", function()
                                base_dir = srv.dir .. "/sandboxes" }
       -- a configured secret the replica must never see
       providers["rep-ssh-secret"] = { "ssh", host = srv.host, port = srv.port, user = srv.user,
-                                      password = "cAnArYconfigsecret", agent = false,
+                                      password = CONFIG_SECRET, agent = false,
                                       known_hosts = srv.known_hosts }
     end
     sandlot.config.set({ providers = providers })
