@@ -5,6 +5,7 @@
 -- nothing loaded as code, and any protocol fault ends the channel with every call failing.
 local event = require("sandlot.core.event")
 local timer = require("sandlot.core.timer")
+local sched = require("sandlot.core.sched")
 local task = require("sandlot.task")
 local errors = require("sandlot.errors")
 local frames = require("sandlot._peer.frames")
@@ -27,14 +28,20 @@ end
 
 local die
 
--- One writer task drains the queue, several frames per write: callers never wait for the
--- pipe (a cancelled task's cancel must still go out) and never write concurrently.
+-- Frames go out in order through one writer at a time, several frames per write. The first
+-- sender writes itself (no task hop on the common path) and drains what queued meanwhile; a
+-- task that is cancelled cannot wait, so a writer task takes over for it (a cancel must still
+-- go out). Nobody writes concurrently.
 local function writer(self)
   while #self._outq > 0 and not self._dead do
     local data = table.concat(self._outq)
     self._outq = {}
     local ok, err = self._proc:write(data)
     if not ok then
+      if sched.cancelled() then             -- ours, not the pipe's: the write still completes
+        self._writer = task.spawn(writer, self)
+        return
+      end
       self._writer = nil
       return die(self, unavailable("cannot write to the replica: " .. tostring(err)))
     end
@@ -48,7 +55,13 @@ local function send(self, msg)
   if not frame then return nil, err end
   local q = self._outq
   q[#q + 1] = frame
-  if not self._writer then self._writer = task.spawn(writer, self) end
+  if self._writer then return true end
+  if sched.cancelled() or not sched.can_wait() then
+    self._writer = task.spawn(writer, self)
+  else
+    self._writer = true
+    writer(self)
+  end
   return true
 end
 
