@@ -250,19 +250,34 @@ local function replicate(sb)
   return peer
 end
 
+-- Seconds to a replica that a new host process would start: everything is cached in the
+-- sandbox, but this process has not shipped there (one probe exec, then the spawn).
+local function probed(sb)
+  sb._replica_memo = nil
+  local t0 = now()
+  local peer = replicate(sb)
+  local t = now() - t0
+  assert(peer.shipped.cache_hit and peer.shipped.probed == nil, "expected a probed cache hit")
+  peer:close()
+  return t
+end
+
 -- replicate_local ISOLATION cold|warm: seconds to a connected replica in a local sandbox
--- (cold: nothing cached in the sandbox; warm: a replica was started there before). Prints
--- seconds and bytes shipped.
+-- (cold: nothing cached in the sandbox; warm: this process started one there before, so it
+-- spawns at once). Prints seconds, bytes shipped and, for warm, the probed warm start.
 function cases.replicate_local(iso, warmth)
   local sb <close> = assert(sandlot.create("local", { isolation = iso }))
   if warmth == "warm" then replicate(sb):close() end
   local t0 = now()
   local peer <close> = replicate(sb)
-  return now() - t0, peer.shipped.bytes
+  local t = now() - t0
+  if warmth == "warm" then return t, peer.shipped.bytes, probed(sb) end
+  return t, peer.shipped.bytes
 end
 
 -- replicate_docker HOST IMAGE: a warm replicate in a busybox container, and one plain
--- sb:exec round trip in the same container. Prints both in seconds.
+-- sb:exec round trip in the same container. Prints both in seconds, the bytes shipped and the
+-- probed warm start (as a new host process would see it).
 function cases.replicate_docker(host, image)
   docker_provider(host, image)
   local sb <close> = assert(sandlot.create("bench", {}))
@@ -272,7 +287,8 @@ function cases.replicate_docker(host, image)
   local peer <close> = replicate(sb)
   local t1 = now()
   check_hello(assert(sb:exec({ "echo", "hello" })), "exec")
-  return t1 - t0, now() - t1, peer.shipped.bytes
+  local t2 = now()
+  return t1 - t0, t2 - t1, peer.shipped.bytes, probed(sb)
 end
 
 -- replicate_calls ISOLATION N: N sequential peer:call round trips (string.len in the

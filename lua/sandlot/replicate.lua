@@ -44,14 +44,13 @@ local function script_dir()
   return s:match("^(.*)/[^/]*$") or "."
 end
 
--- One exec: the architecture and what the cache already holds.
+-- One exec makes the directories and tells the architecture and what the cache holds. It
+-- runs in "/" with dest relative to it: a provider maps "/" to the sandbox's root for cwd as
+-- for files (the local provider without namespaces runs commands on the host's file system).
+local PROBE = 'mkdir -p "$1/lib" "$1/bin" && cd "$1" && uname -m && echo -- && ls -1 bin lib'
+
 local function probe(sb, dest)
-  local ok, err = sb:mkdir(dest .. "/lib", { parents = true })
-  if not ok then return nil, err end
-  ok, err = sb:mkdir(dest .. "/bin", { parents = true })
-  if not ok then return nil, err end
-  local r, rerr = sb:exec({ "sh", "-c", "uname -m; echo --; ls -1 bin lib" },
-                          { cwd = dest, timeout = 30 })
+  local r, rerr = sb:exec({ "sh", "-c", PROBE, "sh", dest:sub(2) }, { cwd = "/", timeout = 30 })
   if not r then return nil, rerr end
   if r.exit_code ~= 0 then
     return nil, errors.new("unavailable", ("probing the sandbox failed (exit %d): %s")
@@ -63,15 +62,21 @@ local function probe(sb, dest)
   return ARCH[arch or ""] or arch, have
 end
 
-local function do_replicate(sb, opts, meta)
-  local dest = opts.dest or M.DEST
-  local binary, berr = ship.binary_path()
-  if not binary then return nil, berr end
-  local mods, merr = ship.collect({ modules = opts.modules, paths = opts.paths,
-                                    script_dir = opts.script_dir })
-  if not mods then return nil, merr end
-  local pack, perr = ship.build(mods, binary)
-  if not pack then return nil, perr end
+-- Spawns the replica from what DEST holds and connects: peer | nil, err.
+local function launch(sb, opts, dest, bin_name, manifest)
+  local nonce = ids.hex(8)
+  local proc, serr = sb:spawn({ "./bin/" .. bin_name, manifest, nonce },
+                              { cwd = dest, env = opts.env })
+  if not proc then return nil, serr end
+  return client.connect(proc, {
+    nonce = nonce, version = core.version, name = opts.name or sb.id, expose = opts.expose,
+    timeout = opts.timeout or 60, heartbeat = opts.heartbeat, stall = opts.heartbeat_timeout,
+    on_log = opts.on_log,
+  })
+end
+
+-- Probes, ships what the sandbox lacks, launches: peer, arch, shipped | nil, err.
+local function ship_and_launch(sb, opts, dest, pack, bin_name, meta)
   local arch, have = probe(sb, dest)
   if not arch then return nil, have end
   meta.arch = arch
@@ -81,7 +86,6 @@ local function do_replicate(sb, opts, meta)
                            "for %s only"):format(arch, tostring(mine)), { retryable = false })
   end
   local files, bytes = {}, 0
-  local bin_name = "sandlot-peer-" .. pack.binary.sha:sub(1, 32)
   if not have[bin_name] then
     files[#files + 1] = { path = dest .. "/bin/" .. bin_name, data = pack.binary.data,
                           mode = tonumber("755", 8) }
@@ -93,31 +97,48 @@ local function do_replicate(sb, opts, meta)
       bytes = bytes + #data
     end
   end
-  meta.bytes_shipped, meta.files_shipped, meta.cache_hit = bytes, #files, #files == 0
   if #files > 0 then
     local ok, werr = sb:write_files(files)
     if not ok then return nil, werr end
   end
-  local nonce = ids.hex(8)
-  local proc, serr = sb:spawn({ "./bin/" .. bin_name, pack.manifest, nonce },
-                              { cwd = dest, env = opts.env })
-  if not proc then return nil, serr end
-  local expose = {}
-  for k, v in pairs(opts.expose or {}) do
-    if type(k) ~= "string" or type(v) ~= "function" then
-      proc:close()
-      error("replicate: opts.expose must map names to functions", 4)
+  local peer, err = launch(sb, opts, dest, bin_name, pack.manifest)
+  if not peer then return nil, err end
+  return peer, arch, { bytes = bytes, files = #files, cache_hit = #files == 0 }
+end
+
+local function do_replicate(sb, opts, meta)
+  local dest = opts.dest or M.DEST
+  local binary, berr = ship.binary_path()
+  if not binary then return nil, berr end
+  local mods, merr = ship.collect({ modules = opts.modules, paths = opts.paths,
+                                    script_dir = opts.script_dir })
+  if not mods then return nil, merr end
+  local pack, perr = ship.build(mods, binary)
+  if not pack then return nil, perr end
+  local bin_name = "sandlot-peer-" .. pack.binary.sha:sub(1, 32)
+  -- this process shipped exactly this into dest before: launch at once (no probe); if that
+  -- fails (files removed since), forget it and take the full path
+  local memo = sb._replica_memo and sb._replica_memo[dest]
+  local peer, arch, shipped, err
+  if memo and memo.bin == bin_name and memo.manifest == pack.manifest then
+    peer, err = launch(sb, opts, dest, bin_name, pack.manifest)
+    if peer then
+      arch, shipped = memo.arch, { bytes = 0, files = 0, cache_hit = true, probed = false }
+    elseif errors.is(err, "cancelled") or errors.is(err, "timeout") then
+      return nil, err
+    else
+      sb._replica_memo[dest] = nil
     end
-    expose[k] = v
   end
-  local peer, cerr = client.connect(proc, {
-    nonce = nonce, version = core.version, name = opts.name or sb.id, expose = expose,
-    timeout = opts.timeout or 60, heartbeat = opts.heartbeat, stall = opts.heartbeat_timeout,
-    on_log = opts.on_log,
-  })
-  if not peer then return nil, cerr end
-  peer.arch, peer.dest, peer.sandbox = arch, dest, sb
-  peer.shipped = { bytes = bytes, files = #files, cache_hit = #files == 0 }
+  if not peer then
+    peer, arch, shipped = ship_and_launch(sb, opts, dest, pack, bin_name, meta)
+    if not peer then return nil, arch end
+    sb._replica_memo = sb._replica_memo or {}
+    sb._replica_memo[dest] = { bin = bin_name, manifest = pack.manifest, arch = arch }
+  end
+  meta.arch, meta.bytes_shipped, meta.files_shipped = arch, shipped.bytes, shipped.files
+  meta.cache_hit = shipped.cache_hit
+  peer.arch, peer.dest, peer.sandbox, peer.shipped = arch, dest, sb, shipped
   sb._peers = sb._peers or setmetatable({}, { __mode = "k" })
   sb._peers[peer] = true
   peer._on_close = function(p) if sb._peers then sb._peers[p] = nil end end
@@ -146,6 +167,13 @@ function M.replicate(sb, opts)
   end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
+  o.expose = {}
+  for k, v in pairs(opts.expose or {}) do
+    if type(k) ~= "string" or type(v) ~= "function" then
+      error("replicate: opts.expose must map names to functions", 2)
+    end
+    o.expose[k] = v
+  end
   if o.script_dir == nil then o.script_dir = script_dir() end
   if o.script_dir == false then o.script_dir = nil end
   local meta = { provider = sb.provider, sandbox = sb.id }
