@@ -185,6 +185,7 @@ install: all
 	install -m 755 $(B)/sandlot $(DESTDIR)$(BINDIR)/sandlot
 	install -d $(DESTDIR)$(LIBDIR)/sandlot
 	for m in $(NET); do install -m 755 $(B)/lib/sandlot/$$m.so $(DESTDIR)$(LIBDIR)/sandlot/; done
+	install -m 755 $(B)/sandlot-peer $(DESTDIR)$(LIBDIR)/sandlot/sandlot-peer   # sandlot.replicate
 	install -m 644 $(B)/libsandlot.a $(DESTDIR)$(LIBDIR)/libsandlot.a
 	install -m 755 $(B)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.$(VERSION)
 	ln -sf libsandlot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsandlot.so.0
