@@ -65,9 +65,10 @@ STATIC_LIBDIR ?= $(shell pkg-config --variable=libdir libuv)
 PEER_LIBS = $(STATIC_LIBDIR)/liblua5.4.a $(STATIC_LIBDIR)/libuv_a.a \
             $(STATIC_LIBDIR)/libmsgpackc.a -lm -lpthread
 
+# a sanitizer runtime cannot link statically: a sanitized build still ships a plain peer
 $(B)/peer/%.o: core/%.c
 	@mkdir -p $(@D)
-	$(CC) $(SL_CFLAGS) -ffunction-sections -fdata-sections $(CPPFLAGS) $(CFLAGS) -MMD -MP \
+	$(CC) $(filter-out $(SAN),$(SL_CFLAGS)) -ffunction-sections -fdata-sections $(CPPFLAGS) $(CFLAGS) -MMD -MP \
 	  -c -o $@ $<
 -include $(wildcard $(B)/peer/*.d)
 
