@@ -196,7 +196,8 @@ describe("a replica that misbehaves", function()
 end)
 
 -- The suite every provider runs. make_sb() -> sb | nil, reason (pending).
-local function suite(label, make_sb)
+local function suite(label, make_sb, opts)
+  opts = opts or {}
   describe("on " .. label, function()
     local moddir, mod, sb
 
@@ -243,6 +244,12 @@ local function suite(label, make_sb)
       assert.matches("plain boom", err.message, 1, true)
       none, err = peer:call("no_such_module.fn")
       assert.equal("not_found", err.code)
+      none, err = peer:call(mod .. ".add", function() end)     -- cannot cross: refused here
+      assert.is_nil(none)
+      assert.equal("invalid_input", err.code)
+      none, err = peer:eval("return function() end")           -- nor back
+      assert.is_nil(none)
+      assert.equal("invalid_input", err.code)
       assert.is_true(peer:call(mod .. ".say", "hello"))
       assert.same({ "said\thello" }, lines)
       local t = assert(peer:spawn(mod .. ".add", 10, 5))
@@ -347,6 +354,22 @@ local function suite(label, make_sb)
       assert.matches("destroyed", err.message, 1, true)
     end))
 
+    if opts.external_destroy then
+      it("fails pending calls with unavailable when another handle destroys the sandbox",
+         h.task(function()
+        local peer, why = start()
+        if not peer then return pending(why) end
+        local t = sandlot.spawn(function() return peer:call(mod .. ".slow", 60, "k") end)
+        assert.truthy(h.eventually(function() return peer:call(mod .. ".state_of", "k") end, 10))
+        local other = assert(sandlot.from_map(sb:to_map()))
+        assert(other:destroy())                    -- the host's peer hears only the channel
+        local r, err = with_timeout(20, t.join, t)
+        assert.is_nil(r)
+        assert.equal("unavailable", err.code)
+        peer:close()
+      end))
+    end
+
     it("ends the channel on junk written to the replica's stdout", h.task(function()
       local peer, why = start()
       if not peer then return pending(why) end
@@ -421,6 +444,7 @@ describe("sandlot.replicate", function()
     srv, swhy = sshd.start()
     local providers = {
       ["rep-ns"] = { "local", isolation = "namespaces" },
+      ["rep-none"] = { "local", isolation = "none" },
     }
     if denv then
       providers["rep-docker"] = { "docker", host = denv.host, image = denv.image, pull = false }
@@ -449,10 +473,14 @@ describe("sandlot.replicate", function()
     return assert(sandlot.create("rep-ns", {}))
   end)
 
+  suite("local (no isolation)", function()
+    return assert(sandlot.create("rep-none", {}))
+  end)
+
   suite("docker (busybox) #docker", function()
     if not denv then return nil, docker.unavailable(dwhy) end
     return assert(sandlot.create("rep-docker", {}))
-  end)
+  end, { external_destroy = true })
 
   suite("ssh #ssh", function()
     if not srv then
@@ -461,6 +489,27 @@ describe("sandlot.replicate", function()
     end
     return assert(sandlot.create("rep-ssh", {}))
   end)
+
+  it("emits a replicate span: arch, bytes shipped, cache hit", h.task(function()
+    local telemetry = require("sandlot.telemetry")
+    local seen = {}
+    telemetry.attach("replicate-spec", { { "sandlot", "replicate", "stop" } },
+                     function(_, m, meta) seen[#seen + 1] = { m = m, meta = meta } end)
+    local sb <close> = assert(sandlot.create("rep-none", {}))
+    local ok, err = pcall(function()
+      assert(sandlot.replicate(sb, { script_dir = false })):close()
+      assert(sandlot.replicate(sb, { script_dir = false })):close()
+    end)
+    telemetry.detach("replicate-spec")
+    assert(ok, err)
+    assert.equal(2, #seen)
+    assert.equal("x86_64", seen[1].meta.arch)
+    assert.is_true(seen[1].meta.bytes_shipped > 1000000)
+    assert.is_false(seen[1].meta.cache_hit)
+    assert.equal(0, seen[2].meta.bytes_shipped)
+    assert.is_true(seen[2].meta.cache_hit)
+    assert.is_true(seen[1].m.duration > 0)
+  end))
 
   it("refuses bad options before touching the sandbox", h.task(function()
     assert.has_error(function() sandlot.replicate({}, {}) end)

@@ -9,6 +9,7 @@ local errors = require("sandlot.errors")
 local check = require("sandlot._check")
 local telemetry = require("sandlot.telemetry")
 local ids = require("sandlot.id")
+local task = require("sandlot.task")
 local ship = require("sandlot._peer.ship")
 local client = require("sandlot._peer.client")
 
@@ -147,8 +148,8 @@ end
 
 ---Starts this host's Lua inside the sandbox as a connected replica and returns it.
 ---opts: env (the replica's environment; nothing else of the host's is passed), dest (its
----directory in the sandbox, default /tmp/.sandlot-peer), timeout (seconds to a connected
----replica, default 60), name, modules (module names or "name.*" to ship besides sandlot's
+---directory in the sandbox, default /tmp/.sandlot-peer), timeout (seconds for the whole start
+---to a connected replica, default 60), name, modules (module names or "name.*" to ship besides sandlot's
 ---own), paths (directories of modules to ship), script_dir (default: the running script's
 ---directory; false ships none), expose (name -> function the replica may call back with
 ---sandlot.host(name, ...)), heartbeat (seconds between pings when idle, default 5),
@@ -177,7 +178,9 @@ function M.replicate(sb, opts)
   if o.script_dir == nil then o.script_dir = script_dir() end
   if o.script_dir == false then o.script_dir = nil end
   local meta = { provider = sb.provider, sandbox = sb.id }
-  return telemetry.span("replicate", meta, do_replicate, sb, o, meta)
+  -- the whole start (probe, upload, spawn, hello) is bounded by opts.timeout
+  return telemetry.span("replicate", meta, task.timeout, o.timeout or 60, do_replicate, sb, o,
+                        meta)
 end
 
 ---Closes a replica (peer:close()).
