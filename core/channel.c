@@ -17,6 +17,7 @@
 typedef struct {
   SlHost *host;
   uv_pipe_t in, out;
+  uv_shutdown_t shutdown;                 /* close: the queued writes go out first */
   int open;                               /* pipes not yet closed (0..2) */
   SlQueue q;                              /* read and not yet taken */
   SlTask *reader;
@@ -244,7 +245,14 @@ static int channel_pending(lua_State *L) {
   return 1;
 }
 
-/* ch:close() -> true. Also __gc and __close; idempotent. Queued writes are still flushed. */
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;                            /* written, or the reader has gone: over either way */
+  Channel *ch = req->data;
+  uv_close((uv_handle_t *)&ch->out, on_closed);
+}
+
+/* ch:close() -> true. Also __gc and __close; idempotent. What was written still goes out
+ * (a shutdown waits for the queued writes; uv_close alone would cancel them). */
 static int channel_close(lua_State *L) {
   ChannelBox *box = luaL_checkudata(L, 1, CHANNEL_MT);
   Channel *ch = box->ch;
@@ -256,7 +264,9 @@ static int channel_close(lua_State *L) {
       wake_reader(ch);
     }
     uv_close((uv_handle_t *)&ch->in, on_closed);
-    uv_close((uv_handle_t *)&ch->out, on_closed);
+    ch->shutdown.data = ch;
+    if (uv_shutdown(&ch->shutdown, (uv_stream_t *)&ch->out, on_shutdown) != 0)
+      uv_close((uv_handle_t *)&ch->out, on_closed);
   }
   lua_pushboolean(L, 1);
   return 1;

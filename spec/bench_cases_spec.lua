@@ -29,7 +29,8 @@ describe("bench cases", function()
 
   it("the replication cases run (figure 10)", function()
     local out = run_case("replicate_local", "namespaces", "cold")
-    assert.is_true(tonumber(out:match("^%S+%s+(%S+)")) > 1000000, "the cold start ships the binary")
+    assert.is_true(tonumber(out:match("^%S+%s+(%S+)")) > 1000000,
+                   "the cold start ships the binary")
     out = run_case("replicate_local", "none", "warm")
     assert.equal(0, tonumber(out:match("^%S+%s+(%S+)")), "the warm start ships nothing")
     run_case("replicate_calls", "namespaces", "20")

@@ -155,7 +155,8 @@ local function fake(mode)
                                            VERSION = sandlot.version } }))
   local wrapped = setmetatable({}, { __index = {
     read = function() local c, w = p:read(); if c == nil then return nil, w end; return w, c end,
-    write = function(_, d) return p:write(d) end, close_stdin = function() return p:close_stdin() end,
+    write = function(_, d) return p:write(d) end,
+    close_stdin = function() return p:close_stdin() end,
     kill = function(_, s) return p:kill(s) end, wait = function() return p:wait() end,
     close = function() return p:close() end,
   } })
@@ -395,7 +396,10 @@ local function suite(label, make_sb, opts)
       sys.setenv("SANDLOT_SPEC_TOKEN", canary)
       local seen = {}
       local peer, why = start({ env = { VISIBLE = "yes" },
-                                expose = { report = function(x) seen[#seen + 1] = x; return "ok" end } })
+                                expose = { report = function(x)
+                                  seen[#seen + 1] = x
+                                  return "ok"
+                                end } })
       sys.setenv("SANDLOT_SPEC_TOKEN", nil)
       if not peer then return pending(why) end
       assert.equal("yes", peer:call(mod .. ".env", "VISIBLE"))   -- env does pass

@@ -148,8 +148,8 @@ end
 
 ---Starts this host's Lua inside the sandbox as a connected replica and returns it.
 ---opts: env (the replica's environment; nothing else of the host's is passed), dest (its
----directory in the sandbox, default /tmp/.sandlot-peer), timeout (seconds for the whole start
----to a connected replica, default 60), name, modules (module names or "name.*" to ship besides sandlot's
+---directory in the sandbox, default /tmp/.sandlot-peer), timeout (seconds for the whole
+---start, default 60), name, modules (module names, or "name.*", to ship besides sandlot's
 ---own), paths (directories of modules to ship), script_dir (default: the running script's
 ---directory; false ships none), expose (name -> function the replica may call back with
 ---sandlot.host(name, ...)), heartbeat (seconds between pings when idle, default 5),

@@ -266,7 +266,9 @@ local function finish(self, c)
   local msg = c.msg
   if msg[1] == "error" then
     local e = msg[3]
-    if not errors.is(e) then e = errors.new("bad_response", "the replica sent a malformed error") end
+    if not errors.is(e) then
+      e = errors.new("bad_response", "the replica sent a malformed error")
+    end
     if type(msg[4]) == "string" then e = errors.wrap(e, { traceback = msg[4] }) end
     return nil, e
   end
@@ -384,8 +386,8 @@ end
 ---Tells whether the channel is up.
 function Peer:alive() return not self._dead and not self._closed end
 
----Closes the replica: ends its input (it exits), waits briefly, then kills it. Pending calls fail with
----unavailable. Idempotent; also __close.
+---Closes the replica: ends its input (it exits), waits briefly, then kills it. Pending calls
+---fail with unavailable. Idempotent; also __close.
 function Peer:close()
   if self._closed then return true end
   self._closed = true
