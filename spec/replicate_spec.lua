@@ -515,6 +515,19 @@ describe("sandlot.replicate", function()
     assert.is_true(seen[1].m.duration > 0)
   end))
 
+  it("is not_supported on a provider without spawn, before shipping anything", h.task(function()
+    local base = require("providers.local")                -- the local provider minus spawn
+    local p = { name = "nospawn", capabilities = base.capabilities }
+    for _, op in ipairs({ "create", "exec", "destroy", "status", "read_file", "write_file",
+                          "ls", "mkdir", "rm" }) do p[op] = base[op] end
+    local sb <close> = assert(sandlot.create(p, {}))
+    local peer, err = sandlot.replicate(sb, { script_dir = false })
+    assert.is_nil(peer)
+    assert.equal("not_supported", err.code)
+    assert.matches("spawn", err.message, 1, true)
+    assert.equal("not_found", select(2, sb:ls("/tmp/.sandlot-peer")).code)
+  end))
+
   it("refuses bad options before touching the sandbox", h.task(function()
     assert.has_error(function() sandlot.replicate({}, {}) end)
     local sb <close> = assert(sandlot.create("rep-ns", {}))

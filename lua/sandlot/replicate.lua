@@ -109,6 +109,11 @@ end
 
 local function do_replicate(sb, opts, meta)
   local dest = opts.dest or M.DEST
+  local caps = sb:caps() or {}
+  if caps.spawn == "not_supported" then
+    return nil, errors.new("not_supported", ("replicate needs a live process (spawn), which " ..
+      "provider %s does not have"):format(tostring(sb.provider)), { retryable = false })
+  end
   local binary, berr = ship.binary_path()
   if not binary then return nil, berr end
   local mods, merr = ship.collect({ modules = opts.modules, paths = opts.paths,
