@@ -394,6 +394,11 @@ local function suite(label, make_sb, opts)
        h.task(function()
       local canary = "cAnArY" .. require("sandlot.id").hex(8)
       sys.setenv("SANDLOT_SPEC_TOKEN", canary)
+      -- a config file among the shipped modules: never shipped, it may hold credentials
+      local cf = assert(io.open(moddir .. "/appconfig.lua", "w"))
+      cf:write("-- " .. CONFIG_SECRET .. "\nreturn { providers = {} }\n")
+      cf:close()
+      sys.setenv("SANDLOT_CONFIG", moddir .. "/appconfig.lua")
       local seen = {}
       local peer, why = start({ env = { VISIBLE = "yes" },
                                 expose = { report = function(x)
@@ -401,7 +406,12 @@ local function suite(label, make_sb, opts)
                                   return "ok"
                                 end } })
       sys.setenv("SANDLOT_SPEC_TOKEN", nil)
+      sys.setenv("SANDLOT_CONFIG", nil)
       if not peer then return pending(why) end
+      assert.is_nil(peer:eval("return package.searchers[2]('appconfig') and nil"))
+      local gone, gerr = peer:eval("return require('appconfig')")
+      assert.is_nil(gone)
+      assert.matches("not shipped", gerr.message, 1, true)
       assert.equal("yes", peer:call(mod .. ".env", "VISIBLE"))   -- env does pass
       assert.is_nil(peer:call(mod .. ".env", "SANDLOT_SPEC_TOKEN"))
       local environ = peer:eval("local t = {} for k, v in pairs(require('sandlot.core.sys')" ..

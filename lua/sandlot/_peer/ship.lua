@@ -38,8 +38,13 @@ function M.binary_path()
                          "build/sandlot-peer); looked in " .. table.concat(tried, ", "))
 end
 
+-- Files never shipped whatever directory holds them: the host's config file (it may hold
+-- credentials), by canonical path. Set by M.collect.
+local skip = {}
+
 -- Adds every .lua file below dir to mods as modules named from their path (a/b.lua is a.b,
--- a/init.lua is a), prefix first. Hidden entries are skipped; depth and count are bounded.
+-- a/init.lua is a), prefix first. Hidden entries and the config file are skipped; depth and
+-- count are bounded.
 local function add_tree(mods, dir, prefix, depth, count)
   if depth > M.MAX_DEPTH then return count end
   local root <close> = fs.root(dir)
@@ -56,8 +61,9 @@ local function add_tree(mods, dir, prefix, depth, count)
         local base = name:sub(1, -5)
         if not base:find("[%.%-]") then
           local mod = base == "init" and prefix:sub(1, -2) or prefix .. base
-          if mod ~= "" and mods[mod] == nil then
-            mods[mod] = dir .. "/" .. name
+          local path = dir .. "/" .. name
+          if mod ~= "" and mods[mod] == nil and not skip[sys.realpath(path) or path] then
+            mods[mod] = path
             count = count + 1
           end
         end
@@ -77,6 +83,9 @@ end
 ---@return table|nil mods, sandlot.Error? err not_found (a listed module missing)
 function M.collect(opts)
   local mods = {}
+  skip = {}
+  local cfg = require("sandlot.config").find()
+  if cfg then skip[sys.realpath(cfg) or cfg] = true end
   local init = module_file("sandlot")
   if not init then return nil, errors.new("not_found", "sandlot's own Lua tree is not on " ..
                                           "package.path") end
