@@ -123,6 +123,17 @@ static void repl_hook(lua_State *L, lua_Debug *ar) {
  * libuv, whose handler would queue it for the next line. */
 static volatile sig_atomic_t prompt_sigint;
 static sandlot *prompt_engine;            /* the engine prompt_hook drives */
+static Repl *prompt_repl;                 /* its REPL, for the redraw and completion hooks */
+
+/* After a loop step at the prompt: when a task printed (sandlot._repl saw it and cleared the
+ * prompt's line first), draw the prompt and what was typed again below the output. */
+static void prompt_redraw(void) {
+  Repl *r = prompt_repl;
+  if (r == NULL || !repl_call(r, "take_redraw", 0, 1)) return;
+  bool redraw = lua_toboolean(r->L, -1);
+  lua_pop(r->L, 1);
+  if (redraw) rl_forced_update_display();
+}
 
 static void on_prompt_sigint(int signum) {
   (void)signum;
@@ -148,10 +159,50 @@ static int prompt_hook(void) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 || fds[0].revents != 0) break;        /* a key (or end of input): libedit reads */
     sandlot_step(S);
+    prompt_redraw();
   }
   sigprocmask(SIG_SETMASK, &old, NULL);
   if (prompt_sigint) rl_event_hook = NULL;
   return 0;
+}
+
+/* Tab completion. libedit's callbacks take no user data, so the REPL they ask is a static, as
+ * prompt_engine is; the candidates come from sandlot._repl.complete (policy) as a Lua array
+ * kept in the registry while rl_completion_matches walks it. */
+static int complete_ref = LUA_NOREF;
+static lua_Integer complete_i;
+
+static char *complete_next(const char *text, int state) {
+  (void)text;
+  lua_State *L = prompt_repl->L;
+  if (state == 0) complete_i = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, complete_ref);
+  char *out = NULL;
+  if (lua_istable(L, -1)) {
+    lua_rawgeti(L, -1, ++complete_i);
+    const char *s = lua_tostring(L, -1);
+    if (s != NULL) out = strdup(s);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return out;
+}
+
+static char **complete(const char *text, int start, int end) {
+  (void)start;
+  (void)end;
+  rl_attempted_completion_over = 1;       /* never fall back to file names */
+  Repl *r = prompt_repl;
+  if (r == NULL) return NULL;
+  lua_pushstring(r->L, text);
+  if (!repl_call(r, "complete", 1, 1)) return NULL;
+  luaL_unref(r->L, LUA_REGISTRYINDEX, complete_ref);
+  complete_ref = luaL_ref(r->L, LUA_REGISTRYINDEX);
+  rl_completion_append_character = '\0';
+  char **m = rl_completion_matches(text, complete_next);
+  luaL_unref(r->L, LUA_REGISTRYINDEX, complete_ref);
+  complete_ref = LUA_NOREF;
+  return m;
 }
 
 /* readline() with SIGINT clearing the line: NULL and *interrupted for Ctrl-C, NULL alone
@@ -168,8 +219,16 @@ static char *repl_readline(sandlot *S, const char *prompt, bool *interrupted) {
   prompt_sigint = 0;
   prompt_engine = S;
   rl_event_hook = prompt_hook;
+  if (prompt_repl != NULL) {
+    lua_pushboolean(prompt_repl->L, 1);
+    repl_call(prompt_repl, "at_prompt", 1, 0);
+  }
   errno = 0;
   char *line = readline(prompt);
+  if (prompt_repl != NULL) {
+    lua_pushboolean(prompt_repl->L, 0);
+    repl_call(prompt_repl, "at_prompt", 1, 0);
+  }
   *interrupted = prompt_sigint || (line == NULL && errno == EINTR);
   rl_event_hook = NULL;
   sigaction(SIGINT, &old, NULL);
@@ -327,6 +386,8 @@ int sl_repl_main(sandlot *S) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &repl_key);
 
   rl_readline_name = "sandlot";                            /* section of ~/.editrc */
+  prompt_repl = r;
+  rl_attempted_completion_function = complete;
   history_setup(r);
   if (repl_call(r, "setup", 0, 0) && repl_call(r, "banner", 0, 1)) {
     fputs(lua_tostring(L, -1), stdout);
@@ -336,6 +397,8 @@ int sl_repl_main(sandlot *S) {
 
   lua_pushnil(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &repl_key);
+  rl_attempted_completion_function = NULL;
+  prompt_repl = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, r->mod_ref);
   free(r->history);
   r->history = NULL;

@@ -107,6 +107,47 @@ function M.http_head(input)
   return head
 end
 
+---The request parser behind sandlot.http.serve (libhttp-parser with core/http_serve.c's
+---callbacks and limits): the bytes are parsed whole and again fed in chunks (the first byte
+---picks their size, 1..32), and both must give the same requests, or both refuse (400 and 431
+---may trade places: a chunk border makes the head limit fire before a bad byte is seen).
+local function same_requests(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do
+    local x, y = a[i], b[i]
+    for _, k in ipairs({ "method", "path", "query", "body", "keep_alive", "http_version" }) do
+      if x[k] ~= y[k] then return false, k end
+    end
+    for k, v in pairs(x.headers) do if y.headers[k] ~= v then return false, "headers" end end
+    for k in pairs(y.headers) do if x.headers[k] == nil then return false, "headers" end end
+  end
+  return true
+end
+
+function M.http_request(input)
+  local parse = require("sandlot.core.http").parse_request
+  local chunk = (input:byte(1) or 0) % 32 + 1
+  local bytes = input:sub(2)
+  local whole, w2 = parse(bytes, nil, 1024, 4096)
+  local parts, p2 = parse(bytes, chunk, 1024, 4096)
+  if (whole == nil) ~= (parts == nil) or (whole ~= nil and w2 ~= p2) then
+    error(("http_request: whole gave %s %s, chunks of %d gave %s %s"):format(
+      tostring(whole and #whole), tostring(w2), chunk, tostring(parts and #parts), tostring(p2)))
+  end
+  if whole == nil then
+    for _, st in ipairs({ w2, p2 }) do
+      if st ~= 400 and st ~= 413 and st ~= 431 then error("http_request: status " .. st) end
+    end
+    return nil
+  end
+  local ok, what = same_requests(whole, parts)
+  if not ok then error("http_request: chunks changed the requests' " .. tostring(what)) end
+  for _, r in ipairs(whole) do
+    if #r.body > 4096 then error("http_request: body over max_body") end
+  end
+  return whole
+end
+
 -- Structural equality for decoded values (NaN equals NaN; integer and float differ).
 local function same(a, b, depth)
   if type(a) ~= type(b) then return false end

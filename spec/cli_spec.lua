@@ -28,6 +28,22 @@ describe("sandlot host CLI", function()
     assert.equal(dir .. "/s.lua\ta b\tc\ta b\tc\n2\n", out)
   end)
 
+  it("has `sandlot` as a global in scripts and -e, loaded on first use", function()
+    local code, out, err = h.host({ "-e", "print(rawget(_G, 'sandlot') == nil)",
+                                    "-e", "print(sandlot == require('sandlot'), sandlot.sleep(0))",
+                                    "-e", "print(rawget(_G, 'sandlot') ~= nil, no_such_global)" })
+    assert.equal(0, code, err)
+    assert.equal("true\ntrue\ttrue\ntrue\tnil\n", out)
+    local dir = h.tmpdir()
+    local f = assert(io.open(dir .. "/pasted.lua", "w"))
+    f:write("local r = assert(sandlot.proc.run({ 'echo', 'pasted' }))\nio.write(r.stdout)\n")
+    f:close()
+    local c2, out2, err2 = h.host({ dir .. "/pasted.lua" })
+    h.rmtree(dir)
+    assert.equal(0, c2, err2)
+    assert.equal("pasted\n", out2)
+  end)
+
   it("runs the script on stdin with -", function()
     local code, out = h.host({ "-" }, { stdin = "print('from stdin')" })
     assert.equal(0, code)
@@ -166,7 +182,7 @@ describe("sandlot commands: conventions", function()
       assert.is_true(has["--help"], c.name)
       assert.is_true(has["--json"], c.name)
     end
-    assert.same({ "caps", "check-provider", "gc", "help", "ps" }, names)
+    assert.same({ "caps", "check-provider", "config", "create", "exec", "gc", "help", "ps" }, names)
   end)
 
   it("`help CMD`, `CMD --help` and `CMD -h` print the same usage and exit 0, for every command",

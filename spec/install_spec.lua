@@ -70,7 +70,9 @@ describe("make install", function()
                          "lib/libsandlot.so." .. sandlot.version, "lib/lua/5.4/sandlot.so",
                          "lib/sandlot/http.so", "lib/sandlot/ssh.so",
                          "lib/sandlot/sandlot-peer", "lib/pkgconfig/sandlot.pc", "share/lua/5.4/sandlot/init.lua",
-                         "share/lua/5.4/sandlot/proc.lua", "share/sandlot/providers" }) do
+                         "share/lua/5.4/sandlot/proc.lua", "share/sandlot/providers",
+                         "share/man/man1/sandlot.1", "share/bash-completion/completions/sandlot",
+                         "share/doc/sandlot/README.md", "share/doc/sandlot/LICENSE" }) do
       assert(exists(usr .. "/" .. f), "not installed: " .. f)
     end
     assert.equal(read(ROOT .. "/core/sandlot.h"), read(usr .. "/include/sandlot.h"))
@@ -88,6 +90,32 @@ describe("make install", function()
     for _, f in ipairs(files_under(dest)) do
       assert(not f:match("/%.") and not f:match("^%."), "hidden file installed: " .. f)
     end
+  end)
+
+  it("installs a man page that lists every command, and a completion that finds them", function()
+    local page = read(usr .. "/share/man/man1/sandlot.1")
+    assert.matches("^%.TH SANDLOT 1", page)
+    for _, n in ipairs(require("sandlot.cli").NAMES) do
+      assert.matches(".SS sandlot " .. n:gsub("%-", "\\%%-"), page, 1, false)
+    end
+    local man = sandlot.proc.run({ "sh", "-c", "command -v man" })
+    if man and man.exit_code == 0 then
+      local r = assert(sandlot.proc.run({ "man", "-l", usr .. "/share/man/man1/sandlot.1" },
+                                        { env = { MANWIDTH = "80", MANPAGER = "cat", PAGER = "cat" } }))
+      assert.equal(0, r.exit_code, r.stderr)
+      assert.equal("", r.stderr)
+      assert.matches("EXIT STATUS", r.stdout, 1, true)
+    end
+    local r = assert(sandlot.proc.run({ "bash", "-c",
+      'source "$1"; COMP_WORDS=(sandlot c); COMP_CWORD=1; _sandlot; echo "${COMPREPLY[@]}"; ' ..
+      'COMP_WORDS=(sandlot gc --ol); COMP_CWORD=2; _sandlot; echo "${COMPREPLY[@]}"',
+      "bash", usr .. "/share/bash-completion/completions/sandlot" },
+      { env = { PATH = usr .. "/bin:" .. os.getenv("PATH") } }))
+    local c = {}
+    for _, n in ipairs(require("sandlot.cli").NAMES) do
+      if n:sub(1, 1) == "c" then c[#c + 1] = n end
+    end
+    assert.equal(table.concat(c, " ") .. "\n--older-than\n", r.stdout)
   end)
 
   it("runs the installed binary with the Lua library of the install tree", function()

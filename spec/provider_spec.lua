@@ -342,3 +342,51 @@ describe("the process object sb:spawn returns", function()
     assert.equal("spawn", err.op)
   end)
 end)
+
+describe("sandlot.provider.load of a provider that waits while it loads", function()
+  local function write(dir, name, text)
+    local path = dir .. "/" .. name
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+    return path
+  end
+  local BODY = "return { create = function() return { id = 'x' } end, destroy = function() end, " ..
+               "status = function() end, exec = function() end }\n"
+
+  it("is told so with its file:line, for I/O and for a bare yield", function()
+    local dir = h.tmpdir()
+    for _, case in ipairs({ { "io.lua", "local x = 1\nrequire('sandlot').sleep(0.01)\n", 2 },
+                            { "proc.lua", "\n\nrequire('sandlot').proc.run({'true'})\n", 3 },
+                            { "yield.lua", "coroutine.yield()\n", 1 } }) do
+      local path = write(dir, case[1], case[2] .. BODY)
+      local ok, err = pcall(provider.load, path)
+      assert.is_false(ok)
+      assert.matches(("provider %s:%d: providers must not wait while they load")
+                       :format(path, case[3]), tostring(err), 1, true)
+    end
+  end)
+
+  it("loads a provider that does its I/O in create, and keeps other load errors' text", function()
+    local dir = h.tmpdir()
+    local good = write(dir, "good.lua", "local sandlot = require('sandlot')\n" .. BODY)
+    assert.is_table((provider.load(good)))
+    local bad = write(dir, "bad.lua", "local t = nil\nreturn t.x\n")
+    local ok, err = pcall(provider.load, bad)
+    assert.is_false(ok)
+    assert.matches("provider " .. bad .. ":2: attempt to index a nil value", tostring(err), 1, true)
+  end)
+
+  it("applies to providers found by module name too", function()
+    local dir = h.tmpdir()
+    assert(sandlot.proc.run({ "mkdir", "-p", dir .. "/providers" }))
+    write(dir .. "/providers", "waits_at_load.lua", "require('sandlot').sleep(0)\n" .. BODY)
+    local saved = package.path
+    package.path = dir .. "/?.lua;" .. package.path
+    local ok, err = pcall(provider.load, "waits_at_load")
+    package.path = saved
+    assert.is_false(ok)
+    assert.matches("waits_at_load.lua:1: providers must not wait while they load", tostring(err), 1, true)
+    assert.is_nil(package.loaded["providers.waits_at_load"])
+  end)
+end)

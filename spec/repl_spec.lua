@@ -37,7 +37,29 @@ describe("sandlot._repl.pretty", function()
   it("limits the entries shown per table", function()
     local t = {}
     for i = 1, 10 do t[i] = i end
-    assert.equal("{ 1, 2, 3, ... (7 more) }", repl.pretty(t, { items = 3 }))
+    assert.equal("{ 1, 2, 3, ... (7 more) }\n(print(x) or io.write(x) shows it all; " ..
+                 "sandlot._repl.opts sets the limits)", repl.pretty(t, { items = 3 }))
+  end)
+
+  it("cuts a long string, says how long it was and how to see it all", function()
+    local long = ("0123456789"):rep(300)              -- 3000 bytes
+    local text = repl.pretty({ stdout = long })
+    assert.matches('\n  stdout = "' .. ("0123456789"):rep(100) .. '"%.%.%. %(3000 bytes in all%)\n}\n',
+                   text)
+    assert.matches("print(x) or io.write(x) shows it all", text, 1, true)
+    assert.equal('"' .. long .. '"', repl.pretty(long, { string = 5000 }))
+    -- never in the middle of a UTF-8 character
+    local cut = repl.pretty(("é"):rep(600), { string = 7 })
+    assert.matches('^"ééé"%.%.%. %(1200 bytes in all%)', cut)
+  end)
+
+  it("caps one result's output in all", function()
+    local t = {}
+    for i = 1, 100 do t[i] = ("x"):rep(900) end
+    local text = repl.pretty(t)
+    assert.truthy(#text < 16384 + 200, #text)
+    assert.matches("\n%.%.%. %(cut at %d+ of %d+ bytes%)\n", text)
+    assert.equal(nil, repl.pretty({ a = 1 }):find("shows it all", 1, true))
   end)
 
   it("shows sandlot.error tables (and other __tostring values) through tostring", function()
@@ -71,6 +93,55 @@ describe("sandlot._repl.compile", function()
     local fn, err = repl.compile("x = = 1")
     assert.is_nil(fn)
     assert.matches("^stdin:1:", err)
+  end)
+end)
+
+describe("sandlot._repl.complete and help", function()
+  local saved_sb
+  before_each(function()
+    repl.setup()
+    saved_sb = rawget(_G, "spec_sb")
+  end)
+  after_each(function() _G.spec_sb = saved_sb end)
+
+  it("completes globals, keywords, fields and methods without calling anything", function()
+    assert.same({ "sandlot.create" }, repl.complete("sandlot.cre"))
+    assert.same({ "string.find", "string.format" }, repl.complete("string.f"))
+    assert.truthy(#repl.complete("pri") >= 1)
+    assert.same({ "while" }, repl.complete("whil"))
+    assert.same({}, repl.complete("no_such_global.x"))
+    assert.same({}, repl.complete("f().x"))
+    local called = false
+    _G.spec_sb = setmetatable({ own = 1 }, { __index = function() called = true end })
+    assert.same({ "spec_sb.own" }, repl.complete("spec_sb."))
+    assert.is_false(called)
+    local Class = { run = function() end, name = "not a method" }
+    _G.spec_sb = setmetatable({ field = 1 }, { __index = Class })
+    assert.same({ "spec_sb:run" }, repl.complete("spec_sb:"))
+    assert.same({ "spec_sb.field", "spec_sb.name", "spec_sb.run" }, repl.complete("spec_sb."))
+  end)
+
+  local function captured(fn)
+    local saved, buf = io.stdout, {}
+    io.stdout = { write = function(self, ...) for i = 1, select("#", ...) do buf[#buf + 1] = select(i, ...) end return self end }
+    local ok, err = pcall(fn)
+    io.stdout = saved
+    assert(ok, err)
+    return table.concat(buf)
+  end
+
+  it("help shows a function's doc comment, an object's methods, and a name's doc", function()
+    local out = captured(function() repl.help(sandlot.create) end)
+    assert.matches("^Creates a sandbox%.\n", out)
+    assert.matches("@return sandlot.Sandbox|nil sb", out, 1, true)
+    assert.equal(out, captured(function() repl.help("sandlot.create") end))
+    local sb = assert(sandlot.create("local", { isolation = "none" }))
+    local methods = captured(function() repl.help(sb) end)
+    sb:destroy()
+    assert.matches("\n  exec +Runs a command in the sandbox", methods)
+    assert.matches("no doc comment", captured(function() repl.help(print) end), 1, true)
+    assert.matches("nothing named sandlot.nope", captured(function() repl.help("sandlot.nope") end),
+                   1, true)
   end)
 end)
 
@@ -237,6 +308,25 @@ describe("the sandlot REPL on a terminal", function()
     start()
     s:send("\x1b[A\r")
     assert.equal("7\n", s:expect("\n> ") and s:eval("history_marker"))
+  end)
+
+  it("redraws the prompt and the typed text below what a task prints", function()
+    start()
+    s:send("t = sandlot.spawn(function() sandlot.sleep(0.3) print('from the task') end)\r")
+    s:expect("\n> ")
+    s:send("1 + ")
+    s:expect("\r\27[Kfrom the task\r\n> 1 + ")   -- the line cleared, the output, the prompt again
+    s:send("1\r")
+    s:expect("\n2\r\n> ")
+  end)
+
+  it("completes on Tab", function()
+    start()
+    s:send("sandlot.crea\t")              -- libedit redraws the line, so the screen shows "te"
+    s:expect("te")                         -- after "crea"; the value proves what was completed
+    s:send("\r")
+    s:expect("function: ")                 -- sandlot.crea alone would print nothing
+    s:expect("> ")
   end)
 
   it("enters the REPL after -e with -i, keeping its globals", function()

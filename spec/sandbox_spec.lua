@@ -35,6 +35,10 @@ describe("sandlot sandbox API", function()
     assert.equal("local", direct.provider)
     assert.equal("sandlot.sandbox(local:" .. direct.id .. ")", tostring(direct))
     direct:destroy()
+    assert.equal("sandlot.sandbox(local:" .. direct.id .. ", destroyed)", tostring(direct))
+    local named = assert(sandlot.create(lp, { isolation = "none", name = "web" }))
+    assert.equal("sandlot.sandbox(local:" .. named.id .. ", web)", tostring(named))
+    named:destroy()
     for _, sb in ipairs(list) do assert(sb:destroy()) end
   end)
 

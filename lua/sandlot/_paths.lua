@@ -25,7 +25,8 @@ function M.root()
   local init = package.searchpath("sandlot", package.path)
   if not init then return nil end
   local luadir = dir_of(dir_of(init))                    -- .../lua or .../share/lua/5.4
-  for _, cand in ipairs({ luadir .. "/..", luadir .. "/../../sandlot" }) do
+  -- the repository; <prefix>/share/sandlot (make install); sandlot/share (a LuaRocks tree)
+  for _, cand in ipairs({ luadir .. "/..", luadir .. "/../../sandlot", dir_of(init) .. "/share" }) do
     if exists(cand .. "/providers/local.lua") or exists(cand .. "/providers/README.md") then
       return cand
     end

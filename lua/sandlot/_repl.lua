@@ -21,7 +21,11 @@ M.opts = {
   items = 100,        -- entries shown per table before "..."
   width = 78,         -- a table that fits on one line of this width is printed inline
   indent = "  ",
+  string = 1000,      -- bytes of a long string shown; the rest is told, not printed
+  output = 16384,     -- bytes of one result shown in all
 }
+
+local HOW = "print(x) or io.write(x) shows it all; sandlot._repl.opts sets the limits"
 
 ---Returns the banner shown when the REPL starts.
 ---@return string
@@ -44,9 +48,42 @@ function M.history_path()
   return state .. "/sandlot/history"
 end
 
----Installs the REPL's globals: `sandlot` (the module).
+local waiting, redraw = false, false
+
+---Called by the C side as the prompt starts (true) and ends (false) waiting for a line.
+---@param yes boolean
+function M.at_prompt(yes)
+  waiting, redraw = yes, false
+end
+
+---Tells (once) whether something was printed over the prompt since the last call, so the
+---C side draws the prompt and the typed text again below it.
+---@return boolean
+function M.take_redraw()
+  local r = redraw
+  redraw = false
+  return r
+end
+
+-- print and io.write, for output from tasks while the prompt waits: the prompt's line is
+-- cleared first ("\r" and erase line), and the prompt is redrawn after the loop step.
+local function over_prompt(write)
+  return function(...)
+    if waiting and not redraw then
+      io.stdout:write("\r\27[K")
+      redraw = true
+    end
+    return write(...)
+  end
+end
+
+---Installs the REPL's globals: `sandlot` (the module) and `help`; print and io.write learn
+---to step aside for the prompt.
 function M.setup()
   _G.sandlot = require("sandlot")
+  _G.help = M.help
+  _G.print = over_prompt(print)
+  io.write = over_prompt(io.write)
 end
 
 -------------------------------------------------------------------- pretty printer
@@ -87,9 +124,19 @@ local function has_tostring(v)
   return type(mt) == "table" and rawget(mt, "__tostring") ~= nil
 end
 
-local function scalar(v)
+local function scalar(v, o, seen)
   local t = type(v)
-  if t == "string" then return quote(v) end
+  if t == "string" then
+    local max = o and o.string
+    if max and #v > max then
+      -- cut at a character boundary, so the shown part stays valid UTF-8 when the string is
+      local cut = max
+      while cut > 0 and (v:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+      if seen then seen.cut = true end
+      return quote(v:sub(1, cut)) .. ("... (%d bytes in all)"):format(#v)
+    end
+    return quote(v)
+  end
   if t == "table" or t == "userdata" then
     if has_tostring(v) then
       local ok, s = pcall(tostring, v)
@@ -100,7 +147,7 @@ local function scalar(v)
 end
 
 local function render(v, o, depth, seen, indent)
-  if type(v) ~= "table" or has_tostring(v) then return scalar(v) end
+  if type(v) ~= "table" or has_tostring(v) then return scalar(v, o, seen) end
   if seen[v] then return "<cycle: " .. tostring(v) .. ">" end
   if depth >= o.depth then return next(v) == nil and "{}" or "{...}" end
   seen[v] = true
@@ -123,7 +170,10 @@ local function render(v, o, depth, seen, indent)
     parts[#parts + 1] = key_text(k) .. " = " .. render(rawget(v, k), o, depth + 1, seen, inner)
     shown = shown + 1
   end
-  if shown < total then parts[#parts + 1] = ("... (%d more)"):format(total - shown) end
+  if shown < total then
+    parts[#parts + 1] = ("... (%d more)"):format(total - shown)
+    seen.cut = true
+  end
   seen[v] = nil
   if #parts == 0 then return "{}" end
   local line = "{ " .. table.concat(parts, ", ") .. " }"
@@ -143,7 +193,136 @@ function M.pretty(v, opts)
     o = setmetatable({}, { __index = M.opts })
     for k, x in pairs(opts) do o[k] = x end
   end
-  return render(v, o, 0, {}, "")
+  local seen = {}                          -- tables on the path; .cut once a string was cut
+  local text = render(v, o, 0, seen, "")
+  if o.output and #text > o.output then
+    local cut = o.output
+    while cut > 0 and (text:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+    text = text:sub(1, cut) .. ("\n... (cut at %d of %d bytes)"):format(cut, #text)
+    seen.cut = true
+  end
+  if seen.cut then text = text .. "\n(" .. HOW .. ")" end
+  return text
+end
+
+-------------------------------------------------------------------- completion
+
+-- A value's field without calling anything: raw fields, then __index tables up the chain
+-- (never an __index function: completing must not run code).
+local function field(v, name)
+  for _ = 1, 10 do
+    if type(v) == "table" then
+      local x = rawget(v, name)
+      if x ~= nil then return x end
+    end
+    local mt = getmetatable(v)
+    local idx = type(mt) == "table" and rawget(mt, "__index") or nil
+    if type(idx) ~= "table" then return nil end
+    v = idx
+  end
+  return nil
+end
+
+-- The names reachable from v as field (methods only: function values), with the same walk.
+local function names_of(v, methods)
+  local out, seen = {}, {}
+  for _ = 1, 10 do
+    if type(v) == "table" and not seen[v] then
+      seen[v] = true
+      for k, x in next, v do
+        if type(k) == "string" and k:match("^[%a_][%w_]*$") and
+           (not methods or type(x) == "function") then
+          out[k] = true
+        end
+      end
+    end
+    local mt = getmetatable(v)
+    local idx = type(mt) == "table" and rawget(mt, "__index") or nil
+    if type(idx) ~= "table" then break end
+    v = idx
+  end
+  return out
+end
+
+---Completions of `text`, the word before the cursor: globals and keywords, or the fields
+---after `a.b.` and the methods after `a.b:`. Nothing is called to find them. Returns whole
+---words, sorted.
+---@param text string
+---@return string[]
+function M.complete(text)
+  local prefix, sep, part = text:match("^(.-)([.:]?)([%a_]?[%w_]*)$")
+  if not prefix then return {} end
+  local names
+  if sep == "" then
+    if prefix ~= "" then return {} end
+    names = names_of(_G, false)
+    for k in pairs(keywords) do names[k] = true end
+  else
+    local v = _G
+    for name in (prefix .. "."):gmatch("(.-)%.") do
+      if not name:match("^[%a_][%w_]*$") then return {} end
+      v = field(v, name)
+      if v == nil then return {} end
+    end
+    names = names_of(v, sep == ":")
+  end
+  local out = {}
+  for k in pairs(names) do
+    if k:sub(1, #part) == part and (sep ~= "" or not k:match("^_[%u_]")) then
+      out[#out + 1] = prefix .. sep .. k
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-------------------------------------------------------------------- help
+
+local doc_of = require("sandlot._doc").of
+
+---help(f) prints a function's doc comment; help(obj) lists its functions and methods with the
+---first line of each one's doc; help("sandlot.create") looks the name up first; help() says
+---what there is.
+---@param v any
+function M.help(v)
+  local w = function(...) io.stdout:write(...) end
+  if v == nil then
+    w("help(f): a function's doc.  help(obj): its functions and methods.  help(\"a.b\"): by name.\n",
+      "Tab completes globals, fields (sandlot.) and methods (sb:). Try help(sandlot).\n")
+    return
+  end
+  if type(v) == "string" then
+    local found = _G
+    for name in (v .. "."):gmatch("(.-)%.") do
+      found = found ~= nil and field(found, name) or nil
+    end
+    if found == nil then
+      w(("help: nothing named %s\n"):format(v))
+      return
+    end
+    v = found
+  end
+  if type(v) == "function" then
+    w(doc_of(v) or "(no doc comment: a C function, or one without ---)", "\n")
+    return
+  end
+  if type(v) ~= "table" and type(v) ~= "userdata" then
+    w(("a %s: %s\n"):format(type(v), M.pretty(v)))
+    return
+  end
+  local names = names_of(v, true)
+  local list = {}
+  for k in pairs(names) do
+    if not k:match("^_") then list[#list + 1] = k end
+  end
+  table.sort(list)
+  if #list == 0 then w(M.pretty(v), "\n") return end
+  local width = 0
+  for _, k in ipairs(list) do width = math.max(width, #k) end
+  for _, k in ipairs(list) do
+    local d = doc_of(field(v, k)) or ""
+    w(("  %-" .. width .. "s  %s\n"):format(k, (d:match("^[^\n]*"))))
+  end
 end
 
 -------------------------------------------------------------------- evaluation

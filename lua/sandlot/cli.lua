@@ -18,13 +18,14 @@ M.OK, M.FAILED, M.USAGE = 0, 1, 2
 --     {"--provider", arg = "NAME", summary = "..."},          -- takes a value
 --     {"--older-than", arg = "SECONDS", number = true, min = 0, summary = "..."},
 --     {"--all", summary = "..."},                             -- a flag: true when given
+--     {"--env", arg = "K=V", many = true, summary = "..."},    -- repeatable: a list
 --   },
 --   json = true,                     -- takes --json (documented in the README's schema)
 --   rest = true,                     -- keeps the arguments after `--` in o.rest
 --   run = function(o) ... end,       -- o = {opts = {provider =, all =, json =, ...},
 -- }                                  --      args = {...}, rest = {...}}; returns an exit
 --                                    -- status, or nil, err (printed, exit 1)
-M.NAMES = { "caps", "check-provider", "gc", "help", "ps" }
+M.NAMES = { "caps", "check-provider", "config", "create", "exec", "gc", "help", "ps" }
 
 local function out(...) io.stdout:write(...) end
 local function err(...) io.stderr:write(...) end
@@ -131,7 +132,13 @@ local function parse(c, args)
           end
           value = n
         end
-        o.opts[key_of(opt)] = value
+        if opt.many then                 -- repeatable: a list in the order given
+          local list = o.opts[key_of(opt)] or {}
+          list[#list + 1] = value
+          o.opts[key_of(opt)] = list
+        else
+          o.opts[key_of(opt)] = value
+        end
       else
         if value ~= nil then return nil, ("%s takes no value"):format(opt[1]) end
         o.opts[key_of(opt)] = true

@@ -367,6 +367,31 @@ function M.is_file(ref)
   return type(ref) == "string" and (ref:find("/", 1, true) ~= nil or ref:match("%.lua$") ~= nil)
 end
 
+-- Runs a provider file's main chunk in a coroutine of its own, which is not a task: I/O there
+-- (a provider that waits while it loads, which would stall every caller of sandlot.create)
+-- fails at once and is told so with the file:line it happened at.
+local function run_chunk(chunk, name, path)
+  local co = coroutine.create(chunk)
+  local ok, res = coroutine.resume(co, name, path)
+  if ok and coroutine.status(co) == "dead" then return res end
+  local where = path
+  for level = 0, 60 do
+    local info = debug.getinfo(co, level, "Sl")
+    if not info then break end
+    if info.source == "@" .. path and info.currentline > 0 then
+      where = path .. ":" .. info.currentline
+      break
+    end
+  end
+  if ok or tostring(res):find("must run in a task", 1, true) then
+    error(("provider %s: providers must not wait while they load (this did I/O or yielded " ..
+           "at load time); do it in create, or in a function that create calls"):format(where), 0)
+  end
+  local msg = tostring(res)
+  if msg:sub(1, #path + 1) == path .. ":" then error("provider " .. msg, 0) end
+  error(("provider %s: %s"):format(where, msg), 0)
+end
+
 ---Loads a provider by module name ("local" is providers/local.lua on the search path; a dotted
 ---name is required as is), by file path, or takes a table. Returns the completed provider.
 ---A name that matches nothing is nil, err{not_found}; a provider that fails check raises.
@@ -387,7 +412,7 @@ function M.load(spec)
     if not impl then
       local chunk, lerr = loadfile(spec)
       if not chunk then error(("provider %s: %s"):format(spec, lerr), 2) end
-      impl = chunk()
+      impl = run_chunk(chunk, spec, spec)
       file_cache[spec] = impl
     end
   else
@@ -398,7 +423,15 @@ function M.load(spec)
         "no module %s on the search path; see SANDLOT_PATH)%s"):format(spec, mod,
         s and (" (did you mean '" .. s .. "'?)") or ""))
     end
-    impl = require(mod)
+    impl = package.loaded[mod]
+    if impl == nil then
+      local path = package.searchpath(mod, package.path)
+      local chunk, lerr = loadfile(path)
+      if not chunk then error(("provider %s: %s"):format(spec, lerr), 2) end
+      impl = run_chunk(chunk, mod, path)
+      if impl == nil then impl = true end     -- as require records a module that returned nothing
+      package.loaded[mod] = impl
+    end
   end
   return M.complete(impl, spec)
 end

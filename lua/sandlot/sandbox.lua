@@ -17,8 +17,15 @@ M.MAP_VERSION = 1
 local Sandbox = { __name = "sandlot.sandbox" }
 Sandbox.__index = Sandbox
 
+-- "sandlot.sandbox(local:ID)", then the name and the last state this process saw, when known:
+-- "sandlot.sandbox(docker:ID, web, stopped)".
 function Sandbox.__tostring(sb)
-  return ("sandlot.sandbox(%s:%s)"):format(sb.provider, sb.id)
+  local extra = {}
+  if type(sb.name) == "string" and sb.name ~= "" then extra[#extra + 1] = sb.name end
+  local state = sb._destroyed and "destroyed" or sb._state
+  if state and state ~= "active" then extra[#extra + 1] = state end
+  return ("sandlot.sandbox(%s:%s%s)"):format(sb.provider, sb.id,
+                                             #extra > 0 and (", " .. table.concat(extra, ", ")) or "")
 end
 
 local function is_sandbox(v)
@@ -82,6 +89,14 @@ local function resolve(ref, warnings)
     telemetry = telemetry,
   }
   ctx.warn = warner(ref, warnings)
+  ---ctx.progress(op, {done?, total?, elapsed?}, {what, unit?}): progress of a long operation
+  ---(telemetry.progress, with the provider named); free when nothing listens.
+  ctx.progress = function(op, m, meta)
+    if not telemetry.active() then return end
+    meta = meta or {}
+    meta.provider = ref
+    telemetry.progress(op, m, meta)
+  end
   return { ref = ref, p = p, ctx = ctx }
 end
 
@@ -107,6 +122,7 @@ end
 local ledger = require("sandlot.ledger")
 
 local function journal(sb, state, fields)
+  sb._state = state
   if not sb.durable_id then return end
   local l, err = ledger.open()
   if l then
@@ -247,6 +263,10 @@ function M.write_file(sb, path, data, opts)
   if type(data) ~= "string" then error("write_file: data must be a string", 2) end
   opts = check_opts(opts, { mode = true }, "write_file")
   local o = { mode = check_mode(opts.mode, "write_file") }
+  if #data > 1048576 then                 -- shown on a terminal until the span ends
+    sb._ctx.progress("write_file", { total = #data },
+                     { what = "writing " .. path, unit = "bytes" })
+  end
   return span(sb, "write_file", { path = path, size = #data }, call, path, data, o)
 end
 
@@ -434,8 +454,8 @@ local function close_timeout()
 end
 
 local function close_warning(sb, err)
-  io.stderr:write(("sandlot: warning: destroying %s on close: %s\n")
-    :format(tostring(sb), tostring(err)))
+  io.stderr:write(("sandlot: warning: destroying sandlot.sandbox(%s:%s) on close: %s\n")
+    :format(sb.provider, sb.id, tostring(err)))
 end
 
 -- The destroy of a close that could not wait, as a cleanup task of its own: the script's
@@ -531,6 +551,7 @@ function M.create(prov_or_opts, opts)
     end
     local sb = new_sandbox(r, handle, warnings)
     sb.durable_id = durable
+    sb.name = o.name
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
     return sb
   end
@@ -653,6 +674,7 @@ function M.get(id, opts)
   sb, err = M.from_map({ version = M.MAP_VERSION, provider = rec.provider, id = rec.handle.id,
                          handle = rec.handle, durable_id = id })
   if not sb then return nil, errors.wrap(err, ctx) end
+  sb.name = rec.name
   if opts.reconnect ~= false then
     local ok, rerr = M.reconnect(sb)
     if not ok then return nil, rerr end

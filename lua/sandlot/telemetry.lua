@@ -104,6 +104,18 @@ function M.span(op, meta, fn, ...)
   return finish(op, meta, t0, pcall(fn, ...))
 end
 
+---Reports progress of a long operation op (an image pull, a wait for a cloud sandbox, a big
+---transfer): event {"sandlot", op, "progress"} with measurements {done?, total?, elapsed?}
+---and metadata {what, provider?, unit? = "bytes"}. Free when nothing is attached. On a
+---terminal the host shows these on one line of stderr (sandlot._progress).
+---@param op string
+---@param measurements table
+---@param metadata table
+function M.progress(op, measurements, metadata)
+  if not active then return end
+  M.execute({ "sandlot", op, "progress" }, measurements, metadata)
+end
+
 ---Tells whether any handler is attached (callers may skip building metadata otherwise).
 function M.active() return active end
 
