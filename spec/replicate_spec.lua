@@ -212,15 +212,15 @@ local function suite(label, make_sb, opts)
       h.rmtree(moddir)
     end)
 
-    local function start(opts)
+    local function start(ropts)
       local why
       sb, why = make_sb()
       if not sb then return nil, why end
-      opts = opts or {}
-      opts.paths = { moddir }
-      opts.script_dir = false
-      opts.on_log = opts.on_log or function() end
-      return assert(sandlot.replicate(sb, opts))
+      ropts = ropts or {}
+      ropts.paths = { moddir }
+      ropts.script_dir = false
+      ropts.on_log = ropts.on_log or function() end
+      return assert(sandlot.replicate(sb, ropts))
     end
 
     it("calls a module that exists only on the host", h.task(function()
@@ -238,12 +238,15 @@ local function suite(label, make_sb, opts)
       assert.is_nil(none)
       assert.equal("not_found", err.code)
       none, err = peer:call(mod .. ".fail")
+      assert.is_nil(none)
       assert.equal("quota_exceeded", err.code)
       assert.matches(mod .. ".lua", err.traceback, 1, true)
       none, err = peer:call(mod .. ".raise")
+      assert.is_nil(none)
       assert.equal("internal", err.code)
       assert.matches("plain boom", err.message, 1, true)
       none, err = peer:call("no_such_module.fn")
+      assert.is_nil(none)
       assert.equal("not_found", err.code)
       none, err = peer:call(mod .. ".add", function() end)     -- cannot cross: refused here
       assert.is_nil(none)

@@ -66,6 +66,8 @@ function sandlot_core_sys.realpath(path) end
 function sandlot_core_sys.rss() end
 ---sys.setenv(name, value | nil) -> true: sets (or, for nil, removes) a variable of this
 function sandlot_core_sys.setenv(name, value) end
+---sys.sha256(s) -> 64 lower-case hex digits (content addresses of shipped files)
+function sandlot_core_sys.sha256(s) end
 package.loaded["sandlot.core.sys"] = sandlot_core_sys
 
 ---@class sandlot_core_fs
@@ -117,16 +119,31 @@ function sandlot_core_codec.decode(s, pos) end
 function sandlot_core_codec.encode(v, max_bytes) end
 package.loaded["sandlot.core.codec"] = sandlot_core_codec
 
+---@class sandlot_core_event
+local sandlot_core_event = {}
+---event.new() -> ev
+function sandlot_core_event.new() end
+package.loaded["sandlot.core.event"] = sandlot_core_event
+
+---@class sandlot_core_channel
+local sandlot_core_channel = {}
+---channel.stdio() -> ch | nil, err
+function sandlot_core_channel.stdio() end
+package.loaded["sandlot.core.channel"] = sandlot_core_channel
+
 ---@class sandlot_core_http
 local sandlot_core_http = {}
 ---http.escape(s) -> percent-encoded s
 function sandlot_core_http.escape(s) end
 ---http.parse_headers(raw) -> {lowercased name = value}: every line "name: value" (name without
 function sandlot_core_http.parse_headers(raw) end
+---http.parse_request(bytes [, chunk [, max_head [, max_body]]]) -> {req, ...}, used | nil,
+function sandlot_core_http.parse_request(bytes, chunk, max_head, max_body) end
 ---http.parse_response_head(bytes [, max]) -> head {status, http_version, reason, headers_raw,
 function sandlot_core_http.parse_response_head(bytes, max) end
 ---http.request(opts) -> req | nil, err   Starts the transfer at once; see sandlot.http for
 function sandlot_core_http.request(opts) end
+function sandlot_core_http.serve(...) end
 ---http.stats() -> {requests = live transfers, sockets = watched sockets, pooled = idle easy
 function sandlot_core_http.stats() end
 function sandlot_core_http.upgrade(...) end

@@ -160,8 +160,9 @@ end
 ---sandlot.host(name, ...)), heartbeat (seconds between pings when idle, default 5),
 ---heartbeat_timeout (silence that declares it stalled, default 3 heartbeats), on_log
 ---(receives each line the replica prints; default: stderr).
----@return table|nil peer, sandlot.Error? err not_supported (another architecture, a protocol
----  mismatch), not_found (no sandlot-peer built, a listed module), unavailable, timeout, ...
+---Errors: not_supported (another architecture, a protocol mismatch, no spawn), not_found (no
+---sandlot-peer built, a listed module missing), unavailable, timeout, ...
+---@return table|nil peer, sandlot.Error? err
 function M.replicate(sb, opts)
   if type(sb) ~= "table" or type(sb.spawn) ~= "function" then
     error("replicate: sb must be a sandbox", 2)
