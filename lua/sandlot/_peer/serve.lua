@@ -197,6 +197,7 @@ function M.main(nonce, manifest)
   ch, err = channel.stdio()
   if not ch then error(err, 0) end
   package.loaded.sandlot = require("sandlot._peer.sandlot")
+  rawset(_G, "sandlot", package.loaded.sandlot)   -- a global, as in the host's scripts
   install_print()
   ch:write(frames.marker(nonce))
   send({ "hello", { protocol = frames.PROTOCOL, version = core.version, lua = _VERSION,
