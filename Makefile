@@ -27,7 +27,7 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite codec
+CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite codec event channel
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o \
@@ -49,7 +49,7 @@ BUSTED    = /usr/bin/busted
         rock rock-install lint docs
 
 all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc \
-     $(B)/sandlot.1
+     $(B)/sandlot.1 $(B)/sandlot-peer
 
 $(B)/%.o: core/%.c
 	@mkdir -p $(@D)
@@ -59,6 +59,27 @@ $(B)/%.o: core/%.c
 # --export-dynamic: the modules resolve the core's SL_SHARED functions against the binary
 $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) $(LDFLAGS) -Wl,--export-dynamic -o $@ $^ $(LIBS)
+
+# sandlot-peer: the replica sandlot.replicate ships into a sandbox. Static (Debian's
+# liblua5.4.a, libuv_a.a, libmsgpackc.a) so it runs in a root without libc; no HTTP, SSH,
+# SQLite or zlib. Its objects get their own directory: -ffunction-sections lets
+# --gc-sections drop what it never calls. core/peer_main.c keeps dlopen and getpwuid_r
+# (NSS) out of the link; spec/replicate_spec.lua checks the result.
+PEER      = peer_main loop sched errors timer proc outbuf sys fs codec event channel
+PEER_OBJ  = $(PEER:%=$(B)/peer/%.o)
+STATIC_LIBDIR ?= $(shell pkg-config --variable=libdir libuv)
+PEER_LIBS = $(STATIC_LIBDIR)/liblua5.4.a $(STATIC_LIBDIR)/libuv_a.a \
+            $(STATIC_LIBDIR)/libmsgpackc.a -lm -lpthread
+
+# a sanitizer runtime cannot link statically: a sanitized build still ships a plain peer
+$(B)/peer/%.o: core/%.c
+	@mkdir -p $(@D)
+	$(CC) $(filter-out $(SAN),$(SL_CFLAGS)) -ffunction-sections -fdata-sections \
+	  $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+-include $(wildcard $(B)/peer/*.d)
+
+$(B)/sandlot-peer: $(PEER_OBJ)
+	$(CC) -static -s $(LDFLAGS) -Wl,--gc-sections -o $@ $^ $(PEER_LIBS)
 
 $(B)/lib/sandlot/http.so: $(HTTP_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
@@ -137,7 +158,8 @@ FUZZ_TARGETS = config:fuzz.targets:config json:sandlot.wire.json:decode \
                tar:sandlot.wire.tar:list connect:fuzz.targets:connect \
                ndjson:fuzz.targets:ndjson stdcopy:fuzz.targets:stdcopy \
                multipart:fuzz.targets:multipart http_head:fuzz.targets:http_head \
-               codec:fuzz.targets:codec http_request:fuzz.targets:http_request
+               codec:fuzz.targets:codec http_request:fuzz.targets:http_request \
+               peer_frames:fuzz.targets:peer_frames
 FUZZ_SECONDS ?= 30
 FUZZ_CC  ?= clang
 FB        = build-fuzz
@@ -182,6 +204,7 @@ install: all
 	install -m 755 $(B)/sandlot $(DESTDIR)$(BINDIR)/sandlot
 	install -d $(DESTDIR)$(LIBDIR)/sandlot
 	for m in $(NET); do install -m 755 $(B)/lib/sandlot/$$m.so $(DESTDIR)$(LIBDIR)/sandlot/; done
+	install -m 755 $(B)/sandlot-peer $(DESTDIR)$(LIBDIR)/sandlot/sandlot-peer   # sandlot.replicate
 	install -m 644 $(B)/libsandlot.a $(DESTDIR)$(LIBDIR)/libsandlot.a
 	install -m 755 $(B)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.$(VERSION)
 	ln -sf libsandlot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsandlot.so.0

@@ -181,4 +181,35 @@ function M.codec(bytes)
   return true
 end
 
+---The replica protocol's frame reader (sandlot._peer.frames), as the host runs it on a
+---replica's output: a start marker, then frames. The first byte controls the run: even
+---puts the marker before the rest, and it says where the rest is split in two pieces. Every message must be an array with a string kind; every failure must be
+---bad_response, and sticky (the channel is over).
+function M.peer_frames(bytes)
+  local frames = require("sandlot._peer.frames")
+  local marker = frames.marker("fz")
+  local d = frames.decoder({ marker = marker, max = 4096, max_noise = 256 })
+  local control, body = bytes:byte(1) or 0, bytes:sub(2)
+  if control % 2 == 0 then body = marker .. body end
+  local cut = control % (#body + 1)
+  local pieces = { body:sub(1, cut), body:sub(cut + 1) }
+  for _, piece in ipairs(pieces) do
+    d:feed(piece)
+    while true do
+      local msg, err = d:next()
+      if err then
+        if not errors.is(err, "bad_response") then error("frames failed without bad_response") end
+        local again, err2 = d:next()
+        if again ~= nil or err2 ~= err then error("a frame error is not sticky") end
+        return nil, err
+      end
+      if msg == nil then break end
+      if type(msg) ~= "table" or type(msg[1]) ~= "string" then
+        error("frames returned a message that is not {kind, ...}")
+      end
+    end
+  end
+  return true
+end
+
 return M

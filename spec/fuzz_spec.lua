@@ -40,7 +40,7 @@ describe("fuzz target config", function()
 end)
 
 describe("fuzz targets for the wire readers", function()
-  for _, name in ipairs({ "connect", "ndjson", "stdcopy", "multipart" }) do
+  for _, name in ipairs({ "connect", "ndjson", "stdcopy", "multipart", "peer_frames" }) do
     it(name .. " reads every seed to a value or a sandlot.error", function()
       local list = seeds(name)
       assert.is_true(#list >= 2)

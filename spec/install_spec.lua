@@ -69,7 +69,7 @@ describe("make install", function()
                          "lib/libsandlot.so", "lib/libsandlot.so.0",
                          "lib/libsandlot.so." .. sandlot.version, "lib/lua/5.4/sandlot.so",
                          "lib/sandlot/http.so", "lib/sandlot/ssh.so",
-                         "lib/pkgconfig/sandlot.pc", "share/lua/5.4/sandlot/init.lua",
+                         "lib/sandlot/sandlot-peer", "lib/pkgconfig/sandlot.pc", "share/lua/5.4/sandlot/init.lua",
                          "share/lua/5.4/sandlot/proc.lua", "share/sandlot/providers",
                          "share/man/man1/sandlot.1", "share/bash-completion/completions/sandlot",
                          "share/doc/sandlot/README.md", "share/doc/sandlot/LICENSE" }) do
@@ -121,7 +121,9 @@ describe("make install", function()
   it("runs the installed binary with the Lua library of the install tree", function()
     local r = assert(sandlot.proc.run({ usr .. "/bin/sandlot", "-e",
       'print(require("sandlot").version) print(package.searchpath("sandlot", package.path))'
-      .. ' assert(require("sandlot").http.request and require("sandlot").ssh.connect)' }))
+      .. ' assert(require("sandlot").http.request and require("sandlot").ssh.connect)'
+      .. ' assert(require("sandlot._peer.ship").binary_path():find("/bin/../lib/sandlot/", 1,'
+      .. ' true))' }))
     assert.equal("", r.stderr)
     assert.equal(0, r.exit_code)
     assert.equal(sandlot.version .. "\n" .. usr .. "/share/lua/5.4/sandlot/init.lua\n",

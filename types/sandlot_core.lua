@@ -66,6 +66,8 @@ function sandlot_core_sys.realpath(path) end
 function sandlot_core_sys.rss() end
 ---sys.setenv(name, value | nil) -> true: sets (or, for nil, removes) a variable of this
 function sandlot_core_sys.setenv(name, value) end
+---sys.sha256(s) -> 64 lower-case hex digits (content addresses of shipped files)
+function sandlot_core_sys.sha256(s) end
 package.loaded["sandlot.core.sys"] = sandlot_core_sys
 
 ---@class sandlot_core_fs
@@ -116,6 +118,18 @@ function sandlot_core_codec.decode(s, pos) end
 ---codec.encode(v [, max_bytes]) -> string | nil, err (invalid_input)
 function sandlot_core_codec.encode(v, max_bytes) end
 package.loaded["sandlot.core.codec"] = sandlot_core_codec
+
+---@class sandlot_core_event
+local sandlot_core_event = {}
+---event.new() -> ev
+function sandlot_core_event.new() end
+package.loaded["sandlot.core.event"] = sandlot_core_event
+
+---@class sandlot_core_channel
+local sandlot_core_channel = {}
+---channel.stdio() -> ch | nil, err
+function sandlot_core_channel.stdio() end
+package.loaded["sandlot.core.channel"] = sandlot_core_channel
 
 ---@class sandlot_core_http
 local sandlot_core_http = {}

@@ -47,6 +47,9 @@ M.config = require("sandlot.config")
 M.provider = require("sandlot.provider")
 M.fs = require("sandlot.fs")
 M.ledger = require("sandlot.ledger")
+local replicate = require("sandlot.replicate")
+M.replicate = replicate.replicate          -- a connected replica of this host in a sandbox
+M.stop_replica = replicate.stop_replica
 -- written out (not a loop) so that lua-language-server sees each one
 M.create = sandbox.create
 M.exec = sandbox.exec

@@ -331,6 +331,7 @@ end
 
 local function do_destroy(sb, op)
   if sb._destroyed then return true end
+  if sb._peers then require("sandlot.replicate")._sandbox_gone(sb) end   -- replicas first
   local ok, err = call(sb, op)
   if not ok then
     if errors.is(err, "not_found") then ok = true else return nil, err end
