@@ -439,6 +439,19 @@ end
 ---@return any|nil value
 ---@return sandlot.Error? err timeout, cancelled, or fn's
 function Client:poll(fn, opts)
+  local ctx = self.ctx
+  if ctx and ctx.progress and opts and opts.progress ~= false then
+    -- each wait after the first answer is reported: "waiting: <what>  7s" on a terminal
+    local t0, inner = timer.now(), fn
+    fn = function()
+      local v, err = inner()
+      if not v and err == nil then
+        ctx.progress(opts.op or "wait", { elapsed = (timer.now() - t0) / 1e9 },
+                     { what = "waiting: " .. tostring(opts.what or "not ready yet") })
+      end
+      return v, err
+    end
+  end
   return M.poll(fn, opts)
 end
 
