@@ -30,6 +30,10 @@ local ETC = { "passwd", "group", "hosts", "resolv.conf", "nsswitch.conf", "host.
               "protocols", "services", "os-release" }
 -- top-level directories mirrored from the host: a symlink (merged /usr) or a read-only bind
 local TOP = { "bin", "sbin", "lib", "lib32", "lib64", "libx32" }
+local SKELETON = { "usr", "etc", "proc", "dev", "tmp" }   -- mount points made at create
+M.layout = {}                 -- what a portable checkpoint leaves out: the layout made above
+for _, n in ipairs(TOP) do M.layout[#M.layout + 1] = n end
+for _, n in ipairs(SKELETON) do M.layout[#M.layout + 1] = n end
 
 -- retryable follows the code (errors.codes), as for every provider
 local function err(code, fmt, ...)
@@ -98,7 +102,7 @@ end
 -- The sandbox's root/ becomes `/`, with mount points created once at create time so that ls
 -- shows the same tree before and after the first command.
 local function make_skeleton(rootpath, root)
-  for _, d in ipairs({ "usr", "etc", "proc", "dev", "tmp" }) do
+  for _, d in ipairs(SKELETON) do
     local ok, e = root:mkdir(d)
     if not ok then return nil, e end
   end

@@ -86,6 +86,10 @@ local CREATE_OPTS = {
   image = "string", cwd = "string", name = "string", purpose = "string",
   cpus = positive, memory_mb = positive_int, disk_mb = positive_int, timeout = M.seconds,
   env = "table", labels = "table", ports = port_list, mounts = mount_list, network = network,
+  from = function(v)                      -- a checkpoint to restore (sandlot.checkpoint)
+    return type(v) == "string" or (type(v) == "table" and type(v.id) == "string"),
+           "a checkpoint or its id"
+  end,
 }
 
 -- create's option spec for one provider: the standard options plus its create_options (whose

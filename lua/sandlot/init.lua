@@ -73,5 +73,7 @@ M.to_map = sandbox.to_map
 M.from_map = sandbox.from_map
 M.get = sandbox.get
 M.list = sandbox.list
+M.checkpoints = sandbox.checkpoints
+M.checkpoint = require("sandlot.checkpoint")
 
 return M

@@ -15,7 +15,10 @@ M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkd
                "spawn" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
-             capabilities = "table", config = "table", create_options = "table" }
+             capabilities = "table", config = "table", create_options = "table",
+             -- top-level names of the sandbox's file tree that are the provider's own layout
+             -- (mount points, system links), left out of portable checkpoints
+             layout = "table" }
 M.STATUSES = { running = true, stopped = true, terminated = true, unknown = true }
 -- The closed set of `capabilities` flags (each true or false). What each one promises:
 M.CAPABILITIES = {

@@ -530,7 +530,12 @@ function M.create(prov_or_opts, opts)
   end
   shapes.check_create_opts(opts, r.p)
   local o = {}
-  for k, v in pairs(opts) do if k ~= "provider" then o[k] = v end end
+  for k, v in pairs(opts) do if k ~= "provider" and k ~= "from" then o[k] = v end end
+  local from = opts.from
+  if from ~= nil then                     -- a checkpoint to restore: known before creating
+    local ck, ckerr = require("sandlot.checkpoint").get(type(from) == "table" and from.id or from)
+    if not ck then return nil, errors.wrap(ckerr, { op = "create", provider = r.ref }) end
+  end
   local function run()
     local l, durable = journal_create(r, o)
     if l == nil and durable ~= nil then
@@ -553,6 +558,13 @@ function M.create(prov_or_opts, opts)
     sb.durable_id = durable
     sb.name = o.name
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
+    if from ~= nil then
+      local ok, rerr = require("sandlot.checkpoint").restore(sb, from)
+      if not ok then
+        sb:destroy()
+        return nil, errors.wrap(rerr, { op = "create", provider = r.ref })
+      end
+    end
     return sb
   end
   if not telemetry.active() then return run() end
@@ -776,12 +788,32 @@ function M._context(ref, warnings)
   return resolve(ref, warnings or {})
 end
 
+-- Checkpoints (sandlot.checkpoint) ----------------------------------------------------------
+
+---Takes a checkpoint of the sandbox's working area, which sandlot.create(provider,
+---{from = checkpoint}) restores into a new sandbox of any provider.
+---@param opts? {name?: string}
+---@return table|nil checkpoint {id, name, provider, sandbox, kind, created_at, size, sha256},
+---  sandlot.Error? err
+function M.checkpoint(sb, opts)
+  check_sb(sb, "checkpoint")
+  return span(sb, "checkpoint", {}, function(s) return require("sandlot.checkpoint").take(s, opts) end)
+end
+
+---Lists the checkpoints taken of sb (all of them without sb), newest first.
+---@param sb? sandlot.Sandbox
+---@return table[]|nil checkpoints, sandlot.Error? err
+function M.checkpoints(sb)
+  if sb ~= nil then check_sb(sb, "checkpoints") end
+  return require("sandlot.checkpoint").list(sb)
+end
+
 M.Sandbox = Sandbox
 
 -- methods: sb:exec(...) is sandlot.exec(sb, ...)
 for _, op in ipairs({ "exec", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
                       "destroy", "status", "reconnect", "stop", "start", "await_ready",
-                      "update", "get_url", "ssh_opts", "close", "to_map" }) do
+                      "update", "get_url", "ssh_opts", "close", "to_map", "checkpoint" }) do
   Sandbox[op] = M[op]
 end
 Sandbox.caps = M.caps
