@@ -271,14 +271,14 @@ describe("daytona provider", function()
     it("bounds a hang by the request timeout (timeout)", function()
       needs_serve()
       srv.fake.start_delay = 0
+      local h = assert(daytona.create(ctx_for(srv), {}))  -- a loaded machine may be slow here
       local ctx = ctx_for(srv, { request_timeout = 0.5 })
-      local h = assert(daytona.create(ctx, {}))
       srv.fake:inject({ match = "^GET /api/sandbox/", hang = 5, count = 10 })
       local st, err = daytona.status(ctx, h)
       assert.is_nil(st)
       assert.equal("timeout", err.code)
       srv.fake.faults = {}
-      assert(daytona.destroy(ctx, h))
+      assert(daytona.destroy(ctx_for(srv), h))
     end)
 
     it("survives a dropped connection on a GET (retried), reports one on exec", function()

@@ -377,7 +377,8 @@ function M.new(opts)
 end
 
 ---Starts the fake on 127.0.0.1 (sandlot.http.serve). Returns {url, api_url, token, fake,
----stop()}; stop destroys the sandboxes left.
+---rejected() -> {"METHOD /path: status message"...}, stop()}; stop destroys the sandboxes
+---left.
 function M.start(opts)
   local fake = M.new(opts)
   local srv = assert(sandlot.http.serve{ host = "127.0.0.1", port = 0,
@@ -385,6 +386,13 @@ function M.start(opts)
                                          handler = function(req) return fake:handle(req) end })
   fake.url = srv.url
   local t = { url = srv.url, api_url = srv.url .. "/api", token = fake.token, fake = fake }
+  function t.rejected()                    -- for spec/fakes/check/run.lua
+    local out = {}
+    for _, r in ipairs(fake.rejected) do
+      out[#out + 1] = ("%s %s: %d %s"):format(r.method, r.path, r.status, tostring(r.message))
+    end
+    return out
+  end
   function t.stop()
     srv:close()
     for _, s in ipairs(fake.order) do

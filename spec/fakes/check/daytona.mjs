@@ -1,22 +1,27 @@
+// fake: daytona
+// npm: @daytonaio/sdk@0.218.0
 // spec/fakes/check/daytona.mjs: drives the official @daytonaio/sdk (0.218.0, as checked in
 // ../shared/provider-apis/daytona.md) against the Daytona fake (spec/fakes/daytona.lua):
 // create -> exec -> session exec -> files -> list -> stop/start -> destroy. Exits non-zero on
-// any failure, and when the fake rejected any request during the run (GET /_fake/rejected).
-// Environment: DAYTONA_API_URL (the fake's .../api) and DAYTONA_API_KEY (its token), or
-// neither (see below); NODE_PATH or a node_modules holding @daytonaio/sdk. Run by `make check-fakes`
-// (spec/fakes/check/run.lua), or by hand:
+// any failure, and when the fake rejected any request during the run (GET /_fake/rejected;
+// run.lua checks the same list itself).
+// `make check-fakes` (spec/fakes/check/run.lua) runs it as `node daytona.mjs URL TOKEN`
+// beside a node_modules holding the SDK. By hand, from the repository root, it can also start
+// the fake itself (no arguments; NODE_PATH names the SDK's node_modules):
 //   npm install --prefix /tmp/dsdk @daytonaio/sdk@0.218.0
-//   NODE_PATH=/tmp/dsdk/node_modules DAYTONA_API_URL=... DAYTONA_API_KEY=... node daytona.mjs
+//   NODE_PATH=/tmp/dsdk/node_modules node spec/fakes/check/daytona.mjs
 import { createRequire } from 'node:module'
 import path from 'node:path'
 
-const require = createRequire(path.join(process.env.NODE_PATH || process.cwd(), 'x.js'))
+const require = createRequire(process.env.NODE_PATH ? path.join(process.env.NODE_PATH, 'x.js')
+                                                   : import.meta.url)
 const { Daytona } = require('@daytonaio/sdk')
 
-// Without DAYTONA_API_URL the script starts the fake itself (from the repository root:
-// $SANDLOT_BIN or build/sandlot spec/fakes/daytona_server.lua) and stops it at the end.
-let apiUrl = process.env.DAYTONA_API_URL
-let apiKey = process.env.DAYTONA_API_KEY
+// Without arguments or DAYTONA_API_URL the script starts the fake itself (from the repository
+// root: $SANDLOT_BIN or build/sandlot spec/fakes/daytona_server.lua) and stops it at the end.
+const [argUrl, argToken] = process.argv.slice(2)
+let apiUrl = argUrl ? argUrl.replace(/\/+$/, '') + '/api' : process.env.DAYTONA_API_URL
+let apiKey = argUrl ? argToken : process.env.DAYTONA_API_KEY
 let server = null
 let stateDir = null
 if (!apiUrl) {
