@@ -208,6 +208,20 @@ describe("e2b provider", function()
     assert(open:destroy())
   end))
 
+  it("ignores envd's keepalive messages on a quiet process stream", h.task(function()
+    local sb = assert(sandlot.create("e2b", {}))
+    fake.keepalive = 0.05
+    local before = fake.keepalives
+    local r = assert(sb:exec({ "sh", "-c", "sleep 0.4; echo done" }))
+    local p <close> = assert(sb:spawn({ "sh", "-c", "sleep 0.3; echo later" }))
+    assert.same({ "stdout", "later\n" }, { p:read(10) })
+    fake.keepalive = nil
+    assert.is_true(fake.keepalives - before >= 4, "the fake sent no keepalives")
+    assert.same({ 0, "done\n" }, { r.exit_code, r.stdout })
+    assert.equal(0, assert(p:wait(10)).exit_code)
+    assert(sb:destroy())
+  end))
+
   it("writes several files in one multipart request", h.task(function()
     local sb = assert(sandlot.create("e2b", {}))
     local before = count("envd POST /files")
