@@ -6,7 +6,8 @@
 -- E2B_SANDBOX_URL: envd calls go there with E2b-Sandbox-Id/-Port, as the SDK does).
 -- A handle is {id, lifetime, workdir, domain?}: the envd access token comes from GET
 -- /sandboxes/{id} once per process and stays in memory. stop = pause; start = connect with
--- the configured lifetime (connect alone resets it to 300 s); reconnect only reads (GET).
+-- the configured lifetime (connect alone resets it to 300 s); reconnect sets an expiry cut
+-- short by another client's connect back to startedAt + lifetime.
 -- Relative paths resolve against /home/user; env = {X = false} runs under `env -u X`.
 local api = require("sandlot.api")
 local errors = require("sandlot.errors")
@@ -288,10 +289,22 @@ function M.status(ctx, handle)
   return STATES[d.state] or "unknown"
 end
 
----Reads the sandbox again (GET; its expiry is left alone) and refreshes its envd token.
+---Reads the sandbox again and refreshes its envd token. When its expiry is earlier than
+---the configured lifetime allows (another client's connect reset it to 300 s), sets it back
+---to startedAt + lifetime (POST /sandboxes/{id}/timeout); it never lengthens it.
 function M.reconnect(ctx, handle)
   local d, err = detail(ctx, handle)
   if not d then return nil, err end
+  local started, ends = wtime.parse(d.startedAt), wtime.parse(d.endAt)
+  local life = math.type(handle.lifetime) == "integer" and handle.lifetime or nil
+  if d.state == "running" and started and ends and life and ends < started + life - 1 then
+    local left = started + life - os.time()
+    if left > 0 then
+      local ok, terr = on_sandbox(ctx, handle, "POST", "", "/timeout",
+                                  { json = { timeout = left }, want = { 204 } })
+      if not ok then return nil, terr end
+    end
+  end
   return handle
 end
 

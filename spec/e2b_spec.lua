@@ -131,7 +131,7 @@ describe("e2b provider", function()
     assert.equal("terminated", sb:status())
   end))
 
-  it("re-applies the configured lifetime on start (connect would reset it to 300 s)",
+  it("re-applies the configured lifetime on start and reconnect (connect resets it to 300 s)",
      h.task(function()
     local sb = assert(sandlot.create("e2b", { timeout = 1800 }))
     local s = fake.sandboxes[sb.id]
@@ -153,11 +153,21 @@ describe("e2b provider", function()
     end
     assert.equal(1800, json.decode(last.body).timeout)
     assert.equal("ok\n", assert(sb:exec({ "echo", "ok" })).stdout)
-    -- reconnect from a map (another process) leaves the expiry where it is
+    -- reconnect from a map (another process) leaves a good expiry where it is
     local back = assert(sandlot.from_map(sandlot.to_map(sb)))
     local at = fake.sandboxes[sb.id].end_at
     assert(back:reconnect())
     assert.equal(at, fake.sandboxes[sb.id].end_at)
+    -- and sets back one that another client's connect (the SDK's, no timeout) cut to 300 s
+    local res = assert(sandlot.http.request({ url = f.url .. "/v2/sandboxes/" .. sb.id ..
+                                              "/connect", method = "POST", json = {},
+                                              headers = { ["X-API-Key"] = f.token } }))
+    assert.equal(200, res.status)
+    assert.is_true(fake.sandboxes[sb.id].end_at - os.time() <= 300)   -- the plant
+    fake.sandboxes[sb.id].started_at = os.time() - 100
+    assert(back:reconnect())
+    local left = fake.sandboxes[sb.id].end_at - os.time()
+    assert.is_true(left > 1650 and left <= 1700, "reconnect did not re-apply: " .. left)
     -- the fake's default lifetime: 300 s, and past it the sandbox is gone
     fake.sandboxes[plain.id].end_at = os.time() - 1
     assert.equal("terminated", plain:status())
@@ -206,6 +216,20 @@ describe("e2b provider", function()
     assert.equal("not_supported", err.code)
     assert(sb:destroy())
     assert(open:destroy())
+  end))
+
+  it("ignores envd's keepalive messages on a quiet process stream", h.task(function()
+    local sb = assert(sandlot.create("e2b", {}))
+    fake.keepalive = 0.05
+    local before = fake.keepalives
+    local r = assert(sb:exec({ "sh", "-c", "sleep 0.4; echo done" }))
+    local p <close> = assert(sb:spawn({ "sh", "-c", "sleep 0.3; echo later" }))
+    assert.same({ "stdout", "later\n" }, { p:read(10) })
+    fake.keepalive = nil
+    assert.is_true(fake.keepalives - before >= 4, "the fake sent no keepalives")
+    assert.same({ 0, "done\n" }, { r.exit_code, r.stdout })
+    assert.equal(0, assert(p:wait(10)).exit_code)
+    assert(sb:destroy())
   end))
 
   it("writes several files in one multipart request", h.task(function()

@@ -354,7 +354,9 @@ function Fake:api(req)
 end
 
 ---A fake without servers (for handlers called directly): opts = {token, backend_dir,
----max_lifetime, envd_delay (s before envd answers), page_size (list pages at most)}.
+---max_lifetime, envd_delay (s before envd answers), page_size (list pages at most),
+---keepalive (s between keepalive messages of a quiet process stream, instead of the
+---request's Keepalive-Ping-Interval)}.
 function M.new(opts)
   opts = opts or {}
   local dir = assert(opts.backend_dir, "spec.fakes.e2b: opts.backend_dir is required")
@@ -362,6 +364,7 @@ function M.new(opts)
     token = opts.token or ("e2b_" .. id.hex(20)), sandboxes = {}, faults = {}, rejected = {},
     denied = {}, requests = {}, created = 0, list_pages = 0, page_size = opts.page_size,
     max_lifetime = opts.max_lifetime or M.MAX_LIFETIME, envd_delay = opts.envd_delay or 0,
+    keepalive = opts.keepalive, keepalives = 0,
     backend = { name = "e2b-fake", config = { state_dir = dir, isolation = "namespaces" },
                 warn = function() end },
   }, Fake)

@@ -127,12 +127,16 @@ local function push(r, ev)
   for _, t in ipairs(w) do t:cancel() end
 end
 
-local function next_event(r, i)
+-- The event at i, waiting for it; a keepalive message after `ping` seconds without one.
+local KEEPALIVE = { event = { keepalive = {} } }
+
+local function next_event(r, i, ping)
   while not r.events[i] do
-    local t = sandlot.spawn(sandlot.sleep, 3600)
+    local t = sandlot.spawn(sandlot.sleep, ping)
     r.waiters[#r.waiters + 1] = t
-    pcall(t.join, t)
+    local _, slept = pcall(t.join, t)
     if not t:done() then t:cancel(); return nil end
+    if slept == true and not r.events[i] then return KEEPALIVE end
   end
   return r.events[i]
 end
@@ -164,13 +168,17 @@ local function pump(s, r)
 end
 
 -- A streaming body: envelopes from position i of r's events, then the end of the stream.
-local function stream_body(r, i, only_end)
+local function stream_body(f, r, i, only_end, ping)
   local finished = false
   return function()
     if finished then return nil end
     while true do
-      local ev = next_event(r, i)
+      local ev = next_event(r, i, ping)
       if ev == nil then finished = true; return connect.end_stream("canceled", "closed") end
+      if ev == KEEPALIVE then
+        f.keepalives = f.keepalives + 1
+        return connect.encode(ev)
+      end
       i = i + 1
       if ev.done then finished = true; return connect.end_stream() end
       if ev.error then
@@ -403,7 +411,7 @@ local function rpc(f, s, req, method, M)
       if r.exited then i = 1; only_end = true end
     end
     return { status = 200, headers = { ["Content-Type"] = "application/connect+json" },
-             body = stream_body(r, i, only_end) }
+             body = stream_body(f, r, i, only_end, f.keepalive or tonumber(ka) or 90) }
   end
   local v = json.decode(raw)
   local msg, why = conform(v, SCHEMAS[method], "request")
