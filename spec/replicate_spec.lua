@@ -544,5 +544,7 @@ describe("sandlot.replicate", function()
     assert.has_error(function() sandlot.replicate(sb, { hearbeat = 1 }) end,
                      "replicate: unknown option 'hearbeat' (did you mean 'heartbeat'?)")
     assert.has_error(function() sandlot.replicate(sb, { dest = "rel" }) end)
+    assert.has_error(function() sandlot.replicate(sb, { heartbeat = 0 }) end,
+                     "replicate: opts.heartbeat must be a number of seconds > 0")
   end))
 end)

@@ -19,9 +19,13 @@ M.DEST = "/tmp/.sandlot-peer"
 
 local ARCH = { x86_64 = "x86_64", amd64 = "x86_64" }
 
+local function seconds(v)
+  return type(v) == "number" and v > 0 and v < math.huge, "a number of seconds > 0"
+end
+
 local OPTS = {
-  env = "table", dest = "string", timeout = "number", name = "string", modules = "table",
-  paths = "table", expose = "table", heartbeat = "number", heartbeat_timeout = "number",
+  env = "table", dest = "string", timeout = seconds, name = "string", modules = "table",
+  paths = "table", expose = "table", heartbeat = seconds, heartbeat_timeout = seconds,
   on_log = "function", script_dir = function(v)
     return v == false or type(v) == "string", "false or a directory"
   end,
