@@ -86,6 +86,8 @@ local CREATE_OPTS = {
   image = "string", cwd = "string", name = "string", purpose = "string",
   cpus = positive, memory_mb = positive_int, disk_mb = positive_int, timeout = M.seconds,
   env = "table", labels = "table", ports = port_list, mounts = mount_list, network = network,
+  -- sandlot's own (README, "Durable sandboxes"): re-create on loss, and the lifetimes
+  recreate = "boolean", ttl = M.seconds, idle_timeout = M.seconds,
 }
 
 -- create's option spec for one provider: the standard options plus its create_options (whose

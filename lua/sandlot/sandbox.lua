@@ -9,6 +9,8 @@ local provider = require("sandlot.provider")
 local redact = require("sandlot._redact")
 local check = require("sandlot._check")
 local shapes = require("sandlot._shapes")
+local lifetime = require("sandlot._lifetime")
+local admission = require("sandlot._admission")
 
 local M = {}
 
@@ -73,6 +75,17 @@ local function resolve(ref, warnings)
   end
   opts, err = config.resolve_opts(entry)
   if not opts then return nil, err end
+  local adm = {}
+  for k, chk in pairs(admission.KEYS) do     -- sandlot's own entry keys, not the provider's
+    if opts[k] ~= nil then
+      local good, want = chk(opts[k])
+      if not good then
+        return nil, errors.new("invalid_input", ("config %s: providers.%s.%s: expected %s")
+          :format(entry.path or "(none)", entry.name, k, want), { file = entry.path })
+      end
+      adm[k], opts[k] = opts[k], nil
+    end
+  end
   local ok, cerr = provider.check_config(p, opts, entry.path, entry.name)
   if not ok then return nil, cerr end
   local ctx = {
@@ -82,7 +95,7 @@ local function resolve(ref, warnings)
     telemetry = telemetry,
   }
   ctx.warn = warner(ref, warnings)
-  return { ref = ref, p = p, ctx = ctx }
+  return { ref = ref, p = p, ctx = ctx, admission = adm }
 end
 
 local function new_sandbox(r, handle, warnings)
@@ -92,11 +105,13 @@ local function new_sandbox(r, handle, warnings)
   end
   return setmetatable({
     id = handle.id,
+    external_id = handle.id,
     provider = r.ref,
     handle = handle,
     warnings = warnings,
     _p = r.p,
     _ctx = r.ctx,
+    _admission = r.admission,
   }, Sandbox)
 end
 
@@ -105,6 +120,8 @@ end
 -- states are best effort (the sandbox exists either way): a failed write is a warning.
 
 local ledger = require("sandlot.ledger")
+
+local settle, recorded_opts              -- (below: Create; By durable id)
 
 local function journal(sb, state, fields)
   if not sb.durable_id then return end
@@ -164,11 +181,58 @@ local function fail(err, sb, op)
                                                 sandbox = sb.id }), secrets(sb._ctx))
 end
 
+-- Re-creation on loss (create's recreate = true) ----------------------------------------------
+
+-- The operations after which a not_found (or status "terminated") may mean the sandbox is gone.
+local RECREATE_OPS = { exec = true, read_file = true, write_file = true, write_files = true,
+                       ls = true, mkdir = true, rm = true, status = true, spawn = true,
+                       reconnect = true, get_url = true, ssh_opts = true }
+
+-- Whether sb is gone at its provider (not merely missing a file or a binary): asks status.
+local function gone(sb, op, r, err)
+  if op == "status" then return r == "terminated" end
+  if r ~= nil or not errors.is(err, "not_found") then return false end
+  local st, serr = sb._p.ops.status(sb._ctx, sb.handle)
+  return st == "terminated" or (st == nil and errors.is(serr, "not_found"))
+end
+
+local function recreate(sb, op)
+  local old = sb.id
+  local handle, err = sb._p.ops.create(sb._ctx, sb._create_opts)
+  if not handle then return nil, err end
+  if type(handle) ~= "table" or type(handle.id) ~= "string" or handle.id == "" then
+    error(("provider %s: create must return a handle table with a string id"):format(sb._p.name))
+  end
+  sb.handle, sb.id, sb.external_id = handle, handle.id, handle.id
+  sb.recreated = (sb.recreated or 0) + 1
+  sb._ctx.warn(("sandbox %s was gone at the provider (found by %s); re-created it as %s from " ..
+                "its recorded options (files and processes of %s are lost)")
+                :format(sb.durable_id or old, op, handle.id, old))
+  telemetry.execute({ "sandlot", "recreate" }, { count = 1 },
+    { provider = sb.provider, sandbox = handle.id, previous = old, durable_id = sb.durable_id,
+      op = op })
+  journal(sb, "active", { external_id = handle.id, handle = handle, event = "recreated",
+                          note = old .. " -> " .. handle.id })
+  return true
+end
+
 local function call(sb, op, ...)
   if sb._destroyed and op ~= "status" and op ~= "destroy" then
-    return fail(errors.new("not_found", "sandbox was destroyed"), sb, op)
+    return fail(errors.new("not_found", "sandbox was destroyed" ..
+      (sb._expired and (" (" .. sb._expired .. " reached)") or "")), sb, op)
   end
-  local r, err = sb._p.ops[op](sb._ctx, sb.handle, ...)
+  lifetime.op(sb, 1)
+  local pok, r, err = pcall(sb._p.ops[op], sb._ctx, sb.handle, ...)
+  if pok and sb._recreate and RECREATE_OPS[op] and not sb._expired then
+    local gpok, is_gone = pcall(gone, sb, op, r, err)
+    if gpok and is_gone then
+      local ok, rerr = recreate(sb, op)
+      if ok then pok, r, err = pcall(sb._p.ops[op], sb._ctx, sb.handle, ...)
+      else r, err = nil, errors.wrap(rerr, { recreate = true }) end
+    end
+  end
+  lifetime.op(sb, -1)
+  if not pok then error(r, 0) end
   if r == nil then
     if err == nil then err = errors.new("internal", op .. " returned nothing") end
     return fail(err, sb, op)
@@ -316,7 +380,8 @@ local function do_destroy(sb, op)
     if errors.is(err, "not_found") then ok = true else return nil, err end
   end
   sb._destroyed = true
-  journal(sb, "destroyed")
+  lifetime.unwatch(sb)
+  journal(sb, "destroyed", sb._expired and { note = sb._expired } or nil)
   return ok
 end
 
@@ -474,6 +539,40 @@ Sandbox.__close = function(sb) M.close(sb) end
 
 -- Create --------------------------------------------------------------------------------------
 
+---The steps of create at which SANDLOT_FAULT=create:<step> kills the host with SIGKILL (fault
+---injection for the reconciliation specs): before the journal row, after it, after the
+---provider answered (the row still `creating`), after the row became `active`.
+M.FAULT_STEPS = { "before_journal", "after_journal", "after_provider", "after_active" }
+
+local function fault(step)
+  local f = os.getenv("SANDLOT_FAULT")
+  if f ~= "create:" .. step then return end
+  io.stdout:flush()
+  io.stderr:flush()
+  os.execute(("kill -KILL %d"):format(require("sandlot.core.sys").getpid()))
+end
+
+-- Create options that are sandlot's, not the provider's.
+local OWN_OPTS = { recreate = true, ttl = true, idle_timeout = true }
+
+-- What the provider's create gets: o without sandlot's own options; ttl becomes the provider's
+-- lifetime (`timeout`) when it is shorter, so that docker and local end the sandbox by
+-- themselves even when no host is left to do it.
+local function provider_opts(o)
+  local po = {}
+  for k, v in pairs(o) do if not OWN_OPTS[k] then po[k] = v end end
+  if o.ttl and (not po.timeout or o.ttl < po.timeout) then po.timeout = o.ttl end
+  return po
+end
+
+-- After a create (or a get): recreate and lifetimes from the options.
+function settle(sb, o, po)
+  sb._recreate = o.recreate == true
+  sb._create_opts = po
+  lifetime.set(sb, o, sb._created_at)
+  lifetime.watch(sb)
+end
+
 ---Creates a sandbox.
 ---sandlot.create(opts), sandlot.create(provider, opts), or opts.provider. provider is a
 ---configured name, a provider module name ("local"), a provider file, or a provider table;
@@ -510,13 +609,19 @@ function M.create(prov_or_opts, opts)
   shapes.check_create_opts(opts, r.p)
   local o = {}
   for k, v in pairs(opts) do if k ~= "provider" then o[k] = v end end
+  local meta = { provider = r.ref, image = o.image, name = o.name }
   local function run()
+    fault("before_journal")
     local l, durable = journal_create(r, o)
     if l == nil and durable ~= nil then
       return nil, errors.without(errors.wrap(durable, { op = "create", provider = r.ref }),
                                  secrets(r.ctx))
     end
-    local handle, cerr = r.p.ops.create(r.ctx, o)
+    fault("after_journal")
+    local po = provider_opts(o)
+    local handle, cerr, queued, attempts = admission.create(r.ref, r.admission, r.p.ops.create,
+                                                           r.ctx, po)
+    meta.queued_s, meta.attempts = queued, attempts
     if not handle then
       cerr = errors.without(errors.wrap(errors.is(cerr) and cerr
                                           or errors.new("internal", tostring(cerr)),
@@ -528,13 +633,16 @@ function M.create(prov_or_opts, opts)
       end
       return nil, cerr
     end
+    fault("after_provider")
     local sb = new_sandbox(r, handle, warnings)
     sb.durable_id = durable
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
+    fault("after_active")
+    settle(sb, o, po)
     return sb
   end
   if not telemetry.active() then return run() end
-  return telemetry.span("create", { provider = r.ref, image = o.image, name = o.name }, run)
+  return telemetry.span("create", meta, run)
 end
 
 -- Serialization -------------------------------------------------------------------------------
@@ -612,6 +720,27 @@ end
 
 -- By durable id (the ledger) --------------------------------------------------------------------
 
+-- Create options from a record, for re-creation: what the ledger redacted is left out (and said).
+function recorded_opts(sb, stored)
+  local o, lost = {}, {}
+  for k, v in pairs(stored or {}) do
+    if v == redact.MARK then lost[#lost + 1] = k else o[k] = v end
+  end
+  if type(o.env) == "table" then
+    local env = {}
+    for k, v in pairs(o.env) do
+      if v == redact.MARK then lost[#lost + 1] = "env." .. k else env[k] = v end
+    end
+    o.env = env
+  end
+  if o.recreate and #lost > 0 then
+    table.sort(lost)
+    sb._ctx.warn(("a re-creation of %s will lack %s (secrets are not kept in the ledger)")
+      :format(sb.durable_id, table.concat(lost, ", ")))
+  end
+  return o
+end
+
 local function open_ledger(op)
   if not ledger.enabled() then
     return nil, errors.new("not_supported", op .. ": the ledger is off (SANDLOT_LEDGER=off " ..
@@ -625,16 +754,20 @@ end
 ---Reconnects to a sandbox by its durable id (sb.durable_id), from any process and any
 ---directory: the provider reference and handle come from the ledger, credentials from the
 ---config and environment as in from_map. Verifies that the sandbox is alive unless
----opts.reconnect is false.
+---opts.reconnect is false. This host becomes the record's owner; a sandbox owned by another
+---live host (sandlot._owner: its pid alive on this machine, or a journal write within a
+---minute from another) is refused with permission_denied unless opts.take is true.
+---recreate, ttl and idle_timeout come back from the recorded options.
 ---@param id string
----@param opts? {reconnect?: boolean}
+---@param opts? {reconnect?: boolean, take?: boolean}
 ---@return sandlot.Sandbox|nil sb, sandlot.Error? err not_found (no such record; destroyed;
----  never created; gone at the provider), not_supported (ledger off), io_error, unavailable
+---  never created; gone at the provider), permission_denied (another live host owns it),
+---  not_supported (ledger off), io_error, unavailable
 function M.get(id, opts)
   if type(id) ~= "string" or id == "" then
     error("get: a durable sandbox id (string) expected, got " .. type(id), 2)
   end
-  opts = check_opts(opts, { reconnect = "boolean" }, "get")
+  opts = check_opts(opts, { reconnect = "boolean", take = "boolean" }, "get")
   local l, err = open_ledger("get")
   if not l then return nil, err end
   local rec
@@ -648,10 +781,22 @@ function M.get(id, opts)
     return nil, errors.new("not_found", ("sandbox %s has no provider handle (state %s: the " ..
                            "provider never answered its create)"):format(id, rec.state), ctx)
   end
+  local owner = require("sandlot._owner")
+  local other = owner.other_live(l, rec)
+  if other and not opts.take then
+    return nil, errors.new("permission_denied", owner.refusal(rec, other), ctx)
+  end
   local sb
   sb, err = M.from_map({ version = M.MAP_VERSION, provider = rec.provider, id = rec.handle.id,
                          handle = rec.handle, durable_id = id })
   if not sb then return nil, errors.wrap(err, ctx) end
+  if rec.host_id ~= ledger.this_host().id then
+    local ok, cerr = l:claim(id, rec.host_id)
+    if not ok then sb._ctx.warn("ledger: " .. tostring(cerr)) end
+  end
+  sb._created_at = rec.created_at
+  local o = recorded_opts(sb, rec.opts)
+  settle(sb, o, provider_opts(o))
   if opts.reconnect ~= false then
     local ok, rerr = M.reconnect(sb)
     if not ok then return nil, rerr end
@@ -736,10 +881,12 @@ function M.spawn(sb, cmd, opts)
   local p, err = span(sb, "spawn", meta, call, argv,
                       { env = opts.env, cwd = opts.cwd })
   if not p then return nil, err end
-  return require("sandlot._process").wrap(p, {
+  local proc = require("sandlot._process").wrap(p, {
     provider = sb.provider, sandbox = sb.id, provider_name = sb._p.name,
     fail = function(e, op) return fail(e, sb, "spawn." .. op) end,   -- the one context rule
   })
+  lifetime.process(sb, proc)               -- a running process keeps the sandbox from idling
+  return proc
 end
 Sandbox.spawn = M.spawn
 
