@@ -758,7 +758,8 @@ function M.list(ctx, opts)
     local labels = ct.Labels or {}
     if type(labels["sandlot.id"]) == "string" then
       out[#out + 1] = { id = labels["sandlot.id"], container = ct.Id,
-                        workdir = labels["sandlot.workdir"] or WORKDIR, image = ct.Image }
+                        workdir = labels["sandlot.workdir"] or WORKDIR, image = ct.Image,
+                        labels = labels, created_at = ct.Created }
     end
   end
   table.sort(out, function(x, y) return x.id < y.id end)
