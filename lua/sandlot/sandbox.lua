@@ -751,6 +751,8 @@ local function open_ledger(op)
   return l
 end
 
+M._ledger = open_ledger                  -- the ledger, or not_supported when it is off (CLI)
+
 ---Reconnects to a sandbox by its durable id (sb.durable_id), from any process and any
 ---directory: the provider reference and handle come from the ledger, credentials from the
 ---config and environment as in from_map. Verifies that the sandbox is alive unless
