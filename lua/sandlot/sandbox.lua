@@ -121,7 +121,7 @@ end
 
 local ledger = require("sandlot.ledger")
 
-local settle, recorded_opts              -- (below: Create; By durable id)
+local settle                            -- (below, Create)
 
 local function journal(sb, state, fields)
   if not sb.durable_id then return end
@@ -188,33 +188,7 @@ local RECREATE_OPS = { exec = true, read_file = true, write_file = true, write_f
                        ls = true, mkdir = true, rm = true, status = true, spawn = true,
                        reconnect = true, get_url = true, ssh_opts = true }
 
--- Whether sb is gone at its provider (not merely missing a file or a binary): asks status.
-local function gone(sb, op, r, err)
-  if op == "status" then return r == "terminated" end
-  if r ~= nil or not errors.is(err, "not_found") then return false end
-  local st, serr = sb._p.ops.status(sb._ctx, sb.handle)
-  return st == "terminated" or (st == nil and errors.is(serr, "not_found"))
-end
-
-local function recreate(sb, op)
-  local old = sb.id
-  local handle, err = sb._p.ops.create(sb._ctx, sb._create_opts)
-  if not handle then return nil, err end
-  if type(handle) ~= "table" or type(handle.id) ~= "string" or handle.id == "" then
-    error(("provider %s: create must return a handle table with a string id"):format(sb._p.name))
-  end
-  sb.handle, sb.id, sb.external_id = handle, handle.id, handle.id
-  sb.recreated = (sb.recreated or 0) + 1
-  sb._ctx.warn(("sandbox %s was gone at the provider (found by %s); re-created it as %s from " ..
-                "its recorded options (files and processes of %s are lost)")
-                :format(sb.durable_id or old, op, handle.id, old))
-  telemetry.execute({ "sandlot", "recreate" }, { count = 1 },
-    { provider = sb.provider, sandbox = handle.id, previous = old, durable_id = sb.durable_id,
-      op = op })
-  journal(sb, "active", { external_id = handle.id, handle = handle, event = "recreated",
-                          note = old .. " -> " .. handle.id })
-  return true
-end
+local recreate = require("sandlot._recreate")
 
 local function call(sb, op, ...)
   if sb._destroyed and op ~= "status" and op ~= "destroy" then
@@ -224,9 +198,9 @@ local function call(sb, op, ...)
   lifetime.op(sb, 1)
   local pok, r, err = pcall(sb._p.ops[op], sb._ctx, sb.handle, ...)
   if pok and sb._recreate and RECREATE_OPS[op] and not sb._expired then
-    local gpok, is_gone = pcall(gone, sb, op, r, err)
+    local gpok, is_gone = pcall(recreate.gone, sb, op, r, err)
     if gpok and is_gone then
-      local ok, rerr = recreate(sb, op)
+      local ok, rerr = recreate.run(sb, op, journal)
       if ok then pok, r, err = pcall(sb._p.ops[op], sb._ctx, sb.handle, ...)
       else r, err = nil, errors.wrap(rerr, { recreate = true }) end
     end
@@ -718,111 +692,21 @@ function M.from_map(t, opts)
   return sb
 end
 
--- By durable id (the ledger) --------------------------------------------------------------------
+-- By durable id (the ledger): sandlot._byid --------------------------------------------------
 
--- Create options from a record, for re-creation: what the ledger redacted is left out (and said).
-function recorded_opts(sb, stored)
-  local o, lost = {}, {}
-  for k, v in pairs(stored or {}) do
-    if v == redact.MARK then lost[#lost + 1] = k else o[k] = v end
-  end
-  if type(o.env) == "table" then
-    local env = {}
-    for k, v in pairs(o.env) do
-      if v == redact.MARK then lost[#lost + 1] = "env." .. k else env[k] = v end
-    end
-    o.env = env
-  end
-  if o.recreate and #lost > 0 then
-    table.sort(lost)
-    sb._ctx.warn(("a re-creation of %s will lack %s (secrets are not kept in the ledger)")
-      :format(sb.durable_id, table.concat(lost, ", ")))
-  end
-  return o
-end
+M._settle, M._provider_opts = settle, provider_opts   -- for sandlot._byid
 
-local function open_ledger(op)
-  if not ledger.enabled() then
-    return nil, errors.new("not_supported", op .. ": the ledger is off (SANDLOT_LEDGER=off " ..
-                           "or ledger = false in the config)", { op = op })
-  end
-  local l, err = ledger.open()
-  if not l then return nil, errors.wrap(err, { op = op }) end
-  return l
-end
-
-M._ledger = open_ledger                  -- the ledger, or not_supported when it is off (CLI)
-
----Reconnects to a sandbox by its durable id (sb.durable_id), from any process and any
----directory: the provider reference and handle come from the ledger, credentials from the
----config and environment as in from_map. Verifies that the sandbox is alive unless
----opts.reconnect is false. This host becomes the record's owner; a sandbox owned by another
----live host (sandlot._owner: its pid alive on this machine, or a journal write within a
----minute from another) is refused with permission_denied unless opts.take is true.
----recreate, ttl and idle_timeout come back from the recorded options.
+---Reconnects to a sandbox by its durable id (sandlot._byid.get has the whole contract).
 ---@param id string
 ---@param opts? {reconnect?: boolean, take?: boolean}
----@return sandlot.Sandbox|nil sb, sandlot.Error? err not_found (no such record; destroyed;
----  never created; gone at the provider), permission_denied (another live host owns it),
----  not_supported (ledger off), io_error, unavailable
-function M.get(id, opts)
-  if type(id) ~= "string" or id == "" then
-    error("get: a durable sandbox id (string) expected, got " .. type(id), 2)
-  end
-  opts = check_opts(opts, { reconnect = "boolean", take = "boolean" }, "get")
-  local l, err = open_ledger("get")
-  if not l then return nil, err end
-  local rec
-  rec, err = l:get(id)
-  if not rec then return nil, errors.wrap(err, { op = "get", sandbox = id }) end
-  local ctx = { op = "get", provider = rec.provider, sandbox = id }
-  if rec.state == "destroyed" then
-    return nil, errors.new("not_found", ("sandbox %s was destroyed"):format(id), ctx)
-  end
-  if type(rec.handle) ~= "table" or type(rec.handle.id) ~= "string" then
-    return nil, errors.new("not_found", ("sandbox %s has no provider handle (state %s: the " ..
-                           "provider never answered its create)"):format(id, rec.state), ctx)
-  end
-  local owner = require("sandlot._owner")
-  local other = owner.other_live(l, rec)
-  if other and not opts.take then
-    return nil, errors.new("permission_denied", owner.refusal(rec, other), ctx)
-  end
-  local sb
-  sb, err = M.from_map({ version = M.MAP_VERSION, provider = rec.provider, id = rec.handle.id,
-                         handle = rec.handle, durable_id = id })
-  if not sb then return nil, errors.wrap(err, ctx) end
-  if rec.host_id ~= ledger.this_host().id then
-    local ok, cerr = l:claim(id, rec.host_id)
-    if not ok then sb._ctx.warn("ledger: " .. tostring(cerr)) end
-  end
-  sb._created_at = rec.created_at
-  local o = recorded_opts(sb, rec.opts)
-  settle(sb, o, provider_opts(o))
-  if opts.reconnect ~= false then
-    local ok, rerr = M.reconnect(sb)
-    if not ok then return nil, rerr end
-  end
-  return sb
-end
+---@return sandlot.Sandbox|nil sb, sandlot.Error? err not_found, permission_denied, ...
+function M.get(id, opts) return require("sandlot._byid").get(id, opts) end
 
-local function check_list_filter(v)
-  local ok = v == nil or type(v) == "string" or type(v) == "table"
-  return ok, "a string or a table"
-end
+---Lists the ledger's records, newest first (sandlot._byid.list).
+function M.list(filter) return require("sandlot._byid").list(filter) end
 
----Lists the ledger's records, newest first (no provider I/O). filter.state: a state or a list
----(creating, active, stopped, destroyed, error); filter.provider: a provider reference;
----filter.label: "k=v", "k" or {k = v}; filter.limit.
----@param filter? table
----@return sandlot.LedgerRecord[]|nil records, sandlot.Error? err not_supported (ledger off)
-function M.list(filter)
-  filter = check_opts(filter, { state = check_list_filter, provider = "string",
-                                label = check_list_filter, limit = shapes.count }, "list")
-  local l, err = open_ledger("list")
-  if not l then return nil, err end
-  return l:list(filter)
-end
+---The ledger, or not_supported when it is off (the CLI).
+function M._ledger(op) return require("sandlot._byid").open_ledger(op) end
 
 -- Capabilities --------------------------------------------------------------------------------
 
