@@ -27,6 +27,16 @@ describe("bench cases", function()
     run_case("handles", "3", "1")
   end)
 
+  it("the ledger's stall and per-create cases run", function()
+    local out = run_case("ledger_stall", "4", "2", "on")
+    local f = {}
+    for w in out:gmatch("%S+") do f[#f + 1] = tonumber(w) end
+    assert.equal(4, #f, "p99, max, wall, journal writes: " .. out)
+    assert.equal(24, f[4])
+    run_case("ledger_stall", "4", "2", "off")
+    run_case("ledger_create", "3")
+  end)
+
   it("scale runs, with every exec of the batch in flight at once", function()
     local out = run_case("scale", "50", "10")
     local f = {}

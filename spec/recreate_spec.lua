@@ -50,7 +50,9 @@ local function loss_case(ref, lose)
   assert.equal(1, sb.recreated)
   assert.is_nil(sb:read_file("/f"))                          -- a new sandbox: files are lost
   local found
-  for _, w in ipairs(sb.warnings) do found = found or w:find("re-created it as " .. sb.id, 1, true) end
+  for _, w in ipairs(sb.warnings) do
+    found = found or w:find("re-created it as " .. sb.id, 1, true)
+  end
   assert.truthy(found, table.concat(sb.warnings, "\n"))
   assert.equal(1, #seen)
   assert.same({ first, sb.id, durable, "exec" },

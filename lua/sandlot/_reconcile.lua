@@ -119,7 +119,9 @@ local function compare(run, ref, r, list)
         end
       elseif rec.state == "creating" and not durable_seen[rec.id] then
         local stale, why = stale_creating(l, rec, now, hosts)
-        if stale then item = { kind = "ghost", reason = "its create never finished (" .. why .. ")" } end
+        if stale then
+          item = { kind = "ghost", reason = "its create never finished (" .. why .. ")" }
+        end
       end
       if item then
         item.provider, item.id, item.external_id, item.rec = ref, rec.id, rec.external_id, rec
@@ -172,7 +174,8 @@ function M.run(opts)
     else
       local first = #run.items
       if r.p.caps.gc == "native" then
-        local gc, gerr = r.p.ops.gc(r.ctx, { older_than = opts.older_than, dry_run = not opts.yes })
+        -- the rule alone: its older_than and all would remove live, recorded sandboxes
+        local gc, gerr = r.p.ops.gc(r.ctx, { dry_run = not opts.yes })
         if not gc then pr.error = tostring(gerr) end
         for _, x in ipairs(gc or {}) do
           if x.reason ~= "kept" then

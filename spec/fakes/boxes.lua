@@ -4,9 +4,9 @@
 -- the same wire modules as the providers. Strict like a real service: a missing or wrong
 -- token is 401 (and the answer echoes the header it got, as careless services do), unknown
 -- fields are 400, unknown boxes 404, exec on a box still starting 409; while the file
--- <home>/limit holds a number n > 0, a create is 429 with Retry-After: 1 (and n goes down). A box is a directory;
--- its commands run on this host in that directory with a clean environment (no isolation:
--- for tests of the kit, not of sandboxing).
+-- <home>/limit holds a number n > 0, a create is 429 with Retry-After: 1 (and n goes down).
+-- A box is a directory; its commands run on this host in that directory with a clean
+-- environment (no isolation: for tests of the kit, not of sandboxing).
 --   POST   /v1/boxes            {image?, env?}             -> 201 {id, state = "starting"}
 --   GET    /v1/boxes/{id}                                  -> 200 {id, state, image}
 --   DELETE /v1/boxes/{id}                                  -> 204

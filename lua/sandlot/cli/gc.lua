@@ -38,8 +38,10 @@ return {
   summary = "reconcile the providers' sandboxes with the ledger (a dry run unless --yes)",
   usage = "sandlot gc [--provider NAME] [--older-than D] [--yes] [--json]",
   options = {
-    { "--provider", arg = "NAME", summary = "only this provider (module, file or configured name)" },
-    { "--older-than", arg = "D", summary = "only sandboxes and records older than D (90, 15m, 2h, 3d)" },
+    { "--provider", arg = "NAME",
+      summary = "only this provider (module, file or configured name)" },
+    { "--older-than", arg = "D",
+      summary = "only sandboxes and records older than D (90, 15m, 2h, 3d)" },
     { "--yes", short = "-y", summary = "act: destroy orphans and expired ones, mark ghosts lost" },
     { "--dry-run", summary = "only list what would be done (the default)" },
   },
