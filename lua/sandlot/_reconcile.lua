@@ -80,6 +80,8 @@ local function compare(run, ref, r, list)
                    age_s = now - born }
     if run.older_than and now - born < run.older_than then
       item = nil
+    elseif type(hd.labels) == "table" and hd.labels["sandlot.keep"] == "1" then
+      item = nil                                    -- kept by its label, as provider gc does
     elseif not dur then
       item.kind, item.reason = "orphan", "not journaled (no durable id label)"
     elseif not rec then
