@@ -333,6 +333,55 @@ function cases.replicate_pipelined(iso, n, tasks)
     check_hello(assert(sb:exec({ "echo", "hello" })), "exec")
   end)
   return calls, execs
+
+-- ledger_stall TASKS CYCLES on|off: TASKS tasks each run CYCLES times: the three journal
+-- writes of a create and destroy (record `creating`, set `active`, set `destroyed`; skipped when
+-- off), then a 1 ms sleep, while a ticker task sleeps 1 ms at a time and records how late each
+-- wake-up is: the loop's stalls. Prints the 99th percentile and the largest lateness (seconds),
+-- the wall time and the number of journal writes.
+function cases.ledger_stall(tasks, cycles, on)
+  tasks, cycles, on = tonumber(tasks), tonumber(cycles), on == "on"
+  local l = on and assert(require("sandlot.ledger").open())
+  local late, running = {}, true
+  local ticker = sandlot.spawn(function()
+    while running do
+      local t0 = now()
+      sandlot.sleep(0.001)
+      late[#late + 1] = math.max(0, now() - t0 - 0.001)
+    end
+  end)
+  local fns = {}
+  for i = 1, tasks do
+    fns[i] = function()
+      for _ = 1, cycles do
+        if on then
+          local id = assert(l:record({ provider = "bench", module = "local", opts = {} }))
+          assert(l:set_state(id, "active", { external_id = "x", handle = { id = "x" } }))
+          assert(l:set_state(id, "destroyed"))
+        end
+        sandlot.sleep(0.001)
+      end
+    end
+  end
+  local t0 = now()
+  sandlot.all(fns, { limit = tasks })
+  local wall = now() - t0
+  running = false
+  ticker:join()
+  table.sort(late)
+  return late[math.max(1, math.ceil(#late * 0.99))], late[#late], wall,
+         on and tasks * cycles * 3 or 0
+end
+
+-- ledger_create N: N sequential local create+destroy (isolation "none"); seconds. Run with the
+-- ledger on and off (SANDLOT_LEDGER=off) for the journal's cost per create.
+function cases.ledger_create(n)
+  local t0 = now()
+  for _ = 1, tonumber(n) do
+    local sb = assert(sandlot.create("local", { isolation = "none" }))
+    assert(sb:destroy())
+  end
+  return now() - t0
 end
 
 local name = arg[1]

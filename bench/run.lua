@@ -9,7 +9,7 @@ local cjson = require("cjson")
 
 -- The figures, by number (bench/README.md): BENCH_FIGURES=4,6 runs only those.
 local FIGURES = { "host start", "local exec", "concurrency and memory", "HTTP", "Docker", "SSH",
-                  "cloud-SDK peers", "scale", "SSH concurrency", "replication" }
+                  "cloud-SDK peers", "scale", "SSH concurrency", "replication", "ledger" }
 
 local function usage(fmt, ...)
   io.stderr:write(("bench: " .. fmt .. "\n"):format(...),
@@ -708,6 +708,50 @@ section(10, F10, function()
     calls[#calls + 1], ex[#ex + 1] = f[1], f[2]
   end
   ratio(F10[8], ge(10), calls, ex, per_s, "ratio of calls/s to execs/s")
+
+-- 11. Ledger ------------------------------------------------------------------------------------
+
+-- The journal's cost: 64 tasks each making the three journal writes of a create and destroy
+-- between 1 ms sleeps, while a ticker measures the loop's stalls, against the same tasks
+-- without the writes; and sequential local creates with the ledger on and off
+-- (SANDLOT_LEDGER=off) for the cost per create. Each journal write is one SQLite transaction
+-- on the loop thread (WAL, synchronous=FULL: an fsync per commit), so the file system under
+-- XDG_STATE_HOME counts.
+local T10, C10, N10 = 64, 10, 100
+local F11 = { ("11. loop stall p99 added by journal writes, %d tasks writing (on - off)")
+                :format(T10),
+              "11. journal overhead per create (ledger on - off), sequential",
+              "11. local create+destroy, ledger on vs off, sequential" }
+section(11, F11, function()
+  local off_env = { SANDLOT_LEDGER = "off" }
+  for k, v in pairs(child_env) do off_env[k] = v end
+  local fs_type = sh({ "stat", "-f", "-c", "%T", tmp }).stdout:gsub("%s+$", "")
+  local worst = { on = {}, off = {} }
+  local function stall(env, key)
+    return function()
+      local f = fields(sandlot_case("ledger_stall", tostring(T10), tostring(C10), key),
+                       { env = env })
+      table.insert(worst[key], f[2])
+      return f[1]
+    end
+  end
+  local s = measure(rounds(3), { { "on", stall(child_env, "on") },
+                                 { "off", stall(off_env, "off") } })
+  local added = {}
+  for i = 1, #s.on do added[i] = (s.on[i] - s.off[i]) * 1e3 end
+  absolute(F11[1], "ms", nil, added, ("p99 lateness of a 1 ms ticker: %.2f ms on, %.2f ms off; " ..
+    "largest %.1f ms on, %.1f ms off; %d journal writes per run; ledger on %s")
+    :format(median(s.on) * 1e3, median(s.off) * 1e3, median(worst.on) * 1e3,
+            median(worst.off) * 1e3, T10 * C10 * 3, fs_type))
+  local c = measure(rounds(3), {
+    { "on", inner(sandlot_case("ledger_create", tostring(N10)), { env = child_env }) },
+    { "off", inner(sandlot_case("ledger_create", tostring(N10)), { env = off_env }) },
+  })
+  local per = {}
+  for i = 1, #c.on do per[i] = (c.on[i] - c.off[i]) / N10 * 1e6 end
+  absolute(F11[2], "us", nil, per, ("three journal writes per create+destroy (creating, " ..
+    "active, destroyed); %d creates per round; ledger on %s"):format(N10, fs_type))
+  ratio(F11[3], nil, c.on, c.off, ms_per(N10), "ms per create+destroy")
 end)
 
 -- Table ----------------------------------------------------------------------------------------
@@ -718,6 +762,7 @@ local function show(f, v)
   if f.unit == "x" then return ("%.2fx"):format(v) end
   return ("%.1f %s"):format(v, f.unit)
 end
+
 
 print()
 print(("%-68s %9s %9s %9s  %-9s %-8s %s"):format("figure", "value", "min", "max", "target",

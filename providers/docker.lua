@@ -20,8 +20,8 @@
 -- list(ctx, {labels}) returns the sandboxes as handles. gc rule (`sandlot gc --provider
 -- docker`, or M.gc): a container labelled sandlot=1 is
 -- removed when it is not running and not paused (exited, dead, created), or when its
--- sandlot.expires label (creation + lifetime `timeout`) has passed, or, with --older-than N,
--- when it was created more than N seconds ago; --all removes every sandlot container.
+-- sandlot.expires label (creation + lifetime `timeout`) has passed, or, with opts.older_than = N,
+-- when it was created more than N seconds ago; opts.all removes every sandlot container.
 -- A container labelled sandlot.keep=1 (create with labels = {["sandlot.keep"] = "1"}) is
 -- never removed. Paused sandboxes are stopped ones the user may still start: they are kept.
 local api = require("sandlot.api")
@@ -790,7 +790,8 @@ function M.list(ctx, opts)
     local labels = ct.Labels or {}
     if type(labels["sandlot.id"]) == "string" then
       out[#out + 1] = { id = labels["sandlot.id"], container = ct.Id,
-                        workdir = labels["sandlot.workdir"] or WORKDIR, image = ct.Image }
+                        workdir = labels["sandlot.workdir"] or WORKDIR, image = ct.Image,
+                        labels = labels, created_at = ct.Created }
     end
   end
   table.sort(out, function(x, y) return x.id < y.id end)

@@ -576,10 +576,46 @@ function M.list(ctx, opts)
     for k, v in pairs(want) do
       keep = keep and type(meta.labels) == "table" and meta.labels[k] == v
     end
-    if keep then out[#out + 1] = { id = e.name, labels = meta.labels or {} } end
+    if keep then
+      out[#out + 1] = { id = e.name, labels = meta.labels or {}, created_at = meta.created_at }
+    end
   end
   table.sort(out, function(a, b) return a.id < b.id end)
   return out
+end
+
+---Removes the leftover sandboxes of this state directory: those past their lifetime (create's
+---timeout), with opts.older_than those created more than that many seconds ago, with opts.all
+---every one (labels sandlot.keep = "1" stay). A directory without a readable sandbox.json is
+---reported, never removed.
+---@param opts? {all?: boolean, older_than?: number, dry_run?: boolean}
+---@return table report {{id, state, reason, removed}}
+function M.gc(ctx, opts)
+  opts = opts or {}
+  local state <close> = fs.root(state_dir(ctx))
+  if not state then return {} end
+  local entries, rerr = state:readdir(".")
+  if not entries then return nil, rerr end
+  local now, report = os.time(), {}
+  for _, e in ipairs(entries) do
+    if e.type == "directory" and #e.name <= 64 and e.name:match(ID) then
+      local meta = read_meta(state_dir(ctx) .. "/" .. e.name, e.name)
+      local reason
+      if not meta then reason = nil
+      elseif type(meta.labels) == "table" and meta.labels["sandlot.keep"] == "1" then reason = nil
+      elseif opts.all then reason = "all"
+      elseif meta.expires_at and now >= meta.expires_at then reason = "expired"
+      elseif opts.older_than and now - (meta.created_at or now) > opts.older_than then
+        reason = "older than " .. opts.older_than .. "s"
+      end
+      local entry = { id = e.name, state = meta and (meta.state or "running") or "unreadable",
+                      reason = reason or "kept", removed = false }
+      if reason and not opts.dry_run then entry.removed = remove(ctx, e.name) == true end
+      report[#report + 1] = entry
+    end
+  end
+  table.sort(report, function(a, b) return a.id < b.id end)
+  return report
 end
 
 return M

@@ -13,10 +13,10 @@
 -- in one remote script and treats it as world input: a file that fails a check is skipped
 -- (with a warning), never turned into a handle. gc rule (`sandlot gc --provider NAME`, or
 -- M.gc): a directory without metadata whose last change is more than 10 minutes old (on the
--- remote clock) is a failed create and is removed; with --older-than N, so is every sandbox
--- whose directory is older than N seconds; --all removes every one. A sandbox labelled
--- sandlot.keep=1 is never removed, and one whose metadata is invalid only by --all or
--- --older-than. create's `timeout` is not enforced, so nothing expires by itself.
+-- remote clock) is a failed create and is removed; with opts.older_than = N, so is every sandbox
+-- whose directory is older than N seconds; opts.all removes every one. A sandbox labelled
+-- sandlot.keep=1 is never removed, and one whose metadata is invalid only by opts.all or
+-- opts.older_than. create's `timeout` is not enforced, so nothing expires by itself.
 local ssh = require("sandlot.ssh")
 local shell = require("sandlot.shell")
 local errors = require("sandlot.errors")

@@ -35,6 +35,14 @@ describe("bench cases", function()
     assert.equal(0, tonumber(out:match("^%S+%s+(%S+)")), "the warm start ships nothing")
     run_case("replicate_calls", "namespaces", "20")
     run_case("replicate_pipelined", "namespaces", "128", "8")
+  it("the ledger's stall and per-create cases run", function()
+    local out = run_case("ledger_stall", "4", "2", "on")
+    local f = {}
+    for w in out:gmatch("%S+") do f[#f + 1] = tonumber(w) end
+    assert.equal(4, #f, "p99, max, wall, journal writes: " .. out)
+    assert.equal(24, f[4])
+    run_case("ledger_stall", "4", "2", "off")
+    run_case("ledger_create", "3")
   end)
 
   it("scale runs, with every exec of the batch in flight at once", function()

@@ -1,7 +1,8 @@
 -- spec/cli_gc_spec.lua: `sandlot gc` run by the built host from a directory outside the
 -- checkout: providers are found by module name and by configured name, the provider's gc
--- operation (the contract's, not a private function) gets the configured options, and its
--- report is printed.
+-- operation (the contract's, not a private function) gets the configured options, and what it
+-- would remove (or removed, with --yes) is printed. The reconciliation with the ledger itself
+-- is spec/gc_reconcile_spec.lua and spec/gc_fault_spec.lua.
 local h = require("spec.helper")
 
 local function write(path, text)
@@ -62,34 +63,38 @@ return { providers = {
     return h.host(argv, { cwd = tmp .. "/work", env = env })
   end
 
-  it("calls the configured provider's gc with its options and prints the report", function()
-    local code, out, err = gc({ "--provider", "mine" })
-    assert.equal(0, code, err)
-    assert.equal("kept    k1 (running, kept)\nremoved old1 (exited, exited)\n", out)
-    code, out = gc({ "--provider", "mine", "--dry-run" })
-    assert.equal(0, code)
-    assert.matches("would remove old1", out, 1, true)
-  end)
+  it("runs the configured provider's own gc with its options: a dry run unless --yes",
+    function()
+      local code, out, err = gc({ "--provider", "mine" })
+      assert.equal(0, code, err)
+      assert.matches("leftover%s+mine%s+%-%s+old1%s+would destroy%s+exited %(exited%)", out)
+      assert.not_matches("k1", out)                              -- kept ones are not listed
+      assert.matches("a dry run", out, 1, true)
+      assert.matches("sandlot: gc: mine: skipped: it has no list operation", err, 1, true)
+      code, out = gc({ "--provider", "mine", "--yes" })
+      assert.equal(0, code)
+      assert.matches("leftover%s+mine%s+%-%s+old1%s+destroyed", out)
+    end)
 
-  it("--json prints the report with each entry's action", function()
+  it("--json prints {dry_run, providers, items}", function()
     local json = require("sandlot.wire.json")
-    local code, out, err = gc({ "--provider", "mine", "--json" })
+    local code, out, err = gc({ "--provider", "mine", "--json", "-y" })
     assert.equal(0, code, err)
-    assert.same({ provider = "mine", dry_run = false, items = {
-      { id = "k1", state = "running", reason = "kept", removed = false, action = "kept" },
-      { id = "old1", state = "exited", reason = "exited", removed = true, action = "removed" },
-    } }, json.decode(out))
-    code, out = gc({ "--provider", "mine", "--json", "--dry-run" })
+    assert.same({ dry_run = false,
+      providers = { { provider = "mine", skipped = "it has no list operation" } },
+      items = { { kind = "leftover", provider = "mine", external_id = "old1",
+                  reason = "exited (exited)", action = "destroyed" } } }, json.decode(out))
+    code, out = gc({ "--provider", "mine", "--json" })
     assert.equal(0, code)
     local doc = json.decode(out)
     assert.is_true(doc.dry_run)
-    assert.equal("would_remove", doc.items[2].action)
+    assert.equal("would_destroy", doc.items[1].action)
   end)
 
   it("exits 1 when a removal failed", function()
-    local code, out = gc({ "--provider", "failing" })
+    local code, out = gc({ "--provider", "failing", "--yes" })
     assert.equal(1, code)
-    assert.matches("FAILED  old2 (exited, exited)", out, 1, true)
+    assert.matches("leftover%s+failing%s+%-%s+old2%s+FAILED", out)
   end)
 
   it("finds a bundled provider by module name and by configured name, from any directory",
@@ -101,20 +106,20 @@ return { providers = {
         local code, out, err = gc({ "--provider", name })
         assert.equal(1, code, out .. err)
         assert.not_matches("no provider named", err)
-        assert.matches("^sandlot: gc: ", err)
+        assert.matches("^sandlot: gc: " .. name .. ": ", err)
         assert.matches("cannot reach the Docker daemon at " .. host, err, 1, true)
       end
     end)
 
-  it("says so for a provider without gc, and for an unknown one", function()
-    local code, _, err = gc({ "--provider", "nogc" })
-    assert.equal(1, code)
-    assert.matches("provider nogc has no gc", err, 1, true)
-    code, _, err = gc({ "--provider", "no_such_provider_xyz" })
+  it("says so for an unknown provider and for bad arguments", function()
+    local code, _, err = gc({ "--provider", "no_such_provider_xyz" })
     assert.equal(1, code)
     assert.matches("no provider named 'no_such_provider_xyz'", err, 1, true)
-    code, _, err = gc({})
+    code, _, err = gc({ "--older-than", "soon" })
     assert.equal(2, code)
     assert.matches("usage: sandlot gc", err, 1, true)
+    code, _, err = gc({ "--yes", "--dry-run" })
+    assert.equal(2, code)
+    assert.matches("contradict", err, 1, true)
   end)
 end)

@@ -182,7 +182,8 @@ describe("sandlot commands: conventions", function()
       assert.is_true(has["--help"], c.name)
       assert.is_true(has["--json"], c.name)
     end
-    assert.same({ "caps", "check-provider", "config", "create", "exec", "gc", "help", "ps" }, names)
+    assert.same({ "caps", "check-provider", "config", "create", "exec", "gc", "help", "ps",
+                  "rm" }, names)
   end)
 
   it("`help CMD`, `CMD --help` and `CMD -h` print the same usage and exit 0, for every command",
@@ -220,17 +221,20 @@ describe("sandlot commands: conventions", function()
     { { "chek-provider" }, 2, "unknown command 'chek-provider' (did you mean 'check-provider'?)" },
     { { "help", "gcc" }, 2, "sandlot: help: no command named 'gcc' (did you mean 'gc'?)" },
     { { "help", "gc", "caps" }, 2, "sandlot: help: too many arguments" },
-    { { "gc" }, 2, "sandlot: gc: --provider NAME is required\nusage: sandlot gc" },
+    { { "gc", "--yes", "--dry-run" }, 2,
+      "sandlot: gc: --yes and --dry-run contradict each other\nusage: sandlot gc" },
     { { "gc", "--provder", "x" }, 2, "sandlot: gc: unknown option '--provder' " ..
                                      "(did you mean '--provider'?)" },
     { { "gc", "--provider" }, 2, "sandlot: gc: --provider needs a value (NAME)" },
     { { "gc", "--provider", "local", "--older-than", "soon" }, 2,
-      "--older-than needs a number >= 0, got 'soon'" },
+      "--older-than needs a duration such as 90, 15m, 2h or 3d, got 'soon'" },
     { { "gc", "--provider", "local", "extra" }, 2, "sandlot: gc: unexpected argument 'extra'" },
-    { { "gc", "--all=yes", "--provider", "local" }, 2, "sandlot: gc: --all takes no value" },
-    { { "gc", "--provider", "local" }, 1, "sandlot: gc: provider local has no gc" },
+    { { "gc", "--yes=1", "--provider", "local" }, 2, "sandlot: gc: --yes takes no value" },
+    { { "gc", "--provider", "local" }, 0, nil },
     { { "gc", "--provider", "locla" }, 1,
-      "sandlot: gc: not_found: no provider named 'locla'" },
+      "sandlot: gc: locla: not_found: no provider named 'locla'" },
+    { { "rm" }, 2, "sandlot: rm: missing ID" },
+    { { "rm", "sb-0000000000000000" }, 1, "sandlot: rm: no such sandbox: sb-0000000000000000" },
     { { "gc", "--provider", "locla" }, 1, "(did you mean 'local'?)" },
     { { "caps" }, 2, "sandlot: caps: missing FILE_OR_NAME" },
     { { "caps", "local" }, 0, nil },

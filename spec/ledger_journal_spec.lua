@@ -132,7 +132,7 @@ describe("sandlot.get and sandlot.list", function()
     local sb = assert(sandlot.create({ provider = "local", purpose = "reattach" }))
     local script = ([[
       local sandlot = require("sandlot")
-      local sb = assert(sandlot.get(%q))
+      local sb = assert(sandlot.get(%q, { take = true }))   -- its creator still runs
       io.write(sb.id, " ", sb.durable_id, " ", assert(sb:exec({ "echo", "hi" })).stdout)
       assert(sb:destroy())
     ]]):format(sb.durable_id)

@@ -90,6 +90,8 @@ local CREATE_OPTS = {
     return type(v) == "string" or (type(v) == "table" and type(v.id) == "string"),
            "a checkpoint or its id"
   end,
+  -- sandlot's own (README, "Durable sandboxes"): re-create on loss, and the lifetimes
+  recreate = "boolean", ttl = M.seconds, idle_timeout = M.seconds,
 }
 
 -- create's option spec for one provider: the standard options plus its create_options (whose

@@ -11,7 +11,8 @@ local ids = require("sandlot.id")
 local M = {}
 
 ---The states a record goes through.
-M.STATES = { creating = true, active = true, stopped = true, destroyed = true, error = true }
+M.STATES = { creating = true, active = true, stopped = true, destroyed = true, error = true,
+             lost = true }
 
 ---The label that carries the durable id onto the provider's sandbox.
 M.LABEL = "sandlot.durable_id"
@@ -50,7 +51,7 @@ end
 
 -- This process as a ledger host.
 local host
-local function this_host()
+function M.this_host()
   if host then return host end
   local sys = require("sandlot.core.sys")
   local hostname
@@ -60,6 +61,7 @@ local function this_host()
            started_at = os.time() }
   return host
 end
+local this_host = M.this_host
 
 -- Values that can be stored: JSON-safe copies, functions and userdata dropped.
 local function storable(v, depth)
@@ -144,7 +146,7 @@ end
 ---@field module string|nil provider module name
 ---@field external_id string|nil the provider's own id
 ---@field handle table|nil the handle as to_map stores it
----@field state string creating|active|stopped|destroyed|error
+---@field state string creating|active|stopped|destroyed|error|lost
 ---@field opts table create options without secrets
 ---@field host_id string|nil
 ---@field name string|nil
@@ -176,16 +178,22 @@ local function fail(self, err, what)
     { file = self.path, cause = errors.is(err) and err or nil })
 end
 
+-- Adds this host to the hosts table once per ledger.
+local function ensure_host(self)
+  if self._host_added then return true end
+  local ok, err = self.db:add_host(this_host())
+  if not ok then return fail(self, err, "record host") end
+  self._host_added = true
+  return true
+end
+
 ---Writes the `creating` row of a sandbox about to be created. rec: id, provider, module,
 ---opts (redacted here), name, purpose, labels.
 ---@return string|nil id, sandlot.Error? err io_error (full disk, ...), unavailable (locked)
 function Ledger:record(rec)
   local h = this_host()
-  if not self._host_added then
-    local ok, err = self.db:add_host(h)
-    if not ok then return fail(self, err, "record host") end
-    self._host_added = true
-  end
+  local hok, herr = ensure_host(self)
+  if not hok then return nil, herr end
   local now = os.time()
   local row = {
     id = rec.id or M.new_id(), provider = rec.provider, module = rec.module,
@@ -199,7 +207,7 @@ function Ledger:record(rec)
 end
 
 ---Moves a record to `state`. fields: external_id, handle (table), error (any error: stored
----redacted).
+---redacted), event (the event's kind, default "state"), note (a string kept on the event).
 ---@return true|nil ok, sandlot.Error? err not_found (no such record), io_error, unavailable
 function Ledger:set_state(id, state, fields)
   if not M.STATES[state] then error("ledger: unknown state " .. tostring(state), 2) end
@@ -208,7 +216,7 @@ function Ledger:set_state(id, state, fields)
   local cols = { state = state, updated_at = now }
   if fields.external_id ~= nil then cols.external_id = fields.external_id end
   if fields.handle ~= nil then cols.handle = encode(redact.redact(fields.handle, 16)) end
-  local data = { to = state }
+  local data = { to = state, note = fields.note }
   if fields.error ~= nil then
     local e = M.redact_error(fields.error)
     cols.error = encode(e)
@@ -217,9 +225,37 @@ function Ledger:set_state(id, state, fields)
     cols.error = false
   end
   if state == "destroyed" then cols.ended_at = now end
-  local ok, err = self.db:update(id, cols, { kind = "state", data = encode(data) })
+  local ok, err = self.db:update(id, cols, { kind = fields.event or "state",
+                                              data = encode(data) })
   if not ok then return fail(self, err, "set " .. id .. " " .. state) end
   return true
+end
+
+---Makes this host the owner of a record (sandlot.get after the owner's end, or a take).
+---@return true|nil ok, sandlot.Error? err
+function Ledger:claim(id, from)
+  local hok, herr = ensure_host(self)
+  if not hok then return nil, herr end
+  local ok, err = self.db:update(id, { host_id = this_host().id, updated_at = os.time() },
+    { kind = "claim", data = encode({ from = from, to = this_host().id }) })
+  if not ok then return fail(self, err, "claim " .. id) end
+  return true
+end
+
+---Records activity on a record (updated_at = now, no event): what `sandlot gc` reads for
+---idle_timeout once no host watches the sandbox.
+function Ledger:touch(id, at)
+  local ok, err = self.db:update(id, { updated_at = at or os.time() })
+  if not ok then return fail(self, err, "touch " .. id) end
+  return true
+end
+
+---Returns a host row {id, hostname, pid, started_at, seen_at (its latest journal write)}, or
+---nil when the ledger does not know it.
+function Ledger:host(id)
+  local row, err = self.db:host(id)
+  if row == nil and err then return fail(self, err, "host " .. tostring(id)) end
+  return row or nil
 end
 
 ---Returns one record by durable id.

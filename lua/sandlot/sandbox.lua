@@ -9,6 +9,8 @@ local provider = require("sandlot.provider")
 local redact = require("sandlot._redact")
 local check = require("sandlot._check")
 local shapes = require("sandlot._shapes")
+local lifetime = require("sandlot._lifetime")
+local admission = require("sandlot._admission")
 
 local M = {}
 
@@ -80,6 +82,17 @@ local function resolve(ref, warnings)
   end
   opts, err = config.resolve_opts(entry)
   if not opts then return nil, err end
+  local adm = {}
+  for k, chk in pairs(admission.KEYS) do     -- sandlot's own entry keys, not the provider's
+    if opts[k] ~= nil then
+      local good, want = chk(opts[k])
+      if not good then
+        return nil, errors.new("invalid_input", ("config %s: providers.%s.%s: expected %s")
+          :format(entry.path or "(none)", entry.name, k, want), { file = entry.path })
+      end
+      adm[k], opts[k] = opts[k], nil
+    end
+  end
   local ok, cerr = provider.check_config(p, opts, entry.path, entry.name)
   if not ok then return nil, cerr end
   local ctx = {
@@ -97,7 +110,7 @@ local function resolve(ref, warnings)
     meta.provider = ref
     telemetry.progress(op, m, meta)
   end
-  return { ref = ref, p = p, ctx = ctx }
+  return { ref = ref, p = p, ctx = ctx, admission = adm }
 end
 
 local function new_sandbox(r, handle, warnings)
@@ -107,11 +120,13 @@ local function new_sandbox(r, handle, warnings)
   end
   return setmetatable({
     id = handle.id,
+    external_id = handle.id,
     provider = r.ref,
     handle = handle,
     warnings = warnings,
     _p = r.p,
     _ctx = r.ctx,
+    _admission = r.admission,
   }, Sandbox)
 end
 
@@ -120,6 +135,8 @@ end
 -- states are best effort (the sandbox exists either way): a failed write is a warning.
 
 local ledger = require("sandlot.ledger")
+
+local settle                            -- (below, Create)
 
 local function journal(sb, state, fields)
   sb._state = state
@@ -180,11 +197,32 @@ local function fail(err, sb, op)
                                                 sandbox = sb.id }), secrets(sb._ctx))
 end
 
+-- Re-creation on loss (create's recreate = true) ----------------------------------------------
+
+-- The operations after which a not_found (or status "terminated") may mean the sandbox is gone.
+local RECREATE_OPS = { exec = true, read_file = true, write_file = true, write_files = true,
+                       ls = true, mkdir = true, rm = true, status = true, spawn = true,
+                       reconnect = true, get_url = true, ssh_opts = true }
+
+local recreate = require("sandlot._recreate")
+
 local function call(sb, op, ...)
   if sb._destroyed and op ~= "status" and op ~= "destroy" then
-    return fail(errors.new("not_found", "sandbox was destroyed"), sb, op)
+    return fail(errors.new("not_found", "sandbox was destroyed" ..
+      (sb._expired and (" (" .. sb._expired .. " reached)") or "")), sb, op)
   end
-  local r, err = sb._p.ops[op](sb._ctx, sb.handle, ...)
+  lifetime.op(sb, 1)
+  local pok, r, err = pcall(sb._p.ops[op], sb._ctx, sb.handle, ...)
+  if pok and sb._recreate and RECREATE_OPS[op] and not sb._expired then
+    local gpok, is_gone = pcall(recreate.gone, sb, op, r, err)
+    if gpok and is_gone then
+      local ok, rerr = recreate.run(sb, op, journal)
+      if ok then pok, r, err = pcall(sb._p.ops[op], sb._ctx, sb.handle, ...)
+      else r, err = nil, errors.wrap(rerr, { recreate = true }) end
+    end
+  end
+  lifetime.op(sb, -1)
+  if not pok then error(r, 0) end
   if r == nil then
     if err == nil then err = errors.new("internal", op .. " returned nothing") end
     return fail(err, sb, op)
@@ -337,7 +375,8 @@ local function do_destroy(sb, op)
     if errors.is(err, "not_found") then ok = true else return nil, err end
   end
   sb._destroyed = true
-  journal(sb, "destroyed")
+  lifetime.unwatch(sb)
+  journal(sb, "destroyed", sb._expired and { note = sb._expired } or nil)
   return ok
 end
 
@@ -495,6 +534,40 @@ Sandbox.__close = function(sb) M.close(sb) end
 
 -- Create --------------------------------------------------------------------------------------
 
+---The steps of create at which SANDLOT_FAULT=create:<step> kills the host with SIGKILL (fault
+---injection for the reconciliation specs): before the journal row, after it, after the
+---provider answered (the row still `creating`), after the row became `active`.
+M.FAULT_STEPS = { "before_journal", "after_journal", "after_provider", "after_active" }
+
+local function fault(step)
+  local f = os.getenv("SANDLOT_FAULT")
+  if f ~= "create:" .. step then return end
+  io.stdout:flush()
+  io.stderr:flush()
+  os.execute(("kill -KILL %d"):format(require("sandlot.core.sys").getpid()))
+end
+
+-- Create options that are sandlot's, not the provider's.
+local OWN_OPTS = { recreate = true, ttl = true, idle_timeout = true }
+
+-- What the provider's create gets: o without sandlot's own options; ttl becomes the provider's
+-- lifetime (`timeout`) when it is shorter, so that docker and local end the sandbox by
+-- themselves even when no host is left to do it.
+local function provider_opts(o)
+  local po = {}
+  for k, v in pairs(o) do if not OWN_OPTS[k] then po[k] = v end end
+  if o.ttl and (not po.timeout or o.ttl < po.timeout) then po.timeout = o.ttl end
+  return po
+end
+
+-- After a create (or a get): recreate and lifetimes from the options.
+function settle(sb, o, po)
+  sb._recreate = o.recreate == true
+  sb._create_opts = po
+  lifetime.set(sb, o, sb._created_at)
+  lifetime.watch(sb)
+end
+
 ---Creates a sandbox.
 ---sandlot.create(opts), sandlot.create(provider, opts), or opts.provider. provider is a
 ---configured name, a provider module name ("local"), a provider file, or a provider table;
@@ -536,13 +609,19 @@ function M.create(prov_or_opts, opts)
     local ck, ckerr = require("sandlot.checkpoint").get(type(from) == "table" and from.id or from)
     if not ck then return nil, errors.wrap(ckerr, { op = "create", provider = r.ref }) end
   end
+  local meta = { provider = r.ref, image = o.image, name = o.name }
   local function run()
+    fault("before_journal")
     local l, durable = journal_create(r, o)
     if l == nil and durable ~= nil then
       return nil, errors.without(errors.wrap(durable, { op = "create", provider = r.ref }),
                                  secrets(r.ctx))
     end
-    local handle, cerr = r.p.ops.create(r.ctx, o)
+    fault("after_journal")
+    local po = provider_opts(o)
+    local handle, cerr, queued, attempts = admission.create(r.ref, r.admission, r.p.ops.create,
+                                                           r.ctx, po)
+    meta.queued_s, meta.attempts = queued, attempts
     if not handle then
       cerr = errors.without(errors.wrap(errors.is(cerr) and cerr
                                           or errors.new("internal", tostring(cerr)),
@@ -554,10 +633,12 @@ function M.create(prov_or_opts, opts)
       end
       return nil, cerr
     end
+    fault("after_provider")
     local sb = new_sandbox(r, handle, warnings)
     sb.durable_id = durable
     sb.name = o.name
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
+    fault("after_active")
     if from ~= nil then
       local ok, rerr = require("sandlot.checkpoint").restore(sb, from)
       if not ok then
@@ -565,10 +646,11 @@ function M.create(prov_or_opts, opts)
         return nil, errors.wrap(rerr, { op = "create", provider = r.ref })
       end
     end
+    settle(sb, o, po)
     return sb
   end
   if not telemetry.active() then return run() end
-  return telemetry.span("create", { provider = r.ref, image = o.image, name = o.name }, run)
+  return telemetry.span("create", meta, run)
 end
 
 -- Serialization -------------------------------------------------------------------------------
@@ -644,73 +726,21 @@ function M.from_map(t, opts)
   return sb
 end
 
--- By durable id (the ledger) --------------------------------------------------------------------
+-- By durable id (the ledger): sandlot._byid --------------------------------------------------
 
-local function open_ledger(op)
-  if not ledger.enabled() then
-    return nil, errors.new("not_supported", op .. ": the ledger is off (SANDLOT_LEDGER=off " ..
-                           "or ledger = false in the config)", { op = op })
-  end
-  local l, err = ledger.open()
-  if not l then return nil, errors.wrap(err, { op = op }) end
-  return l
-end
+M._settle, M._provider_opts = settle, provider_opts   -- for sandlot._byid
 
----Reconnects to a sandbox by its durable id (sb.durable_id), from any process and any
----directory: the provider reference and handle come from the ledger, credentials from the
----config and environment as in from_map. Verifies that the sandbox is alive unless
----opts.reconnect is false.
+---Reconnects to a sandbox by its durable id (sandlot._byid.get has the whole contract).
 ---@param id string
----@param opts? {reconnect?: boolean}
----@return sandlot.Sandbox|nil sb, sandlot.Error? err not_found (no such record; destroyed;
----  never created; gone at the provider), not_supported (ledger off), io_error, unavailable
-function M.get(id, opts)
-  if type(id) ~= "string" or id == "" then
-    error("get: a durable sandbox id (string) expected, got " .. type(id), 2)
-  end
-  opts = check_opts(opts, { reconnect = "boolean" }, "get")
-  local l, err = open_ledger("get")
-  if not l then return nil, err end
-  local rec
-  rec, err = l:get(id)
-  if not rec then return nil, errors.wrap(err, { op = "get", sandbox = id }) end
-  local ctx = { op = "get", provider = rec.provider, sandbox = id }
-  if rec.state == "destroyed" then
-    return nil, errors.new("not_found", ("sandbox %s was destroyed"):format(id), ctx)
-  end
-  if type(rec.handle) ~= "table" or type(rec.handle.id) ~= "string" then
-    return nil, errors.new("not_found", ("sandbox %s has no provider handle (state %s: the " ..
-                           "provider never answered its create)"):format(id, rec.state), ctx)
-  end
-  local sb
-  sb, err = M.from_map({ version = M.MAP_VERSION, provider = rec.provider, id = rec.handle.id,
-                         handle = rec.handle, durable_id = id })
-  if not sb then return nil, errors.wrap(err, ctx) end
-  sb.name = rec.name
-  if opts.reconnect ~= false then
-    local ok, rerr = M.reconnect(sb)
-    if not ok then return nil, rerr end
-  end
-  return sb
-end
+---@param opts? {reconnect?: boolean, take?: boolean}
+---@return sandlot.Sandbox|nil sb, sandlot.Error? err not_found, permission_denied, ...
+function M.get(id, opts) return require("sandlot._byid").get(id, opts) end
 
-local function check_list_filter(v)
-  local ok = v == nil or type(v) == "string" or type(v) == "table"
-  return ok, "a string or a table"
-end
+---Lists the ledger's records, newest first (sandlot._byid.list).
+function M.list(filter) return require("sandlot._byid").list(filter) end
 
----Lists the ledger's records, newest first (no provider I/O). filter.state: a state or a list
----(creating, active, stopped, destroyed, error); filter.provider: a provider reference;
----filter.label: "k=v", "k" or {k = v}; filter.limit.
----@param filter? table
----@return sandlot.LedgerRecord[]|nil records, sandlot.Error? err not_supported (ledger off)
-function M.list(filter)
-  filter = check_opts(filter, { state = check_list_filter, provider = "string",
-                                label = check_list_filter, limit = shapes.count }, "list")
-  local l, err = open_ledger("list")
-  if not l then return nil, err end
-  return l:list(filter)
-end
+---The ledger, or not_supported when it is off (the CLI).
+function M._ledger(op) return require("sandlot._byid").open_ledger(op) end
 
 -- Capabilities --------------------------------------------------------------------------------
 
@@ -771,10 +801,12 @@ function M.spawn(sb, cmd, opts)
   local p, err = span(sb, "spawn", meta, call, argv,
                       { env = opts.env, cwd = opts.cwd })
   if not p then return nil, err end
-  return require("sandlot._process").wrap(p, {
+  local proc = require("sandlot._process").wrap(p, {
     provider = sb.provider, sandbox = sb.id, provider_name = sb._p.name,
     fail = function(e, op) return fail(e, sb, "spawn." .. op) end,   -- the one context rule
   })
+  lifetime.process(sb, proc)               -- a running process keeps the sandbox from idling
+  return proc
 end
 Sandbox.spawn = M.spawn
 

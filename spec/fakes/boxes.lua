@@ -3,9 +3,10 @@
 -- httpd (spec/fakes/boxes_server.lua starts it), one sandlot host per request, and is built on
 -- the same wire modules as the providers. Strict like a real service: a missing or wrong
 -- token is 401 (and the answer echoes the header it got, as careless services do), unknown
--- fields are 400, unknown boxes 404, exec on a box still starting 409. A box is a directory;
--- its commands run on this host in that directory with a clean environment (no isolation:
--- for tests of the kit, not of sandboxing).
+-- fields are 400, unknown boxes 404, exec on a box still starting 409; while the file
+-- <home>/limit holds a number n > 0, a create is 429 with Retry-After: 1 (and n goes down).
+-- A box is a directory; its commands run on this host in that directory with a clean
+-- environment (no isolation: for tests of the kit, not of sandboxing).
 --   POST   /v1/boxes            {image?, env?}             -> 201 {id, state = "starting"}
 --   GET    /v1/boxes/{id}                                  -> 200 {id, state, image}
 --   DELETE /v1/boxes/{id}                                  -> 204
@@ -70,6 +71,14 @@ local function load(id)
 end
 
 local function create()
+  local limit = tonumber(read(home .. "/limit") or "")   -- the admission spec's rate limit
+  if limit and limit > 0 then
+    write(home .. "/limit", tostring(limit - 1))
+    io.write("Status: 429 Too Many Requests\r\nRetry-After: 1\r\n" ..
+             "Content-Type: application/json\r\n\r\n")
+    io.write(json.encode({ error = { code = "rate_limited", message = "slow down" } }))
+    return
+  end
   local req, why = body({ image = true, env = true })
   if not req then return refuse(400, "invalid_argument", why) end
   local id = require("sandlot.id").hex(8)

@@ -1,71 +1,99 @@
--- sandlot.cli.gc: `sandlot gc --provider NAME`: runs the provider's gc operation (the
--- contract's, with the configured options) and prints its report, as text or JSON.
+-- sandlot.cli.gc: `sandlot gc [--provider P] [--older-than D] [--yes] [--json]`: reconciles the
+-- providers' sandboxes with the ledger (sandlot._reconcile) and prints what it found and did.
+-- A dry run unless --yes.
 local cli = require("sandlot.cli")
 
--- What happened to one entry: kept, removed, would_remove (--dry-run) or failed.
-local function action(x, dry_run)
-  if x.reason == "kept" then return "kept" end
-  if x.removed then return "removed" end
-  return dry_run and "would_remove" or "failed"
+-- "90", "90s", "15m", "2h", "3d" -> seconds, or nil
+local UNITS = { s = 1, m = 60, h = 3600, d = 86400 }
+local function duration(s)
+  local n, u = tostring(s):match("^(%d+%.?%d*)([smhd]?)$")
+  if not n then return nil end
+  return tonumber(n) * UNITS[u ~= "" and u or "s"]
 end
 
-local SHOWN = { kept = "kept   ", removed = "removed", would_remove = "would remove",
-                failed = "FAILED " }
+local SHOWN = { destroyed = "destroyed", would_destroy = "would destroy",
+                marked_lost = "marked lost", would_mark_lost = "would mark lost",
+                failed = "FAILED" }
 
--- A report entry for JSON: its scalar fields (a provider's own ones included) and the action.
-local function entry(x, dry_run)
-  local e = {}
-  for k, v in pairs(x) do
-    local t = type(v)
-    if type(k) == "string" and (t == "string" or t == "number" or t == "boolean") then e[k] = v end
+local function table_out(items)
+  local lines, width = { { "KIND", "PROVIDER", "DURABLE ID", "PROVIDER ID", "ACTION",
+                           "REASON" } }, {}
+  for _, x in ipairs(items) do
+    local ext = x.external_id or "-"
+    if #ext > 20 then ext = ext:sub(1, 19) .. "~" end
+    lines[#lines + 1] = { x.kind, x.provider, x.id or "-", ext, SHOWN[x.action] or x.action,
+                          x.reason .. (x.error and (": " .. x.error) or "") }
   end
-  e.action = action(x, dry_run)
-  return e
+  for _, l in ipairs(lines) do
+    for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
+  end
+  for _, l in ipairs(lines) do
+    local cells = {}
+    for c, v in ipairs(l) do cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v end
+    cli.out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
+  end
 end
 
 return {
-  summary = "remove leftover sandboxes of a provider (one with gc: docker, ssh)",
-  usage = "sandlot gc --provider NAME [--all] [--older-than SECONDS] [--dry-run] [--json]",
+  summary = "reconcile the providers' sandboxes with the ledger (a dry run unless --yes)",
+  usage = "sandlot gc [--provider NAME] [--older-than D] [--yes] [--json]",
   options = {
-    { "--provider", arg = "NAME", summary = "a provider module, file or configured name" },
-    { "--all", summary = "remove every sandbox of the provider (sandlot.keep=1 stays)" },
-    { "--older-than", arg = "SECONDS", number = true, min = 0,
-      summary = "also remove running ones created more than SECONDS ago" },
-    { "--dry-run", summary = "only list what would be removed" },
+    { "--provider", arg = "NAME",
+      summary = "only this provider (module, file or configured name)" },
+    { "--older-than", arg = "D",
+      summary = "only sandboxes and records older than D (90, 15m, 2h, 3d)" },
+    { "--yes", short = "-y", summary = "act: destroy orphans and expired ones, mark ghosts lost" },
+    { "--dry-run", summary = "only list what would be done (the default)" },
   },
   json = true,
   help = [[
-NAME is a provider module (docker), a provider file, or a provider configured in
-sandlot.config.lua; it works from any directory. The provider's gc decides what is left over.
-docker's rule: remove containers labelled sandlot=1 that are neither running nor paused, or
-whose lifetime (create's timeout) has passed; --older-than also removes running ones created
-more than SECONDS ago; --all removes every one. Containers labelled sandlot.keep=1 are kept.
-Exits 1 when the provider is unknown, has no gc or cannot be reached, or when a removal failed.
+Lists each provider's sandboxes (its list operation) and compares them with the ledger
+($XDG_STATE_HOME/sandlot/ledger.db). Providers: NAME, or else every configured provider, every
+provider a live record names, and local. It finds
+  orphan    at the provider, but the ledger has no row, says destroyed/error/lost, names another
+            sandbox (re-created), or has a `creating` row whose host is dead (on another
+            machine: older than $SANDLOT_GC_GRACE seconds, default 600): destroyed;
+  ghost     active or stopped in the ledger but gone at the provider, or a `creating` row as
+            above with no sandbox: marked lost;
+  expired   past its ttl, or idle past its idle_timeout with no live host: destroyed;
+  leftover  what the provider's own gc rule removes (local: past create's timeout; docker: not
+            running or paused, or expired).
+Without --yes nothing is changed. --json prints {dry_run, providers, items} (README, Commands).
+Exits 1 when a provider cannot be reached or an action failed.
 ]],
   run = function(o)
-    local name = o.opts.provider
-    if not name then return cli.usage_error(cli.get("gc"), "--provider NAME is required") end
-    local r, e = require("sandlot.sandbox")._context(name)
-    if not r then return nil, e end
-    local gc = r.p.caps.gc == "native" and r.p.ops.gc
-    if not gc then return nil, ("provider %s has no gc"):format(name) end
-    local opts = { all = o.opts.all, older_than = o.opts.older_than, dry_run = o.opts.dry_run }
-    local report, gerr = gc(r.ctx, opts)
-    if not report then return nil, gerr end
-    local failed = false
-    local items = cli.array()
-    for _, x in ipairs(report) do
-      local e = entry(x, opts.dry_run)
-      failed = failed or e.action == "failed"
-      items[#items + 1] = e
+    local older
+    if o.opts.older_than then
+      older = duration(o.opts.older_than)
+      if not older then
+        return cli.usage_error(cli.get("gc"), "--older-than needs a duration such as 90, 15m, " ..
+                               "2h or 3d, got '%s'", o.opts.older_than)
+      end
     end
+    if o.opts.yes and o.opts.dry_run then
+      return cli.usage_error(cli.get("gc"), "--yes and --dry-run contradict each other")
+    end
+    local report, err = require("sandlot._reconcile").run({ provider = o.opts.provider,
+                                                            older_than = older,
+                                                            yes = o.opts.yes == true })
+    if not report then return nil, err end
+    local failed = false
+    for _, pr in ipairs(report.providers) do
+      if pr.error then
+        failed = true
+        if not o.opts.json then cli.fail(cli.get("gc"), "%s: %s", pr.provider, pr.error) end
+      elseif pr.skipped and o.opts.provider then
+        cli.err(("sandlot: gc: %s: skipped: %s\n"):format(pr.provider, pr.skipped))
+      end
+    end
+    for _, x in ipairs(report.items) do failed = failed or x.action == "failed" end
     if o.opts.json then
-      cli.json({ provider = name, dry_run = opts.dry_run == true, items = items })
+      cli.json({ dry_run = report.dry_run, providers = cli.array(report.providers),
+                 items = cli.array(report.items) })
     else
-      for _, x in ipairs(items) do
-        local what = type(x.container) == "string" and (" " .. x.container:sub(1, 12)) or ""
-        cli.out(("%s %s%s (%s, %s)\n"):format(SHOWN[x.action], tostring(x.id), what,
-                                              tostring(x.state), tostring(x.reason)))
+      table_out(report.items)
+      if report.dry_run and #report.items > 0 then
+        cli.out("(a dry run: nothing was changed; run with --yes to act)\n")
       end
     end
     return failed and cli.FAILED or cli.OK

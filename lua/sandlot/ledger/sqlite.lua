@@ -237,14 +237,14 @@ end
 
 -- The backend interface (sandlot.ledger calls only these; a PostgreSQL backend provides the
 -- same): insert(row), update(id, fields, event), get(id), list(filter), events(id),
--- add_host(host). Rows are flat tables of columns; JSON columns are already strings.
+-- add_host(host), host(id). Rows are flat tables of columns; JSON columns are already strings.
 
 local COLUMNS = { "id", "provider", "module", "external_id", "handle", "state", "opts",
                   "host_id", "name", "purpose", "labels", "error", "created_at", "updated_at",
                   "ended_at" }
 local SETTABLE = { external_id = true, handle = true, state = true, error = true,
                    updated_at = true, ended_at = true, name = true, purpose = true,
-                   labels = true }
+                   labels = true, host_id = true }
 
 local function add_event(c, id, at, event)
   return c:query("INSERT INTO events(sandbox_id, at, kind, data) VALUES (?, ?, ?, ?)",
@@ -345,6 +345,15 @@ function Db:add_host(host)
     return c:query("INSERT OR IGNORE INTO hosts(id, hostname, pid, started_at) " ..
                    "VALUES (?, ?, ?, ?)", { host.id, host.hostname, host.pid, host.started_at })
   end)
+end
+
+---Returns a host row with seen_at (the latest updated_at of its sandboxes), false when
+---unknown, or nil, err.
+function Db:host(id)
+  local rows, err = self:read("SELECT id, hostname, pid, started_at, (SELECT max(updated_at) " ..
+    "FROM sandboxes WHERE host_id = hosts.id) AS seen_at FROM hosts WHERE id = ?", { id })
+  if not rows then return nil, err end
+  return rows[1] or false
 end
 
 M.Db = Db
