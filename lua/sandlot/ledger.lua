@@ -49,8 +49,10 @@ function M.new_id()
   return "sb-" .. ids.hex(8)
 end
 
--- This process as a ledger host.
 local host
+
+---This process as a ledger host: {id, hostname, pid, started_at}, made once per process.
+---@return table host
 function M.this_host()
   if host then return host end
   local sys = require("sandlot.core.sys")
