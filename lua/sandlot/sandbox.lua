@@ -9,6 +9,7 @@ local provider = require("sandlot.provider")
 local redact = require("sandlot._redact")
 local check = require("sandlot._check")
 local shapes = require("sandlot._shapes")
+local plugins = require("sandlot.plugins")   -- hooks around create, destroy and exec
 
 local M = {}
 
@@ -228,7 +229,9 @@ function M.exec(sb, cmd, opts)
   end
   local r, err = span(sb, "exec", meta, call, argv, o)
   if not r then return nil, err end
-  return shapes.exec_result(sb._p.name, r)
+  r = shapes.exec_result(sb._p.name, r)
+  plugins.after_exec(sb, r, type(cmd) == "string" and cmd or argv)            -- plugins
+  return r
 end
 
 ---Reads a whole file from the sandbox.
@@ -332,6 +335,10 @@ end
 ---@return true|nil ok, sandlot.Error? err
 function M.destroy(sb)
   check_sb(sb, "destroy")
+  if not sb._destroyed then                                                    -- plugins: veto
+    local ok, verr = plugins.before_destroy(sb)
+    if not ok then return fail(verr, sb, "destroy") end
+  end
   return span(sb, "destroy", {}, do_destroy)
 end
 
@@ -518,6 +525,9 @@ function M.create(prov_or_opts, opts)
   shapes.check_create_opts(opts, r.p)
   local o = {}
   for k, v in pairs(opts) do if k ~= "provider" then o[k] = v end end
+  local verr                                                 -- plugins: veto or changed opts
+  o, verr = plugins.before_create(o, function(x) shapes.check_create_opts(x, r.p) end)
+  if not o then return nil, errors.wrap(verr, { op = "create", provider = r.ref }) end
   local function run()
     local l, durable = journal_create(r, o)
     if l == nil and durable ~= nil then
@@ -540,6 +550,7 @@ function M.create(prov_or_opts, opts)
     sb.durable_id = durable
     sb.name = o.name
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
+    plugins.after_create(sb)                                                   -- plugins
     return sb
   end
   if not telemetry.active() then return run() end
