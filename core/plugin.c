@@ -222,6 +222,7 @@ static const char prelude_src[] =
   "  return type(f) == 'function'\n"
   "end\n"
   "function P.get_state() return rawget(G, 'state') end\n"
+  "function P.set_config(c) rawset(G, 'config', c) return true end\n"
   "function P.set_state(s) rawset(G, 'state', s) return true end\n"
   "function P.migrate(old, from, to)\n"
   "  local f = type(MOD) == 'table' and rawget(MOD, 'migrate')\n"

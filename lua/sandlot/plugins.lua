@@ -23,7 +23,10 @@ local loaded = false
 local watches = {}           -- dir -> fswatch handle (when watching)
 local in_event = false       -- an on_event dispatch is running: nested events are not sent
 
+M.state_dir = nil            -- where versions and status persist (nil: $XDG_STATE_HOME/...)
+
 local function state_base()
+  if M.state_dir then return M.state_dir end
   local base = os.getenv("XDG_STATE_HOME")
   if not base or base == "" then
     local home = os.getenv("HOME")
@@ -170,6 +173,11 @@ local function build(rec, src)
                              instructions = rec.limits.instructions,
                              wall_ms = rec.limits.wall_ms, host = host.names(rec.grants) })
   if not st then return nil, err end
+  local cs, cerr = host.drive(rec, st, st:call("set_config", "config", rec.conf.config or {}))
+  if cs ~= "ok" then
+    st:close()
+    return nil, cerr
+  end
   local status, desc = host.drive(rec, st, st:load(src, "@" .. rec.path))
   if status ~= "ok" then
     st:close()
@@ -684,6 +692,9 @@ function M.provider(plugin, pname)
   end
   return p
 end
+
+-- for specs and the bench: the record of a loaded plugin
+function M._rec(name) return recs[name] end
 
 ---Tells whether any plugin is loaded (for callers that skip work otherwise).
 function M.any()
