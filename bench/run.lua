@@ -9,7 +9,7 @@ local cjson = require("cjson")
 
 -- The figures, by number (bench/README.md): BENCH_FIGURES=4,6 runs only those.
 local FIGURES = { "host start", "local exec", "concurrency and memory", "HTTP", "Docker", "SSH",
-                  "cloud-SDK peers", "scale", "SSH concurrency" }
+                  "cloud-SDK peers", "scale", "SSH concurrency", "plugins" }
 
 local function usage(fmt, ...)
   io.stderr:write(("bench: " .. fmt .. "\n"):format(...),
@@ -638,6 +638,24 @@ section(9, F9, function()
   end)
   srv:stop()
   assert(ok, err)
+end)
+
+-- 10. Plugins ----------------------------------------------------------------------------------
+
+local F10 = { "10. plugin hook overhead: no-op after_exec, p50 of one dispatch",
+              "10. bytes per plugin state (no-op plugin, after a full collection)",
+              "10. plugin reload (fresh state + migrate + swap), median of 20" }
+section(10, F10, function()
+  local p50, bytes, reload = {}, {}, {}
+  for i = 1, rounds(5) do
+    local d = tmp .. "/plugins" .. i
+    sh({ "mkdir", "-p", d })
+    local f = fields(sandlot_case("plugins", "20000", d))
+    p50[#p50 + 1], bytes[#bytes + 1], reload[#reload + 1] = f[1], f[2] / 1024, f[3]
+  end
+  absolute(F10[1], "us", le(5), p50, "plugins.after_exec with one no-op plugin, each timed alone")
+  absolute(F10[2], "KiB", le(300), bytes, "the plugin allocator's count of live bytes")
+  absolute(F10[3], "ms", le(20), reload, "plugins.reload of an unchanged no-op plugin")
 end)
 
 -- Table ----------------------------------------------------------------------------------------

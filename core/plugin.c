@@ -144,13 +144,19 @@ static int cross(lua_State *from, int n, lua_State *to, char *why, size_t wn) {
     snprintf(why, wn, "out of memory");
     goto done;
   }
-  lua_pushcfunction(from, xfer_pack);
-  lua_pushlightuserdata(from, &x);
-  for (int i = 0; i < n; i++) lua_pushvalue(from, first + i);
-  if (lua_pcall(from, n + 1, 0, 0) != LUA_OK) {
-    snprintf(why, wn, "out of memory while copying");
-    lua_pop(from, 1);
-    goto done;
+  if (lua_getallocf(from, NULL) != plugin_alloc) {
+    /* the host's own state: uncapped, so packing in place cannot meet the cap */
+    for (int i = 0; i < n && x.n >= 0; i++)
+      if (sl_codec_pack(from, first + i, &x.buf, 0, x.why, sizeof(x.why)) != 0) x.n = -1;
+  } else {
+    lua_pushcfunction(from, xfer_pack);
+    lua_pushlightuserdata(from, &x);
+    for (int i = 0; i < n; i++) lua_pushvalue(from, first + i);
+    if (lua_pcall(from, n + 1, 0, 0) != LUA_OK) {
+      snprintf(why, wn, "out of memory while copying");
+      lua_pop(from, 1);
+      goto done;
+    }
   }
   if (x.n < 0) {
     snprintf(why, wn, "%s", x.why);
@@ -160,14 +166,24 @@ static int cross(lua_State *from, int n, lua_State *to, char *why, size_t wn) {
     snprintf(why, wn, "out of memory");
     goto done;
   }
-  int base = lua_gettop(to);
-  lua_pushcfunction(to, xfer_unpack);
-  lua_pushlightuserdata(to, &x);
-  if (lua_pcall(to, 1, LUA_MULTRET, 0) != LUA_OK) {
-    snprintf(why, wn, "%s", lua_type(to, -1) == LUA_TSTRING ? lua_tostring(to, -1)
-                                                            : "out of memory while copying");
-    lua_settop(to, base);
-    goto done;
+  if (lua_getallocf(to, NULL) != plugin_alloc) {
+    size_t pos = 0;                       /* the host: only its own OOM could raise here */
+    for (int i = 0; i < n; i++) {
+      if (sl_codec_unpack(to, x.buf.data ? x.buf.data : "", x.buf.size, &pos, why, wn) != 0) {
+        lua_pop(to, i);
+        goto done;
+      }
+    }
+  } else {
+    int base = lua_gettop(to);
+    lua_pushcfunction(to, xfer_unpack);
+    lua_pushlightuserdata(to, &x);
+    if (lua_pcall(to, 1, LUA_MULTRET, 0) != LUA_OK) {
+      snprintf(why, wn, "%s", lua_type(to, -1) == LUA_TSTRING ? lua_tostring(to, -1)
+                                                              : "out of memory while copying");
+      lua_settop(to, base);
+      goto done;
+    }
   }
   rc = 0;
 done:
@@ -205,7 +221,9 @@ static const char prelude_src[] =
   "  return describe(m, 0)\n"
   "end\n"
   "function P.invoke(path, ...)\n"
-  "  local f = MOD\n"
+  "  local f = rawget(MOD, path)\n"
+  "  if type(f) == 'function' then return f(...) end\n"
+  "  f = MOD\n"
   "  for part in path:gmatch('[^.]+') do\n"
   "    if type(f) ~= 'table' then f = nil break end\n"
   "    f = rawget(f, part)\n"

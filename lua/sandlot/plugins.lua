@@ -506,13 +506,16 @@ local function ready(hook)
   return by_hook[hook]
 end
 
--- One hook call on rec; returns "ok", results... | "fault", err (already recorded).
-local function call_hook(rec, hook, async, ...)
-  local st = rec.st
-  rec.inflight = rec.inflight + 1
-  local first = table.pack(st:call("invoke", hook, hook, ...))
-  if async and host.waits(first[1], first[2], first[3]) then
+-- The end of a hook call: the fast path ("ok" at once) allocates nothing more.
+local function finish(rec, st, async, status, ...)
+  if status == "ok" or status == "fault" then
+    rec.inflight = rec.inflight - 1
+    if status == "fault" then host.fault(rec, (...)) end
+    return status, ...
+  end
+  if async and host.waits(status, ...) then
     -- an observer waiting on I/O goes on in a task of its own: the operation never waits
+    local first = table.pack(status, ...)
     require("sandlot.task").spawn(function()
       local r = table.pack(host.drive(rec, st, table.unpack(first, 1, first.n)))
       rec.inflight = rec.inflight - 1
@@ -520,10 +523,14 @@ local function call_hook(rec, hook, async, ...)
     end)
     return "ok"
   end
-  local r = table.pack(host.drive(rec, st, table.unpack(first, 1, first.n)))
-  rec.inflight = rec.inflight - 1
-  if r[1] == "fault" then host.fault(rec, r[2]) end
-  return table.unpack(r, 1, r.n)
+  return finish(rec, st, false, host.drive(rec, st, status, ...))
+end
+
+-- One hook call on rec; returns "ok", results... | "fault", err (already recorded).
+local function call_hook(rec, hook, async, ...)
+  local st = rec.st
+  rec.inflight = rec.inflight + 1
+  return finish(rec, st, async, st:call("invoke", hook, hook, ...))
 end
 
 local function sb_summary(sb)
