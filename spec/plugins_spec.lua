@@ -283,6 +283,56 @@ describe("sandlot.plugins", function()
     assert.equal("granted\n", r.stdout)
   end))
 
+  it("an observer waiting on I/O never holds up the operation", h.task(function()
+    write("slow", [[return { name = "slow", version = "1", after_exec = function()
+      sandlot.proc.run({ "sleep", "0.3" }) state.done = true end }]])
+    use({ slow = { grants = { "proc" } } })
+    local sb <close> = assert(sandlot.create("local", {}))
+    assert(sb:exec({ "true" }))
+    assert.is_nil(plugins.info("slow").state.done)       -- exec returned first
+    assert.is_true(h.eventually(function() return plugins.info("slow").state.done end, 5))
+  end))
+
+  it("a waiting hook's budget covers its host calls too", h.task(function()
+    write("late", [[return { name = "late", version = "1", before_create = function()
+      sandlot.proc.run({ "sleep", "5" }) end }]])
+    use({ late = { grants = { "proc" }, limits = { wall_ms = 100 } } })
+    local sb
+    local text = quiet(function() sb = assert(sandlot.create("local", {})) end)
+    sb:destroy()
+    assert.matches("plugin late exceeded 100 ms in before_create", text)
+  end))
+
+  it("reloading a provider file keeps live sandboxes working, migrating handles",
+    h.task(function()
+      local prov = dir .. "/prov.lua"
+      local src = [[return { name = "prov", version = "%s",
+        create = function() return { id = "p1" } end,
+        exec = function() return { exit_code = 0, stdout = "%s\n", stderr = "" } end,
+        destroy = function() return true end, status = function() return "running" end,
+        %s }]]
+      local f = assert(io.open(prov, "w"))
+      f:write(src:format("1", "v1", ""))
+      f:close()
+      use()
+      local sb = assert(sandlot.create(prov, {}))
+      assert.equal("v1\n", assert(sb:exec({ "x" })).stdout)
+      f = assert(io.open(prov, "w"))
+      f:write(src:format("2", "v2",
+        "migrate_handle = function(h, old) h.migrated_from = old return h end"))
+      f:close()
+      assert(plugins.reload_provider(prov))
+      assert.equal("v2\n", assert(sb:exec({ "x" })).stdout)
+      assert.equal("1", sb.handle.migrated_from)
+      f = assert(io.open(prov, "w"))
+      f:write("return { name = 'prov', create = function( end")
+      f:close()
+      local ok, err = plugins.reload_provider(prov)
+      assert.is_nil(ok)
+      assert.equal("invalid_input", err.code)
+      assert.equal("v2\n", assert(sb:exec({ "x" })).stdout)
+    end))
+
   it("hot reload: a changed file is reloaded after the debounce", h.task(function()
     write("hot", [[return { name = "hot", version = "1" }]])
     use()

@@ -700,6 +700,15 @@ function M.provider(plugin, pname)
   return p
 end
 
+---Reloads a provider file in place: live sandboxes keep working and run the new code from
+---their next call; the new provider's migrate_handle(handle, old_version) may rewrite their
+---handles. On failure the old code stays.
+---@param spec string a provider module name ("mycloud") or file
+---@return true|nil ok, sandlot.Error? err
+function M.reload_provider(spec)
+  return require("sandlot._provider_reload").reload(spec, host.live)
+end
+
 -- for specs and the bench: the record of a loaded plugin
 function M._rec(name) return recs[name] end
 

@@ -15,7 +15,8 @@ M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkd
                "spawn" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
-             capabilities = "table", config = "table", create_options = "table" }
+             capabilities = "table", config = "table", create_options = "table",
+             migrate_handle = "function" }   -- (handle, old_version) -> handle, on hot reload
 M.STATUSES = { running = true, stopped = true, terminated = true, unknown = true }
 -- The closed set of `capabilities` flags (each true or false). What each one promises:
 M.CAPABILITIES = {
@@ -82,7 +83,7 @@ function M.check(tbl)
           add("unknown name '%s': operations are %s, %s; fields are %s (prefix private " ..
               "helpers with '_')", k, table.concat(M.REQUIRED, " "),
               table.concat(M.OPTIONAL, " "), "name description version capabilities config " ..
-              "create_options")
+              "create_options migrate_handle")
         end
       end
     end
