@@ -333,6 +333,42 @@ describe("sandlot.plugins", function()
       assert.equal("v2\n", assert(sb:exec({ "x" })).stdout)
     end))
 
+  it("on_event receives telemetry events; a fault event does not loop back", h.task(function()
+    write("tele", [[return { name = "tele", version = "1", on_event = function(e, m, meta)
+      local k = table.concat(e, ".")
+      state[k] = (state[k] or 0) + 1
+      if k == "sandlot.exec.stop" then state.dur = m.duration > 0 end
+    end }]])
+    write("bad", [[return { name = "bad", version = "1", on_event = function() error("x") end }]])
+    use()
+    quiet(function()
+      local sb <close> = assert(sandlot.create("local", {}))
+      sb:exec({ "true" })
+    end)
+    local st = plugins.info("tele").state
+    assert.equal(1, st["sandlot.exec.stop"])
+    assert.equal(1, st["sandlot.create.start"])
+    assert.is_true(st.dur)
+    assert.is_true(plugins.info("bad").faults >= 1)
+    plugins.reset()
+    assert.is_false(sandlot.telemetry.active())       -- detached with the plugins
+  end))
+
+  it("a plugin's provider runs in its state", h.task(function()
+    write("cloud", [[state.n = 0 return { name = "cloud", version = "1", providers = { box = {
+      create = function(ctx, opts) state.n = state.n + 1 return { id = "box" .. state.n } end,
+      exec = function(ctx, handle, argv) return { exit_code = 0, stdout = handle.id .. ":" ..
+        table.concat(argv, " ") .. "\n", stderr = "" } end,
+      destroy = function() return true end, status = function() return "running" end } } }]])
+    use()
+    local p = assert(plugins.provider("cloud", "box"))
+    local sb <close> = assert(sandlot.create(p, {}))
+    assert.equal("box1:echo hi\n", assert(sb:exec({ "echo", "hi" })).stdout)
+    local none, err = plugins.provider("cloud", "nope")
+    assert.is_nil(none)
+    assert.equal("not_found", err.code)
+  end))
+
   it("hot reload: a changed file is reloaded after the debounce", h.task(function()
     write("hot", [[return { name = "hot", version = "1" }]])
     use()
