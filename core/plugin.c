@@ -242,7 +242,8 @@ static int err_text(lua_State *L) {
     lua_replace(L, 2);
   }
   if (t == LUA_TSTRING) snprintf(et->buf, sizeof(et->buf), "%s", lua_tostring(L, 2));
-  else if (lua_isinteger(L, 2)) snprintf(et->buf, sizeof(et->buf), "%lld", (long long)lua_tointeger(L, 2));
+  else if (lua_isinteger(L, 2))
+    snprintf(et->buf, sizeof(et->buf), "%lld", (long long)lua_tointeger(L, 2));
   else if (t == LUA_TNUMBER) snprintf(et->buf, sizeof(et->buf), "%g", (double)lua_tonumber(L, 2));
   else if (t != LUA_TTABLE) snprintf(et->buf, sizeof(et->buf), "(a %s)", lua_typename(L, t));
   return 0;

@@ -1,6 +1,7 @@
 -- audit: one JSON line per operation (create, exec, destroy) in the plugin's data file
 -- ($XDG_STATE_HOME/sandlot/plugins/audit/data/audit.jsonl), secrets redacted by the host's
--- redactor before anything is written. Config: plugins = { audit = { config = { file = "x.jsonl" } } }
+-- redactor before anything is written.
+-- Config: plugins = { audit = { config = { file = "x.jsonl" } } }
 local FILE = config.file or "audit.jsonl"
 state.lines = state.lines or 0
 

@@ -75,7 +75,9 @@ describe("shipped plugins", function()
     use({ reaper = { config = { idle_s = 0 } } })
     local old <close> = assert(sandlot.create("local", {}))
     local real, buf = io.stderr, {}
-    io.stderr = { write = function(_, ...) for _, s in ipairs({ ... }) do buf[#buf + 1] = s end end }
+    io.stderr = { write = function(_, ...)
+      for _, s in ipairs({ ... }) do buf[#buf + 1] = s end
+    end }
     local new <close> = assert(sandlot.create("local", {}))
     sandlot.sleep(0.05)
     io.stderr = real

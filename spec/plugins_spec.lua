@@ -54,7 +54,8 @@ describe("sandlot.core.plugin", function()
 
   it("a pcall inside the plugin cannot swallow the stop", function()
     local st <close> = new({ instructions = 100000 })
-    st:load("return { f = function() while true do pcall(function() while true do end end) end end }")
+    st:load("return { f = function() " ..
+            "while true do pcall(function() while true do end end) end end }")
     local s, err = st:call("invoke", "f", "f")
     assert.same({ "fault", "timeout" }, { s, err.code })
   end)
@@ -69,8 +70,9 @@ describe("sandlot.core.plugin", function()
 
   it("caps memory: a plugin that allocates without limit fails that call only", function()
     local st <close> = new({ memory = 4 * 1024 * 1024, instructions = 1e12, wall_ms = 20000 })
-    st:load("return { hog = function() local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end end," ..
-            " caught = function() pcall(function() local t = {} for i = 1, 1e9 do t[i] = {} end end) " ..
+    st:load("return { hog = function() local t = {} " ..
+            "for i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end end, caught = function() " ..
+            "pcall(function() local t = {} for i = 1, 1e9 do t[i] = {} end end) " ..
             "return 'survived' end, ok = function() return 'fine' end }")
     local s, err = st:call("invoke", "hog", "hog")
     assert.same({ "fault", "quota_exceeded" }, { s, err.code })

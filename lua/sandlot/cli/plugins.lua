@@ -1,4 +1,5 @@
--- sandlot.cli.plugins: `sandlot plugins [list|info|enable|disable|reload|rollback] [NAME [VERSION]]`:
+-- sandlot.cli.plugins: `sandlot plugins [list|info|enable|disable|reload|rollback]
+-- [NAME [VERSION]]`:
 -- the plugins found on the plugin path, with version, status, faults, memory and time used,
 -- and the operations on one plugin. The breaker's verdict and a rollback's pin persist under
 -- $XDG_STATE_HOME/sandlot/plugins, so they hold for later runs too.
