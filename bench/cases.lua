@@ -242,6 +242,42 @@ function cases.sftp(o_json, dir, lpath, rpath)
   return now() - t0, n
 end
 
+-- plugins N DIR: figure 11. A no-op after_exec plugin in DIR: p50 of N hook dispatches
+-- (plugins.after_exec with a small result, each timed alone, microseconds), the bytes of the
+-- plugin's state after a full collection, and the median of 20 reloads (milliseconds).
+function cases.plugins(n, dir)
+  n = tonumber(n)
+  local plugins = require("sandlot.plugins")
+  local f = assert(io.open(dir .. "/noop.lua", "w"))
+  f:write('return { name = "noop", version = "1", after_exec = function(r, sb) end }')
+  f:close()
+  plugins.state_dir = dir .. "/state"
+  require("sandlot.config").set({ plugins = { path = dir } })
+  plugins.load_all()
+  local sb = { id = "bench", provider = "local" }
+  local r = { exit_code = 0, stdout = "hello\n", stderr = "", timed_out = false,
+              truncated = false, duration = 1000 }
+  local xs = {}
+  for i = 1, n do
+    local t0 = timer.now()
+    plugins.after_exec(sb, r)
+    xs[i] = (timer.now() - t0) / 1e3
+  end
+  table.sort(xs)
+  local rec = plugins._rec("noop")
+  assert(rec and rec.faults == 0 and rec.st:stats().calls >= n, "the hook did not run")
+  collectgarbage()
+  local bytes = rec.st:stats().memory
+  local rl = {}
+  for i = 1, 20 do
+    local t0 = timer.now()
+    assert(plugins.reload("noop"))
+    rl[i] = (timer.now() - t0) / 1e6
+  end
+  table.sort(rl)
+  return xs[(n + 1) // 2], bytes, rl[10]
+end
+
 -- Replication (figure 10) ---------------------------------------------------------------------
 
 local function replicate(sb)

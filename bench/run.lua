@@ -9,7 +9,7 @@ local cjson = require("cjson")
 
 -- The figures, by number (bench/README.md): BENCH_FIGURES=4,6 runs only those.
 local FIGURES = { "host start", "local exec", "concurrency and memory", "HTTP", "Docker", "SSH",
-                  "cloud-SDK peers", "scale", "SSH concurrency", "replication", "ledger" }
+                  "cloud-SDK peers", "scale", "SSH concurrency", "replication", "ledger", "plugins" }
 
 local function usage(fmt, ...)
   io.stderr:write(("bench: " .. fmt .. "\n"):format(...),
@@ -752,6 +752,24 @@ section(11, F11, function()
   absolute(F11[2], "us", nil, per, ("three journal writes per create+destroy (creating, " ..
     "active, destroyed); %d creates per round; ledger on %s"):format(N10, fs_type))
   ratio(F11[3], nil, c.on, c.off, ms_per(N10), "ms per create+destroy")
+end)
+
+-- 12. Plugins ----------------------------------------------------------------------------------
+
+local F12 = { "12. plugin hook overhead: no-op after_exec, p50 of one dispatch",
+              "12. bytes per plugin state (no-op plugin, after a full collection)",
+              "12. plugin reload (fresh state + migrate + swap), median of 20" }
+section(12, F12, function()
+  local p50, bytes, reload = {}, {}, {}
+  for i = 1, rounds(5) do
+    local d = tmp .. "/plugins" .. i
+    sh({ "mkdir", "-p", d })
+    local f = fields(sandlot_case("plugins", "20000", d))
+    p50[#p50 + 1], bytes[#bytes + 1], reload[#reload + 1] = f[1], f[2] / 1024, f[3]
+  end
+  absolute(F12[1], "us", le(5), p50, "plugins.after_exec with one no-op plugin, each timed alone")
+  absolute(F12[2], "KiB", le(300), bytes, "the plugin allocator's count of live bytes")
+  absolute(F12[3], "ms", le(20), reload, "plugins.reload of an unchanged no-op plugin")
 end)
 
 -- Table ----------------------------------------------------------------------------------------

@@ -96,6 +96,8 @@ void sl_register_core(lua_State *L) {
     {"sandlot.core.zlib", luaopen_sandlot_core_zlib},
     {"sandlot.core.sqlite", luaopen_sandlot_core_sqlite},
     {"sandlot.core.codec", luaopen_sandlot_core_codec},
+    {"sandlot.core.plugin", luaopen_sandlot_core_plugin},
+    {"sandlot.core.fswatch", luaopen_sandlot_core_fswatch},
     {"sandlot.core.event", luaopen_sandlot_core_event},
     {"sandlot.core.channel", luaopen_sandlot_core_channel},
     {"sandlot.core.http", sl_open_http},

@@ -81,7 +81,8 @@ static bool is_command(const char *word) {
   if (!(word[0] >= 'a' && word[0] <= 'z') || strchr(word, '.') != NULL) return false;
   for (const char *c = word; *c; c++)
     if (!((*c >= 'a' && *c <= 'z') || *c == '-' || *c == '_')) return false;
-  return stat(word, &st) != 0;             /* a file of that name wins */
+  /* a file of that name wins; a directory (./plugins in the sandlot tree) is no script */
+  return stat(word, &st) != 0 || S_ISDIR(st.st_mode);
 }
 
 static int run_script(sandlot *S, char **argv, int argc, int script) {

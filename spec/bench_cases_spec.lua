@@ -27,6 +27,14 @@ describe("bench cases", function()
     run_case("handles", "3", "1")
   end)
 
+  it("plugins runs: hook p50, bytes per state, reload time", function()
+    local out = run_case("plugins", "50", tmp)
+    local f = {}
+    for w in out:gmatch("%S+") do f[#f + 1] = tonumber(w) end
+    assert.equal(3, #f, "p50 us, bytes, reload ms: " .. out)
+    assert.is_true(f[2] > 1000, "a state has a size")
+  end)
+
   it("the replication cases run (figure 10)", function()
     local out = run_case("replicate_local", "namespaces", "cold")
     assert.is_true(tonumber(out:match("^%S+%s+(%S+)")) > 1000000,

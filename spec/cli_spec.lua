@@ -182,8 +182,8 @@ describe("sandlot commands: conventions", function()
       assert.is_true(has["--help"], c.name)
       assert.is_true(has["--json"], c.name)
     end
-    assert.same({ "caps", "check-provider", "config", "create", "exec", "gc", "help", "ps",
-                  "rm" }, names)
+    assert.same({ "caps", "check-provider", "config", "create", "exec", "gc", "help", "plugins",
+                  "ps", "rm" }, names)
   end)
 
   it("`help CMD`, `CMD --help` and `CMD -h` print the same usage and exit 0, for every command",
@@ -313,8 +313,8 @@ describe("did you mean, and where a provider name came from", function()
   it("suggests config keys, provider options, provider names and create options", function()
     local cases = {
       { "return { defualt = 'local' }", create,
-        "defualt: expected only the keys 'default', 'providers' and 'ledger', got an unknown " ..
-        "key " ..
+        "defualt: expected only the keys 'default', 'providers', 'ledger' and 'plugins', " ..
+        "got an unknown key " ..
         "(did you mean 'default'?)" },
       { "return { providers = { d = { 'docker', hots = 'x' } } }",
         "print(select(2, require('sandlot').create('d', {})))",

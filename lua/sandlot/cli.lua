@@ -25,7 +25,8 @@ M.OK, M.FAILED, M.USAGE = 0, 1, 2
 --   run = function(o) ... end,       -- o = {opts = {provider =, all =, json =, ...},
 -- }                                  --      args = {...}, rest = {...}}; returns an exit
 --                                    -- status, or nil, err (printed, exit 1)
-M.NAMES = { "caps", "check-provider", "config", "create", "exec", "gc", "help", "ps", "rm" }
+M.NAMES = { "caps", "check-provider", "config", "create", "exec", "gc", "help", "plugins", "ps",
+            "rm" }
 
 local function out(...) io.stdout:write(...) end
 local function err(...) io.stderr:write(...) end
@@ -180,6 +181,18 @@ end
 function M.main(arg)
   local name = arg and arg[0]
   local c = type(name) == "string" and M.get(name)
+  if not c and type(name) == "string" then                  -- a command a plugin adds
+    local pc = require("sandlot.plugins").commands()[name]
+    if pc then
+      local args = {}
+      for i = 1, #arg do args[i] = arg[i] end
+      local r, e = require("sandlot.plugins").run_command(name, args)
+      io.stdout:flush()
+      if r == nil then os.exit(M.fail(nil, "%s: %s", name, tostring(e))) end
+      if r ~= 0 then os.exit(math.tointeger(r) or M.FAILED) end
+      return 0
+    end
+  end
   if not c then
     M.fail(nil, "unknown command '%s'%s", tostring(name),
            did_you_mean(check.suggest(name, M.NAMES)))

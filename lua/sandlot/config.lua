@@ -76,13 +76,16 @@ function M.validate(t, where)
     elseif k == "ledger" then             -- false: no journal (sandlot.ledger)
       if type(v) ~= "boolean" then return bad(where, "ledger", "a boolean", describe(v)) end
       cfg.ledger = v
+    elseif k == "plugins" then            -- {path =, NAME = {priority, limits, grants, ...}}
+      if type(v) ~= "table" then return bad(where, "plugins", "a table", describe(v)) end
+      cfg.plugins = v
     elseif k == "providers" then
       if type(v) ~= "table" then
         return bad(where, "providers", "a table {name = {\"module\", opts...}}", describe(v))
       end
     else
-      local s = check.suggest(k, { "default", "providers", "ledger" })
-      return bad(where, tostring(k), "only the keys 'default', 'providers' and 'ledger'",
+      local s = check.suggest(k, { "default", "providers", "ledger", "plugins" })
+      return bad(where, tostring(k), "only the keys 'default', 'providers', 'ledger' and 'plugins'",
                  "an unknown key" .. (s and (" (did you mean '" .. s .. "'?)") or ""))
     end
   end

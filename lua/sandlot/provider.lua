@@ -18,7 +18,8 @@ M.FIELDS = { name = "string", description = "string", version = "string",
              capabilities = "table", config = "table", create_options = "table",
              -- top-level names of the sandbox's file tree that are the provider's own layout
              -- (mount points, system links), left out of portable checkpoints
-             layout = "table" }
+             layout = "table",
+             migrate_handle = "function" }   -- (handle, old_version) -> handle, on hot reload
 M.STATUSES = { running = true, stopped = true, terminated = true, unknown = true }
 -- The closed set of `capabilities` flags (each true or false). What each one promises:
 M.CAPABILITIES = {
@@ -85,7 +86,7 @@ function M.check(tbl)
           add("unknown name '%s': operations are %s, %s; fields are %s (prefix private " ..
               "helpers with '_')", k, table.concat(M.REQUIRED, " "),
               table.concat(M.OPTIONAL, " "), "name description version capabilities config " ..
-              "create_options")
+              "create_options migrate_handle")
         end
       end
     end

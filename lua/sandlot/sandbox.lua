@@ -11,6 +11,7 @@ local check = require("sandlot._check")
 local shapes = require("sandlot._shapes")
 local lifetime = require("sandlot._lifetime")
 local admission = require("sandlot._admission")
+local plugins = require("sandlot.plugins")   -- hooks around create, destroy and exec
 
 local M = {}
 
@@ -274,7 +275,9 @@ function M.exec(sb, cmd, opts)
   end
   local r, err = span(sb, "exec", meta, call, argv, o)
   if not r then return nil, err end
-  return shapes.exec_result(sb._p.name, r)
+  r = shapes.exec_result(sb._p.name, r)
+  plugins.after_exec(sb, r, type(cmd) == "string" and cmd or argv)            -- plugins
+  return r
 end
 
 ---Reads a whole file from the sandbox.
@@ -384,6 +387,10 @@ end
 ---@return true|nil ok, sandlot.Error? err
 function M.destroy(sb)
   check_sb(sb, "destroy")
+  if not sb._destroyed then                                                    -- plugins: veto
+    local ok, verr = plugins.before_destroy(sb)
+    if not ok then return fail(verr, sb, "destroy") end
+  end
   return span(sb, "destroy", {}, do_destroy)
 end
 
@@ -609,6 +616,9 @@ function M.create(prov_or_opts, opts)
     local ck, ckerr = require("sandlot.checkpoint").get(type(from) == "table" and from.id or from)
     if not ck then return nil, errors.wrap(ckerr, { op = "create", provider = r.ref }) end
   end
+  local verr                                                 -- plugins: veto or changed opts
+  o, verr = plugins.before_create(o, function(x) shapes.check_create_opts(x, r.p) end)
+  if not o then return nil, errors.wrap(verr, { op = "create", provider = r.ref }) end
   local meta = { provider = r.ref, image = o.image, name = o.name }
   local function run()
     fault("before_journal")
@@ -647,6 +657,7 @@ function M.create(prov_or_opts, opts)
       end
     end
     settle(sb, o, po)
+    plugins.after_create(sb)                                                   -- plugins
     return sb
   end
   if not telemetry.active() then return run() end
