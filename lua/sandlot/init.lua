@@ -46,5 +46,9 @@ for _, name in ipairs({ "create", "exec", "read_file", "write_file", "write_file
                         "from_map", "get", "list" }) do
   M[name] = sandbox[name]
 end
+---Reattaches to a background process by its durable id (sandlot.background).
+function M.process(id, opts)
+  return require("sandlot.background").process(id, opts)
+end
 
 return M
