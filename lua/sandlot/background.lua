@@ -175,7 +175,7 @@ end
 -- ones come; the middle range that was dropped is recorded in gaps.
 
 local function gap_of(self, stream, reason)
-  for _, g in ipairs(self.gaps) do
+  for _, g in ipairs(self.ranges) do
     if g.stream == stream and g.reason == reason and (reason == "cap" or g.to == nil) then
       return g
     end
@@ -245,13 +245,13 @@ local function flush(self, fields)
       local g = gap_of(self, s, "cap")
       if not g then
         g = { stream = s, from = head, reason = "cap" }
-        self.gaps[#self.gaps + 1] = g
+        self.ranges[#self.ranges + 1] = g
       end
       g.to = dropped_to
     end
   end
   local cols = { stdout_bytes = self.offsets.stdout, stderr_bytes = self.offsets.stderr,
-                 gaps = encode(self.gaps), updated_at = at }
+                 gaps = encode(self.ranges), updated_at = at }
   for k, v in pairs(fields or {}) do cols[k] = v end
   local ok, err = self.ledger.db:proc_append(self.id, chunks, deletes, cols)
   self.last_flush = require("sandlot.core.sys").now()
@@ -280,7 +280,7 @@ end
 -- end), with the reason.
 local function lose(self, stream, from, to, why)
   if to ~= nil and to <= from then return end
-  self.gaps[#self.gaps + 1] = { stream = stream, from = from, to = to, reason = "lost",
+  self.ranges[#self.ranges + 1] = { stream = stream, from = from, to = to, reason = "lost",
                                 why = why }
 end
 
@@ -292,6 +292,12 @@ local function finish(self, state, res, err)
   if res then fields.exit_code = res.exit_code; fields.signal = res.signal or false end
   if err then fields.error = encode(ledger.redact_error(err)) end
   flush(self, fields)
+end
+
+-- Stops following here without an end: flushes, and lets the next sandlot.process(id) take
+-- over at once (a host killed with SIGKILL cannot; its death is seen instead).
+local function release(self)
+  flush(self, { host_id = false })
 end
 
 -- Following -----------------------------------------------------------------------------------
@@ -383,7 +389,7 @@ local function follow(self)
   while true do
     local p, err = probe(self)
     if not p then
-      if task.cancelled() then flush(self); return end
+      if task.cancelled() then return release(self) end
       failures = failures + 1
       if failures >= 3 then
         for _, s in ipairs(STREAMS) do lose(self, s, self.offsets[s], nil, "sandbox unreachable") end
@@ -399,7 +405,7 @@ local function follow(self)
         for _, s in ipairs(STREAMS) do
           local fok, ferr = fetch(self, s, p.exit[s])
           if not fok then
-            if task.cancelled() then flush(self); return end
+            if task.cancelled() then return release(self) end
             lose(self, s, self.offsets[s], p.exit[s], "log unreadable")
             return finish(self, "lost", result_of(p.exit.status), ferr)
           end
@@ -409,7 +415,7 @@ local function follow(self)
       local sp, serr = sandbox.spawn(self.sb, sh(FOLLOW, self.log_dir,
         tostring(self.offsets.stdout), tostring(self.offsets.stderr)), { cwd = "/" })
       if not sp then
-        if task.cancelled() then flush(self); return end
+        if task.cancelled() then return release(self) end
         failures = failures + 1
         if failures >= 3 then
           for _, s in ipairs(STREAMS) do lose(self, s, self.offsets[s], nil, "cannot follow") end
@@ -430,7 +436,7 @@ local function follow(self)
         end
         self.follower = nil
         sp:close()
-        if task.cancelled() then flush(self); return end
+        if task.cancelled() then return release(self) end
         flush(self)
       end
     end
@@ -456,7 +462,7 @@ local function new(l, row, sb)
     offsets = { stdout = row.stdout_bytes or 0, stderr = row.stderr_bytes or 0 },
     queue = { stdout = {}, stderr = {} }, queued = 0, last_flush = 0,
     tail = { stdout = { bytes = 0 }, stderr = { bytes = 0 } },
-    gaps = decode(row.gaps) or {}, error = decode(row.error),
+    ranges = decode(row.gaps) or {}, error = decode(row.error),
   }, Proc)
   self.persisted = { stdout = self.offsets.stdout, stderr = self.offsets.stderr }
   if row.exit_code then self.result = result_of(row.exit_code) end
@@ -563,7 +569,7 @@ function M.process(id, opts)
     for _, s in ipairs(STREAMS) do lose(self, s, self.offsets[s], nil, "sandbox gone") end
     self.error = errors.wrap(serr, { process = id })
     self.state = "lost"
-    l.db:proc_append(id, nil, nil, { state = "lost", gaps = encode(self.gaps),
+    l.db:proc_append(id, nil, nil, { state = "lost", gaps = encode(self.ranges),
       error = encode(ledger.redact_error(self.error)), ended_at = now() })
     return self
   end
@@ -600,7 +606,7 @@ local function refresh(self)
   self.state = row.state
   self.offsets = { stdout = row.stdout_bytes, stderr = row.stderr_bytes }
   self.persisted = { stdout = row.stdout_bytes, stderr = row.stderr_bytes }
-  self.gaps = decode(row.gaps) or {}
+  self.ranges = decode(row.gaps) or {}
   self.error = decode(row.error)
   if row.exit_code then self.result = result_of(row.exit_code) end
   if row.state == "running" and row.host_id and self.ledger:host_alive(row.host_id) == false then
@@ -624,7 +630,7 @@ end
 
 -- The gap covering `offset` of a stream, if any.
 local function gap_at(self, stream, offset)
-  for _, g in ipairs(self.gaps) do
+  for _, g in ipairs(self.ranges) do
     if g.stream == stream and offset >= g.from and (g.to == nil or offset < g.to) then
       return g
     end
@@ -794,15 +800,21 @@ end
 ---Flushes what is queued and stops following here (the process keeps running; a later
 ---sandlot.process(id) continues). Idempotent.
 function Proc:close()
-  if self.task and not self.task:done() then self.task:cancel() end
+  if self.task and not self.task:done() then
+    self.task:cancel()
+    if require("sandlot.core.sched").can_wait() then pcall(self.task.join, self.task) end
+  end
+  if live[self.id] == self then live[self.id] = nil end
   return true
 end
 Proc.__close = function(self) self:close() end
 
----Lost byte ranges: {{stream, from, to (nil: to the end), reason, why}, ...}.
-function Proc:lost()
+---Byte ranges not kept: {{stream, from, to (nil: to the end), reason = "cap"|"lost", why},
+---...}; reason "cap": dropped by the cap; "lost": could not be had (the log was truncated or
+---is gone, the sandbox is unreachable).
+function Proc:gaps()
   local out = {}
-  for _, g in ipairs(self.gaps) do out[#out + 1] = g end
+  for _, g in ipairs(self.ranges) do out[#out + 1] = g end
   return out
 end
 
