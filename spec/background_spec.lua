@@ -237,11 +237,12 @@ out:close()
     it("reports a truncated in-sandbox log with the range that is lost", h.task(function()
       local sb = sandbox()
       if not sb then return pending(why) end
-      local p = assert(sb:spawn("seq 1 20000; sleep 2; echo end", { background = true }))
+      local p = assert(sb:spawn("seq 1 20000; sleep 30; echo end", { background = true }))
       assert(h.eventually(function() return p.persisted.stdout >= #seq(20000) end, 20))
       local id, logs = p.id, p.log_dir
       p:close()                                    -- stop following here
-      assert(sb:exec({ "sh", "-c", ': > "$1"', "sh", logs .. "/out" }))
+      local tr = assert(sb:exec({ "sh", "-c", ': > "$1" && wc -c < "$1"', "sh", logs .. "/out" }))
+      assert.same({ 0, "0" }, { tr.exit_code, (tr.stdout:gsub("%s", "")) })
       local q = assert(sandlot.process(id))
       local r, err = q:wait({ timeout = 20 })
       assert.is_nil(r)
@@ -253,6 +254,8 @@ out:close()
       assert.is_true(exit.lost)
       assert.equal("lost", lost[1].reason)
       assert.equal(#seq(20000), lost[1].offset)
+      assert.same({ { stream = "stdout", from = #seq(20000), reason = "lost",
+                      why = "log truncated" } }, q:gaps())
       sb:destroy()
     end))
   end)
