@@ -36,7 +36,7 @@ describe("sandlot ps", function()
   it("prints only the header for an empty ledger", function()
     local code, out = ps()
     assert.equal(0, code)
-    assert.matches("^DURABLE ID%s+PROVIDER%s+PROVIDER ID%s+STATE%s+AGE%s+NAME\n$", out)
+    assert.matches("^DURABLE ID%s+PROVIDER%s+PROVIDER ID%s+STATE%s+AGE%s+PROCS%s+NAME\n$", out)
   end)
 
   it("lists live sandboxes in aligned columns; --all adds destroyed ones", function()

@@ -397,6 +397,7 @@ local function follow(self)
       end
       task.sleep(0.5 * failures)
     else
+      self.catch_up = p.sizes
       local ok, lerr = check_logs(self, p)
       if not ok then
         return finish(self, "lost", p.exit and result_of(p.exit.status), lerr)
@@ -793,6 +794,23 @@ function Proc:kill(signal)
   end
   if r.exit_code ~= 0 then
     return nil, perr(self, "io_error", "kill: " .. r.stderr:sub(1, 200), { op = "kill" })
+  end
+  return true
+end
+
+---Waits until this host has caught up with the log in the sandbox (the bytes written before it
+---started following are in), or the process has ended, at most `timeout` seconds (default 10).
+---A passive reader (another live host follows) returns at once.
+---@return boolean caught_up
+function Proc:sync(timeout)
+  local deadline = require("sandlot.core.sys").now() + (timeout or 10) * 1e9
+  while not self.passive and self.state == "running" do
+    local c = self.catch_up
+    if c and self.offsets.stdout >= (c.stdout or 0) and self.offsets.stderr >= (c.stderr or 0)
+    then return true end
+    if require("sandlot.core.sys").now() > deadline or not task.sleep(M.POLL_SECONDS) then
+      return false
+    end
   end
   return true
 end

@@ -463,6 +463,16 @@ function Db:proc_chunks(id, stream, from, limit)
                    { id, stream, from, limit })
 end
 
+---Returns {[sandbox_id] = count} of running processes.
+function Db:proc_running()
+  local rows, err = self:read("SELECT sandbox_id, count(*) AS n FROM processes WHERE state = " ..
+                              "'running' GROUP BY sandbox_id")
+  if not rows then return nil, err end
+  local out = {}
+  for _, r in ipairs(rows) do out[r.sandbox_id] = r.n end
+  return out
+end
+
 ---Returns {offset, size} of a stream's chunks starting at or after `from` (the cap's tail).
 function Db:proc_extents(id, stream, from)
   return self:read("SELECT offset, length(data) AS size FROM chunks WHERE process_id = ? AND " ..
