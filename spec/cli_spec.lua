@@ -166,7 +166,7 @@ describe("sandlot commands: conventions", function()
       assert.is_true(has["--help"], c.name)
       assert.is_true(has["--json"], c.name)
     end
-    assert.same({ "caps", "check-provider", "gc", "help", "ps" }, names)
+    assert.same({ "caps", "check-provider", "gc", "help", "logs", "ps" }, names)
   end)
 
   it("`help CMD`, `CMD --help` and `CMD -h` print the same usage and exit 0, for every command",

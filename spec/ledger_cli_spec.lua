@@ -47,7 +47,7 @@ describe("sandlot ps", function()
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.equal(2, #lines)
     local want = "^" .. keep:gsub("%-", "%%-") .. "%s+local%s+" .. ext ..
-                 "%s+active%s+%d+s%s+keep$"
+                 "%s+active%s+%d+s%s+0%s+keep$"
     assert.matches(want, lines[2])
     -- aligned: every column starts where its header does
     assert.equal(lines[1]:find("PROVIDER ID", 1, true), lines[2]:find(ext, 1, true))
