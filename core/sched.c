@@ -611,7 +611,8 @@ static const luaL_Reg task_methods[] = {
 };
 
 static const luaL_Reg sched_funcs[] = {
-  {"spawn", sched_spawn}, {"cleanup", sched_cleanup}, {"daemon", sched_daemon}, {"can_wait", sched_can_wait},
+  {"spawn", sched_spawn}, {"cleanup", sched_cleanup}, {"daemon", sched_daemon},
+  {"can_wait", sched_can_wait},
   {"current", sched_current}, {"cancelled", sched_cancelled},
   {"live", sched_live}, {"unobserved", sched_unobserved}, {"run", sched_run}, {NULL, NULL}
 };

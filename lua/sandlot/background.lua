@@ -25,96 +25,10 @@ M.POLL_SECONDS = 0.05         -- read{follow} and wait poll at this interval
 local STREAMS = { "stdout", "stderr" }
 local FILE = { stdout = "out", stderr = "err" }
 
--- The wrapper ---------------------------------------------------------------------------------
--- Everything runs through /bin/sh -c with arguments ("$1"), never spliced into the script.
-
--- $1 = process id: makes <base>/<id> with empty out and err; prints its absolute path. The
--- base is .sandlot/proc below the sandbox's root (cwd "/"), else $TMPDIR or /tmp.
-local PREPARE = [[
-for b in "${PWD%/}/.sandlot/proc" "${TMPDIR:-/tmp}/.sandlot-proc"; do
-  d=$b/$1
-  if { mkdir -p "$d" && : >"$d/out" && : >"$d/err"; } 2>/dev/null; then
-    printf '%s\n' "$d"; exit 0
-  fi
-done
-echo "sandlot: cannot create a process directory (tried \$PWD/.sandlot/proc and /tmp)" >&2
-exit 1
-]]
-
--- $1 = dir, $2... = argv. Runs the command (in a session of its own where setsid exists) with
--- its output appended to out and err, forwards signals written to dir/kill to its process
--- group, and writes "status out_bytes err_bytes" to dir/exit (atomically) when it ends.
-local RUNNER = [[
-d=$1; shift
-if command -v setsid >/dev/null 2>&1; then
-  setsid "$@" >>"$d/out" 2>>"$d/err" </dev/null &
-else
-  "$@" >>"$d/out" 2>>"$d/err" </dev/null &
-fi
-c=$!
-echo "$c" >"$d/pid"
-(while [ ! -e "$d/exit" ]; do
-  if [ -e "$d/kill" ]; then
-    g=$(cat "$d/kill"); rm -f "$d/kill"
-    kill -s "$g" -- "-$c" 2>/dev/null || kill -s "$g" "$c" 2>/dev/null
-  fi
-  sleep 0.1 2>/dev/null || sleep 1
-done) </dev/null >/dev/null 2>&1 &
-wait "$c"; s=$?
-printf '%s %s %s\n' "$s" "$(wc -c <"$d/out")" "$(wc -c <"$d/err")" >"$d/exit.tmp"
-mv -f "$d/exit.tmp" "$d/exit"
-]]
-
--- $1 = the runner script, $2... its arguments: starts it detached from this exec (setsid, or
--- HUP ignored where setsid is missing) and returns at once; a provider whose exec detaches by
--- itself (opts.detach; local) sets SANDLOT_DETACHED=1 and the runner runs in the foreground.
-local LAUNCH = [[
-r=$1; shift
-if [ "$SANDLOT_DETACHED" = 1 ]; then exec sh -c "$r" sh "$@"; fi
-if command -v setsid >/dev/null 2>&1; then
-  setsid sh -c "$r" sh "$@" </dev/null >/dev/null 2>&1 &
-else
-  (trap '' HUP; exec sh -c "$r" sh "$@") </dev/null >/dev/null 2>&1 &
-fi
-p=$! i=0
-while [ -r "/proc/$p/stat" ] && [ "$i" -lt 100 ]; do   # until it is in a session of its own
-  set -- $(cat "/proc/$p/stat" 2>/dev/null)
-  [ "$6" = "$p" ] && break
-  i=$((i + 1)); sleep 0.01 2>/dev/null || break
-done
-]]
-
--- $1 = dir, $2 = stdout offset, $3 = stderr offset: streams both files from those offsets
--- until dir/exit exists (then the host fetches what the tails had not sent yet).
-local FOLLOW = [[
-d=$1
-tail -c +$(($2 + 1)) -f "$d/out" & a=$!
-tail -c +$(($3 + 1)) -f "$d/err" >&2 & b=$!
-while [ ! -e "$d/exit" ] && kill -0 "$a" 2>/dev/null; do sleep 0.1 2>/dev/null || sleep 1; done
-kill "$a" "$b" 2>/dev/null
-exit 0
-]]
-
--- $1 = dir: "out_bytes err_bytes" and the exit line (or "-"), or "missing".
-local PROBE = [[
-d=$1
-[ -d "$d" ] || { echo missing; exit 0; }
-printf '%s %s\n' "$(wc -c <"$d/out" 2>/dev/null || echo -)" "$(wc -c <"$d/err" 2>/dev/null || echo -)"
-cat "$d/exit" 2>/dev/null || echo -
-]]
-
--- $1 = file, $2 = offset, $3 = count: those bytes of the file.
-local FETCH = [[tail -c +$(($2 + 1)) "$1" | head -c "$3"]]
-
--- $1 = dir, $2 = signal name: asks the runner to signal the command's process group.
-local KILL = [[
-[ -e "$1/exit" ] && { echo exited >&2; exit 3; }
-printf '%s\n' "$2" >"$1/kill.tmp" && mv -f "$1/kill.tmp" "$1/kill"
-]]
-
-local function sh(script, ...)
-  return { "/bin/sh", "-c", script, "sh", ... }
-end
+local wrapper = require("sandlot._bg_wrapper")
+local PREPARE, RUNNER, LAUNCH, FOLLOW = wrapper.PREPARE, wrapper.RUNNER, wrapper.LAUNCH,
+                                        wrapper.FOLLOW
+local PROBE, FETCH, KILL, sh = wrapper.PROBE, wrapper.FETCH, wrapper.KILL, wrapper.sh
 
 -- Helpers -------------------------------------------------------------------------------------
 
@@ -132,6 +46,7 @@ local function decode(s)
   return ok and v or nil
 end
 
+local take_over                            -- defined with M.process
 local live = setmetatable({}, { __mode = "v" })   -- id -> process this host holds
 
 local Proc = { __name = "sandlot.background" }
@@ -392,7 +307,9 @@ local function follow(self)
       if task.cancelled() then return release(self) end
       failures = failures + 1
       if failures >= 3 then
-        for _, s in ipairs(STREAMS) do lose(self, s, self.offsets[s], nil, "sandbox unreachable") end
+        for _, s in ipairs(STREAMS) do
+          lose(self, s, self.offsets[s], nil, "sandbox unreachable")
+        end
         return finish(self, "lost", nil, err)
       end
       task.sleep(0.5 * failures)
@@ -486,7 +403,9 @@ local function load_tail(self)
 end
 
 local BG_OPTS = { background = "boolean", env = "table", cwd = "string",
-                  cap = function(v) return math.type(v) == "integer" and v >= 2, "an integer >= 2" end }
+                  cap = function(v)
+                    return math.type(v) == "integer" and v >= 2, "an integer >= 2"
+                  end }
 
 ---Starts cmd in the sandbox as a durable background process (sb:spawn(cmd, {background =
 ---true})). opts: env, cwd, cap (bytes kept per stream, default 8 MiB: the first and the last
@@ -538,6 +457,36 @@ function M.spawn(sb, cmd, opts)
   return self
 end
 
+-- Follows a process no live host follows: reconnects to its sandbox, claims the row (only
+-- from the host that had it, so two hosts never follow at once), rebuilds the cap's tail and
+-- starts the follower. A sandbox that is gone (not_found) makes the process lost; one that
+-- cannot be reached now is an error, and the process stays as it is.
+take_over = function(self, row, host)
+  local l = self.ledger
+  local sb, serr = require("sandlot.sandbox").get(row.sandbox_id)
+  if not sb and not errors.is(serr, "not_found") then return nil, serr end   -- for now
+  if not sb then
+    for _, s in ipairs(STREAMS) do lose(self, s, self.offsets[s], nil, "sandbox gone") end
+    self.error = errors.wrap(serr, { process = self.id })
+    self.state = "lost"
+    self.passive = nil
+    l.db:proc_append(self.id, nil, nil, { state = "lost", gaps = encode(self.ranges),
+      error = encode(ledger.redact_error(self.error)), ended_at = now() })
+    return self
+  end
+  local ok, terr = l.db:proc_append(self.id, nil, nil, { host_id = host.id },
+                                    row.host_id or false)
+  if not ok then
+    if errors.is(terr, "already_exists") then self.passive = true; return self end
+    return nil, terr
+  end
+  self.sb, self.passive = sb, nil
+  local lok, lerr = load_tail(self)
+  if not lok then return nil, lerr end
+  start_follower(self)
+  return self
+end
+
 ---Reattaches to a background process by its durable id, from any process: reads the ledger,
 ---reconnects to its sandbox and, when no live host follows it, continues following from the
 ---last persisted offsets (fetching what was written meanwhile from the sandbox's log files).
@@ -565,25 +514,7 @@ function M.process(id, opts)
     self.passive = true                   -- another live host follows it: read the ledger
     return self
   end
-  local sb, serr = require("sandlot.sandbox").get(row.sandbox_id)
-  if not sb then
-    for _, s in ipairs(STREAMS) do lose(self, s, self.offsets[s], nil, "sandbox gone") end
-    self.error = errors.wrap(serr, { process = id })
-    self.state = "lost"
-    l.db:proc_append(id, nil, nil, { state = "lost", gaps = encode(self.ranges),
-      error = encode(ledger.redact_error(self.error)), ended_at = now() })
-    return self
-  end
-  self.sb = sb
-  local ok, terr = l.db:proc_append(id, nil, nil, { host_id = host.id }, row.host_id or false)
-  if not ok then
-    if errors.is(terr, "already_exists") then self.passive = true; return self end
-    return nil, terr
-  end
-  local lok, lerr = load_tail(self)
-  if not lok then return nil, lerr end
-  start_follower(self)
-  return self
+  return take_over(self, row, host)
 end
 
 ---Lists the processes of a sandbox (by durable id; nil: every one), newest first, as rows.
@@ -610,21 +541,13 @@ local function refresh(self)
   self.ranges = decode(row.gaps) or {}
   self.error = decode(row.error)
   if row.exit_code then self.result = result_of(row.exit_code) end
-  if row.state == "running" and row.host_id and self.ledger:host_alive(row.host_id) == false then
-    -- its host died meanwhile: take over
-    live[self.id] = nil
-    local p, perr2 = M.process(self.id)
-    if p and not p.passive then
-      for k, v in pairs(p) do self[k] = v end
-      live[self.id] = self
-      self.task = nil
-      start_follower(self)
-      if p.task then p.task:cancel() end
-    elseif p then
-      live[self.id] = self
-    else
-      return nil, perr2
-    end
+  if row.state == "running" and (row.host_id == nil
+                                 or self.ledger:host_alive(row.host_id) == false) then
+    local host, herr = self.ledger:host()        -- nobody follows it any more: take over
+    if not host then return nil, herr end
+    self.offsets = { stdout = row.stdout_bytes, stderr = row.stderr_bytes }
+    local ok, terr = take_over(self, row, host)
+    if not ok then return nil, terr end
   end
   return true
 end
