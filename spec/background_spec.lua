@@ -201,9 +201,10 @@ out:close()
     it("follows: read{follow} waits for new output, then the exit", h.task(function()
       local sb = sandbox()
       if not sb then return pending(why) end
-      local p = assert(sb:spawn("echo one; sleep 1; echo two", { background = true }))
+      local p = assert(sb:spawn("echo one; sleep 3; echo two", { background = true }))
       local chunks, nxt = assert(p:read({ follow = true, timeout = 20 }))
       assert.equal("one\n", chunks[1].data)
+      assert.equal("running", p.state)           -- it returned with the first output
       local seen = {}
       while true do
         chunks, nxt = assert(p:read({ offset = nxt, follow = true, timeout = 20 }))
