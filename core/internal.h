@@ -58,6 +58,7 @@ struct SlTask {
   bool observed;          /* done with error: someone joined or cancelled it */
   bool started;           /* resumed at least once */
   bool cleanup_task;      /* spawned by sched.cleanup: not cancelled when the script fails */
+  bool daemon;            /* spawned by sched.daemon: the host does not wait for it */
   SlTask *sync_joiner;    /* a caller outside any task blocked in join() on this task */
 };
 
@@ -69,6 +70,7 @@ struct SlHost {
   SlTask *ready_head, *ready_tail;
   int live_tasks;         /* spawned and not done */
   int live_cleanup_tasks; /* of which cleanup tasks (sched.cleanup) */
+  int live_daemon_tasks;  /* of which daemon tasks (sched.daemon) */
   int handles;            /* open libuv handles owned by the core (drained on close) */
   int loop_depth;         /* > 0 while a sandlot driver is inside uv_run */
   int running;            /* > 0 while the scheduler is resuming tasks */
@@ -98,8 +100,8 @@ SL_SHARED void sl_host_handle_done(SlHost *h);
 SL_SHARED bool sl_host_on_close(SlHost *h, SlTeardownFn fn, void *data);
 SL_SHARED void *sl_host_hook_data(SlHost *h, SlTeardownFn fn);
 void sl_host_exit(SlHost *h);           /* runs the EXIT phase (os.exit, a forced stop) */
-/* Runs ready tasks and the loop until *done (or, done == NULL, until no task is alive) or
- * until nothing can make progress. */
+/* Runs ready tasks and the loop until *done (or, done == NULL, until no task is alive; when
+ * only daemon tasks are left they are cancelled once) or until nothing can make progress. */
 void sl_host_drive(SlHost *h, bool *done);
 
 /* engine.c */
@@ -130,6 +132,7 @@ void sl_sched_run_ready(SlHost *h);
  * cleanup: sl_sched_cancel_tasks leaves it alone). Raises when fn is not callable. */
 SL_SHARED SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup);
 void sl_sched_cancel_tasks(lua_State *L); /* cancels every live task but cleanup tasks */
+void sl_sched_cancel_daemons(lua_State *L); /* cancels every live daemon task */
 bool sl_task_cancel(SlTask *t);         /* task:cancel(); false when it was done */
 /* The task userdata at idx: pushes its error and traceback and returns 2 when it is done and
  * failed (and marks it joined), else pushes nothing and returns 0. */

@@ -125,8 +125,15 @@ void sl_host_drive(SlHost *h, bool *done) {
   /* One iteration runs one round of ready tasks (the idle handle is active while any are
    * ready, which also makes the poll non-blocking) and polls I/O, so tasks that only ever
    * yield cannot starve the loop. */
+  bool daemons_stopped = false;
   for (;;) {
     if (done != NULL ? *done : h->live_tasks == 0) break;
+    if (done == NULL && !daemons_stopped && h->live_tasks == h->live_daemon_tasks &&
+        h->running == 0) {
+      daemons_stopped = true;             /* only daemons are left: they unwind, then stop */
+      sl_sched_cancel_daemons(h->L);
+      continue;
+    }
     if (uv_run(h->loop, UV_RUN_ONCE) == 0 && h->ready_head == NULL) break;
   }
   h->loop_depth--;

@@ -180,6 +180,7 @@ static void task_finish(SlTask *t, int status, int nres) {
   t->ref = LUA_NOREF;
   h->live_tasks--;
   if (t->cleanup_task) h->live_cleanup_tasks--;
+  if (t->daemon) h->live_daemon_tasks--;
 }
 
 static void task_resume(SlTask *t) {
@@ -272,6 +273,7 @@ SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup) {
   t->ref = LUA_NOREF;
   SlTask *parent = sl_task_of(L);          /* a cleanup task's helpers are cleanup too */
   t->cleanup_task = cleanup || (parent != NULL && parent->cleanup_task);
+  t->daemon = parent != NULL && parent->daemon;             /* so are a daemon's helpers */
   luaL_setmetatable(L, TASK_MT);
   lua_State *co = lua_newthread(L);
   t->co = co;
@@ -292,6 +294,7 @@ SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup) {
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   h->live_tasks++;
   if (t->cleanup_task) h->live_cleanup_tasks++;
+  if (t->daemon) h->live_daemon_tasks++;
   ready_push(t);
   lua_replace(L, fn);                                      /* [task, args...] */
   lua_settop(L, fn);                                       /* [task] */
@@ -309,6 +312,18 @@ static int sched_spawn(lua_State *L) {
  * it before it exits; fn bounds its own work. Tasks it spawns are cleanup tasks too. */
 static int sched_cleanup(lua_State *L) {
   sl_sched_spawn(L, lua_gettop(L) - 1, true);
+  return 1;
+}
+
+/* sched.daemon(fn, ...) -> task: a daemon task (a follower of a background process). The host
+ * does not wait for it: once only daemon tasks are left, they are cancelled and the host waits
+ * for them to unwind (a last flush). Tasks it spawns are daemon tasks too. */
+static int sched_daemon(lua_State *L) {
+  SlTask *t = sl_sched_spawn(L, lua_gettop(L) - 1, false);
+  if (!t->daemon) {
+    t->daemon = true;
+    t->host->live_daemon_tasks++;
+  }
   return 1;
 }
 
@@ -429,6 +444,17 @@ void sl_sched_cancel_tasks(lua_State *L) {
     SlTask *t = lua_touserdata(L, -1);
     lua_pop(L, 1);
     if (t != NULL && !t->cleanup_task) cancel_task(t, "cancelled");
+  }
+  lua_pop(L, 1);
+}
+
+void sl_sched_cancel_daemons(lua_State *L) {
+  push_regtable(L, &threads_key, NULL);
+  lua_pushnil(L);
+  while (lua_next(L, -2) != 0) {
+    SlTask *t = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (t != NULL && t->daemon) cancel_task(t, "cancelled");
   }
   lua_pop(L, 1);
 }
@@ -585,7 +611,8 @@ static const luaL_Reg task_methods[] = {
 };
 
 static const luaL_Reg sched_funcs[] = {
-  {"spawn", sched_spawn}, {"cleanup", sched_cleanup}, {"can_wait", sched_can_wait},
+  {"spawn", sched_spawn}, {"cleanup", sched_cleanup}, {"daemon", sched_daemon},
+  {"can_wait", sched_can_wait},
   {"current", sched_current}, {"cancelled", sched_cancelled},
   {"live", sched_live}, {"unobserved", sched_unobserved}, {"run", sched_run}, {NULL, NULL}
 };

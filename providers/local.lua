@@ -368,11 +368,29 @@ local function bwrap_failure(r)
   return errors.new("unavailable", line, { retryable = false })
 end
 
+-- exec with detach = true (sandlot.background's wrapper): the command must outlive this host,
+-- so bwrap runs without --die-with-parent, in a session of its own, with no pipe to us, and
+-- exec returns at once. SANDLOT_DETACHED=1 tells the wrapper not to fork off again (inside
+-- bwrap, a forked-off child would die with the namespace when the wrapper exits).
+local function detached(line)
+  local full = { "/bin/sh", "-c", 'setsid "$@" </dev/null >/dev/null 2>&1 &', "sh" }
+  local drop = line.inside                -- bwrap's own flag, before the command's "--"
+  for _, a in ipairs(line.argv) do
+    if drop and a == "--die-with-parent" then drop = false else full[#full + 1] = a end
+  end
+  line.env.SANDLOT_DETACHED = "1"
+  local r, rerr = proc.run(full, { cwd = line.cwd, clear_env = true, env = line.env,
+                                   timeout = 30, kill_group = false })
+  if not r then return nil, rerr end
+  return r
+end
+
 ---Runs argv in the sandbox with a clean environment (PATH, HOME, LANG) plus the sandbox's env
 ---and opts.env.
 function M.exec(ctx, handle, argv, opts)
   local line, lerr = command_line(ctx, handle, argv, opts)
   if not line then return nil, lerr end
+  if opts.detach then return detached(line) end
   local timeout = opts.timeout
   if line.timeout then timeout = timeout and math.min(timeout, line.timeout) or line.timeout end
   local r, rerr = proc.run(line.argv, {

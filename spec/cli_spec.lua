@@ -182,8 +182,8 @@ describe("sandlot commands: conventions", function()
       assert.is_true(has["--help"], c.name)
       assert.is_true(has["--json"], c.name)
     end
-    assert.same({ "caps", "check-provider", "config", "create", "exec", "gc", "help", "plugins",
-                  "ps", "rm" }, names)
+    assert.same({ "caps", "check-provider", "config", "create", "exec", "gc", "help", "logs",
+                  "plugins", "ps", "rm" }, names)
   end)
 
   it("`help CMD`, `CMD --help` and `CMD -h` print the same usage and exit 0, for every command",

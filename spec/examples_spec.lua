@@ -52,6 +52,21 @@ describe("examples", function()
     assert.matches("again: 0 bytes shipped (cache hit: true)\n", out, 1, true)
   end)
 
+  it("background.lua is killed with SIGKILL, then reattaches without losing a byte", function()
+    local rc, out, err = h.host({ "examples/background.lua" }, { env = env, timeout = 120 })
+    assert.equal(128 + 9, rc, err)                 -- it killed itself
+    assert.matches("[first run] sandbox sb-", out, 1, true)
+    local persisted = tonumber(out:match("(%d+) bytes of output are in the ledger"))
+    rc, out, err = h.host({ "examples/background.lua" }, { env = env, timeout = 120 })
+    assert.equal(0, rc, err)
+    local want = 0
+    for i = 1, 100000 do want = want + #tostring(i) + 1 end
+    assert.matches(("reattached to pr%%-%%x+: %d bytes were persisted"):format(persisted), out)
+    assert.matches(("exit 0; %d bytes, every line from 1 to 100000 in order; stderr " ..
+                    "'job done\\n'"):format(want), out, 1, true)
+    assert.matches("destroyed sb-", out, 1, true)
+  end)
+
   it("restart.lua restores a handle in a second process", function()
     local rc, out, err = h.host({ "examples/restart.lua" }, { env = env })
     assert.equal(0, rc, err)

@@ -36,7 +36,7 @@ describe("sandlot ps", function()
   it("prints only the header for an empty ledger", function()
     local code, out = ps()
     assert.equal(0, code)
-    assert.matches("^DURABLE ID%s+PROVIDER%s+PROVIDER ID%s+STATE%s+AGE%s+NAME\n$", out)
+    assert.matches("^DURABLE ID%s+PROVIDER%s+PROVIDER ID%s+STATE%s+AGE%s+PROCS%s+NAME\n$", out)
   end)
 
   it("lists live sandboxes in aligned columns; --all adds destroyed ones", function()
@@ -47,7 +47,7 @@ describe("sandlot ps", function()
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.equal(2, #lines)
     local want = "^" .. keep:gsub("%-", "%%-") .. "%s+local%s+" .. ext ..
-                 "%s+active%s+%d+s%s+keep$"
+                 "%s+active%s+%d+s%s+0%s+keep$"
     assert.matches(want, lines[2])
     -- aligned: every column starts where its header does
     assert.equal(lines[1]:find("PROVIDER ID", 1, true), lines[2]:find(ext, 1, true))

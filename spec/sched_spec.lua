@@ -226,3 +226,29 @@ describe("odd task bodies", function()
     assert.equal("io still flows\n", r.stdout)
   end)
 end)
+
+describe("daemon tasks", function()
+  it("do not keep a finished script alive: they are cancelled and unwind", function()
+    local dir = os.tmpname(); os.remove(dir)
+    local path = dir .. ".lua"
+    local f = assert(io.open(path, "w"))
+    f:write([[
+local task = require("sandlot.task")
+task.daemon(function()
+  local n = 0
+  while true do
+    local ok, err = task.sleep(0.02)
+    if not ok then print("unwound " .. err.code .. " " .. tostring(n > 0)); return end
+    n = n + 1
+  end
+end)
+task.sleep(0.1)
+print("main done")
+]])
+    f:close()
+    local rc, out = h.host({ path }, { timeout = 20 })
+    os.remove(path)
+    assert.equal(0, rc)
+    assert.equal("main done\nunwound cancelled true\n", out)
+  end)
+end)

@@ -75,5 +75,9 @@ M.get = sandbox.get
 M.list = sandbox.list
 M.checkpoints = sandbox.checkpoints
 M.checkpoint = require("sandlot.checkpoint")
+---Reattaches to a background process by its durable id (sandlot.background).
+function M.process(id, opts)
+  return require("sandlot.background").process(id, opts)
+end
 
 return M

@@ -315,6 +315,32 @@ function Ledger:events(id)
   return rows
 end
 
+---Returns this process as a ledger host {id, hostname, pid, started_at}, recorded once.
+---@return table|nil host, sandlot.Error? err
+function Ledger:host()
+  local h = this_host()
+  if not self._host_added then
+    local ok, err = self.db:add_host(h)
+    if not ok then return fail(self, err, "record host") end
+    self._host_added = true
+  end
+  return h
+end
+
+---Tells whether the host `id` is a live process of this machine (its pid runs and is not a
+---zombie); false for an unknown host, nil for one on another machine.
+function Ledger:host_alive(id)
+  if id == this_host().id then return true end
+  local row = self.db:host_get(id)
+  if not row then return false end
+  if row.hostname ~= this_host().hostname then return nil end
+  local f = io.open(("/proc/%d/stat"):format(math.tointeger(row.pid) or -1))
+  if not f then return false end
+  local st = f:read("a"):match("%) (%a)")
+  f:close()
+  return st ~= nil and st ~= "Z"
+end
+
 function Ledger:close()
   self.db:close()
 end

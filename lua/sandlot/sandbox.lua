@@ -792,11 +792,15 @@ local SPAWN_OPTS = { env = "table", cwd = "string" }
 ---Use `local p <close> = ...`: closing (or collecting) the process kills what still runs.
 ---@param sb sandlot.Sandbox
 ---@param cmd string|string[] argv list (no shell) or a string run by /bin/sh -c
----@param opts? {env?: table, cwd?: string}
+---@param opts? {env?: table, cwd?: string, background?: boolean} background: a durable process
+---  (sandlot.background: output kept in the ledger and a log in the sandbox; reattachable)
 ---@return table|nil process, sandlot.Error? err not_supported (the provider has no spawn),
 ---  not_found (no such binary or cwd; sandbox gone), unavailable, ...
 function M.spawn(sb, cmd, opts)
   check_sb(sb, "spawn")
+  if type(opts) == "table" and opts.background ~= nil then     -- durable: sandlot.background
+    return require("sandlot.background").spawn(sb, cmd, opts)
+  end
   local argv = check.argv(cmd, "spawn")
   opts = check_opts(opts, SPAWN_OPTS, "spawn")
   check.env(opts.env, "spawn")
@@ -849,6 +853,12 @@ end
 function M.checkpoints(sb)
   if sb ~= nil then check_sb(sb, "checkpoints") end
   return require("sandlot.checkpoint").list(sb)
+end
+
+---Calls the provider's `op` with the sandbox layer's error context, without the public
+---option checks (sandlot.background's wrapper: exec with detach). Not a public API.
+function M._call(sb, op, ...)
+  return call(sb, op, ...)
 end
 
 M.Sandbox = Sandbox

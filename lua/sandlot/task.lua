@@ -20,6 +20,10 @@ M.run = register(sched.run, "Drives the loop until every task is done (for a sto
 ---and waited for by the host before it exits (fn bounds its own work). For teardown that a
 ---close cannot wait for (a kill, a destroy).
 M.cleanup = sched.cleanup
+---Spawns fn(...) as a daemon task: the host does not wait for it. Once only daemon tasks are
+---left (the script is done), they are cancelled and the host waits for them to unwind. For
+---followers that should not keep a finished script alive (background processes).
+M.daemon = sched.daemon
 
 ---Sleeps for `seconds` (other tasks run meanwhile).
 ---@param seconds number

@@ -12,13 +12,14 @@ local function age(secs)
   return ("%dd"):format(secs // 86400)
 end
 
-local function table_out(list, now)
-  local lines, width = { { "DURABLE ID", "PROVIDER", "PROVIDER ID", "STATE", "AGE", "NAME" } }, {}
+local function table_out(list, now, procs)
+  local lines, width = { { "DURABLE ID", "PROVIDER", "PROVIDER ID", "STATE", "AGE", "PROCS",
+                           "NAME" } }, {}
   for _, r in ipairs(list) do
     local ext = r.external_id or "-"
     if #ext > 20 then ext = ext:sub(1, 19) .. "~" end
     lines[#lines + 1] = { r.id, r.provider, ext, r.state, age(now - r.created_at),
-                          r.name or r.purpose or "" }
+                          tostring(procs[r.id] or 0), r.name or r.purpose or "" }
   end
   for _, l in ipairs(lines) do
     for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
@@ -41,15 +42,19 @@ return {
 Lists the sandboxes recorded in the ledger ($XDG_STATE_HOME/sandlot/ledger.db), newest first:
 those not destroyed, or every one with --all. Columns: the durable id (for sandlot.get), the
 provider reference, the provider's own id, the state (creating, active, stopped, error,
-destroyed), the age and the name or purpose. --json prints one JSON array of records (see
+destroyed), the age, the running background processes (sandlot logs ID lists them) and the
+name or purpose. --json prints one JSON array of records (see
 README, "Durable sandboxes"). Reads the ledger only: no provider is contacted.
 ]],
   run = function(o)
     local list, lerr = require("sandlot.sandbox").list({ state = not o.opts.all and LIVE or nil })
     if not list then return nil, lerr end
     local now = os.time()
+    -- running background processes per sandbox (sandlot.background); none when unreadable
+    local procs = require("sandlot.ledger").open()
+    procs = procs and procs.db:proc_running() or {}
     if not o.opts.json then
-      table_out(list, now)
+      table_out(list, now, procs)
       return cli.OK
     end
     local rows = cli.array()
@@ -59,6 +64,7 @@ README, "Durable sandboxes"). Reads the ledger only: no provider is contacted.
                   purpose = r.purpose, labels = r.labels, host_id = r.host_id,
                   created_at = r.created_at, updated_at = r.updated_at,
                   ended_at = r.ended_at, age_s = now - r.created_at,
+                  processes_running = procs[r.id] or 0,
                   error = r.error and { code = r.error.code, message = r.error.message } }
     end
     cli.json(rows)

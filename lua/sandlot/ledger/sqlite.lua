@@ -48,6 +48,32 @@ CREATE TABLE hosts(
   id TEXT PRIMARY KEY, hostname TEXT, pid INTEGER, started_at INTEGER NOT NULL
 ) STRICT;
 ]],
+  [[
+CREATE TABLE processes(
+  id TEXT PRIMARY KEY,            -- the durable process id (pr-...)
+  sandbox_id TEXT NOT NULL,       -- the durable sandbox id
+  argv TEXT,                      -- JSON: the command (redacted)
+  cwd TEXT,
+  log_dir TEXT,                   -- where the wrapper in the sandbox writes out, err, exit
+  state TEXT NOT NULL,            -- running|exited|lost
+  host_id TEXT,                   -- the host following it
+  cap_bytes INTEGER NOT NULL,     -- per stream: the first cap/2 and the last cap/2 are kept
+  stdout_bytes INTEGER NOT NULL DEFAULT 0, stderr_bytes INTEGER NOT NULL DEFAULT 0,
+  exit_code INTEGER, signal INTEGER,
+  gaps TEXT,                      -- JSON: [{stream, from, to, reason = "cap"|"lost"}]
+  error TEXT,                     -- JSON: why output was lost (redacted)
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, ended_at INTEGER
+) STRICT;
+CREATE INDEX processes_sandbox ON processes(sandbox_id, created_at);
+CREATE TABLE chunks(
+  process_id TEXT NOT NULL,
+  stream TEXT NOT NULL,           -- stdout|stderr
+  offset INTEGER NOT NULL,        -- of the chunk's first byte in its stream
+  data BLOB NOT NULL,
+  at INTEGER NOT NULL,
+  PRIMARY KEY(process_id, stream, offset)
+) STRICT, WITHOUT ROWID;
+]],
 }
 M.VERSION = #M.MIGRATIONS
 
@@ -352,6 +378,119 @@ end
 function Db:host(id)
   local rows, err = self:read("SELECT id, hostname, pid, started_at, (SELECT max(updated_at) " ..
     "FROM sandboxes WHERE host_id = hosts.id) AS seen_at FROM hosts WHERE id = ?", { id })
+  if not rows then return nil, err end
+  return rows[1] or false
+end
+
+-- Background processes (sandlot.background): a row per process and its output chunks.
+
+local PROC_COLUMNS = { "id", "sandbox_id", "argv", "cwd", "log_dir", "state", "host_id",
+                       "cap_bytes", "stdout_bytes", "stderr_bytes", "exit_code", "signal",
+                       "gaps", "error", "created_at", "updated_at", "ended_at" }
+
+---Inserts a process row.
+function Db:proc_insert(row)
+  local names, marks, values = {}, {}, {}
+  for _, k in ipairs(PROC_COLUMNS) do
+    if row[k] ~= nil then
+      names[#names + 1], marks[#marks + 1], values[#values + 1] = k, "?", row[k]
+    end
+  end
+  local sql = ("INSERT INTO processes(%s) VALUES (%s)")
+    :format(table.concat(names, ", "), table.concat(marks, ", "))
+  return self:write(function(c) return c:query(sql, values) end)
+end
+
+---One batch in one transaction: inserts chunks {stream, offset, data, at}, deletes ranges
+---{stream, from, to} (chunks starting in [from, to)), sets columns of the row (false: NULL).
+---With fields.host_id and `expect_host` given, the row is taken over only from that host
+---(nil: from nobody), else `already_exists`.
+function Db:proc_append(id, chunks, deletes, fields, expect_host)
+  local keys = {}
+  for k in pairs(fields or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local sets, values = {}, {}
+  for i, k in ipairs(keys) do
+    sets[i] = k .. " = ?"
+    if fields[k] ~= false then values[i] = fields[k] end
+  end
+  values[#keys + 1] = id
+  local where = "id = ?"
+  if expect_host ~= nil then
+    where = where .. (expect_host == false and " AND host_id IS NULL" or " AND host_id = ?")
+    if expect_host then values[#keys + 2] = expect_host end
+  end
+  return self:write(function(c)
+    for _, d in ipairs(deletes or {}) do
+      local ok, err = c:query("DELETE FROM chunks WHERE process_id = ? AND stream = ? AND " ..
+                              "offset >= ? AND offset < ?", { id, d.stream, d.from, d.to })
+      if not ok then return nil, err end
+    end
+    for _, ch in ipairs(chunks or {}) do
+      local ok, err = c:query("INSERT INTO chunks(process_id, stream, offset, data, at) " ..
+                              "VALUES (?, ?, ?, CAST(? AS BLOB), ?)",
+                              { id, ch.stream, ch.offset, ch.data, ch.at })
+      if not ok then return nil, err end
+    end
+    if #keys > 0 then
+      local ok, n = c:query(("UPDATE processes SET %s WHERE %s")
+                              :format(table.concat(sets, ", "), where), values)
+      if not ok then return nil, n end
+      if n == 0 then
+        return nil, errors.new(expect_host ~= nil and "already_exists" or "not_found",
+          ("ledger %s: process %s %s"):format(self.path, id, expect_host ~= nil
+            and "is followed by another host" or "does not exist"))
+      end
+    end
+    return true
+  end)
+end
+
+---Returns one process row, or nil, not_found.
+function Db:proc_get(id)
+  local rows, err = self:read("SELECT * FROM processes WHERE id = ?", { id })
+  if not rows then return nil, err end
+  if not rows[1] then
+    return nil, errors.new("not_found", ("no process %s in the ledger %s"):format(id, self.path))
+  end
+  return rows[1]
+end
+
+---Returns a sandbox's process rows, newest first (sandbox_id nil: every process).
+function Db:proc_list(sandbox_id)
+  if sandbox_id == nil then
+    return self:read("SELECT * FROM processes ORDER BY created_at DESC, rowid DESC")
+  end
+  return self:read("SELECT * FROM processes WHERE sandbox_id = ? ORDER BY created_at DESC, " ..
+                   "rowid DESC", { sandbox_id })
+end
+
+---Returns up to `limit` chunks {offset, data} of a stream that end after `from`, in order.
+function Db:proc_chunks(id, stream, from, limit)
+  return self:read("SELECT offset, data FROM chunks WHERE process_id = ? AND stream = ? AND " ..
+                   "offset + length(data) > ? ORDER BY offset LIMIT ?",
+                   { id, stream, from, limit })
+end
+
+---Returns {[sandbox_id] = count} of running processes.
+function Db:proc_running()
+  local rows, err = self:read("SELECT sandbox_id, count(*) AS n FROM processes WHERE state = " ..
+                              "'running' GROUP BY sandbox_id")
+  if not rows then return nil, err end
+  local out = {}
+  for _, r in ipairs(rows) do out[r.sandbox_id] = r.n end
+  return out
+end
+
+---Returns {offset, size} of a stream's chunks starting at or after `from` (the cap's tail).
+function Db:proc_extents(id, stream, from)
+  return self:read("SELECT offset, length(data) AS size FROM chunks WHERE process_id = ? AND " ..
+                   "stream = ? AND offset >= ? ORDER BY offset", { id, stream, from })
+end
+
+---Returns a host row {id, hostname, pid, started_at}, or nil when there is none.
+function Db:host_get(id)
+  local rows, err = self:read("SELECT * FROM hosts WHERE id = ?", { id })
   if not rows then return nil, err end
   return rows[1] or false
 end
