@@ -22,12 +22,12 @@ B        ?= $(if $(SANITIZE),build-san,build)
 SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(SAN) \
             -DSANDLOT_LUADIR='"$(LMODDIR)"' -DSANDLOT_MODDIR='"$(LIBDIR)/sandlot"' \
             $(shell pkg-config --cflags $(PKGS))
-LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib sqlite3 msgpack)
-MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack)
+LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib sqlite3 msgpack) -lutil
+MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack) -lutil
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite codec
+CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite codec
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o
@@ -72,7 +72,7 @@ $(B)/libsandlot.a: $(LIB_OBJ)
 $(B)/libsandlot.so: $(LIB_OBJ) core/exports.map
 	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 \
 	  -Wl,--version-script=core/exports.map -o $@ $(LIB_OBJ) \
-	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack)
+	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) -lutil
 
 # the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
 $(B)/sandlot.so: $(LIB_OBJ) core/exports.map
