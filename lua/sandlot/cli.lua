@@ -25,7 +25,7 @@ M.OK, M.FAILED, M.USAGE = 0, 1, 2
 --   run = function(o) ... end,       -- o = {opts = {provider =, all =, json =, ...},
 -- }                                  --      args = {...}, rest = {...}}; returns an exit
 --                                    -- status, or nil, err (printed, exit 1)
-M.NAMES = { "caps", "check-provider", "config", "create", "exec", "gc", "help", "ps" }
+M.NAMES = { "caps", "check-provider", "config", "create", "exec", "gc", "help", "ps", "shell" }
 
 local function out(...) io.stdout:write(...) end
 local function err(...) io.stderr:write(...) end
