@@ -111,7 +111,7 @@ describe("make install", function()
       'COMP_WORDS=(sandlot gc --ol); COMP_CWORD=2; _sandlot; echo "${COMPREPLY[@]}"',
       "bash", usr .. "/share/bash-completion/completions/sandlot" },
       { env = { PATH = usr .. "/bin:" .. os.getenv("PATH") } }))
-    assert.equal("caps check-provider config\n--older-than\n", r.stdout)
+    assert.equal("caps check-provider config create\n--older-than\n", r.stdout)
   end)
 
   it("runs the installed binary with the Lua library of the install tree", function()
