@@ -373,38 +373,6 @@ static void read_opts(lua_State *L, int opts, SpawnOpts *o) {
   lua_pop(L, 1);
 }
 
-/* Finds the program as execvp would, but with the child's PATH (from env when given). */
-static int resolve_exe(const char *file, char **env, char *out, size_t size) {
-  if (strchr(file, '/') != NULL) {
-    if (strlen(file) >= size) return ENAMETOOLONG;
-    strcpy(out, file);
-    return 0;
-  }
-  const char *path = NULL;
-  if (env != NULL) {
-    for (char **e = env; *e != NULL; e++)
-      if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
-  } else {
-    path = getenv("PATH");
-  }
-  if (path == NULL) path = "/usr/local/bin:/usr/bin:/bin";
-  int found = ENOENT;
-  for (const char *dir = path; *dir != '\0';) {
-    const char *end = strchr(dir, ':');
-    size_t len = end != NULL ? (size_t)(end - dir) : strlen(dir);
-    if (snprintf(out, size, "%.*s%s%s", (int)len, len ? dir : ".", "/", file) < (int)size) {
-      struct stat st;
-      if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
-        if (access(out, X_OK) == 0) return 0;
-        found = EACCES;
-      }
-    }
-    if (end == NULL) break;
-    dir = end + 1;
-  }
-  return found;
-}
-
 /* posix_spawn (vfork-fast) with the child as leader of a new session and process group,
  * stdio on the pipes (or /dev/null), no other inherited fd, default signal dispositions. */
 static int spawn_child(Proc *p, const char *path, const SpawnOpts *o, int fds[3][2],
@@ -479,7 +447,7 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
   bool want_in = o->stdin_pipe || o->input != NULL;
   char path[PATH_MAX];
   const char *file = o->file != NULL ? o->file : o->argv[0];
-  int rc = resolve_exe(file, o->env, path, sizeof(path));
+  int rc = sl_resolve_exe(file, o->env, path, sizeof(path));
   int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};  /* [stdin, stdout, stderr][read, write] */
   char tty[64];
   if (o->pty) {                            /* ours: the master twice (write, read); no stderr */
