@@ -450,9 +450,11 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
   int rc = sl_resolve_exe(file, o->env, path, sizeof(path));
   int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};  /* [stdin, stdout, stderr][read, write] */
   char tty[64];
-  if (o->pty) {                            /* ours: the master twice (write, read); no stderr */
-    if (rc == 0) rc = sl_pty_open(o->rows, o->cols, &fds[1][0], &fds[1][1], tty, sizeof(tty));
-    if (rc == 0 && (fds[0][1] = fcntl(fds[1][0], F_DUPFD_CLOEXEC, 3)) < 0) rc = errno;
+  int pty_rc = 0;
+  if (o->pty && rc == 0) {                 /* ours: the master twice (write, read); no stderr */
+    pty_rc = sl_pty_open(o->rows, o->cols, &fds[1][0], &fds[1][1], tty, sizeof(tty));
+    if (pty_rc == 0 && (fds[0][1] = fcntl(fds[1][0], F_DUPFD_CLOEXEC, 3)) < 0) pty_rc = errno;
+    rc = pty_rc;
   }
   for (int i = want_in ? 0 : 1; !o->pty && rc == 0 && i < 3; i++)
     if (pipe2(fds[i], O_CLOEXEC) != 0) rc = errno;
@@ -471,7 +473,9 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
       if (mine[i] >= 0) close(mine[i]);
     for (int i = 0; i < 2; i++)
       if (spill_fd[i] >= 0) close(spill_fd[i]);
-    if (rc == ENOENT)
+    if (pty_rc != 0)
+      sl_err_set(err, sl_code_for_errno(rc), "cannot open a pty: %s", strerror(rc));
+    else if (rc == ENOENT)
       sl_err_set(err, "not_found", "%s: no such file or directory (not on PATH?)", file);
     else if (rc == EACCES)
       sl_err_set(err, "permission_denied", "%s: permission denied (not executable?)", file);
