@@ -25,6 +25,7 @@ local function watch(p, sb_read)
     assert(ok and w.out:find(text, 1, true),
            ("expected %q on the terminal; it shows:\n%s"):format(text, w.out))
   end
+  function w.finish() h.eventually(function() return w.eof end, 20) end  -- one reader or waiter
   function w.close() w.t:cancel() end
   return w
 end
@@ -54,9 +55,9 @@ local function cases(label, get, opts)
     assert(p:write("go\r"))
     w.expect("done")
     assert.truthy(w.out:find("42 123", 1, true))
+    w.finish()
     local r = assert(p:wait(20))
     assert.equal(3, r.exit_code)
-    w.expect("")
     w.close()
     p:close()
     if opts.fds then
@@ -73,6 +74,7 @@ local function cases(label, get, opts)
     sandlot.sleep(0.2)                    -- the loop's sleep is running
     assert(p:write("\3"))
     w.expect("got-int")
+    w.finish()
     assert.equal(7, assert(p:wait(20)).exit_code)
     w.close()
     p:close()
@@ -95,6 +97,7 @@ describe("sandlot.proc.spawn with a pty", function()
     w.expect("got hi")
     assert.truthy(w.out:find("25 90", 1, true))
     assert.matches("^/dev/pts/", w.out)
+    w.finish()
     local r = assert(p:wait())
     assert.equal(5, r.exit_code)
     w.close()
@@ -112,6 +115,7 @@ describe("sandlot.proc.spawn with a pty", function()
     sandlot.sleep(0.2)
     assert(p:write("\3"))
     w.expect("got-int")
+    w.finish()
     assert.equal(7, p:wait().exit_code)
     w.close()
   end))
