@@ -23,14 +23,15 @@ SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $
             -DSANDLOT_LUADIR='"$(LMODDIR)"' -DSANDLOT_MODDIR='"$(LIBDIR)/sandlot"' \
             $(shell pkg-config --cflags $(PKGS))
 LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib sqlite3 msgpack) -lutil
-MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack) -lutil
+MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack) -lhttp_parser -lutil
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite codec
+CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite codec event channel
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
-HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o
+HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o \
+            $(B)/http_serve.o $(B)/http_request.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
 SSH_OBJ   = $(SSH:%=$(B)/%.o)
 LIB_OBJ   = $(CORE_OBJ) $(HTTP_OBJ) $(SSH_OBJ) $(B)/net.o
@@ -39,14 +40,16 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
-            libcurl4-openssl-dev libssh2-1-dev libsqlite3-dev libmsgpack-dev zlib1g-dev lua-cjson lua-busted bubblewrap \
-            docker.io openssh-server busybox-static clang libclang-rt-14-dev luarocks
+            libcurl4-openssl-dev libssh2-1-dev libhttp-parser-dev libsqlite3-dev libmsgpack-dev zlib1g-dev \
+            lua-cjson lua-busted bubblewrap docker.io openssh-server busybox-static clang \
+            libclang-rt-14-dev luarocks lua-check cppcheck
 BUSTED    = /usr/bin/busted
 
-.PHONY: all deps check-deps test asan fuzz fuzz-list bench demo install uninstall clean rock rock-install
+.PHONY: all deps check-deps test asan check-fakes fuzz fuzz-list bench demo install uninstall clean \
+        rock rock-install lint docs
 
 all: $(B)/sandlot $(MODS) $(B)/libsandlot.a $(B)/libsandlot.so $(B)/sandlot.so $(B)/sandlot.pc \
-     $(B)/sandlot.1
+     $(B)/sandlot.1 $(B)/sandlot-peer
 
 $(B)/%.o: core/%.c
 	@mkdir -p $(@D)
@@ -57,9 +60,30 @@ $(B)/%.o: core/%.c
 $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) $(LDFLAGS) -Wl,--export-dynamic -o $@ $^ $(LIBS)
 
+# sandlot-peer: the replica sandlot.replicate ships into a sandbox. Static (Debian's
+# liblua5.4.a, libuv_a.a, libmsgpackc.a) so it runs in a root without libc; no HTTP, SSH,
+# SQLite or zlib. Its objects get their own directory: -ffunction-sections lets
+# --gc-sections drop what it never calls. core/peer_main.c keeps dlopen and getpwuid_r
+# (NSS) out of the link; spec/replicate_spec.lua checks the result.
+PEER      = peer_main loop sched errors timer proc outbuf sys fs codec event channel
+PEER_OBJ  = $(PEER:%=$(B)/peer/%.o)
+STATIC_LIBDIR ?= $(shell pkg-config --variable=libdir libuv)
+PEER_LIBS = $(STATIC_LIBDIR)/liblua5.4.a $(STATIC_LIBDIR)/libuv_a.a \
+            $(STATIC_LIBDIR)/libmsgpackc.a -lm -lpthread
+
+# a sanitizer runtime cannot link statically: a sanitized build still ships a plain peer
+$(B)/peer/%.o: core/%.c
+	@mkdir -p $(@D)
+	$(CC) $(filter-out $(SAN),$(SL_CFLAGS)) -ffunction-sections -fdata-sections \
+	  $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+-include $(wildcard $(B)/peer/*.d)
+
+$(B)/sandlot-peer: $(PEER_OBJ)
+	$(CC) -static -s $(LDFLAGS) -Wl,--gc-sections -o $@ $^ $(PEER_LIBS)
+
 $(B)/lib/sandlot/http.so: $(HTTP_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
-	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv)
+	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv) -lhttp_parser
 
 $(B)/lib/sandlot/ssh.so: $(SSH_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
@@ -72,7 +96,7 @@ $(B)/libsandlot.a: $(LIB_OBJ)
 $(B)/libsandlot.so: $(LIB_OBJ) core/exports.map
 	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 \
 	  -Wl,--version-script=core/exports.map -o $@ $(LIB_OBJ) \
-	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) -lutil
+	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) -lhttp_parser -lutil
 
 # the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
 $(B)/sandlot.so: $(LIB_OBJ) core/exports.map
@@ -120,6 +144,12 @@ test: deps
 asan:
 	$(MAKE) test SANITIZE=address,undefined
 
+# every spec/fakes/check/*.mjs against its fake, with the npm packages its header names
+# (installed into a temporary directory); skipped with a notice without node and npm.
+# See spec/fakes/check/run.lua. CHECK_FAKES="a.mjs b.mjs" runs only those.
+check-fakes: all
+	$(B)/sandlot spec/fakes/check/run.lua $(CHECK_FAKES)
+
 # libFuzzer targets, NAME:MODULE:FUNCTION each: fuzz/lua_target.c calls MODULE.FUNCTION(input)
 # for every input, starting from the seeds in fuzz/corpus/NAME/. A decoder is one more word
 # here (and a seed directory), e.g. wire_json:sandlot.wire.json:decode.
@@ -128,7 +158,8 @@ FUZZ_TARGETS = config:fuzz.targets:config json:sandlot.wire.json:decode \
                tar:sandlot.wire.tar:list connect:fuzz.targets:connect \
                ndjson:fuzz.targets:ndjson stdcopy:fuzz.targets:stdcopy \
                multipart:fuzz.targets:multipart http_head:fuzz.targets:http_head \
-               codec:fuzz.targets:codec
+               codec:fuzz.targets:codec http_request:fuzz.targets:http_request \
+               peer_frames:fuzz.targets:peer_frames
 FUZZ_SECONDS ?= 30
 FUZZ_CC  ?= clang
 FB        = build-fuzz
@@ -145,7 +176,8 @@ fuzz: deps
 	  $(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -g -O1 $(WARN) $(FUZZ_SAN) \
 	    -DFUZZ_MODULE="\"$$mod\"" -DFUZZ_FUNCTION="\"$$fn\"" -DFUZZ_ROOT="\"$(CURDIR)\"" \
 	    $(shell pkg-config --cflags lua5.4) -o $(FB)/fuzz-$$name fuzz/lua_target.c \
-	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) || exit 1; \
+	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) \
+	    -lhttp_parser || exit 1; \
 	  mkdir -p $(FB)/corpus/$$name; \
 	  echo "fuzz: $$name ($$mod.$$fn) for $(FUZZ_SECONDS)s"; \
 	  if $(FB)/fuzz-$$name -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
@@ -172,6 +204,7 @@ install: all
 	install -m 755 $(B)/sandlot $(DESTDIR)$(BINDIR)/sandlot
 	install -d $(DESTDIR)$(LIBDIR)/sandlot
 	for m in $(NET); do install -m 755 $(B)/lib/sandlot/$$m.so $(DESTDIR)$(LIBDIR)/sandlot/; done
+	install -m 755 $(B)/sandlot-peer $(DESTDIR)$(LIBDIR)/sandlot/sandlot-peer   # sandlot.replicate
 	install -m 644 $(B)/libsandlot.a $(DESTDIR)$(LIBDIR)/libsandlot.a
 	install -m 755 $(B)/libsandlot.so $(DESTDIR)$(LIBDIR)/libsandlot.so.$(VERSION)
 	ln -sf libsandlot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsandlot.so.0
@@ -185,12 +218,25 @@ install: all
 	  install -D -m 644 lua/$$f $(DESTDIR)$(LMODDIR)/$$f || exit 1; done
 	install -D -m 644 $(B)/sandlot.1 $(DESTDIR)$(MANDIR)/man1/sandlot.1
 	install -D -m 644 docs/sandlot.bash $(DESTDIR)$(COMPLETIONDIR)/sandlot
-	for f in README.md LICENSE providers/README.md; do \
+	for f in README.md LICENSE providers/README.md docs/api.md; do \
 	  install -D -m 644 $$f $(DESTDIR)$(DOCDIR)/$$f || exit 1; done
 	install -d $(DESTDIR)$(DATADIR)/providers $(DESTDIR)$(DATADIR)/plugins
 	for f in $$(find providers plugins spec/conformance spec/support/summary.lua \
 	    -type f ! -name '.*'); do \
 	  install -D -m 644 $$f $(DESTDIR)$(DATADIR)/$$f || exit 1; done   # check-provider needs the suite
+
+# the API reference, from the doc comments (spec/docs_spec.lua fails when it is stale)
+docs: $(B)/sandlot
+	$(B)/sandlot docs/api.lua > docs/api.md.tmp && mv docs/api.md.tmp docs/api.md
+	$(B)/sandlot docs/types.lua > types/sandlot_core.lua.tmp && \
+	  mv types/sandlot_core.lua.tmp types/sandlot_core.lua
+
+# luacheck (lua-check) on the Lua tree, configured by .luacheckrc; cppcheck on core/
+lint:
+	luacheck -q .
+	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,portability --inline-suppr \
+	  --suppress=missingIncludeSystem --library=posix --library=lua --library=libcurl \
+	  --library=sqlite3 --library=zlib core/
 
 # LuaRocks (sandlot-*.rockspec, build type make): `rock` builds the one Lua C module,
 # `rock-install` puts it in the rock's INST_LIBDIR and the Lua tree in INST_LUADIR, with the

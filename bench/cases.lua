@@ -242,6 +242,99 @@ function cases.sftp(o_json, dir, lpath, rpath)
   return now() - t0, n
 end
 
+-- Replication (figure 10) ---------------------------------------------------------------------
+
+local function replicate(sb)
+  local peer, err = sandlot.replicate(sb, { script_dir = false, on_log = function() end })
+  if not peer then error("replicate: " .. tostring(err)) end
+  return peer
+end
+
+-- Seconds to a replica that a new host process would start: everything is cached in the
+-- sandbox, but this process has not shipped there (one probe exec, then the spawn).
+local function probed(sb)
+  sb._replica_memo = nil
+  local t0 = now()
+  local peer = replicate(sb)
+  local t = now() - t0
+  assert(peer.shipped.cache_hit and peer.shipped.probed == nil, "expected a probed cache hit")
+  peer:close()
+  return t
+end
+
+-- replicate_local ISOLATION cold|warm: seconds to a connected replica in a local sandbox
+-- (cold: nothing cached in the sandbox; warm: this process started one there before, so it
+-- spawns at once). Prints seconds, bytes shipped and, for warm, the probed warm start.
+function cases.replicate_local(iso, warmth)
+  local sb <close> = assert(sandlot.create("local", { isolation = iso }))
+  if warmth == "warm" then replicate(sb):close() end
+  local t0 = now()
+  local peer <close> = replicate(sb)
+  local t = now() - t0
+  if warmth == "warm" then return t, peer.shipped.bytes, probed(sb) end
+  return t, peer.shipped.bytes
+end
+
+-- replicate_docker HOST IMAGE: a warm replicate in a busybox container, and one plain
+-- sb:exec round trip in the same container. Prints both in seconds, the bytes shipped and the
+-- probed warm start (as a new host process would see it).
+function cases.replicate_docker(host, image)
+  docker_provider(host, image)
+  local sb <close> = assert(sandlot.create("bench", {}))
+  replicate(sb):close()
+  check_hello(assert(sb:exec({ "echo", "hello" })), "exec")       -- warm the exec path too
+  local t0 = now()
+  local peer <close> = replicate(sb)
+  local t1 = now()
+  check_hello(assert(sb:exec({ "echo", "hello" })), "exec")
+  local t2 = now()
+  return t1 - t0, t2 - t1, peer.shipped.bytes, probed(sb)
+end
+
+-- replicate_calls ISOLATION N: N sequential peer:call round trips (string.len in the
+-- replica), and N / 10 plain sb:exec{"echo","hello"} in the same sandbox. Prints the calls'
+-- p50, their p90, and the mean exec, in seconds.
+function cases.replicate_calls(iso, n)
+  n = tonumber(n)
+  local sb <close> = assert(sandlot.create("local", { isolation = iso }))
+  local peer <close> = replicate(sb)
+  for _ = 1, 100 do assert(peer:call("string.len", "hello")) end   -- warm
+  local xs = {}
+  for i = 1, n do
+    local t0 = now()
+    local v = peer:call("string.len", "hello")
+    xs[i] = now() - t0
+    if v ~= 5 then error("call returned " .. tostring(v)) end
+  end
+  table.sort(xs)
+  local ne = math.max(1, n // 10)
+  return xs[(n + 1) // 2], xs[math.max(1, (n * 9) // 10)], exec_n(sb, ne) / ne
+end
+
+-- replicate_pipelined ISOLATION N TASKS: N small calls from TASKS tasks at once; and N / 50
+-- plain sb:exec from as many tasks. Prints calls per second and execs per second.
+function cases.replicate_pipelined(iso, n, tasks)
+  n, tasks = tonumber(n), tonumber(tasks)
+  local sb <close> = assert(sandlot.create("local", { isolation = iso }))
+  local peer <close> = replicate(sb)
+  local function spread(total, fn)
+    local per = total // tasks
+    local fns = {}
+    for i = 1, tasks do fns[i] = function() for _ = 1, per do fn() end end end
+    local t0 = now()
+    local _, errs = sandlot.all(fns, { limit = tasks })
+    if errs then error(tostring(select(2, next(errs)))) end
+    return per * tasks / (now() - t0)
+  end
+  local calls = spread(n, function()
+    if peer:call("string.len", "hello") ~= 5 then error("bad call result") end
+  end)
+  local execs = spread(math.max(tasks, n // 50), function()
+    check_hello(assert(sb:exec({ "echo", "hello" })), "exec")
+  end)
+  return calls, execs
+end
+
 local name = arg[1]
 local fn = cases[name] or error("unknown case " .. tostring(name))
 local out = table.pack(fn(table.unpack(arg, 2)))

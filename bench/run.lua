@@ -9,7 +9,7 @@ local cjson = require("cjson")
 
 -- The figures, by number (bench/README.md): BENCH_FIGURES=4,6 runs only those.
 local FIGURES = { "host start", "local exec", "concurrency and memory", "HTTP", "Docker", "SSH",
-                  "cloud-SDK peers", "scale", "SSH concurrency" }
+                  "cloud-SDK peers", "scale", "SSH concurrency", "replication" }
 
 local function usage(fmt, ...)
   io.stderr:write(("bench: " .. fmt .. "\n"):format(...),
@@ -638,6 +638,76 @@ section(9, F9, function()
   end)
   srv:stop()
   assert(ok, err)
+end)
+
+-- 10. Replication ------------------------------------------------------------------------------
+
+-- sandlot.replicate: time to a connected replica (local cold and warm, docker warm against a
+-- plain sb:exec round trip), one call's round trip against one sb:exec of the same work, and
+-- 10,000 small calls pipelined from 64 tasks against execs from as many tasks.
+local NC10, NP10, TP10 = 2000, 10000, 64
+local F10 = { "10. replicate to a connected replica, local (bubblewrap), cold",
+              "10. replicate to a connected replica, local (bubblewrap), warm",
+              "10. replicate, local, warm from a new host process (probe + spawn)",
+              "10. replicate, docker busybox, warm vs one plain sb:exec round trip",
+              "10. replicate, docker busybox, warm from a new host process vs sb:exec",
+              "10. peer:call round trip p50, local (bubblewrap)",
+              "10. peer:call round trip p50 vs sb:exec of the same work, local",
+              ("10. %d calls pipelined from %d tasks vs sb:exec from %d tasks, local")
+                :format(NP10, TP10, TP10) }
+section(10, F10, function()
+  local probed = {}
+  local function first(argv, keep)
+    return function()
+      local f = fields(argv)
+      if keep then probed[#probed + 1] = f[3] end
+      return f[1]
+    end
+  end
+  local s = measure(rounds(5), {
+    { "cold", first(sandlot_case("replicate_local", "namespaces", "cold")) },
+    { "warm", first(sandlot_case("replicate_local", "namespaces", "warm"), true) },
+  })
+  local function msx(xs) local o = {} for i, v in ipairs(xs) do o[i] = v * 1e3 end return o end
+  absolute(F10[1], "ms", le(150), msx(s.cold), "the binary and every module shipped")
+  absolute(F10[2], "ms", le(50), msx(s.warm), "this process shipped there before: one spawn")
+  absolute(F10[3], "ms", le(50), msx(probed), "everything cached in the sandbox: a probe " ..
+           "exec (what is there), then the spawn")
+  local docker = require("spec.support.docker")
+  local env, why = docker.start()
+  if not env then
+    skipped(F10[4], tostring(why))
+    skipped(F10[5], tostring(why))
+  else
+    local ok, err = pcall(function()
+      local rep, ex, rep2 = {}, {}, {}
+      for _ = 1, rounds(3) do
+        local f = fields(sandlot_case("replicate_docker", env.host, env.image))
+        rep[#rep + 1], ex[#ex + 1], rep2[#rep2 + 1] = f[1], f[2], f[4]
+      end
+      ratio(F10[4], le(1.5), rep, ex, ms, "a warm replicate is one spawn (an exec with its " ..
+            "stdio attached) and the replica's start")
+      ratio(F10[5], nil, rep2, ex, ms, "report only: a probe exec, then the spawn")
+    end)
+    docker.stop(env)
+    assert(ok, err)
+  end
+  local p50, execs = {}, {}
+  for _ = 1, rounds(5) do
+    local f = fields(sandlot_case("replicate_calls", "namespaces", tostring(NC10)))
+    p50[#p50 + 1], execs[#execs + 1] = f[1], f[3]
+  end
+  local function us(xs) local o = {} for i, v in ipairs(xs) do o[i] = v * 1e6 end return o end
+  absolute(F10[6], "us", le(100), us(p50), ("median of %d sequential calls"):format(NC10))
+  ratio(F10[7], le(0.1), p50, execs, function(v) return ("%.0f us"):format(v * 1e6) end,
+        "string.len in the replica vs sb:exec{\"echo\",\"hello\"}")
+  local calls, ex = {}, {}
+  for _ = 1, rounds(3) do
+    local f = fields(sandlot_case("replicate_pipelined", "namespaces", tostring(NP10),
+                                  tostring(TP10)))
+    calls[#calls + 1], ex[#ex + 1] = f[1], f[2]
+  end
+  ratio(F10[8], ge(10), calls, ex, per_s, "ratio of calls/s to execs/s")
 end)
 
 -- Table ----------------------------------------------------------------------------------------

@@ -420,6 +420,7 @@ static int http_parse_headers(lua_State *L) {
     size_t klen = (size_t)(colon - line);
     char small[64], *lower = klen <= sizeof(small) ? small : luaL_buffinitsize(L, &key, klen);
     for (size_t i = 0; i < klen; i++) lower[i] = (char)tolower((unsigned char)line[i]);
+    bool cookie = klen == 10 && memcmp(lower, "set-cookie", 10) == 0;  /* before lower goes */
     if (lower == small) lua_pushlstring(L, small, klen);
     else luaL_pushresultsize(&key, klen);  /* table, name */
     lua_pushvalue(L, -1);
@@ -427,7 +428,6 @@ static int http_parse_headers(lua_State *L) {
       lua_pop(L, 1);
       lua_pushlstring(L, v, (size_t)(ve - v));
     } else {                               /* table, name, previous */
-      bool cookie = klen == 10 && memcmp(small, "set-cookie", 10) == 0;   /* short: in small */
       lua_pushstring(L, cookie ? "\n" : ", ");
       lua_pushlstring(L, v, (size_t)(ve - v));
       lua_concat(L, 3);
@@ -491,7 +491,8 @@ static const luaL_Reg req_meta[] = {
 static const luaL_Reg http_funcs[] = {
   {"request", http_request}, {"stats", http_stats}, {"escape", http_escape},
   {"parse_headers", http_parse_headers}, {"upgrade", sl_http_upgrade},
-  {"parse_response_head", http_parse_response_head}, {NULL, NULL}
+  {"parse_response_head", http_parse_response_head}, {"serve", sl_http_serve},
+  {"parse_request", sl_http_parse_request}, {NULL, NULL}
 };
 
 int luaopen_sandlot_core_http(lua_State *L) {
@@ -503,6 +504,7 @@ int luaopen_sandlot_core_http(lua_State *L) {
   }
   lua_pop(L, 1);
   sl_http_upgrade_open(L);
+  sl_http_serve_open(L);
   luaL_newlib(L, http_funcs);
   curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
   lua_pushfstring(L, "libcurl %s", v->version);

@@ -1,7 +1,8 @@
 /* http.h: what the files of sandlot.core.http share: the per-host multi handle, a transfer
  * (Xfer) and the functions that run it. http_multi.c drives libcurl's multi_socket interface
  * on the host's libuv loop and turns curl's news into wake-ups; http.c is the Lua face (options,
- * request handles); http_upgrade.c is the raw upgraded stream (sandlot.http.upgrade). */
+ * request handles); http_upgrade.c is the raw upgraded stream (sandlot.http.upgrade); http_serve.c is the
+ * HTTP/1.1 server (sandlot.http.serve) and http_request.c its request parser. */
 #ifndef SANDLOT_HTTP_H
 #define SANDLOT_HTTP_H
 
@@ -95,5 +96,12 @@ size_t sl_http_read_cb(char *out, size_t size, size_t n, void *ud);
 /* http_upgrade.c */
 int sl_http_upgrade(lua_State *L);        /* http.upgrade(opts) -> stream | nil, err */
 void sl_http_upgrade_open(lua_State *L);  /* registers the sandlot.http.stream metatable */
+
+/* http_serve.c */
+int sl_http_serve(lua_State *L);          /* http.serve(opts, dispatch) -> server | nil, err */
+void sl_http_serve_open(lua_State *L);
+
+/* http_request.c */
+int sl_http_parse_request(lua_State *L);  /* http.parse_request(bytes, ...) -> {req, ...} */    /* registers the server and conn metatables */
 
 #endif

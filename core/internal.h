@@ -128,7 +128,7 @@ SL_SHARED void sl_wake(SlTask *t, int nres);
 void sl_sched_run_ready(SlHost *h);
 /* [fn, args...] on top of L -> [task]: queues fn(args...) as a task (a cleanup task when
  * cleanup: sl_sched_cancel_tasks leaves it alone). Raises when fn is not callable. */
-SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup);
+SL_SHARED SlTask *sl_sched_spawn(lua_State *L, int nargs, bool cleanup);
 void sl_sched_cancel_tasks(lua_State *L); /* cancels every live task but cleanup tasks */
 bool sl_task_cancel(SlTask *t);         /* task:cancel(); false when it was done */
 /* The task userdata at idx: pushes its error and traceback and returns 2 when it is done and

@@ -20,13 +20,15 @@ static const char usage[] =
   "Options:\n"
   "  -e code        run code (may be repeated)\n"
   "  -i             enter the REPL after running the script or -e code\n"
+  "  -q, --quiet    no progress line on a terminal (also SANDLOT_QUIET=1)\n"
   "  -              run the script on stdin\n"
   "  --             stop handling options\n"
   "  -v, --version  print the version\n"
   "  -h, --help     print this help\n"
   "With no arguments on a terminal, sandlot opens a REPL.\n"
   "Environment: SANDLOT_PATH (extra module dirs), SANDLOT_CONFIG, SANDLOT_PROVIDER,\n"
-  "             SANDLOT_TELEMETRY (JSON-lines file), XDG_CONFIG_HOME, XDG_STATE_HOME\n"
+  "             SANDLOT_TELEMETRY (JSON-lines file), SANDLOT_QUIET, XDG_CONFIG_HOME,\n"
+  "             XDG_STATE_HOME\n"
   "Exit status: 0 success, 1 failure (a script error), 2 usage error.\n";
 
 #define PREFIX "sandlot: "                 /* the one prefix of every message the host prints */
@@ -51,7 +53,7 @@ static int usage_error(sandlot *S, const char *opt, bool unknown) {
   int top = lua_gettop(L);
   const char *hint = NULL;
   static const char suggest[] = "return require('sandlot._check').suggest(..., "
-                                "{'-e', '-i', '-v', '--version', '-h', '--help'})";
+                                "{'-e', '-i', '-q', '--quiet', '-v', '--version', '-h', '--help'})";
   if (unknown && luaL_loadstring(L, suggest) == LUA_OK) {
     lua_pushstring(L, opt);
     if (lua_pcall(L, 1, 1, 0) == LUA_OK) hint = lua_tostring(L, -1);
@@ -118,6 +120,16 @@ int main(int argc, char **argv) {
     sandlot_close(S);
     return 1;
   }
+  /* the one-line progress display of long operations, on a terminal only (-q or
+   * SANDLOT_QUIET=1 turn it off; sandlot._progress) */
+  bool quiet = false;
+  for (int k = 1; k < argc && argv[k][0] == '-' && strcmp(argv[k], "--") != 0; k++) {
+    if (strcmp(argv[k], "-q") == 0 || strcmp(argv[k], "--quiet") == 0) quiet = true;
+    if (strcmp(argv[k], "-e") == 0) k++;                   /* its code is no option */
+  }
+  if (!quiet && isatty(2))
+    (void)luaL_dostring(sandlot_lua(S),
+                        "local p = require('sandlot._progress') if p.wanted() then p.attach() end");
   int rc = 0, i = 1;
   bool interactive = false, ran = false;
   for (; i < argc && rc == 0; i++) {
@@ -135,6 +147,8 @@ int main(int argc, char **argv) {
       return 0;
     } else if (strcmp(a, "-i") == 0) {
       interactive = true;
+    } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+      /* seen before the loop: no progress display */
     } else if (strcmp(a, "-e") == 0) {
       if (++i >= argc) {
         rc = usage_error(S, a, false);

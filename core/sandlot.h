@@ -93,6 +93,8 @@ SANDLOT_API int luaopen_sandlot_core_outbuf(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_zlib(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_sqlite(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_codec(lua_State *L);
+SANDLOT_API int luaopen_sandlot_core_event(lua_State *L);
+SANDLOT_API int luaopen_sandlot_core_channel(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_http(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_ssh(lua_State *L);
 

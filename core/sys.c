@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -265,11 +266,23 @@ static int sys_b64decode(lua_State *L) {
   return 1;
 }
 
+/* sys.sha256(s) -> 64 lower-case hex digits (content addresses of shipped files) */
+static int sys_sha256(lua_State *L) {
+  size_t n;
+  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+  unsigned char d[32];
+  char hex[65];
+  sl_sha256(s, n, d);
+  for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  lua_pushlstring(L, hex, 64);
+  return 1;
+}
+
 static const luaL_Reg sys_funcs[] = {
   {"environ", sys_environ}, {"getpid", sys_getpid}, {"isatty", sys_isatty},
   {"realpath", sys_realpath}, {"now", sys_now}, {"rss", sys_maxrss},
   {"b64encode", sys_b64encode}, {"b64decode", sys_b64decode},
-  {"setenv", sys_setenv},
+  {"setenv", sys_setenv}, {"sha256", sys_sha256},
   {NULL, NULL}
 };
 

@@ -107,6 +107,47 @@ function M.http_head(input)
   return head
 end
 
+---The request parser behind sandlot.http.serve (libhttp-parser with core/http_serve.c's
+---callbacks and limits): the bytes are parsed whole and again fed in chunks (the first byte
+---picks their size, 1..32), and both must give the same requests, or both refuse (400 and 431
+---may trade places: a chunk border makes the head limit fire before a bad byte is seen).
+local function same_requests(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do
+    local x, y = a[i], b[i]
+    for _, k in ipairs({ "method", "path", "query", "body", "keep_alive", "http_version" }) do
+      if x[k] ~= y[k] then return false, k end
+    end
+    for k, v in pairs(x.headers) do if y.headers[k] ~= v then return false, "headers" end end
+    for k in pairs(y.headers) do if x.headers[k] == nil then return false, "headers" end end
+  end
+  return true
+end
+
+function M.http_request(input)
+  local parse = require("sandlot.core.http").parse_request
+  local chunk = (input:byte(1) or 0) % 32 + 1
+  local bytes = input:sub(2)
+  local whole, w2 = parse(bytes, nil, 1024, 4096)
+  local parts, p2 = parse(bytes, chunk, 1024, 4096)
+  if (whole == nil) ~= (parts == nil) or (whole ~= nil and w2 ~= p2) then
+    error(("http_request: whole gave %s %s, chunks of %d gave %s %s"):format(
+      tostring(whole and #whole), tostring(w2), chunk, tostring(parts and #parts), tostring(p2)))
+  end
+  if whole == nil then
+    for _, st in ipairs({ w2, p2 }) do
+      if st ~= 400 and st ~= 413 and st ~= 431 then error("http_request: status " .. st) end
+    end
+    return nil
+  end
+  local ok, what = same_requests(whole, parts)
+  if not ok then error("http_request: chunks changed the requests' " .. tostring(what)) end
+  for _, r in ipairs(whole) do
+    if #r.body > 4096 then error("http_request: body over max_body") end
+  end
+  return whole
+end
+
 -- Structural equality for decoded values (NaN equals NaN; integer and float differ).
 local function same(a, b, depth)
   if type(a) ~= type(b) then return false end
@@ -137,6 +178,37 @@ function M.codec(bytes)
   local v2, derr = codec.decode(again)
   if v2 == nil and type(derr) ~= "number" then error("re-encoded value does not decode: " .. tostring(derr)) end
   if not same(v, v2, 0) then error("decode(encode(v)) differs from v") end
+  return true
+end
+
+---The replica protocol's frame reader (sandlot._peer.frames), as the host runs it on a
+---replica's output: a start marker, then frames. The first byte controls the run: even
+---puts the marker before the rest, and it says where the rest is split in two pieces. Every message must be an array with a string kind; every failure must be
+---bad_response, and sticky (the channel is over).
+function M.peer_frames(bytes)
+  local frames = require("sandlot._peer.frames")
+  local marker = frames.marker("fz")
+  local d = frames.decoder({ marker = marker, max = 4096, max_noise = 256 })
+  local control, body = bytes:byte(1) or 0, bytes:sub(2)
+  if control % 2 == 0 then body = marker .. body end
+  local cut = control % (#body + 1)
+  local pieces = { body:sub(1, cut), body:sub(cut + 1) }
+  for _, piece in ipairs(pieces) do
+    d:feed(piece)
+    while true do
+      local msg, err = d:next()
+      if err then
+        if not errors.is(err, "bad_response") then error("frames failed without bad_response") end
+        local again, err2 = d:next()
+        if again ~= nil or err2 ~= err then error("a frame error is not sticky") end
+        return nil, err
+      end
+      if msg == nil then break end
+      if type(msg) ~= "table" or type(msg[1]) ~= "string" then
+        error("frames returned a message that is not {kind, ...}")
+      end
+    end
+  end
   return true
 end
 

@@ -197,10 +197,21 @@ local function pull(ctx, image)
   if not c then return nil, cerr end
   local name, tag = split_image(image)
   local failure
+  local layers, what = {}, "pulling " .. image           -- layer id -> {current, total}
   local ok, err = c:stream("POST", "/images/create", {
     query = { fromImage = name, tag = tag }, timeout = 1800, retry = false,
     on_frame = ndjson.decoder(function(j)
-      if type(j) == "table" and j.error then failure = j.error end
+      if type(j) ~= "table" then return end
+      if j.error then failure = j.error end
+      local d = j.progressDetail
+      if type(j.id) == "string" and type(d) == "table" and tonumber(d.total) then
+        layers[j.id] = { tonumber(d.current) or 0, tonumber(d.total) }
+        local done, total = 0, 0
+        for _, l in pairs(layers) do done, total = done + l[1], total + l[2] end
+        if ctx.progress then
+          ctx.progress("create", { done = done, total = total }, { what = what, unit = "bytes" })
+        end
+      end
     end) })
   if not ok then return nil, err end
   if failure then

@@ -305,6 +305,8 @@ function M.create(ctx, opts)
   return { id = id }
 end
 
+local prlimit_ok        -- nil: not probed yet (whether prlimit(1) runs here)
+
 -- What exec and spawn run: {argv (inside bwrap for namespaces, under prlimit for memory_mb),
 -- cwd, env, timeout = the lifetime left, inside}, or nil, err (stopped, bad cwd).
 local function command_line(ctx, handle, argv, opts)
@@ -364,8 +366,6 @@ local function bwrap_failure(r)
   if line:match("^bwrap: Can't chdir") then return errors.new("not_found", line) end
   return errors.new("unavailable", line, { retryable = false })
 end
-
-local prlimit_ok        -- nil: not probed yet
 
 ---Runs argv in the sandbox with a clean environment (PATH, HOME, LANG) plus the sandbox's env
 ---and opts.env.

@@ -27,6 +27,16 @@ describe("bench cases", function()
     run_case("handles", "3", "1")
   end)
 
+  it("the replication cases run (figure 10)", function()
+    local out = run_case("replicate_local", "namespaces", "cold")
+    assert.is_true(tonumber(out:match("^%S+%s+(%S+)")) > 1000000,
+                   "the cold start ships the binary")
+    out = run_case("replicate_local", "none", "warm")
+    assert.equal(0, tonumber(out:match("^%S+%s+(%S+)")), "the warm start ships nothing")
+    run_case("replicate_calls", "namespaces", "20")
+    run_case("replicate_pipelined", "namespaces", "128", "8")
+  end)
+
   it("scale runs, with every exec of the batch in flight at once", function()
     local out = run_case("scale", "50", "10")
     local f = {}
@@ -46,6 +56,7 @@ describe("bench cases", function()
       if not env then pending(docker.unavailable(why)) return end
       run_case("docker_exec", env.host, env.image, "1")
       run_case("docker_life", env.host, env.image, "1")
+      run_case("replicate_docker", env.host, env.image)
     end)
   end)
 

@@ -45,10 +45,12 @@ describe("sandlot create and exec", function()
   end)
 
   it("passes --env and --cwd, and runs argv without a shell", function()
-    local code, out = exec({ id, "--env", "A=one", "--env", "B=two words", "--cwd", "/tmp", "--",
+    assert(assert(sandlot.get(id)):mkdir("d"))
+    local code, out = exec({ id, "--env", "A=one", "--env", "B=two words", "--cwd", "/d", "--",
                              "sh", "-c", 'echo "$A|$B|$(pwd)"; echo "$0"', "literal;$x" })
     assert.equal(0, code)
-    assert.equal("one|two words|/tmp\nliteral;$x\n", out)
+    -- /d inside namespaces; <sandbox root>/d where bubblewrap cannot isolate (a chroot)
+    assert.matches("^one|two words|[^\n]*/d\nliteral;%$x\n$", out)
   end)
 
   it("gives 124 for a timeout and 128+N for a signal", function()

@@ -25,7 +25,8 @@ describe("local provider", function()
     h.rmtree(tmp)
   end)
 
-  conformance({ provider = "conf-ns", label = "local, isolation = namespaces" })
+  local ns = require("spec.support.namespaces").skip
+  conformance({ provider = "conf-ns", label = "local, isolation = namespaces", skip = ns })
   conformance({ provider = "conf-none", label = "local, isolation = none" })
-  conformance({ provider = "conf-exec", label = "exec-only provider (fallbacks)" })
+  conformance({ provider = "conf-exec", label = "exec-only provider (fallbacks)", skip = ns })
 end)

@@ -3,6 +3,17 @@
 -- both isolation modes, honest refusals when isolation is unavailable, and its own options.
 local sandlot = require("sandlot")
 local h = require("spec.helper")
+local ns = require("spec.support.namespaces")
+
+-- a case that needs bubblewrap's namespaces: pending, with the reason, where none can be made
+-- (a chroot, a container, Ubuntu's AppArmor restriction)
+local function ns_it(name, fn)
+  it(name, function(...)
+    local why = ns.skip()
+    if why then pending(why) return end
+    return fn(...)
+  end)
+end
 
 local function fresh_config(tmp, extra)
   local p = { "local", state_dir = tmp .. "/state" }
@@ -26,13 +37,15 @@ describe("local provider", function()
   describe("with isolation = namespaces", function()
     local sb
     before_each(function()
+      if ns.why() then return end
       sb = assert(sandlot.create({ isolation = "namespaces" }))
     end)
     after_each(function()
-      sb:destroy()
+      if sb then sb:destroy() end
+      sb = nil
     end)
 
-    it("runs commands with the sandbox directory as /", function()
+    ns_it("runs commands with the sandbox directory as /", function()
       assert(sb:write_file("/abs/x.txt", "at the sandbox root"))
       assert.equal("at the sandbox root", assert(sb:exec({ "cat", "/abs/x.txt" })).stdout)
       assert.equal("/\n", assert(sb:exec({ "pwd" })).stdout)
@@ -42,19 +55,19 @@ describe("local provider", function()
       assert.equal(1, assert(sb:exec({ "test", "-e", "/root/.bashrc" })).exit_code)
     end)
 
-    it("mounts the host's /usr read-only", function()
+    ns_it("mounts the host's /usr read-only", function()
       local r = assert(sb:exec({ "touch", "/usr/sandlot-should-not-exist" }))
       assert.not_equal(0, r.exit_code)
       assert.matches("Read%-only", r.stderr)
       assert.is_nil(io.open("/usr/sandlot-should-not-exist"))
     end)
 
-    it("has its own PID namespace", function()
+    ns_it("has its own PID namespace", function()
       local r = assert(sb:exec({ "sh", "-c", "ls /proc | grep -c '^[0-9]'" }))
       assert.is_true(tonumber(r.stdout) < 10, "host processes visible: " .. r.stdout)
     end)
 
-    it("has no network by default (loopback only)", function()
+    ns_it("has no network by default (loopback only)", function()
       local r = assert(sb:exec({ "cat", "/proc/net/dev" }))
       local ifaces = {}
       for name in r.stdout:gmatch("\n%s*([%w%-_.]+):") do ifaces[#ifaces + 1] = name end
@@ -64,7 +77,7 @@ describe("local provider", function()
       assert.equal("not_supported", err.code)
     end)
 
-    it("kills background processes when the command ends or times out", function()
+    ns_it("kills background processes when the command ends or times out", function()
       assert(sb:exec({ "sh", "-c", "sleep 4242 & echo started" }))
       local r = assert(sb:exec({ "sh", "-c", "sleep 4343 & sleep 4344" }, { timeout = 0.3 }))
       assert.is_true(r.timed_out)
@@ -75,7 +88,7 @@ describe("local provider", function()
       assert.is_true(left, "sandboxed processes survived")
     end)
 
-    it("drops capabilities", function()
+    ns_it("drops capabilities", function()
       local r = assert(sb:exec({ "sh", "-c", "grep CapEff /proc/self/status" }))
       assert.matches("CapEff:%s+0+\n", r.stdout)
     end)
@@ -85,12 +98,15 @@ describe("local provider", function()
     for _, iso in ipairs({ "namespaces", "none" }) do
       describe("(isolation = " .. iso .. ")", function()
         local sb
+        local it = iso == "namespaces" and ns_it or it   -- luacheck: ignore 431
         before_each(function()
+          if iso == "namespaces" and ns.why() then return end
           sb = assert(sandlot.create({ isolation = iso }))
           assert(sb:write_file("data/real.txt", "real"))
         end)
         after_each(function()
-          sb:destroy()
+          if sb then sb:destroy() end
+          sb = nil
         end)
 
         it("refuses .. that leaves the root", function()
@@ -172,8 +188,9 @@ describe("local provider", function()
       local sb = assert(sandlot.create())
       assert.equal(1, #sb.warnings)
       assert.matches("isolation unavailable", sb.warnings[1])
-      -- unconfined: the command sees the host's tree
-      assert.equal(0, assert(sb:exec({ "test", "-d", "/work" })).exit_code)
+      -- unconfined: the command sees the host's tree (this repository, by its absolute path)
+      local here = assert(require("sandlot.core.sys").realpath("spec"))
+      assert.equal(0, assert(sb:exec({ "test", "-d", here })).exit_code)
       assert.matches("^http://127%.0%.0%.1:8080$", assert(sb:get_url(8080)))
       sb:destroy()
     end)
@@ -190,18 +207,26 @@ describe("local provider", function()
       sb, err = sandlot.create({ isolation = "sideways" })
       assert.is_nil(sb)
       assert.equal("invalid_input", err.code)
-      sb, err = sandlot.create({ ports = { 8080 } })
-      assert.is_nil(sb)
-      assert.equal("invalid_input", err.code)
+      if not ns.why() then    -- unconfined (no namespaces), the host's ports are the sandbox's
+        sb, err = sandlot.create({ ports = { 8080 } })
+        assert.is_nil(sb)
+        assert.equal("invalid_input", err.code)
+      end
     end)
 
     it("warns about advisory options it cannot enforce", function()
       local sb = assert(sandlot.create({ image = "debian:12", cpus = 2, disk_mb = 100 }))
-      assert.equal(3, #sb.warnings)
+      local advisory = 0
+      for _, w in ipairs(sb.warnings) do
+        if w:match("^image ") or w:match("^cpus ") or w:match("^disk_mb ") then
+          advisory = advisory + 1
+        end
+      end
+      assert.equal(3, advisory, table.concat(sb.warnings, "\n"))
       sb:destroy()
     end)
 
-    it("serves ports on the host's loopback with network = all", function()
+    ns_it("serves ports on the host's loopback with network = all", function()
       local sb = assert(sandlot.create({ isolation = "namespaces", network = "all" }))
       local port = 20000 + (require("sandlot.core.sys").getpid() % 20000)
       local url = assert(sb:get_url(port))
@@ -234,7 +259,7 @@ describe("local provider", function()
       sb:destroy()
     end)
 
-    it("mounts host directories, read-only when asked", function()
+    ns_it("mounts host directories, read-only when asked", function()
       local src = h.tmpdir()
       local f = assert(io.open(src .. "/in.txt", "w"))
       f:write("from the host")

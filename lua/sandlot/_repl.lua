@@ -278,31 +278,7 @@ end
 
 -------------------------------------------------------------------- help
 
-local file_lines = {}                     -- path -> {lines}, read once
-
--- The `---` comment block right above where f is defined, without the dashes; nil for a C
--- function or one without a doc comment.
-local function doc_of(f)
-  local info = debug.getinfo(f, "S")
-  if info.what ~= "Lua" or info.source:sub(1, 1) ~= "@" then return nil end
-  local path = info.source:sub(2)
-  local lines = file_lines[path]
-  if not lines then
-    lines = {}
-    local fh = io.open(path, "rb")
-    if not fh then return nil end
-    for l in fh:lines() do lines[#lines + 1] = l end
-    fh:close()
-    file_lines[path] = lines
-  end
-  local out = {}
-  for i = info.linedefined - 1, math.max(1, info.linedefined - 60), -1 do
-    local text = lines[i] and lines[i]:match("^%s*%-%-%-(.*)$")
-    if not text then break end
-    table.insert(out, 1, (text:gsub("^ ", "")))
-  end
-  return #out > 0 and table.concat(out, "\n") or nil
-end
+local doc_of = require("sandlot._doc").of
 
 ---help(f) prints a function's doc comment; help(obj) lists its functions and methods with the
 ---first line of each one's doc; help("sandlot.create") looks the name up first; help() says

@@ -5,15 +5,23 @@
 local core = require("sandlot.core.fs")
 local errors = require("sandlot.errors")
 
+local d = require("sandlot._doc").register
 local M = {
-  root = core.root,         -- root:stat/lstat/resolve/readdir/mkdir/unlink/rmdir/rmtree/
-                            -- rename/readlink/open/close
-  stat = core.stat,
-  lstat = core.lstat,
-  mkdir = core.mkdir,
-  chmod = core.chmod,
-  symlink = core.symlink,
-  readlink = core.readlink,
+  root = d(core.root, "Opens a confined root at dir: root:stat/lstat/resolve/readdir/mkdir/" ..
+           "unlink/rmdir/rmtree/rename/readlink/open/close\nresolve every path below dir and " ..
+           "refuse `..` or a symlink leaving it (invalid_input).\n@param dir string\n" ..
+           "@return userdata|nil root, sandlot.Error? err", "(dir)"),
+  stat = d(core.stat, "Returns {type, size, mode, mtime, ...} of a path (following symlinks).\n" ..
+           "@return table|nil st, sandlot.Error? err not_found, permission_denied", "(path)"),
+  lstat = d(core.lstat, "As stat, without following a final symlink.", "(path)"),
+  mkdir = d(core.mkdir, "Creates a directory.\n@param path string\n@param mode? integer\n" ..
+            "@return true|nil ok, sandlot.Error? err", "(path, mode)"),
+  chmod = d(core.chmod, "Changes a path's mode.\n@return true|nil ok, sandlot.Error? err",
+            "(path, mode)"),
+  symlink = d(core.symlink, "Creates a symlink at path pointing to target.\n" ..
+              "@return true|nil ok, sandlot.Error? err", "(target, path)"),
+  readlink = d(core.readlink, "Returns a symlink's target.\n@return string|nil target, " ..
+               "sandlot.Error? err", "(path)"),
 }
 
 ---Joins path to base and normalizes the result lexically, touching no file: empty and `.`

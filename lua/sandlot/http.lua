@@ -10,6 +10,7 @@ local telemetry = require("sandlot.telemetry")
 local redact = require("sandlot._redact")
 local check = require("sandlot._check")
 local json = require("sandlot.wire.json")
+local cassette = require("sandlot._cassette")
 
 local M = {}
 
@@ -138,7 +139,9 @@ end
 ---", " (Set-Cookie with "\n").
 ---@param raw string
 ---@return table
-M.parse_headers = core.parse_headers       -- in C: once per response
+M.parse_headers = require("sandlot._doc").register(core.parse_headers,   -- in C
+  "Parses a raw header block into a table of lower-cased names (repeated names joined with\n" ..
+  "\", \"; Set-Cookie with newlines).\n@param raw string\n@return table headers", "(raw)")
 
 local function is_json_type(ct)
   return ct ~= nil and ct:find("json", 1, true) ~= nil      -- cheap test first
@@ -241,9 +244,8 @@ function M.decode_json(s)
   return v
 end
 
-local function decode_response(res, opts)
-  res.headers = M.parse_headers(res.headers_raw)
-  res.headers_raw = nil
+-- JSON in a response whose headers are parsed (a live one, or one replayed from a cassette)
+local function decode_body(res, opts)
   local want = opts.decode
   if want == nil then want = is_json_type(res.headers["content-type"]) and "json" end
   if want == "json" and res.body ~= nil and res.body:find("%S") then
@@ -257,6 +259,12 @@ local function decode_response(res, opts)
     res.json = v
   end
   return res
+end
+
+local function decode_response(res, opts)
+  res.headers = M.parse_headers(res.headers_raw)
+  res.headers_raw = nil
+  return decode_body(res, opts)
 end
 
 -- One attempt. Returns res | nil, err, and whether any chunk reached on_chunk.
@@ -348,9 +356,14 @@ local function retry_policy(opts, method, producer)
   }
 end
 
-local function request(opts, meta)
-  local o, producer = build(opts)
+local function send(o, producer, opts, meta)
   local policy = retry_policy(opts, o.method, producer)
+  local tp = telemetry.traceparent()          -- W3C trace context, when spans are exported
+  if tp then
+    local list = table.move(o.headers, 1, #o.headers, 1, {})
+    list[#list + 1] = "traceparent: " .. tp
+    o.headers = list
+  end
   if meta then meta.method, meta.url = o.method, M.redact_url(o.url) end
   local n = 0
   while true do
@@ -383,6 +396,18 @@ local function request(opts, meta)
     local ok, serr = timer.sleep(delay)
     if not ok then return nil, serr end
   end
+end
+
+-- SANDLOT_RECORD / SANDLOT_REPLAY (lua/sandlot/_cassette.lua): the whole exchange, after its
+-- retries, is one entry of the cassette
+local function request(opts, meta)
+  local o, producer = build(opts)
+  local tape = cassette.current()
+  if tape == nil then return send(o, producer, opts, meta) end
+  if tape.replay then return tape:play(o, opts.headers, opts, decode_body, M.redact_url) end
+  return tape:record(o, opts.headers, producer, opts, function(o2, p2, opts2)
+    return send(o2, p2, opts2, meta)
+  end, M.redact_url)
 end
 
 ---Makes an HTTP request and returns the response. A non-2xx status is a response, not an
@@ -424,8 +449,9 @@ function M.request(defaults, opts)
   return telemetry.span("http.request", meta, request, opts, meta)
 end
 
----Shorthands: http.get(url [, opts]), http.post(url, opts), ...
 for _, m in ipairs({ "get", "head", "post", "put", "patch", "delete" }) do
+  ---Shorthand for http.request with url and this method: http.get(url [, opts]),
+  ---http.post(url, opts), ... (opts as for http.request).
   M[m] = function(url, opts)
     local o = {}
     for k, v in pairs(opts or {}) do o[k] = v end
@@ -471,6 +497,12 @@ function M.upgrade(opts)
     if v ~= nil and (type(v) ~= "number" or v <= 0) then
       error("http.upgrade: opts." .. f .. " must be a number > 0", 2)
     end
+  end
+  local tape = cassette.current()
+  if tape and tape.replay then     -- a duplex stream is not recorded (SANDLOT_RECORD skips it)
+    return nil, errors.new("not_supported", "http.upgrade: an upgraded stream cannot be "
+      .. "replayed from a cassette (SANDLOT_REPLAY); only request/response exchanges are "
+      .. "recorded", { retryable = false })
   end
   local url, host, port, target = opts.url, nil, nil, nil
   if url == nil then
@@ -555,7 +587,9 @@ end
 
 ---Parses an HTTP/1.x response head (for tests and tools): returns {status, reason,
 ---http_version, headers_raw, length}, nil when bytes are a valid prefix, or false, why.
-M.parse_response_head = core.parse_response_head
+M.parse_response_head = require("sandlot._doc").register(core.parse_response_head,
+  "Parses an HTTP/1.x response head (status line and headers).\n" ..
+  "@param head string\n@return table|nil {status, reason, headers}, sandlot.Error? err", "(head)")
 
 local status_codes = {
   [400] = "invalid_input", [401] = "auth_failed", [403] = "permission_denied",
@@ -588,6 +622,17 @@ end
 
 ---Transport statistics of this host: live request handles and watched sockets.
 function M.stats() return core.stats() end
+
+-- Server -------------------------------------------------------------------------------------
+
+---Starts an HTTP/1.1 server on the host's loop (for fakes and local receivers): handler(req)
+---runs in a task of its own per request, req = {method, path, query, headers (lower-cased),
+---body, keep_alive, http_version}, and returns {status, headers, body} (body: a string, or a
+---function returning successive chunks, nil at the end: chunked), or {drop = true} to close
+---without answering. A handler that raises gives a 500. Returns srv with url, port, close().
+---@param opts {host?: string, port?: integer, handler: fun(req: table): table, max_body?: integer, max_head?: integer, idle_timeout?: number, max_conns?: integer}
+---@return table|nil srv, sandlot.Error|nil err
+function M.serve(opts) return require("sandlot._http_serve").serve(opts) end
 
 M.version = require("sandlot.core").version
 

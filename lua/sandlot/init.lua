@@ -13,6 +13,13 @@ local M = {
   proc = require("sandlot.proc"),
 }
 
+-- SANDLOT_OTLP_ENDPOINT: spans exported as OTLP/HTTP JSON (sandlot.otlp)
+local otlp_endpoint = os.getenv("SANDLOT_OTLP_ENDPOINT")
+if otlp_endpoint and otlp_endpoint ~= "" then
+  local ok, err = require("sandlot.otlp").start()
+  if not ok then io.stderr:write("sandlot: warning: SANDLOT_OTLP_ENDPOINT: ", tostring(err), "\n") end
+end
+
 -- sandlot.http and sandlot.ssh load on first use: the host binary then loads libcurl or
 -- libssh2 (and their TLS stacks), which a script on the local provider never needs
 local lazy = { http = "sandlot.http", ssh = "sandlot.ssh" }
@@ -40,11 +47,31 @@ M.config = require("sandlot.config")
 M.provider = require("sandlot.provider")
 M.fs = require("sandlot.fs")
 M.ledger = require("sandlot.ledger")
-for _, name in ipairs({ "create", "exec", "read_file", "write_file", "write_files", "ls",
-                        "mkdir", "rm", "destroy", "status", "reconnect", "stop", "start",
-                        "await_ready", "update", "get_url", "ssh_opts", "caps", "to_map",
-                        "from_map", "get", "list" }) do
-  M[name] = sandbox[name]
-end
+local replicate = require("sandlot.replicate")
+M.replicate = replicate.replicate          -- a connected replica of this host in a sandbox
+M.stop_replica = replicate.stop_replica
+-- written out (not a loop) so that lua-language-server sees each one
+M.create = sandbox.create
+M.exec = sandbox.exec
+M.read_file = sandbox.read_file
+M.write_file = sandbox.write_file
+M.write_files = sandbox.write_files
+M.ls = sandbox.ls
+M.mkdir = sandbox.mkdir
+M.rm = sandbox.rm
+M.destroy = sandbox.destroy
+M.status = sandbox.status
+M.reconnect = sandbox.reconnect
+M.stop = sandbox.stop
+M.start = sandbox.start
+M.await_ready = sandbox.await_ready
+M.update = sandbox.update
+M.get_url = sandbox.get_url
+M.ssh_opts = sandbox.ssh_opts
+M.caps = sandbox.caps
+M.to_map = sandbox.to_map
+M.from_map = sandbox.from_map
+M.get = sandbox.get
+M.list = sandbox.list
 
 return M

@@ -7,10 +7,15 @@ local check = require("sandlot._check")
 
 local M = {}
 
-M.spawn = sched.spawn
-M.current = sched.current
+local register = require("sandlot._doc").register
+M.spawn = register(sched.spawn, "Starts fn(...) as a task on the loop and returns it at once: " ..
+  "t:join() waits for its results\n(or its error), t:cancel() stops it at its next wait.\n" ..
+  "@param fn function\n@return sandlot.Task task", "(fn, ...)")
+M.current = register(sched.current, "Returns the running task, or nil outside a task.\n" ..
+  "@return sandlot.Task|nil", "()")
 M.cancelled = sched.cancelled
-M.run = sched.run
+M.run = register(sched.run, "Drives the loop until every task is done (for a stock lua5.4, " ..
+  "where the main chunk is no task).\n@return true|nil ok, sandlot.Error? err", "()")
 ---Spawns fn(...) as a cleanup task: not cancelled when the script fails or is interrupted,
 ---and waited for by the host before it exits (fn bounds its own work). For teardown that a
 ---close cannot wait for (a kill, a destroy).

@@ -104,6 +104,23 @@ function M.span(op, meta, fn, ...)
   return finish(op, meta, t0, pcall(fn, ...))
 end
 
+---Reports progress of a long operation op (an image pull, a wait for a cloud sandbox, a big
+---transfer): event {"sandlot", op, "progress"} with measurements {done?, total?, elapsed?}
+---and metadata {what, provider?, unit? = "bytes"}. Free when nothing is attached. On a
+---terminal the host shows these on one line of stderr (sandlot._progress).
+---@param op string
+---@param measurements table
+---@param metadata table
+function M.progress(op, measurements, metadata)
+  if not active then return end
+  M.execute({ "sandlot", op, "progress" }, measurements, metadata)
+end
+
+---The W3C traceparent header value of the running span, for outgoing HTTP calls; nil unless
+---an exporter (sandlot.otlp) provides one.
+---@return string|nil
+function M.traceparent() return nil end
+
 ---Tells whether any handler is attached (callers may skip building metadata otherwise).
 function M.active() return active end
 

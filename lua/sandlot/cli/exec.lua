@@ -51,7 +51,8 @@ function M.run(o)
   end
   if r.timed_out then return 124 end
   if r.signal then
-    local n = require("sandlot.exec").signal_number(tostring(r.signal))
+    local n = math.type(r.signal) == "integer" and r.signal
+              or require("sandlot.exec").signal_number(tostring(r.signal))
     return 128 + (n or 0)
   end
   return r.exit_code

@@ -1,0 +1,822 @@
+-- providers/e2b.lua: E2B cloud sandboxes: the lifecycle over E2B's REST API (X-API-Key),
+-- files over envd's /files, commands and directories over envd's Connect RPCs (JSON; the
+-- process stream of process.Process/Start). No I/O at load time; the wire work is sandlot.api
+-- and sandlot.wire.*. Reference: ../shared/provider-apis/e2b.md (the `e2b` JS SDK 2.51).
+-- Config falls back to the SDK's variables (E2B_API_URL, E2B_DOMAIN, E2B_API_KEY,
+-- E2B_SANDBOX_URL: envd calls go there with E2b-Sandbox-Id/-Port, as the SDK does).
+-- A handle is {id, lifetime, workdir, domain?}: the envd access token comes from GET
+-- /sandboxes/{id} once per process and stays in memory. stop = pause; start = connect with
+-- the configured lifetime (connect alone resets it to 300 s); reconnect only reads (GET).
+-- Relative paths resolve against /home/user; env = {X = false} runs under `env -u X`.
+local api = require("sandlot.api")
+local errors = require("sandlot.errors")
+local json = require("sandlot.wire.json")
+local connect = require("sandlot.wire.connect")
+local multipart = require("sandlot.wire.multipart")
+local base64 = require("sandlot.wire.base64")
+local wtime = require("sandlot.wire.time")
+local check = require("sandlot._check")
+local exec = require("sandlot.exec")
+local fs = require("sandlot.fs")
+local task = require("sandlot.task")
+local queue = require("sandlot.queue")
+
+local M = {
+  name = "e2b",
+  description = "E2B cloud sandboxes (REST API and envd over Connect)",
+  capabilities = { files = true, background = true, url = true, remote = true },
+  config = { api_url = "string", domain = "string", api_key = "string",
+             sandbox_url = "string", template = "string", request_timeout = "number" },
+  create_options = { template = "string", auto_pause = "boolean" },
+}
+
+local ENVD_PORT = "49983"
+local WORKDIR = "/home/user"
+local DEFAULT_LIFETIME = 300                   -- E2B's own default (v2 create and connect)
+local META = "sandlot"                         -- metadata sandlot=1 marks our sandboxes
+local META_LIFETIME = "sandlot.lifetime"
+local SANDBOX_ID = "^[a-z0-9][a-z0-9%-]*$"     -- [a-z0-9]+, or {id}-{clientID}
+local CHUNK = 256 * 1024                       -- stdin bytes per SendInput
+local QUEUE_MAX = 4 * 1024 * 1024              -- spawn output queued before reading stops
+local STREAM_SLACK = 3                         -- s past an exec's timeout (envd's deadline)
+
+local function fail(code, fmt, ...)
+  return nil, errors.new(code, fmt:format(...))
+end
+
+-- Config -------------------------------------------------------------------------------------
+
+local function setting(ctx, key, env)
+  local v = ctx.config and ctx.config[key]
+  if v == nil or v == "" then v = os.getenv(env) end
+  if v == "" then return nil end
+  return v
+end
+
+-- Seconds per API call (the SDK's requestTimeoutMs is 60 s).
+local function request_timeout(ctx)
+  return tonumber(ctx.config and ctx.config.request_timeout) or 60
+end
+
+local function domain_of(ctx)
+  return setting(ctx, "domain", "E2B_DOMAIN") or "e2b.app"
+end
+
+-- error_code values of E2B's error bodies (e2b.md, "Part 1"), then quota words in a 429.
+local ERROR_CODES = {
+  sandbox_capacity_unavailable = "unavailable", sandbox_placement_timeout = "timeout",
+  sandbox_no_compatible_node = "unavailable", sandbox_create_failed = "unavailable",
+  internal_server_error = "internal",
+}
+
+local function by_error_code(res, msg)
+  local ec = type(res.json) == "table" and res.json.error_code
+  if type(ec) == "string" and ERROR_CODES[ec] then return ERROR_CODES[ec] end
+  if res.status == 429 and (msg:lower():find("concurrent", 1, true)
+                            or msg:lower():find("maximum number", 1, true)) then
+    return "quota_exceeded"
+  end
+end
+
+local REST_ERRORS = {}
+for _, s in ipairs({ 400, 409, 429, 500, 502, 503, 504 }) do REST_ERRORS[s] = by_error_code end
+
+-- Control-plane 429/503 are retried (the SDK retries 429 with Retry-After); they mean the
+-- request was not carried out, so a POST may be tried again.
+local RETRY = { attempts = 4, safe = true, statuses = { [429] = true, [503] = true },
+                max_after = 30 }
+
+local function control(ctx)
+  local key = setting(ctx, "api_key", "E2B_API_KEY")
+  local url = setting(ctx, "api_url", "E2B_API_URL") or ("https://api." .. domain_of(ctx))
+  return api.client(ctx, {
+    name = "e2b", base_url = url, timeout = request_timeout(ctx), errors = REST_ERRORS,
+    retry = RETRY,
+    auth = function()
+      if key == nil then
+        return nil, errors.new("auth_failed", "no api_key in the provider's config and " ..
+                                              "E2B_API_KEY is not set")
+      end
+      local k, kerr = check.token(key, "the E2B API key")
+      if not k then return nil, kerr end
+      return "X-API-Key", k
+    end,
+  })
+end
+
+local function sandbox_id(handle)
+  return check.id(type(handle) == "table" and handle.id or nil, SANDBOX_ID,
+                  "the handle's E2B sandbox id", 128)
+end
+
+-- Sandboxes ----------------------------------------------------------------------------------
+
+local known = {}             -- sandbox id -> {token, domain}: this process's memory only
+
+-- Keeps what a Sandbox or SandboxDetail answer says about reaching envd.
+local function remember(sid, d)
+  known[sid] = { token = type(d.envdAccessToken) == "string" and d.envdAccessToken or nil,
+                 domain = type(d.domain) == "string" and d.domain or nil }
+end
+
+-- A control-plane call on the sandbox: prefix .. "/sandboxes/{id}" .. what. Returns the
+-- answer and the sandbox id, or nil, err.
+local function on_sandbox(ctx, handle, method, prefix, what, opts)
+  local sid, ierr = sandbox_id(handle)
+  if not sid then return nil, ierr end
+  local v, err = control(ctx):call(method, prefix .. "/sandboxes/" .. api.segment(sid) .. what,
+                                   opts)
+  if v == nil then return nil, err, sid end
+  return v, sid
+end
+
+-- GET /sandboxes/{id}: the SandboxDetail; remembers its envd token (forgets it when gone).
+local function detail(ctx, handle)
+  local d, sid, esid = on_sandbox(ctx, handle, "GET", "", "", { want = { 200 } })
+  if not d then
+    if esid and sid.code == "not_found" then known[esid] = nil end
+    return nil, sid
+  end
+  if type(d) ~= "table" then return fail("bad_response", "GET /sandboxes: not a JSON object") end
+  remember(sid, d)
+  return d
+end
+
+-- envd answers: Connect errors {code, message} by their Connect code; the proxy's 502 is a
+-- sandbox that is gone (killed, expired or paused).
+local function by_connect_code(res)
+  local j = res.json
+  if type(j) == "table" and type(j.code) == "string" and connect.CODES[j.code] then
+    return connect.CODES[j.code]
+  end
+  if res.status == 502 then return "not_found" end
+end
+local ENVD_ERRORS = {}
+for _, s in ipairs({ 400, 401, 403, 404, 408, 409, 412, 429, 500, 501, 502, 503, 504 }) do
+  ENVD_ERRORS[s] = by_connect_code
+end
+
+-- The envd client of a sandbox (its token fetched once per process).
+local function envd(ctx, handle)
+  local sid, ierr = sandbox_id(handle)
+  if not sid then return nil, ierr end
+  local info = known[sid]
+  if not info then
+    local d, err = detail(ctx, handle)
+    if not d then return nil, err end
+    if d.state == "paused" then
+      return fail("unavailable", "E2B sandbox %s is paused; start it first", sid)
+    end
+    info = known[sid]
+  end
+  local token = info.token
+  if token and not check.token(token, "envd access token") then
+    return fail("bad_response", "E2B gave an envd access token that is not a token")
+  end
+  local base = setting(ctx, "sandbox_url", "E2B_SANDBOX_URL")
+               or ("https://%s-%s.%s"):format(ENVD_PORT, sid, info.domain or
+                                              handle.domain or domain_of(ctx))
+  return api.client(ctx, {
+    name = "e2b", base_url = base, timeout = request_timeout(ctx), errors = ENVD_ERRORS,
+    retry = { attempts = 3, safe = true, statuses = { [429] = true, [503] = true } },
+    headers = { ["E2b-Sandbox-Id"] = sid, ["E2b-Sandbox-Port"] = ENVD_PORT },
+    auth = token and function() return "X-Access-Token", token end or nil,
+  })
+end
+
+local function rpc(c, method, body)
+  return c:call("POST", "/" .. method, {
+    json = body, want = { 200 }, headers = { ["Connect-Protocol-Version"] = "1" } })
+end
+
+-- Paths: relative to the workdir, normalized lexically; a `..` above / is refused.
+local function resolve(handle, path)
+  local wd = WORKDIR
+  if handle.workdir ~= nil then
+    local w, err = check.id(handle.workdir, "^/[^%z\n]*$", "the handle's workdir", 4096)
+    if not w then return nil, err end
+    wd = w
+  end
+  return fs.path(wd, path)
+end
+
+local function metadata(opts, lifetime)
+  local m = { [META] = "1", [META_LIFETIME] = tostring(lifetime) }
+  for k, v in pairs(opts.labels or {}) do
+    k, v = tostring(k), tostring(v)
+    if k == META or k == META_LIFETIME then
+      return nil, errors.new("invalid_input", ("label %q is sandlot's own"):format(k))
+    end
+    m[k] = v
+  end
+  if opts.purpose then m["sandlot.purpose"] = opts.purpose end
+  if opts.name then m["sandlot.name"] = opts.name end
+  return m
+end
+
+local function env_vars(env)
+  local out = {}
+  for k, v in pairs(env or {}) do
+    if v ~= false then out[k] = tostring(v) end
+  end
+  return next(out) and out or nil
+end
+
+-- Waits until envd answers GET /health (204); the proxy's 502 is "not yet".
+local function await_envd(ctx, handle, timeout)
+  local c, err = envd(ctx, handle)
+  if not c then return nil, err end
+  return c:poll(function()
+    local ok, herr = c:call("GET", "/health", { want = { 204, 200 }, timeout = 10, retry = 1 })
+    if ok then return true end
+    if herr.code == "auth_failed" then return nil, herr end
+    return false                           -- 502 (port not open yet), 503, a timeout: not yet
+  end, { timeout = timeout or 60, interval = 0.05, max_interval = 1,
+         what = "envd did not answer GET /health" })
+end
+
+---Creates a sandbox (POST /v2/sandboxes) and waits until envd answers.
+function M.create(ctx, opts)
+  if type(opts.network) == "table" then
+    return fail("not_supported", "the e2b provider does not map host allow-lists yet; use " ..
+                "network = \"none\" or \"all\"")
+  end
+  if opts.mounts then return fail("not_supported", "E2B sandboxes cannot mount host paths") end
+  for _, o in ipairs({ "cpus", "memory_mb", "disk_mb", "ports" }) do
+    if opts[o] ~= nil then ctx.warn(o .. " is set by the E2B template; ignored") end
+  end
+  local lifetime = opts.timeout and math.ceil(opts.timeout) or DEFAULT_LIFETIME
+  local meta, merr = metadata(opts, lifetime)
+  if not meta then return nil, merr end
+  local c = control(ctx)
+  local body = { templateID = opts.template or opts.image or (ctx.config or {}).template
+                              or "base",
+                 metadata = meta, envVars = env_vars(opts.env), autoPause = opts.auto_pause }
+  if opts.network == "none" then body.allow_internet_access = false end
+  if opts.timeout then body.timeout = lifetime end
+  local made, err = c:call("POST", "/v2/sandboxes", { json = body, want = { 201 } })
+  if not made then return nil, err end
+  if type(made) ~= "table" then return fail("bad_response", "POST /v2/sandboxes: not an object") end
+  local sid, ierr = check.id(made.sandboxID, SANDBOX_ID, "E2B's sandboxID", 128)
+  if not sid then return nil, ierr end
+  remember(sid, made)
+  local handle = { id = sid, lifetime = lifetime, workdir = WORKDIR, domain = known[sid].domain }
+  if opts.cwd then
+    local w, werr = resolve(handle, opts.cwd)
+    if not w then return nil, werr end
+    handle.workdir = w
+  end
+  local ok, rerr = await_envd(ctx, handle, 60)
+  if ok and handle.workdir ~= WORKDIR then
+    local c2 = envd(ctx, handle)
+    ok, rerr = rpc(c2, "filesystem.Filesystem/MakeDir", { path = handle.workdir })
+    if not ok and rerr.code == "already_exists" then ok = true end
+  end
+  if not ok then
+    c:call("DELETE", "/sandboxes/" .. api.segment(sid), { want = { 204 } })
+    return nil, rerr
+  end
+  return handle
+end
+
+local STATES = { running = "running", paused = "stopped", pausing = "stopped" }
+
+function M.status(ctx, handle)
+  local d, err = detail(ctx, handle)
+  if not d and err.code == "not_found" then return "terminated" end
+  if not d then return nil, err end
+  return STATES[d.state] or "unknown"
+end
+
+---Reads the sandbox again (GET; its expiry is left alone) and refreshes its envd token.
+function M.reconnect(ctx, handle)
+  local d, err = detail(ctx, handle)
+  if not d then return nil, err end
+  return handle
+end
+
+function M.await_ready(ctx, handle, opts)
+  local d, err = detail(ctx, handle)
+  if not d then return nil, err end
+  if d.state == "paused" then return fail("unavailable", "the E2B sandbox is paused") end
+  return await_envd(ctx, handle, opts and opts.timeout)
+end
+
+---Pauses the sandbox (memory kept); pausing a paused one (409) is done already.
+function M.stop(ctx, handle)
+  local ok, err, sid = on_sandbox(ctx, handle, "POST", "", "/pause", { json = {}, want = { 204 } })
+  if not ok and err.status ~= 409 then return nil, err end
+  known[ok and err or sid] = nil
+  return true
+end
+
+---Resumes it (POST /v2/sandboxes/{id}/connect) with its configured lifetime: connect
+---without one would reset it to 300 s.
+function M.start(ctx, handle)
+  local lifetime = math.type(handle.lifetime) == "integer" and handle.lifetime > 0
+                   and handle.lifetime or DEFAULT_LIFETIME
+  local made, sid = on_sandbox(ctx, handle, "POST", "/v2", "/connect", {
+    json = { timeout = lifetime }, want = { 200, 201 }, errors = { [409] = "unavailable" } })
+  if not made then return nil, sid end
+  if type(made) == "table" then remember(sid, made) else known[sid] = nil end
+  return await_envd(ctx, handle, 60)
+end
+
+---Kills the sandbox. Idempotent.
+function M.destroy(ctx, handle)
+  local ok, err, sid = on_sandbox(ctx, handle, "DELETE", "", "", { want = { 204 } })
+  known[ok and err or sid or ""] = nil
+  if ok or err.code == "not_found" then return true end
+  return nil, err
+end
+
+---The port URL: https://<port>-<id>.<domain>.
+function M.get_url(ctx, handle, port)
+  local sid, ierr = sandbox_id(handle)
+  if not sid then return nil, ierr end
+  if not known[sid] then
+    local d, err = detail(ctx, handle)
+    if not d then return nil, err end
+  end
+  return ("https://%d-%s.%s"):format(port, sid, known[sid].domain or handle.domain
+                                                or domain_of(ctx))
+end
+
+-- list: GET /v2/sandboxes by metadata, page by page (X-Next-Token). The metadata filter is
+-- decoded three times by E2B (e2b.md): each key and value escaped, the whole escaped, and the
+-- query escapes it once more.
+local function esc(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end))
+end
+
+function M.list(ctx, opts)
+  local c = control(ctx)
+  local want, pairs_ = { [META] = "1" }, {}
+  for k, v in pairs(opts and opts.labels or {}) do
+    want[tostring(k)] = v == true and true or tostring(v)
+  end
+  for k, v in pairs(want) do
+    if v ~= true then pairs_[#pairs_ + 1] = esc(k) .. "=" .. esc(v) end
+  end
+  table.sort(pairs_)
+  local out, token = {}, nil
+  for _ = 1, 1000 do                        -- 100 per page: 100 000 sandboxes at most
+    local page, res = c:call("GET", "/v2/sandboxes", {
+      query = { metadata = esc(table.concat(pairs_, "&")), state = "running,paused",
+                limit = 100, nextToken = token }, want = { 200 } })
+    if not page then return nil, res end
+    if type(page) ~= "table" then return fail("bad_response", "the sandbox list is not a list") end
+    for _, s in ipairs(page) do
+      local m = type(s) == "table" and type(s.metadata) == "table" and s.metadata or {}
+      local match = check.id(s.sandboxID, SANDBOX_ID, "sandboxID", 128) ~= nil
+      for k, v in pairs(want) do
+        if m[k] == nil or (v ~= true and m[k] ~= v) then match = false end
+      end
+      if match then
+        local labels = {}
+        for k, v in pairs(m) do
+          if k ~= META and k ~= META_LIFETIME and k ~= "sandlot.purpose" and k ~= "sandlot.name"
+             and type(v) == "string" then labels[k] = v end
+        end
+        out[#out + 1] = { id = s.sandboxID, lifetime = math.tointeger(tonumber(m[META_LIFETIME]))
+                          or DEFAULT_LIFETIME, workdir = WORKDIR, labels = labels }
+      end
+    end
+    token = res.headers["x-next-token"]
+    if token == nil or token == "" then break end
+  end
+  table.sort(out, function(x, y) return x.id < y.id end)
+  return out
+end
+
+-- Commands -----------------------------------------------------------------------------------
+
+-- The Start request's process: argv as cmd and args (no shell), env false as `env -u`.
+local function process_of(handle, argv, opts)
+  local cwd, cerr = resolve(handle, opts.cwd or ".")
+  if not cwd then return nil, cerr end
+  local envs, unset = {}, {}
+  for k, v in pairs(opts.env or {}) do
+    if v == false then unset[#unset + 1] = k else envs[k] = tostring(v) end
+  end
+  local cmd, args = argv[1], { table.unpack(argv, 2) }
+  if #unset > 0 then
+    table.sort(unset)
+    args = {}
+    for _, k in ipairs(unset) do args[#args + 1] = "-u"; args[#args + 1] = k end
+    args[#args + 1] = "--"
+    for i = 1, #argv do args[#args + 1] = argv[i] end
+    cmd = "/usr/bin/env"
+  end
+  return { cmd = cmd, args = json.array(args), envs = next(envs) and envs or nil, cwd = cwd }
+end
+
+-- Go's names for the signals a process dies of ("signal: killed").
+local SIGNALS = { killed = "KILL", terminated = "TERM", interrupt = "INT", hangup = "HUP",
+                  quit = "QUIT", aborted = "ABRT", ["broken pipe"] = "PIPE",
+                  ["segmentation fault"] = "SEGV", ["alarm clock"] = "ALRM",
+                  ["user defined signal 1"] = "USR1", ["user defined signal 2"] = "USR2" }
+
+-- An end event into the sink: an exit code, or the signal its status names.
+local function finish(sink, e)
+  local sig = type(e.status) == "string" and e.status:match("^signal: (.+)$")
+  if sig and not e.exited then
+    sink:exit(nil, SIGNALS[sig] or exec.signal_name(tonumber(sig) or 0) or "KILL")
+  else
+    sink:exit(math.tointeger(e.exitCode) or 0)
+  end
+end
+
+-- A start failure (end-of-stream invalid_argument): a missing cwd or program is not_found.
+local function start_error(err)
+  local m = err.message or ""
+  if err.code == "invalid_input" and (m:find("does not exist", 1, true)
+     or m:find("not found", 1, true) or m:find("no such file", 1, true)) then
+    return errors.new("not_found", m, { via = err.via })
+  end
+  return err
+end
+
+-- A server-streaming RPC (Start, Connect): one enveloped request, each event of the answer to
+-- on_event(ev); `timeout` is envd's deadline (for Start: the process's lifetime).
+local function stream(c, method, msg, timeout, on_event)
+  local headers = { ["Content-Type"] = "application/connect+json",
+                    ["Connect-Protocol-Version"] = "1", ["Keepalive-Ping-Interval"] = "50" }
+  if timeout then headers["Connect-Timeout-Ms"] = tostring(math.ceil(timeout * 1e3)) end
+  return c:stream("POST", "/process.Process/" .. method, {
+    body = connect.encode(msg), headers = headers, retry = false, decode = false,
+    timeout = timeout and timeout + STREAM_SLACK or false,
+    on_frame = connect.decoder(function(m)
+      local ev = type(m) == "table" and m.event
+      if type(ev) ~= "table" then return fail("bad_response", "envd: a message without event") end
+      return on_event(ev)
+    end) })
+end
+
+local function start(c, proc, stdin, timeout, on_event)
+  return stream(c, "Start", { process = proc, stdin = stdin }, timeout, on_event)
+end
+
+local function data_of(d)
+  for _, s in ipairs({ "stdout", "stderr", "pty" }) do
+    if type(d[s]) == "string" then
+      local bytes, err = base64.decode(d[s])
+      if not bytes then return nil, err end
+      return s == "stderr" and "stderr" or "stdout", bytes
+    end
+  end
+  return "stdout", ""
+end
+
+local function signal(c, pid, name)
+  return rpc(c, "process.Process/SendSignal", { process = { pid = pid },
+                                                signal = "SIGNAL_SIG" .. name })
+end
+
+local function queue_kill(c, pid)
+  task.cleanup(function() task.timeout(30, signal, c, pid, "KILL") end)
+end
+
+local function send_input(c, pid, s)
+  for i = 1, #s, CHUNK do
+    local ok, err = rpc(c, "process.Process/SendInput", {
+      process = { pid = pid }, input = { stdin = base64.encode(s:sub(i, i + CHUNK - 1)) } })
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+-- Writes stdin (a string or a producer of chunks) with SendInput, then CloseStdin.
+local function feed(c, pid, stdin)
+  if type(stdin) == "string" then
+    if not send_input(c, pid, stdin) then return end
+  else
+    for chunk in stdin do
+      if not send_input(c, pid, chunk) then return end
+    end
+  end
+  rpc(c, "process.Process/CloseStdin", { process = { pid = pid } })
+end
+
+---Runs argv through envd's process stream.
+function M.exec(ctx, handle, argv, opts)
+  local c, cerr = envd(ctx, handle)
+  if not c then return nil, cerr end
+  local proc, perr = process_of(handle, argv, opts)
+  if not proc then return nil, perr end
+  local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
+                                on_stderr = opts.on_stderr }
+  local pid, ended, writer
+  local guard <close> = setmetatable({}, { __close = function()
+    if writer and not writer:done() then writer:cancel() end
+    if pid and not ended then queue_kill(c, pid) end       -- cancelled: kill it from a task
+  end })
+  local ok, err = start(c, proc, opts.stdin ~= nil, opts.timeout, function(ev)
+    if type(ev.start) == "table" then
+      pid = math.tointeger(ev.start.pid)
+      if opts.stdin ~= nil and pid then writer = task.spawn(feed, c, pid, opts.stdin) end
+    elseif type(ev.data) == "table" then
+      local stream, bytes = data_of(ev.data)
+      if not stream then return nil, bytes end
+      if #bytes > 0 then out:add(stream, bytes) end
+    elseif type(ev["end"]) == "table" then
+      ended = ev["end"]
+    end
+  end)
+  if not ok then
+    if err.code ~= "timeout" or not opts.timeout then return nil, start_error(err) end
+    out:timed_out()                       -- the result: killed by SIGKILL (137), timed_out
+    if pid and not ended then signal(c, pid, "KILL") end
+    ended = ended or true
+    return out:result()
+  end
+  if not ended then return fail("bad_response", "envd: the process stream ended without an end") end
+  finish(out, ended)
+  return out:result()
+end
+
+-- Processes ----------------------------------------------------------------------------------
+-- spawn: the process stream read by a task of its own into a bounded queue (sandlot.queue:
+-- when nobody reads, reading stops); stdin through SendInput/CloseStdin, kill through
+-- SendSignal (TERM and KILL: all envd sends).
+
+local Process = {}
+Process.__index = Process
+
+function Process:read()
+  local f, err = self.q:get()
+  if f then return f[1], f[2] end
+  return nil, err
+end
+
+-- The pid from the start event (spawn waits for it, so it is there unless the stream failed).
+local function pid_of(p)
+  if p.pid then return p.pid end
+  return nil, p.q.err or errors.new("io_error", "the process did not start")
+end
+
+function Process:write(data)
+  if self.stdin_closed then return fail("invalid_input", "the process's stdin is closed") end
+  local pid, err = pid_of(self)
+  if not pid then return nil, err end
+  return send_input(self.c, pid, data)
+end
+
+function Process:close_stdin()
+  if self.stdin_closed then return true end
+  local pid, err = pid_of(self)
+  if not pid then return nil, err end
+  self.stdin_closed = true
+  if self.ended then return true end
+  local ok, cerr = rpc(self.c, "process.Process/CloseStdin", { process = { pid = pid } })
+  if not ok and cerr.code ~= "not_found" then return nil, cerr end
+  return true
+end
+
+function Process:wait()
+  if self.result then return self.result end
+  while not self.ended and not self.q.closed do
+    local ok, err
+    if self.q:full() then       -- output nobody reads: the end from a second stream (Connect)
+      ok, err = stream(self.c, "Connect", { process = { pid = self.pid } }, nil, function(ev)
+        if type(ev["end"]) == "table" then self.ended = ev["end"] end
+      end)
+    else
+      ok, err = self.q:wait_for(function() return self.ended or self.q:full() end)
+      if not ok and self.q.closed and not err then ok = true end
+    end
+    if not ok then return nil, err end
+  end
+  if not self.ended then
+    return nil, self.q.err or errors.new("bad_response", "envd: the stream ended without an end")
+  end
+  finish(self.sink, self.ended)
+  self.result = self.sink:result()
+  return self.result
+end
+
+function Process:kill(sig)
+  if self.ended or self.q.closed then return fail("not_found", "the process has exited") end
+  local n = math.type(sig) == "integer" and sig or exec.signal_number(tostring(sig or "TERM"))
+  local name = n and exec.signal_name(n)
+  if name ~= "TERM" and name ~= "KILL" then
+    return fail("not_supported", "envd sends only TERM and KILL, not %s", tostring(sig))
+  end
+  local ok, err = signal(self.c, self.pid, name)
+  if not ok and err.code == "not_found" then return fail("not_found", "the process has exited") end
+  if not ok then return nil, err end
+  return true
+end
+
+-- Never yields: the kill of what still runs is a cleanup task of its own.
+function Process:close()
+  if self.closed then return true end
+  self.closed = true
+  if self.pid and not self.ended then queue_kill(self.c, self.pid) end
+  if not self.reader:done() then self.reader:cancel() end
+  self.q:close(errors.new("invalid_input", "the process is closed"))
+  self.sink:close()
+  return true
+end
+
+---Starts argv with stdin, stdout and stderr open (see Processes above).
+function M.spawn(ctx, handle, argv, opts)
+  local c, cerr = envd(ctx, handle)
+  if not c then return nil, cerr end
+  local proc, perr = process_of(handle, argv, opts)
+  if not proc then return nil, perr end
+  local p = setmetatable({ c = c, q = queue.new{ max_bytes = QUEUE_MAX },
+                           sink = exec.sink{ max_output = 0 } }, Process)
+  p.reader = task.spawn(function()
+    local ok, err = start(c, proc, true, nil, function(ev)
+      if type(ev.start) == "table" then
+        p.pid = math.tointeger(ev.start.pid)
+        p.q:wake()
+      elseif type(ev.data) == "table" then
+        local s, bytes = data_of(ev.data)
+        if not s then return nil, bytes end
+        if #bytes > 0 then p.q:put({ s, bytes }, #bytes) end     -- waits while it is full
+      elseif type(ev["end"]) == "table" then
+        p.ended = ev["end"]
+        p.q:wake()
+      end
+    end)
+    p.q:close(not ok and start_error(err) or nil)
+  end)
+  local ok, err = p.q:wait_for(function() return p.pid ~= nil end)   -- a start failure
+  if not ok then                                                     -- is spawn's own error
+    p:close()
+    return nil, err or errors.new("bad_response", "envd: the stream gave no pid")
+  end
+  return p
+end
+
+-- Files --------------------------------------------------------------------------------------
+
+-- The envd client and the absolute path every file operation starts from.
+local function open(ctx, handle, path)
+  local c, cerr = envd(ctx, handle)
+  if not c then return nil, cerr end
+  local abs, aerr = resolve(handle, path)
+  if not abs then return nil, aerr end
+  return c, abs
+end
+
+---Reads a file (GET /files): the body comes in as it is, without a copy of its own.
+function M.read_file(ctx, handle, path)
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
+  local res, err = c:call("GET", "/files", { query = { path = abs }, want = { 200 }, raw = true,
+                                            decode = false, max_body = 8 * 1024 ^ 3 // 1,
+                                            timeout = 3600 })
+  if not res then
+    if err.status == 400 then
+      return fail("invalid_input", "%s is a directory or not a file", path)
+    end
+    return nil, err
+  end
+  return res.body or ""
+end
+
+local function c_text(s) return (s:gsub("%s+$", ""):sub(1, 300)) end
+
+-- Sets the modes files were given (envd writes 0644): one chmod per mode.
+local function chmod(ctx, handle, files)
+  local by = {}
+  for _, f in ipairs(files) do
+    if f.mode then
+      local m = ("%o"):format(f.mode)
+      by[m] = by[m] or {}
+      by[m][#by[m] + 1] = f.abs
+    end
+  end
+  for m, list in pairs(by) do
+    local argv = { "chmod", m, "--" }
+    for _, a in ipairs(list) do argv[#argv + 1] = a end
+    local r, err = M.exec(ctx, handle, argv, { timeout = 60 })
+    if not r then return nil, err end
+    if r.exit_code ~= 0 then return fail("io_error", "chmod: %s", c_text(r.stderr)) end
+  end
+  return true
+end
+
+local function refused(_, msg)
+  if msg:find("directory", 1, true) or msg:find("not a dir", 1, true) then
+    return "invalid_input"
+  end
+end
+
+---Writes several files in one multipart request (POST /files, each part named `file` with
+---its destination as the filename); a path a multipart header cannot hold goes alone as
+---application/octet-stream.
+function M.write_files(ctx, handle, files)
+  local c, cerr = envd(ctx, handle)
+  if not c then return nil, cerr end
+  local parts, alone, all = {}, {}, {}
+  for i, f in ipairs(files) do
+    local abs, err = resolve(handle, f.path)
+    if not abs then return nil, err end
+    all[i] = { abs = abs, mode = f.mode }
+    if abs:find('[%c"\\]') then
+      alone[#alone + 1] = { abs = abs, data = f.data }
+    else
+      parts[#parts + 1] = { name = "file", filename = abs, data = f.data }
+    end
+  end
+  local errs = { [400] = refused, [500] = refused, [507] = "quota_exceeded" }
+  if #parts > 0 then
+    local pieces, size, ctype = multipart.encode(parts)
+    local ok, err = c:call("POST", "/files", {
+      query = #parts == 1 and { path = parts[1].filename } or nil,
+      headers = { ["Content-Type"] = ctype }, body = pieces, body_size = size,
+      timeout = 60 + size / 1e6, want = { 200 }, decode = false, errors = errs })
+    if not ok then return nil, err end
+  end
+  for _, f in ipairs(alone) do
+    local ok, err = c:call("POST", "/files", {
+      query = { path = f.abs }, headers = { ["Content-Type"] = "application/octet-stream" },
+      body = { f.data }, timeout = 60 + #f.data / 1e6, want = { 200 }, decode = false,
+      errors = errs })
+    if not ok then return nil, err end
+  end
+  return chmod(ctx, handle, all)
+end
+
+function M.write_file(ctx, handle, path, data, opts)
+  return M.write_files(ctx, handle, { { path = path, data = data, mode = opts and opts.mode } })
+end
+
+local TYPES = { FILE_TYPE_FILE = "file", FILE_TYPE_DIRECTORY = "directory",
+                FILE_TYPE_SYMLINK = "symlink" }
+
+local function entry_of(e)
+  local kind = e.symlinkTarget and "symlink" or TYPES[e.type] or "other"
+  return { name = e.name, type = kind, size = math.tointeger(tonumber(e.size or 0)) or 0,
+           mode = math.tointeger(e.mode) or 0, mtime = wtime.parse(e.modifiedTime) or 0 }
+end
+
+local function stat(c, abs)
+  local v, err = rpc(c, "filesystem.Filesystem/Stat", { path = abs })
+  if not v then return nil, err end
+  if type(v) ~= "table" or type(v.entry) ~= "table" then
+    return fail("bad_response", "envd: Stat gave no entry")
+  end
+  return v.entry
+end
+
+local function list_dir(c, abs)
+  local v, err = rpc(c, "filesystem.Filesystem/ListDir", { path = abs, depth = 1 })
+  if not v then return nil, err end
+  if type(v) ~= "table" then return fail("bad_response", "envd: ListDir gave no object") end
+  return type(v.entries) == "table" and v.entries or {}
+end
+
+function M.ls(ctx, handle, path)
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
+  local entries, err = list_dir(c, abs)
+  if not entries then return nil, err end
+  local out = {}
+  for i, e in ipairs(entries) do
+    if type(e) ~= "table" or type(e.name) ~= "string" then
+      return fail("bad_response", "envd: a ListDir entry without a name")
+    end
+    out[i] = entry_of(e)
+  end
+  return out
+end
+
+function M.mkdir(ctx, handle, path, opts)
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
+  local parents = opts and opts.parents
+  if not parents then                      -- MakeDir makes parents: check for one first
+    local up = abs:match("^(.*)/[^/]+$")
+    local e, err = stat(c, up == "" and "/" or up)
+    if not e then return nil, err end
+    if TYPES[e.type] ~= "directory" then return fail("invalid_input", "%s: not a directory", up) end
+  end
+  local ok, err = rpc(c, "filesystem.Filesystem/MakeDir", { path = abs })
+  if ok then return true end
+  if err.code == "already_exists" and parents then return true end
+  return nil, err
+end
+
+function M.rm(ctx, handle, path, opts)
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
+  local e, err = stat(c, abs)              -- Remove is rm -rf: missing and full are ours
+  if not e then return nil, err end
+  if TYPES[e.type] == "directory" and not e.symlinkTarget and not (opts and opts.recursive) then
+    local entries, lerr = list_dir(c, abs)
+    if not entries then return nil, lerr end
+    if #entries > 0 then
+      return fail("invalid_input", "%s is a directory that is not empty (use recursive)", path)
+    end
+  end
+  local ok, rerr = rpc(c, "filesystem.Filesystem/Remove", { path = abs })
+  if not ok then return nil, rerr end
+  return true
+end
+
+return M

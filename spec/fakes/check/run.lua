@@ -1,0 +1,117 @@
+-- spec/fakes/check/run.lua: `make check-fakes`. Drives each strict fake with the official SDK
+-- under Node. For every spec/fakes/check/*.mjs (or the scripts named as arguments):
+--   1. reads its header: `// fake: NAME` (the fake, spec/fakes/NAME.lua) and `// npm: pkg@version
+--      ...` (packages, installed with `npm install --prefix TMP` into a temporary directory,
+--      one per distinct package list and run);
+--   2. starts the fake in this host: require("spec.fakes.NAME").start() -> {url, token, stop,
+--      rejected?} and prints its URL;
+--   3. copies the script into TMP (so `import "pkg"` finds TMP/node_modules) and runs
+--      `node TMP/script.mjs URL TOKEN` (bounded by CHECK_FAKES_TIMEOUT, 300 s);
+--   4. fails when node exits non-zero or the fake's rejected() lists any request it refused.
+-- Without node or npm every script is skipped with a notice and the run passes.
+-- Usage: build/sandlot spec/fakes/check/run.lua [script.mjs ...]
+package.path = "./?.lua;" .. package.path
+local sandlot = require("sandlot")
+local proc = sandlot.proc
+
+local DIR = "spec/fakes/check"
+local TIMEOUT = tonumber(os.getenv("CHECK_FAKES_TIMEOUT") or "") or 300
+
+local function sh(cmd, opts)
+  return assert(proc.run(cmd, opts or { timeout = 60 }))
+end
+
+local function have(bin)
+  return sh({ "sh", "-c", "command -v " .. bin }).exit_code == 0
+end
+
+local function header(path)
+  local f = assert(io.open(path, "r"))
+  local meta = { npm = {} }
+  for line in f:lines() do
+    if not line:match("^//") then break end
+    local k, v = line:match("^//%s*(%a+):%s*(.-)%s*$")
+    if k == "fake" then meta.fake = v
+    elseif k == "npm" then
+      for pkg in v:gmatch("%S+") do meta.npm[#meta.npm + 1] = pkg end
+    end
+  end
+  f:close()
+  return meta
+end
+
+local scripts = {}
+for i = 1, #arg do scripts[#scripts + 1] = arg[i] end
+if #scripts == 0 then
+  local r = sh({ "sh", "-c", "ls " .. DIR .. "/*.mjs 2>/dev/null" })
+  for p in r.stdout:gmatch("[^\n]+") do scripts[#scripts + 1] = p end
+end
+
+if not (have("node") and have("npm")) then
+  print(("check-fakes: skipped %d script(s): node and npm are needed"):format(#scripts))
+  return
+end
+
+local tmp = (sh({ "mktemp", "-d", "/tmp/sandlot-check-fakes.XXXXXX" }).stdout:gsub("%s+$", ""))
+local installed, ninstalled = {}, 0      -- package list -> prefix directory
+local pass, fail = 0, 0
+
+local function prefix_for(pkgs)
+  local key = table.concat(pkgs, " ")
+  if installed[key] then return installed[key] end
+  ninstalled = ninstalled + 1
+  local dir = ("%s/p%d"):format(tmp, ninstalled)
+  sh({ "mkdir", "-p", dir })
+  if #pkgs > 0 then
+    local argv = { "npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--silent" }
+    for _, p in ipairs(pkgs) do argv[#argv + 1] = p end
+    print("check-fakes: npm install " .. key)
+    local r = sh(argv, { timeout = TIMEOUT })
+    if r.exit_code ~= 0 then return nil, "npm install failed:\n" .. r.stderr end
+  end
+  installed[key] = dir
+  return dir
+end
+
+local function check(path)
+  local meta = header(path)
+  if not meta.fake then return nil, "no `// fake: NAME` line" end
+  local dir, ierr = prefix_for(meta.npm)
+  if not dir then return nil, ierr end
+  local name = path:match("([^/]+)$")
+  sh({ "cp", path, dir .. "/" .. name })
+  local fake = require("spec.fakes." .. meta.fake).start()
+  print(("check-fakes: %s against %s at %s"):format(name, meta.fake, fake.url))
+  local r, rerr = proc.run({ "node", dir .. "/" .. name, fake.url, fake.token or "" },
+                           { timeout = TIMEOUT })
+  local refused = fake.rejected and fake.rejected() or {}
+  fake.stop()
+  if not r then return nil, "node could not run: " .. tostring(rerr) end
+  io.write(r.stdout)
+  if r.exit_code ~= 0 then
+    return nil, ("node exited %s%s\n%s"):format(tostring(r.exit_code),
+                                               r.timed_out and " (timed out)" or "", r.stderr)
+  end
+  if #refused > 0 then
+    return nil, "the fake rejected:\n  " .. table.concat(refused, "\n  ")
+  end
+  return true
+end
+
+for _, path in ipairs(scripts) do
+  local pok, ok, why = pcall(check, path)
+  if not pok then ok, why = nil, tostring(ok) end
+  if ok then pass = pass + 1
+  else
+    fail = fail + 1
+    print(("check-fakes: FAIL %s: %s"):format(path, why))
+  end
+end
+sh({ "rm", "-rf", tmp })
+print(("check-fakes: %d passed, %d failed"):format(pass, fail))
+local summary = os.getenv("SANDLOT_TEST_SUMMARY")
+if summary and summary ~= "" then
+  local f = io.open(summary, "a")
+  if f then f:write(("%d %d 0\n"):format(pass, fail)) f:close() end
+end
+if fail > 0 then os.exit(1) end
