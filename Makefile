@@ -65,11 +65,11 @@ $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
 # SQLite or zlib. Its objects get their own directory: -ffunction-sections lets
 # --gc-sections drop what it never calls. core/peer_main.c keeps dlopen and getpwuid_r
 # (NSS) out of the link; spec/replicate_spec.lua checks the result.
-PEER      = peer_main loop sched errors timer proc outbuf sys fs codec event channel
+PEER      = peer_main loop sched errors timer proc pty outbuf sys fs codec event channel
 PEER_OBJ  = $(PEER:%=$(B)/peer/%.o)
 STATIC_LIBDIR ?= $(shell pkg-config --variable=libdir libuv)
 PEER_LIBS = $(STATIC_LIBDIR)/liblua5.4.a $(STATIC_LIBDIR)/libuv_a.a \
-            $(STATIC_LIBDIR)/libmsgpackc.a -lm -lpthread
+            $(STATIC_LIBDIR)/libmsgpackc.a -lutil -lm -lpthread
 
 # a sanitizer runtime cannot link statically: a sanitized build still ships a plain peer
 $(B)/peer/%.o: core/%.c

@@ -81,7 +81,7 @@ local function on_terminal(p)
       if rows and rows > 0 and cols > 0 then p:resize(rows, cols) end
     end
   end)
-  local stop <close> = setmetatable({}, { __close = function()
+  local _ <close> = setmetatable({}, { __close = function()
     input:cancel()
     resizer:cancel()
   end })
@@ -99,7 +99,7 @@ end
 
 local function piped(p)
   local input = pump_input(p, 0, true)
-  local stop <close> = setmetatable({}, { __close = function() input:cancel() end })
+  local _ <close> = setmetatable({}, { __close = function() input:cancel() end })
   while true do
     local stream, data = p:read()
     if stream == nil then
