@@ -62,6 +62,7 @@ local function cases(label, get, opts)
     p:close()
     if opts.fds then
       h.assert_no_children()
+      h.eventually(function() return h.settled_fd_count() <= fds end, 5)  -- closes may lag
       assert.equal(fds, h.settled_fd_count())
     end
   end))
