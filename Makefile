@@ -22,12 +22,12 @@ B        ?= $(if $(SANITIZE),build-san,build)
 SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(SAN) \
             -DSANDLOT_LUADIR='"$(LMODDIR)"' -DSANDLOT_MODDIR='"$(LIBDIR)/sandlot"' \
             $(shell pkg-config --cflags $(PKGS))
-LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib sqlite3 msgpack)
-MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack) -lhttp_parser
+LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib sqlite3 msgpack) -lutil
+MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack) -lhttp_parser -lutil
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite codec event channel \
+CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite codec event channel \
             plugin plugin_state fswatch
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
@@ -66,11 +66,11 @@ $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
 # SQLite or zlib. Its objects get their own directory: -ffunction-sections lets
 # --gc-sections drop what it never calls. core/peer_main.c keeps dlopen and getpwuid_r
 # (NSS) out of the link; spec/replicate_spec.lua checks the result.
-PEER      = peer_main loop sched errors timer proc outbuf sys fs codec event channel
+PEER      = peer_main loop sched errors timer proc pty outbuf sys fs codec event channel
 PEER_OBJ  = $(PEER:%=$(B)/peer/%.o)
 STATIC_LIBDIR ?= $(shell pkg-config --variable=libdir libuv)
 PEER_LIBS = $(STATIC_LIBDIR)/liblua5.4.a $(STATIC_LIBDIR)/libuv_a.a \
-            $(STATIC_LIBDIR)/libmsgpackc.a -lm -lpthread
+            $(STATIC_LIBDIR)/libmsgpackc.a -lutil -lm -lpthread
 
 # a sanitizer runtime cannot link statically: a sanitized build still ships a plain peer
 $(B)/peer/%.o: core/%.c
@@ -97,7 +97,7 @@ $(B)/libsandlot.a: $(LIB_OBJ)
 $(B)/libsandlot.so: $(LIB_OBJ) core/exports.map
 	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 \
 	  -Wl,--version-script=core/exports.map -o $@ $(LIB_OBJ) \
-	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) -lhttp_parser
+	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) -lhttp_parser -lutil
 
 # the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
 $(B)/sandlot.so: $(LIB_OBJ) core/exports.map

@@ -91,6 +91,7 @@ void sl_register_core(lua_State *L) {
     {"sandlot.core.proc", luaopen_sandlot_core_proc},
     {"sandlot.core.errors", luaopen_sandlot_core_errors},
     {"sandlot.core.sys", luaopen_sandlot_core_sys},
+    {"sandlot.core.term", luaopen_sandlot_core_term},
     {"sandlot.core.fs", luaopen_sandlot_core_fs},
     {"sandlot.core.outbuf", luaopen_sandlot_core_outbuf},
     {"sandlot.core.zlib", luaopen_sandlot_core_zlib},

@@ -157,6 +157,9 @@ SL_SHARED size_t sl_b64_encode(char *out, const unsigned char *s, size_t n, bool
 SL_SHARED bool sl_b64_decode(const char *s, size_t n, unsigned char *out, size_t *outlen);
 SL_SHARED void sl_sha256(const unsigned char *data, size_t len, unsigned char out[32]);
 
+/* sys.c: finds file as execvp would, on env's PATH (NULL: ours); 0 or an errno */
+int sl_resolve_exe(const char *file, char **env, char *out, size_t size);
+
 /* misc */
 SL_SHARED uint64_t sl_now_ns(void);
 

@@ -20,6 +20,7 @@
 extern char **environ;
 
 #include "outbuf.h"
+#include "pty.h"
 
 #define PROC_MT "sandlot.proc"
 
@@ -64,6 +65,7 @@ struct Proc {
   uint64_t start_ns, end_ns;
   bool in_open, timer_open, poll_open;
   bool exited, done, timed_out, released, stream, kill_group, reading_stopped;
+  bool pty;                                /* out[0] reads the pty's master; no stderr */
 };
 
 typedef struct { Proc *p; } ProcBox;
@@ -294,7 +296,8 @@ typedef struct {
   const char *file, *cwd, *input, *spill[2];
   size_t input_len, cap;
   double timeout;
-  bool stdin_pipe, stream, kill_group;
+  int rows, cols;                          /* pty: its size */
+  bool stdin_pipe, stream, kill_group, pty, ctty;
 } SpawnOpts;
 
 static char **string_list(lua_State *L, int opts, const char *field, bool required) {
@@ -353,53 +356,42 @@ static void read_opts(lua_State *L, int opts, SpawnOpts *o) {
   lua_getfield(L, opts, "kill_group");
   o->kill_group = lua_isnil(L, -1) || lua_toboolean(L, -1);
   lua_pop(L, 5);
-}
-
-/* Finds the program as execvp would, but with the child's PATH (from env when given). */
-static int resolve_exe(const char *file, char **env, char *out, size_t size) {
-  if (strchr(file, '/') != NULL) {
-    if (strlen(file) >= size) return ENAMETOOLONG;
-    strcpy(out, file);
-    return 0;
+  if (lua_getfield(L, opts, "pty") == LUA_TTABLE) {  /* {rows, cols, ctty = true} */
+    o->pty = o->stdin_pipe = true;
+    lua_getfield(L, -1, "rows");
+    lua_getfield(L, -2, "cols");
+    lua_getfield(L, -3, "ctty");
+    o->rows = (int)luaL_checkinteger(L, -3);
+    o->cols = (int)luaL_checkinteger(L, -2);
+    o->ctty = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    if (o->rows < 1 || o->rows > 65535 || o->cols < 1 || o->cols > 65535)
+      luaL_error(L, "proc: opts.pty.rows and cols must be integers in 1..65535");
+    lua_pop(L, 3);
+  } else if (!lua_isnil(L, -1)) {
+    luaL_error(L, "proc: opts.pty must be a table {rows =, cols =}");
   }
-  const char *path = NULL;
-  if (env != NULL) {
-    for (char **e = env; *e != NULL; e++)
-      if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
-  } else {
-    path = getenv("PATH");
-  }
-  if (path == NULL) path = "/usr/local/bin:/usr/bin:/bin";
-  int found = ENOENT;
-  for (const char *dir = path; *dir != '\0';) {
-    const char *end = strchr(dir, ':');
-    size_t len = end != NULL ? (size_t)(end - dir) : strlen(dir);
-    if (snprintf(out, size, "%.*s%s%s", (int)len, len ? dir : ".", "/", file) < (int)size) {
-      struct stat st;
-      if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
-        if (access(out, X_OK) == 0) return 0;
-        found = EACCES;
-      }
-    }
-    if (end == NULL) break;
-    dir = end + 1;
-  }
-  return found;
+  lua_pop(L, 1);
 }
 
 /* posix_spawn (vfork-fast) with the child as leader of a new session and process group,
  * stdio on the pipes (or /dev/null), no other inherited fd, default signal dispositions. */
 static int spawn_child(Proc *p, const char *path, const SpawnOpts *o, int fds[3][2],
-                       bool want_in) {
+                       bool want_in, const char *tty) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t none, defaults;
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&attr);
-  if (want_in) posix_spawn_file_actions_adddup2(&fa, fds[0][0], 0);
-  else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, fds[1][1], 1);
-  posix_spawn_file_actions_adddup2(&fa, fds[2][1], 2);
+  if (tty != NULL) {                       /* opened after setsid: our controlling terminal */
+    posix_spawn_file_actions_addopen(&fa, 0, tty, O_RDWR | (o->ctty ? 0 : O_NOCTTY), 0);
+    posix_spawn_file_actions_adddup2(&fa, 0, 1);
+    posix_spawn_file_actions_adddup2(&fa, 0, 2);
+  } else {
+    if (want_in) posix_spawn_file_actions_adddup2(&fa, fds[0][0], 0);
+    else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, fds[1][1], 1);
+    posix_spawn_file_actions_adddup2(&fa, fds[2][1], 2);
+  }
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   if (o->cwd != NULL) posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
   sigemptyset(&none);
@@ -451,14 +443,22 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
   p->pidfd = -1;
   p->stream = o->stream;
   p->kill_group = o->kill_group;
+  p->pty = o->pty;
   bool want_in = o->stdin_pipe || o->input != NULL;
   char path[PATH_MAX];
   const char *file = o->file != NULL ? o->file : o->argv[0];
-  int rc = resolve_exe(file, o->env, path, sizeof(path));
+  int rc = sl_resolve_exe(file, o->env, path, sizeof(path));
   int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};  /* [stdin, stdout, stderr][read, write] */
-  for (int i = want_in ? 0 : 1; rc == 0 && i < 3; i++)
+  char tty[64];
+  int pty_rc = 0;
+  if (o->pty && rc == 0) {                 /* ours: the master twice (write, read); no stderr */
+    pty_rc = sl_pty_open(o->rows, o->cols, &fds[1][0], &fds[1][1], tty, sizeof(tty));
+    if (pty_rc == 0 && (fds[0][1] = fcntl(fds[1][0], F_DUPFD_CLOEXEC, 3)) < 0) pty_rc = errno;
+    rc = pty_rc;
+  }
+  for (int i = want_in ? 0 : 1; !o->pty && rc == 0 && i < 3; i++)
     if (pipe2(fds[i], O_CLOEXEC) != 0) rc = errno;
-  if (rc == 0) rc = spawn_child(p, path, o, fds, want_in);
+  if (rc == 0) rc = spawn_child(p, path, o, fds, want_in, o->pty ? tty : NULL);
   int child_ends[3] = {fds[0][0], fds[1][1], fds[2][1]};
   for (int i = 0; i < 3; i++)
     if (child_ends[i] >= 0) close(child_ends[i]);
@@ -473,7 +473,9 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
       if (mine[i] >= 0) close(mine[i]);
     for (int i = 0; i < 2; i++)
       if (spill_fd[i] >= 0) close(spill_fd[i]);
-    if (rc == ENOENT)
+    if (pty_rc != 0)
+      sl_err_set(err, sl_code_for_errno(rc), "cannot open a pty: %s", strerror(rc));
+    else if (rc == ENOENT)
       sl_err_set(err, "not_found", "%s: no such file or directory (not on PATH?)", file);
     else if (rc == EACCES)
       sl_err_set(err, "permission_denied", "%s: permission denied (not executable?)", file);
@@ -495,6 +497,7 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
     s->which = i;
     s->cap.cap = o->cap;
     s->spill_fd = spill_fd[i];
+    if ((s->eof = mine[i + 1] < 0)) continue;   /* a pty's stderr is its stdout */
     uv_pipe_init(h->loop, &s->pipe, 0);
     uv_pipe_open(&s->pipe, mine[i + 1]);
     s->pipe.data = s;
@@ -511,7 +514,7 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
   if (p->next != NULL) ((Proc *)p->next)->prev = p;
   proc_list(h)->head = p;
   for (int i = 0; i < 2; i++)
-    uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, on_read);
+    if (p->out[i].open) uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, on_read);
   if (o->timeout > 0) {
     uv_timer_init(h->loop, &p->timer);
     p->timer.data = p;
@@ -712,6 +715,22 @@ static int proc_kill(lua_State *L) {
   return 1;
 }
 
+/* proc:resize(rows, cols) -> true | nil, err   (spawn{pty = ...}: the terminal's new size) */
+static int proc_resize(lua_State *L) {
+  Proc *p = proc_check(L, 1);
+  lua_Integer rows = luaL_checkinteger(L, 2), cols = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, rows >= 1 && rows <= 65535, 2, "must be in 1..65535");
+  luaL_argcheck(L, cols >= 1 && cols <= 65535, 3, "must be in 1..65535");
+  if (!p->pty) return sl_fail(L, "invalid_input", "the process has no pty (spawn{pty = ...})");
+  uv_os_fd_t fd;
+  if (!p->out[0].open || uv_fileno((uv_handle_t *)&p->out[0].pipe, &fd) != 0)
+    return sl_fail(L, "not_found", "the process's terminal is closed");
+  int rc = sl_pty_resize(fd, (int)rows, (int)cols);
+  if (rc != 0) return sl_fail(L, sl_code_for_errno(rc), "resize: %s", strerror(rc));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* proc:pid() -> integer */
 static int proc_pid(lua_State *L) {
   lua_pushinteger(L, proc_check(L, 1)->pid);
@@ -756,7 +775,7 @@ static int proc_tostring(lua_State *L) {
 static const luaL_Reg proc_methods[] = {
   {"wait", proc_wait}, {"read", proc_read}, {"write", proc_write},
   {"close_stdin", proc_close_stdin}, {"kill", proc_kill}, {"pid", proc_pid},
-  {"running", proc_running}, {"close", proc_close}, {NULL, NULL}
+  {"running", proc_running}, {"resize", proc_resize}, {"close", proc_close}, {NULL, NULL}
 };
 
 static const luaL_Reg proc_meta[] = {

@@ -87,6 +87,7 @@ SANDLOT_API int luaopen_sandlot_core_timer(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_proc(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_errors(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_sys(lua_State *L);
+SANDLOT_API int luaopen_sandlot_core_term(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_fs(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_outbuf(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_zlib(lua_State *L);

@@ -39,7 +39,7 @@ typedef struct Exec {
   char *command;
   char *kill_line;                         /* run with the marker's digits appended, or NULL */
   char *kill_asked;                        /* kill()'s line, waiting for the marker */
-  bool pty;
+  bool pty, resize_wanted;                 /* resize: a window-change to send (cols, rows) */
   int cols, rows;
   char term[TERM_MAX];
   char *in;                                /* stdin bytes not yet written */
@@ -305,6 +305,11 @@ static int exec_open(Exec *e) {
 static int exec_io(Exec *e) {
   Session *s = e->op.s;
   bool progress = false;
+  if (e->resize_wanted) {                  /* "window-change" wants no reply (RFC 4254 6.7) */
+    int rc = libssh2_channel_request_pty_size_ex(e->ch, e->cols, e->rows, 0, 0);
+    if (ssh_rc_fatal(rc)) return STEP_FATAL;
+    if (rc != LIBSSH2_ERROR_EAGAIN) e->resize_wanted = false;
+  }
   while (e->in_off < e->in_len) {
     size_t n = e->in_len - e->in_off;
     ssize_t w = libssh2_channel_write(e->ch, e->in + e->in_off, n > 32768 ? 32768 : n);
@@ -708,6 +713,22 @@ static int exech_close_stdin(lua_State *L) {
   return 1;
 }
 
+/* exec:resize(rows, cols) -> true | nil, err: the pty's new size, sent as soon as it can be */
+static int exech_resize(lua_State *L) {
+  Exec *e = exec_check(L, 1);
+  lua_Integer rows = luaL_checkinteger(L, 2), cols = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, rows >= 1 && rows <= 65535, 2, "must be in 1..65535");
+  luaL_argcheck(L, cols >= 1 && cols <= 65535, 3, "must be in 1..65535");
+  if (!e->pty) return sl_fail(L, "invalid_input", "the command has no pty");
+  if (e->finished) return sl_fail(L, "not_found", "the remote command has already finished");
+  e->rows = (int)rows;                     /* before the pty request: it takes these */
+  e->cols = (int)cols;
+  e->resize_wanted = e->stage >= EX_PTY;   /* a redundant window-change is harmless */
+  if (e->op.linked) ssh_kick(e->op.s);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* exec:wait() -> result | nil, err */
 static int exech_wait(lua_State *L) {
   Exec *e = exec_check(L, 1);
@@ -778,7 +799,8 @@ static int exech_tostring(lua_State *L) {
 
 static const luaL_Reg exec_methods[] = {
   {"read", exech_read}, {"write", exech_write}, {"close_stdin", exech_close_stdin},
-  {"wait", exech_wait}, {"kill", exech_kill}, {"close", exech_close}, {NULL, NULL}
+  {"wait", exech_wait}, {"kill", exech_kill}, {"resize", exech_resize},
+  {"close", exech_close}, {NULL, NULL}
 };
 
 static const luaL_Reg exec_meta[] = {

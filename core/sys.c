@@ -1,13 +1,15 @@
 /* sys.c: sandlot.core.sys: small facts about this process the Lua library needs and stock
  * Lua lacks (the whole environment, pid, terminal check, canonical paths), and base64 for
  * moving files through a provider's exec (pure Lua managed ~10 MB/s). It also holds the core's
- * one copy of base64 and SHA-256 (sl_b64_*, sl_sha256: SSH host key fingerprints). */
+ * one copy of base64 and SHA-256 (sl_b64_*, sl_sha256: SSH host key fingerprints), and the
+ * PATH search proc.c spawns by (sl_resolve_exe). */
 #include <errno.h>
 #include <stdint.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -72,6 +74,38 @@ static int sys_maxrss(lua_State *L) {
   if (uv_resident_set_memory(&rss) != 0) return 0;
   lua_pushinteger(L, (lua_Integer)rss);
   return 1;
+}
+
+/* Finds the program as execvp would, but with the child's PATH (from env when given). */
+int sl_resolve_exe(const char *file, char **env, char *out, size_t size) {
+  if (strchr(file, '/') != NULL) {
+    if (strlen(file) >= size) return ENAMETOOLONG;
+    strcpy(out, file);
+    return 0;
+  }
+  const char *path = NULL;
+  if (env != NULL) {
+    for (char **e = env; *e != NULL; e++)
+      if (strncmp(*e, "PATH=", 5) == 0) path = *e + 5;
+  } else {
+    path = getenv("PATH");
+  }
+  if (path == NULL) path = "/usr/local/bin:/usr/bin:/bin";
+  int found = ENOENT;
+  for (const char *dir = path; *dir != '\0';) {
+    const char *end = strchr(dir, ':');
+    size_t len = end != NULL ? (size_t)(end - dir) : strlen(dir);
+    if (snprintf(out, size, "%.*s%s%s", (int)len, len ? dir : ".", "/", file) < (int)size) {
+      struct stat st;
+      if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (access(out, X_OK) == 0) return 0;
+        found = EACCES;
+      }
+    }
+    if (end == NULL) break;
+    dir = end + 1;
+  }
+  return found;
 }
 
 /* ---------------------------------------------------------------- codecs: the core's one copy */

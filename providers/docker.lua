@@ -39,7 +39,7 @@ local task = require("sandlot.task")
 local M = {
   name = "docker",
   description = "Docker Engine containers (API over the unix socket)",
-  capabilities = { files = true, background = true, url = true },
+  capabilities = { files = true, background = true, url = true, pty = true },
   config = { host = "string", image = "string", pull = "boolean", workdir = "string",
              api_version = "string" },
   create_options = { pull = "boolean", command = "table", user = "string",
@@ -333,6 +333,15 @@ c=$!; echo $c >"$p"; wait $c; r=$?; rm -f "$p"
 fi
 exit $r]]
 
+-- The wrapper of a spawn on a terminal (Tty true): $2 is the size, set from inside as well
+-- (API v1.41 has no size at start, and a resize can land after the command looked); "$@"
+-- runs in the foreground, so it gets the terminal's Ctrl-C, which this shell only catches
+-- (a background job's SIGINT would be ignored, and a caught one is not inherited).
+local WRAP_PTY = [[
+p=$1 s=$2; shift 2
+stty rows "${s%x*}" cols "${s#*x}" 2>/dev/null
+trap : INT QUIT; echo $$ >"$p"; "$@"; r=$?; rm -f "$p"; exit $r]]
+
 -- $1: the exec's tag, $2: the signal (default 9). The pid file when there is one, else every
 -- process group led by a process whose command line, as read sees it (NULs dropped), ends its
 -- first line with the wrapper's tag line. This script's own command line never has that line.
@@ -371,9 +380,10 @@ local function exec_inspect(c, eid)
                   what = "the exec still runs after its output ended" })
 end
 
-local function exec_create(c, path, cmd, env, cwd, stdin)
+local function exec_create(c, path, cmd, env, cwd, stdin, tty)
   local made, err = c:call("POST", path .. "/exec", {
-    json = { AttachStdin = stdin == true, AttachStdout = true, AttachStderr = true, Tty = false,
+    json = { AttachStdin = stdin == true, AttachStdout = true, AttachStderr = true,
+             Tty = tty == true,
              Cmd = cmd, Env = env, WorkingDir = cwd },
     want = { 201 }, errors = { [409] = "unavailable" } })  -- 409: paused or not running
   if not made then return nil, err end
@@ -413,7 +423,7 @@ end
 
 -- What exec and spawn share: the client, the container's path, a tag, the wrapped command
 -- (stdin from /dev/null, or "-": the attach stream's) and the checked cwd.
-local function prepare(ctx, handle, argv, opts, stdin_path)
+local function prepare(ctx, handle, argv, opts, stdin_path, wrap)
   local c, path = open(ctx, handle)
   if not c then return nil, path end
   local cwd
@@ -430,7 +440,7 @@ local function prepare(ctx, handle, argv, opts, stdin_path)
   end
   local tag = id.hex(6)
   local pidfile = PIDFILE .. tag
-  local cmd = { "/bin/sh", "-c", "#" .. pidfile .. "\n" .. WRAP, "sandlot", pidfile,
+  local cmd = { "/bin/sh", "-c", "#" .. pidfile .. "\n" .. (wrap or WRAP), "sandlot", pidfile,
                 stdin_path or "/dev/null" }
   for i = 1, #argv do cmd[#cmd + 1] = argv[i] end
   return { c = c, path = path, tag = tag, cmd = cmd, cwd = cwd }
@@ -598,6 +608,15 @@ function Process:kill(sig)
   return true
 end
 
+-- POST /exec/{id}/resize (the daemon waits for the exec to have started).
+function Process:resize(rows, cols)
+  if not self.tty then return fail("invalid_input", "the process has no terminal") end
+  local ok, err = self.c:call("POST", "/exec/" .. self.eid .. "/resize", {
+    query = { h = tostring(rows), w = tostring(cols) }, want = { 200, 201 }, decode = false })
+  if ok == nil then return nil, err end
+  return true
+end
+
 -- Never yields: the kill of what still runs is a cleanup task of its own.
 function Process:close()
   if self.closed then return true end
@@ -609,17 +628,36 @@ function Process:close()
 end
 
 ---Starts argv in the container with stdin, stdout and stderr open (see Processes above).
+---With opts.pty the exec has a terminal (Tty true): the attach stream is then raw output, not
+---stdcopy frames, and resize is POST /exec/{id}/resize.
 function M.spawn(ctx, handle, argv, opts)
-  local x, xerr = prepare(ctx, handle, argv, opts, "-")
+  local tty = opts.pty
+  local x, xerr = prepare(ctx, handle, argv, opts,
+                          tty and ("%dx%d"):format(tty.rows, tty.cols) or "-", tty and WRAP_PTY)
   if not x then return nil, xerr end
-  local eid, eerr = exec_create(x.c, x.path, x.cmd, env_list(opts.env), x.cwd, true)
+  local env = opts.env
+  if tty then                              -- a terminal type, unless the caller names one
+    env = { TERM = "xterm" }
+    for k, v in pairs(opts.env or {}) do env[k] = v end
+  end
+  local eid, eerr = exec_create(x.c, x.path, x.cmd, env_list(env), x.cwd, true, tty ~= nil)
   if not eid then return nil, eerr end
   local s, serr = x.c:upgrade("POST", "/exec/" .. eid .. "/start", {
-    json = { Detach = false, Tty = false }, errors = { [409] = "unavailable" } })
+    json = { Detach = false, Tty = tty ~= nil }, errors = { [409] = "unavailable" } })
   if not s then return nil, serr end
   local p = setmetatable({ c = x.c, path = x.path, tag = x.tag, eid = eid, s = s,
-                           q = {}, qi = 1, qn = 0, qbytes = 0,
+                           q = {}, qi = 1, qn = 0, qbytes = 0, tty = tty ~= nil,
                            sink = exec.sink{ max_output = 0 } }, Process)
+  if tty then                              -- raw bytes: all of it is the terminal's output
+    p.dec = setmetatable({ finish = function() return true end }, { __call = function(_, data)
+      p.qn = p.qn + 1
+      p.q[p.qn] = { "stdout", data }
+      p.qbytes = p.qbytes + #data
+      return true
+    end })
+    p:resize(tty.rows, tty.cols)           -- for images without stty (the wrapper's first)
+    return p
+  end
   p.dec = stdcopy.decoder(function(stream, data)
     if stream == "system" then return daemon_error(x.c, data) end
     if #data > 0 then

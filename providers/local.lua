@@ -13,7 +13,7 @@ local cjson = require("cjson")
 local M = {
   name = "local",
   description = "private directories on this machine, isolated with bubblewrap when available",
-  capabilities = { files = true, url = true, remote = false },
+  capabilities = { files = true, url = true, remote = false, pty = true },
   -- options a config entry may set: providers = {dev = {"local", isolation = "none"}}
   config = { state_dir = "string", isolation = "string", bwrap = "string" },
   -- create options beyond the standard ones
@@ -335,6 +335,9 @@ local function command_line(ctx, handle, argv, opts)
   local full, cwd = argv, nil
   if inside then
     full = bwrap_argv(ctx, s.rootpath, meta, "/" .. canon)
+    -- a pty: the command takes it as its controlling terminal in a session of its own, so
+    -- Ctrl-C reaches it and not bwrap (spawn opens the pty without making it bwrap's)
+    if opts.pty then for _, w in ipairs({ "setsid", "-w", "-c" }) do full[#full + 1] = w end end
     for i = 1, #argv do full[#full + 1] = argv[i] end
   else
     cwd = canon == "" and s.rootpath or (s.rootpath .. "/" .. canon)
@@ -555,6 +558,7 @@ function Process:write(data) return self.p:write(data) end
 function Process:close_stdin() return self.p:close_stdin() end
 function Process:kill(sig) return self.p:kill(sig) end
 function Process:close() return self.p:close() end
+function Process:resize(rows, cols) return self.p:resize(rows, cols) end
 
 function Process:read()
   local chunk, which = self.p:read()
@@ -566,14 +570,17 @@ function Process:wait()
   return self.p:wait()                     -- sandlot.proc's result: the one exec shape
 end
 
----Starts argv in the sandbox as exec would, with stdin, stdout and stderr as pipes. Output is
----not captured: it is queued for read (and reading stops above a few MiB until it is read).
+---Starts argv in the sandbox as exec would, with stdin, stdout and stderr as pipes (or, with
+---opts.pty, a new pseudo-terminal). Output is not captured: it is queued for read (and reading
+---stops above a few MiB until it is read).
 function M.spawn(ctx, handle, argv, opts)
   local c, cerr = command_line(ctx, handle, argv, opts)
   if not c then return nil, cerr end
+  local pty = opts.pty and { rows = opts.pty.rows, cols = opts.pty.cols, ctty = not c.inside }
+  if pty then c.env.TERM = c.env.TERM or "xterm" end
   local p, perr = proc.spawn(c.argv, { cwd = c.cwd, clear_env = true, env = c.env,
                                        timeout = c.timeout, stdin = "pipe", stream = true,
-                                       max_output = 0 })
+                                       max_output = 0, pty = pty })
   if not p then return nil, perr end
   return setmetatable({ p = p }, Process)
 end

@@ -28,7 +28,7 @@ local ids = require("sandlot.id")
 local M = {
   name = "ssh",
   description = "a private directory on a host reached over SSH (no isolation)",
-  capabilities = { files = true, url = false, remote = true },
+  capabilities = { files = true, url = false, remote = true, pty = true },
   config = {
     host = "string", port = "number", user = "string", key_file = "string", key = "string",
     passphrase = "string", password = "string", agent = "boolean", known_hosts = "string",
@@ -412,6 +412,7 @@ function Process:write(data) return self.p:write(data) end
 function Process:close_stdin() return self.p:close_stdin() end
 function Process:kill(signal) return self.p:kill(signal) end
 function Process:close() return self.p:close() end
+function Process:resize(rows, cols) return self.p:resize(rows, cols) end
 
 function Process:read()
   local data, which = self.p:read()
@@ -433,7 +434,9 @@ end
 function M.spawn(ctx, handle, argv, opts)
   local x, xerr = command_setup(ctx, handle, opts)
   if not x then return nil, xerr end
-  local p, perr = x.c:spawn(argv, { env = opts.env, cwd = x.cwd, prelude = x.prelude })
+  local p, perr = x.c:spawn(argv, { env = opts.env, cwd = x.cwd, prelude = x.prelude,
+                                    pty = opts.pty and { rows = opts.pty.rows,
+                                                         cols = opts.pty.cols } })
   if not p then return nil, perr end
   return setmetatable({ p = p }, Process)
 end

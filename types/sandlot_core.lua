@@ -131,6 +131,18 @@ local sandlot_core_channel = {}
 function sandlot_core_channel.stdio() end
 package.loaded["sandlot.core.channel"] = sandlot_core_channel
 
+---@class sandlot_core_term
+local sandlot_core_term = {}
+---term.raw(fd) -> mode | nil, err: the terminal on fd in raw mode (no echo, no line editing,
+function sandlot_core_term.raw(fd) end
+---term.reader(fd) -> reader | nil, err
+function sandlot_core_term.reader(fd) end
+---term.signal(name) -> watcher: name as "WINCH" or "SIGWINCH"
+function sandlot_core_term.signal(name) end
+---term.size(fd) -> rows, cols | nil, err
+function sandlot_core_term.size(fd) end
+package.loaded["sandlot.core.term"] = sandlot_core_term
+
 ---@class sandlot_core_http
 local sandlot_core_http = {}
 ---http.escape(s) -> percent-encoded s

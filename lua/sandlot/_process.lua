@@ -130,6 +130,23 @@ function Process:wait(timeout)
   return self._result
 end
 
+---Changes the size of the process's terminal (spawned with opts.pty).
+---@param rows integer
+---@param cols integer
+---@return true|nil ok, sandlot.Error? err invalid_input (no pty), not_found (it has ended), ...
+function Process:resize(rows, cols)
+  local inner = live(self, "resize")
+  require("sandlot.proc").pty_size({ rows = rows, cols = cols }, "resize")
+  if not self._pty then
+    return fail(self, errors.new("invalid_input", "the process has no terminal (spawn with " ..
+                                 "opts.pty)"), "resize")
+  end
+  if inner.resize == nil then bug(self, "resize is missing (capabilities.pty promises it)") end
+  local ok, err = inner:resize(rows, cols)
+  if not ok then return fail(self, err, "resize") end
+  return true
+end
+
 local SIGNALS = { TERM = true, KILL = true, INT = true, HUP = true, QUIT = true, USR1 = true,
                   USR2 = true, STOP = true, CONT = true, ALRM = true, PIPE = true }
 
@@ -177,7 +194,7 @@ local METHODS = { "write", "close_stdin", "read", "wait", "kill", "close" }
 
 ---Wraps a provider's process object. Raises when it lacks one of the contract's methods.
 ---@param inner table|userdata what the provider's spawn returned
----@param ctx {provider: string, sandbox: string, provider_name: string,
+---@param ctx {provider: string, sandbox: string, provider_name: string, pty: boolean?,
 ---  fail: fun(err: any, op: string): nil, sandlot.Error}
 ---@return table process
 function M.wrap(inner, ctx)
@@ -188,7 +205,7 @@ function M.wrap(inner, ctx)
              "kill and close (missing %s)"):format(ctx.provider_name, m), 3)
     end
   end
-  return setmetatable({ _inner = inner, _ctx = ctx }, Process)
+  return setmetatable({ _inner = inner, _ctx = ctx, _pty = ctx.pty }, Process)
 end
 
 M.Process = Process

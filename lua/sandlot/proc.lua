@@ -22,8 +22,33 @@ local function count(v) return math.type(v) == "integer" and v >= 0, "an integer
 local known = {
   env = "table", clear_env = "boolean", cwd = "string", stdin = true, timeout = seconds,
   max_output = count, spill = true, on_stdout = "function", on_stderr = "function",
-  kill_group = "boolean", stream = "boolean",
+  kill_group = "boolean", stream = "boolean", pty = "table",
 }
+
+---Checks a pty option {rows = R, cols = C} (as sb:spawn and sandlot.proc.spawn take it) and
+---returns rows, cols. Raises on anything else.
+---@param pty table
+---@param where string the caller, for the message
+---@param level? integer as error() takes it (default 3: the caller's caller)
+---@return integer rows, integer cols
+function M.pty_size(pty, where, level)
+  level = level or 3
+  for k in pairs(pty) do
+    if k ~= "rows" and k ~= "cols" and k ~= "ctty" then
+      error(("%s: unknown opts.pty field %s (rows, cols)"):format(where, tostring(k)), level)
+    end
+  end
+  for _, k in ipairs({ "rows", "cols" }) do
+    local v = pty[k]
+    if math.type(v) ~= "integer" or v < 1 or v > 65535 then
+      error(("%s: opts.pty.%s must be an integer in 1..65535"):format(where, k), level)
+    end
+  end
+  if pty.ctty ~= nil and type(pty.ctty) ~= "boolean" then
+    error(("%s: opts.pty.ctty must be a boolean"):format(where), level)
+  end
+  return pty.rows, pty.cols
+end
 
 ---Turns a command (argv list or shell string) into an argv list.
 ---@param cmd string|string[]
@@ -55,6 +80,11 @@ local function core_opts(cmd, opts, spawning)
     max_output = opts.max_output or M.DEFAULT_MAX_OUTPUT,
     kill_group = opts.kill_group,
   }
+  if opts.pty ~= nil then
+    if not spawning then error("opts.pty is for spawn (a terminal needs a live process)", 3) end
+    M.pty_size(opts.pty, "proc.spawn", 4)
+    o.pty = { rows = opts.pty.rows, cols = opts.pty.cols, ctty = opts.pty.ctty }
+  end
   local stdin = opts.stdin
   if (spawning and stdin == "pipe") or type(stdin) == "function" then o.stdin = "pipe"
   elseif type(stdin) == "string" then o.input = stdin
@@ -135,8 +165,11 @@ end
 ---Starts a command and returns its handle: p:write(data), p:close_stdin(), p:read() (next
 ---chunk and its stream name; needs opts.stream), p:wait(), p:kill(sig), p:pid(), p:close().
 ---Use `local p <close> = ...`: closing (or collecting) a handle kills what still runs.
+---With opts.pty = {rows, cols} the command runs on a new pseudo-terminal (its stdin, stdout and
+---stderr, and its controlling terminal unless pty.ctty is false): output is one stream
+---("stdout"), p:write types at the terminal, p:resize(rows, cols) changes its size.
 ---@param cmd string|string[]
----@param opts? table as for run, plus stream = true and stdin = "pipe"
+---@param opts? table as for run, plus stream = true, stdin = "pipe" and pty
 function M.spawn(cmd, opts)
   opts = check.opts(opts, known, "proc.spawn")
   if opts.on_stdout or opts.on_stderr then

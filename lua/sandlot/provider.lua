@@ -27,6 +27,7 @@ M.CAPABILITIES = {
   url = "get_url reaches a port inside the sandbox",
   remote = "sandboxes live on another machine or service: destroying one is network I/O",
   background = "processes started in the sandbox may outlive the exec that started them",
+  pty = "spawn takes opts.pty = {rows, cols} (a terminal) and its process has resize",
 }
 
 local is_op = {}

@@ -784,18 +784,22 @@ end
 
 -- Processes and provider contexts ----------------------------------------------------------
 
-local SPAWN_OPTS = { env = "table", cwd = "string" }
+local SPAWN_OPTS = { env = "table", cwd = "string", pty = "table" }
 
 ---Starts a command in the sandbox and returns a live process: p:write(data), p:close_stdin(),
 ---p:read([timeout]) -> "stdout"|"stderr", data (nil at the end of both streams),
 ---p:wait([timeout]) -> {exit_code, signal, timed_out, duration}, p:kill([signal]), p:close().
 ---Use `local p <close> = ...`: closing (or collecting) the process kills what still runs.
+---With opts.pty = {rows, cols} the command runs on a terminal of that size (where the provider
+---has capabilities.pty): output is one stream ("stdout"), p:write types at the terminal
+---(Ctrl-C is "\3") and p:resize(rows, cols) changes the size.
 ---@param sb sandlot.Sandbox
 ---@param cmd string|string[] argv list (no shell) or a string run by /bin/sh -c
----@param opts? {env?: table, cwd?: string, background?: boolean} background: a durable process
----  (sandlot.background: output kept in the ledger and a log in the sandbox; reattachable)
----@return table|nil process, sandlot.Error? err not_supported (the provider has no spawn),
----  not_found (no such binary or cwd; sandbox gone), unavailable, ...
+---@param opts? {env?: table, cwd?: string, background?: boolean, pty?: {rows: integer,
+---  cols: integer}} background: a durable process (sandlot.background: output kept in the
+---  ledger and a log in the sandbox; reattachable)
+---@return table|nil process, sandlot.Error? err not_supported (the provider has no spawn, or
+---  no pty), not_found (no such binary or cwd; sandbox gone), unavailable, ...
 function M.spawn(sb, cmd, opts)
   check_sb(sb, "spawn")
   if type(opts) == "table" and opts.background ~= nil then     -- durable: sandlot.background
@@ -804,6 +808,17 @@ function M.spawn(sb, cmd, opts)
   local argv = check.argv(cmd, "spawn")
   opts = check_opts(opts, SPAWN_OPTS, "spawn")
   check.env(opts.env, "spawn")
+  local pty = opts.pty
+  if pty ~= nil then
+    if pty.ctty ~= nil then error("spawn: unknown opts.pty field ctty (rows, cols)", 2) end
+    require("sandlot.proc").pty_size(pty, "spawn")
+    local caps = sb._p.impl.capabilities
+    if not (type(caps) == "table" and caps.pty) then
+      return fail(errors.new("not_supported", ("provider %s cannot give a process a terminal " ..
+                             "(no capabilities.pty)"):format(sb._p.name)), sb, "spawn")
+    end
+    pty = { rows = pty.rows, cols = pty.cols }
+  end
   if opts.cwd ~= nil then
     check_path(opts.cwd, "spawn", 2, "opts.cwd")
     local eerr = escape_error(sb, "spawn", opts.cwd, "opts.cwd")
@@ -814,10 +829,10 @@ function M.spawn(sb, cmd, opts)
     meta.command = redact.command(type(cmd) == "string" and cmd or argv)
   end
   local p, err = span(sb, "spawn", meta, call, argv,
-                      { env = opts.env, cwd = opts.cwd })
+                      { env = opts.env, cwd = opts.cwd, pty = pty })
   if not p then return nil, err end
   local proc = require("sandlot._process").wrap(p, {
-    provider = sb.provider, sandbox = sb.id, provider_name = sb._p.name,
+    provider = sb.provider, sandbox = sb.id, provider_name = sb._p.name, pty = pty ~= nil,
     fail = function(e, op) return fail(e, sb, "spawn." .. op) end,   -- the one context rule
   })
   lifetime.process(sb, proc)               -- a running process keeps the sandbox from idling

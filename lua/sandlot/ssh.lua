@@ -284,11 +284,27 @@ local function string_or_writer(v)
   return type(v) == "string" or type(v) == "function", "a string or a writer function"
 end
 
+-- pty: true (M.PTY's terminal) or {rows, cols, term}
+local function pty_opt(v)
+  if type(v) == "boolean" then return true end
+  if type(v) ~= "table" then return false, "a boolean or {rows =, cols =, term =}" end
+  for k, x in pairs(v) do
+    if k == "rows" or k == "cols" then
+      if math.type(x) ~= "integer" or x < 1 or x > 65535 then
+        return false, "a table whose rows and cols are integers in 1..65535"
+      end
+    elseif k ~= "term" or type(x) ~= "string" or x == "" or #x > 31 then
+      return false, "{rows =, cols =, term =} (term a name of at most 31 bytes)"
+    end
+  end
+  return true
+end
+
 local EXEC_OPTS = {
   env = true, cwd = "string", stdin = string_or_writer, timeout = true, max_output = bytes,
-  pty = "boolean", on_stdout = "function", on_stderr = "function", prelude = "string",
+  pty = pty_opt, on_stdout = "function", on_stderr = "function", prelude = "string",
 }
-local SPAWN_OPTS = { env = true, cwd = "string", pty = "boolean", prelude = "string" }
+local SPAWN_OPTS = { env = true, cwd = "string", pty = pty_opt, prelude = "string" }
 
 -- Checks a command and its options for the caller of Client:exec or Client:spawn.
 local function check_command(cmd, opts, spec, where)
@@ -302,8 +318,12 @@ end
 -- The core's options for a command line from shell.line: the marker, the kill line and the
 -- terminal; the core has no defaults of its own.
 local function core_opts(opts, extra)
-  local o = { pty = opts.pty, marker = shell.marker_stream(opts.pty), kill_line = shell.KILL_LINE }
-  if opts.pty then o.term, o.cols, o.rows = M.PTY.term, M.PTY.cols, M.PTY.rows end
+  local pty = opts.pty and true or nil
+  local o = { pty = pty, marker = shell.marker_stream(pty), kill_line = shell.KILL_LINE }
+  if pty then
+    local t = type(opts.pty) == "table" and opts.pty or {}
+    o.term, o.cols, o.rows = t.term or M.PTY.term, t.cols or M.PTY.cols, t.rows or M.PTY.rows
+  end
   for k, v in pairs(extra) do o[k] = v end
   return o
 end
@@ -354,7 +374,8 @@ end
 ---@param cmd string|string[] argv list (quoted for the remote shell) or a shell string
 ---@param opts? table env (a false value unsets the variable), cwd, stdin (string), timeout (s:
 ---  kills the remote process group), max_output (bytes kept per stream, head and tail;
----  sandlot.exec.DEFAULT_MAX_OUTPUT), pty (bool; M.PTY's terminal), on_stdout, on_stderr,
+---  sandlot.exec.DEFAULT_MAX_OUTPUT), pty (true: M.PTY's terminal, or {rows, cols, term}:
+---  stderr then comes on stdout), on_stdout, on_stderr,
 ---  prelude (POSIX shell commands run first, e.g. from sandlot.shell.guard and .source)
 ---@return table|nil result {exit_code, signal, signal_name, stdout, stderr, timed_out,
 ---  truncated, duration, pgid (the remote process group)}
@@ -408,6 +429,14 @@ end
 ---@return table|nil result, sandlot.Error? err
 function Process:wait()
   return failed(self, live(self):wait())
+end
+
+---Changes the size of the command's terminal (spawned with opts.pty).
+---@param rows integer
+---@param cols integer
+---@return true|nil ok, sandlot.Error? err invalid_input (no pty), not_found (it has ended)
+function Process:resize(rows, cols)
+  return failed(self, live(self):resize(rows, cols))
 end
 
 ---Sends a signal to the command's process group (what it started included).
