@@ -27,7 +27,7 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite codec
+CORE      = loop engine sched errors timer proc outbuf sys fs zlib sqlite codec ws
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o \
@@ -137,7 +137,8 @@ FUZZ_TARGETS = config:fuzz.targets:config json:sandlot.wire.json:decode \
                tar:sandlot.wire.tar:list connect:fuzz.targets:connect \
                ndjson:fuzz.targets:ndjson stdcopy:fuzz.targets:stdcopy \
                multipart:fuzz.targets:multipart http_head:fuzz.targets:http_head \
-               codec:fuzz.targets:codec http_request:fuzz.targets:http_request
+               codec:fuzz.targets:codec http_request:fuzz.targets:http_request \
+               ws:fuzz.targets:ws
 FUZZ_SECONDS ?= 30
 FUZZ_CC  ?= clang
 FB        = build-fuzz

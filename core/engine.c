@@ -96,6 +96,7 @@ void sl_register_core(lua_State *L) {
     {"sandlot.core.zlib", luaopen_sandlot_core_zlib},
     {"sandlot.core.sqlite", luaopen_sandlot_core_sqlite},
     {"sandlot.core.codec", luaopen_sandlot_core_codec},
+    {"sandlot.core.ws", luaopen_sandlot_core_ws},
     {"sandlot.core.http", sl_open_http},
     {"sandlot.core.ssh", sl_open_ssh},
     {NULL, NULL}

@@ -92,6 +92,7 @@ SANDLOT_API int luaopen_sandlot_core_outbuf(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_zlib(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_sqlite(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_codec(lua_State *L);
+SANDLOT_API int luaopen_sandlot_core_ws(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_http(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_ssh(lua_State *L);
 
