@@ -14,7 +14,8 @@
  *     code is the close code to send: 1002 protocol error, 1009 too big.
  *   ws.encode(opcode, payload [, fin [, key4]]) -> bytes   (key4: a 4-byte mask key)
  *   ws.mask(data, key4) -> data XOR key
- *   ws.utf8(s) -> true | false   (strict: no overlongs, surrogates or > U+10FFFF) */
+ *   ws.utf8(s) -> true | false   (strict: no overlongs, surrogates or > U+10FFFF)
+ *   ws.accept(key) -> base64(SHA-1(key .. RFC 6455 GUID)), the Sec-WebSocket-Accept value */
 #include <stdint.h>
 #include <string.h>
 
@@ -174,7 +175,66 @@ static int ws_utf8(lua_State *L) {
   return 1;
 }
 
+/* SHA-1 (FIPS 180-4), for the handshake only */
+static uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1_block(uint32_t h[5], const unsigned char *b) {
+  uint32_t w[80];
+  for (int i = 0; i < 16; i++)
+    w[i] = ((uint32_t)b[4 * i] << 24) | ((uint32_t)b[4 * i + 1] << 16) |
+           ((uint32_t)b[4 * i + 2] << 8) | b[4 * i + 3];
+  for (int i = 16; i < 80; i++) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+  uint32_t a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4];
+  for (int i = 0; i < 80; i++) {
+    uint32_t f, k;
+    if (i < 20) { f = (bb & c) | (~bb & d); k = 0x5A827999; }
+    else if (i < 40) { f = bb ^ c ^ d; k = 0x6ED9EBA1; }
+    else if (i < 60) { f = (bb & c) | (bb & d) | (c & d); k = 0x8F1BBCDC; }
+    else { f = bb ^ c ^ d; k = 0xCA62C1D6; }
+    uint32_t t = rol(a, 5) + f + e + k + w[i];
+    e = d; d = c; c = rol(bb, 30); bb = a; a = t;
+  }
+  h[0] += a; h[1] += bb; h[2] += c; h[3] += d; h[4] += e;
+}
+
+static void sha1(const unsigned char *m, size_t n, unsigned char out[20]) {
+  uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+  size_t i = 0;
+  for (; i + 64 <= n; i += 64) sha1_block(h, m + i);
+  unsigned char tail[128] = {0};
+  size_t r = n - i;
+  memcpy(tail, m + i, r);
+  tail[r] = 0x80;
+  size_t tl = r + 1 + 8 <= 64 ? 64 : 128;
+  uint64_t bits = (uint64_t)n * 8;
+  for (int j = 0; j < 8; j++) tail[tl - 1 - j] = (unsigned char)(bits >> (8 * j));
+  sha1_block(h, tail);
+  if (tl == 128) sha1_block(h, tail + 64);
+  for (int j = 0; j < 5; j++) {
+    out[4 * j] = (unsigned char)(h[j] >> 24);
+    out[4 * j + 1] = (unsigned char)(h[j] >> 16);
+    out[4 * j + 2] = (unsigned char)(h[j] >> 8);
+    out[4 * j + 3] = (unsigned char)h[j];
+  }
+}
+
+static int ws_accept(lua_State *L) {
+  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  size_t n;
+  const char *key = luaL_checklstring(L, 1, &n);
+  luaL_argcheck(L, n <= 256, 1, "too long for a key");
+  unsigned char buf[256 + sizeof(guid)], d[20];
+  memcpy(buf, key, n);
+  memcpy(buf + n, guid, sizeof(guid) - 1);
+  sha1(buf, n + sizeof(guid) - 1, d);
+  char out[32];
+  size_t ol = sl_b64_encode(out, d, 20, true);
+  lua_pushlstring(L, out, ol);
+  return 1;
+}
+
 static const luaL_Reg ws_funcs[] = {
+  {"accept", ws_accept},
   {"decode", ws_decode}, {"encode", ws_encode}, {"mask", ws_mask}, {"utf8", ws_utf8},
   {NULL, NULL}
 };
