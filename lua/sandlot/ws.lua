@@ -283,6 +283,13 @@ function Conn:close(code, reason)
 end
 Conn.__close = function(self) self:close() end
 
+---Writes bytes as they are, outside the framing: for fakes that must misbehave (a masked
+---server frame, a bad length) and for their specs. Never needed by a well-behaved peer.
+function Conn:write_raw(bytes)
+  if type(bytes) ~= "string" then error("ws:write_raw: bytes must be a string", 2) end
+  return self._t.write(bytes)
+end
+
 function Conn:__tostring()
   return "sandlot.ws.conn" .. (self.closed and " (closed)" or "")
 end
