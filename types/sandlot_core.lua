@@ -123,10 +123,13 @@ local sandlot_core_http = {}
 function sandlot_core_http.escape(s) end
 ---http.parse_headers(raw) -> {lowercased name = value}: every line "name: value" (name without
 function sandlot_core_http.parse_headers(raw) end
+---http.parse_request(bytes [, chunk [, max_head [, max_body]]]) -> {req, ...}, used | nil,
+function sandlot_core_http.parse_request(bytes, chunk, max_head, max_body) end
 ---http.parse_response_head(bytes [, max]) -> head {status, http_version, reason, headers_raw,
 function sandlot_core_http.parse_response_head(bytes, max) end
 ---http.request(opts) -> req | nil, err   Starts the transfer at once; see sandlot.http for
 function sandlot_core_http.request(opts) end
+function sandlot_core_http.serve(...) end
 ---http.stats() -> {requests = live transfers, sockets = watched sockets, pooled = idle easy
 function sandlot_core_http.stats() end
 function sandlot_core_http.upgrade(...) end
