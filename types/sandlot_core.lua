@@ -117,6 +117,15 @@ function sandlot_core_codec.decode(s, pos) end
 function sandlot_core_codec.encode(v, max_bytes) end
 package.loaded["sandlot.core.codec"] = sandlot_core_codec
 
+---@class sandlot_core_ws
+local sandlot_core_ws = {}
+function sandlot_core_ws.accept(...) end
+function sandlot_core_ws.decode(...) end
+function sandlot_core_ws.encode(...) end
+function sandlot_core_ws.mask(...) end
+function sandlot_core_ws.utf8(...) end
+package.loaded["sandlot.core.ws"] = sandlot_core_ws
+
 ---@class sandlot_core_http
 local sandlot_core_http = {}
 ---http.escape(s) -> percent-encoded s

@@ -26,7 +26,9 @@ local OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
 local function now() return timer.now() / 1e9 end
 
-local function hex_bytes(h) return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end)) end
+local function hex_bytes(h)
+  return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end))
+end
 
 local Conn = {}
 Conn.__index = Conn

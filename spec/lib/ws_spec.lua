@@ -261,7 +261,10 @@ if (mode === "server") {
   const c = new WebSocket(process.argv[3]);
   c.on("open", () => { c.send("from node"); c.send(Buffer.alloc(70000, 7)); });
   let n = 0;
-  c.on("message", (d, bin) => { console.log((bin ? "bin " : "text ") + d.length); if (++n === 2) c.close(1000, "ok"); });
+  c.on("message", (d, bin) => {
+    console.log((bin ? "bin " : "text ") + d.length);
+    if (++n === 2) c.close(1000, "ok");
+  });
   c.on("close", (code) => { console.log("close " + code); process.exit(0); });
   setTimeout(() => process.exit(1), 15000);
 }]]):format(dir .. "/node_modules/ws")
