@@ -8,7 +8,8 @@
  * event-loop integration, its own TLS and its own server. The codec is C (not Lua) because
  * masking is a per-byte XOR over messages of up to 16 MiB and it gets a libFuzzer target.
  *
- *   ws.decode(buf [, pos [, opts]]) -> frame, next_pos | nil (need more bytes) | false, code, why
+ *   ws.decode(buf [, pos [, opts]]) -> frame, next_pos | nil [, bytes the frame needs from pos]
+ *     (more bytes wanted) | false, code, why
  *     opts: max (bytes of payload, default 16 MiB), masked (true: frames must be masked (server),
  *     false: must not be (client), nil: either). frame = {fin, opcode, payload} (payload unmasked).
  *     code is the close code to send: 1002 protocol error, 1009 too big.
@@ -76,7 +77,11 @@ static int ws_decode(lua_State *L) {
   }
   if (plen > max) return push_bad(L, 1009, "a frame is larger than the message limit");
   size_t kl = masked ? 4 : 0;
-  if (n - hl < kl || n - hl - kl < plen) return 0;
+  if (n - hl < kl || n - hl - kl < plen) {   /* nil, the bytes the whole frame needs */
+    lua_pushnil(L);
+    lua_pushinteger(L, (lua_Integer)(hl + kl + plen));
+    return 2;
+  }
   const char *pay = (const char *)p + hl + kl;
   lua_createtable(L, 0, 3);
   lua_pushboolean(L, fin);

@@ -36,7 +36,7 @@ Conn.__index = Conn
 local function new_conn(t, client, opts)
   return setmetatable({
     _t = t, _client = client, _buf = "", _pos = 1, _frags = nil, _flen = 0, _fkind = nil,
-    _keys = "", _sent_close = false, _ping_at = nil,
+    _keys = "", _sent_close = false, _ping_at = nil, _need = nil, _parts = nil, _plen = 0,
     max_message = opts.max_message or M.DEFAULT_MAX_MESSAGE,
     ping_timeout = opts.ping_timeout, keepalive = opts.keepalive,
     subprotocol = opts.subprotocol, pongs = 0, last_pong = nil, closed = nil,
@@ -71,7 +71,7 @@ function Conn:_fail(close_code, code, msg)
     end
     self._t.close()
   end
-  self._frags, self._buf, self._pos = nil, "", 1
+  self._frags, self._buf, self._pos, self._parts, self._need = nil, "", 1, nil, nil
   return nil, errors.new(code, "websocket: " .. msg, { close_code = close_code })
 end
 
@@ -118,13 +118,37 @@ end
 
 -- the next frame from the buffer, or nil when more bytes are needed, or false, code, why
 function Conn:_next_frame()
+  if self._need and #self._buf - self._pos + 1 < self._need then return nil end
   if self._pos > 65536 then
     self._buf, self._pos = self._buf:sub(self._pos), 1
   end
   local f, nxt, why = core.decode(self._buf, self._pos,
                                   { max = self.max_message, masked = not self._client })
   if f then self._pos = nxt end
+  self._need = f == nil and nxt or nil
   return f, nxt, why
+end
+
+-- appends what a read got; a large frame's reads are gathered in a list and joined once it is
+-- complete (self._need: the bytes it needs), so a 16 MiB frame is not copied per read
+function Conn:_feed(got)
+  local parts = self._parts
+  if self._need and #self._buf - self._pos + 1 + self._plen + #got < self._need then
+    if not parts then
+      parts = { self._buf:sub(self._pos) }
+      self._parts, self._plen, self._buf, self._pos = parts, #parts[1], "", 1
+    end
+    parts[#parts + 1] = got
+    self._plen = self._plen + #got
+    return
+  end
+  if parts then
+    parts[#parts + 1] = got
+    self._buf, self._pos, self._parts, self._plen = table.concat(parts), 1, nil, 0
+  else
+    self._buf = self._buf:sub(self._pos) .. got
+    self._pos = 1
+  end
 end
 
 -- handles one frame: returns data, kind for a complete message, or nil, err, or nothing
@@ -225,8 +249,7 @@ function Conn:receive(opts)
         got, err = self._t.read(wait < math.huge and math.max(wait, 0.001) or nil)
       end
       if got then
-        self._buf = self._buf:sub(self._pos) .. got
-        self._pos = 1
+        self:_feed(got)
       elseif err == nil then
         self.closed = self.closed or { code = 1006, reason = "closed without a close frame" }
         self._t.close()
@@ -275,8 +298,7 @@ function Conn:close(code, reason)
     else
       local got = self._t.read(math.max(deadline - now(), 0.001))
       if not got then break end
-      self._buf = self._buf:sub(self._pos) .. got
-      self._pos = 1
+      self:_feed(got)
     end
   end
   self.closed = self.closed or { code = code or 1000, reason = reason or "", local_ = true }
