@@ -25,7 +25,17 @@
 #define WS_MAX_DEFAULT (16u * 1024 * 1024)
 
 static void xor_mask(char *out, const char *in, size_t n, const unsigned char k[4]) {
-  for (size_t i = 0; i < n; i++) out[i] = (char)((unsigned char)in[i] ^ k[i & 3]);
+  unsigned char k8[8];
+  for (int j = 0; j < 8; j++) k8[j] = k[j & 3];
+  uint64_t kw, w;
+  memcpy(&kw, k8, 8);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {               /* i % 4 == 0 here: the key lines up */
+    memcpy(&w, in + i, 8);
+    w ^= kw;
+    memcpy(out + i, &w, 8);
+  }
+  for (; i < n; i++) out[i] = (char)((unsigned char)in[i] ^ k[i & 3]);
 }
 
 static int push_bad(lua_State *L, int code, const char *why) {
@@ -155,7 +165,16 @@ static int utf8_ok(const unsigned char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
     unsigned c = s[i];
-    if (c < 0x80) { i++; continue; }
+    if (c < 0x80) {
+      i++;
+      while (i + 8 <= n) {                   /* ASCII runs, 8 bytes at a time */
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ull) break;
+        i += 8;
+      }
+      continue;
+    }
     size_t k;
     uint32_t cp, min;
     if ((c & 0xE0) == 0xC0) { k = 1; cp = c & 0x1F; min = 0x80; }
