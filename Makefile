@@ -28,7 +28,7 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
 CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite codec event channel \
-            plugin plugin_state fswatch
+            plugin plugin_state fswatch ws
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o \
@@ -160,7 +160,8 @@ FUZZ_TARGETS = config:fuzz.targets:config json:sandlot.wire.json:decode \
                ndjson:fuzz.targets:ndjson stdcopy:fuzz.targets:stdcopy \
                multipart:fuzz.targets:multipart http_head:fuzz.targets:http_head \
                codec:fuzz.targets:codec http_request:fuzz.targets:http_request \
-               peer_frames:fuzz.targets:peer_frames
+               peer_frames:fuzz.targets:peer_frames \
+               ws:fuzz.targets:ws
 FUZZ_SECONDS ?= 30
 FUZZ_CC  ?= clang
 FB        = build-fuzz

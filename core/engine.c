@@ -101,6 +101,7 @@ void sl_register_core(lua_State *L) {
     {"sandlot.core.fswatch", luaopen_sandlot_core_fswatch},
     {"sandlot.core.event", luaopen_sandlot_core_event},
     {"sandlot.core.channel", luaopen_sandlot_core_channel},
+    {"sandlot.core.ws", luaopen_sandlot_core_ws},
     {"sandlot.core.http", sl_open_http},
     {"sandlot.core.ssh", sl_open_ssh},
     {NULL, NULL}

@@ -57,10 +57,13 @@ struct Conn {
   Conn *prev, *next;
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uv_timer_t rtimer;                       /* raw mode: a read()'s timeout */
   uv_shutdown_t sreq;
   SlHost *host;
   int live;                                /* handles, writes and the shutdown in flight */
   bool killed, reading, pend_due;
+  bool raw;                                /* upgraded: read() takes the bytes (WebSocket) */
+  SlTask *reader;                          /* raw mode: the task waiting in read() */
   int state;
   SlReq req;                               /* the request being read (http_request.c) */
   char *pend;                              /* bytes after a complete request, not parsed yet */
@@ -90,6 +93,30 @@ static void on_conn_closed(uv_handle_t *h) {
   conn_maybe_free(c);
 }
 
+static void set_reading(Conn *c, bool on);
+
+/* raw mode: the waiting reader gets data (n > 0), nil at the end (data NULL, code NULL), or
+ * nil, err */
+static void wake_reader(Conn *c, const char *data, size_t n, const char *code, const char *msg) {
+  SlTask *t = c->reader;
+  if (t == NULL) return;
+  c->reader = NULL;
+  t->cleanup = NULL;
+  uv_timer_stop(&c->rtimer);
+  set_reading(c, false);
+  luaL_checkstack(t->co, 2, NULL);
+  if (data != NULL) {
+    lua_pushlstring(t->co, data, n);
+    sl_wake(t, 1);
+  } else if (code == NULL) {
+    sl_wake(t, 0);
+  } else {
+    lua_pushnil(t->co);
+    sl_new_error(t->co, code, msg);
+    sl_wake(t, 2);
+  }
+}
+
 static void wake_writer(Conn *c, const char *code, const char *msg) {
   SlTask *t = c->writer;
   if (t == NULL) return;
@@ -107,6 +134,7 @@ static void conn_kill(Conn *c, const char *code, const char *why) {
   if (c->killed) return;
   c->killed = true;
   wake_writer(c, code, why);
+  wake_reader(c, NULL, 0, code, why);
   if (c->box != NULL) c->box->c = NULL;
   c->box = NULL;
   Server *s = c->s;
@@ -121,6 +149,7 @@ static void conn_kill(Conn *c, const char *code, const char *why) {
   }
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+  uv_close((uv_handle_t *)&c->rtimer, on_conn_closed);
 }
 
 /* ---------------------------------------------------------------- writing */
@@ -174,7 +203,6 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 }
 
 static void on_timer(uv_timer_t *t);
-static void set_reading(Conn *c, bool on);
 
 /* Ends the connection gracefully: FIN after what was queued, then drop what the client still
  * sends until it closes or LINGER_MS pass. */
@@ -285,7 +313,12 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   Conn *c = stream->data;
   if (n == 0 || c->killed) return;
   if (n < 0) {
+    if (c->raw && n == UV_EOF) wake_reader(c, NULL, 0, NULL, NULL);
     conn_kill(c, "unavailable", "the client closed the connection");
+    return;
+  }
+  if (c->raw && c->state == C_HANDLE) {
+    wake_reader(c, buf->base, (size_t)n, NULL, NULL);
     return;
   }
   if (c->state == C_LINGER) return;          /* dropped: the answer is on its way */
@@ -331,8 +364,10 @@ static void on_connection(uv_stream_t *listener, int status) {
   c->host = s->host;
   uv_tcp_init(s->host->loop, &c->tcp);
   uv_timer_init(s->host->loop, &c->timer);
-  c->tcp.data = c->timer.data = c;
-  c->live = 2;
+  uv_timer_init(s->host->loop, &c->rtimer);
+  c->tcp.data = c->timer.data = c->rtimer.data = c;
+  c->live = 3;
+  sl_host_handle_opened(s->host);
   sl_host_handle_opened(s->host);
   sl_host_handle_opened(s->host);
   c->s = s;
@@ -433,6 +468,58 @@ static int conn_finish(lua_State *L) {
     set_reading(c, true);
   }
   return 1;
+}
+
+static void on_rtimer(uv_timer_t *t) {
+  Conn *c = t->data;
+  wake_reader(c, NULL, 0, "timeout", "the client sent nothing within the read timeout");
+}
+
+static void reader_cleanup(SlTask *t, void *data) {
+  (void)t;
+  Conn *c = data;
+  c->reader = NULL;
+  uv_timer_stop(&c->rtimer);
+  set_reading(c, false);
+}
+
+/* conn:upgrade() -> true: after a 101 answer, the connection is a raw byte stream: read()
+ * takes what the client sends, write() sends; finish() or close() ends it. */
+static int conn_upgrade(lua_State *L) {
+  ConnBox *box = luaL_checkudata(L, 1, CONN_MT);
+  Conn *c = box->c;
+  if (c == NULL || c->killed || c->state != C_HANDLE)
+    return sl_fail(L, "unavailable", "the connection is closed");
+  c->raw = true;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:read([timeout_s]) -> data | nil at the end | nil, err   (raw mode only; one read's
+ * worth of bytes at most, reading only while a task waits here: bounded) */
+static int conn_read(lua_State *L) {
+  ConnBox *box = luaL_checkudata(L, 1, CONN_MT);
+  lua_Number tmo = luaL_optnumber(L, 2, 0);
+  lua_settop(L, 1);
+  Conn *c = box->c;
+  if (c == NULL || c->killed || c->state != C_HANDLE)
+    return sl_fail(L, "unavailable", "the connection is closed");
+  if (!c->raw) return luaL_error(L, "sandlot.http.conn: read() before upgrade()");
+  if (c->reader != NULL) return luaL_error(L, "sandlot.http.conn: another task is reading");
+  if (c->pend_len > 0) {                     /* what came with the request head */
+    lua_pushlstring(L, c->pend, c->pend_len);
+    free(c->pend);
+    c->pend = NULL;
+    c->pend_len = 0;
+    return 1;
+  }
+  SlTask sync, *t = sl_wait_begin(L, &sync);
+  if (t == NULL) return 2;
+  c->reader = t;
+  if (tmo > 0) uv_timer_start(&c->rtimer, on_rtimer, (uint64_t)(tmo * 1000), 0);
+  set_reading(c, true);
+  sl_wait_set_cleanup(t, reader_cleanup, c);
+  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
 }
 
 /* conn:close() -> true: closes the connection without answering. Also __gc. */
@@ -585,7 +672,8 @@ static const luaL_Reg srv_meta[] = {
   {"__tostring", srv_tostring}, {NULL, NULL}
 };
 static const luaL_Reg conn_methods[] = {
-  {"write", conn_write}, {"finish", conn_finish}, {"close", conn_close}, {NULL, NULL}
+  {"write", conn_write}, {"finish", conn_finish}, {"close", conn_close},
+  {"upgrade", conn_upgrade}, {"read", conn_read}, {NULL, NULL}
 };
 static const luaL_Reg conn_meta[] = {
   {"__index", NULL}, {"__gc", box_gc}, {NULL, NULL}

@@ -59,6 +59,7 @@ struct Up {
   UpWrite *wcur;                           /* the write u->writer waits for */
   size_t read_max;
   uint64_t connect_ms, head_ms, io_ms;
+  uint64_t read_ms;                        /* the waiting read()'s timeout */
   SlError err;                             /* stage FAILED, or the stream broke */
   bool failed;
   int status;                              /* a refusal's status, for the error */
@@ -374,7 +375,7 @@ static void on_rtimer(uv_timer_t *timer) {
   SlTask *t = u->reader;                   /* OPEN: read() waited io_timeout for nothing */
   if (t == NULL) return;
   u->reader = NULL;
-  snprintf(s, sizeof(s), "%.3gs", (double)u->io_ms / 1e3);
+  snprintf(s, sizeof(s), "%.3gs", (double)u->read_ms / 1e3);
   SlError e;
   sl_err_set(&e, "timeout", "no data within %s", s);
   push_err(t->co, u, &e);
@@ -599,11 +600,14 @@ static int results_k(lua_State *L, int status, lua_KContext base) {
   return lua_gettop(L) - (int)base;
 }
 
-/* s:read([max]) -> data | nil at the end | nil, err   (max: bytes at most, default 64 KiB) */
+/* s:read([max [, timeout]]) -> data | nil at the end | nil, err   (max: bytes at most,
+ * default 64 KiB; timeout: seconds this read may wait, default io_timeout) */
 static int up_read(lua_State *L) {
   Up *u = up_check(L, 1);
   lua_Integer max = luaL_optinteger(L, 2, READ_MAX_DEFAULT);
   luaL_argcheck(L, max > 0, 2, "must be > 0");
+  lua_Number tmo = luaL_optnumber(L, 3, 0);
+  luaL_argcheck(L, tmo >= 0, 3, "must be >= 0");
   lua_settop(L, 1);
   if (u->reader != NULL) return luaL_error(L, "sandlot.http.stream: another task is reading");
   if (u->q.head != NULL) {
@@ -623,7 +627,9 @@ static int up_read(lua_State *L) {
   if (t == NULL) return 2;
   u->reader = t;
   u->read_max = (size_t)max;
-  if (u->io_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, u->io_ms, 0);
+  u->read_ms = tmo > 0 ? (uint64_t)(tmo * 1000 + 0.5) : u->io_ms;
+  if (u->read_ms == 0 && tmo > 0) u->read_ms = 1;
+  if (u->read_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, u->read_ms, 0);
   sl_wait_set_cleanup(t, reader_cleanup, u);
   return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
 }

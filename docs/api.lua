@@ -12,6 +12,7 @@ local SECTIONS = {
   { "sandlot.proc", "sandlot.proc.", sandlot.proc, "Processes on this machine." },
   { "sandlot.http", "sandlot.http.", sandlot.http, "HTTP on the loop (libcurl)." },
   { "sandlot.ssh", "sandlot.ssh.", sandlot.ssh, "SSH and SFTP on the loop (libssh2)." },
+  { "sandlot.ws", "sandlot.ws.", sandlot.ws, "WebSocket (RFC 6455) connections on the loop." },
   { "sandlot.errors", "sandlot.errors.", sandlot.errors, "Structured errors." },
   { "sandlot.telemetry", "sandlot.telemetry.", sandlot.telemetry, "Spans and events." },
   { "sandlot.otlp", "sandlot.otlp.", require("sandlot.otlp"), "OTLP/HTTP JSON export of spans." },

@@ -3,7 +3,7 @@
 -- documents it in core/*.c ("/* fs.stat(path) -> {...} | nil, err */"); a function without one
 -- is listed bare. `make docs` runs it; spec/docs_spec.lua fails when the file is stale.
 local MODULES = { "sched", "timer", "proc", "errors", "sys", "fs", "outbuf", "zlib", "sqlite",
-                  "codec", "event", "channel", "term", "http", "ssh" }
+                  "codec", "event", "channel", "term", "ws", "http", "ssh" }
 
 local function read(path)
   local f = io.open(path, "rb")

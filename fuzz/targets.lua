@@ -212,4 +212,34 @@ function M.peer_frames(bytes)
   return true
 end
 
+---The WebSocket frame codec: decode every frame of the input (as a server, a client and
+---either); every frame decodes within its limit, re-encodes to the same frame, and the rest
+---is a valid prefix or a protocol error with a close code.
+function M.ws(bytes)
+  local ws = require("sandlot.core.ws")
+  for _, masked in ipairs({ true, false }) do
+    local pos = 1
+    while pos <= #bytes do
+      local f, nxt, why = ws.decode(bytes, pos, { max = 1024, masked = masked })
+      if f == nil then break end
+      if f == false then
+        if nxt ~= 1002 and nxt ~= 1009 then error("ws: close code " .. tostring(nxt)) end
+        if type(why) ~= "string" then error("ws: no reason") end
+        break
+      end
+      if #f.payload > 1024 then error("ws: payload over max") end
+      if nxt <= pos then error("ws: no progress") end
+      local key = masked and "\1\2\3\4" or nil
+      local again = ws.encode(f.opcode, f.payload, f.fin, key)
+      local g = ws.decode(again, 1, { masked = masked })
+      if not g or g.payload ~= f.payload or g.opcode ~= f.opcode or g.fin ~= f.fin then
+        error("ws: encode(decode(frame)) differs")
+      end
+      pos = nxt
+    end
+  end
+  ws.utf8(bytes)
+  return true
+end
+
 return M

@@ -178,7 +178,11 @@ function M.serve(opts)
       note_error(srv, msg)
       res = text_answer(500, "handler error: " .. msg:sub(1, 200))
     end
-    if res.drop then
+    if res.websocket then                  -- the 101 handshake, then the handler's session
+      local wok, werr = pcall(require("sandlot.ws")._serve, conn, req, res, head_text)
+      if not wok then note_error(srv, tostring(werr)) end
+      conn:finish(false)
+    elseif res.drop then
       conn:close()
     else
       local aok, keep = pcall(answer, conn, req, res)

@@ -22,7 +22,7 @@ end
 
 -- sandlot.http and sandlot.ssh load on first use: the host binary then loads libcurl or
 -- libssh2 (and their TLS stacks), which a script on the local provider never needs
-local lazy = { http = "sandlot.http", ssh = "sandlot.ssh" }
+local lazy = { http = "sandlot.http", ssh = "sandlot.ssh", ws = "sandlot.ws" }
 setmetatable(M, {
   __index = function(t, k)
     local name = lazy[k]
