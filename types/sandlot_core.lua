@@ -12,6 +12,8 @@ function sandlot_core_sched.cancelled() end
 function sandlot_core_sched.cleanup(fn, ...) end
 ---sched.current() -> task | nil
 function sandlot_core_sched.current() end
+---sched.daemon(fn, ...) -> task: a daemon task (a follower of a background process). The host
+function sandlot_core_sched.daemon(fn, ...) end
 ---sched.live() -> number of tasks not yet done
 function sandlot_core_sched.live() end
 ---sched.run() -> true | nil, err: drives the loop until every task is done (stock lua).
@@ -66,6 +68,8 @@ function sandlot_core_sys.realpath(path) end
 function sandlot_core_sys.rss() end
 ---sys.setenv(name, value | nil) -> true: sets (or, for nil, removes) a variable of this
 function sandlot_core_sys.setenv(name, value) end
+---sys.sha256(s) -> 64 lower-case hex digits (content addresses of shipped files)
+function sandlot_core_sys.sha256(s) end
 package.loaded["sandlot.core.sys"] = sandlot_core_sys
 
 ---@class sandlot_core_fs
@@ -116,6 +120,30 @@ function sandlot_core_codec.decode(s, pos) end
 ---codec.encode(v [, max_bytes]) -> string | nil, err (invalid_input)
 function sandlot_core_codec.encode(v, max_bytes) end
 package.loaded["sandlot.core.codec"] = sandlot_core_codec
+
+---@class sandlot_core_event
+local sandlot_core_event = {}
+---event.new() -> ev
+function sandlot_core_event.new() end
+package.loaded["sandlot.core.event"] = sandlot_core_event
+
+---@class sandlot_core_channel
+local sandlot_core_channel = {}
+---channel.stdio() -> ch | nil, err
+function sandlot_core_channel.stdio() end
+package.loaded["sandlot.core.channel"] = sandlot_core_channel
+
+---@class sandlot_core_term
+local sandlot_core_term = {}
+---term.raw(fd) -> mode | nil, err: the terminal on fd in raw mode (no echo, no line editing,
+function sandlot_core_term.raw(fd) end
+---term.reader(fd) -> reader | nil, err
+function sandlot_core_term.reader(fd) end
+---term.signal(name) -> watcher: name as "WINCH" or "SIGWINCH"
+function sandlot_core_term.signal(name) end
+---term.size(fd) -> rows, cols | nil, err
+function sandlot_core_term.size(fd) end
+package.loaded["sandlot.core.term"] = sandlot_core_term
 
 ---@class sandlot_core_ws
 local sandlot_core_ws = {}
