@@ -424,7 +424,7 @@ function M.spawn(sb, cmd, opts)
       "journaled in the ledger (sb.durable_id); this one was made without it",
       { op = "spawn", provider = sb.provider, sandbox = sb.id })
   end
-  local host, herr = l:host()
+  local host, herr = l:own_host()
   if not host then return nil, herr end
   local id = "pr-" .. ids.hex(8)
   local self = setmetatable({ id = id, sb = sb, sandbox_id = sb.durable_id }, Proc)
@@ -463,7 +463,9 @@ end
 -- cannot be reached now is an error, and the process stays as it is.
 take_over = function(self, row, host)
   local l = self.ledger
-  local sb, serr = require("sandlot.sandbox").get(row.sandbox_id)
+  -- following needs the sandbox, not its exclusive use: the owner's claim moves to the
+  -- follower (take), and the owner's live handle keeps working
+  local sb, serr = require("sandlot.sandbox").get(row.sandbox_id, { take = true })
   if not sb and not errors.is(serr, "not_found") then return nil, serr end   -- for now
   if not sb then
     for _, s in ipairs(STREAMS) do lose(self, s, self.offsets[s], nil, "sandbox gone") end
@@ -505,7 +507,7 @@ function M.process(id, opts)
   local row
   row, err = l.db:proc_get(id)
   if not row then return nil, errors.wrap(err, { op = "process", process = id }) end
-  local host, herr = l:host()
+  local host, herr = l:own_host()
   if not host then return nil, herr end
   self = new(l, row, nil)
   live[id] = self
@@ -543,7 +545,7 @@ local function refresh(self)
   if row.exit_code then self.result = result_of(row.exit_code) end
   if row.state == "running" and (row.host_id == nil
                                  or self.ledger:host_alive(row.host_id) == false) then
-    local host, herr = self.ledger:host()        -- nobody follows it any more: take over
+    local host, herr = self.ledger:own_host()        -- nobody follows it any more: take over
     if not host then return nil, herr end
     self.offsets = { stdout = row.stdout_bytes, stderr = row.stderr_bytes }
     local ok, terr = take_over(self, row, host)
@@ -705,7 +707,7 @@ function Proc:kill(signal)
                      { op = "kill" })
   end
   if not self.sb then
-    local sb, serr = require("sandlot.sandbox").get(self.sandbox_id)
+    local sb, serr = require("sandlot.sandbox").get(self.sandbox_id, { take = true })
     if not sb then return nil, serr end
     self.sb = sb
   end

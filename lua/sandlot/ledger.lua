@@ -317,7 +317,7 @@ end
 
 ---Returns this process as a ledger host {id, hostname, pid, started_at}, recorded once.
 ---@return table|nil host, sandlot.Error? err
-function Ledger:host()
+function Ledger:own_host()
   local h = this_host()
   if not self._host_added then
     local ok, err = self.db:add_host(h)
