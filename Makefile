@@ -43,7 +43,7 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
             libcurl4-openssl-dev libssh2-1-dev libhttp-parser-dev libsqlite3-dev libmsgpack-dev zlib1g-dev \
             lua-cjson lua-busted bubblewrap docker.io openssh-server busybox-static clang \
-            libclang-rt-14-dev luarocks lua-check cppcheck
+            libclang-rt-14-dev luarocks lua-check cppcheck curl
 BUSTED    = /usr/bin/busted
 
 .PHONY: all deps check-deps test asan check-fakes fuzz fuzz-list bench demo install uninstall clean \
