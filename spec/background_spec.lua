@@ -28,7 +28,7 @@ local function literal(v)
   if type(v) == "string" then return ("%q"):format(v) end
   if type(v) ~= "table" then return tostring(v) end
   local parts = {}
-  for i, x in ipairs(v) do parts[#parts + 1] = literal(x) end
+  for _, x in ipairs(v) do parts[#parts + 1] = literal(x) end
   for k, x in pairs(v) do
     if math.type(k) ~= "integer" then parts[#parts + 1] = ("[%q] = %s"):format(k, literal(x)) end
   end

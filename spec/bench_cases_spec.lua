@@ -2,7 +2,6 @@
 -- host as `make bench` runs it, so a library change that breaks the benchmark fails here
 -- (make bench only reports: a broken case shows as "skipped: failed" and fails nothing).
 -- Timing is never asserted: only that each case runs and prints its figure.
-local sandlot = require("sandlot")
 local json = require("sandlot.wire.json")
 local docker = require("spec.support.docker")
 local sshd = require("spec.support.sshd")

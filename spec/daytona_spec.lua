@@ -351,9 +351,10 @@ describe("the Daytona fake (strict)", function()
 
   it("refuses malformed bodies and wrong field types; ignores a non-JSON content type",
      function()
-    local st, body = req("POST", "/api/sandbox", { body = "{nope",
+    local st = req("POST", "/api/sandbox", { body = "{nope",
                          headers = { ["content-type"] = "application/json" } })
     assert.equal(400, st)
+    local body
     st, body = req("POST", "/api/sandbox", { body = '{"cpu": -1, "public": "yes"}',
                    headers = { ["content-type"] = "application/json" } })
     assert.equal(400, st)
@@ -401,9 +402,9 @@ describe("the Daytona fake (strict)", function()
                       { body = '{"command": "printf o; printf e >&2"}' })
     assert.equal(200, st)
     assert.same({ "o\ne\n", nil }, { r.output, r.stdout })
-    st, r = req("POST", tb .. "/process/session/s1/exec",
+    r = select(2, req("POST", tb .. "/process/session/s1/exec",
                 { body = '{"command": "printf o; printf e >&2"}',
-                  headers = { ["x-daytona-sdk-version"] = "0.190.0" } })
+                  headers = { ["x-daytona-sdk-version"] = "0.190.0" } }))
     assert.same({ "o\n", "e\n" }, { r.stdout, r.stderr })
     -- an empty form-urlencoded POST is fine
     assert.equal(200, (req("POST", "/api/sandbox/" .. sb.id .. "/stop", { query = "force=false",
