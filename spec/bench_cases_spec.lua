@@ -35,13 +35,15 @@ describe("bench cases", function()
   end)
 
   it("the replication cases run (figure 10)", function()
-    local out = run_case("replicate_local", "namespaces", "cold")
+    -- without namespaces (a chroot) the cases run unconfined: what they measure still runs
+    local iso = require("spec.support.namespaces").why() and "none" or "namespaces"
+    local out = run_case("replicate_local", iso, "cold")
     assert.is_true(tonumber(out:match("^%S+%s+(%S+)")) > 1000000,
                    "the cold start ships the binary")
     out = run_case("replicate_local", "none", "warm")
     assert.equal(0, tonumber(out:match("^%S+%s+(%S+)")), "the warm start ships nothing")
-    run_case("replicate_calls", "namespaces", "20")
-    run_case("replicate_pipelined", "namespaces", "128", "8")
+    run_case("replicate_calls", iso, "20")
+    run_case("replicate_pipelined", iso, "128", "8")
   end)
 
   it("the ledger's stall and per-create cases run", function()
