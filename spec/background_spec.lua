@@ -235,6 +235,24 @@ out:close()
       sb:destroy()
     end))
 
+    it("leaves no watcher behind when its sandbox is destroyed under it", h.task(function()
+      local sb = sandbox()
+      if not sb then return pending(why) end
+      local p = assert(sb:spawn({ "sleep", "1" }, { background = true }))
+      local function running()        -- the wrapper's processes name the process directory
+        local r = assert(sandlot.proc.run({ "pgrep", "-f", p.id }))
+        return r.exit_code == 0
+      end
+      assert.is_true(running(), "the plant: pgrep sees the wrapper while it runs")
+      p:close()
+      assert(sb:destroy())
+      -- the command ends after 1 s; its wrapper and watcher must follow, though the
+      -- directory they would write the exit file to is gone
+      assert(h.eventually(function() return not running() end, 10),
+             "a wrapper process outlived its sandbox: " ..
+             assert(sandlot.proc.run({ "pgrep", "-af", p.id })).stdout)
+    end))
+
     it("reports a truncated in-sandbox log with the range that is lost", h.task(function()
       local sb = sandbox()
       if not sb then return pending(why) end

@@ -21,7 +21,8 @@ exit 1
 
 -- $1 = dir, $2... = argv. Runs the command (in a session of its own where setsid exists) with
 -- its output appended to out and err, forwards signals written to dir/kill to its process
--- group, and writes "status out_bytes err_bytes" to dir/exit (atomically) when it ends.
+-- group, and writes "status out_bytes err_bytes" to dir/exit (atomically) when it ends. The
+-- forwarder stops with the runner, or when dir is gone (the sandbox destroyed under it).
 M.RUNNER = [[
 d=$1; shift
 if command -v setsid >/dev/null 2>&1; then
@@ -29,9 +30,9 @@ if command -v setsid >/dev/null 2>&1; then
 else
   "$@" >>"$d/out" 2>>"$d/err" </dev/null &
 fi
-c=$!
+c=$! w=$$
 echo "$c" >"$d/pid"
-(while [ ! -e "$d/exit" ]; do
+(while [ ! -e "$d/exit" ] && [ -d "$d" ] && kill -0 "$w" 2>/dev/null; do
   if [ -e "$d/kill" ]; then
     g=$(cat "$d/kill"); rm -f "$d/kill"
     kill -s "$g" -- "-$c" 2>/dev/null || kill -s "$g" "$c" 2>/dev/null
@@ -68,7 +69,9 @@ M.FOLLOW = [[
 d=$1
 tail -c +$(($2 + 1)) -f "$d/out" & a=$!
 tail -c +$(($3 + 1)) -f "$d/err" >&2 & b=$!
-while [ ! -e "$d/exit" ] && kill -0 "$a" 2>/dev/null; do sleep 0.1 2>/dev/null || sleep 1; done
+while [ ! -e "$d/exit" ] && [ -d "$d" ] && kill -0 "$a" 2>/dev/null; do
+  sleep 0.1 2>/dev/null || sleep 1
+done
 kill "$a" "$b" 2>/dev/null
 exit 0
 ]]
