@@ -273,6 +273,8 @@ static int root_readdir(lua_State *L) {
   lua_newtable(L);
   int n = 0;
   struct dirent *ent;
+  /* cppcheck-suppress readdirCalled ; readdir_r is deprecated (glibc 2.24), and readdir is
+     safe on a stream that only this call uses */
   while ((ent = readdir(d)) != NULL) {
     if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0) continue;
     struct stat st;
@@ -347,6 +349,8 @@ static bool rm_contents(int dfd, int level, SlError *e) {
     again = false;
     rewinddir(d);
     struct dirent *ent;
+    /* cppcheck-suppress readdirCalled ; readdir, not the deprecated readdir_r: only this
+       call uses the stream */
     while (ok && (ent = readdir(d)) != NULL) {
       const char *name = ent->d_name;
       if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) continue;

@@ -254,6 +254,8 @@ static void push_fault(lua_State *L, Plugin *p, Call *c, int rc) {
   p->faults++;
   if (c->killed == KILL_INSTR) {
     sl_new_error(L, "timeout", "");
+    /* cppcheck-suppress invalidLengthModifierError ; %I is lua_pushfstring's lua_Integer
+       conversion (Lua 5.4), not a printf length modifier */
     lua_pushfstring(L, "plugin %s exceeded %I instructions in %s", p->name,
                     (lua_Integer)p->budget, c->what);
   } else if (c->killed == KILL_WALL) {

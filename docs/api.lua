@@ -6,7 +6,8 @@ local sandlot = require("sandlot")
 
 -- {title, prefix, table, intro}: what is documented, in this order
 local SECTIONS = {
-  { "sandlot", "sandlot.", sandlot, "The module: tasks, the sandbox API, and the submodules below." },
+  { "sandlot", "sandlot.", sandlot,
+    "The module: tasks, the sandbox API, and the submodules below." },
   { "Sandbox methods", "sb:", require("sandlot.sandbox"),
     "`sb:exec(...)` is `sandlot.exec(sb, ...)`: every sandbox operation is both." },
   { "sandlot.proc", "sandlot.proc.", sandlot.proc, "Processes on this machine." },

@@ -44,7 +44,8 @@ end
 w(".SH EXIT STATUS\n0 success; 1 failure; 2 usage error.\n")
 w(".SH ENVIRONMENT\n")
 for _, e in ipairs({
-  { "SANDLOT_CONFIG", "the config file (otherwise ./sandlot.config.lua, then $XDG_CONFIG_HOME/sandlot/config.lua)" },
+  { "SANDLOT_CONFIG",
+    "the config file (otherwise ./sandlot.config.lua, then $XDG_CONFIG_HOME/sandlot/config.lua)" },
   { "SANDLOT_PROVIDER", "the default provider name" },
   { "SANDLOT_PATH", "colon-separated directories searched for providers/ and plugins/" },
   { "SANDLOT_LEDGER", "off disables the ledger of durable sandboxes" },
@@ -54,5 +55,6 @@ for _, e in ipairs({
 }) do
   w(".TP\n.B ", e[1], "\n", esc(e[2]), "\n")
 end
-w(".SH SEE ALSO\n", esc("The README of the sandlot tree (installed under share/sandlot), lua5.4(1)."), "\n")
+w(".SH SEE ALSO\n",
+  esc("The README of the sandlot tree (installed under share/sandlot), lua5.4(1)."), "\n")
 io.write(table.concat(out))

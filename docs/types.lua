@@ -44,9 +44,11 @@ local function params(args)
   return table.concat(names, ", ")
 end
 
-local out = { "---@meta\n",
-              "-- LuaCATS stubs of sandlot's C modules, written by docs/types.lua (`make docs`) from\n",
-              "-- the comments in core/*.c. Not loaded at run time.\n" }
+local out = {
+  "---@meta\n",
+  "-- LuaCATS stubs of sandlot's C modules, written by docs/types.lua (`make docs`) from\n",
+  "-- the comments in core/*.c. Not loaded at run time.\n",
+}
 for _, name in ipairs(MODULES) do
   local ok, mod = pcall(require, "sandlot.core." .. name)
   if ok and type(mod) == "table" then

@@ -176,15 +176,18 @@ function M.codec(bytes)
   local again, eerr = codec.encode(v)
   if not again then error("decoded value does not encode: " .. tostring(eerr)) end
   local v2, derr = codec.decode(again)
-  if v2 == nil and type(derr) ~= "number" then error("re-encoded value does not decode: " .. tostring(derr)) end
+  if v2 == nil and type(derr) ~= "number" then
+    error("re-encoded value does not decode: " .. tostring(derr))
+  end
   if not same(v, v2, 0) then error("decode(encode(v)) differs from v") end
   return true
 end
 
 ---The replica protocol's frame reader (sandlot._peer.frames), as the host runs it on a
 ---replica's output: a start marker, then frames. The first byte controls the run: even
----puts the marker before the rest, and it says where the rest is split in two pieces. Every message must be an array with a string kind; every failure must be
----bad_response, and sticky (the channel is over).
+---puts the marker before the rest, and it says where the rest is split in two pieces. Every
+---message must be an array with a string kind; every failure must be bad_response, and sticky
+---(the channel is over).
 function M.peer_frames(bytes)
   local frames = require("sandlot._peer.frames")
   local marker = frames.marker("fz")

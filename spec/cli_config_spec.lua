@@ -37,7 +37,8 @@ return { default = "dev", providers = {
     assert.matches("key%s+env%(SANDLOT_SPEC_KEY%) %[set%]", out)
   end)
 
-  it("never prints a secret, in text or JSON (the secret is in the file and the environment)", function()
+  it("never prints a secret, in text or JSON " ..
+     "(the secret is in the file and the environment)", function()
     local text = assert(io.open(tmp .. "/config.lua")):read("a")
     assert.truthy(text:find(SECRET, 1, true))             -- planted where it would leak from
     for _, args in ipairs({ { "config" }, { "config", "--json" }, { "config", "check" },
@@ -56,8 +57,8 @@ return { default = "dev", providers = {
     assert.matches("provider far (module ssh)  ok", out, 1, true)
     assert.matches("providers.box.image: environment variable SANDLOT_SPEC_UNSET_IMAGE is not set",
                    out, 1, true)
-    assert.matches("providers.typo.imgae: unknown option for provider docker (did you mean 'image'?)",
-                   out, 1, true)
+    assert.matches("providers.typo.imgae: unknown option for provider docker " ..
+                   "(did you mean 'image'?)", out, 1, true)
     assert.matches("4 provider(s), 2 with problems", out, 1, true)
   end)
 

@@ -12,7 +12,8 @@ describe("sandlot host CLI", function()
   end)
 
   it("runs -e code (repeatable) as tasks that may wait", function()
-    local code, out = h.host({ "-e", "x = 20", "-e", "require('sandlot').sleep(0.01) print(x + 1)" })
+    local code, out = h.host({ "-e", "x = 20",
+                               "-e", "require('sandlot').sleep(0.01) print(x + 1)" })
     assert.equal(0, code)
     assert.equal("21\n", out)
   end)
@@ -59,7 +60,8 @@ describe("sandlot host CLI", function()
   end)
 
   it("prints error tables with their __tostring", function()
-    local code, _, err = h.host({ "-e", "error(require('sandlot').errors.new('not_found', 'no such sandbox', {op = 'exec'}))" })
+    local code, _, err = h.host({ "-e", "error(require('sandlot').errors.new('not_found', " ..
+                                        "'no such sandbox', {op = 'exec'}))" })
     assert.equal(1, code)
     assert.matches("exec: not_found: no such sandbox", err, 1, true)
   end)
@@ -126,7 +128,8 @@ describe("sandlot host CLI", function()
       print(mapped("libcurl"), mapped("libssh2"))]]):format(use)
   end
 
-  it("loads libcurl and libssh2 only when a script first uses sandlot.http or sandlot.ssh", function()
+  it("loads libcurl and libssh2 only when a script first uses sandlot.http or sandlot.ssh",
+     function()
     local code, out, err = h.host({ "-e", probe("s.ssh.connect") })
     assert.equal("", err)
     assert.equal(0, code)
@@ -144,7 +147,8 @@ describe("sandlot host CLI", function()
     end
     local dir = h.tmpdir()
     assert(require("sandlot").proc.run({ "cp", h.BIN, dir .. "/sandlot" }))
-    local code, _, err = h.host({ "-e", "require('sandlot.core.http')" }, { bin = dir .. "/sandlot" })
+    local code, _, err = h.host({ "-e", "require('sandlot.core.http')" },
+                                { bin = dir .. "/sandlot" })
     h.rmtree(dir)
     assert.equal(1, code)
     assert.matches("module http.so not found", err, 1, true)

@@ -72,7 +72,8 @@ describe("fuzz target http_request", function()
     assert.is_true(good >= 3 and refused >= 2, ("%d parsed, %d refused"):format(good, refused))
   end)
 
-  it("keeps pipelined requests apart across chunk borders and refuses a body over max_body", function()
+  it("keeps pipelined requests apart across chunk borders and refuses a body over max_body",
+     function()
     local parse = require("sandlot.core.http").parse_request
     local reqs = assert(parse("GET /a HTTP/1.1\r\nX: 1\r\n\r\nGET /b HTTP/1.1\r\n\r\n", 3))
     assert.equal(2, #reqs)

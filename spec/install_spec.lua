@@ -69,7 +69,8 @@ describe("make install", function()
                          "lib/libsandlot.so", "lib/libsandlot.so.0",
                          "lib/libsandlot.so." .. sandlot.version, "lib/lua/5.4/sandlot.so",
                          "lib/sandlot/http.so", "lib/sandlot/ssh.so",
-                         "lib/sandlot/sandlot-peer", "lib/pkgconfig/sandlot.pc", "share/lua/5.4/sandlot/init.lua",
+                         "lib/sandlot/sandlot-peer", "lib/pkgconfig/sandlot.pc",
+                         "share/lua/5.4/sandlot/init.lua",
                          "share/lua/5.4/sandlot/proc.lua", "share/sandlot/providers",
                          "share/man/man1/sandlot.1", "share/bash-completion/completions/sandlot",
                          "share/doc/sandlot/README.md", "share/doc/sandlot/LICENSE" }) do
@@ -100,8 +101,9 @@ describe("make install", function()
     end
     local man = sandlot.proc.run({ "sh", "-c", "command -v man" })
     if man and man.exit_code == 0 then
+      local env = { MANWIDTH = "80", MANPAGER = "cat", PAGER = "cat" }
       local r = assert(sandlot.proc.run({ "man", "-l", usr .. "/share/man/man1/sandlot.1" },
-                                        { env = { MANWIDTH = "80", MANPAGER = "cat", PAGER = "cat" } }))
+                                        { env = env }))
       assert.equal(0, r.exit_code, r.stderr)
       assert.equal("", r.stderr)
       assert.matches("EXIT STATUS", r.stdout, 1, true)

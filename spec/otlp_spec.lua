@@ -33,7 +33,9 @@ local function receiver(opts)
     for _, rs in ipairs(doc.resourceSpans) do
       local attrs = {}
       for _, a in ipairs(rs.resource and rs.resource.attributes or {}) do
-        if type(a.key) ~= "string" or type(a.value) ~= "table" then return reject("bad attribute") end
+        if type(a.key) ~= "string" or type(a.value) ~= "table" then
+          return reject("bad attribute")
+        end
         attrs[a.key] = a.value.stringValue or a.value.intValue or a.value.boolValue
       end
       resources[#resources + 1] = attrs
@@ -159,9 +161,9 @@ describe("OTLP export", function()
 
   it("is switched on by SANDLOT_OTLP_ENDPOINT in a script, and refuses a bad one", function()
     local srv = receiver()
-    local code, _, err = h.host({ "-e", "local sb = sandlot.create('local', {isolation = 'none'}) " ..
-                                        "sb:exec({'true'}) sb:destroy()" },
-                                { env = { SANDLOT_OTLP_ENDPOINT = srv.url } })
+    local script = "local sb = sandlot.create('local', {isolation = 'none'}) " ..
+                   "sb:exec({'true'}) sb:destroy()"
+    local code, _, err = h.host({ "-e", script }, { env = { SANDLOT_OTLP_ENDPOINT = srv.url } })
     assert.equal(0, code, err)
     h.eventually(function() return #srv.spans >= 3 end, 10)
     srv:close()

@@ -82,7 +82,8 @@ describe("proc.run", function()
 
   it("takes stdin from a writer function", function()
     local chunks = { "one\n", "two\n", "three\n" }
-    local r = assert(proc.run({ "wc", "-l" }, { stdin = function() return table.remove(chunks, 1) end }))
+    local function stdin() return table.remove(chunks, 1) end
+    local r = assert(proc.run({ "wc", "-l" }, { stdin = stdin }))
     assert.equal("3", r.stdout:match("%d+"))
   end)
 
@@ -112,8 +113,8 @@ describe("proc.run", function()
   end)
 
   it("keeps head and tail within max_output and says truncated", function()
-    local r = assert(proc.run({ "sh", "-c", "printf 'HEAD'; head -c 100000 /dev/zero; printf 'TAIL'" },
-                              { max_output = 1000 }))
+    local script = "printf 'HEAD'; head -c 100000 /dev/zero; printf 'TAIL'"
+    local r = assert(proc.run({ "sh", "-c", script }, { max_output = 1000 }))
     assert.is_true(r.truncated)
     assert.equal(1000, #r.stdout)
     assert.equal(100008, r.stdout_bytes)
@@ -135,7 +136,8 @@ describe("proc.run", function()
 
   it("streams chunks to callbacks while the command runs", function()
     local seen, order = {}, {}
-    local r = assert(proc.run({ "sh", "-c", "echo a; sleep 0.05; echo b >&2; sleep 0.05; echo c" }, {
+    local script = "echo a; sleep 0.05; echo b >&2; sleep 0.05; echo c"
+    local r = assert(proc.run({ "sh", "-c", script }, {
       on_stdout = function(c) seen[#seen + 1] = c; order[#order + 1] = "out" end,
       on_stderr = function(c) order[#order + 1] = "err" end,
     }))

@@ -23,8 +23,13 @@ describe("sandlot._progress", function()
 
   it("redraws one line at most every INTERVAL, and clears it when a span ends", function()
     local buf = {}
-    local out = { write = function(self, ...) for i = 1, select("#", ...) do buf[#buf + 1] = select(i, ...) end return self end,
-                  flush = function() end }
+    local out = {
+      write = function(self, ...)
+        for i = 1, select("#", ...) do buf[#buf + 1] = select(i, ...) end
+        return self
+      end,
+      flush = function() end,
+    }
     local saved = progress.INTERVAL
     progress.INTERVAL = 60                              -- no second redraw, however slow this is
     assert.is_true(progress.attach(out))

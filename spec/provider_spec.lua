@@ -386,7 +386,8 @@ describe("sandlot.provider.load of a provider that waits while it loads", functi
     local ok, err = pcall(provider.load, "waits_at_load")
     package.path = saved
     assert.is_false(ok)
-    assert.matches("waits_at_load.lua:1: providers must not wait while they load", tostring(err), 1, true)
+    assert.matches("waits_at_load.lua:1: providers must not wait while they load",
+                   tostring(err), 1, true)
     assert.is_nil(package.loaded["providers.waits_at_load"])
   end)
 end)

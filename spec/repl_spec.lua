@@ -44,8 +44,8 @@ describe("sandlot._repl.pretty", function()
   it("cuts a long string, says how long it was and how to see it all", function()
     local long = ("0123456789"):rep(300)              -- 3000 bytes
     local text = repl.pretty({ stdout = long })
-    assert.matches('\n  stdout = "' .. ("0123456789"):rep(100) .. '"%.%.%. %(3000 bytes in all%)\n}\n',
-                   text)
+    assert.matches('\n  stdout = "' .. ("0123456789"):rep(100) ..
+                   '"%.%.%. %(3000 bytes in all%)\n}\n', text)
     assert.matches("print(x) or io.write(x) shows it all", text, 1, true)
     assert.equal('"' .. long .. '"', repl.pretty(long, { string = 5000 }))
     -- never in the middle of a UTF-8 character
@@ -123,7 +123,12 @@ describe("sandlot._repl.complete and help", function()
 
   local function captured(fn)
     local saved, buf = io.stdout, {}
-    io.stdout = { write = function(self, ...) for i = 1, select("#", ...) do buf[#buf + 1] = select(i, ...) end return self end }
+    io.stdout = {
+      write = function(self, ...)
+        for i = 1, select("#", ...) do buf[#buf + 1] = select(i, ...) end
+        return self
+      end,
+    }
     local ok, err = pcall(fn)
     io.stdout = saved
     assert(ok, err)
@@ -186,7 +191,8 @@ describe("the sandlot REPL on a terminal", function()
     start()
     assert.equal('{ 1, 2, a = { b = true }, z = "last" }\n',
                  s:eval("{ 1, 2, z = 'last', a = { b = true } }"))
-    assert.matches("{ me = <cycle: table: 0x%x+> }", s:eval("(function() local t = {} t.me = t return t end)()"))
+    assert.matches("{ me = <cycle: table: 0x%x+> }",
+                   s:eval("(function() local t = {} t.me = t return t end)()"))
   end)
 
   it("reads a multi-line chunk with a continuation prompt", function()
@@ -242,8 +248,8 @@ describe("the sandlot REPL on a terminal", function()
   it("kills the processes of a cancelled call", function()
     start()
     local pidfile = dir .. "/pid"
-    s:send(('io.write("vv\\n"); return sandlot.proc.run{"sh", "-c", "echo $$ > %s; exec sleep 30"}\r')
-           :format(pidfile))
+    s:send(('io.write("vv\\n"); ' ..
+            'return sandlot.proc.run{"sh", "-c", "echo $$ > %s; exec sleep 30"}\r'):format(pidfile))
     s:expect("vv\r\n")
     local pid
     assert(h.eventually(function()

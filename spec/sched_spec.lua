@@ -43,7 +43,11 @@ describe("tasks", function()
 
   it("a plain coroutine.yield inside a task is a pass to other tasks", function()
     local order = {}
-    local a = sandlot.spawn(function() order[#order + 1] = 1; coroutine.yield(); order[#order + 1] = 3 end)
+    local a = sandlot.spawn(function()
+      order[#order + 1] = 1
+      coroutine.yield()
+      order[#order + 1] = 3
+    end)
     local b = sandlot.spawn(function() order[#order + 1] = 2 end)
     a:join(); b:join()
     assert.same({ 1, 2, 3 }, order)
@@ -91,7 +95,10 @@ describe("tasks", function()
   end)
 
   it("yielding I/O inside a C call boundary raises instead of hanging", function()
-    local ok, err = pcall(table.sort, { 3, 1, 2 }, function(a, b) sandlot.sleep(0); return a < b end)
+    local ok, err = pcall(table.sort, { 3, 1, 2 }, function(a, b)
+      sandlot.sleep(0)
+      return a < b
+    end)
     assert.is_false(ok)
     assert.matches("cannot wait inside a call made from C", err)
   end)

@@ -140,8 +140,9 @@ describe("sandlot.ssh #ssh", function()
       local c = assert(connect({ known_hosts = "/nonexistent/known_hosts",
                                  host_key_sha256 = srv.host_fp }))
       c:close()
+      local wrong_fp = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
       local c2, err = connect({ known_hosts = "/nonexistent/known_hosts",
-                                host_key_sha256 = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" })
+                                host_key_sha256 = wrong_fp })
       assert.is_nil(c2)
       assert.equal("auth_failed", err.code)
       assert.equal(srv.host_fp, err.offered)
@@ -680,7 +681,9 @@ describe("sandlot.ssh #ssh", function()
       assert(c:write_file(dir .. "/a/b/c/f.txt", "x"))
       assert(c:write_file(dir .. "/a/ü ñ.txt", "yz"))
       local names = {}
-      for _, e in ipairs(assert(c:ls(dir .. "/a"))) do names[#names + 1] = e.name .. ":" .. e.type end
+      for _, e in ipairs(assert(c:ls(dir .. "/a"))) do
+        names[#names + 1] = e.name .. ":" .. e.type
+      end
       assert.same({ "b:directory", "ü ñ.txt:file" }, names)
       assert(c:rename(dir .. "/a/ü ñ.txt", dir .. "/a/moved"))
       assert.equal("yz", c:read_file(dir .. "/a/moved"))

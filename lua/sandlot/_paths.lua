@@ -26,7 +26,8 @@ function M.root()
   if not init then return nil end
   local luadir = dir_of(dir_of(init))                    -- .../lua or .../share/lua/5.4
   -- the repository; <prefix>/share/sandlot (make install); sandlot/share (a LuaRocks tree)
-  for _, cand in ipairs({ luadir .. "/..", luadir .. "/../../sandlot", dir_of(init) .. "/share" }) do
+  local cands = { luadir .. "/..", luadir .. "/../../sandlot", dir_of(init) .. "/share" }
+  for _, cand in ipairs(cands) do
     if exists(cand .. "/providers/local.lua") or exists(cand .. "/providers/README.md") then
       return cand
     end

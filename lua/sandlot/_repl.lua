@@ -287,7 +287,8 @@ local doc_of = require("sandlot._doc").of
 function M.help(v)
   local w = function(...) io.stdout:write(...) end
   if v == nil then
-    w("help(f): a function's doc.  help(obj): its functions and methods.  help(\"a.b\"): by name.\n",
+    w("help(f): a function's doc.  help(obj): its functions and methods.  ",
+      "help(\"a.b\"): by name.\n",
       "Tab completes globals, fields (sandlot.) and methods (sb:). Try help(sandlot).\n")
     return
   end

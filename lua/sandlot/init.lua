@@ -17,7 +17,9 @@ local M = {
 local otlp_endpoint = os.getenv("SANDLOT_OTLP_ENDPOINT")
 if otlp_endpoint and otlp_endpoint ~= "" then
   local ok, err = require("sandlot.otlp").start()
-  if not ok then io.stderr:write("sandlot: warning: SANDLOT_OTLP_ENDPOINT: ", tostring(err), "\n") end
+  if not ok then
+    io.stderr:write("sandlot: warning: SANDLOT_OTLP_ENDPOINT: ", tostring(err), "\n")
+  end
 end
 
 -- sandlot.http and sandlot.ssh load on first use: the host binary then loads libcurl or

@@ -145,8 +145,8 @@ flush = function()
     local http = require("sandlot.http")
     while state == s and #s.queue > 0 do
       local n = math.min(M.BATCH, #s.queue)
-      local batch, rest = table.move(s.queue, 1, n, 1, {}), table.move(s.queue, n + 1, #s.queue, 1, {})
-      s.queue = rest
+      local batch = table.move(s.queue, 1, n, 1, {})
+      s.queue = table.move(s.queue, n + 1, #s.queue, 1, {})
       local res = http.request({ method = "POST", url = s.url, json = encode(batch),
                                  timeout = M.TIMEOUT, connect_timeout = M.TIMEOUT,
                                  retry = false })

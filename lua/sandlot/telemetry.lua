@@ -149,7 +149,8 @@ function M.jsonl(path)
   local f, err = io.open(path, "a")
   if not f then return nil, err end
   f:setvbuf("line")
-  M.attach("sandlot.jsonl:" .. path, { { "sandlot", "*", "stop" }, { "sandlot", "*", "exception" } },
+  local events = { { "sandlot", "*", "stop" }, { "sandlot", "*", "exception" } }
+  M.attach("sandlot.jsonl:" .. path, events,
     function(event, measurements, metadata)
       f:write(cjson.encode({
         event = table.concat(event, "."),

@@ -158,8 +158,9 @@ describe("SANDLOT_RECORD and SANDLOT_REPLAY", function()
   end)
 
   it("refuses SANDLOT_RECORD and SANDLOT_REPLAY together", function()
-    local code, _, err = h.host({ "-e", "require('sandlot').http.request({url='http://127.0.0.1:1/'})" },
-                                { env = { SANDLOT_RECORD = dir .. "/x", SANDLOT_REPLAY = cassette } })
+    local script = "require('sandlot').http.request({url='http://127.0.0.1:1/'})"
+    local env = { SANDLOT_RECORD = dir .. "/x", SANDLOT_REPLAY = cassette }
+    local code, _, err = h.host({ "-e", script }, { env = env })
     assert.are_not.equal(0, code)
     assert.matches("not both", err)
   end)

@@ -5,10 +5,12 @@ local cli = require("sandlot.cli")
 
 local M = {
   summary = "create a sandbox and print its durable id (it stays until removed)",
-  usage = "sandlot create [--provider NAME] [--name NAME] [--image IMAGE] [--label K=V]... [--json]",
+  usage = "sandlot create [--provider NAME] [--name NAME] [--image IMAGE] " ..
+          "[--label K=V]... [--json]",
   options = {
-    { "--provider", arg = "NAME", summary = "a provider module, file or configured name " ..
-                                            "(default: $SANDLOT_PROVIDER, the config's default, local)" },
+    { "--provider", arg = "NAME",
+      summary = "a provider module, file or configured name " ..
+                "(default: $SANDLOT_PROVIDER, the config's default, local)" },
     { "--name", arg = "NAME", summary = "a name for people (shown by ps)" },
     { "--image", arg = "IMAGE", summary = "the image, where the provider has images" },
     { "--purpose", arg = "TEXT", summary = "why it exists (shown by ps)" },
@@ -38,7 +40,9 @@ function M.run(o)
                  timeout = o.opts.timeout, labels = labels }
   local sb, err = sandlot.create(o.opts.provider, opts)
   if not sb then return cli.fail(c, "%s", tostring(err)) end
-  for _, w in ipairs(sb.warnings or {}) do cli.err("sandlot: create: warning: ", tostring(w), "\n") end
+  for _, w in ipairs(sb.warnings or {}) do
+    cli.err("sandlot: create: warning: ", tostring(w), "\n")
+  end
   if not sb.durable_id then
     local id = sb.id
     sb:destroy()
