@@ -4,13 +4,14 @@
  *
  * libcurl is not used here: CONNECT_ONLY would only connect, leaving the request writer and
  * the head parser to us anyway, and its socket would have to leave curl's multi. So this is a
- * plain uv_tcp (after uv_getaddrinfo) or uv_pipe (unix socket) connection: the request bytes
- * (built by sandlot.http) are written once, the response head is parsed by http_head.c within
- * max_head bytes, and what follows is queued for s:read() between water marks (outbuf.h).
+ * plain uv_tcp (after uv_getaddrinfo) or uv_pipe (unix socket) connection, with TLS over it
+ * for https (tls.c; the handshake counts against connect_timeout): the request bytes (built by
+ * sandlot.http) are written once, the response head is parsed by http_head.c within max_head
+ * bytes, and what follows is queued for s:read() between water marks (outbuf.h).
  *
- *   CONNECT --connected--> HEAD --101 / raw-stream 200--> OPEN --close--> (freed after the
- *      \--fail/timeout--> FAILED <--EOF, bad head--/  |             close callbacks)
- *                            ^--REFUSED <--other answer-/  (reads a little of its body first)
+ *   CONNECT --connected--> [TLS --handshake-->] HEAD --101 / raw-stream 200--> OPEN --close-->
+ *      \--fail/timeout--> FAILED <--EOF, bad head, bad certificate--/  |      (freed after the
+ *                            ^--REFUSED <--other answer-----------------/       close callbacks)
  *
  * An Up is owned by C until its last handle's close callback; the Lua box only points to it. */
 #include <stdarg.h>
@@ -20,12 +21,13 @@
 
 #include "http.h"
 #include "http_head.h"
+#include "tls.h"
 
 #define UP_MT "sandlot.http.stream"
 #define READ_MAX_DEFAULT 65536
 #define BODY_EXCERPT 1024                /* bytes of a refusal's body kept in the error */
 
-enum { UP_CONNECT, UP_HEAD, UP_REFUSED, UP_OPEN, UP_FAILED };
+enum { UP_CONNECT, UP_TLS, UP_HEAD, UP_REFUSED, UP_OPEN, UP_FAILED };
 
 typedef struct Up Up;
 typedef struct { Up *u; } UpBox;
@@ -45,6 +47,7 @@ struct Up {
   uv_getaddrinfo_t gai;
   uv_connect_t creq;
   uv_shutdown_t sreq;
+  SlTls *tls;                              /* https: TLS over conn (NULL for plain http) */
   int stage;
   int live;                                /* handles and requests whose callbacks are due */
   bool conn_open, resolving, released, reading, rx_paused, eof, shut, write_failed;
@@ -73,6 +76,7 @@ struct Up {
 static void up_maybe_free(Up *u) {
   if (!u->released || u->live > 0) return;
   sl_queue_clear(&u->q);
+  sl_tls_free(u->tls);
   free(u->req);
   free(u->head);
   free(u->excerpt);
@@ -300,44 +304,49 @@ static void head_bytes(Up *u, const char *data, size_t n) {
   }
 }
 
-static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
-  Up *u = stream->data;
-  if (n == 0) return;
-  if (n < 0) {
-    set_reading(u, false);
-    u->eof = true;
-    if (u->stage == UP_REFUSED) {
-      refusal_done(u);
-      return;
-    }
-    if (u->stage == UP_HEAD) {
-      if (n == UV_EOF)
-        open_fail(u, "bad_response", "the server closed the connection within the response "
-                  "head (%zu bytes)", u->head_len);
-      else
-        open_fail(u, "unavailable", "reading the response head: %s", uv_strerror((int)n));
-      return;
-    }
-    if (n != UV_EOF && !u->failed) {
-      u->failed = true;
-      sl_err_set(&u->err, "unavailable", "the stream broke: %s", uv_strerror((int)n));
-    }
-    notify_reader(u);
+/* The connection ended (n: UV_EOF or an error). */
+static void up_end(Up *u, ssize_t n) {
+  set_reading(u, false);
+  u->eof = true;
+  if (u->stage == UP_REFUSED) {
+    refusal_done(u);
+    return;
+  }
+  if (u->stage == UP_TLS) {
+    open_fail(u, "unavailable", "the server closed the connection within the TLS handshake%s%s",
+              n == UV_EOF ? "" : ": ", n == UV_EOF ? "" : uv_strerror((int)n));
     return;
   }
   if (u->stage == UP_HEAD) {
-    head_bytes(u, buf->base, (size_t)n);
+    if (n == UV_EOF)
+      open_fail(u, "bad_response", "the server closed the connection within the response "
+                "head (%zu bytes)", u->head_len);
+    else
+      open_fail(u, "unavailable", "reading the response head: %s", uv_strerror((int)n));
+    return;
+  }
+  if (n != UV_EOF && !u->failed) {
+    u->failed = true;
+    sl_err_set(&u->err, "unavailable", "the stream broke: %s", uv_strerror((int)n));
+  }
+  notify_reader(u);
+}
+
+/* n bytes of the answer (plaintext) */
+static void up_bytes(Up *u, const char *data, size_t n) {
+  if (u->stage == UP_HEAD) {
+    head_bytes(u, data, n);
     return;
   }
   if (u->stage == UP_REFUSED) {
-    size_t room = u->head_max - u->head_len, take = (size_t)n < room ? (size_t)n : room;
-    memcpy(u->head + u->head_len, buf->base, take);
+    size_t room = u->head_max - u->head_len, take = n < room ? n : room;
+    memcpy(u->head + u->head_len, data, take);
     u->head_len += take;
     if (u->head_len - u->parsed.length >= u->want) refusal_done(u);
     return;
   }
   if (u->stage != UP_OPEN) return;
-  if (!sl_queue_push(&u->q, 0, buf->base, (size_t)n)) {
+  if (!sl_queue_push(&u->q, 0, data, n)) {
     u->failed = true;
     sl_err_set(&u->err, "internal", "out of memory");
   } else if (sl_queue_full(&u->q)) {
@@ -347,16 +356,95 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   notify_reader(u);
 }
 
-/* ---------------------------------------------------------------- connecting */
+static void on_write(uv_write_t *req, int status);
 
-static void on_head_written(uv_write_t *req, int status) {
-  Up *u = req->data;
-  free(req);
-  u->live--;
-  if (status < 0 && u->stage == UP_HEAD)
-    open_fail(u, "unavailable", "sending the request: %s", uv_strerror(status));
-  up_maybe_free(u);
+/* Queues len bytes on the connection, through TLS when there is TLS (data NULL: only what TLS
+ * has waiting, such as handshake records). NULL with *rc = 0: nothing to send. */
+static UpWrite *up_send(Up *u, const char *data, size_t len, int *rc) {
+  *rc = 0;
+  if (u->tls != NULL) {
+    SlError e;
+    if (data != NULL && !sl_tls_output(u->tls, data, len, &e)) {
+      *rc = UV_EPROTO;
+      return NULL;
+    }
+    len = sl_tls_pending(u->tls);
+  }
+  if (len == 0) return NULL;
+  UpWrite *w = malloc(sizeof(*w) + len);
+  if (w == NULL) {
+    *rc = UV_ENOMEM;
+    return NULL;
+  }
+  w->u = u;
+  w->waited = false;
+  if (u->tls != NULL) len = sl_tls_take(u->tls, w->data, len);
+  else memcpy(w->data, data, len);
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+  *rc = uv_write(&w->req, &u->conn.stream, &b, 1, on_write);
+  if (*rc != 0) {
+    free(w);
+    return NULL;
+  }
+  u->live++;
+  return w;
 }
+
+static void up_flush(Up *u) {
+  int rc;
+  if (u->conn_open && up_send(u, NULL, 0, &rc) == NULL && rc != 0) u->write_failed = true;
+}
+
+static void on_rtimer(uv_timer_t *timer);
+
+/* Writes the request (once connected, and after the TLS handshake); the head's clock starts. */
+static bool send_request(Up *u) {
+  int rc;
+  u->stage = UP_HEAD;
+  if (up_send(u, u->req, u->req_len, &rc) == NULL) {
+    open_fail(u, "unavailable", "sending the request: %s", uv_strerror(rc));
+    return false;
+  }
+  if (u->head_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, u->head_ms, 0);
+  else uv_timer_stop(&u->rtimer);
+  return true;
+}
+
+/* Ciphertext from the network: what TLS must answer goes out, the request once the handshake
+ * is done, then the plaintext goes where plain bytes would. */
+static void tls_read(Up *u, const char *data, size_t n) {
+  const char *plain;
+  size_t len;
+  SlError e;
+  int rc = sl_tls_input(u->tls, data, n, &plain, &len, &e);
+  if (rc == SL_TLS_FAIL) {
+    if (u->stage == UP_REFUSED) {
+      refusal_done(u);
+    } else if (u->stage < UP_OPEN) {
+      open_fail(u, e.code, "%s", e.message);
+    } else if (!u->failed) {
+      u->failed = true;
+      u->err = e;
+      set_reading(u, false);
+      notify_reader(u);
+    }
+    return;
+  }
+  up_flush(u);
+  if (u->stage == UP_TLS && sl_tls_ready(u->tls) && !send_request(u)) return;
+  if (len > 0) up_bytes(u, plain, len);
+  if (rc == SL_TLS_EOF && !u->eof) up_end(u, UV_EOF);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
+  Up *u = stream->data;
+  if (n == 0) return;
+  if (n < 0) up_end(u, n);
+  else if (u->tls != NULL) tls_read(u, buf->base, (size_t)n);
+  else up_bytes(u, buf->base, (size_t)n);
+}
+
+/* ---------------------------------------------------------------- connecting */
 
 static void on_rtimer(uv_timer_t *timer) {
   Up *u = timer->data;
@@ -365,9 +453,12 @@ static void on_rtimer(uv_timer_t *timer) {
     refusal_done(u);
     return;
   }
-  if (u->stage == UP_CONNECT || u->stage == UP_HEAD) {
+  if (u->stage <= UP_HEAD) {
     if (u->stage == UP_CONNECT)
       open_fail(u, "timeout", "no connection within %.3gs", (double)u->connect_ms / 1e3);
+    else if (u->stage == UP_TLS)
+      open_fail(u, "timeout", "no TLS handshake within %.3gs (connect_timeout)",
+                (double)u->connect_ms / 1e3);
     else
       open_fail(u, "timeout", "no response head within %.3gs", (double)u->head_ms / 1e3);
     return;
@@ -393,24 +484,13 @@ static void on_connect(uv_connect_t *req, int status) {
     open_fail(u, "unavailable", "connect: %s", uv_strerror(status));
     return;
   }
-  u->stage = UP_HEAD;
-  uv_write_t *w = malloc(sizeof(*w));
-  if (w == NULL) {
-    open_fail(u, "internal", "out of memory");
+  if (u->tls != NULL) {                    /* connect_timeout's clock runs on */
+    u->stage = UP_TLS;
+    up_flush(u);                           /* the ClientHello */
+  } else if (!send_request(u)) {
     return;
   }
-  w->data = u;
-  uv_buf_t b = uv_buf_init(u->req, (unsigned)u->req_len);
-  int rc = uv_write(w, &u->conn.stream, &b, 1, on_head_written);
-  if (rc != 0) {
-    free(w);
-    open_fail(u, "unavailable", "sending the request: %s", uv_strerror(rc));
-    return;
-  }
-  u->live++;
   set_reading(u, true);
-  if (u->head_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, u->head_ms, 0);
-  else uv_timer_stop(&u->rtimer);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -506,7 +586,8 @@ static int upgrade_k(lua_State *L, int status, lua_KContext box) {
 
 /* http.upgrade{request = bytes, unix_socket = path | host = h, port = n, connect_timeout = s,
  * timeout = s (to the end of the head), io_timeout = s (each read or write; 0: none),
- * max_head = bytes} -> stream | nil, err   (err.status and err.body for a refusal) */
+ * max_head = bytes, tls = bool (https: TLS to host, verified against ca_file / ca_path or the
+ * system store unless insecure)} -> stream | nil, err   (err.status, err.body: a refusal) */
 int sl_http_upgrade(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -528,8 +609,24 @@ int sl_http_upgrade(lua_State *L) {
   luaL_argcheck(L, req_len > 0 && req_len < (64u << 20), 1, "request out of range");
   uint64_t connect_ms = opt_ms(L, 1, "connect_timeout", 10);
   uint64_t head_ms = opt_ms(L, 1, "timeout", 60), io_ms = opt_ms(L, 1, "io_timeout", 0);
+  SlTls *tls = NULL;
+  lua_getfield(L, 1, "tls");
+  if (lua_toboolean(L, -1)) {              /* [opts, tls, ca_file, ca_path, insecure] */
+    luaL_argcheck(L, host != NULL, 1, "tls needs host");
+    lua_getfield(L, 1, "ca_file");
+    lua_getfield(L, 1, "ca_path");
+    lua_getfield(L, 1, "insecure");
+    SlError e;
+    tls = sl_tls_client(host, luaL_optstring(L, -3, NULL), luaL_optstring(L, -2, NULL),
+                        lua_toboolean(L, -1), &e);
+    if (tls == NULL) return sl_push_error(L, &e);
+  }
+  lua_settop(L, 1);
   SlTask sync, *t = sl_wait_begin(L, &sync);
-  if (t == NULL) return 2;
+  if (t == NULL) {
+    sl_tls_free(tls);
+    return 2;
+  }
   SlHost *hst = sl_host(L);
   UpBox *box = lua_newuserdatauv(L, sizeof(*box), 0);       /* [opts, box] */
   box->u = NULL;
@@ -537,6 +634,7 @@ int sl_http_upgrade(lua_State *L) {
   Up *u = calloc(1, sizeof(*u));
   char *copy = malloc(req_len), *head = malloc((size_t)max_head);
   if (u == NULL || copy == NULL || head == NULL) {
+    sl_tls_free(tls);
     free(u);
     free(copy);
     free(head);
@@ -544,6 +642,7 @@ int sl_http_upgrade(lua_State *L) {
   }
   memcpy(copy, req, req_len);
   u->host = hst;
+  u->tls = tls;
   u->box = box;
   box->u = u;
   u->req = copy;
@@ -642,6 +741,8 @@ static void on_write(uv_write_t *req, int status) {
   if (u->wcur == w) u->wcur = NULL;
   free(w);
   if (status < 0) u->write_failed = true;
+  if (status < 0 && (u->stage == UP_TLS || u->stage == UP_HEAD))
+    open_fail(u, "unavailable", "sending the request: %s", uv_strerror(status));
   SlTask *t = waited ? u->writer : NULL;
   if (t != NULL) {
     u->writer = NULL;
@@ -698,18 +799,10 @@ static int up_write(lua_State *L) {
   }
   SlTask sync, *t = sl_wait_begin(L, &sync);
   if (t == NULL) return 2;
-  UpWrite *w = malloc(sizeof(*w) + len);
-  if (w == NULL) return sl_fail(L, "internal", "out of memory");
-  w->u = u;
+  int rc;
+  UpWrite *w = up_send(u, data, len, &rc);
+  if (w == NULL) return sl_fail(L, "unavailable", "write: %s", uv_strerror(rc));
   w->waited = true;
-  memcpy(w->data, data, len);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-  int rc = uv_write(&w->req, &u->conn.stream, &b, 1, on_write);
-  if (rc != 0) {
-    free(w);
-    return sl_fail(L, "unavailable", "write: %s", uv_strerror(rc));
-  }
-  u->live++;
   u->writer = t;
   u->wcur = w;
   if (u->io_ms > 0) uv_timer_start(&u->wtimer, on_wtimer, u->io_ms, 0);
@@ -729,6 +822,10 @@ static int up_shutdown(lua_State *L) {
   Up *u = up_check(L, 1);
   if (!u->shut) {
     if (!u->conn_open) return sl_fail(L, "unavailable", "the stream is closed");
+    if (u->tls != NULL) {
+      sl_tls_close_notify(u->tls);
+      up_flush(u);
+    }
     u->sreq.data = u;
     int rc = uv_shutdown(&u->sreq, &u->conn.stream, on_shutdown);
     if (rc != 0) return sl_fail(L, "unavailable", "shutdown: %s", uv_strerror(rc));
