@@ -482,7 +482,7 @@ local known_upgrade = {
 ---  io_timeout (s each read() or write() may wait; default none), max_head (bytes, default
 ---  64 KiB), op (names the operation in errors), ca_file / ca_path (https: trust these CAs
 ---  instead of the system store), insecure (https: true skips certificate verification: an
----  explicit opt-in only, never for real endpoints; anything else than true is refused)
+---  explicit opt-in only, never for real endpoints; a value that is not a boolean raises)
 ---@return sandlot.http.stream|nil stream s:read([max]) -> data | nil (EOF) | nil, err;
 ---  s:write(data) -> true | nil, err; s:shutdown(); s:head() -> {status, headers_raw,
 ---  http_version}; s:info() -> {queued, paused, eof}; s:close()
