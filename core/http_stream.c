@@ -17,6 +17,11 @@ void sl_upgrade_push_err(lua_State *L, const Up *u, const SlError *e) {
   luaL_checkstack(L, 4, NULL);
   lua_pushnil(L);
   sl_new_error(L, e->code, e->message);
+  const char *why = u->tls != NULL ? sl_tls_reason(u->tls) : NULL;
+  if (why != NULL) {                       /* what OpenSSL said, for callers to branch on */
+    lua_pushstring(L, why);
+    lua_setfield(L, -2, "tls_reason");
+  }
   if (u->status > 0) {
     lua_pushinteger(L, u->status);
     lua_setfield(L, -2, "status");

@@ -23,6 +23,7 @@ struct SlTls {
   size_t plain_cap;
   bool server, done, failed;
   char peer[256];                          /* the name verified, for messages */
+  char reason[128];                        /* why it failed (sl_tls_reason) */
 };
 
 struct SlTlsCtx {
@@ -157,21 +158,24 @@ void sl_tls_free(SlTls *t) {
 
 bool sl_tls_ready(const SlTls *t) { return t->done; }
 
+const char *sl_tls_reason(const SlTls *t) { return t->failed ? t->reason : NULL; }
+
 /* The handshake (or a read) failed: a refused certificate says why, anything else names
  * OpenSSL's reason (a plain-http server answering a ClientHello: "wrong version number"). */
 static int tls_fail(SlTls *t, int sslerr, SlError *err) {
   t->failed = true;
   long vr = t->server ? X509_V_OK : SSL_get_verify_result(t->ssl);
-  if (!t->done && vr != X509_V_OK) {
+  bool refused = !t->done && vr != X509_V_OK;
+  if (refused) snprintf(t->reason, sizeof(t->reason), "%s", X509_verify_cert_error_string(vr));
+  else if (sslerr == SSL_ERROR_SSL)
+    snprintf(t->reason, sizeof(t->reason), "%s", ssl_reason("protocol error"));
+  else snprintf(t->reason, sizeof(t->reason), "OpenSSL error %d", sslerr);
+  if (refused)
     sl_err_set(err, "auth_failed", "TLS: the certificate of %s was refused: %s", t->peer,
-               X509_verify_cert_error_string(vr));
-  } else if (sslerr == SSL_ERROR_SSL) {
+               t->reason);
+  else
     sl_err_set(err, "bad_response", "TLS %s with %s failed: %s",
-               t->done ? "stream" : "handshake", t->peer, ssl_reason("protocol error"));
-  } else {
-    sl_err_set(err, "bad_response", "TLS %s with %s failed (error %d)",
-               t->done ? "stream" : "handshake", t->peer, sslerr);
-  }
+               t->done ? "stream" : "handshake", t->peer, t->reason);
   ERR_clear_error();
   return SL_TLS_FAIL;
 }

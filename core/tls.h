@@ -25,6 +25,9 @@ SlTls *sl_tls_server(SlTlsCtx *c, SlError *err);
 void sl_tls_free(SlTls *t);
 
 bool sl_tls_ready(const SlTls *t);         /* the handshake is complete */
+/* why the session failed, in OpenSSL's words ("hostname mismatch", "wrong version number");
+ * NULL while it has not */
+const char *sl_tls_reason(const SlTls *t);
 /* Feeds n bytes from the network and advances the handshake; *plain / *plain_len: what they
  * decrypted to (valid until the next call). SL_TLS_EOF: the peer's close_notify came (after
  * the plaintext returned with it); SL_TLS_FAIL: err says why (auth_failed for a certificate

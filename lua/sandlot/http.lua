@@ -487,7 +487,7 @@ local known_upgrade = {
 ---  s:write(data) -> true | nil, err; s:shutdown(); s:head() -> {status, headers_raw,
 ---  http_version}; s:info() -> {queued, paused, eof}; s:close()
 ---@return sandlot.Error? err unavailable (connect, reset), timeout (connect, TLS handshake,
----  head), auth_failed (https: the certificate was refused; the message names why),
+---  head), auth_failed (https: the certificate was refused; err.tls_reason says why),
 ---  bad_response (an answer that does not switch protocols: err.status, err.body; a malformed
 ---  or oversized head; a TLS handshake that failed otherwise), invalid_input (an unreadable
 ---  ca_file), cancelled

@@ -155,7 +155,9 @@ describe("wss:// (TLS on the upgraded stream)", function()
       local conn, err = ws.connect(wss(srv, "/", host), { ca_file = c.ca, timeout = 5 })
       assert.is_nil(conn)
       assert.equal("auth_failed", err.code)
-      assert.matches("mismatch", err.message)
+      assert.equal(host == "localhost" and "hostname mismatch" or "IP address mismatch",
+                   err.tls_reason)
+      assert.is_false(err.retryable)
       assert.matches(host, err.message, 1, true)
       assert.is_true(now() - t0 < 3)
     end
@@ -176,6 +178,7 @@ describe("wss:// (TLS on the upgraded stream)", function()
     local conn, err = ws.connect(wss(srv), { ca_file = c.other_ca, timeout = 5 })
     assert.is_nil(conn)
     assert.equal("auth_failed", err.code)
+    assert.equal("unable to get local issuer certificate", err.tls_reason)
     assert.matches("issuer", err.message)
     conn, err = ws.connect(wss(srv), { timeout = 5 })     -- the test CA is not in the store
     assert.is_nil(conn)
@@ -202,6 +205,21 @@ describe("wss:// (TLS on the upgraded stream)", function()
     assert.is_true(took < 3)
   end))
 
+  it("the TLS server closes a client that never starts its handshake (idle_timeout)",
+     h.task(function()
+    local c = certs()
+    if not c then return end
+    local srv <close> = server(c, echo, { idle_timeout = 0.3 })
+    local bin = h.build_c(silent_src, "silent_server")
+    local p <close> = h.start_server({ bin, tostring(srv.port) }, "the silent client")
+    assert.is_true(h.eventually(function() return srv:stats().connections == 1 end, 5))
+    local r = assert(sandlot.timeout(5, function() return p:wait() end))   -- the server hung up
+    assert.equal(0, r.exit_code)
+    assert.equal(0, srv:stats().connections)
+    local conn = assert(ws.connect(wss(srv), { ca_file = c.ca, timeout = 5 }))   -- serving
+    conn:close()
+  end))
+
   it("a plain-http server is a bad_response, a plain client of a TLS server is refused",
      h.task(function()
     local c = certs()
@@ -211,6 +229,7 @@ describe("wss:// (TLS on the upgraded stream)", function()
     assert.is_nil(conn)
     assert.equal("bad_response", err.code)
     assert.matches("TLS handshake", err.message)
+    assert.equal("wrong version number", err.tls_reason)
     local srv <close> = server(c, echo)
     conn, err = ws.connect("ws://127.0.0.1:" .. srv.port .. "/", { timeout = 5 })
     assert.is_nil(conn)

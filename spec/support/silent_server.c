@@ -1,17 +1,38 @@
 /* silent_server.c: a TCP server that accepts connections on 127.0.0.1 (port printed as
  * "port N\n" on stdout), reads what comes and never answers: the peer of the TLS specs'
- * handshake timeout (compiled by the spec with cc; not part of the build). */
+ * handshake timeouts (compiled by the spec with cc; not part of the build). `silent_server
+ * PORT` is the client side: it connects, prints "port PORT", sends nothing, and prints
+ * "closed" and exits once the server hangs up. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define MAXC 64
 
-int main(void) {
+static int client(int port) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((unsigned short)port);
+  if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) != 0) return 1;
+  printf("port %d\n", port);
+  fflush(stdout);
+  char buf[4096];
+  while (read(s, buf, sizeof(buf)) > 0) {
+  }
+  printf("closed\n");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1) return client(atoi(argv[1]));
   int ls = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a;
   memset(&a, 0, sizeof(a));
