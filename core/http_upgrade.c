@@ -461,8 +461,8 @@ int sl_http_upgrade(lua_State *L) {
     lua_getfield(L, 1, "ca_path");
     lua_getfield(L, 1, "insecure");
     SlError e;
-    tls = sl_tls_client(host, luaL_optstring(L, -3, NULL), luaL_optstring(L, -2, NULL),
-                        lua_toboolean(L, -1), &e);
+    tls = sl_tls_client(sl_host(L), host, luaL_optstring(L, -3, NULL),
+                        luaL_optstring(L, -2, NULL), lua_toboolean(L, -1), &e);
     if (tls == NULL) return sl_push_error(L, &e);
   }
   lua_settop(L, 1);

@@ -15,6 +15,7 @@
 #include "tls.h"
 
 #define PLAIN_MIN 16384                    /* room kept for one more record's plaintext */
+#define CTX_CACHE 8                        /* client contexts kept per host */
 
 struct SlTls {
   SSL *ssl;
@@ -29,6 +30,30 @@ struct SlTls {
 struct SlTlsCtx {
   SSL_CTX *ctx;
 };
+
+/* The host's client contexts, newest last, by "insecure|ca_file|ca_path" (the data of the
+ * teardown hook). A context in use by a connection outlives its eviction (refcounted). */
+typedef struct {
+  SSL_CTX *ctx[CTX_CACHE];
+  char *key[CTX_CACHE];
+  int n;
+} CtxCache;
+
+static void cache_drop(CtxCache *c, int i) {
+  SSL_CTX_free(c->ctx[i]);
+  free(c->key[i]);
+  memmove(c->ctx + i, c->ctx + i + 1, sizeof(c->ctx[0]) * (size_t)(c->n - i - 1));
+  memmove(c->key + i, c->key + i + 1, sizeof(c->key[0]) * (size_t)(c->n - i - 1));
+  c->n--;
+}
+
+static void tls_teardown(SlHost *h, void *data, int phase) {
+  (void)h;
+  CtxCache *c = data;
+  if (phase != SL_TEARDOWN_FREE) return;
+  while (c->n > 0) cache_drop(c, c->n - 1);
+  free(c);
+}
 
 /* the last OpenSSL reason queued, or fallback */
 static const char *ssl_reason(const char *fallback) {
@@ -66,9 +91,9 @@ static bool is_ip(const char *host) {
   return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
-SlTls *sl_tls_client(const char *host, const char *ca_file, const char *ca_path, bool insecure,
-                     SlError *err) {
-  ERR_clear_error();
+/* A new client context: the CA certificates loaded, verification on unless insecure. */
+static SSL_CTX *client_ctx(const char *ca_file, const char *ca_path, bool insecure,
+                           SlError *err) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
   if (ctx == NULL) {
     sl_err_set(err, "internal", "TLS: %s", ssl_reason("cannot create a context"));
@@ -91,8 +116,46 @@ SlTls *sl_tls_client(const char *host, const char *ca_file, const char *ca_path,
   }
   static const unsigned char alpn[] = "\x08http/1.1";
   SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
-  SlTls *t = tls_new(ctx, false, err);
-  SSL_CTX_free(ctx);                       /* the SSL holds its own reference */
+  return ctx;
+}
+
+/* The host's context for these options, loaded on first use (NULL: err says why). */
+static SSL_CTX *cached_ctx(SlHost *h, const char *ca_file, const char *ca_path, bool insecure,
+                           SlError *err) {
+  CtxCache *c = sl_host_hook_data(h, tls_teardown);
+  if (c == NULL) {
+    if ((c = calloc(1, sizeof(*c))) == NULL || !sl_host_on_close(h, tls_teardown, c)) {
+      free(c);
+      sl_err_set(err, "internal", "out of memory");
+      return NULL;
+    }
+  }
+  char key[PATH_MAX * 2 + 8];
+  snprintf(key, sizeof(key), "%d|%s%s|%s%s", insecure, ca_file != NULL ? "+" : "-",
+           ca_file != NULL ? ca_file : "", ca_path != NULL ? "+" : "-",
+           ca_path != NULL ? ca_path : "");
+  for (int i = 0; i < c->n; i++)
+    if (strcmp(c->key[i], key) == 0) return c->ctx[i];
+  SSL_CTX *ctx = client_ctx(ca_file, ca_path, insecure, err);
+  if (ctx == NULL) return NULL;
+  char *k = strdup(key);
+  if (k == NULL) {
+    SSL_CTX_free(ctx);
+    sl_err_set(err, "internal", "out of memory");
+    return NULL;
+  }
+  if (c->n == CTX_CACHE) cache_drop(c, 0);
+  c->ctx[c->n] = ctx;
+  c->key[c->n++] = k;
+  return ctx;
+}
+
+SlTls *sl_tls_client(SlHost *h, const char *host, const char *ca_file, const char *ca_path,
+                     bool insecure, SlError *err) {
+  ERR_clear_error();
+  SSL_CTX *ctx = cached_ctx(h, ca_file, ca_path, insecure, err);
+  if (ctx == NULL) return NULL;
+  SlTls *t = tls_new(ctx, false, err);     /* the SSL holds its own reference on ctx */
   if (t == NULL) return NULL;
   snprintf(t->peer, sizeof(t->peer), "%s", host);
   bool ip = is_ip(host);

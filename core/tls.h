@@ -15,9 +15,11 @@ enum { SL_TLS_OK, SL_TLS_EOF, SL_TLS_FAIL };
 
 /* A client for host (SNI unless an IP literal; the certificate must name it). Verification
  * is against ca_file / ca_path when given, else the system store; insecure skips it (an
- * explicit opt-in only). The ClientHello is pending on return. NULL: err says why. */
-SlTls *sl_tls_client(const char *host, const char *ca_file, const char *ca_path, bool insecure,
-                     SlError *err);
+ * explicit opt-in only). The contexts (the loaded CA certificates: ~50 ms for the system
+ * store) are kept per SlHost, CTX_CACHE of them. The ClientHello is pending on return. NULL:
+ * err says why. */
+SlTls *sl_tls_client(SlHost *h, const char *host, const char *ca_file, const char *ca_path,
+                     bool insecure, SlError *err);
 /* A server's certificate chain and key (PEM files); shared by its connections. */
 SlTlsCtx *sl_tls_server_ctx(const char *cert, const char *key, SlError *err);
 void sl_tls_ctx_free(SlTlsCtx *c);         /* connections made from it keep it alive */
