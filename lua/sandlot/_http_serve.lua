@@ -211,8 +211,8 @@ function M.serve(opts)
   srv.port = c:port()
   local host = opts.host or "127.0.0.1"
   srv.host = host
-  srv.url = ((tls and "https" or "http") .. "://%s:%d"):format(host:find(":", 1, true) and "[" .. host .. "]" or host,
-                                    srv.port)
+  srv.url = ("%s://%s:%d"):format(tls and "https" or "http",
+                                  host:find(":", 1, true) and "[" .. host .. "]" or host, srv.port)
   return srv
 end
 
