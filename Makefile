@@ -23,7 +23,8 @@ SL_CFLAGS = -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -fPIC -fvisibility=hidden $
             -DSANDLOT_LUADIR='"$(LMODDIR)"' -DSANDLOT_MODDIR='"$(LIBDIR)/sandlot"' \
             $(shell pkg-config --cflags $(PKGS))
 LIBS      = $(shell pkg-config --libs lua5.4 libuv libedit zlib sqlite3 msgpack) -lutil
-MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 zlib sqlite3 msgpack) -lhttp_parser -lutil
+MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 openssl zlib sqlite3 msgpack) \
+            -lhttp_parser -lutil
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
@@ -32,7 +33,7 @@ CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite co
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o \
-            $(B)/http_serve.o $(B)/http_request.o
+            $(B)/http_serve.o $(B)/http_request.o $(B)/http_stream.o $(B)/tls.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o)
 SSH_OBJ   = $(SSH:%=$(B)/%.o)
 LIB_OBJ   = $(CORE_OBJ) $(HTTP_OBJ) $(SSH_OBJ) $(B)/net.o
@@ -41,7 +42,7 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
-            libcurl4-openssl-dev libssh2-1-dev libhttp-parser-dev libsqlite3-dev libmsgpack-dev zlib1g-dev \
+            libcurl4-openssl-dev libssl-dev openssl libssh2-1-dev libhttp-parser-dev libsqlite3-dev libmsgpack-dev zlib1g-dev \
             lua-cjson lua-busted bubblewrap docker.io openssh-server busybox-static clang \
             libclang-rt-14-dev luarocks lua-check cppcheck curl
 BUSTED    = /usr/bin/busted
@@ -87,7 +88,8 @@ $(B)/sandlot-peer: $(PEER_OBJ)
 
 $(B)/lib/sandlot/http.so: $(HTTP_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
-	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl libuv) -lhttp_parser
+	$(CC) -shared $(SAN) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libcurl openssl libuv) \
+	  -lhttp_parser
 
 $(B)/lib/sandlot/ssh.so: $(SSH_OBJ) $(B)/module.o
 	@mkdir -p $(@D)
@@ -100,7 +102,8 @@ $(B)/libsandlot.a: $(LIB_OBJ)
 $(B)/libsandlot.so: $(LIB_OBJ) core/exports.map
 	$(CC) -shared $(SAN) $(LDFLAGS) -Wl,-soname,libsandlot.so.0 \
 	  -Wl,--version-script=core/exports.map -o $@ $(LIB_OBJ) \
-	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) -lhttp_parser -lutil
+	  $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 openssl zlib sqlite3 msgpack) \
+	  -lhttp_parser -lutil
 
 # the Lua C module for a stock lua5.4: no -llua, the interpreter provides Lua
 $(B)/sandlot.so: $(LIB_OBJ) core/exports.map
@@ -183,7 +186,7 @@ fuzz: deps
 	  $(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -g -O1 $(WARN) $(FUZZ_SAN) \
 	    -DFUZZ_MODULE="\"$$mod\"" -DFUZZ_FUNCTION="\"$$fn\"" -DFUZZ_ROOT="\"$(CURDIR)\"" \
 	    $(shell pkg-config --cflags lua5.4) -o $(FB)/fuzz-$$name fuzz/lua_target.c \
-	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 zlib sqlite3 msgpack) \
+	    $(FB)/libsandlot.a $(shell pkg-config --libs lua5.4 libuv libcurl libssh2 openssl zlib sqlite3 msgpack) \
 	    -lhttp_parser || exit 1; \
 	  mkdir -p $(FB)/corpus/$$name; \
 	  echo "fuzz: $$name ($$mod.$$fn) for $(FUZZ_SECONDS)s"; \

@@ -1,8 +1,9 @@
 /* http.h: what the files of sandlot.core.http share: the per-host multi handle, a transfer
  * (Xfer) and the functions that run it. http_multi.c drives libcurl's multi_socket interface
  * on the host's libuv loop and turns curl's news into wake-ups; http.c is the Lua face (options,
- * request handles); http_upgrade.c is the raw upgraded stream (sandlot.http.upgrade); http_serve.c is the
- * HTTP/1.1 server (sandlot.http.serve) and http_request.c its request parser. */
+ * request handles); http_upgrade.c and http_stream.c are the raw upgraded stream
+ * (sandlot.http.upgrade, http_upgrade.h); http_serve.c is the HTTP/1.1 server
+ * (sandlot.http.serve) and http_request.c its request parser; tls.c is TLS for the last two. */
 #ifndef SANDLOT_HTTP_H
 #define SANDLOT_HTTP_H
 

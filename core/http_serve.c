@@ -7,7 +7,9 @@
  * and what came after it waits (pipelining), so a connection holds at most one request head
  * (max_head), one body (max_body) and one read. Answers the core gives itself (400, 413, 431)
  * end the connection gracefully: shutdown, then read and drop what the client still sends for
- * LINGER_MS, so the client sees the answer rather than a reset.
+ * LINGER_MS, so the client sees the answer rather than a reset. With tls = {cert, key} every
+ * connection speaks TLS (tls.c): what is read is decrypted before anything above sees it, what
+ * is written is encrypted, and a client that never finishes its handshake meets idle_timeout.
  *
  *   READ --complete--> HANDLE --finish(keep)--> READ      idle_timeout in READ: closed
  *     \--bad request--> LINGER <--finish(no keep)-/        a write waiting idle_timeout: closed
@@ -19,6 +21,7 @@
 
 #include "http.h"
 #include "http_request.h"
+#include "tls.h"
 
 #define SRV_MT "sandlot.http.server"
 #define CONN_MT "sandlot.http.conn"
@@ -35,6 +38,7 @@ struct Server {
   SlHost *host;
   uv_tcp_t tcp;
   SrvBox *box;
+  SlTlsCtx *tls;                           /* https: every connection's certificate */
   int live;                                /* the listener and every conn not yet freed */
   bool released;
   int dispatch_ref;                        /* registry: the Lua dispatcher */
@@ -60,6 +64,7 @@ struct Conn {
   uv_timer_t rtimer;                       /* raw mode: a read()'s timeout */
   uv_shutdown_t sreq;
   SlHost *host;
+  SlTls *tls;
   int live;                                /* handles, writes and the shutdown in flight */
   bool killed, reading, pend_due;
   bool raw;                                /* upgraded: read() takes the bytes (WebSocket) */
@@ -76,12 +81,15 @@ struct Conn {
 /* ---------------------------------------------------------------- lifetime */
 
 static void server_maybe_free(Server *s) {
-  if (s->released && s->live == 0) free(s);
+  if (!s->released || s->live > 0) return;
+  sl_tls_ctx_free(s->tls);
+  free(s);
 }
 
 static void conn_maybe_free(Conn *c) {
   if (!c->killed || c->live > 0) return;
   sl_req_free(&c->req);
+  sl_tls_free(c->tls);
   free(c->pend);
   free(c);
 }
@@ -179,13 +187,22 @@ static void on_write(uv_write_t *req, int status) {
   conn_maybe_free(c);
 }
 
-/* Queues a copy of data; NULL when it could not be queued. */
+/* Queues a copy of data (encrypted with TLS; data NULL: only what TLS has waiting); NULL when
+ * it could not be queued, or there was nothing to send. */
 static CWrite *conn_send(Conn *c, const char *data, size_t len) {
+  if (c->tls != NULL) {
+    SlError e;
+    if (data != NULL && (!sl_tls_ready(c->tls) || !sl_tls_output(c->tls, data, len, &e)))
+      return NULL;
+    len = sl_tls_pending(c->tls);
+    if (len == 0) return NULL;
+  }
   CWrite *w = malloc(sizeof(*w) + len);
   if (w == NULL) return NULL;
   w->c = c;
   w->waited = false;
-  memcpy(w->data, data, len);
+  if (c->tls != NULL) len = sl_tls_take(c->tls, w->data, len);
+  else memcpy(w->data, data, len);
   uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
   if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
     free(w);
@@ -209,6 +226,10 @@ static void on_timer(uv_timer_t *t);
 static void conn_end(Conn *c) {
   if (c->killed || c->state == C_LINGER) return;
   c->state = C_LINGER;
+  if (c->tls != NULL) {
+    sl_tls_close_notify(c->tls);
+    conn_send(c, NULL, 0);
+  }
   c->sreq.data = c;
   if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
     conn_kill(c, "unavailable", "the connection is closed");
@@ -309,22 +330,46 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(c->host->readbuf);
 }
 
+static void conn_eof(Conn *c, bool clean) {
+  if (c->raw && clean) wake_reader(c, NULL, 0, NULL, NULL);
+  conn_kill(c, "unavailable", "the client closed the connection");
+}
+
+/* n bytes from the client (plaintext) */
+static void conn_bytes(Conn *c, const char *data, size_t n) {
+  if (c->raw && c->state == C_HANDLE) {
+    wake_reader(c, data, n, NULL, NULL);
+    return;
+  }
+  if (c->state != C_READ) return;
+  uv_timer_start(&c->timer, on_timer, c->s->idle_ms, 0);
+  feed(c, data, n);
+}
+
+/* ciphertext: the handshake's answers go out, the plaintext up; a failed handshake ends the
+ * connection after its alert */
+static void tls_read(Conn *c, const char *data, size_t n) {
+  const char *plain;
+  size_t len;
+  SlError e;
+  int rc = sl_tls_input(c->tls, data, n, &plain, &len, &e);
+  conn_send(c, NULL, 0);
+  if (rc == SL_TLS_FAIL) {
+    wake_reader(c, NULL, 0, e.code, e.message);
+    conn_end(c);
+    return;
+  }
+  if (len > 0) conn_bytes(c, plain, len);
+  if (rc == SL_TLS_EOF && !c->killed) conn_eof(c, true);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
   Conn *c = stream->data;
   if (n == 0 || c->killed) return;
-  if (n < 0) {
-    if (c->raw && n == UV_EOF) wake_reader(c, NULL, 0, NULL, NULL);
-    conn_kill(c, "unavailable", "the client closed the connection");
-    return;
-  }
-  if (c->raw && c->state == C_HANDLE) {
-    wake_reader(c, buf->base, (size_t)n, NULL, NULL);
-    return;
-  }
-  if (c->state == C_LINGER) return;          /* dropped: the answer is on its way */
-  if (c->state != C_READ) return;
-  uv_timer_start(&c->timer, on_timer, c->s->idle_ms, 0);
-  feed(c, buf->base, (size_t)n);
+  if (n < 0) conn_eof(c, n == UV_EOF);
+  else if (c->state == C_LINGER) return;     /* dropped: the answer is on its way */
+  else if (c->tls != NULL) tls_read(c, buf->base, (size_t)n);
+  else conn_bytes(c, buf->base, (size_t)n);
 }
 
 static void set_reading(Conn *c, bool on) {
@@ -387,6 +432,11 @@ static void on_connection(uv_stream_t *listener, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  SlError e;
+  if (s->tls != NULL && (c->tls = sl_tls_server(s->tls, &e)) == NULL) {
+    conn_kill(c, e.code, e.message);
+    return;
+  }
   sl_req_init(&c->req, s->max_head, s->max_body);
   c->req.on_continue = send_continue;
   c->req.ud = c;
@@ -425,7 +475,7 @@ static int conn_write(lua_State *L) {
     return 1;
   }
   uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  int n = c->tls != NULL ? UV_EAGAIN : uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
   if (n == (int)len) {
     lua_pushboolean(L, 1);
     return 1;
@@ -606,7 +656,7 @@ static lua_Integer opt_int(lua_State *L, const char *field, lua_Integer dflt, lu
 }
 
 /* http.serve({host = ip, port = n, max_head = bytes, max_body = bytes, idle_timeout = s,
- * max_conns = n}, dispatch) -> server | nil, err. dispatch(conn, req) runs in a task per
+ * max_conns = n, tls_cert = path, tls_key = path}, dispatch) -> server | nil, err. dispatch(conn, req) runs in a task per
  * request, req = {method, path, query, headers, body, keep_alive, http_version}. */
 int sl_http_serve(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -624,6 +674,11 @@ int sl_http_serve(lua_State *L) {
   double idle = luaL_optnumber(L, -1, 30);
   lua_pop(L, 1);
   luaL_argcheck(L, idle > 0, 1, "idle_timeout must be > 0");
+  lua_getfield(L, 1, "tls_cert");
+  lua_getfield(L, 1, "tls_key");
+  const char *cert = luaL_optstring(L, -2, NULL), *key = luaL_optstring(L, -1, NULL);
+  lua_pop(L, 2);
+  luaL_argcheck(L, (cert == NULL) == (key == NULL), 1, "give tls_cert and tls_key together");
   if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
   struct sockaddr_storage addr;
   if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&addr) != 0 &&
@@ -633,9 +688,16 @@ int sl_http_serve(lua_State *L) {
   SrvBox *box = lua_newuserdatauv(L, sizeof(*box), 0);      /* [opts, fn, box] */
   box->s = NULL;
   luaL_setmetatable(L, SRV_MT);
+  SlError e;
+  SlTlsCtx *tls = cert != NULL ? sl_tls_server_ctx(cert, key, &e) : NULL;
+  if (cert != NULL && tls == NULL) return sl_push_error(L, &e);
   Server *s = calloc(1, sizeof(*s));
-  if (s == NULL) return sl_fail(L, "internal", "out of memory");
+  if (s == NULL) {
+    sl_tls_ctx_free(tls);
+    return sl_fail(L, "internal", "out of memory");
+  }
   s->host = h;
+  s->tls = tls;
   s->max_head = (size_t)max_head;
   s->max_body = (size_t)max_body;
   s->max_conns = (int)max_conns;

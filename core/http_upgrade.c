@@ -4,75 +4,29 @@
  *
  * libcurl is not used here: CONNECT_ONLY would only connect, leaving the request writer and
  * the head parser to us anyway, and its socket would have to leave curl's multi. So this is a
- * plain uv_tcp (after uv_getaddrinfo) or uv_pipe (unix socket) connection: the request bytes
- * (built by sandlot.http) are written once, the response head is parsed by http_head.c within
- * max_head bytes, and what follows is queued for s:read() between water marks (outbuf.h).
+ * plain uv_tcp (after uv_getaddrinfo) or uv_pipe (unix socket) connection, with TLS over it
+ * for https (tls.c; the handshake counts against connect_timeout): the request bytes (built by
+ * sandlot.http) are written once, the response head is parsed by http_head.c within max_head
+ * bytes, and what follows is queued for s:read() between water marks (outbuf.h).
  *
- *   CONNECT --connected--> HEAD --101 / raw-stream 200--> OPEN --close--> (freed after the
- *      \--fail/timeout--> FAILED <--EOF, bad head--/  |             close callbacks)
- *                            ^--REFUSED <--other answer-/  (reads a little of its body first)
+ *   CONNECT --connected--> [TLS --handshake-->] HEAD --101 / raw-stream 200--> OPEN --close-->
+ *      \--fail/timeout--> FAILED <--EOF, bad head, bad certificate--/  |      (freed after the
+ *                            ^--REFUSED <--other answer-----------------/       close callbacks)
  *
- * An Up is owned by C until its last handle's close callback; the Lua box only points to it. */
+ * The stream's Lua methods and its write path are http_stream.c. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
-#include "http_head.h"
-
-#define UP_MT "sandlot.http.stream"
-#define READ_MAX_DEFAULT 65536
-#define BODY_EXCERPT 1024                /* bytes of a refusal's body kept in the error */
-
-enum { UP_CONNECT, UP_HEAD, UP_REFUSED, UP_OPEN, UP_FAILED };
-
-typedef struct Up Up;
-typedef struct { Up *u; } UpBox;
-
-typedef struct {
-  uv_write_t req;
-  Up *u;
-  bool waited;                             /* u->writer waits for it */
-  char data[];
-} UpWrite;
-
-struct Up {
-  SlHost *host;
-  UpBox *box;                              /* NULL once the Lua side let go */
-  union { uv_tcp_t tcp; uv_pipe_t pipe; uv_stream_t stream; uv_handle_t handle; } conn;
-  uv_timer_t rtimer, wtimer;               /* connect and head, then read(); write() */
-  uv_getaddrinfo_t gai;
-  uv_connect_t creq;
-  uv_shutdown_t sreq;
-  int stage;
-  int live;                                /* handles and requests whose callbacks are due */
-  bool conn_open, resolving, released, reading, rx_paused, eof, shut, write_failed;
-  char *req;                               /* the request, written once connected */
-  size_t req_len;
-  char *head;                              /* the response head (and what came with it) */
-  size_t head_len, head_max;
-  SlHttpHead parsed;
-  SlQueue q;
-  size_t q_off;                            /* bytes of q.head already read */
-  SlTask *opener, *reader, *writer;
-  UpWrite *wcur;                           /* the write u->writer waits for */
-  size_t read_max;
-  uint64_t connect_ms, head_ms, io_ms;
-  uint64_t read_ms;                        /* the waiting read()'s timeout */
-  SlError err;                             /* stage FAILED, or the stream broke */
-  bool failed;
-  int status;                              /* a refusal's status, for the error */
-  size_t want;                             /* REFUSED: bytes of its body to wait for */
-  char *excerpt;
-  size_t excerpt_len;
-};
+#include "http_upgrade.h"
 
 /* ---------------------------------------------------------------- lifetime */
 
-static void up_maybe_free(Up *u) {
+void sl_upgrade_maybe_free(Up *u) {
   if (!u->released || u->live > 0) return;
   sl_queue_clear(&u->q);
+  sl_tls_free(u->tls);
   free(u->req);
   free(u->head);
   free(u->excerpt);
@@ -83,7 +37,7 @@ static void on_closed(uv_handle_t *handle) {
   Up *u = handle->data;
   u->live--;
   sl_host_handle_done(u->host);
-  up_maybe_free(u);
+  sl_upgrade_maybe_free(u);
 }
 
 static void up_init_timer(Up *u, uv_timer_t *t) {
@@ -102,23 +56,9 @@ static void close_conn(Up *u) {
 
 /* ---------------------------------------------------------------- wake-ups */
 
-static void push_err(lua_State *L, const Up *u, const SlError *e) {
-  luaL_checkstack(L, 4, NULL);
-  lua_pushnil(L);
-  sl_new_error(L, e->code, e->message);
-  if (u->status > 0) {
-    lua_pushinteger(L, u->status);
-    lua_setfield(L, -2, "status");
-    lua_pushlstring(L, u->excerpt != NULL ? u->excerpt : "", u->excerpt_len);
-    lua_setfield(L, -2, "body");
-  }
-}
 
 /* Fails the opening: the opener gets nil, err; the connection is closed. */
-static void open_fail(Up *u, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void open_fail(Up *u, const char *code, const char *fmt, ...) {
+void sl_upgrade_fail(Up *u, const char *code, const char *fmt, ...) {
   u->stage = UP_FAILED;
   u->failed = true;
   va_list ap;
@@ -132,30 +72,10 @@ static void open_fail(Up *u, const char *code, const char *fmt, ...) {
   SlTask *t = u->opener;
   if (t == NULL) return;
   u->opener = NULL;
-  push_err(t->co, u, &u->err);
+  sl_upgrade_push_err(t->co, u, &u->err);
   sl_wake(t, 2);
 }
 
-/* Pushes up to max bytes from the queue as one string. q.bytes counts what the queued chunks
- * hold in memory (the water marks), q_off what of the first one was already read. */
-static void push_queued(lua_State *L, Up *u, size_t max) {
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  size_t got = 0;
-  while (u->q.head != NULL && got < max) {
-    SlChunk *c = u->q.head;
-    size_t k = c->len - u->q_off;
-    if (k > max - got) k = max - got;
-    luaL_addlstring(&b, c->data + u->q_off, k);
-    got += k;
-    u->q_off += k;
-    if (u->q_off == c->len) {
-      free(sl_queue_pop(&u->q));
-      u->q_off = 0;
-    }
-  }
-  luaL_pushresult(&b);
-}
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
@@ -166,40 +86,13 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
 
-static void set_reading(Up *u, bool on) {
+void sl_upgrade_set_reading(Up *u, bool on) {
   if (!u->conn_open || u->eof || u->reading == on) return;
   u->reading = on;
   if (on) uv_read_start(&u->conn.stream, on_alloc, on_read);
   else uv_read_stop(&u->conn.stream);
 }
 
-/* Answers a waiting reader if there is news: data, the end, or a failure (after the data). */
-static void notify_reader(Up *u) {
-  SlTask *t = u->reader;
-  if (t == NULL) return;
-  lua_State *L = t->co;
-  luaL_checkstack(L, 4, NULL);
-  int n;
-  if (u->q.head != NULL) {
-    push_queued(L, u, u->read_max);
-    n = 1;
-  } else if (u->failed) {
-    push_err(L, u, &u->err);
-    n = 2;
-  } else if (u->eof) {
-    lua_pushnil(L);
-    n = 1;
-  } else {
-    return;
-  }
-  u->reader = NULL;
-  uv_timer_stop(&u->rtimer);
-  if (u->rx_paused && sl_queue_drained(&u->q)) {
-    u->rx_paused = false;
-    set_reading(u, true);
-  }
-  sl_wake(t, n);
-}
 
 /* ---------------------------------------------------------------- the response head */
 
@@ -225,7 +118,7 @@ static void refusal_done(Up *u) {
   u->excerpt = malloc(after + 1);
   u->excerpt_len = u->excerpt != NULL ? after : 0;
   if (u->excerpt != NULL) memcpy(u->excerpt, u->head + h->length, after);
-  open_fail(u, "bad_response", "the server answered %d instead of switching protocols",
+  sl_upgrade_fail(u, "bad_response", "the server answered %d instead of switching protocols",
             h->status);
 }
 
@@ -258,7 +151,7 @@ static void head_bytes(Up *u, const char *data, size_t n) {
     int rc = sl_http_head_parse(u->head, u->head_len, u->head_max, h, &why);
     if (rc == SL_HEAD_MORE) return;        /* the buffer has room, so n == 0 */
     if (rc == SL_HEAD_BAD) {
-      open_fail(u, "bad_response", "malformed response head: %s", why);
+      sl_upgrade_fail(u, "bad_response", "malformed response head: %s", why);
       return;
     }
     if (h->status >= 100 && h->status < 200 && h->status != 101) {   /* interim: skip it */
@@ -278,7 +171,7 @@ static void head_bytes(Up *u, const char *data, size_t n) {
     }
     if ((after > 0 && !sl_queue_push(&u->q, 0, u->head + h->length, after)) ||
         (n > 0 && !sl_queue_push(&u->q, 0, data, n))) {
-      open_fail(u, "internal", "out of memory");
+      sl_upgrade_fail(u, "internal", "out of memory");
       return;
     }
     u->head_len = h->length;               /* the head stays for s:head() */
@@ -288,7 +181,7 @@ static void head_bytes(Up *u, const char *data, size_t n) {
     uv_timer_stop(&u->rtimer);
     if (sl_queue_full(&u->q)) {
       u->rx_paused = true;
-      set_reading(u, false);
+      sl_upgrade_set_reading(u, false);
     }
     SlTask *t = u->opener;
     u->opener = NULL;
@@ -300,76 +193,123 @@ static void head_bytes(Up *u, const char *data, size_t n) {
   }
 }
 
-static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
-  Up *u = stream->data;
-  if (n == 0) return;
-  if (n < 0) {
-    set_reading(u, false);
-    u->eof = true;
-    if (u->stage == UP_REFUSED) {
-      refusal_done(u);
-      return;
-    }
-    if (u->stage == UP_HEAD) {
-      if (n == UV_EOF)
-        open_fail(u, "bad_response", "the server closed the connection within the response "
-                  "head (%zu bytes)", u->head_len);
-      else
-        open_fail(u, "unavailable", "reading the response head: %s", uv_strerror((int)n));
-      return;
-    }
-    if (n != UV_EOF && !u->failed) {
-      u->failed = true;
-      sl_err_set(&u->err, "unavailable", "the stream broke: %s", uv_strerror((int)n));
-    }
-    notify_reader(u);
+/* The connection ended (n: UV_EOF or an error). */
+static void up_end(Up *u, ssize_t n) {
+  sl_upgrade_set_reading(u, false);
+  u->eof = true;
+  if (u->stage == UP_REFUSED) {
+    refusal_done(u);
+    return;
+  }
+  if (u->stage == UP_TLS) {
+    sl_upgrade_fail(u, "unavailable", "the server closed the connection within the TLS handshake%s%s",
+              n == UV_EOF ? "" : ": ", n == UV_EOF ? "" : uv_strerror((int)n));
     return;
   }
   if (u->stage == UP_HEAD) {
-    head_bytes(u, buf->base, (size_t)n);
+    if (n == UV_EOF)
+      sl_upgrade_fail(u, "bad_response", "the server closed the connection within the response "
+                "head (%zu bytes)", u->head_len);
+    else
+      sl_upgrade_fail(u, "unavailable", "reading the response head: %s", uv_strerror((int)n));
+    return;
+  }
+  if (n != UV_EOF && !u->failed) {
+    u->failed = true;
+    sl_err_set(&u->err, "unavailable", "the stream broke: %s", uv_strerror((int)n));
+  }
+  sl_upgrade_notify_reader(u);
+}
+
+/* n bytes of the answer (plaintext) */
+static void up_bytes(Up *u, const char *data, size_t n) {
+  if (u->stage == UP_HEAD) {
+    head_bytes(u, data, n);
     return;
   }
   if (u->stage == UP_REFUSED) {
-    size_t room = u->head_max - u->head_len, take = (size_t)n < room ? (size_t)n : room;
-    memcpy(u->head + u->head_len, buf->base, take);
+    size_t room = u->head_max - u->head_len, take = n < room ? n : room;
+    memcpy(u->head + u->head_len, data, take);
     u->head_len += take;
     if (u->head_len - u->parsed.length >= u->want) refusal_done(u);
     return;
   }
   if (u->stage != UP_OPEN) return;
-  if (!sl_queue_push(&u->q, 0, buf->base, (size_t)n)) {
+  if (!sl_queue_push(&u->q, 0, data, n)) {
     u->failed = true;
     sl_err_set(&u->err, "internal", "out of memory");
   } else if (sl_queue_full(&u->q)) {
     u->rx_paused = true;
-    set_reading(u, false);
+    sl_upgrade_set_reading(u, false);
   }
-  notify_reader(u);
+  sl_upgrade_notify_reader(u);
+}
+
+
+/* Writes the request (once connected, and after the TLS handshake); the head's clock starts. */
+static bool send_request(Up *u) {
+  int rc;
+  u->stage = UP_HEAD;
+  if (sl_upgrade_send(u, u->req, u->req_len, &rc) == NULL) {
+    sl_upgrade_fail(u, "unavailable", "sending the request: %s", uv_strerror(rc));
+    return false;
+  }
+  if (u->head_ms > 0) uv_timer_start(&u->rtimer, sl_upgrade_on_rtimer, u->head_ms, 0);
+  else uv_timer_stop(&u->rtimer);
+  return true;
+}
+
+/* Ciphertext from the network: what TLS must answer goes out, the request once the handshake
+ * is done, then the plaintext goes where plain bytes would. */
+static void tls_read(Up *u, const char *data, size_t n) {
+  const char *plain;
+  size_t len;
+  SlError e;
+  int rc = sl_tls_input(u->tls, data, n, &plain, &len, &e);
+  if (rc == SL_TLS_FAIL) {
+    if (u->stage == UP_REFUSED) {
+      refusal_done(u);
+    } else if (u->stage < UP_OPEN) {
+      sl_upgrade_fail(u, e.code, "%s", e.message);
+    } else if (!u->failed) {
+      u->failed = true;
+      u->err = e;
+      sl_upgrade_set_reading(u, false);
+      sl_upgrade_notify_reader(u);
+    }
+    return;
+  }
+  sl_upgrade_flush(u);
+  if (u->stage == UP_TLS && sl_tls_ready(u->tls) && !send_request(u)) return;
+  if (len > 0) up_bytes(u, plain, len);
+  if (rc == SL_TLS_EOF && !u->eof) up_end(u, UV_EOF);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
+  Up *u = stream->data;
+  if (n == 0) return;
+  if (n < 0) up_end(u, n);
+  else if (u->tls != NULL) tls_read(u, buf->base, (size_t)n);
+  else up_bytes(u, buf->base, (size_t)n);
 }
 
 /* ---------------------------------------------------------------- connecting */
 
-static void on_head_written(uv_write_t *req, int status) {
-  Up *u = req->data;
-  free(req);
-  u->live--;
-  if (status < 0 && u->stage == UP_HEAD)
-    open_fail(u, "unavailable", "sending the request: %s", uv_strerror(status));
-  up_maybe_free(u);
-}
-
-static void on_rtimer(uv_timer_t *timer) {
+void sl_upgrade_on_rtimer(uv_timer_t *timer) {
   Up *u = timer->data;
   char s[32];
   if (u->stage == UP_REFUSED) {
     refusal_done(u);
     return;
   }
-  if (u->stage == UP_CONNECT || u->stage == UP_HEAD) {
+  if (u->stage <= UP_HEAD) {
     if (u->stage == UP_CONNECT)
-      open_fail(u, "timeout", "no connection within %.3gs", (double)u->connect_ms / 1e3);
+      sl_upgrade_fail(u, "timeout", "no connection within %.3gs", (double)u->connect_ms / 1e3);
+    else if (u->stage == UP_TLS)
+      sl_upgrade_fail(u, "timeout", "no TLS handshake within %.3gs (connect_timeout)",
+                (double)u->connect_ms / 1e3);
     else
-      open_fail(u, "timeout", "no response head within %.3gs", (double)u->head_ms / 1e3);
+      sl_upgrade_fail(u, "timeout", "no response head within %.3gs", (double)u->head_ms / 1e3);
     return;
   }
   SlTask *t = u->reader;                   /* OPEN: read() waited io_timeout for nothing */
@@ -378,7 +318,7 @@ static void on_rtimer(uv_timer_t *timer) {
   snprintf(s, sizeof(s), "%.3gs", (double)u->read_ms / 1e3);
   SlError e;
   sl_err_set(&e, "timeout", "no data within %s", s);
-  push_err(t->co, u, &e);
+  sl_upgrade_push_err(t->co, u, &e);
   sl_wake(t, 2);
 }
 
@@ -386,31 +326,20 @@ static void on_connect(uv_connect_t *req, int status) {
   Up *u = req->data;
   u->live--;
   if (u->stage != UP_CONNECT || u->released) {
-    up_maybe_free(u);
+    sl_upgrade_maybe_free(u);
     return;
   }
   if (status < 0) {
-    open_fail(u, "unavailable", "connect: %s", uv_strerror(status));
+    sl_upgrade_fail(u, "unavailable", "connect: %s", uv_strerror(status));
     return;
   }
-  u->stage = UP_HEAD;
-  uv_write_t *w = malloc(sizeof(*w));
-  if (w == NULL) {
-    open_fail(u, "internal", "out of memory");
+  if (u->tls != NULL) {                    /* connect_timeout's clock runs on */
+    u->stage = UP_TLS;
+    sl_upgrade_flush(u);                           /* the ClientHello */
+  } else if (!send_request(u)) {
     return;
   }
-  w->data = u;
-  uv_buf_t b = uv_buf_init(u->req, (unsigned)u->req_len);
-  int rc = uv_write(w, &u->conn.stream, &b, 1, on_head_written);
-  if (rc != 0) {
-    free(w);
-    open_fail(u, "unavailable", "sending the request: %s", uv_strerror(rc));
-    return;
-  }
-  u->live++;
-  set_reading(u, true);
-  if (u->head_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, u->head_ms, 0);
-  else uv_timer_stop(&u->rtimer);
+  sl_upgrade_set_reading(u, true);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -420,11 +349,11 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   sl_host_handle_done(u->host);
   if (u->released || u->stage != UP_CONNECT) {
     uv_freeaddrinfo(res);
-    up_maybe_free(u);
+    sl_upgrade_maybe_free(u);
     return;
   }
   if (status < 0) {
-    open_fail(u, "unavailable", "resolve: %s", uv_strerror(status));
+    sl_upgrade_fail(u, "unavailable", "resolve: %s", uv_strerror(status));
     uv_freeaddrinfo(res);
     return;
   }
@@ -442,17 +371,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   u->creq.data = u;
   int rc = uv_tcp_connect(&u->creq, &u->conn.tcp, pick->ai_addr, on_connect);
   uv_freeaddrinfo(res);
-  if (rc != 0) open_fail(u, "unavailable", "connect: %s", uv_strerror(rc));
+  if (rc != 0) sl_upgrade_fail(u, "unavailable", "connect: %s", uv_strerror(rc));
   else u->live++;
 }
 
 /* ---------------------------------------------------------------- Lua API */
 
-static Up *up_check(lua_State *L, int idx) {
-  UpBox *box = luaL_checkudata(L, idx, UP_MT);
-  if (box->u == NULL) luaL_error(L, "attempt to use a closed sandlot.http.stream");
-  return box->u;
-}
 
 static uint64_t opt_ms(lua_State *L, int opts, const char *field, double dflt) {
   lua_getfield(L, opts, field);
@@ -463,7 +387,7 @@ static uint64_t opt_ms(lua_State *L, int opts, const char *field, double dflt) {
 }
 
 /* Lets the Lua side go: closes everything; waiting tasks are woken with `cancelled`. */
-static void up_release(Up *u, const char *why) {
+void sl_upgrade_release(Up *u, const char *why) {
   if (u->released) return;
   u->released = true;
   u->stage = UP_FAILED;
@@ -492,7 +416,7 @@ static void opener_cleanup(SlTask *t, void *data) {
   (void)t;
   Up *u = data;
   u->opener = NULL;
-  up_release(u, "the upgrade was cancelled");
+  sl_upgrade_release(u, "the upgrade was cancelled");
 }
 
 static int upgrade_k(lua_State *L, int status, lua_KContext box) {
@@ -506,7 +430,8 @@ static int upgrade_k(lua_State *L, int status, lua_KContext box) {
 
 /* http.upgrade{request = bytes, unix_socket = path | host = h, port = n, connect_timeout = s,
  * timeout = s (to the end of the head), io_timeout = s (each read or write; 0: none),
- * max_head = bytes} -> stream | nil, err   (err.status and err.body for a refusal) */
+ * max_head = bytes, tls = bool (https: TLS to host, verified against ca_file / ca_path or the
+ * system store unless insecure)} -> stream | nil, err   (err.status, err.body: a refusal) */
 int sl_http_upgrade(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -528,8 +453,24 @@ int sl_http_upgrade(lua_State *L) {
   luaL_argcheck(L, req_len > 0 && req_len < (64u << 20), 1, "request out of range");
   uint64_t connect_ms = opt_ms(L, 1, "connect_timeout", 10);
   uint64_t head_ms = opt_ms(L, 1, "timeout", 60), io_ms = opt_ms(L, 1, "io_timeout", 0);
+  SlTls *tls = NULL;
+  lua_getfield(L, 1, "tls");
+  if (lua_toboolean(L, -1)) {              /* [opts, tls, ca_file, ca_path, insecure] */
+    luaL_argcheck(L, host != NULL, 1, "tls needs host");
+    lua_getfield(L, 1, "ca_file");
+    lua_getfield(L, 1, "ca_path");
+    lua_getfield(L, 1, "insecure");
+    SlError e;
+    tls = sl_tls_client(sl_host(L), host, luaL_optstring(L, -3, NULL),
+                        luaL_optstring(L, -2, NULL), lua_toboolean(L, -1), &e);
+    if (tls == NULL) return sl_push_error(L, &e);
+  }
+  lua_settop(L, 1);
   SlTask sync, *t = sl_wait_begin(L, &sync);
-  if (t == NULL) return 2;
+  if (t == NULL) {
+    sl_tls_free(tls);
+    return 2;
+  }
   SlHost *hst = sl_host(L);
   UpBox *box = lua_newuserdatauv(L, sizeof(*box), 0);       /* [opts, box] */
   box->u = NULL;
@@ -537,6 +478,7 @@ int sl_http_upgrade(lua_State *L) {
   Up *u = calloc(1, sizeof(*u));
   char *copy = malloc(req_len), *head = malloc((size_t)max_head);
   if (u == NULL || copy == NULL || head == NULL) {
+    sl_tls_free(tls);
     free(u);
     free(copy);
     free(head);
@@ -544,6 +486,7 @@ int sl_http_upgrade(lua_State *L) {
   }
   memcpy(copy, req, req_len);
   u->host = hst;
+  u->tls = tls;
   u->box = box;
   box->u = u;
   u->req = copy;
@@ -557,7 +500,7 @@ int sl_http_upgrade(lua_State *L) {
   up_init_timer(u, &u->rtimer);
   up_init_timer(u, &u->wtimer);
   u->opener = t;
-  if (connect_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, connect_ms, 0);
+  if (connect_ms > 0) uv_timer_start(&u->rtimer, sl_upgrade_on_rtimer, connect_ms, 0);
   if (sock != NULL) {
     uv_pipe_init(hst->loop, &u->conn.pipe, 0);
     u->conn.handle.data = u;
@@ -577,7 +520,7 @@ int sl_http_upgrade(lua_State *L) {
       u->opener = NULL;
       SlError e;
       sl_err_set(&e, "unavailable", "resolve %s: %s", host, uv_strerror(rc));
-      up_release(u, "failed");
+      sl_upgrade_release(u, "failed");
       return sl_push_error(L, &e);
     }
     u->resolving = true;
@@ -586,214 +529,4 @@ int sl_http_upgrade(lua_State *L) {
   }
   sl_wait_set_cleanup(t, opener_cleanup, u);
   return sl_wait(L, t, (lua_KContext)lua_gettop(L), upgrade_k);
-}
-
-static void reader_cleanup(SlTask *t, void *data) {
-  (void)t;
-  Up *u = data;
-  u->reader = NULL;
-  uv_timer_stop(&u->rtimer);
-}
-
-static int results_k(lua_State *L, int status, lua_KContext base) {
-  (void)status;
-  return lua_gettop(L) - (int)base;
-}
-
-/* s:read([max [, timeout]]) -> data | nil at the end | nil, err   (max: bytes at most,
- * default 64 KiB; timeout: seconds this read may wait, default io_timeout) */
-static int up_read(lua_State *L) {
-  Up *u = up_check(L, 1);
-  lua_Integer max = luaL_optinteger(L, 2, READ_MAX_DEFAULT);
-  luaL_argcheck(L, max > 0, 2, "must be > 0");
-  lua_Number tmo = luaL_optnumber(L, 3, 0);
-  luaL_argcheck(L, tmo >= 0, 3, "must be >= 0");
-  lua_settop(L, 1);
-  if (u->reader != NULL) return luaL_error(L, "sandlot.http.stream: another task is reading");
-  if (u->q.head != NULL) {
-    push_queued(L, u, (size_t)max);
-    if (u->rx_paused && sl_queue_drained(&u->q)) {
-      u->rx_paused = false;
-      set_reading(u, true);
-    }
-    return 1;
-  }
-  if (u->failed) {
-    push_err(L, u, &u->err);
-    return 2;
-  }
-  if (u->eof) return 0;
-  SlTask sync, *t = sl_wait_begin(L, &sync);
-  if (t == NULL) return 2;
-  u->reader = t;
-  u->read_max = (size_t)max;
-  u->read_ms = tmo > 0 ? (uint64_t)(tmo * 1000 + 0.5) : u->io_ms;
-  if (u->read_ms == 0 && tmo > 0) u->read_ms = 1;
-  if (u->read_ms > 0) uv_timer_start(&u->rtimer, on_rtimer, u->read_ms, 0);
-  sl_wait_set_cleanup(t, reader_cleanup, u);
-  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
-}
-
-static void on_write(uv_write_t *req, int status) {
-  UpWrite *w = (UpWrite *)req;
-  Up *u = w->u;
-  u->live--;
-  bool waited = w->waited;
-  if (u->wcur == w) u->wcur = NULL;
-  free(w);
-  if (status < 0) u->write_failed = true;
-  SlTask *t = waited ? u->writer : NULL;
-  if (t != NULL) {
-    u->writer = NULL;
-    uv_timer_stop(&u->wtimer);
-    if (status == 0) {
-      lua_pushboolean(t->co, 1);
-      sl_wake(t, 1);
-    } else {
-      SlError e;
-      sl_err_set(&e, status == UV_ECANCELED ? "cancelled" : "unavailable", "write: %s",
-                 uv_strerror(status));
-      push_err(t->co, u, &e);
-      sl_wake(t, 2);
-    }
-  }
-  up_maybe_free(u);
-}
-
-static void on_wtimer(uv_timer_t *timer) {
-  Up *u = timer->data;
-  SlTask *t = u->writer;
-  if (t == NULL) return;
-  u->writer = NULL;
-  if (u->wcur != NULL) u->wcur->waited = false;   /* it completes on its own */
-  char s[32];
-  snprintf(s, sizeof(s), "%.3gs", (double)u->io_ms / 1e3);
-  SlError e;
-  sl_err_set(&e, "timeout", "the peer took no data within %s", s);
-  push_err(t->co, u, &e);
-  sl_wake(t, 2);
-}
-
-static void writer_cleanup(SlTask *t, void *data) {
-  (void)t;
-  Up *u = data;
-  u->writer = NULL;                        /* the write finishes (or fails) on its own */
-  if (u->wcur != NULL) u->wcur->waited = false;
-  uv_timer_stop(&u->wtimer);
-}
-
-/* s:write(data) -> true | nil, err   (waits until the kernel took the data) */
-static int up_write(lua_State *L) {
-  Up *u = up_check(L, 1);
-  size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
-  lua_settop(L, 2);
-  if (u->shut) return luaL_error(L, "sandlot.http.stream: write() after shutdown()");
-  if (u->writer != NULL) return luaL_error(L, "sandlot.http.stream: another task is writing");
-  if (!u->conn_open || u->write_failed)
-    return sl_fail(L, "unavailable", "the stream is closed for writing");
-  if (len == 0) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  SlTask sync, *t = sl_wait_begin(L, &sync);
-  if (t == NULL) return 2;
-  UpWrite *w = malloc(sizeof(*w) + len);
-  if (w == NULL) return sl_fail(L, "internal", "out of memory");
-  w->u = u;
-  w->waited = true;
-  memcpy(w->data, data, len);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-  int rc = uv_write(&w->req, &u->conn.stream, &b, 1, on_write);
-  if (rc != 0) {
-    free(w);
-    return sl_fail(L, "unavailable", "write: %s", uv_strerror(rc));
-  }
-  u->live++;
-  u->writer = t;
-  u->wcur = w;
-  if (u->io_ms > 0) uv_timer_start(&u->wtimer, on_wtimer, u->io_ms, 0);
-  sl_wait_set_cleanup(t, writer_cleanup, u);
-  return sl_wait(L, t, (lua_KContext)lua_gettop(L), results_k);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  (void)status;
-  Up *u = req->data;
-  u->live--;
-  up_maybe_free(u);
-}
-
-/* s:shutdown() -> true | nil, err: no more writes; the peer reads EOF after what was sent */
-static int up_shutdown(lua_State *L) {
-  Up *u = up_check(L, 1);
-  if (!u->shut) {
-    if (!u->conn_open) return sl_fail(L, "unavailable", "the stream is closed");
-    u->sreq.data = u;
-    int rc = uv_shutdown(&u->sreq, &u->conn.stream, on_shutdown);
-    if (rc != 0) return sl_fail(L, "unavailable", "shutdown: %s", uv_strerror(rc));
-    u->shut = true;
-    u->live++;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* s:head() -> {status, http_version, headers_raw} of the answer that opened the stream */
-static int up_head(lua_State *L) {
-  Up *u = up_check(L, 1);
-  lua_createtable(L, 0, 3);
-  lua_pushinteger(L, u->parsed.status);
-  lua_setfield(L, -2, "status");
-  lua_pushstring(L, u->parsed.minor == 0 ? "1.0" : "1.1");
-  lua_setfield(L, -2, "http_version");
-  lua_pushlstring(L, u->head + u->parsed.fields_off, u->parsed.fields_len);
-  lua_setfield(L, -2, "headers_raw");
-  return 1;
-}
-
-/* s:info() -> {queued = bytes, paused = bool (reading stopped at the high mark), eof = bool} */
-static int up_info(lua_State *L) {
-  Up *u = up_check(L, 1);
-  lua_createtable(L, 0, 3);
-  lua_pushinteger(L, (lua_Integer)u->q.bytes);
-  lua_setfield(L, -2, "queued");
-  lua_pushboolean(L, u->rx_paused);
-  lua_setfield(L, -2, "paused");
-  lua_pushboolean(L, u->eof);
-  lua_setfield(L, -2, "eof");
-  return 1;
-}
-
-/* s:close() -> true. Also __close and __gc: idempotent, never yields. */
-static int up_close(lua_State *L) {
-  UpBox *box = luaL_checkudata(L, 1, UP_MT);
-  if (box->u != NULL) up_release(box->u, "the stream was closed");
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int up_tostring(lua_State *L) {
-  UpBox *box = luaL_checkudata(L, 1, UP_MT);
-  lua_pushstring(L, box->u == NULL ? "sandlot.http.stream (closed)" : "sandlot.http.stream");
-  return 1;
-}
-
-static const luaL_Reg up_methods[] = {
-  {"read", up_read}, {"write", up_write}, {"shutdown", up_shutdown}, {"head", up_head},
-  {"info", up_info}, {"close", up_close}, {NULL, NULL}
-};
-
-static const luaL_Reg up_meta[] = {
-  {"__index", NULL}, {"__gc", up_close}, {"__close", up_close},
-  {"__tostring", up_tostring}, {NULL, NULL}
-};
-
-void sl_http_upgrade_open(lua_State *L) {
-  if (luaL_newmetatable(L, UP_MT)) {
-    luaL_setfuncs(L, up_meta, 0);
-    luaL_newlib(L, up_methods);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
 }

@@ -711,7 +711,8 @@ describe("sandlot.http", function()
         { { url = base .. "/up grade" }, "space or control" },
         { { url = base .. "/upgrade", method = "get me" }, "invalid method" },
         { { url = base .. "/upgrade", timeout = -1 }, "must be a number > 0" },
-        { { url = "ftp://x/y" }, "http:// URL" },
+        { { url = "ftp://x/y" }, "https:// URL" },
+        { { url = base .. "/upgrade", insecure = "yes" }, "insecure must be a boolean" },
       }
       for _, c in ipairs(cases) do
         local ok, err = pcall(http.upgrade, c[1])
@@ -724,10 +725,12 @@ describe("sandlot.http", function()
                        "sandlot.http.stream: write() after shutdown()")
     end)
 
-    it("does not speak TLS: https is not_supported", function()
-      local s, err = http.upgrade{ url = "https://127.0.0.1:1/x" }
-      assert.is_nil(s)
-      assert.equal("not_supported", err.code)
+    it("https to a plain-http server fails the TLS handshake (wss_spec has the rest)", function()
+      local s, err = http.upgrade{ url = base:gsub("^http:", "https:") .. "/upgrade",
+                                   timeout = 5 }
+      assert.is_nil(s)                     -- this server hangs up on the ClientHello
+      assert.equal("unavailable", err.code, tostring(err))
+      assert.matches("TLS handshake", err.message)
     end)
   end)
 

@@ -153,13 +153,18 @@ local function note_error(srv, msg)
 end
 
 ---Starts an HTTP/1.1 server on the host's loop. See sandlot.http.serve.
----@param opts {host?: string, port?: integer, handler: fun(req: table): table, max_body?: integer, max_head?: integer, idle_timeout?: number, max_conns?: integer}
+---@param opts {host?: string, port?: integer, handler: fun(req: table): table, max_body?: integer, max_head?: integer, idle_timeout?: number, max_conns?: integer, tls?: {cert: string, key: string}}
 ---@return table|nil srv, sandlot.Error|nil err
 function M.serve(opts)
   opts = check.opts(opts, {
     host = "string", port = "integer", handler = true, max_body = "integer",
-    max_head = "integer", idle_timeout = "number", max_conns = "integer",
+    max_head = "integer", idle_timeout = "number", max_conns = "integer", tls = "table",
   }, "sandlot.http.serve", 3)
+  local tls = opts.tls and check.opts(opts.tls, { cert = "string", key = "string" },
+                                      "sandlot.http.serve: opts.tls", 3)
+  if tls and not (tls.cert and tls.key) then
+    error("sandlot.http.serve: opts.tls needs cert and key (PEM file paths)", 3)
+  end
   local handler = opts.handler
   if type(handler) ~= "function" and not (getmetatable(handler) or {}).__call then
     error("sandlot.http.serve: opts.handler must be a function", 3)
@@ -199,14 +204,15 @@ function M.serve(opts)
     host = opts.host or "127.0.0.1", port = opts.port or 0,
     max_body = opts.max_body or M.DEFAULT_MAX_BODY, max_head = opts.max_head or M.DEFAULT_MAX_HEAD,
     idle_timeout = opts.idle_timeout or M.DEFAULT_IDLE_TIMEOUT, max_conns = opts.max_conns,
+    tls_cert = tls and tls.cert, tls_key = tls and tls.key,
   }, dispatch)
   if not c then return nil, err end
   srv._core = c
   srv.port = c:port()
   local host = opts.host or "127.0.0.1"
   srv.host = host
-  srv.url = ("http://%s:%d"):format(host:find(":", 1, true) and "[" .. host .. "]" or host,
-                                    srv.port)
+  srv.url = ("%s://%s:%d"):format(tls and "https" or "http",
+                                  host:find(":", 1, true) and "[" .. host .. "]" or host, srv.port)
   return srv
 end
 

@@ -467,24 +467,30 @@ M.DEFAULT_MAX_HEAD = 64 * 1024          -- bytes of a response head, at most
 local known_upgrade = {
   url = true, base_url = true, path = true, unix_socket = true, query = true, method = true,
   headers = true, body = true, json = true, upgrade = true, connect_timeout = true,
-  timeout = true, io_timeout = true, max_head = true, op = true,
+  timeout = true, io_timeout = true, max_head = true, op = true, ca_file = true,
+  ca_path = true, insecure = true,
 }
 
 ---Sends one HTTP/1.1 request asking to switch protocols (`Connection: Upgrade`,
 ---`Upgrade: tcp` unless told otherwise) and, when the server answers 101 (or Docker's legacy
 ---200 with a raw-stream content type), returns the connection as a raw duplex stream.
----Plain http:// or a unix socket only (no TLS).
+---http://, https:// (TLS with SNI, the certificate verified against the system store and the
+---host name, or against ca_file / ca_path) or a unix socket.
 ---@param opts table url | path (+ base_url or unix_socket), query, method (default POST),
 ---  headers {name = value}, body (string) | json (value), upgrade (protocol, default "tcp"),
 ---  connect_timeout (s, default 10), timeout (s to the end of the response head, default 60),
 ---  io_timeout (s each read() or write() may wait; default none), max_head (bytes, default
----  64 KiB), op (names the operation in errors)
+---  64 KiB), op (names the operation in errors), ca_file / ca_path (https: trust these CAs
+---  instead of the system store), insecure (https: true skips certificate verification: an
+---  explicit opt-in only, never for real endpoints; a value that is not a boolean raises)
 ---@return sandlot.http.stream|nil stream s:read([max]) -> data | nil (EOF) | nil, err;
 ---  s:write(data) -> true | nil, err; s:shutdown(); s:head() -> {status, headers_raw,
 ---  http_version}; s:info() -> {queued, paused, eof}; s:close()
----@return sandlot.Error? err unavailable (connect, reset), timeout, bad_response (an answer
----  that does not switch protocols: err.status, err.body; a malformed or oversized head),
----  not_supported (https), cancelled
+---@return sandlot.Error? err unavailable (connect, reset), timeout (connect, TLS handshake,
+---  head), auth_failed (https: the certificate was refused; err.tls_reason says why),
+---  bad_response (an answer that does not switch protocols: err.status, err.body; a malformed
+---  or oversized head; a TLS handshake that failed otherwise), invalid_input (an unreadable
+---  ca_file), cancelled
 function M.upgrade(opts)
   if type(opts) ~= "table" then error("http.upgrade: opts must be a table", 2) end
   for k in pairs(opts) do
@@ -515,16 +521,21 @@ function M.upgrade(opts)
     url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
   end
   if type(url) ~= "string" then error("http.upgrade: opts.url must be a string", 2) end
-  local scheme = url:match("^(%a[%w+.-]*)://")
-  if scheme == "https" then
-    return nil, errors.new("not_supported", "http.upgrade speaks plain http only, not https",
-                           { op = opts.op or "http", url = M.redact_url(url) })
+  if opts.insecure ~= nil and type(opts.insecure) ~= "boolean" then
+    error("http.upgrade: opts.insecure must be a boolean", 2)
   end
-  local authority
-  authority, target = url:match("^http://([^/?#]*)([^#]*)")
-  if not authority then error("http.upgrade: opts.url must be an http:// URL", 2) end
+  for _, f in ipairs({ "ca_file", "ca_path" }) do
+    if opts[f] ~= nil and type(opts[f]) ~= "string" then
+      error("http.upgrade: opts." .. f .. " must be a string", 2)
+    end
+  end
+  local scheme, authority
+  scheme, authority, target = url:match("^([hH][tT][tT][pP][sS]?)://([^/?#]*)([^#]*)")
+  if not authority then error("http.upgrade: opts.url must be an http:// or https:// URL", 2) end
+  local tls = scheme:lower() == "https"
+  if tls and opts.unix_socket then error("http.upgrade: https over a unix socket", 2) end
   host, port = authority:match("^%[?([^%]@]-)%]?:(%d+)$")
-  if not host then host, port = authority:match("^%[?([^%]@]-)%]?$"), 80 end
+  if not host then host, port = authority:match("^%[?([^%]@]-)%]?$"), tls and 443 or 80 end
   if not host or host == "" then error("http.upgrade: no host in " .. M.redact_url(url), 2) end
   if target == "" then target = "/" end
   if opts.query ~= nil then
@@ -567,6 +578,8 @@ function M.upgrade(opts)
     timeout = opts.timeout or M.DEFAULT_TIMEOUT,
     io_timeout = opts.io_timeout,
     max_head = opts.max_head and math.floor(opts.max_head) or M.DEFAULT_MAX_HEAD,
+    tls = tls or nil, ca_file = opts.ca_file, ca_path = opts.ca_path,
+    insecure = tls and opts.insecure == true or nil,
   }
   if opts.unix_socket then
     if type(opts.unix_socket) ~= "string" or #opts.unix_socket >= 108 then
@@ -631,7 +644,8 @@ function M.stats() return core.stats() end
 ---body, keep_alive, http_version}, and returns {status, headers, body} (body: a string, or a
 ---function returning successive chunks, nil at the end: chunked), or {drop = true} to close
 ---without answering. A handler that raises gives a 500. Returns srv with url, port, close().
----@param opts {host?: string, port?: integer, handler: fun(req: table): table, max_body?: integer, max_head?: integer, idle_timeout?: number, max_conns?: integer}
+---opts.tls = {cert = path, key = path} (PEM files) serves https (and wss) instead.
+---@param opts {host?: string, port?: integer, handler: fun(req: table): table, max_body?: integer, max_head?: integer, idle_timeout?: number, max_conns?: integer, tls?: {cert: string, key: string}}
 ---@return table|nil srv, sandlot.Error|nil err
 function M.serve(opts) return require("sandlot._http_serve").serve(opts) end
 

@@ -3,12 +3,12 @@
 -- Decision: RFC 6455 framing over the core's own upgraded stream (sandlot.http.upgrade on the
 -- client, sandlot.http.serve's raw mode on the server) rather than libwebsockets. The stream
 -- already serves Docker's hijacked attach and runs on the same loop and scheduler, the server
--- side for fakes shares the codec, and no second event-loop integration or TLS stack comes in.
+-- side for fakes shares the codec, and no second event-loop integration comes in. wss:// is
+-- the same stream over TLS (core/tls.c: OpenSSL on memory BIOs driven by the stream's own
+-- reads and writes; http.serve{tls = ...} is its server side for fakes).
 -- The frame codec is C (core/ws.c, sandlot.core.ws, fuzz target `ws`): masking is a per-byte
 -- XOR over messages of up to 16 MiB. This file runs the protocol: handshake, reassembly,
 -- ping/pong, close codes, limits and deadlines.
---
--- Limit: http.upgrade speaks plain http only, so wss:// is a clear not_supported for now.
 local core = require("sandlot.core.ws")
 local timer = require("sandlot.core.timer")
 local sys = require("sandlot.core.sys")
@@ -325,24 +325,24 @@ local function header(raw, name)
   end
 end
 
----Opens a WebSocket connection (ws:// only for now; wss:// is not_supported because
----sandlot.http.upgrade has no TLS yet).
----@param url string ws://host[:port]/path[?query]
----@param opts? {headers?: table, subprotocols?: string[], timeout?: number, max_message?: integer, ping_timeout?: number, keepalive?: number}
+---Opens a WebSocket connection: ws://, or wss:// (TLS with SNI; the server's certificate is
+---verified against the system store and the host name, or against opts.ca_file / ca_path;
+---opts.insecure = true skips the verification: an explicit opt-in for tests only).
+---@param url string ws[s]://host[:port]/path[?query]
+---@param opts? {headers?: table, subprotocols?: string[], timeout?: number, max_message?: integer, ping_timeout?: number, keepalive?: number, ca_file?: string, ca_path?: string, insecure?: boolean}
 ---@return table|nil conn, sandlot.Error? err
 function M.connect(url, opts)
   if type(url) ~= "string" then error("sandlot.ws.connect: url must be a string", 2) end
   opts = check.opts(opts, {
     headers = "table", subprotocols = "table", timeout = "number", max_message = "integer",
-    ping_timeout = "number", keepalive = "number",
+    ping_timeout = "number", keepalive = "number", ca_file = "string", ca_path = "string",
+    insecure = "boolean",
   }, "sandlot.ws.connect", 3)
   local scheme, rest = url:match("^(%a+)://(.*)$")
   scheme = scheme and scheme:lower()
-  if scheme == "wss" then
-    return nil, errors.new("not_supported", "sandlot.ws.connect: wss:// needs TLS, which "
-      .. "sandlot.http.upgrade does not speak yet", { retryable = false })
+  if scheme ~= "ws" and scheme ~= "wss" then
+    error("sandlot.ws.connect: url must be ws:// or wss://", 2)
   end
-  if scheme ~= "ws" then error("sandlot.ws.connect: url must be ws:// or wss://", 2) end
   local key = sys.b64encode(hex_bytes(id.hex(16)))
   local headers = { ["Sec-WebSocket-Key"] = key, ["Sec-WebSocket-Version"] = "13" }
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
@@ -351,9 +351,11 @@ function M.connect(url, opts)
   end
   local http = require("sandlot.http")
   local timeout = opts.timeout or M.DEFAULT_TIMEOUT
-  local s, err = http.upgrade({ url = "http://" .. rest, method = "GET", upgrade = "websocket",
-                                headers = headers, timeout = timeout,
-                                connect_timeout = timeout, op = "ws.connect" })
+  local s, err = http.upgrade({ url = (scheme == "wss" and "https://" or "http://") .. rest,
+                                method = "GET", upgrade = "websocket", headers = headers,
+                                timeout = timeout, connect_timeout = timeout,
+                                op = "ws.connect", ca_file = opts.ca_file,
+                                ca_path = opts.ca_path, insecure = opts.insecure })
   if not s then return nil, err end
   local head = s:head()
   local function refuse(msg)

@@ -226,10 +226,10 @@ describe("sandlot.ws", function()
     assert.equal(403, err.status)
   end))
 
-  it("wss:// is not_supported (no TLS on the upgraded stream yet)", h.task(function()
-    local c, err = ws.connect("wss://127.0.0.1:1/")
+  it("refuses a URL that is not ws:// or wss://, and unknown options", h.task(function()
+    local c, err = ws.connect("wss://127.0.0.1:1/", { timeout = 2 })   -- wss: spec/lib/wss_spec
     assert.is_nil(c)
-    assert.equal("not_supported", err.code)
+    assert.equal("unavailable", err.code)                              -- nothing listens there
     assert.has_error(function() ws.connect("http://x/") end)
     assert.has_error(function() ws.connect("ws://x/", { bogus = 1 }) end)
   end))

@@ -1,0 +1,323 @@
+/* tls.c: TLS with OpenSSL over memory BIOs, so the bytes move on the caller's libuv stream
+ * (see tls.h): rbio holds what came from the network, wbio what must go to it. An SlTls owns
+ * its SSL (which holds a reference on its SSL_CTX) and a plaintext buffer. OpenSSL's error
+ * queue is per thread and libcurl shares it, so every entry point clears it first. */
+#include <arpa/inet.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "tls.h"
+
+#define PLAIN_MIN 16384                    /* room kept for one more record's plaintext */
+#define CTX_CACHE 8                        /* client contexts kept per host */
+
+struct SlTls {
+  SSL *ssl;
+  BIO *rbio, *wbio;                        /* owned by ssl */
+  char *plain;
+  size_t plain_cap;
+  bool server, done, failed;
+  char peer[256];                          /* the name verified, for messages */
+  char reason[128];                        /* why it failed (sl_tls_reason) */
+};
+
+struct SlTlsCtx {
+  SSL_CTX *ctx;
+};
+
+/* The host's client contexts, newest last, by "insecure|ca_file|ca_path" (the data of the
+ * teardown hook). A context in use by a connection outlives its eviction (refcounted). */
+typedef struct {
+  SSL_CTX *ctx[CTX_CACHE];
+  char *key[CTX_CACHE];
+  int n;
+} CtxCache;
+
+static void cache_drop(CtxCache *c, int i) {
+  SSL_CTX_free(c->ctx[i]);
+  free(c->key[i]);
+  memmove(c->ctx + i, c->ctx + i + 1, sizeof(c->ctx[0]) * (size_t)(c->n - i - 1));
+  memmove(c->key + i, c->key + i + 1, sizeof(c->key[0]) * (size_t)(c->n - i - 1));
+  c->n--;
+}
+
+static void tls_teardown(SlHost *h, void *data, int phase) {
+  (void)h;
+  CtxCache *c = data;
+  if (phase != SL_TEARDOWN_FREE) return;
+  while (c->n > 0) cache_drop(c, c->n - 1);
+  free(c);
+}
+
+/* the last OpenSSL reason queued, or fallback */
+static const char *ssl_reason(const char *fallback) {
+  unsigned long e = ERR_peek_last_error();
+  const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
+  return r != NULL ? r : fallback;
+}
+
+static SlTls *tls_new(SSL_CTX *ctx, bool server, SlError *err) {
+  SlTls *t = calloc(1, sizeof(*t));
+  if (t == NULL) {
+    sl_err_set(err, "internal", "out of memory");
+    return NULL;
+  }
+  t->server = server;
+  t->ssl = SSL_new(ctx);
+  t->rbio = BIO_new(BIO_s_mem());
+  t->wbio = BIO_new(BIO_s_mem());
+  if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
+    BIO_free(t->rbio);
+    BIO_free(t->wbio);
+    SSL_free(t->ssl);
+    free(t);
+    sl_err_set(err, "internal", "TLS: %s", ssl_reason("out of memory"));
+    return NULL;
+  }
+  SSL_set_bio(t->ssl, t->rbio, t->wbio);   /* an empty rbio means "retry", not EOF */
+  if (server) SSL_set_accept_state(t->ssl);
+  else SSL_set_connect_state(t->ssl);
+  return t;
+}
+
+static bool is_ip(const char *host) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* A new client context: the CA certificates loaded, verification on unless insecure. */
+static SSL_CTX *client_ctx(const char *ca_file, const char *ca_path, bool insecure,
+                           SlError *err) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == NULL) {
+    sl_err_set(err, "internal", "TLS: %s", ssl_reason("cannot create a context"));
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  if (!insecure) {
+    int ok = ca_file != NULL || ca_path != NULL
+                 ? SSL_CTX_load_verify_locations(ctx, ca_file, ca_path)
+                 : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+      sl_err_set(err, "invalid_input", "TLS: cannot load the CA certificates %s: %s",
+                 ca_file != NULL ? ca_file : ca_path != NULL ? ca_path : "(system store)",
+                 ssl_reason("unknown error"));
+      SSL_CTX_free(ctx);
+      ERR_clear_error();
+      return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+  }
+  static const unsigned char alpn[] = "\x08http/1.1";
+  SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+  return ctx;
+}
+
+/* The host's context for these options, loaded on first use (NULL: err says why). */
+static SSL_CTX *cached_ctx(SlHost *h, const char *ca_file, const char *ca_path, bool insecure,
+                           SlError *err) {
+  CtxCache *c = sl_host_hook_data(h, tls_teardown);
+  if (c == NULL) {
+    if ((c = calloc(1, sizeof(*c))) == NULL || !sl_host_on_close(h, tls_teardown, c)) {
+      free(c);
+      sl_err_set(err, "internal", "out of memory");
+      return NULL;
+    }
+  }
+  char key[PATH_MAX * 2 + 8];
+  snprintf(key, sizeof(key), "%d|%s%s|%s%s", insecure, ca_file != NULL ? "+" : "-",
+           ca_file != NULL ? ca_file : "", ca_path != NULL ? "+" : "-",
+           ca_path != NULL ? ca_path : "");
+  for (int i = 0; i < c->n; i++)
+    if (strcmp(c->key[i], key) == 0) return c->ctx[i];
+  SSL_CTX *ctx = client_ctx(ca_file, ca_path, insecure, err);
+  if (ctx == NULL) return NULL;
+  char *k = strdup(key);
+  if (k == NULL) {
+    SSL_CTX_free(ctx);
+    sl_err_set(err, "internal", "out of memory");
+    return NULL;
+  }
+  if (c->n == CTX_CACHE) cache_drop(c, 0);
+  c->ctx[c->n] = ctx;
+  c->key[c->n++] = k;
+  return ctx;
+}
+
+SlTls *sl_tls_client(SlHost *h, const char *host, const char *ca_file, const char *ca_path,
+                     bool insecure, SlError *err) {
+  ERR_clear_error();
+  SSL_CTX *ctx = cached_ctx(h, ca_file, ca_path, insecure, err);
+  if (ctx == NULL) return NULL;
+  SlTls *t = tls_new(ctx, false, err);     /* the SSL holds its own reference on ctx */
+  if (t == NULL) return NULL;
+  snprintf(t->peer, sizeof(t->peer), "%s", host);
+  bool ip = is_ip(host);
+  bool ok = ip || SSL_set_tlsext_host_name(t->ssl, host) == 1;   /* no SNI for an address */
+  if (ok && !insecure) {
+    X509_VERIFY_PARAM *p = SSL_get0_param(t->ssl);
+    X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    ok = (ip ? X509_VERIFY_PARAM_set1_ip_asc(p, host) : X509_VERIFY_PARAM_set1_host(p, host, 0))
+         == 1;
+  }
+  int rc = ok ? SSL_do_handshake(t->ssl) : 0;            /* queues the ClientHello */
+  if (!ok || (rc != 1 && SSL_get_error(t->ssl, rc) != SSL_ERROR_WANT_READ)) {
+    sl_err_set(err, "invalid_input", "TLS: cannot start a handshake with %s: %s", host,
+               ssl_reason("bad host name"));
+    sl_tls_free(t);
+    ERR_clear_error();
+    return NULL;
+  }
+  return t;
+}
+
+SlTlsCtx *sl_tls_server_ctx(const char *cert, const char *key, SlError *err) {
+  ERR_clear_error();
+  SlTlsCtx *c = calloc(1, sizeof(*c));
+  if (c == NULL || (c->ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+    free(c);
+    sl_err_set(err, "internal", "TLS: %s", ssl_reason("cannot create a context"));
+    return NULL;
+  }
+  const char *what = NULL;
+  if (SSL_CTX_use_certificate_chain_file(c->ctx, cert) != 1) what = "the certificate";
+  else if (SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1) what = "the key";
+  else if (SSL_CTX_check_private_key(c->ctx) != 1) what = "the key (for this certificate)";
+  if (what != NULL) {
+    sl_err_set(err, "invalid_input", "TLS: cannot use %s (%s, %s): %s", what, cert, key,
+               ssl_reason("unknown error"));
+    sl_tls_ctx_free(c);
+    ERR_clear_error();
+    return NULL;
+  }
+  return c;
+}
+
+void sl_tls_ctx_free(SlTlsCtx *c) {
+  if (c == NULL) return;
+  SSL_CTX_free(c->ctx);
+  free(c);
+}
+
+SlTls *sl_tls_server(SlTlsCtx *c, SlError *err) {
+  ERR_clear_error();
+  SlTls *t = tls_new(c->ctx, true, err);
+  if (t != NULL) snprintf(t->peer, sizeof(t->peer), "the client");
+  return t;
+}
+
+void sl_tls_free(SlTls *t) {
+  if (t == NULL) return;
+  SSL_free(t->ssl);                        /* and both BIOs */
+  free(t->plain);
+  free(t);
+}
+
+bool sl_tls_ready(const SlTls *t) { return t->done; }
+
+const char *sl_tls_reason(const SlTls *t) { return t->failed ? t->reason : NULL; }
+
+/* The handshake (or a read) failed: a refused certificate says why, anything else names
+ * OpenSSL's reason (a plain-http server answering a ClientHello: "wrong version number"). */
+static int tls_fail(SlTls *t, int sslerr, SlError *err) {
+  t->failed = true;
+  long vr = t->server ? X509_V_OK : SSL_get_verify_result(t->ssl);
+  bool refused = !t->done && vr != X509_V_OK;
+  if (refused) snprintf(t->reason, sizeof(t->reason), "%s", X509_verify_cert_error_string(vr));
+  else if (sslerr == SSL_ERROR_SSL)
+    snprintf(t->reason, sizeof(t->reason), "%s", ssl_reason("protocol error"));
+  else snprintf(t->reason, sizeof(t->reason), "OpenSSL error %d", sslerr);
+  if (refused)
+    sl_err_set(err, "auth_failed", "TLS: the certificate of %s was refused: %s", t->peer,
+               t->reason);
+  else
+    sl_err_set(err, "bad_response", "TLS %s with %s failed: %s",
+               t->done ? "stream" : "handshake", t->peer, t->reason);
+  ERR_clear_error();
+  return SL_TLS_FAIL;
+}
+
+int sl_tls_input(SlTls *t, const char *data, size_t n, const char **plain, size_t *plain_len,
+                 SlError *err) {
+  *plain = t->plain;
+  *plain_len = 0;
+  if (t->failed) {
+    sl_err_set(err, "bad_response", "TLS with %s failed earlier", t->peer);
+    return SL_TLS_FAIL;
+  }
+  ERR_clear_error();
+  if (n > 0 && (n > INT_MAX || BIO_write(t->rbio, data, (int)n) != (int)n)) {
+    t->failed = true;
+    sl_err_set(err, "internal", "TLS: out of memory");
+    return SL_TLS_FAIL;
+  }
+  if (!t->done) {
+    int rc = SSL_do_handshake(t->ssl);
+    if (rc != 1) {
+      int e = SSL_get_error(t->ssl, rc);
+      return e == SSL_ERROR_WANT_READ ? SL_TLS_OK : tls_fail(t, e, err);
+    }
+    t->done = true;
+  }
+  size_t len = 0;
+  for (;;) {                               /* everything fed is decrypted now: none waits */
+    if (t->plain_cap - len < PLAIN_MIN) {
+      size_t cap = t->plain_cap < 4 * PLAIN_MIN ? 4 * PLAIN_MIN : t->plain_cap * 2;
+      char *p = realloc(t->plain, cap);
+      if (p == NULL) {
+        t->failed = true;
+        sl_err_set(err, "internal", "TLS: out of memory");
+        return SL_TLS_FAIL;
+      }
+      t->plain = p;
+      t->plain_cap = cap;
+    }
+    size_t room = t->plain_cap - len;
+    int r = SSL_read(t->ssl, t->plain + len, room > INT_MAX ? INT_MAX : (int)room);
+    if (r > 0) {
+      len += (size_t)r;
+      continue;
+    }
+    int e = SSL_get_error(t->ssl, r);
+    *plain = t->plain;
+    *plain_len = len;
+    if (e == SSL_ERROR_WANT_READ) return SL_TLS_OK;
+    if (e == SSL_ERROR_ZERO_RETURN) return SL_TLS_EOF;
+    return tls_fail(t, e, err);
+  }
+}
+
+bool sl_tls_output(SlTls *t, const char *data, size_t n, SlError *err) {
+  ERR_clear_error();
+  while (n > 0) {
+    int k = n > (1u << 30) ? (1 << 30) : (int)n;
+    int r = t->failed ? -1 : SSL_write(t->ssl, data, k);
+    if (r <= 0) {
+      sl_err_set(err, "io_error", "TLS: cannot send: %s", ssl_reason("the session failed"));
+      ERR_clear_error();
+      return false;
+    }
+    data += r;
+    n -= (size_t)r;
+  }
+  return true;
+}
+
+void sl_tls_close_notify(SlTls *t) {
+  ERR_clear_error();
+  if (t->done && !t->failed) SSL_shutdown(t->ssl);
+  ERR_clear_error();
+}
+
+size_t sl_tls_pending(SlTls *t) { return BIO_ctrl_pending(t->wbio); }
+
+size_t sl_tls_take(SlTls *t, char *dst, size_t n) {
+  int r = BIO_read(t->wbio, dst, n > INT_MAX ? INT_MAX : (int)n);
+  return r > 0 ? (size_t)r : 0;
+}
