@@ -12,7 +12,10 @@ local M = {}
 M.REQUIRED = { "create", "destroy", "status", "exec" }
 M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
                "stop", "start", "await_ready", "update", "get_url", "ssh_opts", "list", "gc",
-               "spawn" }
+               "spawn", "checkpoint", "checkpoints", "restore" }
+-- native checkpoints come as these three together; without them sandlot.checkpoint takes
+-- portable ones (caps.checkpoint = "portable"), and caps lists only `checkpoint`
+M.CHECKPOINT_OPS = { "checkpoint", "checkpoints", "restore" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
              capabilities = "table", config = "table", create_options = "table",
@@ -90,6 +93,11 @@ function M.check(tbl)
               "create_options migrate_handle")
         end
       end
+    end
+    local ck = 0
+    for _, n in ipairs(M.CHECKPOINT_OPS) do if tbl[n] ~= nil then ck = ck + 1 end end
+    if ck > 0 and ck < #M.CHECKPOINT_OPS then
+      add("native checkpoints need all of checkpoint, checkpoints and restore")
     end
     if type(tbl.capabilities) == "table" then
       local caps = {}
@@ -358,6 +366,8 @@ function M.complete(impl, name)
   for _, op in ipairs(M.OPTIONAL) do
     if not p.ops[op] then p.ops[op], p.caps[op] = not_supported(op), "not_supported" end
   end
+  if p.caps.checkpoint == "not_supported" then p.caps.checkpoint = "portable" end
+  p.caps.checkpoints, p.caps.restore = nil, nil
   cache[impl] = p
   return p
 end

@@ -852,11 +852,14 @@ end
 
 -- Checkpoints (sandlot.checkpoint) ----------------------------------------------------------
 
----Takes a checkpoint of the sandbox's working area, which sandlot.create(provider,
----{from = checkpoint}) restores into a new sandbox of any provider.
----@param opts? {name?: string}
----@return table|nil checkpoint {id, name, provider, sandbox, kind, created_at, size, sha256},
----  sandlot.Error? err
+---Takes a checkpoint: of the sandbox's working area (kind "portable"), which
+---sandlot.create(provider, {from = checkpoint}) restores into a new sandbox of any provider;
+---or, where the provider has its own (caps.checkpoint = "native": sprites), a native one of
+---the whole sandbox, which sandlot.checkpoint.restore(sb, ck) puts back in place.
+---opts.kind = "portable" takes a portable one anyway.
+---@param opts? {name?: string, kind?: "native"|"portable"}
+---@return table|nil checkpoint {id, name, provider, sandbox, kind, created_at, size, sha256}
+---  (native: native_id instead of size and sha256), sandlot.Error? err
 function M.checkpoint(sb, opts)
   check_sb(sb, "checkpoint")
   return span(sb, "checkpoint", {}, function(s) return require("sandlot.checkpoint").take(s, opts) end)
