@@ -125,9 +125,9 @@ local function ws_exec(f, M, req, s, q, all)
           elseif t == 4 then x.p:close_stdin() end
         else
           local v = json.decode(data)
-          if type(v) == "table" and v.type == "signal" and SIGNALS[v.signal] then
-            x.p:kill(v.signal)
-          end
+          local sig = type(v) == "table" and v.type == "signal" and type(v.signal) == "string"
+                      and v.signal:gsub("^SIG", "")       -- the JS SDK sends "SIGTERM"
+          if sig and SIGNALS[sig] then x.p:kill(sig) end
         end
       end
       gone = true
