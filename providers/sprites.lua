@@ -97,7 +97,7 @@ local function by_body(res, msg)
   if res.status == 410 then return "not_found" end
 end
 local ERRORS = {}
-for _, s in ipairs({ 400, 404, 409, 410, 422, 429, 500 }) do ERRORS[s] = by_body end
+for _, s in ipairs({ 400, 403, 404, 409, 410, 422, 429, 500 }) do ERRORS[s] = by_body end
 
 -- 429 and 503 mean the request was not carried out, so a POST may be tried again (the SDK
 -- itself does no retries).

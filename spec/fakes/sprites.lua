@@ -78,7 +78,8 @@ function Fake:fault(route)
 end
 
 ---Adds a fault: {route = "METHOD /path" (a prefix or a Lua pattern), status, retry_after,
----error, message, hang = seconds, drop = true, times = 1}.
+---error, message, hang = seconds, drop = true, times = 1, body = text (as it is), chunks =
+---{...} (a body of these HTTP chunks)}.
 function Fake:inject(f)
   self.faults[#self.faults + 1] = f
 end
@@ -391,6 +392,12 @@ end
 local function apply_fault(f)
   if f.hang then sandlot.sleep(f.hang) end
   if f.drop then return { drop = true } end
+  if f.chunks then                        -- a body of these chunks, one HTTP chunk each
+    local i = 0
+    return { status = f.status or 200, headers = { ["Content-Type"] = "application/octet-stream" },
+             body = function() i = i + 1; return f.chunks[i] end }
+  end
+  if f.body then return answer(f.status or 200, f.body, { ["Content-Type"] = f.content_type }) end
   if f.status then
     local h = {}
     if f.retry_after then h["Retry-After"] = tostring(f.retry_after) end
