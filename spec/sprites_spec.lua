@@ -307,6 +307,42 @@ describe("sprites provider", function()
     assert(other:destroy())
   end))
 
+  it("runs services through sb:extension (put, list, get, logs, stop, start, delete)",
+     h.task(function()
+    local sb = assert(sandlot.create("sp", {}))
+    local ev = assert(sb:extension("service_put", "web", {
+      cmd = "sh", args = { "-c", "echo svc-up; exec sleep 100" }, http_port = 8080 }))
+    assert.equal("started", ev[#ev].type)
+    local body = json.decode(last("PUT /v1/sprites/" .. sb.id .. "/services/web").body)
+    assert.same({ cmd = "sh", args = { "-c", "echo svc-up; exec sleep 100" }, http_port = 8080 },
+                body)
+    local list = assert(sb:extension("service_list"))
+    assert.same({ "web", "running", 8080 }, { list[1].name, list[1].status, list[1].http_port })
+    local logs
+    for _ = 1, 50 do
+      logs = assert(sb:extension("service_logs", "web", { lines = 10 }))
+      if #logs >= 2 then break end
+      sandlot.sleep(0.1)
+    end
+    assert.equal("svc-up\n", logs[2] and logs[2].data)
+    -- a second service on the URL's port is a conflict
+    local r, err = sb:extension("service_put", "api", { cmd = "true", http_port = 9000 })
+    assert.is_nil(r)
+    assert.equal("already_exists", err.code)
+    assert(sb:extension("service_stop", "web"))
+    assert.equal("stopped", assert(sb:extension("service_get", "web")).status)
+    assert.same({}, assert(sb:extension("service_stop", "web")))    -- stopped already
+    assert(sb:extension("service_start", "web"))
+    assert.equal("running", assert(sb:extension("service_get", "web")).status)
+    assert.is_true(assert(sb:extension("service_delete", "web")))
+    assert.is_true(assert(sb:extension("service_delete", "web")))   -- idempotent
+    assert.equal("not_found", select(2, sb:extension("service_get", "web")).code)
+    assert.equal("invalid_input", select(2, sb:extension("service_get", "../x")).code)
+    assert.equal("not_supported", select(2, sb:extension("no_such_thing")).code)
+    assert.has_error(function() sb:extension("service_put", "x", { cmd = "true", prot = 1 }) end)
+    assert(sb:destroy())
+  end))
+
   it("takes the token from SPRITES_API_TOKEN or SPRITE_TOKEN", h.task(function()
     local saved1, saved2 = os.getenv("SPRITES_API_TOKEN"), os.getenv("SPRITE_TOKEN")
     local ok, perr = pcall(function()

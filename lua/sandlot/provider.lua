@@ -22,6 +22,9 @@ M.FIELDS = { name = "string", description = "string", version = "string",
              -- top-level names of the sandbox's file tree that are the provider's own layout
              -- (mount points, system links), left out of portable checkpoints
              layout = "table",
+             -- the provider's own operations, fn(ctx, handle, ...), called as
+             -- sb:extension(name, ...) (sprites' services)
+             extensions = "table",
              migrate_handle = "function" }   -- (handle, old_version) -> handle, on hot reload
 M.STATUSES = { running = true, stopped = true, terminated = true, unknown = true }
 -- The closed set of `capabilities` flags (each true or false). What each one promises:
@@ -90,7 +93,15 @@ function M.check(tbl)
           add("unknown name '%s': operations are %s, %s; fields are %s (prefix private " ..
               "helpers with '_')", k, table.concat(M.REQUIRED, " "),
               table.concat(M.OPTIONAL, " "), "name description version capabilities config " ..
-              "create_options migrate_handle")
+              "create_options layout extensions migrate_handle")
+        end
+      end
+    end
+    if type(tbl.extensions) == "table" then
+      for k, v in pairs(tbl.extensions) do
+        if type(k) ~= "string" or not k:match("^[%l][%l%d_]*$") or type(v) ~= "function" then
+          add("extensions.%s must be a snake_case name mapped to a function(ctx, handle, ...)",
+              tostring(k))
         end
       end
     end
@@ -368,6 +379,7 @@ function M.complete(impl, name)
   end
   if p.caps.checkpoint == "not_supported" then p.caps.checkpoint = "portable" end
   p.caps.checkpoints, p.caps.restore = nil, nil
+  for k, fn in pairs(impl.extensions or {}) do p.ops["extension." .. k] = fn end
   cache[impl] = p
   return p
 end

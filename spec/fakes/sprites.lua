@@ -22,6 +22,7 @@ local rfc3339 = require("sandlot.wire.time").format
 local M = {}
 
 M.HOME = "/home/sprite"
+M.rfc3339 = rfc3339
 
 local Fake = {}
 Fake.__index = Fake
@@ -439,6 +440,8 @@ function Fake:handle(req)
   if what then return self:fs(req, s, what) end
   if rest == "/checkpoint" or rest:match("^/checkpoints") then return self:checkpoint(req, s, rest) end
   if rest == "/exec" or rest:match("^/exec/") then return self:exec(req, s, rest) end
+  local svc = rest:match("^/services(.*)$")
+  if svc then return self:services(req, s, svc) end
   return self:refuse(req, 404, { error = "not_found", message = "no route " .. route })
 end
 

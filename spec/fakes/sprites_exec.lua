@@ -3,7 +3,8 @@
 -- 2 stderr, 3 exit with a one-byte code), GET /exec with a WebSocket upgrade (session_info,
 -- binary frames both ways: 0 stdin, 4 end of stdin; text {"type":"signal"}; the exit frame,
 -- then the socket held until the client closes, for up to 5 s), GET /exec (the sessions) and
--- POST /exec/{id}/kill (NDJSON; 410 once the session has exited). Commands run in the sprite's
+-- POST /exec/{id}/kill (NDJSON; 410 once the session has exited), and /services (PUT starts
+-- one, a log stream answers; one HTTP service at most: 409). Commands run in the sprite's
 -- local sandbox through `sh -c 'exec "$0" "$@"'`, so a missing program exits 127 as a shell's.
 local sandlot = require("sandlot")
 local json = require("sandlot.wire.json")
@@ -169,8 +170,157 @@ local function kill(f, M, req, s, sid, q)
                                 { type = "complete", message = "signal sent" }) }
 end
 
----Adds f:exec(req, s, rest) to a fake (M: spec.fakes.sprites).
+-- Services: supervised processes of the sprite (no restart policy here). ----------------------
+
+local function now_ms() return os.time() * 1000 end
+
+local function service_json(v)
+  return { name = v.name, cmd = v.cmd, args = json.array(v.args or {}), env = v.env,
+           dir = v.dir, needs = json.array(v.needs or {}), http_port = v.http_port,
+           state = { name = v.name, status = v.status, pid = v.pid,
+                     started_at = v.started_at, restart_count = 0 } }
+end
+
+local function log(v, ev)
+  ev.timestamp = now_ms()
+  v.logs[#v.logs + 1] = ev
+  if #v.logs > 1000 then table.remove(v.logs, 1) end
+end
+
+local function run_service(f, M, s, v)
+  local argv = { "/bin/sh", "-c", 'exec "$0" "$@"', v.cmd }
+  for _, a in ipairs(v.args or {}) do argv[#argv + 1] = a end
+  local env = { HOME = M.HOME, USER = "sprite" }
+  for k, x in pairs(v.env or {}) do env[k] = x end
+  local p, err = lp.spawn(f.backend, s.local_handle, argv,
+                          { cwd = v.dir and fs.path(M.HOME, v.dir) or M.HOME, env = env })
+  if not p then
+    v.status = "failed"
+    log(v, { type = "error", data = tostring(err) })
+    return
+  end
+  p:close_stdin()
+  f.next_session = f.next_session + 1
+  v.p, v.pid, v.status, v.started_at = p, f.next_session, "running", M.rfc3339(os.time())
+  log(v, { type = "started" })
+  sandlot.spawn(function()
+    while true do
+      local stream, data = p:read()
+      if not stream then break end
+      log(v, { type = stream, data = data })
+    end
+    local code = exit_code(p:wait())
+    log(v, { type = "exit", exit_code = code })
+    if v.p == p then
+      v.p, v.pid = nil, nil
+      v.status = (v.stopping or code == 0) and "stopped" or "failed"
+    end
+  end)
+end
+
+local function stop_service(v)
+  if v.p then
+    v.stopping = true
+    v.p:kill("TERM")
+    for _ = 1, 100 do
+      if not v.p then break end
+      sandlot.sleep(0.05)
+    end
+    if v.p then v.p:kill("KILL") end
+  end
+  v.stopping = nil
+end
+
+local function log_body(events)
+  local i = 0
+  return { status = 200, headers = { ["Content-Type"] = "application/x-ndjson" },
+           body = function()
+             i = i + 1
+             return events[i] and ndjson.encode(events[i]) or nil
+           end }
+end
+
+local function services(f, M, req, s, rest)
+  local m = req.method
+  s.services = s.services or {}
+  if rest == "" and m == "GET" then
+    local out = json.array()
+    local names = {}
+    for n in pairs(s.services) do names[#names + 1] = n end
+    table.sort(names)
+    for _, n in ipairs(names) do out[#out + 1] = service_json(s.services[n]) end
+    return M.answer(200, out)
+  end
+  local name, what = rest:match("^/([%w][%w_.%-]*)(.*)$")
+  if not name then
+    return f:refuse(req, 404, { error = "not_found", message = "no route " .. m .. " " .. rest })
+  end
+  local v = s.services[name]
+  if what == "" and m == "PUT" then
+    local b, refusal = f:json_body(req)
+    if not b then return refusal end
+    local function bad(msg) return f:refuse(req, 400, { error = "bad_request", message = msg }) end
+    if type(b.cmd) ~= "string" or b.cmd == "" then return bad("cmd is required") end
+    if b.http_port ~= nil and math.type(b.http_port) ~= "integer" then
+      return bad("http_port must be an integer")
+    end
+    for _, k in ipairs({ "args", "needs" }) do
+      if b[k] ~= nil and type(b[k]) ~= "table" then return bad(k .. " must be a list") end
+    end
+    if b.http_port then
+      for n, x in pairs(s.services) do
+        if n ~= name and x.http_port then
+          return f:deny(req, 409, { error = "conflict",
+                                    message = "service " .. n .. " already has an http_port" })
+        end
+      end
+    end
+    if v then stop_service(v) end
+    v = { name = name, cmd = b.cmd, args = b.args, env = b.env, dir = b.dir, needs = b.needs,
+          http_port = b.http_port, status = "starting", logs = {} }
+    s.services[name] = v
+    f:touch(s)
+    run_service(f, M, s, v)
+    return log_body({ v.logs[#v.logs] })
+  end
+  if not v then
+    return f:deny(req, 404, { error = "not_found", message = "service not found: " .. name })
+  end
+  if what == "" and m == "GET" then return M.answer(200, service_json(v)) end
+  if what == "" and m == "DELETE" then
+    stop_service(v)
+    s.services[name] = nil
+    return M.answer(204)
+  end
+  if what == "/start" and m == "POST" then
+    if not v.p then run_service(f, M, s, v) end
+    return log_body({ { type = "started", timestamp = now_ms() } })
+  end
+  if what == "/stop" and m == "POST" then
+    if not v.p then return f:deny(req, 409, { error = "conflict", message = "not running" }) end
+    stop_service(v)
+    return log_body({ { type = "stopping", timestamp = now_ms() },
+                      { type = "stopped", timestamp = now_ms() } })
+  end
+  if what == "/logs" and m == "GET" then
+    local q = M.query(req.query)
+    local n = math.tointeger(tonumber(q.lines or "100")) or 100
+    local out = {}
+    for i = math.max(1, #v.logs - n + 1), #v.logs do out[#out + 1] = v.logs[i] end
+    return log_body(out)
+  end
+  return f:refuse(req, 404, { error = "not_found", message = "no route " .. m .. " " .. rest })
+end
+
+---Adds f:exec(req, s, rest) and f:services(req, s, rest) to a fake (M: spec.fakes.sprites).
 function E.install(f, M)
+  function f.services(self, req, s, rest) return services(self, M, req, s, rest) end
+  local kill_sprite = f.kill
+  function f.kill(self, name)
+    local s = self.sprites[name]
+    for _, v in pairs(s and s.services or {}) do if v.p then v.p:kill("KILL") end end
+    return kill_sprite(self, name)
+  end
   function f.exec(self, req, s, rest)
     local q, all = M.query(req.query)
     local m = req.method
