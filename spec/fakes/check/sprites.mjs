@@ -2,7 +2,7 @@
 // npm: @fly/sprites@0.1.0 undici@6.21.0
 // spec/fakes/check/sprites.mjs: the official Sprites SDK (the version sprites.md was checked
 // against) against spec/fakes/sprites.lua: create -> get/list -> files -> HTTP exec ->
-// WebSocket exec and spawn with stdin -> kill -> checkpoints -> delete.
+// WebSocket exec and spawn with stdin -> kill -> services -> checkpoints -> delete.
 // Run by spec/fakes/check/run.lua as `node sprites.mjs URL TOKEN`. The SDK wants Node >= 24 for
 // its global WebSocket; on an older Node, undici's (the same implementation) stands in.
 // Exits non-zero on the first failure; run.lua also fails when the fake refused any request.
@@ -83,6 +83,29 @@ try {
   if (ks && ks.processAll) await ks.processAll(() => {});
   const killed = await sleeper.wait();
   check(killed === 143, "killed exit code", killed);
+
+  // services: the one HTTP service, its logs, stop and delete
+  const svc = await sprite.createService("web", { cmd: "sh", args: ["-c", "echo svc; exec sleep 100"],
+                                                  httpPort: 8080 });
+  await svc.processAll(() => {});
+  const svcs = await sprite.listServices();
+  check(svcs.length === 1 && svcs[0].httpPort === 8080 && svcs[0].state.status === "running",
+        "listServices", svcs);
+  let seen = "";
+  for (let i = 0; i < 50 && !seen.includes("svc"); i++) {
+    const logs = await sprite.getServiceLogs("web", { lines: 10 });
+    await logs.processAll((e) => { if (e.type === "stdout") seen += e.data; });
+    if (!seen.includes("svc")) await new Promise((res) => setTimeout(res, 100));
+  }
+  check(seen === "svc\n", "getServiceLogs", seen);
+  threw = null;
+  try { await sprite.createService("api", { cmd: "true", httpPort: 9000 }); } catch (e) { threw = e; }
+  check(threw && /conflict/i.test(String(threw)), "a second HTTP service", String(threw));
+  const stop = await sprite.stopService("web");
+  await stop.processAll(() => {});
+  check((await sprite.getService("web")).state.status === "stopped", "stopService", "");
+  await sprite.deleteService("web");
+  check((await sprite.listServices()).length === 0, "deleteService", "");
 
   // checkpoints
   await fsys.writeFile("keep.txt", "before");
