@@ -308,7 +308,7 @@ end
 
 -- The exec query: cmd repeated (argv, behind /usr/bin/env when env is given: Sprites' env
 -- replaces the whole environment), path (the program) and dir.
-local function command(handle, argv, opts, cwd)
+local function command(argv, opts, cwd)
   local sets, unset = {}, {}
   for k, v in pairs(opts.env or {}) do
     if v == false then unset[#unset + 1] = k else sets[#sets + 1] = k .. "=" .. tostring(v) end
@@ -384,7 +384,7 @@ function M.exec(ctx, handle, argv, opts)
   if not p then return nil, perr end
   local cwd, cerr = workdir(ctx, handle, opts.cwd)
   if not cwd then return nil, cerr end
-  local q = command(handle, argv, opts, cwd)
+  local q = command(argv, opts, cwd)
   local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                                 on_stderr = opts.on_stderr }
   local state = {}
@@ -423,7 +423,9 @@ end
 
 function Process:write(data)
   if self.stdin_closed then return fail("invalid_input", "the process's stdin is closed") end
-  if self.exit ~= nil or self.q.closed then return fail("invalid_input", "the process has exited") end
+  if self.exit ~= nil or self.q.closed then
+    return fail("invalid_input", "the process has exited")
+  end
   for i = 1, #data, CHUNK do
     local ok, err = self.conn:send("\0" .. data:sub(i, i + CHUNK - 1), { binary = true })
     if not ok then return nil, err end
@@ -471,7 +473,9 @@ function Process:kill(sig)
   self.killed = n
   if self.session then
     local ok, err = http_kill(self.c, self.path, self.session, name)
-    if not ok and err.code == "not_found" then return fail("not_found", "the process has exited") end
+    if not ok and err.code == "not_found" then
+      return fail("not_found", "the process has exited")
+    end
     if not ok then return nil, err end
     return true
   end
@@ -548,7 +552,7 @@ function M.spawn(ctx, handle, argv, opts)
   if not base then return nil, berr end
   local cwd, cerr = workdir(ctx, handle, opts.cwd)
   if not cwd then return nil, cerr end
-  local q = command(handle, argv, opts, cwd)
+  local q = command(argv, opts, cwd)
   local url = base .. p .. "?" .. exec_query(q, { { "stdin", "true" } })
   local conn, err = ws.connect(url, { headers = { Authorization = "Bearer " .. t },
                                       timeout = request_timeout(ctx) })

@@ -246,8 +246,8 @@ end
 
 local function restore_native(sb, rec)
   if rec.provider ~= sb.provider or rec.sandbox_id ~= sb.id then
-    return nil, errors.new("not_supported", ("checkpoint %s is %s's own snapshot of sandbox %s: "
-      .. "it restores only into that sandbox (take {kind = \"portable\"} to seed others)")
+    return nil, errors.new("not_supported", ("checkpoint %s is %s's own snapshot of sandbox "
+      .. "%s: it restores only into that sandbox (take {kind = \"portable\"} to seed others)")
       :format(rec.id or rec.native_id, tostring(rec.provider), tostring(rec.sandbox_id)),
       { op = "restore" })
   end

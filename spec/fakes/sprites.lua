@@ -100,7 +100,7 @@ function Fake:status_of(s)
   return "warm"
 end
 
-function Fake:touch(s) s.used = os.time() end
+function Fake.touch(_, s) s.used = os.time() end
 
 function Fake:info(s)
   local o = { id = s.uuid, name = s.name, organization = "fake-org", status = self:status_of(s),
@@ -288,7 +288,9 @@ function Fake:fs(req, s, what)
     if not pe and not parents then
       return fserr(404, "no such file or directory", "ENOENT", parent, true)
     end
-    if pe and pe.type ~= "directory" then return fserr(400, "not a directory", "ENOTDIR", parent, true) end
+    if pe and pe.type ~= "directory" then
+      return fserr(400, "not a directory", "ENOTDIR", parent, true)
+    end
     local ok, err = lp.write_file(self.backend, s.local_handle, abs, req.body, { mode = mode })
     if not ok then return fserr(500, tostring(err)) end
     return answer(200, { path = abs, size = #req.body, mode = q.mode or "0644" })
@@ -314,7 +316,8 @@ function Fake:fs(req, s, what)
     if not ok then return fserr(500, tostring(err)) end
     return answer(200, { deleted = json.array({ abs }), count = 1 })
   end
-  return self:refuse(req, 404, { error = "not_found", message = "no route " .. m .. " /fs/" .. what })
+  return self:refuse(req, 404, { error = "not_found",
+                                 message = "no route " .. m .. " /fs/" .. what })
 end
 
 -- Checkpoints --------------------------------------------------------------------------------
@@ -359,8 +362,9 @@ function Fake:checkpoint(req, s, rest)
     end
     s.checkpoints[#s.checkpoints + 1] = { id = cid, created_at = os.time(), comment = b.comment }
     return { status = 200, headers = { ["Content-Type"] = "application/x-ndjson" },
-             body = progress_body({ { type = "info", data = "Creating checkpoint..." },
-                                    { type = "info", data = "Checkpoint " .. cid .. " created" } }) }
+             body = progress_body({
+               { type = "info", data = "Creating checkpoint..." },
+               { type = "info", data = "Checkpoint " .. cid .. " created" } }) }
   end
   if rest == "/checkpoints" and m == "GET" then
     local out = json.array()
@@ -385,7 +389,8 @@ function Fake:checkpoint(req, s, rest)
     return { status = 200, headers = { ["Content-Type"] = "application/x-ndjson" },
              body = progress_body(lines) }
   end
-  return self:refuse(req, 404, { error = "not_found", message = "no route " .. m .. " " .. req.path })
+  return self:refuse(req, 404, { error = "not_found",
+                                 message = "no route " .. m .. " " .. req.path })
 end
 
 -- Routing ------------------------------------------------------------------------------------
@@ -425,7 +430,9 @@ function Fake:handle(req)
   if p == "/v1/sprites" and m == "POST" then return self:create(req) end
   if p == "/v1/sprites" and m == "GET" then return self:list(req) end
   local name, rest = p:match("^/v1/sprites/([^/]+)(.*)$")
-  if not name then return self:refuse(req, 404, { error = "not_found", message = "no route " .. route }) end
+  if not name then
+    return self:refuse(req, 404, { error = "not_found", message = "no route " .. route })
+  end
   name = unescape(name)
   local s = self.sprites[name]
   if not s then
@@ -438,7 +445,9 @@ function Fake:handle(req)
   end
   local what = rest:match("^/fs/(%a+)$")
   if what then return self:fs(req, s, what) end
-  if rest == "/checkpoint" or rest:match("^/checkpoints") then return self:checkpoint(req, s, rest) end
+  if rest == "/checkpoint" or rest:match("^/checkpoints") then
+    return self:checkpoint(req, s, rest)
+  end
   if rest == "/exec" or rest:match("^/exec/") then return self:exec(req, s, rest) end
   local svc = rest:match("^/services(.*)$")
   if svc then return self:services(req, s, svc) end

@@ -41,7 +41,9 @@ local function command(M, f, s, q, all)
     if not e or e.type ~= "directory" then return nil, "dir does not exist: " .. q.dir, true end
   end
   for _, k in ipairs({ "stdin", "tty" }) do
-    if q[k] and q[k] ~= "true" and q[k] ~= "false" then return nil, k .. " must be true or false" end
+    if q[k] and q[k] ~= "true" and q[k] ~= "false" then
+      return nil, k .. " must be true or false"
+    end
   end
   return { argv = argv, cwd = cwd, env = { HOME = M.HOME, USER = "sprite" },
            stdin = q.stdin == "true", command = table.concat(cmd, " ") }
@@ -156,7 +158,7 @@ local function ws_exec(f, M, req, s, q, all)
   end }
 end
 
-local function kill(f, M, req, s, sid, q)
+local function kill(f, req, s, sid, q)
   local x = s.sessions[math.tointeger(tonumber(sid)) or -1]
   if not x then return f:deny(req, 404, { error = "not_found", message = "session not found" }) end
   local sig = q.signal or "TERM"
@@ -338,7 +340,7 @@ function E.install(f, M)
       return M.answer(200, { sessions = list })
     end
     local sid = rest:match("^/exec/(%d+)/kill$")
-    if sid and m == "POST" then return kill(self, M, req, s, sid, q) end
+    if sid and m == "POST" then return kill(self, req, s, sid, q) end
     return self:refuse(req, 404, { error = "not_found", message = "no route " .. m .. " " .. rest })
   end
 end

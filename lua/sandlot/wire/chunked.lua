@@ -66,7 +66,9 @@ function M.decoder(on_chunk, opts)
           local hex = line:match("^(%x+)[ \t]*;?.*$")
           if not hex or #hex > 8 then return fail("a bad chunk size line %q", line:sub(1, 40)) end
           need = tonumber(hex, 16)
-          if need > max then return fail("a chunk of %d bytes is over the limit of %d", need, max) end
+          if need > max then
+            return fail("a chunk of %d bytes is over the limit of %d", need, max)
+          end
           state = need == 0 and "trailer" or "data"
         end
       elseif state == "data" then
