@@ -10,6 +10,14 @@ local json = require("sandlot.wire.json")
 local sys = require("sandlot.core.sys")
 local h = require("spec.helper")
 
+-- the fake's sprites are local sandboxes with their own / (bubblewrap): without namespaces the
+-- whole file is one pending case with the reason (pending cannot be called from before_each)
+local ns_why = require("spec.support.namespaces").skip()
+if ns_why then
+  describe("sprites provider", function() pending(ns_why) end)
+  return
+end
+
 describe("sprites provider", function()
   local f, fake
 
