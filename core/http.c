@@ -85,6 +85,13 @@ static const char *xfer_setup(lua_State *L, int opts, Xfer *x, int *err_errno) {
     curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
   }
+  if (opt_bool(L, opts, "raw_chunked", false)) {
+    /* the body as it came, chunked framing included, over HTTP/1.1: for services whose
+     * message boundaries are the chunks (Sprites' HTTP exec); curl still finds the end */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 0L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+  }
   x->stream = opt_bool(L, opts, "stream", false);
   lua_Number max_body = opt_num(L, opts, "max_body");
   if (max_body > 0) {

@@ -43,6 +43,8 @@ describe("sandlot.provider.check", function()
     { "a swapped pair of letters", minimal({ stauts = function() end }),
       "did you mean 'status'" },
     { "a tie, broken by name", minimal({ lm = function() end }), "did you mean 'ls'" },
+    { "native checkpoints only in part", minimal({ checkpoint = function() end }),
+      "native checkpoints need all of checkpoint, checkpoints and restore" },
     { "a misspelled capability", minimal({ capabilities = { remot = true } }),
       "unknown capability 'remot' %(did you mean 'remote'%?%)" },
     { "an unknown capability", minimal({ capabilities = { teleport = true } }),
@@ -124,6 +126,7 @@ describe("a provider with only the required functions", function()
       stop = "not_supported", start = "not_supported", update = "not_supported",
       get_url = "not_supported", ssh_opts = "not_supported",
       list = "not_supported", gc = "not_supported", spawn = "not_supported",
+      checkpoint = "portable",
     }, caps)
   end)
 

@@ -32,7 +32,7 @@ local known_spec = {
 local known_call = {
   json = true, query = true, body = true, body_size = true, headers = true, want = true,
   timeout = true, errors = true, retry = true, max_body = true, decode = true,
-  fresh_connect = true, on_frame = true, raw = true,
+  fresh_connect = true, on_frame = true, raw = true, raw_chunked = true,
 }
 
 local caches = setmetatable({}, { __mode = "k" })   -- spec -> {negotiate_key -> prefix}
@@ -269,6 +269,7 @@ local function send(c, method, path, opts, prefix, on_chunk)
               body = body, json = opts.json, body_size = size,
               timeout = opts.timeout, retry = opts.retry, max_body = opts.max_body,
               decode = false, fresh_connect = opts.fresh_connect, on_chunk = on_chunk,
+              raw_chunked = opts.raw_chunked,
               headers = opts.headers }
   if o.timeout == nil then o.timeout = c._spec.timeout end
   if o.retry == nil then o.retry = c._spec.retry end
@@ -356,7 +357,8 @@ end
 ---@param opts? table {json, query, body (a string, a producer function, or a list of
 ---  strings such as wire.tar or wire.multipart pieces), body_size, headers, want = {200, 201},
 ---  timeout,
----  errors = {[409] = code}, retry, max_body, decode, fresh_connect, raw}
+---  errors = {[409] = code}, retry, max_body, decode, fresh_connect, raw, raw_chunked (the
+---  body keeps its chunked framing: decode it with sandlot.wire.chunked)}
 ---@return any|nil value
 ---@return table|sandlot.Error res_or_err
 function Client:call(method, path, opts)

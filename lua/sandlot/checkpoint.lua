@@ -5,8 +5,12 @@
 -- $XDG_STATE_HOME/sandlot/checkpoints/<id>.tar.gz, with a JSON record beside it (sha256, size,
 -- provider, sandbox). Restore writes them back with mkdir and write_files (modes kept). A
 -- provider's own layout (its `layout` field: mount points, system links) is left out, and so
--- are symlinks and special files, which the file API cannot recreate. Native checkpoints (a
--- provider's own snapshots) are not built yet: caps say "portable".
+-- are symlinks and special files, which the file API cannot recreate.
+-- Native checkpoints: a provider with the checkpoint, checkpoints and restore operations
+-- (caps.checkpoint = "native": sprites) keeps its own snapshot of the whole sandbox; take
+-- records it here ({kind = "native", native_id}, no archive) and restore puts that same
+-- sandbox back to it, in place. A native checkpoint cannot seed another sandbox
+-- (not_supported); {kind = "portable"} takes a portable one on any provider.
 local errors = require("sandlot.errors")
 local id = require("sandlot.id")
 local sys = require("sandlot.core.sys")
@@ -74,18 +78,51 @@ local function public(rec)
   return out
 end
 
----Takes a checkpoint of sb's working area: {id, name, provider, sandbox, kind = "portable",
----created_at, size, sha256}.
+local function native(sb)
+  return sb._p and sb._p.caps and sb._p.caps.checkpoint == "native"
+end
+
+-- A native checkpoint: the provider's own, recorded beside the portable ones.
+local function take_native(sb, opts, dir)
+  local c, err = require("sandlot.sandbox")._call(sb, "checkpoint", { comment = opts.name })
+  if not c then return nil, err end
+  if type(c) ~= "table" or type(c.id) ~= "string" then
+    return nil, errors.new("bad_response", "checkpoint: the provider gave no checkpoint id",
+                           { op = "checkpoint" })
+  end
+  local ok, merr = mkdirs(dir)
+  if not ok then return nil, merr end
+  local rec = {
+    id = "ck-" .. id.hex(8), name = opts.name, provider = sb.provider,
+    sandbox = sb.durable_id or sb.id, sandbox_id = sb.id, kind = "native", native_id = c.id,
+    created_at = math.tointeger(c.created_at) or os.time(),
+  }
+  local wok, werr = write(dir .. "/" .. rec.id .. ".json", json.encode(rec))
+  if not wok then return nil, werr end
+  return public(rec)
+end
+
+---Takes a checkpoint of sb: native where the provider has its own (caps.checkpoint =
+---"native": {id, name, provider, sandbox, kind = "native", native_id, created_at}), else of its
+---working area ({id, name, provider, sandbox, kind = "portable", created_at, size, sha256}).
 ---@param sb sandlot.Sandbox
----@param opts? {name?: string}
+---@param opts? {name?: string, kind?: "native"|"portable"}
 ---@return table|nil checkpoint, sandlot.Error? err
 function M.take(sb, opts)
   opts = opts or {}
   if opts.name ~= nil and type(opts.name) ~= "string" then
     error("checkpoint: opts.name must be a string", 2)
   end
+  if opts.kind ~= nil and opts.kind ~= "native" and opts.kind ~= "portable" then
+    error('checkpoint: opts.kind must be "native" or "portable"', 2)
+  end
   local dir, derr = M.dir()
   if not dir then return nil, derr end
+  if opts.kind ~= "portable" and native(sb) then return take_native(sb, opts, dir) end
+  if opts.kind == "native" then
+    return nil, errors.new("not_supported", ("checkpoint: %s has no native checkpoints")
+      :format(tostring(sb.provider)), { op = "checkpoint" })
+  end
   local entries, skipped, total, nfiles = {}, {}, 0, 0
   local layout = {}
   for _, n in ipairs((sb._p and sb._p.impl and sb._p.impl.layout) or {}) do layout[n] = true end
@@ -188,13 +225,52 @@ function M.list(sb)
   return out
 end
 
----Unpacks checkpoint ck (a record or an id) into sb's working area.
+---Lists the provider's own checkpoints of sb (caps.checkpoint = "native"), newest first:
+---{native_id, created_at, comment, kind = "native"}, each restorable with M.restore(sb, it).
+---@param sb sandlot.Sandbox
+---@return table[]|nil list, sandlot.Error? err
+function M.native(sb)
+  if not native(sb) then
+    return nil, errors.new("not_supported", ("checkpoint: %s has no native checkpoints")
+      :format(tostring(sb.provider)), { op = "checkpoints" })
+  end
+  local list, err = require("sandlot.sandbox")._call(sb, "checkpoints")
+  if not list then return nil, err end
+  local out = {}
+  for i, c in ipairs(list) do
+    out[i] = { native_id = c.id, created_at = c.created_at, comment = c.comment,
+               kind = "native", provider = sb.provider, sandbox_id = sb.id }
+  end
+  return out
+end
+
+local function restore_native(sb, rec)
+  if rec.provider ~= sb.provider or rec.sandbox_id ~= sb.id then
+    return nil, errors.new("not_supported", ("checkpoint %s is %s's own snapshot of sandbox "
+      .. "%s: it restores only into that sandbox (take {kind = \"portable\"} to seed others)")
+      :format(rec.id or rec.native_id, tostring(rec.provider), tostring(rec.sandbox_id)),
+      { op = "restore" })
+  end
+  local ok, err = require("sandlot.sandbox")._call(sb, "restore", rec.native_id)
+  if not ok then return nil, errors.wrap(err, { op = "restore" }) end
+  return true
+end
+
+---Restores checkpoint ck (a record or an id): a portable one is unpacked into sb's working
+---area; a native one puts sb (the sandbox it was taken of) back to it, in place.
 ---@param sb sandlot.Sandbox
 ---@param ck table|string
 ---@return true|nil ok, sandlot.Error? err
 function M.restore(sb, ck)
+  if type(ck) == "table" and ck.kind == "native" and ck.id == nil then   -- from M.native
+    if type(ck.native_id) ~= "string" then
+      error("checkpoint.restore: a native checkpoint needs native_id", 2)
+    end
+    return restore_native(sb, ck)
+  end
   local rec, err = M.get(type(ck) == "table" and ck.id or ck)
   if not rec then return nil, err end
+  if rec.kind == "native" then return restore_native(sb, rec) end
   local dir = assert(M.dir())
   local path = dir .. "/" .. rec.id .. ".tar.gz"
   local data = read(path)

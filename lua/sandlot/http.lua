@@ -28,7 +28,7 @@ local known = {
   body = true, json = true, body_file = true, body_size = true, timeout = true,
   connect_timeout = true, unix_socket = true, max_body = true, on_chunk = true, retry = true,
   insecure = true, ca_file = true, ca_path = true, follow = true, max_redirects = true,
-  fresh_connect = true, op = true, decode = true,
+  fresh_connect = true, op = true, decode = true, raw_chunked = true,
 }
 local known_retry = { attempts = true, base = true, cap = true, statuses = true, safe = true,
                       max_after = true }
@@ -153,7 +153,7 @@ local plain_methods = { GET = true, POST = true, PUT = true, PATCH = true, DELET
                         HEAD = true, OPTIONS = true }
 local positive = { "timeout", "connect_timeout", "max_body" }
 local passed = { "body_file", "body_size", "unix_socket", "follow", "max_redirects", "ca_file",
-                 "ca_path", "fresh_connect" }            -- given to the core as they are
+                 "ca_path", "fresh_connect", "raw_chunked" }   -- given to the core as they are
 
 local function build(opts)
   local url = opts.url
@@ -421,6 +421,7 @@ end
 ---  which is then not kept), retry ({attempts=3, base=0.2, cap=5, statuses=, safe=,
 ---  max_after=60} | number | false), follow (redirects, default true), max_redirects (10),
 ---  insecure (no TLS verification: explicit opt-in only), ca_file, ca_path, fresh_connect,
+---  raw_chunked (HTTP/1.1, the body with its chunked framing as sent: see wire.chunked),
 ---  decode ("json" to decode whatever the content type), op (names the operation in
 ---  errors; an operation around it, such as the sandbox's exec, wins and keeps it as `via`)
 ---@return table|nil response {status, headers, body, json, http_version, attempts, ...}

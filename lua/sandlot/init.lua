@@ -70,6 +70,7 @@ M.await_ready = sandbox.await_ready
 M.update = sandbox.update
 M.get_url = sandbox.get_url
 M.ssh_opts = sandbox.ssh_opts
+M.extension = sandbox.extension
 M.caps = sandbox.caps
 M.to_map = sandbox.to_map
 M.from_map = sandbox.from_map

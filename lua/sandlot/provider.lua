@@ -12,13 +12,19 @@ local M = {}
 M.REQUIRED = { "create", "destroy", "status", "exec" }
 M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
                "stop", "start", "await_ready", "update", "get_url", "ssh_opts", "list", "gc",
-               "spawn" }
+               "spawn", "checkpoint", "checkpoints", "restore" }
+-- native checkpoints come as these three together; without them sandlot.checkpoint takes
+-- portable ones (caps.checkpoint = "portable"), and caps lists only `checkpoint`
+M.CHECKPOINT_OPS = { "checkpoint", "checkpoints", "restore" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
              capabilities = "table", config = "table", create_options = "table",
              -- top-level names of the sandbox's file tree that are the provider's own layout
              -- (mount points, system links), left out of portable checkpoints
              layout = "table",
+             -- the provider's own operations, fn(ctx, handle, ...), called as
+             -- sb:extension(name, ...) (sprites' services)
+             extensions = "table",
              migrate_handle = "function" }   -- (handle, old_version) -> handle, on hot reload
 M.STATUSES = { running = true, stopped = true, terminated = true, unknown = true }
 -- The closed set of `capabilities` flags (each true or false). What each one promises:
@@ -87,9 +93,22 @@ function M.check(tbl)
           add("unknown name '%s': operations are %s, %s; fields are %s (prefix private " ..
               "helpers with '_')", k, table.concat(M.REQUIRED, " "),
               table.concat(M.OPTIONAL, " "), "name description version capabilities config " ..
-              "create_options migrate_handle")
+              "create_options layout extensions migrate_handle")
         end
       end
+    end
+    if type(tbl.extensions) == "table" then
+      for k, v in pairs(tbl.extensions) do
+        if type(k) ~= "string" or not k:match("^[%l][%l%d_]*$") or type(v) ~= "function" then
+          add("extensions.%s must be a snake_case name mapped to a function(ctx, handle, ...)",
+              tostring(k))
+        end
+      end
+    end
+    local ck = 0
+    for _, n in ipairs(M.CHECKPOINT_OPS) do if tbl[n] ~= nil then ck = ck + 1 end end
+    if ck > 0 and ck < #M.CHECKPOINT_OPS then
+      add("native checkpoints need all of checkpoint, checkpoints and restore")
     end
     if type(tbl.capabilities) == "table" then
       local caps = {}
@@ -358,6 +377,9 @@ function M.complete(impl, name)
   for _, op in ipairs(M.OPTIONAL) do
     if not p.ops[op] then p.ops[op], p.caps[op] = not_supported(op), "not_supported" end
   end
+  if p.caps.checkpoint == "not_supported" then p.caps.checkpoint = "portable" end
+  p.caps.checkpoints, p.caps.restore = nil, nil
+  for k, fn in pairs(impl.extensions or {}) do p.ops["extension." .. k] = fn end
   cache[impl] = p
   return p
 end

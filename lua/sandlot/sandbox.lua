@@ -478,6 +478,22 @@ function M.get_url(sb, port)
   return span(sb, "get_url", { port = port }, call, port)
 end
 
+---Calls one of the provider's own operations (its `extensions` table; sprites' services),
+---with the sandbox layer's error context and a telemetry span ("extension.<name>").
+---@param sb sandlot.Sandbox
+---@param name string
+---@return any|nil value, sandlot.Error? err not_supported when the provider has no such one
+function M.extension(sb, name, ...)
+  check_sb(sb, "extension")
+  if type(name) ~= "string" then error("extension: name must be a string", 2) end
+  local op = "extension." .. name
+  if not sb._p.ops[op] then
+    return fail(errors.new("not_supported", ("%s has no extension %q"):format(
+      tostring(sb._p.name), name), { retryable = false }), sb, op)
+  end
+  return span(sb, op, {}, call, ...)
+end
+
 ---Returns options for reaching the sandbox over SSH (providers that offer it).
 function M.ssh_opts(sb)
   check_sb(sb, "ssh_opts")
@@ -852,11 +868,14 @@ end
 
 -- Checkpoints (sandlot.checkpoint) ----------------------------------------------------------
 
----Takes a checkpoint of the sandbox's working area, which sandlot.create(provider,
----{from = checkpoint}) restores into a new sandbox of any provider.
----@param opts? {name?: string}
----@return table|nil checkpoint {id, name, provider, sandbox, kind, created_at, size, sha256},
----  sandlot.Error? err
+---Takes a checkpoint: of the sandbox's working area (kind "portable"), which
+---sandlot.create(provider, {from = checkpoint}) restores into a new sandbox of any provider;
+---or, where the provider has its own (caps.checkpoint = "native": sprites), a native one of
+---the whole sandbox, which sandlot.checkpoint.restore(sb, ck) puts back in place.
+---opts.kind = "portable" takes a portable one anyway.
+---@param opts? {name?: string, kind?: "native"|"portable"}
+---@return table|nil checkpoint {id, name, provider, sandbox, kind, created_at, size, sha256}
+---  (native: native_id instead of size and sha256), sandlot.Error? err
 function M.checkpoint(sb, opts)
   check_sb(sb, "checkpoint")
   return span(sb, "checkpoint", {}, function(s) return require("sandlot.checkpoint").take(s, opts) end)
@@ -881,7 +900,8 @@ M.Sandbox = Sandbox
 -- methods: sb:exec(...) is sandlot.exec(sb, ...)
 for _, op in ipairs({ "exec", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
                       "destroy", "status", "reconnect", "stop", "start", "await_ready",
-                      "update", "get_url", "ssh_opts", "close", "to_map", "checkpoint" }) do
+                      "update", "get_url", "ssh_opts", "close", "to_map", "checkpoint",
+                      "extension" }) do
   Sandbox[op] = M[op]
 end
 Sandbox.caps = M.caps
