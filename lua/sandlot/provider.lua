@@ -12,7 +12,12 @@ local M = {}
 M.REQUIRED = { "create", "destroy", "status", "exec" }
 M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
                "stop", "start", "await_ready", "update", "get_url", "ssh_opts", "list", "gc",
-               "spawn" }
+               "spawn",
+               -- native checkpoints (sandlot.checkpoint, {native = true}):
+               -- checkpoint(ctx, handle, opts) -> {id, size?, created_at?}: the provider's own
+               -- snapshot; restore(ctx, create_opts, id) -> handle: a new sandbox made from
+               -- one; checkpoints(ctx, handle) -> {{id, size?, created_at?}...}: its list
+               "checkpoint", "restore", "checkpoints" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
              capabilities = "table", config = "table", create_options = "table",
