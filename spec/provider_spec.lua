@@ -124,6 +124,7 @@ describe("a provider with only the required functions", function()
       stop = "not_supported", start = "not_supported", update = "not_supported",
       get_url = "not_supported", ssh_opts = "not_supported",
       list = "not_supported", gc = "not_supported", spawn = "not_supported",
+      checkpoint = "not_supported", restore = "not_supported", checkpoints = "not_supported",
     }, caps)
   end)
 

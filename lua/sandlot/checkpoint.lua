@@ -5,8 +5,10 @@
 -- $XDG_STATE_HOME/sandlot/checkpoints/<id>.tar.gz, with a JSON record beside it (sha256, size,
 -- provider, sandbox). Restore writes them back with mkdir and write_files (modes kept). A
 -- provider's own layout (its `layout` field: mount points, system links) is left out, and so
--- are symlinks and special files, which the file API cannot recreate. Native checkpoints (a
--- provider's own snapshots) are not built yet: caps say "portable".
+-- are symlinks and special files, which the file API cannot recreate. Native checkpoints
+-- (take{native = true}) are the provider's own snapshots, through its hooks `checkpoint`,
+-- `restore` and `checkpoints` (see sandlot.provider): only a JSON record is kept here, and
+-- they restore only into a new sandbox of the same provider (sandlot.create{from = ck}).
 local errors = require("sandlot.errors")
 local id = require("sandlot.id")
 local sys = require("sandlot.core.sys")
@@ -74,18 +76,47 @@ local function public(rec)
   return out
 end
 
+-- A native checkpoint: the provider's snapshot, and a record {kind = "native", native =
+-- {provider = its module name, id = the provider's snapshot id}} without an archive.
+local function take_native(sb, opts, dir)
+  local impl = sb._p and sb._p.impl or {}
+  if not impl.checkpoint then
+    return nil, errors.new("not_supported", ("checkpoint: provider %s has no native " ..
+      "checkpoints (leave out native = true for a portable one)"):format(tostring(sb.provider)),
+      { op = "checkpoint" })
+  end
+  local snap, err = require("sandlot.sandbox")._call(sb, "checkpoint", { name = opts.name })
+  if not snap then return nil, err end
+  if type(snap) ~= "table" or type(snap.id) ~= "string" then
+    return nil, errors.new("internal", "checkpoint: the provider's checkpoint gave no id")
+  end
+  local ok, merr = mkdirs(dir)
+  if not ok then return nil, merr end
+  local rec = { id = "ck-" .. id.hex(8), name = opts.name, provider = sb.provider,
+                sandbox = sb.durable_id or sb.id, kind = "native", created_at = os.time(),
+                size = math.tointeger(snap.size), native = { provider = sb._p.name, id = snap.id } }
+  local wok, werr = write(dir .. "/" .. rec.id .. ".json", json.encode(rec))
+  if not wok then return nil, werr end
+  return public(rec)
+end
+
 ---Takes a checkpoint of sb's working area: {id, name, provider, sandbox, kind = "portable",
----created_at, size, sha256}.
+---created_at, size, sha256}. With opts.native, the provider's own snapshot instead (kind =
+---"native", not_supported where the provider has none; Vercel stops the session to take one).
 ---@param sb sandlot.Sandbox
----@param opts? {name?: string}
+---@param opts? {name?: string, native?: boolean}
 ---@return table|nil checkpoint, sandlot.Error? err
 function M.take(sb, opts)
   opts = opts or {}
   if opts.name ~= nil and type(opts.name) ~= "string" then
     error("checkpoint: opts.name must be a string", 2)
   end
+  if opts.native ~= nil and type(opts.native) ~= "boolean" then
+    error("checkpoint: opts.native must be a boolean", 2)
+  end
   local dir, derr = M.dir()
   if not dir then return nil, derr end
+  if opts.native then return take_native(sb, opts, dir) end
   local entries, skipped, total, nfiles = {}, {}, 0, 0
   local layout = {}
   for _, n in ipairs((sb._p and sb._p.impl and sb._p.impl.layout) or {}) do layout[n] = true end
@@ -163,10 +194,19 @@ function M.get(ck_id)
   return rec
 end
 
----Lists checkpoints, newest first: all of them, or those taken of sb.
+---Lists checkpoints, newest first: all of them, or those taken of sb. With opts.native, the
+---provider's own list of sb's snapshots instead ({id, size, created_at}; not_supported where
+---the provider has none).
 ---@param sb? sandlot.Sandbox
+---@param opts? {native?: boolean}
 ---@return table[]|nil list, sandlot.Error? err
-function M.list(sb)
+function M.list(sb, opts)
+  if opts and opts.native then
+    if not (sb and sb._p and sb._p.impl.checkpoints) then
+      return nil, errors.new("not_supported", "checkpoints: no native checkpoints to list here")
+    end
+    return require("sandlot.sandbox")._call(sb, "checkpoints")
+  end
   local dir, derr = M.dir()
   if not dir then return nil, derr end
   local out = {}
@@ -195,6 +235,10 @@ end
 function M.restore(sb, ck)
   local rec, err = M.get(type(ck) == "table" and ck.id or ck)
   if not rec then return nil, err end
+  if rec.kind == "native" then              -- made at create time (sandlot.create{from =})
+    return nil, errors.new("invalid_input", ("checkpoint %s is native: it restores only " ..
+      "through sandlot.create{from = ...} on its provider"):format(rec.id))
+  end
   local dir = assert(M.dir())
   local path = dir .. "/" .. rec.id .. ".tar.gz"
   local data = read(path)

@@ -612,9 +612,20 @@ function M.create(prov_or_opts, opts)
   local o = {}
   for k, v in pairs(opts) do if k ~= "provider" and k ~= "from" then o[k] = v end end
   local from = opts.from
+  local make = r.p.ops.create
   if from ~= nil then                     -- a checkpoint to restore: known before creating
     local ck, ckerr = require("sandlot.checkpoint").get(type(from) == "table" and from.id or from)
     if not ck then return nil, errors.wrap(ckerr, { op = "create", provider = r.ref }) end
+    if ck.kind == "native" then           -- the provider makes the sandbox from its snapshot
+      local nat = type(ck.native) == "table" and ck.native or {}
+      if nat.provider ~= r.p.name or not r.p.impl.restore or type(nat.id) ~= "string" then
+        return nil, errors.new("invalid_input", ("checkpoint %s is a native one of " ..
+          "provider %s; it restores only there"):format(ck.id, tostring(nat.provider)),
+          { op = "create", provider = r.ref })
+      end
+      make = function(ctx, po) return r.p.ops.restore(ctx, po, nat.id) end
+      from = nil
+    end
   end
   local verr                                                 -- plugins: veto or changed opts
   o, verr = plugins.before_create(o, function(x) shapes.check_create_opts(x, r.p) end)
@@ -629,8 +640,7 @@ function M.create(prov_or_opts, opts)
     end
     fault("after_journal")
     local po = provider_opts(o)
-    local handle, cerr, queued, attempts = admission.create(r.ref, r.admission, r.p.ops.create,
-                                                           r.ctx, po)
+    local handle, cerr, queued, attempts = admission.create(r.ref, r.admission, make, r.ctx, po)
     meta.queued_s, meta.attempts = queued, attempts
     if not handle then
       cerr = errors.without(errors.wrap(errors.is(cerr) and cerr
@@ -853,8 +863,9 @@ end
 -- Checkpoints (sandlot.checkpoint) ----------------------------------------------------------
 
 ---Takes a checkpoint of the sandbox's working area, which sandlot.create(provider,
----{from = checkpoint}) restores into a new sandbox of any provider.
----@param opts? {name?: string}
+---{from = checkpoint}) restores into a new sandbox of any provider. With opts.native, the
+---provider's own snapshot instead (where it has one: vercel), restored only by that provider.
+---@param opts? {name?: string, native?: boolean}
 ---@return table|nil checkpoint {id, name, provider, sandbox, kind, created_at, size, sha256},
 ---  sandlot.Error? err
 function M.checkpoint(sb, opts)
@@ -862,12 +873,15 @@ function M.checkpoint(sb, opts)
   return span(sb, "checkpoint", {}, function(s) return require("sandlot.checkpoint").take(s, opts) end)
 end
 
----Lists the checkpoints taken of sb (all of them without sb), newest first.
+---Lists the checkpoints taken of sb (all of them without sb), newest first. With
+---opts.native, the provider's own snapshots of sb.
 ---@param sb? sandlot.Sandbox
+---@param opts? {native?: boolean}
 ---@return table[]|nil checkpoints, sandlot.Error? err
-function M.checkpoints(sb)
+function M.checkpoints(sb, opts)
   if sb ~= nil then check_sb(sb, "checkpoints") end
-  return require("sandlot.checkpoint").list(sb)
+  opts = check_opts(opts, { native = "boolean" }, "checkpoints")
+  return require("sandlot.checkpoint").list(sb, opts)
 end
 
 ---Calls the provider's `op` with the sandbox layer's error context, without the public

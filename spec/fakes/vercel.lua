@@ -560,7 +560,7 @@ function Fake:fs(req, s, op)
     if type(dir) ~= "string" or dir:sub(1, 1) ~= "/" then
       return self:refuse(req, 400, "bad_request", "x-cwd must be an absolute path")
     end
-    local entries, terr = tar.list(req.body, { gzip = true, max_size = 2 ^ 31 })
+    local entries, terr = tar.list(req.body, { gzip = true, max_size = 1 << 31 })
     if not entries then return self:refuse(req, 400, "bad_request", terr.message) end
     for _, e in ipairs(entries) do
       local abs = fs.path(dir, e.name)
@@ -622,7 +622,7 @@ function Fake:snapshot(s)
   local sb = self.sandboxes[s.sandbox]
   for _, r in pairs(s.commands) do r.kill() end
   local r = assert(lp.exec(self.backend, sb.local_handle,
-                           { "tar", "-czf", "-", "-C", "/", "vercel" }, { max_output = 2 ^ 31 }))
+                           { "tar", "-czf", "-", "-C", "/", "vercel" }, { max_output = 1 << 31 }))
   assert(r.exit_code == 0, r.stderr)
   local sn = { id = "snap_" .. id.hex(12), session = s.id, sandbox = sb.name, region = sb.region,
                status = "created", data = r.stdout, created_at = now_ms() }
