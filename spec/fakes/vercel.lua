@@ -13,7 +13,8 @@
 -- carry it: invalid bytes become U+FFFD. A GET or empty POST without the SDK's
 -- `Content-Type: application/json` is accepted but noted in fake.quirks.
 -- Faults: fake:inject{route = "POST /v2/sandboxes/sessions/" (a prefix or a Lua pattern),
--- status, code, message, retry_after, hang = s, drop = true, times = n}.
+-- status, code, message, retry_after, hang = s, drop = true, body = raw text (with
+-- content_type and status, default 200), times = n}.
 --   local f = require("spec.fakes.vercel").start{}
 --   -> f.url, f.token, f.team, f.project, f.fake, f.rejected(), f.stop()
 -- GET {url}/_fake/config (no auth) tells team and project to check-fakes' SDK script.
@@ -722,6 +723,10 @@ function Fake:api(req)
   if f then
     if f.hang then sandlot.sleep(f.hang) end
     if f.drop then return { drop = true } end
+    if f.body then                         -- a raw answer: a service that misbehaves
+      return { status = f.status or 200, body = f.body,
+               headers = { ["Content-Type"] = f.content_type or "application/json" } }
+    end
     if f.status then
       local h = {}
       if f.retry_after then h["Retry-After"] = tostring(f.retry_after) end
