@@ -246,7 +246,7 @@ function Fake:start_session(sb)
   return s
 end
 
-function Fake:create(req, v2)
+function Fake:create(req)
   local b, refusal = self:body(req)
   if not b then return refusal end
   if type(b.projectId) ~= "string" or b.projectId == "" then
@@ -320,7 +320,7 @@ function Fake:create(req, v2)
   local t = now_ms()
   local sb = { name = b.name or ("sbx-" .. id.hex(10)), persistent = b.persistent ~= false,
                region = b.region or "iad1", vcpus = (b.resources or {}).vcpus or 2,
-               image = b.image, runtime = b.runtime or (v2 and nil), ports = b.ports or {},
+               image = b.image, runtime = b.runtime, ports = b.ports or {},
                timeout = b.timeout or M.DEFAULT_TIMEOUT, tags = b.tags, created_at = t,
                updated_at = t, env = env, local_handle = lh,
                snapshot = restore and restore.id or nil, network = network }
@@ -748,7 +748,7 @@ function Fake:api(req)
   end
   local p, m = req.path, req.method
   if (p == "/v3/sandboxes" or p == "/v2/sandboxes") and m == "POST" then
-    return self:create(req, p == "/v2/sandboxes")
+    return self:create(req)
   end
   if p == "/v2/sandboxes" and m == "GET" then return self:list(req, q) end
   local sid, rest = p:match("^/v2/sandboxes/sessions/([^/]+)(.*)$")
