@@ -635,7 +635,9 @@ function M.exec(ctx, handle, argv, opts)
   local ok, err = on_session(ctx, handle, function(c, cr, sid)
     sid_used, out, err_parts, first, last = sid, {}, {}, nil, nil
     local decoder = ndjson.decoder(function(v)
-      if type(v) ~= "table" then return fail("bad_response", "vercel: a stream line is not an object") end
+      if type(v) ~= "table" then
+        return fail("bad_response", "vercel: a stream line is not an object")
+      end
       if type(v.command) == "table" then
         if not first then
           first = v.command
@@ -644,7 +646,8 @@ function M.exec(ctx, handle, argv, opts)
           last = v.command
         end
       elseif v.stream == "stdout" and type(v.data) == "string" then out[#out + 1] = v.data
-      elseif v.stream == "stderr" and type(v.data) == "string" then err_parts[#err_parts + 1] = v.data
+      elseif v.stream == "stderr" and type(v.data) == "string" then
+        err_parts[#err_parts + 1] = v.data
       elseif v.stream == "error" then
         local d = type(v.data) == "table" and v.data or {}
         failure = errors.new("unavailable", ("vercel: the command stream failed: %s: %s")
@@ -701,7 +704,9 @@ function M.checkpoint(ctx, handle, opts)
   end)
   if not v then return nil, err end
   local s = type(v) == "table" and v.snapshot
-  if type(s) ~= "table" then return fail("bad_response", "vercel: the snapshot answer has no snapshot") end
+  if type(s) ~= "table" then
+    return fail("bad_response", "vercel: the snapshot answer has no snapshot")
+  end
   local sn, serr = check.id(s.id, NAME, "Vercel's snapshot id", 256)
   if not sn then return nil, serr end
   if known[name] then known[name].status = "stopped" end

@@ -24,7 +24,9 @@ describe("vercel provider", function()
 
   -- An unsigned JWT whose claims name the team and project, as Vercel's OIDC tokens do.
   local function jwt(claims)
-    local function b64url(s) return (base64.encode(s):gsub("+", "-"):gsub("/", "_"):gsub("=", "")) end
+    local function b64url(s)
+      return (base64.encode(s):gsub("+", "-"):gsub("/", "_"):gsub("=", ""))
+    end
     return b64url('{"alg":"none"}') .. "." .. b64url(json.encode(claims)) .. ".sig"
   end
 
@@ -81,7 +83,9 @@ describe("vercel provider", function()
         assert.equal("application/gzip", ct)
         assert.equal("/", r.headers["x-cwd"])
         local names = {}
-        for _, e in ipairs(assert(tar.list(r.body, { gzip = true }))) do names[#names + 1] = e.name end
+        for _, e in ipairs(assert(tar.list(r.body, { gzip = true }))) do
+          names[#names + 1] = e.name
+        end
         assert.same({ "vercel/sandbox/rel.txt", "etc/abs.txt" }, names)
       else
         assert.equal("application/json", ct, r.route)
@@ -157,7 +161,8 @@ describe("vercel provider", function()
     }
     cases[#cases + 1] = { { status = 402, code = "payment_required",
                             message = "plan limit exceeded" }, "quota_exceeded" }
-    -- on status (a 404 there is "terminated"; create would wait out rate_limited and quota_exceeded in admission control)
+    -- on status (a 404 there is "terminated"; create would wait out rate_limited and
+    -- quota_exceeded in admission control)
     local live = assert(sandlot.create("vercel", {}))
     for _, c in ipairs(cases) do
       c[1].route = "GET /v2/sandboxes/" .. live.id

@@ -32,8 +32,6 @@ M.DEFAULT_TIMEOUT = 300000                  -- ms: a session's default
 M.MAX_TIMEOUT = 5 * 3600 * 1000             -- ms: the plan's limit here (Pro: 24 h)
 M.CWD = "/vercel/sandbox"
 
-local STATUSES = { pending = true, running = true, stopping = true, stopped = true,
-                   failed = true, aborted = true, snapshotting = true }
 
 local Fake = {}
 Fake.__index = Fake
@@ -214,8 +212,8 @@ function Fake:check_timeout(req, v)
     return nil, self:refuse(req, 400, "bad_request", "timeout must be a positive integer (ms)")
   end
   if v > self.max_timeout then
-    return nil, self:refuse(req, 400, "bad_request",
-                            ("timeout exceeds the plan's maximum of %d ms"):format(self.max_timeout))
+    return nil, self:refuse(req, 400, "bad_request", ("timeout exceeds the plan's maximum " ..
+                                                      "of %d ms"):format(self.max_timeout))
   end
   return true
 end
