@@ -395,14 +395,15 @@ function M.await_ready(ctx, handle, opts)
          what = "the Vercel session is not running" })
 end
 
----Stops the current session (POST …/stop). A stopped one is stopped already.
+---Stops the current session (POST …/stop), asked for afresh: another process may have
+---resumed the sandbox since. A stopped one is stopped already.
 function M.stop(ctx, handle)
   local name, nerr = name_of(handle)
   if not name then return nil, nerr end
   local c, cr = client(ctx)
   if not c then return nil, cr end
-  local sid, err = session_of(ctx, handle)
-  if not sid then return nil, err end
+  local v, sid = get_sandbox(ctx, handle, false)
+  if not v then return nil, sid end
   local ok, serr = call(c, cr, "POST", session_path(sid, "/stop"))
   if not ok and serr.status ~= 410 then return nil, serr end
   if known[name] then known[name].status = "stopped" end

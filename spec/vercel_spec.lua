@@ -151,6 +151,22 @@ describe("vercel provider", function()
     assert(sb:destroy())
   end))
 
+  it("stops the session that runs now, not the one it knew", h.task(function()
+    local sb = assert(sandlot.create("vercel", {}))
+    assert(sb:stop())
+    -- another client resumes it: a new session this process has not seen
+    local res = assert(sandlot.http.request({
+      url = ("%s/v2/sandboxes/%s?teamId=%s&projectId=%s&resume=true"):format(f.url, sb.id,
+                                                                           f.team, f.project),
+      headers = { Authorization = "Bearer " .. f.token, ["Content-Type"] = "application/json" } }))
+    assert.equal(200, res.status)
+    assert.equal("running", session(sb).status)      -- (sb:status() would refresh what it knows)
+    assert(sb:stop())
+    assert.equal("stopped", sb:status())
+    assert.equal("stopped", session(sb).status)
+    assert(sb:destroy())
+  end))
+
   it("maps Vercel's statuses and error codes onto sandlot's", h.task(function()
     local cases = {
       { { status = 400, code = "bad_request" }, "invalid_input" },
