@@ -43,8 +43,11 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
             libcurl4-openssl-dev libssh2-1-dev libhttp-parser-dev libsqlite3-dev libmsgpack-dev zlib1g-dev \
             lua-cjson lua-busted bubblewrap docker.io openssh-server busybox-static clang \
-            libclang-rt-14-dev luarocks lua-check cppcheck
+            libclang-rt-14-dev luarocks lua-check cppcheck curl
 BUSTED    = /usr/bin/busted
+# make check-fakes: Node and npm, installed from Debian only when no npm is on PATH (a
+# NodeSource or nvm install is kept as it is); run.lua fetches a newer Node when Debian's is too old
+NODE_PKGS = nodejs npm
 
 .PHONY: all deps check-deps test asan check-fakes fuzz fuzz-list bench demo install uninstall clean \
         rock rock-install lint docs
@@ -123,12 +126,14 @@ $(B)/sandlot.pc: sandlot.pc.in core/sandlot.h
 check-deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
-	done; if [ -n "$$missing" ]; then echo "missing:$$missing"; exit 1; fi
+	done; command -v npm >/dev/null 2>&1 || missing="$$missing $(NODE_PKGS)"; \
+	if [ -n "$$missing" ]; then echo "missing:$$missing"; exit 1; fi
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing $(NODE_PKGS)"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -3,6 +3,7 @@
  * chunks as tasks and drives the loop until they are done, reports what failed (the main
  * task's error, tasks nobody joined, tasks left waiting), spawns tasks for C callers, exits
  * (os.exit) and, for the host binary, turns SIGINT and SIGTERM into an orderly stop. */
+#include <dlfcn.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,9 +28,7 @@ struct sandlot {
 
 /* ---------------------------------------------------------------- sandlot.core */
 
-/* The directory holding lua/sandlot/init.lua for this binary: <exe>/../lua in a build tree,
- * <exe>/../share/lua/5.4 once installed, else the install's LMODDIR (for embedders).
- * NULL when none exists (stock paths apply). */
+/* The directory of the running binary; false without /proc. */
 bool sl_exe_dir(char *buf, size_t size) {
   ssize_t n = readlink("/proc/self/exe", buf, size - 1);
   if (n <= 0) return false;
@@ -40,19 +39,48 @@ bool sl_exe_dir(char *buf, size_t size) {
   return true;
 }
 
-static const char *find_lua_dir(char *buf, size_t size) {
-  char exe[PATH_MAX];
-  if (!sl_exe_dir(exe, sizeof(exe))) return NULL;
-  static const char *const rel[] = {"/../lua", "/../share/lua/5.4", NULL};
+/* The directory of the object this code is linked into: <prefix>/lib for libsandlot.so,
+ * <prefix>/lib/lua/5.4 for the sandlot.so Lua module, the binary's own directory when the core
+ * is linked statically. An embedder's library is found wherever its tree was unpacked. */
+bool sl_self_dir(char *buf, size_t size) {
+  Dl_info info;
+  if (dladdr((void *)sl_self_dir, &info) == 0 || info.dli_fname == NULL) return false;
+  char real[PATH_MAX];
+  if (realpath(info.dli_fname, real) == NULL || strlen(real) >= size) return false;
+  strcpy(buf, real);
+  char *slash = strrchr(buf, '/');
+  if (slash == NULL) return false;
+  *slash = '\0';
+  return true;
+}
+
+/* The first of dir + rel[i] that holds sandlot/init.lua, canonical, into buf. */
+static const char *probe_lua_dir(const char *dir, const char *const *rel, char *buf, size_t size) {
   for (int i = 0; rel[i] != NULL; i++) {
     char probe[PATH_MAX + 64];
-    snprintf(probe, sizeof(probe), "%s%s/sandlot/init.lua", exe, rel[i]);
+    snprintf(probe, sizeof(probe), "%s%s/sandlot/init.lua", dir, rel[i]);
     if (access(probe, R_OK) == 0) {
-      snprintf(probe, sizeof(probe), "%s%s", exe, rel[i]);
+      snprintf(probe, sizeof(probe), "%s%s", dir, rel[i]);
       if (realpath(probe, buf) != NULL && strlen(buf) < size) return buf;
     }
   }
-#ifdef SANDLOT_LUADIR                       /* an embedder elsewhere: the configured install */
+  return NULL;
+}
+
+/* The directory holding lua/sandlot/init.lua: beside the binary (<exe>/../lua in a build tree,
+ * <exe>/../share/lua/5.4 once installed), else beside the library holding the core (an
+ * embedder linked against an installed or relocated prefix), else the install's LMODDIR.
+ * NULL when none exists (stock paths apply). */
+static const char *find_lua_dir(char *buf, size_t size) {
+  char dir[PATH_MAX];
+  static const char *const from_exe[] = {"/../lua", "/../share/lua/5.4", NULL};
+  static const char *const from_lib[] = {"/../share/lua/5.4", "/../../../share/lua/5.4",
+                                         "/../lua", NULL};
+  if (sl_exe_dir(dir, sizeof(dir)) && probe_lua_dir(dir, from_exe, buf, size) != NULL)
+    return buf;
+  if (sl_self_dir(dir, sizeof(dir)) && probe_lua_dir(dir, from_lib, buf, size) != NULL)
+    return buf;
+#ifdef SANDLOT_LUADIR                       /* the configured install */
   char probe[PATH_MAX];
   snprintf(probe, sizeof(probe), "%s/sandlot/init.lua", SANDLOT_LUADIR);
   if (access(probe, R_OK) == 0 && strlen(SANDLOT_LUADIR) < size)
@@ -89,6 +117,11 @@ int luaopen_sandlot_core(lua_State *L) {
   lua_setfield(L, -2, "version");
   lua_pushfstring(L, "libuv %s", uv_version_string());
   lua_setfield(L, -2, "libuv");
+  char dir[PATH_MAX];
+  if (sl_self_dir(dir, sizeof(dir))) {      /* where sandlot-peer is looked for, beside exe's */
+    lua_pushstring(L, dir);
+    lua_setfield(L, -2, "libdir");
+  }
   return 1;
 }
 

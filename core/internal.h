@@ -107,6 +107,7 @@ void sl_host_drive(SlHost *h, bool *done);
 /* engine.c */
 void sl_register_core(lua_State *L);    /* package.preload for every sandlot.core.* module */
 bool sl_exe_dir(char *buf, size_t size); /* directory of the running binary; false without /proc */
+bool sl_self_dir(char *buf, size_t size); /* directory of the object holding the core (dladdr) */
 
 /* net.c (libraries: linked in) or lazy.c (host binary: dlopen on first require) */
 int sl_open_http(lua_State *L);         /* luaopen of sandlot.core.http */

@@ -553,7 +553,7 @@ function M.exec(ctx, handle, argv, opts)
     if not ok then return nil, uerr end
   end
   local finished = false
-  local guard <close> = setmetatable({}, { __close = function()     -- cancelled: kill it
+  local _guard <close> = setmetatable({}, { __close = function()    -- cancelled: kill it
     if finished then return end
     task.cleanup(function()
       execute(ctx, handle, c, ('d=%s; kill -9 -"$(cat "$d/pid")" 2>/dev/null; rm -rf "$d"')
@@ -860,7 +860,8 @@ local function signal(p, n)
 end
 
 function Process:kill(sig)
-  local rc, err = self.done or exit_status(self)
+  local rc, err = self.done, nil
+  if not rc then rc, err = exit_status(self) end     -- (`a or f()` would drop f's err)
   if rc == nil then return nil, err end
   if rc then return fail("not_found", "the process has exited") end
   local n = math.type(sig) == "integer" and sig or exec.signal_number(tostring(sig or "TERM"))

@@ -453,7 +453,7 @@ local function attached(c, eid, stdin, on_frame, timeout)
   local s, err = c:upgrade("POST", "/exec/" .. eid .. "/start", {
     json = { Detach = false, Tty = false }, errors = { [409] = "unavailable" } })
   if not s then return nil, err end
-  local stream <close> = s
+  local _stream <close> = s
   local writer = task.spawn(function()        -- fails once the command has gone: ignored
     local chunk = type(stdin) == "string" and stdin or stdin()
     while chunk ~= nil do                    -- a string, or a producer's chunks up to nil
@@ -491,7 +491,7 @@ function M.exec(ctx, handle, argv, opts)
   local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                                 on_stderr = opts.on_stderr }
   local finished = false
-  local guard <close> = setmetatable({}, { __close = function()
+  local _guard <close> = setmetatable({}, { __close = function()
     if not finished then queue_kill(c, path, tag) end    -- cancelled: kill it from a task
   end })
   local function on_frame(stream, data)
@@ -532,7 +532,7 @@ Process.__index = Process
 
 -- Reads one chunk of the stream into the queue. Returns true, or nil, err (cancelled: the
 -- chunk stays in the stream's own queue, so nothing is lost).
-local function pull(p)
+local function pull_frames(p)
   local data, err = p.s:read(65536)
   if data then
     local ok, derr = p.dec(data)
@@ -559,7 +559,7 @@ function Process:read()
     end
     if self.err then return nil, self.err end
     if self.eof then return nil end
-    local ok, err = pull(self)
+    local ok, err = pull_frames(self)
     if not ok then return nil, err end
   end
 end
@@ -578,7 +578,7 @@ end
 function Process:wait()
   if self.result then return self.result end
   while not self.eof and not self.err and self.qbytes < QUEUE_MAX do
-    local ok, err = pull(self)
+    local ok, err = pull_frames(self)
     if not ok then return nil, err end
   end
   local info, ierr
@@ -598,7 +598,8 @@ function Process:wait()
 end
 
 function Process:kill(sig)
-  local exited, err = self.done or exec_state(self.c, self.eid)
+  local exited, err = self.done, nil
+  if not exited then exited, err = exec_state(self.c, self.eid) end  -- keeps exec_state's err
   if exited == nil then return nil, err end
   if exited then return fail("not_found", "the process has exited") end
   local n = math.type(sig) == "integer" and sig or exec.signal_number(tostring(sig or "TERM"))

@@ -520,7 +520,7 @@ function M.exec(ctx, handle, argv, opts)
   local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                                 on_stderr = opts.on_stderr }
   local pid, ended, writer
-  local guard <close> = setmetatable({}, { __close = function()
+  local _guard <close> = setmetatable({}, { __close = function()
     if writer and not writer:done() then writer:cancel() end
     if pid and not ended then queue_kill(c, pid) end       -- cancelled: kill it from a task
   end })
@@ -529,9 +529,9 @@ function M.exec(ctx, handle, argv, opts)
       pid = math.tointeger(ev.start.pid)
       if opts.stdin ~= nil and pid then writer = task.spawn(feed, c, pid, opts.stdin) end
     elseif type(ev.data) == "table" then
-      local stream, bytes = data_of(ev.data)
-      if not stream then return nil, bytes end
-      if #bytes > 0 then out:add(stream, bytes) end
+      local which, bytes = data_of(ev.data)
+      if not which then return nil, bytes end
+      if #bytes > 0 then out:add(which, bytes) end
     elseif type(ev["end"]) == "table" then
       ended = ev["end"]
     end

@@ -626,7 +626,7 @@ function M.exec(ctx, handle, argv, opts)
                  sudo = false, wait = true, logs = true,
                  timeout = opts.timeout and math.ceil((opts.timeout + SLACK) * 1000) or nil }
   local out, err_parts, first, last, cid, sid_used, failure = {}, {}, nil, nil, nil, nil, nil
-  local guard <close> = setmetatable({}, { __close = function()
+  local _guard <close> = setmetatable({}, { __close = function()
     if cid and not last then
       local c, cr = client(ctx)
       if c then queue_kill(c, cr, sid_used, cid) end

@@ -4,7 +4,6 @@
 -- file, error strings, the host's stdout and stderr, and sb:to_map(). Every check first proves
 -- it can see the canary: each channel carries one planted "proof" copy, or the raw copy (the
 -- witness file) holds it.
-local sandlot = require("sandlot")
 local h = require("spec.helper")
 local server = require("spec.support.http_server")
 

@@ -118,8 +118,8 @@ describe("sandlot help", function()
     assert.equal(0, rc)
     assert.matches("usage: sandlot check-provider FILE_OR_NAME", out, 1, true)
     local err
-    rc, _, err = h.host({ "help", "nope" })
-    assert.equal(2, rc)
+    rc, out, err = h.host({ "help", "nope" })
+    assert.equal(2, rc, out)
     assert.matches("no command named 'nope'", err, 1, true)
   end)
 

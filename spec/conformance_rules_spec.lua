@@ -4,7 +4,6 @@
 local sandlot = require("sandlot")
 local h = require("spec.helper")
 local rules = require("spec.conformance.rules")
-local broken = require("spec.conformance.broken")
 
 describe("conformance rules", function()
   local tmp, made

@@ -184,6 +184,8 @@ describe("daytona provider", function()
 
     it("a sandbox gone behind our back is not_found on the toolbox (the proxy says 401)",
        function()
+      local ns_why = require("spec.support.namespaces").skip()  -- fake sandboxes need their own /
+      if ns_why then return pending(ns_why) end
       needs_serve()
       srv.fake.start_delay = 0
       local sb = assert(sandlot.create("dt", {}))
@@ -202,6 +204,8 @@ describe("daytona provider", function()
 
     it("a wrong key is auth_failed, and no error, telemetry event or handle holds the key",
        function()
+      local ns_why = require("spec.support.namespaces").skip()  -- fake sandboxes need their own /
+      if ns_why then return pending(ns_why) end
       needs_serve()
       local planted = "dtn_planted_" .. require("sandlot.id").hex(12)
       srv.fake.token = planted
@@ -282,6 +286,8 @@ describe("daytona provider", function()
     end)
 
     it("survives a dropped connection on a GET (retried), reports one on exec", function()
+      local ns_why = require("spec.support.namespaces").skip()  -- fake sandboxes need their own /
+      if ns_why then return pending(ns_why) end
       needs_serve()
       srv.fake.start_delay = 0
       local sb = assert(sandlot.create("dt", {}))
@@ -345,9 +351,10 @@ describe("the Daytona fake (strict)", function()
 
   it("refuses malformed bodies and wrong field types; ignores a non-JSON content type",
      function()
-    local st, body = req("POST", "/api/sandbox", { body = "{nope",
+    local st = req("POST", "/api/sandbox", { body = "{nope",
                          headers = { ["content-type"] = "application/json" } })
     assert.equal(400, st)
+    local body
     st, body = req("POST", "/api/sandbox", { body = '{"cpu": -1, "public": "yes"}',
                    headers = { ["content-type"] = "application/json" } })
     assert.equal(400, st)
@@ -395,9 +402,9 @@ describe("the Daytona fake (strict)", function()
                       { body = '{"command": "printf o; printf e >&2"}' })
     assert.equal(200, st)
     assert.same({ "o\ne\n", nil }, { r.output, r.stdout })
-    st, r = req("POST", tb .. "/process/session/s1/exec",
+    r = select(2, req("POST", tb .. "/process/session/s1/exec",
                 { body = '{"command": "printf o; printf e >&2"}',
-                  headers = { ["x-daytona-sdk-version"] = "0.190.0" } })
+                  headers = { ["x-daytona-sdk-version"] = "0.190.0" } }))
     assert.same({ "o\n", "e\n" }, { r.stdout, r.stderr })
     -- an empty form-urlencoded POST is fine
     assert.equal(200, (req("POST", "/api/sandbox/" .. sb.id .. "/stop", { query = "force=false",

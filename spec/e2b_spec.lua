@@ -7,6 +7,14 @@ local sandbox = require("sandlot.sandbox")
 local json = require("sandlot.wire.json")
 local h = require("spec.helper")
 
+-- the fake's sandboxes are local ones with their own / (bubblewrap): without namespaces the
+-- whole file is one pending case with the reason (pending cannot be called from before_each)
+local ns_why = require("spec.support.namespaces").skip()
+if ns_why then
+  describe("e2b provider", function() pending(ns_why) end)
+  return
+end
+
 describe("e2b provider", function()
   local f, fake
 
@@ -24,6 +32,8 @@ describe("e2b provider", function()
       e2b = configure(),
       ["e2b-quick"] = configure({ request_timeout = 1 }),
       ["e2b-badkey"] = configure({ api_key = "e2b_wrong" }),
+      -- admission retries rate_limited and quota_exceeded creates until create_deadline
+      ["e2b-nowait"] = configure({ create_deadline = 0.3 }),
     } })
   end)
 
@@ -33,7 +43,7 @@ describe("e2b provider", function()
   end)
 
   before_each(function()
-    if not f then return pending("needs sandlot.http.serve (branch h1-serve)") end
+    if not f then return pending("needs sandlot.http.serve") end
     fake.faults, fake.rejected, fake.denied = {}, {}, {}
   end)
 
@@ -82,17 +92,18 @@ describe("e2b provider", function()
       { { status = 500, error_code = "internal_server_error" }, "internal" },
       { { status = 504, error_code = "sandbox_placement_timeout" }, "timeout" },
       { { status = 500, error_code = "sandbox_create_failed" }, "unavailable" },
-      { { status = 429, retry_after = 0, times = 4,
+      { { status = 429, retry_after = 0, times = 100000,
           message = "You have reached the maximum number of concurrent E2B sandboxes" },
         "quota_exceeded" },
-      { { status = 429, retry_after = 0, times = 4, message = "slow down" }, "rate_limited" },
+      { { status = 429, retry_after = 0, times = 100000, message = "slow down" },
+        "rate_limited" },
       { { status = 400, message = "Timeout cannot be greater than 1 hours" }, "invalid_input" },
     }
     for _, c in ipairs(cases) do
       c[1].route = "POST /v2/sandboxes"
       fake:inject(c[1])
-      local sb, err = sandlot.create("e2b", {})
-      assert.is_nil(sb)
+      local sb, err = sandlot.create("e2b-nowait", {})
+      assert(sb == nil, "created despite " .. (c[1].error_code or c[1].message))
       assert.equal(c[2], err.code, c[1].error_code or c[1].message)
       assert.equal(c[1].status, err.status)
       fake.faults = {}

@@ -170,14 +170,47 @@ describe("make install", function()
     run(argv)
     assert.matches("libsandlot%.so%.0 => " .. usr:gsub("%p", "%%%0") .. "/lib/libsandlot%.so%.0",
                    run({ "ldd", tmp .. "/embed" }))
-    local share = usr .. "/share/lua/5.4"
-    local r = assert(sandlot.proc.run({ tmp .. "/embed" }, {
-      env = { LUA_PATH = share .. "/?.lua;" .. share .. "/?/init.lua;;", LUA_PATH_5_4 = false },
-    }))
+    -- no LUA_PATH: libsandlot finds the Lua tree beside itself, though this tree was built
+    -- for /usr/local and unpacked somewhere else
+    local bare = { LUA_PATH = false, LUA_PATH_5_4 = false, LUA_CPATH = false }
+    local r = assert(sandlot.proc.run({ tmp .. "/embed" }, { env = bare }))
     assert.equal("", r.stderr)
     assert.equal(0, r.exit_code)
     assert.matches("^child: exit_code=0 stdout=hello from a child\n", r.stdout)
     assert.matches("\nsandlot " .. sandlot.version:gsub("%p", "%%%0") .. "\n$", r.stdout)
+    r = assert(sandlot.proc.run({ tmp .. "/embed",
+      'print(package.searchpath("sandlot", package.path)) ' ..
+      'print(assert(require("sandlot._peer.ship").binary_path()))' }, { env = bare }))
+    assert.equal("", r.stderr)
+    assert.equal(usr .. "/share/lua/5.4/sandlot/init.lua\n" ..
+                 usr .. "/lib/sandlot/sandlot-peer\n", r.stdout)
+  end)
+
+  it("compiles and runs the README's embedding snippet as written", function()
+    local readme = read(ROOT .. "/README.md")
+    local section = readme:match("\n## Embedding\n(.-)\n## ")
+    local code = section and section:match("```c\n(.-)```")
+    local cmd = section and section:match("```sh\n(cc [^\n]*\\\n[^\n]*)\n")
+    assert(code and cmd, "README: no c snippet and cc command under ## Embedding")
+    local pcdir = tmp .. "/pc-snippet"
+    run({ "mkdir", "-p", pcdir, tmp .. "/snippet" })
+    local pc = read(usr .. "/lib/pkgconfig/sandlot.pc"):gsub("\nprefix=[^\n]*", "\nprefix=" .. usr)
+    local f = assert(io.open(pcdir .. "/sandlot.pc", "w"))
+    f:write(pc)
+    f:close()
+    f = assert(io.open(tmp .. "/snippet/app.c", "w"))
+    f:write(code)
+    f:close()
+    -- the command as the README writes it, through sh (its $(pkg-config ...) and line break)
+    local san = SANITIZE and (" -fsanitize=" .. SANITIZE) or ""
+    local env = { PKG_CONFIG_PATH = pcdir, PKG_CONFIG_LIBDIR = false, LUA_PATH = false,
+                  LUA_PATH_5_4 = false, CFLAGS = false }
+    run({ "sh", "-c", "cd " .. tmp .. "/snippet && " .. cmd:gsub("^cc ", "cc" .. san .. " ") }, env)
+    local r = assert(sandlot.proc.run({ tmp .. "/snippet/app" }, { env = env }))
+    assert.equal("", r.stderr)
+    assert.equal(0, r.exit_code)
+    local uname = assert(sandlot.proc.run({ "uname", "-s" })).stdout
+    assert.equal(#uname .. " bytes\n", r.stdout)
   end)
 
   it("keeps LeakSanitizer's check working after HTTP and SSH load (sanitizer builds)", function()

@@ -35,7 +35,7 @@ local function probe(behaviour)
       local id = opts.labels and opts.labels[ledger.LABEL]
       if id then seen.row_before = ledger.open():get(id) end
       if behaviour.create_fails then
-        return nil, errors.new("quota_exceeded", "no room", { status = 403 })
+        return nil, errors.new("permission_denied", "no room", { status = 403 })
       end
       return { id = "probe-1" }
     end,
@@ -72,10 +72,10 @@ describe("journal before create", function()
     local p = probe({ create_fails = true })
     local sb, err = sandlot.create(p, {})
     assert.is_nil(sb)
-    assert.equal("quota_exceeded", err.code)
+    assert.equal("permission_denied", err.code)   -- not retried (quota_exceeded would be)
     local list = assert(sandlot.list({ state = "error" }))
     assert.equal(1, #list)
-    assert.same({ "quota_exceeded", "no room", 403 },
+    assert.same({ "permission_denied", "no room", 403 },
                 { list[1].error.code, list[1].error.message, list[1].error.status })
   end))
 

@@ -46,8 +46,8 @@ describe("shipped plugins", function()
 
   it("budget refuses creates past the count and names the budget", h.task(function()
     use({ budget = { config = { max_creates = 2 } } })
-    local a <close> = assert(sandlot.create("local", {}))
-    local b <close> = assert(sandlot.create("local", {}))
+    local _a <close> = assert(sandlot.create("local", {}))
+    local _b <close> = assert(sandlot.create("local", {}))
     local c, err = sandlot.create("local", {})
     assert.is_nil(c)
     assert.equal("permission_denied", err.code)
@@ -56,7 +56,7 @@ describe("shipped plugins", function()
 
   it("budget refuses a create whose estimated cost passes max_cost", h.task(function()
     use({ budget = { config = { max_cost = 3, cost_per_cpu = 1 } } })
-    local a <close> = assert(sandlot.create("local", { cpus = 2 }))
+    local _a <close> = assert(sandlot.create("local", { cpus = 2 }))
     local c, err = sandlot.create("local", { cpus = 2 })
     assert.is_nil(c)
     assert.matches("budget max_cost = 3 would be exceeded", err.message)
@@ -78,7 +78,7 @@ describe("shipped plugins", function()
     io.stderr = { write = function(_, ...)
       for _, s in ipairs({ ... }) do buf[#buf + 1] = s end
     end }
-    local new <close> = assert(sandlot.create("local", {}))
+    local _new <close> = assert(sandlot.create("local", {}))
     sandlot.sleep(0.05)
     io.stderr = real
     assert.is_nil(old._destroyed)

@@ -160,7 +160,7 @@ describe("proc.run", function()
 
   it("leaks no file descriptors and leaves no zombies over 500 runs", function()
     local before = h.settled_fd_count()
-    for i = 1, 500 do
+    for _ = 1, 500 do
       local r = assert(proc.run({ "true" }))
       assert.equal(0, r.exit_code)
     end

@@ -391,3 +391,13 @@ describe("sandlot.provider.load of a provider that waits while it loads", functi
     assert.is_nil(package.loaded["providers.waits_at_load"])
   end)
 end)
+
+describe("providers/modal.lua (not built)", function()
+  it("makes sandlot.create('modal') a not_supported naming the reason", h.task(function()
+    local sb, err = sandlot.create("modal", {})
+    assert.is_nil(sb)
+    assert.equal("not_supported", err.code)
+    assert.matches("gRPC", err.message, 1, true)
+    assert(provider.check(dofile("providers/modal.lua")))
+  end))
+end)

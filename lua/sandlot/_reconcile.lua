@@ -67,7 +67,7 @@ local function host_live(l, rec, now, hosts)
 end
 
 -- Looks at one provider's list; appends items to out.
-local function compare(run, ref, r, list)
+local function compare(run, ref, _r, list)
   local l, now, out, hosts = run.l, run.now, run.items, run.hosts
   local listed, durable_seen = {}, {}
   for _, hd in ipairs(list) do

@@ -83,7 +83,7 @@ function M.setup()
   _G.sandlot = require("sandlot")
   _G.help = M.help
   _G.print = over_prompt(print)
-  io.write = over_prompt(io.write)
+  io.write = over_prompt(io.write)   -- luacheck: ignore 122 (the REPL redraws over output)
 end
 
 -------------------------------------------------------------------- pretty printer

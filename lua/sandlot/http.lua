@@ -504,7 +504,8 @@ function M.upgrade(opts)
       .. "replayed from a cassette (SANDLOT_REPLAY); only request/response exchanges are "
       .. "recorded", { retryable = false })
   end
-  local url, host, port, target = opts.url, nil, nil, nil
+  local url = opts.url
+  local host, port, target
   if url == nil then
     if type(opts.path) ~= "string" then
       error("http.upgrade: opts.url or opts.path is required", 2)

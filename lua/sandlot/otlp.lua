@@ -79,7 +79,7 @@ end
 
 local flush
 
-local function on_event(event, m, meta)
+local function on_event(event, _m, meta)
   local s = state
   if not s then return end
   local key = key_of()

@@ -5,7 +5,6 @@
 local core = require("sandlot.core.proc")
 local sched = require("sandlot.core.sched")
 local sys = require("sandlot.core.sys")
-local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
 local check = require("sandlot._check")
 local redact = require("sandlot._redact")

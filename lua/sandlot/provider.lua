@@ -483,13 +483,13 @@ function M.check_config(p, opts, where, pname)
     local t = schema[k]
     local key = ("providers.%s.%s"):format(pname, tostring(k))
     if not t then
-      local names = {}
-      for n in pairs(schema) do names[#names + 1] = n end
-      table.sort(names)
-      local s = check.suggest(k, names)
+      local known = {}
+      for n in pairs(schema) do known[#known + 1] = n end
+      table.sort(known)
+      local s = check.suggest(k, known)
       return nil, errors.new("invalid_input", ("config %s: %s: unknown option for provider " ..
         "%s%s (expected one of: %s)"):format(where or "(none)", key, p.name,
-        s and (" (did you mean '" .. s .. "'?)") or "", table.concat(names, ", ")),
+        s and (" (did you mean '" .. s .. "'?)") or "", table.concat(known, ", ")),
         { file = where, key = key })
     end
     if not type_ok(v, t) then

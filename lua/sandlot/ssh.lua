@@ -354,7 +354,7 @@ local function exec(self, cmd, opts)
   return self:_call("ssh.exec", function(s)
     local h <close>, err = s:spawn(line, copts)
     if not h then return nil, err end
-    local w <close> = writer and setmetatable({ t = start_writer(h, writer) },
+    local _w <close> = writer and setmetatable({ t = start_writer(h, writer) },
                                               { __close = function(x) x.t:cancel() end })
     local cbs = { stdout = opts.on_stdout, stderr = opts.on_stderr }
     while true do

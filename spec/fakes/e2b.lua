@@ -114,9 +114,9 @@ M.rfc3339 = rfc3339
 
 -- Kills sandboxes past their end (or pauses them, with autoPause).
 function Fake:sweep()
-  local now = os.time()
+  local t = os.time()
   for sid, s in pairs(self.sandboxes) do
-    if s.state == "running" and s.end_at <= now then
+    if s.state == "running" and s.end_at <= t then
       if s.auto_pause then self:pause(s) else self:kill(sid) end
     end
   end

