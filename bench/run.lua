@@ -708,6 +708,7 @@ section(10, F10, function()
     calls[#calls + 1], ex[#ex + 1] = f[1], f[2]
   end
   ratio(F10[8], ge(10), calls, ex, per_s, "ratio of calls/s to execs/s")
+end)
 
 -- 11. Ledger ------------------------------------------------------------------------------------
 
