@@ -369,6 +369,7 @@ function cases.replicate_pipelined(iso, n, tasks)
     check_hello(assert(sb:exec({ "echo", "hello" })), "exec")
   end)
   return calls, execs
+end
 
 -- ledger_stall TASKS CYCLES on|off: TASKS tasks each run CYCLES times: the three journal
 -- writes of a create and destroy (record `creating`, set `active`, set `destroyed`; skipped when
