@@ -43,6 +43,8 @@ describe("bench cases", function()
     assert.equal(0, tonumber(out:match("^%S+%s+(%S+)")), "the warm start ships nothing")
     run_case("replicate_calls", "namespaces", "20")
     run_case("replicate_pipelined", "namespaces", "128", "8")
+  end)
+
   it("the ledger's stall and per-create cases run", function()
     local out = run_case("ledger_stall", "4", "2", "on")
     local f = {}
