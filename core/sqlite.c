@@ -556,6 +556,21 @@ static int db_last_insert_rowid(lua_State *L) {
   return 1;
 }
 
+/* db:stats() -> {jobs = n, transactions = n}: db:run jobs run so far, and the write
+ * transactions they took (fewer than the write jobs when writes were grouped) */
+static int db_stats(lua_State *L) {
+  SqlConn *c = conn_check(L);
+  uv_mutex_lock(&c->db_lock);
+  uint64_t jobs = c->jobs, tx = c->transactions;
+  uv_mutex_unlock(&c->db_lock);
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)jobs);
+  lua_setfield(L, -2, "jobs");
+  lua_pushinteger(L, (lua_Integer)tx);
+  lua_setfield(L, -2, "transactions");
+  return 1;
+}
+
 /* db:path() -> the file's absolute path */
 static int db_path(lua_State *L) {
   lua_pushstring(L, conn_check(L)->path);
@@ -605,7 +620,7 @@ static int db_tostring(lua_State *L) {
 static const luaL_Reg db_methods[] = {
   {"query", db_query}, {"exec", db_exec}, {"run", db_run}, {"busy_timeout", db_busy_timeout},
   {"in_transaction", db_in_transaction}, {"last_insert_rowid", db_last_insert_rowid},
-  {"path", db_path}, {"close", db_close}, {NULL, NULL}
+  {"path", db_path}, {"stats", db_stats}, {"close", db_close}, {NULL, NULL}
 };
 static const luaL_Reg db_meta[] = {
   {"__index", NULL}, {"__gc", db_gc}, {"__close", db_close},

@@ -253,6 +253,7 @@ static void fail_group(SqlJob *from, SqlJob *to, int rc, const char *msg) {
  * start a new one). */
 static SqlJob *run_group(SqlConn *c, SqlJob *first) {
   int rc = exec_sql(c, "BEGIN IMMEDIATE");
+  c->transactions++;
   SqlJob *j = first;
   if (rc != SQLITE_OK) {                  /* busy past the deadline, I/O: none of them ran */
     const char *msg = sqlite3_errmsg(c->db);
@@ -283,6 +284,7 @@ static SqlJob *run_group(SqlConn *c, SqlJob *first) {
 
 void sl_sql_exec(SqlConn *c, SqlJob *list) {
   SqlJob *j = list;
+  for (SqlJob *k = list; k != NULL; k = k->next) c->jobs++;
   while (j != NULL) {
     if (j->write) {
       j = run_group(c, j);

@@ -68,6 +68,7 @@ typedef struct SqlConn {
   int busy_ms;                  /* how long a locked file is retried (under db_lock) */
   uint64_t busy_start;
   unsigned seed;
+  uint64_t jobs, transactions;  /* run so far, and write transactions begun (under db_lock) */
   SlHost *host;
 } SqlConn;
 
