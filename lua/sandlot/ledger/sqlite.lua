@@ -148,6 +148,10 @@ local WRITE = { write = true }
 -- Runs steps {sql, params, must_change = bool} as one job of the writer thread; a file still
 -- locked at the busy deadline gives `unavailable` naming the file.
 local function run(self, steps, write)
+  if not self.conn then     -- closed (ledger.reset) under a task still following a process
+    return nil, errors.new("io_error", ("ledger %s is closed"):format(self.path),
+                           { file = self.path })
+  end
   local res, err = self.conn:run(steps, write and WRITE or nil)
   if res == nil and is_busy(err) then return nil, locked(self, self.busy, err) end
   return res, err
