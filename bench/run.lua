@@ -741,7 +741,8 @@ section(11, F11, function()
                                  { "off", stall(off_env, "off") } })
   local added = {}
   for i = 1, #s.on do added[i] = (s.on[i] - s.off[i]) * 1e3 end
-  absolute(F11[1], "ms", le(10), added, ("p99 lateness of a 1 ms ticker: %.2f ms on, %.2f ms off; " ..
+  absolute(F11[1], "ms", le(10), added,
+    ("p99 lateness of a 1 ms ticker: %.2f ms on, %.2f ms off; " ..
     "largest %.1f ms on, %.1f ms off; %d journal writes per run; ledger on %s")
     :format(median(s.on) * 1e3, median(s.off) * 1e3, median(worst.on) * 1e3,
             median(worst.off) * 1e3, T10 * C10 * 3, fs_type))
