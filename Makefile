@@ -28,8 +28,8 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 openssl zlib sqlite3
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite codec event channel \
-            plugin plugin_state fswatch ws
+CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite sqlite_worker codec \
+            event channel plugin plugin_state fswatch ws
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_upgrade.o $(B)/http_head.o \

@@ -715,9 +715,10 @@ end)
 -- The journal's cost: 64 tasks each making the three journal writes of a create and destroy
 -- between 1 ms sleeps, while a ticker measures the loop's stalls, against the same tasks
 -- without the writes; and sequential local creates with the ledger on and off
--- (SANDLOT_LEDGER=off) for the cost per create. Each journal write is one SQLite transaction
--- on the loop thread (WAL, synchronous=FULL: an fsync per commit), so the file system under
--- XDG_STATE_HOME counts.
+-- (SANDLOT_LEDGER=off) for the cost per create. Each journal write is a job of the ledger
+-- connection's writer thread (WAL, synchronous=FULL: an fsync per commit; the writes queued
+-- meanwhile share one commit) while the task waits, so what the loop still sees is the tasks'
+-- own Lua work; the file system under XDG_STATE_HOME sets the per-create cost.
 local T10, C10, N10 = 64, 10, 100
 local F11 = { ("11. loop stall p99 added by journal writes, %d tasks writing (on - off)")
                 :format(T10),
@@ -740,7 +741,8 @@ section(11, F11, function()
                                  { "off", stall(off_env, "off") } })
   local added = {}
   for i = 1, #s.on do added[i] = (s.on[i] - s.off[i]) * 1e3 end
-  absolute(F11[1], "ms", nil, added, ("p99 lateness of a 1 ms ticker: %.2f ms on, %.2f ms off; " ..
+  absolute(F11[1], "ms", le(10), added,
+    ("p99 lateness of a 1 ms ticker: %.2f ms on, %.2f ms off; " ..
     "largest %.1f ms on, %.1f ms off; %d journal writes per run; ledger on %s")
     :format(median(s.on) * 1e3, median(s.off) * 1e3, median(worst.on) * 1e3,
             median(worst.off) * 1e3, T10 * C10 * 3, fs_type))

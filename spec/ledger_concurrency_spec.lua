@@ -1,6 +1,7 @@
 -- spec/ledger_concurrency_spec.lua: several host processes share one ledger file. 8 child
 -- hosts (SANDLOT_BIN) each make 1,000 journal writes at once; none fails with "database is
--- locked" (BEGIN IMMEDIATE, and a task that finds the file locked sleeps and retries).
+-- locked" (BEGIN IMMEDIATE, and the connection's writer thread retries a locked file with a
+-- jittered backoff until the busy deadline, while the task waits).
 local sandlot = require("sandlot")
 local ledger = require("sandlot.ledger")
 local h = require("spec.helper")

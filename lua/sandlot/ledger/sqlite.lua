@@ -1,9 +1,13 @@
 -- sandlot.ledger.sqlite: the ledger's SQLite backend, and the one owner of its schema and
 -- migrations (PRAGMA user_version; PRAGMA application_id marks the file as ours). WAL mode,
--- synchronous=FULL (a journal row is on disk before the provider is called). Statements run
--- on the loop thread: each is one short, indexed statement in its own BEGIN IMMEDIATE
--- transaction. A locked database never blocks the loop: SQLite's busy handler is off inside a
--- task, and the task sleeps and retries until the busy deadline, then fails `unavailable`.
+-- synchronous=FULL (a journal row is on disk before the provider is called). After opening,
+-- every statement runs on the connection's writer thread (db:run in sandlot.core.sqlite) while
+-- the calling task waits, so neither an fsync nor a file locked by another process holds the
+-- loop: the writer retries a locked file until the busy deadline, then the call fails
+-- `unavailable`. Each write is one job of a few statements; the jobs queued while the writer
+-- was busy share one BEGIN IMMEDIATE transaction (one fsync), each in its own savepoint, and
+-- none returns before its COMMIT did. Opening (inspect, pragmas, migrations) runs on the loop
+-- thread once per process, with a task sleeping between tries while the file is locked.
 local sqlite = require("sandlot.core.sqlite")
 local sched = require("sandlot.core.sched")
 local timer = require("sandlot.core.timer")
@@ -93,9 +97,14 @@ end
 local Db = {}
 Db.__index = Db
 
--- Runs fn(conn) and retries it while the database is locked: inside a task by sleeping
--- (SQLite's own busy handler, which sleeps in the thread, is off), elsewhere through SQLite's
--- busy handler with the whole deadline.
+local function locked(self, limit, err)
+  return errors.new("unavailable", ("ledger %s is locked by another process (waited %gs)")
+    :format(self.path, limit), { file = self.path, cause = err })
+end
+
+-- Opening only: runs fn(conn) on the loop thread and retries it while the database is locked:
+-- inside a task by sleeping (SQLite's busy handler, which would sleep in the loop thread, is
+-- off), elsewhere through SQLite's busy handler with the whole deadline.
 local function retrying(self, fn)
   local conn = self.conn
   local limit = busy_deadline()
@@ -103,20 +112,14 @@ local function retrying(self, fn)
     conn:busy_timeout(math.floor(limit * 1000))
     local r, err = fn(conn)
     conn:busy_timeout(0)
-    if r == nil and is_busy(err) then
-      err = errors.new("unavailable", ("ledger %s is locked by another process (waited %gs)")
-        :format(self.path, limit), { file = self.path, cause = err })
-    end
+    if r == nil and is_busy(err) then err = locked(self, limit, err) end
     return r, err
   end
   local start, pause = sys.now(), 0.001
   while true do
     local r, err = fn(conn)
     if r ~= nil or not is_busy(err) then return r, err end
-    if (sys.now() - start) / 1e9 > limit then
-      return nil, errors.new("unavailable", ("ledger %s is locked by another process " ..
-        "(waited %gs)"):format(self.path, limit), { file = self.path, cause = err })
-    end
+    if (sys.now() - start) / 1e9 > limit then return nil, locked(self, limit, err) end
     local ok, serr = timer.sleep(pause * (0.5 + math.random()))
     if not ok then return nil, serr end
     pause = math.min(pause * 2, 0.032)
@@ -140,14 +143,32 @@ local function write_tx(conn, fn)
   return nil, err
 end
 
----Runs fn(conn) -> result | nil, err in one write transaction, retried while locked.
-function Db:write(fn)
-  return retrying(self, function(conn) return write_tx(conn, fn) end)
+local WRITE = { write = true }
+
+-- Runs steps {sql, params, must_change = bool} as one job of the writer thread; a file still
+-- locked at the busy deadline gives `unavailable` naming the file.
+local function run(self, steps, write)
+  if not self.conn then     -- closed (ledger.reset) under a task still following a process
+    return nil, errors.new("io_error", ("ledger %s is closed"):format(self.path),
+                           { file = self.path })
+  end
+  local res, err = self.conn:run(steps, write and WRITE or nil)
+  if res == nil and is_busy(err) then return nil, locked(self, self.busy, err) end
+  return res, err
 end
 
----Runs one read statement, retried while locked.
+---Runs steps {sql, params, must_change = bool} in one write transaction (shared with the other
+---writes of the moment, each in its own savepoint) -> results ({rows, changes} per step) |
+---nil, err (err.unchanged: a must_change step changed no row, and nothing was written).
+function Db:write(steps)
+  return run(self, steps, true)
+end
+
+---Runs one read statement -> rows | nil, err.
 function Db:read(sql, params)
-  return retrying(self, function(conn) return conn:query(sql, params) end)
+  local res, err = run(self, { { sql, params } }, false)
+  if not res then return nil, err end
+  return res[1].rows
 end
 
 function Db:close()
@@ -251,6 +272,8 @@ function M.open(path, opts)
     self:close()
     return nil, errors.is(err) and err.file and err or unusable(path, err)
   end
+  self.busy = busy_deadline()
+  conn:busy_timeout(math.floor(self.busy * 1000))    -- the writer thread's from now on
   return self
 end
 
@@ -272,9 +295,9 @@ local SETTABLE = { external_id = true, handle = true, state = true, error = true
                    updated_at = true, ended_at = true, name = true, purpose = true,
                    labels = true, host_id = true }
 
-local function add_event(c, id, at, event)
-  return c:query("INSERT INTO events(sandbox_id, at, kind, data) VALUES (?, ?, ?, ?)",
-                 { id, at, event.kind, event.data })
+local function add_event(id, at, event)
+  return { "INSERT INTO events(sandbox_id, at, kind, data) VALUES (?, ?, ?, ?)",
+           { id, at, event.kind, event.data } }
 end
 
 ---Inserts a new sandbox row and its first event.
@@ -287,15 +310,11 @@ function Db:insert(row, event)
   end
   local sql = ("INSERT INTO sandboxes(%s) VALUES (%s)")
     :format(table.concat(names, ", "), table.concat(marks, ", "))
-  return self:write(function(c)
-    local ok, err = c:query(sql, values)
-    if not ok then return nil, err end
-    if event then
-      ok, err = add_event(c, row.id, row.created_at, event)
-      if not ok then return nil, err end
-    end
-    return true
-  end)
+  local steps = { { sql, values } }
+  if event then steps[2] = add_event(row.id, row.created_at, event) end
+  local ok, err = self:write(steps)
+  if not ok then return nil, err end
+  return true
 end
 
 ---Sets columns of a row (fields: column = value; false stores NULL) and adds an event.
@@ -314,18 +333,14 @@ function Db:update(id, fields, event)
   end
   values[#keys + 1] = id
   local sql = ("UPDATE sandboxes SET %s WHERE id = ?"):format(table.concat(sets, ", "))
-  return self:write(function(c)
-    local ok, n = c:query(sql, values)
-    if not ok then return nil, n end
-    if n == 0 then
-      return nil, errors.new("not_found", ("ledger %s: no sandbox %s"):format(self.path, id))
-    end
-    if event then
-      local eok, err = add_event(c, id, fields.updated_at or os.time(), event)
-      if not eok then return nil, err end
-    end
-    return true
-  end)
+  local steps = { { sql, values, must_change = true } }
+  if event then steps[2] = add_event(id, fields.updated_at or os.time(), event) end
+  local ok, err = self:write(steps)
+  if ok then return true end
+  if err.unchanged then
+    return nil, errors.new("not_found", ("ledger %s: no sandbox %s"):format(self.path, id))
+  end
+  return nil, err
 end
 
 ---Returns one row, or nil, not_found.
@@ -367,10 +382,10 @@ end
 
 ---Records this host process (once).
 function Db:add_host(host)
-  return self:write(function(c)
-    return c:query("INSERT OR IGNORE INTO hosts(id, hostname, pid, started_at) " ..
-                   "VALUES (?, ?, ?, ?)", { host.id, host.hostname, host.pid, host.started_at })
-  end)
+  local ok, err = self:write({ { "INSERT OR IGNORE INTO hosts(id, hostname, pid, started_at) " ..
+    "VALUES (?, ?, ?, ?)", { host.id, host.hostname, host.pid, host.started_at } } })
+  if not ok then return nil, err end
+  return true
 end
 
 ---Returns a host row with seen_at (the latest updated_at of its sandboxes), false when
@@ -398,7 +413,9 @@ function Db:proc_insert(row)
   end
   local sql = ("INSERT INTO processes(%s) VALUES (%s)")
     :format(table.concat(names, ", "), table.concat(marks, ", "))
-  return self:write(function(c) return c:query(sql, values) end)
+  local ok, err = self:write({ { sql, values } })
+  if not ok then return nil, err end
+  return true
 end
 
 ---One batch in one transaction: inserts chunks {stream, offset, data, at}, deletes ranges
@@ -420,30 +437,29 @@ function Db:proc_append(id, chunks, deletes, fields, expect_host)
     where = where .. (expect_host == false and " AND host_id IS NULL" or " AND host_id = ?")
     if expect_host then values[#keys + 2] = expect_host end
   end
-  return self:write(function(c)
-    for _, d in ipairs(deletes or {}) do
-      local ok, err = c:query("DELETE FROM chunks WHERE process_id = ? AND stream = ? AND " ..
-                              "offset >= ? AND offset < ?", { id, d.stream, d.from, d.to })
-      if not ok then return nil, err end
-    end
-    for _, ch in ipairs(chunks or {}) do
-      local ok, err = c:query("INSERT INTO chunks(process_id, stream, offset, data, at) " ..
-                              "VALUES (?, ?, ?, CAST(? AS BLOB), ?)",
-                              { id, ch.stream, ch.offset, ch.data, ch.at })
-      if not ok then return nil, err end
-    end
-    if #keys > 0 then
-      local ok, n = c:query(("UPDATE processes SET %s WHERE %s")
-                              :format(table.concat(sets, ", "), where), values)
-      if not ok then return nil, n end
-      if n == 0 then
-        return nil, errors.new(expect_host ~= nil and "already_exists" or "not_found",
-          ("ledger %s: process %s %s"):format(self.path, id, expect_host ~= nil
-            and "is followed by another host" or "does not exist"))
-      end
-    end
-    return true
-  end)
+  local steps = {}
+  for _, d in ipairs(deletes or {}) do
+    steps[#steps + 1] = { "DELETE FROM chunks WHERE process_id = ? AND stream = ? AND " ..
+                          "offset >= ? AND offset < ?", { id, d.stream, d.from, d.to } }
+  end
+  for _, ch in ipairs(chunks or {}) do
+    steps[#steps + 1] = { "INSERT INTO chunks(process_id, stream, offset, data, at) " ..
+                          "VALUES (?, ?, ?, CAST(? AS BLOB), ?)",
+                          { id, ch.stream, ch.offset, ch.data, ch.at } }
+  end
+  if #keys > 0 then
+    steps[#steps + 1] = { ("UPDATE processes SET %s WHERE %s")
+                            :format(table.concat(sets, ", "), where), values, must_change = true }
+  end
+  if #steps == 0 then return true end
+  local ok, err = self:write(steps)
+  if ok then return true end
+  if err.unchanged then
+    return nil, errors.new(expect_host ~= nil and "already_exists" or "not_found",
+      ("ledger %s: process %s %s"):format(self.path, id, expect_host ~= nil
+        and "is followed by another host" or "does not exist"))
+  end
+  return nil, err
 end
 
 ---Returns one process row, or nil, not_found.
