@@ -15,7 +15,7 @@ local npm = require("spec.support.npm")
 local M = {}
 
 M.PROVIDERS = { "e2b", "daytona" }
-M.SEQ, M.CONC_N, M.CONC, M.HANDLES, M.ONESHOTS = 50, 256, 64, 200, 3
+M.SEQ, M.CONC_N, M.CONC, M.HANDLES, M.ONESHOTS = 50, 256, 64, 200, 2
 
 local SDK = { e2b = "e2b SDK", daytona = "@daytonaio/sdk" }
 
@@ -46,10 +46,11 @@ local function start_fake(k, p)
   local buf = ""
   local ok, err = task.timeout(30, function()
     while not buf:find("\n") do
-      local which, data = f:read()
-      if not which then error("the fake exited before it listened", 0) end
+      local data, which = f:read()
+      if not data then error("the fake exited before it listened", 0) end
       if which == "stdout" then buf = buf .. data end
     end
+    return true
   end)
   if not ok then
     f:kill("KILL")
