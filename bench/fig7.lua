@@ -9,7 +9,6 @@
 -- installing them). Called by bench/run.lua's section 7 with its kit (measure, ratio, ...).
 local sandlot = require("sandlot")
 local task = require("sandlot.task")
-local json = require("sandlot.wire.json")
 local npm = require("spec.support.npm")
 
 local M = {}
