@@ -521,8 +521,16 @@ end)
 
 -- 7. Peers -------------------------------------------------------------------------------------
 
-local F7 = { "7. cloud-SDK peers (create -> exec -> destroy vs official SDKs)" }
-section(7, F7, function() skipped(F7[1], "no cloud provider yet") end)
+-- bench/fig7.lua: e2b and daytona, sandlot's provider vs the official SDK under Node, against
+-- one canned fake in a process of its own (bench/peer_fake.lua)
+local fig7 = dofile(here .. "/fig7.lua")
+local F7 = fig7.names
+section(7, F7, function()
+  fig7.run({ sh = sh, fields = fields, wall = wall, measure = measure, ratio = ratio,
+             absolute = absolute, skipped = skipped, rounds = rounds, le = le, ge = ge, ms = ms,
+             per_s = per_s, bin = bin, here = here, root = root, tmp = tmp,
+             child_env = child_env })
+end)
 
 -- 8. Scale ------------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 -- host as `make bench` runs it, so a library change that breaks the benchmark fails here
 -- (make bench only reports: a broken case shows as "skipped: failed" and fails nothing).
 -- Timing is never asserted: only that each case runs and prints its figure.
+local sandlot = require("sandlot")
+local task = require("sandlot.task")
 local json = require("sandlot.wire.json")
 local docker = require("spec.support.docker")
 local sshd = require("spec.support.sshd")
@@ -64,6 +66,106 @@ describe("bench cases", function()
     assert.equal(10, f[4], "the 10 execs of the batch were in flight together")
     assert.is_true(f[8] >= 1024, "open-files soft limit")
   end)
+
+  -- Figure 7 (bench/fig7.lua): the canned fake in a process of its own, and each of
+  -- bench/peers.lua's modes through the provider; then the fake holds no live sandbox and
+  -- refused nothing. The SDKs' side (bench/sdk/*.mjs) runs when BENCH_SDK_DIR names an npm
+  -- prefix holding both SDKs (installing them takes minutes): pending otherwise.
+  local function with_fake(p, fn)
+    local fake <close> = assert(sandlot.proc.spawn({ h.BIN, "bench/peer_fake.lua", p },
+                                                   { stream = true }))
+    local line = ""
+    assert(task.timeout(60, function()
+      while not line:find("\n") do
+        local data, which = fake:read()
+        assert(data, "the fake exited before it listened")
+        if which == "stdout" then line = line .. data end
+      end
+      return true
+    end))
+    line = line:match("^[^\n]*")
+    local ok, err = pcall(fn, line, json.decode(line))
+    fake:kill("KILL")
+    fake:wait()
+    assert(ok, err)
+  end
+
+  local function numbers(out)
+    local f = {}
+    for w in out:gmatch("%S+") do f[#f + 1] = assert(tonumber(w), "not a number: " .. out) end
+    return f
+  end
+
+  -- the sandboxes the fake still has live (through its own API), and what it refused
+  local function leftovers(p, f)
+    local headers = p == "e2b" and { ["X-API-Key"] = f.token }
+                    or { Authorization = "Bearer " .. f.token }
+    local url = p == "e2b" and f.url .. "/v2/sandboxes" or f.url .. "/api/sandbox"
+    local res = assert(sandlot.http.request({ url = url, headers = headers }))
+    assert.equal(200, res.status, res.body)
+    local live = json.decode(res.body)
+    if p == "daytona" then
+      live = live.items
+      local rej = assert(sandlot.http.request({ url = f.url .. "/_fake/rejected" }))
+      assert.same({}, json.decode(rej.body))
+    end
+    return #live
+  end
+
+  for _, p in ipairs({ "e2b", "daytona" }) do
+    it("figure 7's sandlot side runs every mode against the canned " .. p .. " fake",
+       h.task(function()
+      with_fake(p, function(line, f)
+        local function peer(...)
+          local rc, out, err = h.host({ "bench/peers.lua", p, line, ... },
+                                      { timeout = 120, env = { SANDLOT_LEDGER = "off" } })
+          assert.equal(0, rc, ("peers.lua %s failed: %s"):format(table.concat({ ... }, " "), err))
+          return out
+        end
+        local seq = numbers(peer("seq", "2"))
+        assert.equal(2, #seq, "seconds and CPU seconds")
+        assert.is_true(seq[1] > 0 and seq[2] >= 0)
+        assert.equal(2, #numbers(peer("conc", "4", "2")))
+        local rss = numbers(peer("handles", "3"))
+        assert.is_true(rss[1] >= rss[2] and rss[2] > 1000, "peak RSS and RSS in KiB")
+        peer("oneshot")
+        assert.equal(0, leftovers(p, f), "every sandbox was destroyed")
+        -- a sandbox left live is seen (planted through the fake's API): the check can fail
+        local e2b = p == "e2b"
+        local res = assert(sandlot.http.request({
+          method = "POST", url = e2b and f.url .. "/v2/sandboxes" or f.url .. "/api/sandbox",
+          headers = e2b and { ["X-API-Key"] = f.token, ["Content-Type"] = "application/json" }
+                    or { Authorization = "Bearer " .. f.token,
+                         ["Content-Type"] = "application/json" },
+          body = e2b and '{"templateID":"base"}' or "{}" }))
+        assert.is_true(res.status == 200 or res.status == 201, res.body)
+        assert.equal(1, leftovers(p, f))
+      end)
+    end))
+
+    it("figure 7's SDK side (bench/sdk/" .. p .. ".mjs) runs its modes", h.task(function()
+      local dir = os.getenv("BENCH_SDK_DIR")
+      if not dir or dir == "" then
+        return pending("BENCH_SDK_DIR (an npm prefix holding the SDKs) is not set")
+      end
+      local why = require("spec.support.npm").missing()
+      if why then return pending(why) end
+      assert(sandlot.proc.run({ "cp", "bench/sdk/" .. p .. ".mjs", dir .. "/" .. p .. ".mjs" }))
+      with_fake(p, function(line, f)
+        local function sdk(...)
+          local r = assert(sandlot.proc.run({ "node", dir .. "/" .. p .. ".mjs", line, ... },
+                                            { timeout = 300 }))
+          assert.equal(0, r.exit_code, r.stderr)
+          return r.stdout
+        end
+        assert.equal(2, #numbers(sdk("seq", "2")))
+        assert.equal(2, #numbers(sdk("conc", "4", "2")))
+        assert.equal(2, #numbers(sdk("handles", "2")))
+        sdk("oneshot")
+        assert.equal(0, leftovers(p, f), "every sandbox was destroyed")
+      end)
+    end))
+  end
 
   describe("#docker", function()
     local env, why

@@ -14,6 +14,10 @@
 -- fake.rejected (GET /_fake/rejected shows them); injected faults are not.
 -- Faults: fake:inject{match = "POST /api/sandbox", status = 429, retry_after = 1,
 -- count = 1, body = {...}} | {status = 503} | {hang = seconds} | {drop = true}.
+-- opts.canned_exec = fn(command) -> {exit_code, stdout, stderr} (bench figure 7): no local
+-- sandbox behind a sandbox, create answers `started` at once, POST /process/execute answers
+-- fn's result; only the lifecycle, /work-dir and /process/execute are served then (other
+-- toolbox calls answer 501).
 local sandlot = require("sandlot")
 local json = require("sandlot.wire.json")
 local id = require("sandlot.id")
@@ -179,9 +183,12 @@ function Fake:create(req)
   if b.name and self.by_name[b.name] then
     return self:refuse(req, 409, ("Sandbox with name %s already exists"):format(b.name))
   end
-  local local_sb, err = sandlot.create(self.backing, { env = b.env })
-  if not local_sb then return reply(500, { statusCode = 500, message = tostring(err) }) end
-  assert(local_sb:mkdir(WORKDIR, { parents = true }))
+  local local_sb, err
+  if not self.canned_exec then
+    local_sb, err = sandlot.create(self.backing, { env = b.env })
+    if not local_sb then return reply(500, { statusCode = 500, message = tostring(err) }) end
+    assert(local_sb:mkdir(WORKDIR, { parents = true }))
+  end
   local sid = id.hex(16):gsub("^(%x%x%x%x%x%x%x%x)(%x%x%x%x)(%x%x%x%x)", "%1-%2-%3-")
   local s = { id = sid, name = b.name or sid, env = b.env or {}, labels = b.labels or {},
               public = b.public or false, target = b.target or "us", snapshot = b.snapshot,
@@ -190,6 +197,7 @@ function Fake:create(req)
               pending = { state = self.fail_with or "started", at = now() + self.start_delay },
               error_reason = self.fail_with and "the fake was told to fail" or nil,
               box = local_sb, sessions = {}, preview_token = id.hex(8), seq = self.seq }
+  if self.canned_exec and not self.fail_with then s.state, s.pending = "started", nil end
   self.seq = self.seq + 1
   self.sandboxes[sid], self.by_name[s.name] = s, s
   self.order[#self.order + 1] = s
@@ -244,7 +252,7 @@ function Fake:destroy(req, s)
   if s.state ~= "destroyed" then
     s.state = "destroyed"
     for _, sess in pairs(s.sessions) do self:end_session(sess) end
-    s.box:destroy()
+    if s.box then s.box:destroy() end
     self.by_name[s.name] = nil
   end
   return reply(200, self:json_of(s))
@@ -364,13 +372,15 @@ end
 
 ---A fake with no server (call fake:handle(req) directly). opts: token, jwt, org,
 ---start_delay (s, default 0.2), page_size (caps list pages), backing (provider for the
----sandboxes, default "local"), fail_with ("error" | "build_failed": creates end there).
+---sandboxes, default "local"), fail_with ("error" | "build_failed": creates end there),
+---canned_exec (see the top of this file).
 function M.new(opts)
   opts = opts or {}
   return setmetatable({
     token = opts.token or ("dtn_" .. id.hex(16)), jwt = opts.jwt, org = opts.org,
     start_delay = opts.start_delay or 0.2, page_size = opts.page_size,
     backing = opts.backing or "local", fail_with = opts.fail_with, url = opts.url or "",
+    canned_exec = opts.canned_exec,
     sandboxes = {}, by_name = {}, order = {}, seq = 0, rejected = {}, unsupported = {},
     injected = {}, faults = {}, requests = 0,
   }, Fake)
@@ -398,7 +408,7 @@ function M.start(opts)
     for _, s in ipairs(fake.order) do
       if s.state ~= "destroyed" then
         fake:end_session_all(s)
-        s.box:destroy()
+        if s.box then s.box:destroy() end
         s.state = "destroyed"
       end
     end

@@ -227,6 +227,11 @@ local function execute(fake, req, s)
   if timeout ~= nil and (math.type(timeout) ~= "integer" or timeout < 0) then
     return fake:refuse(req, 400, "timeout must be an integer", "INVALID_REQUEST_BODY")
   end
+  if fake.canned_exec then
+    local res = fake.canned_exec(b.command)
+    return reply(200, { exitCode = res.exit_code or 0,
+                        result = (res.stdout or "") .. (res.stderr or "") })
+  end
   local res, err = s.box:exec({ "/bin/sh" }, { stdin = b.command, env = b.envs,
                                                cwd = b.cwd and path_of(b.cwd) or WORKDIR,
                                                timeout = (timeout or 0) > 0 and timeout or nil })
@@ -370,6 +375,10 @@ end
 ---Routes one toolbox request for sandbox s (rest: the path after /toolbox/{id}).
 function M.route(fake, req, s, rest)
   local r
+  if fake.canned_exec and rest ~= "/process/execute" and rest ~= "/work-dir"
+     and rest ~= "/user-home-dir" then
+    return reply(501, { statusCode = 501, message = "not served by a canned fake" })
+  end
   if rest == "/process/execute" and req.method == "POST" then r = execute(fake, req, s)
   elseif rest:find("^/process/session") then r = sessions(fake, req, s, rest)
   else r = files(fake, req, s, rest) end

@@ -12,6 +12,9 @@
 --   local f = require("spec.fakes.e2b").start{}
 --   -> f.url, f.sandbox_url, f.token (the API key), f.fake (state), f.rejected(), f.stop()
 -- GET {url}/_fake/config (no key) tells sandbox_url to a client given one URL (check-fakes).
+-- opts.canned_exec = fn(cmd, args) -> {exit_code, stdout, stderr} (bench figure 7): no local
+-- sandbox behind a sandbox, every process answers fn's result at once, no request log kept;
+-- only create, exec and destroy are served then (files and other RPCs answer 501).
 local sandlot = require("sandlot")
 local json = require("sandlot.wire.json")
 local lp = require("providers.local")
@@ -132,7 +135,7 @@ function Fake:kill(sid)
   if not s then return end
   self.sandboxes[sid] = nil
   for _, p in pairs(s.procs) do p:close() end
-  lp.destroy(self.backend, s.local_handle)
+  if s.local_handle then lp.destroy(self.backend, s.local_handle) end
 end
 
 function Fake:pause(s)
@@ -210,11 +213,13 @@ function Fake:create(req)
   if not life then return lerr end
   local env = {}
   for k, v in pairs(b.envVars or {}) do env[k] = v end
-  local lh, err = lp.create(self.backend, { env = env, network =
-                                             b.allow_internet_access == false and "none"
-                                             or "all" })
-  if not lh then return self:rest_error(req, 500, tostring(err), "sandbox_create_failed") end
-  assert(lp.mkdir(self.backend, lh, "/home/user", { parents = true }))
+  local lh, err
+  if not self.canned_exec then
+    lh, err = lp.create(self.backend, { env = env, network =
+                                        b.allow_internet_access == false and "none" or "all" })
+    if not lh then return self:rest_error(req, 500, tostring(err), "sandbox_create_failed") end
+    assert(lp.mkdir(self.backend, lh, "/home/user", { parents = true }))
+  end
   local sid = id.hex(10)
   local t0 = os.time()
   local s = { id = sid, template = b.templateID, metadata = b.metadata or {}, state = "running",
@@ -323,8 +328,10 @@ end
 ---The control-plane handler.
 function Fake:api(req)
   local route = req.method .. " " .. req.path
-  self.requests[#self.requests + 1] = { route = route, query = req.query, body = req.body,
-                                        headers = req.headers }
+  if not self.canned_exec then
+    self.requests[#self.requests + 1] = { route = route, query = req.query, body = req.body,
+                                          headers = req.headers }
+  end
   if route == "GET /_fake/config" then    -- for one-URL clients (check-fakes): not E2B's
     return answer(200, { sandbox_url = self.sandbox_url })
   end
@@ -356,7 +363,7 @@ end
 ---A fake without servers (for handlers called directly): opts = {token, backend_dir,
 ---max_lifetime, envd_delay (s before envd answers), page_size (list pages at most),
 ---keepalive (s between keepalive messages of a quiet process stream, instead of the
----request's Keepalive-Ping-Interval)}.
+---request's Keepalive-Ping-Interval), canned_exec (see the top of this file)}.
 function M.new(opts)
   opts = opts or {}
   local dir = assert(opts.backend_dir, "spec.fakes.e2b: opts.backend_dir is required")
@@ -364,7 +371,7 @@ function M.new(opts)
     token = opts.token or ("e2b_" .. id.hex(20)), sandboxes = {}, faults = {}, rejected = {},
     denied = {}, requests = {}, created = 0, list_pages = 0, page_size = opts.page_size,
     max_lifetime = opts.max_lifetime or M.MAX_LIFETIME, envd_delay = opts.envd_delay or 0,
-    keepalive = opts.keepalive, keepalives = 0,
+    keepalive = opts.keepalive, keepalives = 0, canned_exec = opts.canned_exec,
     backend = { name = "e2b-fake", config = { state_dir = dir, isolation = "namespaces" },
                 warn = function() end },
   }, Fake)
@@ -382,7 +389,7 @@ function M.start(opts)
   end
   local f = M.new({ token = opts.token, backend_dir = opts.backend_dir or tmp,
                     max_lifetime = opts.max_lifetime, envd_delay = opts.envd_delay,
-                    page_size = opts.page_size })
+                    page_size = opts.page_size, canned_exec = opts.canned_exec })
   local max = opts.max_body or 512 * 1024 * 1024
   local api_srv = assert(sandlot.http.serve{ host = "127.0.0.1", port = opts.port or 0,
                                              max_body = max,

@@ -215,9 +215,30 @@ local function executable(f, s, cmd, cwd)
   return false
 end
 
+-- The canned process of a fake without local sandboxes: its events are all there at once.
+local function canned_process(f, s, pc, msg)
+  local res = f.canned_exec(pc.cmd, pc.args or {})
+  f.next_pid = f.next_pid + 1
+  local r = { pid = f.next_pid, events = {}, waiters = {}, tag = msg.tag, exited = os.time(),
+              close = function() end }
+  r.events[1] = { event = { start = { pid = r.pid } } }
+  for _, which in ipairs({ "stdout", "stderr" }) do
+    if (res[which] or "") ~= "" then
+      r.events[#r.events + 1] = { event = { data = { [which] = base64.encode(res[which]) } } }
+    end
+  end
+  local code = res.exit_code or 0
+  local e = { exited = true, status = "exit status " .. code }
+  if code ~= 0 then e.exitCode, e.error = code, e.status end
+  r.events[#r.events + 1] = { event = { ["end"] = e } }
+  r.events[#r.events + 1] = { done = true }
+  return r
+end
+
 local function start_process(f, s, msg, headers)
   local pc = msg.process
   if not pc or not pc.cmd then return nil, "invalid_argument", "process.cmd is required" end
+  if f.canned_exec then return canned_process(f, s, pc, msg) end
   local cwd = pc.cwd and resolve(pc.cwd) or HOME
   local ce = cwd and stat(f, s, cwd)
   if not ce or ce.type ~= "directory" then
@@ -488,8 +509,10 @@ function E.install(f, M)
   f.next_pid = 1000
   function f.envd(self, req)
     local route = req.method .. " " .. req.path
-    self.requests[#self.requests + 1] = { route = "envd " .. route, query = req.query,
-                                          headers = req.headers }
+    if not self.canned_exec then
+      self.requests[#self.requests + 1] = { route = "envd " .. route, query = req.query,
+                                            headers = req.headers }
+    end
     local fault = self:fault("envd " .. route)
     if fault then
       if fault.hang then sandlot.sleep(fault.hang) end
@@ -536,6 +559,9 @@ function E.install(f, M)
       return self:refuse(req, 401, { code = 401, message = msg })
     end
     local q = M.query(req.query)
+    if self.canned_exec and req.path ~= "/process.Process/Start" then
+      return M.answer(501, { code = "unimplemented", message = "not served by a canned fake" })
+    end
     if files and req.method == "GET" then return get_file(self, s, req, q) end
     if files then return post_file(self, s, req, q) end
     local method = req.path:match("^/([%w_.]+/%w+)$")

@@ -14,31 +14,13 @@
 package.path = "./?.lua;" .. package.path
 local sandlot = require("sandlot")
 local proc = sandlot.proc
+local npm = require("spec.support.npm")
 
 local DIR = "spec/fakes/check"
 local TIMEOUT = tonumber(os.getenv("CHECK_FAKES_TIMEOUT") or "") or 300
 
 local function sh(cmd, opts)
   return assert(proc.run(cmd, opts or { timeout = 60 }))
-end
-
-local function have(bin)
-  return sh({ "sh", "-c", "command -v " .. bin }).exit_code == 0
-end
-
-local function header(path)
-  local f = assert(io.open(path, "r"))
-  local meta = { npm = {} }
-  for line in f:lines() do
-    if not line:match("^//") then break end
-    local k, v = line:match("^//%s*(%a+):%s*(.-)%s*$")
-    if k == "fake" then meta.fake = v
-    elseif k == "npm" then
-      for pkg in v:gmatch("%S+") do meta.npm[#meta.npm + 1] = pkg end
-    end
-  end
-  f:close()
-  return meta
 end
 
 local scripts = {}
@@ -48,7 +30,7 @@ if #scripts == 0 then
   for p in r.stdout:gmatch("[^\n]+") do scripts[#scripts + 1] = p end
 end
 
-if not (have("node") and have("npm")) then
+if npm.missing() then
   print(("check-fakes: skipped %d script(s): node and npm are needed"):format(#scripts))
   return
 end
@@ -93,20 +75,15 @@ local function prefix_for(pkgs)
   if installed[key] then return installed[key] end
   ninstalled = ninstalled + 1
   local dir = ("%s/p%d"):format(tmp, ninstalled)
-  sh({ "mkdir", "-p", dir })
-  if #pkgs > 0 then
-    local argv = { "npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--silent" }
-    for _, p in ipairs(pkgs) do argv[#argv + 1] = p end
-    print("check-fakes: npm install " .. key)
-    local r = sh(argv, { timeout = TIMEOUT })
-    if r.exit_code ~= 0 then return nil, "npm install failed:\n" .. r.stderr end
-  end
+  if #pkgs > 0 then print("check-fakes: npm install " .. key) end
+  local ok, err = npm.install(pkgs, dir, TIMEOUT)
+  if not ok then return nil, err end
   installed[key] = dir
   return dir
 end
 
 local function check(path)
-  local meta = header(path)
+  local meta = npm.header(path)
   if not meta.fake then return nil, "no `// fake: NAME` line" end
   if not NODE then return nil, node_err end
   local dir, ierr = prefix_for(meta.npm)
