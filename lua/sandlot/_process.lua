@@ -7,6 +7,8 @@ local task = require("sandlot.task")
 
 local M = {}
 
+---A live process (sb:spawn): p:write, p:read, p:wait, p:kill, p:resize (pty), p:close.
+---@class sandlot.Process
 local Process = { __name = "sandlot.process" }
 Process.__index = Process
 

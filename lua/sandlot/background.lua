@@ -49,6 +49,11 @@ end
 local take_over                            -- defined with M.process
 local live = setmetatable({}, { __mode = "v" })   -- id -> process this host holds
 
+---A background process (sb:spawn{background = true}, sandlot.process(id)): its output is
+---kept as offset-addressed chunks; p:read{offset, follow}, p:wait, p:kill.
+---@class sandlot.BackgroundProcess
+---@field id string its durable id (pr-...)
+---@field state string "running", "exited" or "lost"
 local Proc = { __name = "sandlot.background" }
 Proc.__index = Proc
 

@@ -5,6 +5,20 @@
 local core = require("sandlot.core.errors")
 local redact = require("sandlot._redact")
 
+---A structured error: what an expected failure returns as `nil, err`. It prints as
+---"provider: op: code: message" and never holds a secret.
+---@class sandlot.Error
+---@field code string one of the closed set (errors.codes): not_found, timeout, ...
+---@field message string
+---@field retryable boolean
+---@field op? string the operation that failed (the outermost layer's)
+---@field via? string the inner operation, when an outer layer added its own op
+---@field provider? string
+---@field sandbox? string
+---@field status? integer an HTTP status, where one was answered
+---@field retry_after? number seconds the service asked to wait
+---@field cause? sandlot.Error the error this one rewords
+
 local M = {
   codes = core.codes,       -- code -> retryable by default
   metatable = core.metatable,

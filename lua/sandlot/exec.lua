@@ -4,6 +4,16 @@
 -- the one result table every exec returns. Providers never build a result by hand.
 local core = require("sandlot.core.outbuf")
 
+---What exec returns (sb:exec, sandlot.proc.run): the exit status is the command's (124 for
+---a timeout, 128 + N for signal N).
+---@class sandlot.ExecResult
+---@field exit_code integer
+---@field signal? integer the signal that ended it
+---@field stdout string
+---@field stderr string
+---@field timed_out boolean
+---@field truncated boolean output was over max_output: the head and the tail are kept
+
 local M = {}
 
 ---Bytes kept per stream when an exec gives no max_output (16 MiB): the one definition.

@@ -12,6 +12,13 @@ local check = require("sandlot._check")
 local json = require("sandlot.wire.json")
 local cassette = require("sandlot._cassette")
 
+---What sandlot.http.request returns for any status (an HTTP error status is not a failure).
+---@class sandlot.http.Response
+---@field status integer
+---@field headers table<string, string> lower-cased names; repeated ones joined
+---@field body string
+---@field json? any the decoded body, with want = "json"
+
 local M = {}
 
 M.DEFAULT_TIMEOUT = 60                  -- seconds per attempt

@@ -17,6 +17,16 @@ local M = {}
 
 M.MAP_VERSION = 1
 
+---A sandbox: made by sandlot.create, sandlot.get or sandlot.from_map; its methods are the
+---sandbox API (sb:exec, sb:read_file, ...). Fields are read-only.
+---@class sandlot.Sandbox
+---@field id string the provider's own id
+---@field external_id string the provider's own id (as the ledger calls it)
+---@field durable_id? string sandlot's durable id (sb-...), with the ledger on
+---@field provider string the configured provider name (or the provider's name)
+---@field name? string the name given at create
+---@field handle table the provider's handle (what to_map serializes, without secrets)
+---@field warnings? string[] advisory warnings from create (options the provider ignored)
 local Sandbox = { __name = "sandlot.sandbox" }
 Sandbox.__index = Sandbox
 

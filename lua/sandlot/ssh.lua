@@ -224,6 +224,9 @@ local function open_session(o)
   return s
 end
 
+---An SSH connection (sandlot.ssh.connect): exec, spawn, SFTP files, one connection per
+---host, verified host key.
+---@class sandlot.ssh.Client
 local Client = {}
 Client.__index = Client
 Client.__name = "sandlot.ssh.client"

@@ -5,6 +5,10 @@ local timer = require("sandlot.core.timer")
 local errors = require("sandlot.errors")
 local check = require("sandlot._check")
 
+---A task (sandlot.spawn): t:join() waits for its results (or its error), t:cancel() stops it
+---at its next wait.
+---@class sandlot.Task
+
 local M = {}
 
 local register = require("sandlot._doc").register
