@@ -9,7 +9,8 @@ local cjson = require("cjson")
 
 -- The figures, by number (bench/README.md): BENCH_FIGURES=4,6 runs only those.
 local FIGURES = { "host start", "local exec", "concurrency and memory", "HTTP", "Docker", "SSH",
-                  "cloud-SDK peers", "scale", "SSH concurrency", "replication", "ledger", "plugins" }
+                  "cloud-SDK peers", "scale", "SSH concurrency", "replication", "ledger",
+                  "plugins" }
 
 local function usage(fmt, ...)
   io.stderr:write(("bench: " .. fmt .. "\n"):format(...),

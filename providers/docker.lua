@@ -68,7 +68,8 @@ local function host_of(ctx)
   if ctx.config and ctx.config.host then return ctx.config.host, "the provider's host option" end
   local env = os.getenv("DOCKER_HOST")
   if env and env ~= "" then return env, "$DOCKER_HOST" end
-  return "unix:///var/run/docker.sock", "the default; set DOCKER_HOST or the provider's host option for another"
+  return "unix:///var/run/docker.sock",
+         "the default; set DOCKER_HOST or the provider's host option for another"
 end
 
 -- Why a daemon could not be reached, in words a user can act on: for a unix socket, whether
@@ -80,7 +81,8 @@ local function unreachable(where, source, err)
     local st = fs.stat(sock)
     if not st then
       why = "the socket does not exist (is dockerd running?)"
-    elseif err.message:find("Permission denied", 1, true) or err.message:find("EACCES", 1, true) then
+    elseif err.message:find("Permission denied", 1, true)
+        or err.message:find("EACCES", 1, true) then
       why = "permission denied on the socket (is this user in the docker group?)"
     else
       why = "nothing answers on the socket (is dockerd running?)"

@@ -153,7 +153,7 @@ local function note_error(srv, msg)
 end
 
 ---Starts an HTTP/1.1 server on the host's loop. See sandlot.http.serve.
----@param opts {host?: string, port?: integer, handler: fun(req: table): table, max_body?: integer, max_head?: integer, idle_timeout?: number, max_conns?: integer, tls?: {cert: string, key: string}}
+---@param opts sandlot.http.ServeOpts
 ---@return table|nil srv, sandlot.Error|nil err
 function M.serve(opts)
   opts = check.opts(opts, {

@@ -51,12 +51,15 @@ end
 local function write(path, data)
   local tmp = path .. ".tmp"
   local f, err = io.open(tmp, "wb")
-  if not f then return nil, errors.new("io_error", ("checkpoint: cannot write %s: %s"):format(tmp, err)) end
+  if not f then
+    return nil, errors.new("io_error", ("checkpoint: cannot write %s: %s"):format(tmp, err))
+  end
   local ok, werr = f:write(data)
   local cok = f:close()
   if not ok or not cok then
     os.remove(tmp)
-    return nil, errors.new("io_error", ("checkpoint: cannot write %s: %s"):format(tmp, tostring(werr)))
+    return nil, errors.new("io_error",
+                           ("checkpoint: cannot write %s: %s"):format(tmp, tostring(werr)))
   end
   assert(fs.chmod(tmp, tonumber("600", 8)))
   local rok, rerr = os.rename(tmp, path)
@@ -191,11 +194,13 @@ function M.get(ck_id)
   if not dir then return nil, derr end
   local path = dir .. "/" .. ck_id .. ".json"
   local text = read(path)
-  if not text then return nil, errors.new("not_found", ("no checkpoint %s in %s"):format(ck_id, dir)) end
+  if not text then
+    return nil, errors.new("not_found", ("no checkpoint %s in %s"):format(ck_id, dir))
+  end
   local ok, rec = pcall(json.decode, text)
   if not ok or type(rec) ~= "table" or rec.id ~= ck_id then
-    return nil, errors.new("invalid_input", ("checkpoint record %s is corrupt; it was left as it is")
-      :format(path), { file = path })
+    return nil, errors.new("invalid_input",
+      ("checkpoint record %s is corrupt; it was left as it is"):format(path), { file = path })
   end
   return rec
 end
@@ -275,8 +280,8 @@ function M.restore(sb, ck)
   local path = dir .. "/" .. rec.id .. ".tar.gz"
   local data = read(path)
   if not data then
-    return nil, errors.new("not_found", ("checkpoint %s: its archive %s is missing"):format(rec.id, path),
-                           { file = path })
+    return nil, errors.new("not_found",
+      ("checkpoint %s: its archive %s is missing"):format(rec.id, path), { file = path })
   end
   if #data ~= rec.size or sys.sha256(data) ~= rec.sha256 then
     return nil, errors.new("invalid_input", ("checkpoint %s: the archive %s is corrupt (its " ..

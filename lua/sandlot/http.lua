@@ -423,9 +423,9 @@ end
 ---@param opts table method, url | path (+ base_url or unix_socket), headers {name = value},
 ---  query (table or string), body (string or producer function returning chunks, nil at the
 ---  end; "" is skipped) | json (value to encode) | body_file (path), body_size (producer
----  length, else chunked), timeout (s per attempt, default 60; false: none), connect_timeout (default 10),
----  unix_socket, max_body (default 64 MiB; false: none), on_chunk (fn(chunk) for a 2xx body,
----  which is then not kept), retry ({attempts=3, base=0.2, cap=5, statuses=, safe=,
+---  length, else chunked), timeout (s per attempt, default 60; false: none), connect_timeout
+---  (default 10), unix_socket, max_body (default 64 MiB; false: none), on_chunk (fn(chunk)
+---  for a 2xx body, which is then not kept), retry ({attempts=3, base=0.2, cap=5, statuses=, safe=,
 ---  max_after=60} | number | false), follow (redirects, default true), max_redirects (10),
 ---  insecure (no TLS verification: explicit opt-in only), ca_file, ca_path, fresh_connect,
 ---  raw_chunked (HTTP/1.1, the body with its chunked framing as sent: see wire.chunked),
@@ -647,13 +647,24 @@ function M.stats() return core.stats() end
 
 -- Server -------------------------------------------------------------------------------------
 
+---@class sandlot.http.ServeOpts
+---@field host? string
+---@field port? integer
+---@field handler fun(req: table): table
+---@field max_body? integer
+---@field max_head? integer
+---@field idle_timeout? number
+---@field max_conns? integer
+---@field tls? {cert: string, key: string}
+
 ---Starts an HTTP/1.1 server on the host's loop (for fakes and local receivers): handler(req)
 ---runs in a task of its own per request, req = {method, path, query, headers (lower-cased),
 ---body, keep_alive, http_version}, and returns {status, headers, body} (body: a string, or a
 ---function returning successive chunks, nil at the end: chunked), or {drop = true} to close
 ---without answering. A handler that raises gives a 500. Returns srv with url, port, close().
----opts.tls = {cert = path, key = path} (PEM files) serves https (and wss) instead.
----@param opts {host?: string, port?: integer, handler: fun(req: table): table, max_body?: integer, max_head?: integer, idle_timeout?: number, max_conns?: integer, tls?: {cert: string, key: string}}
+---opts.tls = {cert = path, key = path} (PEM files) serves https (and wss) instead. The other
+---opts: host, port (0: any free one), handler, max_body, max_head, idle_timeout, max_conns.
+---@param opts sandlot.http.ServeOpts
 ---@return table|nil srv, sandlot.Error|nil err
 function M.serve(opts) return require("sandlot._http_serve").serve(opts) end
 

@@ -37,8 +37,8 @@ function Sandbox.__tostring(sb)
   if type(sb.name) == "string" and sb.name ~= "" then extra[#extra + 1] = sb.name end
   local state = sb._destroyed and "destroyed" or sb._state
   if state and state ~= "active" then extra[#extra + 1] = state end
-  return ("sandlot.sandbox(%s:%s%s)"):format(sb.provider, sb.id,
-                                             #extra > 0 and (", " .. table.concat(extra, ", ")) or "")
+  local tail = #extra > 0 and (", " .. table.concat(extra, ", ")) or ""
+  return ("sandlot.sandbox(%s:%s%s)"):format(sb.provider, sb.id, tail)
 end
 
 local function is_sandbox(v)
@@ -888,7 +888,9 @@ end
 ---  (native: native_id instead of size and sha256), sandlot.Error? err
 function M.checkpoint(sb, opts)
   check_sb(sb, "checkpoint")
-  return span(sb, "checkpoint", {}, function(s) return require("sandlot.checkpoint").take(s, opts) end)
+  return span(sb, "checkpoint", {}, function(s)
+    return require("sandlot.checkpoint").take(s, opts)
+  end)
 end
 
 ---Lists the checkpoints taken of sb (all of them without sb), newest first.

@@ -325,11 +325,23 @@ local function header(raw, name)
   end
 end
 
+---@class sandlot.ws.ConnectOpts
+---@field headers? table
+---@field subprotocols? string[]
+---@field timeout? number
+---@field max_message? integer
+---@field ping_timeout? number
+---@field keepalive? number
+---@field ca_file? string
+---@field ca_path? string
+---@field insecure? boolean
+
 ---Opens a WebSocket connection: ws://, or wss:// (TLS with SNI; the server's certificate is
 ---verified against the system store and the host name, or against opts.ca_file / ca_path;
----opts.insecure = true skips the verification: an explicit opt-in for tests only).
+---opts.insecure = true skips the verification: an explicit opt-in for tests only). The other
+---opts: headers, subprotocols, timeout, max_message, ping_timeout, keepalive.
 ---@param url string ws[s]://host[:port]/path[?query]
----@param opts? {headers?: table, subprotocols?: string[], timeout?: number, max_message?: integer, ping_timeout?: number, keepalive?: number, ca_file?: string, ca_path?: string, insecure?: boolean}
+---@param opts? sandlot.ws.ConnectOpts
 ---@return table|nil conn, sandlot.Error? err
 function M.connect(url, opts)
   if type(url) ~= "string" then error("sandlot.ws.connect: url must be a string", 2) end
