@@ -68,7 +68,13 @@ local function node_binary()
   end
   return bin
 end
-local NODE, node_err = node_binary()
+-- chosen on first need: a script without npm packages (hello.mjs) runs on any node
+local NODE, node_err
+local function node_for(meta)
+  if #meta.npm == 0 then return "node" end
+  if NODE == nil and node_err == nil then NODE, node_err = node_binary() end
+  return NODE, node_err
+end
 
 local function prefix_for(pkgs)
   local key = table.concat(pkgs, " ")
@@ -85,14 +91,15 @@ end
 local function check(path)
   local meta = npm.header(path)
   if not meta.fake then return nil, "no `// fake: NAME` line" end
-  if not NODE then return nil, node_err end
+  local node, nerr = node_for(meta)
+  if not node then return nil, nerr end
   local dir, ierr = prefix_for(meta.npm)
   if not dir then return nil, ierr end
   local name = path:match("([^/]+)$")
   sh({ "cp", path, dir .. "/" .. name })
   local fake = require("spec.fakes." .. meta.fake).start()
   print(("check-fakes: %s against %s at %s"):format(name, meta.fake, fake.url))
-  local r, rerr = proc.run({ NODE, dir .. "/" .. name, fake.url, fake.token or "" },
+  local r, rerr = proc.run({ node, dir .. "/" .. name, fake.url, fake.token or "" },
                            { timeout = TIMEOUT })
   local refused = fake.rejected and fake.rejected() or {}
   fake.stop()
