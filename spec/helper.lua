@@ -122,9 +122,11 @@ function h.eventually(pred, secs)
   return v
 end
 
----A fresh temporary directory, removed by h.rmtree.
-function h.tmpdir()
-  local r = assert(sandlot.proc.run({ "mktemp", "-d", "/tmp/sandlot-spec.XXXXXX" }))
+---A fresh temporary directory, removed by h.rmtree; tag (optional) goes into its name.
+---@param tag? string
+function h.tmpdir(tag)
+  local template = "/tmp/sandlot-spec." .. (tag and tag .. "." or "") .. "XXXXXX"
+  local r = assert(sandlot.proc.run({ "mktemp", "-d", template }))
   return (r.stdout:gsub("%s+$", ""))
 end
 

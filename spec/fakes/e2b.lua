@@ -384,8 +384,7 @@ function M.start(opts)
   opts = opts or {}
   local tmp
   if not opts.backend_dir then
-    tmp = assert(sandlot.proc.run({ "mktemp", "-d", "/tmp/sandlot-spec.e2b.XXXXXX" }))
-          .stdout:gsub("%s+$", "")
+    tmp = require("spec.helper").tmpdir("e2b")
   end
   local f = M.new({ token = opts.token, backend_dir = opts.backend_dir or tmp,
                     max_lifetime = opts.max_lifetime, envd_delay = opts.envd_delay,

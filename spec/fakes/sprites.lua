@@ -474,8 +474,7 @@ end
 ---Starts the fake on a loopback server: {url, token, fake, rejected(), stop()}.
 function M.start(opts)
   opts = opts or {}
-  local tmp = assert(sandlot.proc.run({ "mktemp", "-d", "/tmp/sandlot-spec.sprites.XXXXXX" }))
-              .stdout:gsub("%s+$", "")
+  local tmp = require("spec.helper").tmpdir("sprites")
   local f = M.new({ token = opts.token, dir = tmp, idle = opts.idle, page_size = opts.page_size })
   local srv = assert(sandlot.http.serve{ host = "127.0.0.1", port = opts.port or 0,
                                          max_body = opts.max_body or 512 * 1024 * 1024,

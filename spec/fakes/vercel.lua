@@ -783,8 +783,7 @@ function M.start(opts)
   opts = opts or {}
   local tmp
   if not opts.backend_dir then
-    tmp = assert(sandlot.proc.run({ "mktemp", "-d", "/tmp/sandlot-spec.vercel.XXXXXX" }))
-          .stdout:gsub("%s+$", "")
+    tmp = require("spec.helper").tmpdir("vercel")
   end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
