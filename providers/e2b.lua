@@ -191,15 +191,7 @@ local function rpc(c, method, body)
 end
 
 -- Paths: relative to the workdir, normalized lexically; a `..` above / is refused.
-local function resolve(handle, path)
-  local wd = WORKDIR
-  if handle.workdir ~= nil then
-    local w, err = check.id(handle.workdir, "^/[^%z\n]*$", "the handle's workdir", 4096)
-    if not w then return nil, err end
-    wd = w
-  end
-  return fs.path(wd, path)
-end
+local function resolve(handle, path) return fs.in_workdir(handle, WORKDIR, path) end
 
 local function metadata(opts, lifetime)
   local m = { [META] = "1", [META_LIFETIME] = tostring(lifetime) }

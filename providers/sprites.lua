@@ -128,15 +128,7 @@ local function path_of(handle, what)
   return "/v1/sprites/" .. api.segment(name) .. (what or "")
 end
 
-local function resolve(handle, path)
-  local wd = WORKDIR
-  if handle.workdir ~= nil then
-    local w, err = check.id(handle.workdir, "^/[^%z\n]*$", "the handle's workdir", 4096)
-    if not w then return nil, err end
-    wd = w
-  end
-  return fs.path(wd, path)
-end
+local function resolve(handle, path) return fs.in_workdir(handle, WORKDIR, path) end
 
 -- Sprites -------------------------------------------------------------------------------------
 

@@ -499,15 +499,7 @@ end
 
 -- Files --------------------------------------------------------------------------------------
 
-local function resolve(handle, path)
-  local wd = WORKDIR
-  if handle.workdir ~= nil then
-    local w, err = check.id(handle.workdir, "^/[^%z\n]*$", "the handle's workdir", 4096)
-    if not w then return nil, err end
-    wd = w
-  end
-  return fs.path(wd, path)
-end
+local function resolve(handle, path) return fs.in_workdir(handle, WORKDIR, path) end
 
 ---Reads a file (POST …/fs/read): the raw bytes.
 function M.read_file(ctx, handle, path)

@@ -4,6 +4,7 @@
 -- fs.path(base, path) is the lexical join for paths a provider resolves on its own side.
 local core = require("sandlot.core.fs")
 local errors = require("sandlot.errors")
+local check = require("sandlot._check")
 
 local d = require("sandlot._doc").register
 local M = {
@@ -55,6 +56,23 @@ function M.path(base, path)
     end
   end
   return "/" .. table.concat(parts, "/")
+end
+
+---A path in a sandbox, for providers: `path` resolved against the handle's workdir (checked:
+---an absolute path without NUL or newline, at most 4096 bytes), else against `default`.
+---@param handle table a provider handle ({workdir?})
+---@param default string the provider's working directory
+---@param path string absolute or relative
+---@return string|nil abs, sandlot.Error? err invalid_input
+function M.in_workdir(handle, default, path)
+  local wd = default
+  if handle.workdir ~= nil then
+    local w, err = check.id(handle.workdir, "^/[^%z\n]*$",
+                            "the handle's workdir", 4096)
+    if not w then return nil, err end
+    wd = w
+  end
+  return M.path(wd, path)
 end
 
 ---Creates a directory and its missing parents (plain host path).
