@@ -13,14 +13,23 @@ local exact = { key = true, auth = true, pass = true, pwd = true, ["x-api-key"] 
 ---Tells whether a field or header name names a secret.
 ---@param name any
 ---@return boolean
+local known, nknown = {}, 0      -- name -> answer: the same few names come by on every call
+
 function M.is_secret(name)
   if type(name) ~= "string" then return false end
+  local hit = known[name]
+  if hit ~= nil then return hit end
   local n = name:lower():gsub("-", "_")
-  if exact[n] or exact[name:lower()] then return true end
+  local yes = exact[n] or exact[name:lower()] or false
   for i = 1, #words do
-    if n:find(words[i], 1, true) then return true end
+    if yes then break end
+    if n:find(words[i], 1, true) then yes = true end
   end
-  return false
+  if #name <= 64 then               -- kept bounded: a flood of odd names empties it
+    if nknown >= 1024 then known, nknown = {}, 0 end
+    known[name], nknown = yes, nknown + 1
+  end
+  return yes
 end
 
 ---Returns a copy of t with secret-named fields replaced by "[REDACTED]" (depth-limited,

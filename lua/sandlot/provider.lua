@@ -444,13 +444,13 @@ function M.load(spec)
     end
   else
     local mod = spec:find(".", 1, true) and spec or ("providers." .. spec)
-    if not package.searchpath(mod, package.path) then
+    impl = package.loaded[mod]           -- loaded: no search of the path on every create
+    if impl == nil and not package.searchpath(mod, package.path) then
       local s = check.suggest(spec, M.known_names())
       return nil, errors.new("not_found", ("no provider named '%s' (not in the config, and " ..
         "no module %s on the search path; see SANDLOT_PATH)%s"):format(spec, mod,
         s and (" (did you mean '" .. s .. "'?)") or ""))
     end
-    impl = package.loaded[mod]
     if impl == nil then
       local path = package.searchpath(mod, package.path)
       local chunk, lerr = loadfile(path)
