@@ -32,7 +32,7 @@ local task = require("sandlot.task")
 local M = {
   name = "daytona",
   description = "Daytona cloud sandboxes (main API + toolbox over HTTPS)",
-  capabilities = { files = true, background = true, url = true, remote = true },
+  capabilities = { files = true, background = true, url = true, remote = true, streams = true },
   config = { api_url = "string", api_key = "string", target = "string", jwt_token = "string",
              organization_id = "string", snapshot = "string", auto_stop_interval = "number",
              create_timeout = "number", request_timeout = "number" },
@@ -600,13 +600,24 @@ end
 
 ---Reads a file from GET /files/download. The body is captured by the core and becomes the
 ---Lua string once (joining streamed pieces in Lua would hold it three times at the peak).
-function M.read_file(ctx, handle, path)
+function M.read_file(ctx, handle, path, opts)
   local c, t = toolbox(ctx, handle)
   if not c then return nil, t end
   local abs, aerr = resolve(t, path)
   if not abs then return nil, aerr end
-  local data, err = c:call("GET", "/files/download", { query = { path = abs }, timeout = 1800,
-                           want = { 200 }, decode = false, max_body = 8 * 1024 ^ 3 // 1 })
+  local o = { query = { path = abs }, timeout = 1800, want = { 200 }, decode = false,
+              max_body = 8 * 1024 ^ 3 // 1 }
+  local data, err, sink
+  if opts and opts.to then                  -- streamed to the host file, a chunk at a time
+    sink, err = fs.sink(opts.to)
+    if not sink then return nil, err end
+    o.on_frame = sink
+    data, err = c:stream("GET", "/files/download", o)
+    sink:finish()
+    if data then data = sink.bytes end
+  else
+    data, err = c:call("GET", "/files/download", o)
+  end
   if data == nil and err.status == 401 then
     return select(2, file_info(ctx, handle, c, abs))    -- not_found when the sandbox is gone
   end
@@ -636,6 +647,11 @@ function M.write_files(ctx, handle, files)
 end
 
 function M.write_file(ctx, handle, path, data, opts)
+  if data == nil and opts and opts.from then      -- a host file: a multipart source
+    local read, size = fs.source(opts.from)
+    if not read then return nil, size end
+    data = { size = size, read = read }
+  end
   return M.write_files(ctx, handle, { { path = path, data = data, mode = opts and opts.mode } })
 end
 

@@ -25,7 +25,7 @@ local queue = require("sandlot.queue")
 local M = {
   name = "e2b",
   description = "E2B cloud sandboxes (REST API and envd over Connect)",
-  capabilities = { files = true, background = true, url = true, remote = true },
+  capabilities = { files = true, background = true, url = true, remote = true, streams = true },
   config = { api_url = "string", domain = "string", api_key = "string",
              sandbox_url = "string", template = "string", request_timeout = "number" },
   create_options = { template = "string", auto_pause = "boolean" },
@@ -668,18 +668,28 @@ local function open(ctx, handle, path)
 end
 
 ---Reads a file (GET /files): the body comes in as it is, without a copy of its own.
-function M.read_file(ctx, handle, path)
+function M.read_file(ctx, handle, path, opts)
   local c, abs = open(ctx, handle, path)
   if not c then return nil, abs end
-  local res, err = c:call("GET", "/files", { query = { path = abs }, want = { 200 }, raw = true,
-                                            decode = false, max_body = 8 * 1024 ^ 3 // 1,
-                                            timeout = 3600 })
+  local sink
+  if opts and opts.to then                  -- streamed to the host file, a chunk at a time
+    local serr
+    sink, serr = fs.sink(opts.to)
+    if not sink then return nil, serr end
+  end
+  local o = { query = { path = abs }, want = { 200 }, decode = false, timeout = 3600,
+              max_body = 8 * 1024 ^ 3 // 1, on_frame = sink, raw = not sink or nil }
+  local res, err
+  if sink then res, err = c:stream("GET", "/files", o)
+  else res, err = c:call("GET", "/files", o) end
+  if sink then sink:finish() end
   if not res then
     if err.status == 400 then
       return fail("invalid_input", "%s is a directory or not a file", path)
     end
     return nil, err
   end
+  if sink then return sink.bytes end
   return res.body or ""
 end
 
@@ -747,7 +757,24 @@ function M.write_files(ctx, handle, files)
   return chmod(ctx, handle, all)
 end
 
+-- A host file (opts.from) in one application/octet-stream POST, read a chunk at a time.
+local function write_from(ctx, handle, path, from, mode)
+  local c, abs = open(ctx, handle, path)
+  if not c then return nil, abs end
+  local body, size = fs.source(from)
+  if not body then return nil, size end
+  local ok, err = c:call("POST", "/files", {
+    query = { path = abs }, headers = { ["Content-Type"] = "application/octet-stream" },
+    body = body, body_size = size, timeout = 60 + size / 1e6, want = { 200 }, decode = false,
+    errors = { [400] = refused, [500] = refused, [507] = "quota_exceeded" } })
+  if not ok then return nil, err end
+  return chmod(ctx, handle, { { abs = abs, mode = mode } })
+end
+
 function M.write_file(ctx, handle, path, data, opts)
+  if data == nil and opts and opts.from then
+    return write_from(ctx, handle, path, opts.from, opts.mode)
+  end
   return M.write_files(ctx, handle, { { path = path, data = data, mode = opts and opts.mode } })
 end
 

@@ -13,7 +13,7 @@ local cjson = require("cjson")
 local M = {
   name = "local",
   description = "private directories on this machine, isolated with bubblewrap when available",
-  capabilities = { files = true, url = true, remote = false, pty = true },
+  capabilities = { files = true, url = true, remote = false, pty = true, streams = true },
   -- options a config entry may set: providers = {dev = {"local", isolation = "none"}}
   config = { state_dir = "string", isolation = "string", bwrap = "string" },
   -- create options beyond the standard ones
@@ -408,10 +408,41 @@ function M.exec(ctx, handle, argv, opts)
   return r                                 -- sandlot.proc's result: the one exec shape
 end
 
-function M.read_file(ctx, handle, path)
+local CHUNK = 1048576
+
+-- Copies an open file to a host path (opts.to) or from one (opts.from), a chunk at a time.
+local function copy_to(f, to)
+  local sink, serr = fs.sink(to)
+  if not sink then return nil, serr end
+  while true do
+    local piece, rerr = f:read(CHUNK)
+    if piece == nil then
+      if rerr then sink:finish(); return nil, rerr end
+      break
+    end
+    local ok, werr = sink(piece)
+    if not ok then sink:finish(); return nil, werr end
+  end
+  local ok, ferr = sink:finish()
+  if not ok then return nil, ferr end
+  return sink.bytes
+end
+
+local function copy_from(f, from)
+  local next_piece, size = fs.source(from, CHUNK)
+  if not next_piece then return nil, size end
+  for piece in next_piece do
+    local ok, werr = f:write(piece)
+    if not ok then return nil, werr end
+  end
+  return true
+end
+
+function M.read_file(ctx, handle, path, opts)
   return with_root(ctx, handle, function(root)
     local f <close>, ferr = root:open(path, "r")
     if not f then return nil, ferr end
+    if opts and opts.to then return copy_to(f, opts.to) end
     return f:read()
   end)
 end
@@ -426,7 +457,9 @@ function M.write_file(ctx, handle, path, data, opts)
     local mode = opts and opts.mode
     local f <close>, ferr = root:open(path, "w", mode or tonumber("644", 8))
     if not f then return nil, ferr end
-    local ok, werr = f:write(data)
+    local ok, werr
+    if data == nil and opts and opts.from then ok, werr = copy_from(f, opts.from)
+    else ok, werr = f:write(data) end
     if not ok then return nil, werr end
     if mode then
       ok, werr = f:chmod(mode)

@@ -28,7 +28,7 @@ local ids = require("sandlot.id")
 local M = {
   name = "ssh",
   description = "a private directory on a host reached over SSH (no isolation)",
-  capabilities = { files = true, url = false, remote = true, pty = true },
+  capabilities = { files = true, url = false, remote = true, pty = true, streams = true },
   config = {
     host = "string", port = "number", user = "string", key_file = "string", key = "string",
     passphrase = "string", password = "string", agent = "boolean", known_hosts = "string",
@@ -451,10 +451,11 @@ local function refine(c, p, e, want)
   return nil, e
 end
 
-function M.read_file(ctx, handle, path)
+function M.read_file(ctx, handle, path, opts)
   local c, p = place(ctx, handle, path)
   if not c then return nil, p end
-  local data, rerr = c:read_file(p)
+  local to = opts and opts.to
+  local data, rerr = c:read_file(p, { to = to })       -- with `to`: SFTP to disk, the bytes
   if data then return data end
   return refine(c, p, rerr, "file")
 end
@@ -463,11 +464,12 @@ function M.write_file(ctx, handle, path, data, opts)
   local c, p = place(ctx, handle, path)
   if not c then return nil, p end
   local mode = opts and opts.mode or tonumber("644", 8)
-  local n, werr = c:write_file(p, data, { mode = mode })
+  local wo = { mode = mode, from = data == nil and opts and opts.from or nil }
+  local n, werr = c:write_file(p, data, wo)
   if not n and errors.is(werr, "not_found") then      -- missing parents: create, then retry
     local made, merr = c:mkdir(parent_of(p), { parents = true })
     if not made then return nil, merr end
-    n, werr = c:write_file(p, data, { mode = mode })
+    n, werr = c:write_file(p, data, wo)
   end
   if not n then return nil, werr end
   return true

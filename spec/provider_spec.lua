@@ -48,7 +48,7 @@ describe("sandlot.provider.check", function()
     { "a misspelled capability", minimal({ capabilities = { remot = true } }),
       "unknown capability 'remot' %(did you mean 'remote'%?%)" },
     { "an unknown capability", minimal({ capabilities = { teleport = true } }),
-      "unknown capability 'teleport': capabilities are background files pty remote url" },
+      "unknown capability 'teleport': capabilities are background files pty remote streams url" },
     { "a capability that is not a boolean", minimal({ capabilities = { files = "yes" } }),
       "capabilities%.files must be true or false, got string" },
     { "a capability keyed by a number", minimal({ capabilities = { true } }),

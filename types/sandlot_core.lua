@@ -62,6 +62,8 @@ function sandlot_core_sys.getpid() end
 function sandlot_core_sys.isatty(fd) end
 ---sys.now() -> integer nanoseconds, monotonic
 function sandlot_core_sys.now() end
+---sys.random(n) -> n bytes from the kernel's CSPRNG (getrandom(2), 1 <= n <= 256): ids
+function sandlot_core_sys.random(n) end
 ---sys.realpath(path) -> path | nil, err
 function sandlot_core_sys.realpath(path) end
 ---sys.rss() -> integer bytes: this process's peak resident set size

@@ -247,17 +247,36 @@ local function check_path(path, level)
   end
 end
 
--- A list of strings as a body: streamed one after another, its size known.
+-- A list of pieces as a body: strings, and sources {size, read} (read() gives the next chunk,
+-- nil at the end) streamed in their turn; its size known. A source that gives other than its
+-- size fails the request rather than sending a body of the wrong length.
 local function pieces_body(list)
   local size = 0
   for i = 1, #list do
-    if type(list[i]) ~= "string" then error("api: opts.body pieces must be strings", 4) end
-    size = size + #list[i]
+    local p = list[i]
+    if type(p) == "string" then size = size + #p
+    elseif type(p) == "table" and math.type(p.size) == "integer" and type(p.read) == "function"
+    then size = size + p.size
+    else error("api: opts.body pieces must be strings or sources {size, read}", 4) end
   end
-  local i = 0
+  local i, src, got = 0, nil, 0
   return function()
-    i = i + 1
-    return list[i]
+    while true do
+      if src then
+        local chunk = src.read()
+        if chunk ~= nil then
+          got = got + #chunk
+          if got > src.size then error("api: a body source gave more than its size", 0) end
+          return chunk
+        end
+        if got ~= src.size then error("api: a body source gave less than its size", 0) end
+        src = nil
+      end
+      i = i + 1
+      local p = list[i]
+      if type(p) ~= "table" then return p end
+      src, got = p, 0
+    end
   end, size
 end
 

@@ -119,16 +119,18 @@ function M.mkdir_below(root, rel, mode)
   return true
 end
 
+local function io_code(msg)
+  return msg:find("No such file") and "not_found"
+      or msg:find("Permission denied") and "permission_denied"
+      or msg:find("Is a directory") and "invalid_input" or "io_error"
+end
+
 ---Reads a whole host file.
 ---@param path string
 ---@return string|nil data, sandlot.Error? err
 function M.read(path)
   local f, err = io.open(path, "rb")
-  if not f then
-    local code = err:find("No such file") and "not_found"
-              or err:find("Permission denied") and "permission_denied" or "io_error"
-    return nil, errors.new(code, err)
-  end
+  if not f then return nil, errors.new(io_code(err), err) end
   local data = f:read("a")
   f:close()
   return data
@@ -153,6 +155,71 @@ function M.write(path, data, mode)
   local rok, rerr = os.rename(tmp, path)
   if not rok then return nil, errors.new("io_error", tostring(rerr)) end
   return true
+end
+
+local Sink = {}
+Sink.__index = Sink
+
+function Sink:__call(chunk)
+  if not self._f then return nil, errors.new("io_error", "fs.sink: already finished") end
+  local ok, err = self._f:write(chunk)
+  if not ok then
+    return nil, errors.new("io_error", ("cannot write %s: %s"):format(self.path, tostring(err)))
+  end
+  self.bytes = self.bytes + #chunk
+  return true
+end
+
+---Ends the file: closes it. Returns true, or nil, err (io_error) when the data did not reach it.
+function Sink:finish()
+  local f = self._f
+  if not f then return true end
+  self._f = nil
+  local ok, err = f:close()
+  if not ok then
+    return nil, errors.new("io_error", ("cannot write %s: %s"):format(self.path, tostring(err)))
+  end
+  return true
+end
+
+Sink.close = Sink.finish
+Sink.__close = Sink.finish
+Sink.__gc = function(self) if self._f then self._f:close() end end
+
+---Opens a host file for writing in pieces (created or truncated, mode 0600): sink(chunk) ->
+---true | nil, err; sink:finish() closes it; sink.bytes counts what was written. It is the
+---on_frame of an api client's c:stream, so a download goes to disk a chunk at a time.
+---@param path string
+---@return table|nil sink, sandlot.Error? err not_found (no such directory), permission_denied
+function M.sink(path)
+  local f, err = io.open(path, "wb")
+  if not f then return nil, errors.new(io_code(err), err) end
+  core.chmod(path, 384)
+  return setmetatable({ _f = f, path = path, bytes = 0 }, Sink)
+end
+
+---Opens a host file for reading in chunks: returns a producer (each call the next chunk of at
+---most `chunk` bytes, then nil, closing the file) and the file's size, as sandlot.http's
+---body producer and body_size take them.
+---@param path string
+---@param chunk? integer bytes per piece, default 1 MiB
+---@return function|nil producer, integer|sandlot.Error size_or_err
+function M.source(path, chunk)
+  chunk = chunk or 1048576
+  local st, serr = core.stat(path)
+  if not st then return nil, serr end
+  if st.type ~= "file" then return nil, errors.new("invalid_input", path .. " is not a file") end
+  local f, err = io.open(path, "rb")
+  if not f then return nil, errors.new(io_code(err), err) end
+  return function()
+    if not f then return nil end
+    local piece = f:read(chunk)
+    if piece == nil then
+      f:close()
+      f = nil
+    end
+    return piece
+  end, st.size
 end
 
 return M

@@ -34,6 +34,8 @@ M.CAPABILITIES = {
   remote = "sandboxes live on another machine or service: destroying one is network I/O",
   background = "processes started in the sandbox may outlive the exec that started them",
   pty = "spawn takes opts.pty = {rows, cols} (a terminal) and its process has resize",
+  streams = "write_file takes data = nil with opts.from (a host file, sent in chunks); " ..
+            "read_file may always honour opts.to (see providers/README.md)",
 }
 
 local is_op = {}

@@ -290,30 +290,57 @@ function M.exec(sb, cmd, opts)
   return r
 end
 
----Reads a whole file from the sandbox.
----@return string|nil data, sandlot.Error? err not_found, invalid_input (a directory, or a path
----  leaving the sandbox)
-function M.read_file(sb, path)
+local transfer = require("sandlot._transfer")
+
+---Reads a whole file from the sandbox; with opts.to, into that host file instead (streamed
+---where the provider can, so a large file never sits in memory; written to a temporary file
+---beside it and renamed when complete, so a failure leaves no partial file).
+---@param opts? {to?: string}
+---@return string|integer|nil data the data, or with opts.to the bytes written
+---@return sandlot.Error? err not_found, invalid_input (a directory, or a path leaving the
+---  sandbox), io_error (opts.to cannot be written)
+function M.read_file(sb, path, opts)
   check_sb(sb, "read_file")
   check_path(path, "read_file")
+  opts = check_opts(opts, { to = "string" }, "read_file")
   local eerr = escape_error(sb, "read_file", path)
   if eerr then return nil, eerr end
-  return span(sb, "read_file", { path = path }, call, path)
+  if opts.to == nil then return span(sb, "read_file", { path = path }, call, path) end
+  return span(sb, "read_file", { path = path, to = true }, function()
+    return transfer.read_to(function(op, ...) return call(sb, op, ...) end, path, opts.to)
+  end)
 end
 
 local check_mode = check.mode
 
----Writes a file in the sandbox (binary-safe), creating missing parent directories.
----@param opts? {mode?: integer|string}
+---Writes a file in the sandbox (binary-safe), creating missing parent directories. With data
+---nil and opts.from, the host file `from` is sent instead (in chunks on a provider with
+---capabilities.streams; read once into memory on the others).
+---@param data string|nil
+---@param opts? {mode?: integer|string, from?: string}
 ---@return true|nil ok, sandlot.Error? err
 function M.write_file(sb, path, data, opts)
   check_sb(sb, "write_file")
   check_path(path, "write_file")
   local eerr = escape_error(sb, "write_file", path)
   if eerr then return nil, eerr end
-  if type(data) ~= "string" then error("write_file: data must be a string", 2) end
-  opts = check_opts(opts, { mode = true }, "write_file")
+  opts = check_opts(opts, { mode = true, from = "string" }, "write_file")
+  if opts.from ~= nil and data ~= nil then
+    error("write_file: data or opts.from, not both", 2)
+  end
+  if opts.from == nil and type(data) ~= "string" then
+    error("write_file: data must be a string (or nil with opts.from)", 2)
+  end
   local o = { mode = check_mode(opts.mode, "write_file") }
+  if opts.from ~= nil then
+    local a, aerr = transfer.write_args(sb._p.impl.capabilities, opts.from, o)
+    if not a then return fail(aerr, sb, "write_file") end
+    if a.size > 1048576 then
+      sb._ctx.progress("write_file", { total = a.size },
+                       { what = "writing " .. path, unit = "bytes" })
+    end
+    return span(sb, "write_file", { path = path, size = a.size }, call, path, a.data, a.opts)
+  end
   if #data > 1048576 then                 -- shown on a terminal until the span ends
     sb._ctx.progress("write_file", { total = #data },
                      { what = "writing " .. path, unit = "bytes" })

@@ -15,8 +15,10 @@ local function check_token(what, s)
   end
 end
 
----Builds a body. parts = {{name, data, filename?, content_type?}...}. Returns the pieces
----(to stream one after another), their total size, and the Content-Type header value.
+---Builds a body. parts = {{name, data, filename?, content_type?}...}; data is a string, or a
+---source {size = bytes, read = producer} (sandlot.fs.source: a host file, read in its turn).
+---Returns the pieces (strings and sources, to stream one after another: an api client's
+---opts.body takes them), their total size, and the Content-Type header value.
 ---@param parts table[]
 ---@return string[] pieces, integer size, string content_type
 function M.encode(parts)
@@ -25,16 +27,18 @@ function M.encode(parts)
     check_token("a part's name", p.name)
     if p.filename ~= nil then check_token("a filename", p.filename) end
     if p.content_type ~= nil then check_token("a content type", p.content_type) end
-    if type(p.data) ~= "string" then
-      error("multipart.encode: a part's data must be a string", 2)
+    local d = p.data
+    if type(d) ~= "string" and not (type(d) == "table" and math.type(d.size) == "integer"
+                                    and d.size >= 0 and type(d.read) == "function") then
+      error("multipart.encode: a part's data must be a string or a source {size, read}", 2)
     end
   end
   local boundary
   repeat                                   -- 192 random bits: a clash is for the paranoid
-    boundary = "sandlot-" .. id.hex(24)
+    boundary = "sandlot-" .. id.hex(24)    -- (a source's data is not searched: never read twice)
     local clash = false
     for _, p in ipairs(parts) do
-      if p.data:find(boundary, 1, true) then clash = true; break end
+      if type(p.data) == "string" and p.data:find(boundary, 1, true) then clash = true; break end
     end
   until not clash
   local pieces, size = {}, 0
@@ -49,7 +53,10 @@ function M.encode(parts)
       head[#head + 1] = "Content-Type: " .. (p.content_type or "application/octet-stream")
     end
     add(table.concat(head, "\r\n") .. "\r\n\r\n")
-    if #p.data > 0 then add(p.data) end
+    if type(p.data) == "table" then        -- a source: streamed in its turn
+      pieces[#pieces + 1] = p.data
+      size = size + p.data.size
+    elseif #p.data > 0 then add(p.data) end
     add("\r\n")
   end
   add("--" .. boundary .. "--\r\n")
