@@ -15,7 +15,7 @@ local id = require("sandlot.id")
 local M = {}
 
 local function part_of(to)
-  return to .. ".sandlot-" .. id.hex(4) .. ".part"
+  return to .. ".sandlot-" .. id.hex(8) .. ".part"
 end
 
 -- The destination's directory must exist; the destination may not be a directory.

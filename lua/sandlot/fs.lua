@@ -186,15 +186,21 @@ Sink.close = Sink.finish
 Sink.__close = Sink.finish
 Sink.__gc = function(self) if self._f then self._f:close() end end
 
----Opens a host file for writing in pieces (created or truncated, mode 0600): sink(chunk) ->
----true | nil, err; sink:finish() closes it; sink.bytes counts what was written. It is the
----on_frame of an api client's c:stream, so a download goes to disk a chunk at a time.
+---Creates a host file for writing in pieces (mode 0600; failing with already_exists if the
+---path exists, and never through a symlink): sink(chunk) -> true | nil, err; sink:finish()
+---closes it; sink.bytes counts what was written. It is the on_frame of an api client's
+---c:stream, so a download goes to disk a chunk at a time.
 ---@param path string
----@return table|nil sink, sandlot.Error? err not_found (no such directory), permission_denied
+---@return table|nil sink, sandlot.Error? err not_found (no such directory), already_exists,
+---  permission_denied
 function M.sink(path)
-  local f, err = io.open(path, "wb")
-  if not f then return nil, errors.new(io_code(err), err) end
-  core.chmod(path, 384)
+  local dir, base = path:match("^(.*)/([^/]+)$")
+  if not dir then dir, base = ".", path end
+  local root, rerr = core.root(dir == "" and "/" or dir)
+  if not root then return nil, rerr end
+  local f, err = root:open(base, "x", 384)
+  root:close()
+  if not f then return nil, err end
   return setmetatable({ _f = f, path = path, bytes = 0 }, Sink)
 end
 
