@@ -1,7 +1,9 @@
 -- providers/modal.lua: Modal sandboxes are NOT built yet. Modal's API is gRPC only
 -- (../shared/provider-apis/modal.md): it needs gRPC framing over libcurl's HTTP/2 and a
--- protobuf codec for the messages used, tested against a gRPC fake (@grpc/grpc-js loading
--- the .proto files modal@0.11.1 ships). Until then this file exists so that
+-- protobuf codec for the messages used, tested against a gRPC fake (@grpc/grpc-js). modal@0.11.1
+-- on npm ships no .proto files (its schema is compiled into dist/index.js), so the fake's
+-- schema must first be rebuilt from that bundle and checked against the SDK. Until then this
+-- file exists so that
 -- `sandlot.create("modal")` is a clear not_supported naming the reason, not an unknown name.
 local errors = require("sandlot.errors")
 
