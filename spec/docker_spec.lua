@@ -450,8 +450,8 @@ describe("docker provider #docker", function()
     local r, err = sb:exec({ "true" })
     assert.is_nil(r)
     assert.equal("not_found", err.code)
-    for _, op in ipairs({ "read_file", "write_file" }) do
-      r, err = sb[op](sb, "x.txt", "data")
+    for op, args in pairs({ read_file = { "x.txt" }, write_file = { "x.txt", "data" } }) do
+      r, err = sb[op](sb, table.unpack(args))
       assert.is_nil(r)
       assert.equal("not_found", err.code, op)
     end
