@@ -121,6 +121,31 @@ describe("sandlot.provider.load", function()
   end)
 end)
 
+describe("native checkpoints in caps", function()
+  local fn = function() end
+  for _, case in ipairs({
+    { "restore alone", { restore = fn }, "in_place" },
+    { "create_from alone", { create_from = fn }, "new_sandbox" },
+    { "both", { restore = fn, create_from = fn, delete_checkpoint = fn }, "both" },
+  }) do
+    it("tells how a native checkpoint comes back: " .. case[1], function()
+      local extra = { checkpoint = fn, checkpoints = fn }
+      for k, v in pairs(case[2]) do extra[k] = v end
+      local caps = assert(sandlot.caps(minimal(extra)))
+      assert.equal("native", caps.checkpoint)
+      assert.equal(case[3], caps.restore)
+      assert.is_nil(caps.create_from)                  -- folded into restore
+      assert.is_nil(caps.delete_checkpoint)
+    end)
+  end
+
+  it("has no restore entry for portable checkpoints", function()
+    local caps = assert(sandlot.caps(minimal()))
+    assert.equal("portable", caps.checkpoint)
+    assert.is_nil(caps.restore)
+  end)
+end)
+
 describe("a provider with only the required functions", function()
   it("gets fallbacks and not_supported stubs, as caps reports", function()
     local caps = assert(sandlot.caps(minimal()))
