@@ -166,6 +166,24 @@ describe("checkpoints", function()
     assert.equal("not_found", err.code)
   end)
 
+  it("upgrades a version 3 ledger to 4 (the checkpoints table), keeping its rows", function()
+    local sqlite = require("sandlot.ledger.sqlite")
+    assert.equal(4, sqlite.VERSION)
+    local path = tmp .. "/old-ledger.db"
+    local old = assert(sqlite.open(path, { version = 3 }))
+    assert.equal(3, old:version())
+    assert(old:insert({ id = "sb-00000000000000aa", provider = "local", state = "active",
+                        created_at = 1, updated_at = 1 }))
+    local _, err = old:ck_get("ck-00000000000000aa")          -- no such table yet
+    assert.is_not_nil(err)
+    old:close()
+    local db = assert(sqlite.open(path))
+    assert.equal(4, db:version())
+    assert.equal("active", assert(db:get("sb-00000000000000aa")).state)
+    assert.is_false(db:ck_get("ck-00000000000000aa"))           -- the table is there, empty
+    db:close()
+  end)
+
   it("refuses a corrupt record, naming where it is and leaving it as it is", function()
     local a <close> = assert(sandlot.create("l"))
     fill(a)
