@@ -166,6 +166,49 @@ describe("checkpoints", function()
     assert.equal("not_found", err.code)
   end)
 
+  it("seeds through create_from, and re-creates a lost sandbox from the same snapshot",
+     function()
+    local made, gone = {}, {}
+    local n = 0
+    local mini = {
+      name = "seedy",
+      create = function(_, o) n = n + 1; made[#made + 1] = { id = "s" .. n, opts = o }
+                                return { id = "s" .. n } end,
+      create_from = function(_, o, snap)
+        n = n + 1
+        if snap == "nope" then return nil, require("sandlot.errors").new("not_found", "no nope") end
+        made[#made + 1] = { id = "s" .. n, opts = o, seed = snap }
+        return { id = "s" .. n }
+      end,
+      destroy = function(_, hd) gone[hd.id] = true; return true end,
+      status = function(_, hd) return gone[hd.id] and "terminated" or "running" end,
+      exec = function(_, hd)
+        if gone[hd.id] then return nil, require("sandlot.errors").new("not_found", "gone") end
+        return { exit_code = 0, stdout = hd.id, stderr = "" }
+      end,
+      checkpoint = function() return { id = "snap-1" } end,
+      checkpoints = function() return { { id = "snap-1" } } end,
+    }
+    assert.equal("new_sandbox", sandlot.caps(mini).restore)
+    local a <close> = assert(sandlot.create(mini, {}))
+    local ck = assert(a:checkpoint({ name = "one" }))
+    assert.equal("snap-1", ck.native_id)
+    local b <close> = assert(sandlot.create(mini, { from = ck, recreate = true,
+                                                    labels = { team = "x" } }))
+    assert.equal("snap-1", made[#made].seed)
+    assert.equal("x", made[#made].opts.labels.team)            -- the create options, as create
+    gone[b.id] = true                                          -- lost behind sandlot's back
+    local r = assert(b:exec({ "true" }))
+    assert.equal("snap-1", made[#made].seed)                   -- re-made from the snapshot
+    assert.equal(made[#made].id, r.stdout)
+    local before = #made
+    local none, err = sandlot.create(mini, { from = { kind = "native", native_id = "nope",
+                                                      provider = "seedy", module = "seedy" } })
+    assert.is_nil(none)
+    assert.equal("not_found", err.code)
+    assert.equal(before, #made)
+  end)
+
   it("upgrades a version 3 ledger to 4 (the checkpoints table), keeping its rows", function()
     local sqlite = require("sandlot.ledger.sqlite")
     assert.equal(4, sqlite.VERSION)

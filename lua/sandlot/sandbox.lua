@@ -680,6 +680,7 @@ function M.create(prov_or_opts, opts)
     sb.name = o.name
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
     fault("after_active")
+    if seeded then sb._seed = from.native_id end      -- a re-creation starts from it too
     if from ~= nil and not seeded then
       local ok, rerr = require("sandlot.checkpoint").restore(sb, from)
       if not ok then
