@@ -136,8 +136,10 @@ local function take_native(sb, opts, dir)
 end
 
 ---Takes a checkpoint of sb: native where the provider has its own (caps.checkpoint =
----"native": {id, name, provider, sandbox, kind = "native", native_id, created_at}), else of its
----working area ({id, name, provider, sandbox, kind = "portable", created_at, size, sha256}).
+---"native": {id, name, provider, module, sandbox, sandbox_id, kind = "native", native_id,
+---restore = caps.restore, created_at}), else of its working area ({id, name, provider,
+---sandbox, kind = "portable", created_at, size, sha256}). The record goes to the ledger (a
+---JSON file with SANDLOT_LEDGER=off).
 ---@param sb sandlot.Sandbox
 ---@param opts? {name?: string, kind?: "native"|"portable"}
 ---@return table|nil checkpoint, sandlot.Error? err
