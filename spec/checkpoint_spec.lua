@@ -168,45 +168,61 @@ describe("checkpoints", function()
 
   it("seeds through create_from, and re-creates a lost sandbox from the same snapshot",
      function()
-    local made, gone = {}, {}
-    local n = 0
-    local mini = {
-      name = "seedy",
-      create = function(_, o) n = n + 1; made[#made + 1] = { id = "s" .. n, opts = o }
-                                return { id = "s" .. n } end,
-      create_from = function(_, o, snap)
-        n = n + 1
-        if snap == "nope" then return nil, require("sandlot.errors").new("not_found", "no nope") end
-        made[#made + 1] = { id = "s" .. n, opts = o, seed = snap }
-        return { id = "s" .. n }
-      end,
-      destroy = function(_, hd) gone[hd.id] = true; return true end,
-      status = function(_, hd) return gone[hd.id] and "terminated" or "running" end,
-      exec = function(_, hd)
-        if gone[hd.id] then return nil, require("sandlot.errors").new("not_found", "gone") end
-        return { exit_code = 0, stdout = hd.id, stderr = "" }
-      end,
-      checkpoint = function() return { id = "snap-1" } end,
-      checkpoints = function() return { { id = "snap-1" } } end,
-    }
-    assert.equal("new_sandbox", sandlot.caps(mini).restore)
-    local a <close> = assert(sandlot.create(mini, {}))
+    -- a provider file (the ledger records its path, so sandlot.get finds it again)
+    local path = tmp .. "/seedy.lua"
+    local f = assert(io.open(path, "wb"))
+    f:write([[
+local errors = require("sandlot.errors")
+local st = { made = {}, gone = {}, n = 0 }
+local function make(o, seed)
+  st.n = st.n + 1
+  st.made[#st.made + 1] = { id = "s" .. st.n, opts = o, seed = seed }
+  return { id = "s" .. st.n }
+end
+return {
+  name = "seedy", _state = st,
+  create = function(_, o) return make(o) end,
+  create_from = function(_, o, snap)
+    if snap == "nope" then return nil, errors.new("not_found", "no snapshot nope") end
+    return make(o, snap)
+  end,
+  destroy = function(_, hd) st.gone[hd.id] = true; return true end,
+  status = function(_, hd) return st.gone[hd.id] and "terminated" or "running" end,
+  exec = function(_, hd)
+    if st.gone[hd.id] then return nil, errors.new("not_found", "gone") end
+    return { exit_code = 0, stdout = hd.id, stderr = "" }
+  end,
+  checkpoint = function() return { id = "snap-1" } end,
+  checkpoints = function() return { { id = "snap-1" } } end,
+}
+]])
+    f:close()
+    local st = assert(sandlot.provider.load(path)).impl._state
+    assert.equal("new_sandbox", sandlot.caps(path).restore)
+    local a <close> = assert(sandlot.create(path, {}))
     local ck = assert(a:checkpoint({ name = "one" }))
     assert.equal("snap-1", ck.native_id)
-    local b <close> = assert(sandlot.create(mini, { from = ck, recreate = true,
+    local b <close> = assert(sandlot.create(path, { from = ck, recreate = true,
                                                     labels = { team = "x" } }))
-    assert.equal("snap-1", made[#made].seed)
-    assert.equal("x", made[#made].opts.labels.team)            -- the create options, as create
-    gone[b.id] = true                                          -- lost behind sandlot's back
+    assert.equal("snap-1", st.made[#st.made].seed)
+    assert.equal("x", st.made[#st.made].opts.labels.team)      -- the create options, as create
+    assert.is_nil(st.made[#st.made].opts.seed)                 -- sandlot's own, not passed on
+    st.gone[b.id] = true                                       -- lost behind sandlot's back
     local r = assert(b:exec({ "true" }))
-    assert.equal("snap-1", made[#made].seed)                   -- re-made from the snapshot
-    assert.equal(made[#made].id, r.stdout)
-    local before = #made
-    local none, err = sandlot.create(mini, { from = { kind = "native", native_id = "nope",
-                                                      provider = "seedy", module = "seedy" } })
+    assert.equal("snap-1", st.made[#st.made].seed)             -- re-made from the snapshot
+    assert.equal(st.made[#st.made].id, r.stdout)
+    -- the seed is in the ledger: a sandbox found again by its durable id re-makes it likewise
+    local again = assert(sandlot.get(b.durable_id))
+    st.gone[again.id] = true
+    r = assert(again:exec({ "true" }))
+    assert.equal("snap-1", st.made[#st.made].seed)
+    assert.equal(st.made[#st.made].id, r.stdout)
+    local before = #st.made
+    local none, err = sandlot.create(path, { from = { kind = "native", native_id = "nope",
+                                                      provider = path, module = "seedy" } })
     assert.is_nil(none)
     assert.equal("not_found", err.code)
-    assert.equal(before, #made)
+    assert.equal(before, #st.made)
   end)
 
   it("upgrades a version 3 ledger to 4 (the checkpoints table), keeping its rows", function()

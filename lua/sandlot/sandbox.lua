@@ -580,8 +580,9 @@ local function fault(step)
   os.execute(("kill -KILL %d"):format(require("sandlot.core.sys").getpid()))
 end
 
--- Create options that are sandlot's, not the provider's.
-local OWN_OPTS = { recreate = true, ttl = true, idle_timeout = true }
+-- Create options that are sandlot's, not the provider's (seed: the native checkpoint a sandbox
+-- was made from, kept with the recorded options so that a re-creation starts from it too).
+local OWN_OPTS = { recreate = true, ttl = true, idle_timeout = true, seed = true }
 
 -- What the provider's create gets: o without sandlot's own options; ttl becomes the provider's
 -- lifetime (`timeout`) when it is shorter, so that docker and local end the sandbox by
@@ -596,6 +597,7 @@ end
 -- After a create (or a get): recreate and lifetimes from the options.
 function settle(sb, o, po)
   sb._recreate = o.recreate == true
+  sb._seed = type(o.seed) == "string" and o.seed or nil
   sb._create_opts = po
   lifetime.set(sb, o, sb._created_at)
   lifetime.watch(sb)
@@ -651,6 +653,7 @@ function M.create(prov_or_opts, opts)
   local verr                                                 -- plugins: veto or changed opts
   o, verr = plugins.before_create(o, function(x) shapes.check_create_opts(x, r.p) end)
   if not o then return nil, errors.wrap(verr, { op = "create", provider = r.ref }) end
+  if seeded then o.seed = from.native_id end
   local meta = { provider = r.ref, image = o.image, name = o.name }
   local function run()
     fault("before_journal")
@@ -680,7 +683,6 @@ function M.create(prov_or_opts, opts)
     sb.name = o.name
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
     fault("after_active")
-    if seeded then sb._seed = from.native_id end      -- a re-creation starts from it too
     if from ~= nil and not seeded then
       local ok, rerr = require("sandlot.checkpoint").restore(sb, from)
       if not ok then
