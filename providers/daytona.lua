@@ -17,6 +17,7 @@
 -- Handles are {id = sandbox id, auto_stop = minutes?}: the toolbox URL and working directory
 -- are asked for once per process (GET /sandbox/{id}, GET /work-dir), never read from a handle,
 -- so an edited handle cannot send the API key elsewhere.
+-- Native checkpoints are Daytona snapshots that seed new sandboxes (sandlot._native.daytona).
 local api = require("sandlot.api")
 local errors = require("sandlot.errors")
 local json = require("sandlot.wire.json")
@@ -921,5 +922,8 @@ function M.spawn(ctx, handle, argv, opts)
   end
   return p
 end
+
+require("sandlot._native.daytona").install(M, { main = main, call = call, time = rfc3339,
+  sandbox_path = sandbox_path, wait_state = wait_state })
 
 return M

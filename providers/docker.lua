@@ -24,6 +24,8 @@
 -- when it was created more than N seconds ago; opts.all removes every sandlot container.
 -- A container labelled sandlot.keep=1 (create with labels = {["sandlot.keep"] = "1"}) is
 -- never removed. Paused sandboxes are stopped ones the user may still start: they are kept.
+-- Native checkpoints are committed images; sandlot.create(p, {from = ck}) runs a container of
+-- one (checkpoint, checkpoints, create_from, delete_checkpoint: sandlot._native.docker).
 local api = require("sandlot.api")
 local errors = require("sandlot.errors")
 local json = require("sandlot.wire.json")
@@ -868,5 +870,7 @@ function M.gc(ctx, opts)
   end
   return report
 end
+
+require("sandlot._native.docker").install(M, { client = client, container = container })
 
 return M

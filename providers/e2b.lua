@@ -9,6 +9,7 @@
 -- the configured lifetime (connect alone resets it to 300 s); reconnect sets an expiry cut
 -- short by another client's connect back to startedAt + lifetime.
 -- Relative paths resolve against /home/user; env = {X = false} runs under `env -u X`.
+-- Native checkpoints are E2B snapshots (templates): create{from = ck} makes a new sandbox.
 local api = require("sandlot.api")
 local errors = require("sandlot.errors")
 local json = require("sandlot.wire.json")
@@ -392,6 +393,66 @@ function M.list(ctx, opts)
   end
   table.sort(out, function(x, y) return x.id < y.id end)
   return out
+end
+
+-- Snapshots: native checkpoints that seed new sandboxes (E2B has no in-place restore; a
+-- snapshot is a template: create with templateID = its id). Unnamed, so that each is a template
+-- of its own (a name would put a new build on an existing template); no creation time is told.
+local SNAPSHOT_ID = "^[%w][%w_.:%-]*$"         -- "<template id>:<tag>"
+
+local function snapshot_id(v)
+  return check.id(v, SNAPSHOT_ID, "an E2B snapshot id", 256)
+end
+
+---Takes a snapshot (POST /sandboxes/{id}/snapshots; the sandbox is paused meanwhile).
+function M.checkpoint(ctx, handle, opts)
+  local v, sid = on_sandbox(ctx, handle, "POST", "", "/snapshots", { json = {}, want = { 201 },
+                                                                      timeout = 600 })
+  if v == nil then return nil, sid end
+  local sn, err = snapshot_id(type(v) == "table" and v.snapshotID or nil)
+  if not sn then return nil, err end
+  return { id = sn, comment = opts and opts.comment, created_at = os.time() }
+end
+
+---The sandbox's snapshots (GET /snapshots?sandboxID=, X-Next-Token pages), as E2B lists them.
+function M.checkpoints(ctx, handle)
+  local sid, ierr = sandbox_id(handle)
+  if not sid then return nil, ierr end
+  local c, out, token = control(ctx), {}, nil
+  for _ = 1, 100 do
+    local page, res = c:call("GET", "/snapshots", { query = { sandboxID = sid, limit = 100,
+                                                              nextToken = token }, want = { 200 } })
+    if not page then return nil, res end
+    if type(page) ~= "table" then return fail("bad_response", "the snapshot list is not a list") end
+    for _, sn in ipairs(page) do
+      if type(sn) == "table" and snapshot_id(sn.snapshotID) then
+        out[#out + 1] = { id = sn.snapshotID }
+      end
+    end
+    token = res.headers["x-next-token"]
+    if token == nil or token == "" then break end
+  end
+  return out
+end
+
+---Creates a sandbox from a snapshot (its id as the templateID).
+function M.create_from(ctx, opts, native_id)
+  local sn, err = snapshot_id(native_id)
+  if not sn then return nil, err end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.template, o.image = sn, nil
+  return M.create(ctx, o)
+end
+
+---Deletes a snapshot (DELETE /templates/{id}, as the SDK's deleteSnapshot).
+function M.delete_checkpoint(ctx, native_id)
+  local sn, err = snapshot_id(native_id)
+  if not sn then return nil, err end
+  local ok, derr = control(ctx):call("DELETE", "/templates/" .. api.segment(sn),
+                                     { want = { 204 } })
+  if ok == nil then return nil, derr end
+  return true
 end
 
 -- Commands -----------------------------------------------------------------------------------

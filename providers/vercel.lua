@@ -684,13 +684,12 @@ function M.exec(ctx, handle, argv, opts)
   return sink:result()
 end
 
--- Snapshots: not wired into sandlot.checkpoint yet (its native contract restores in place, as
--- Sprites does; Vercel makes a new sandbox from a snapshot). Private until the contract has a
--- create-from-snapshot operation; `create{snapshot = id}` already makes one from a snapshot.
+-- Snapshots: native checkpoints that seed new sandboxes (Vercel has no in-place restore: a
+-- sandbox is made from a snapshot with source {type = "snapshot"}).
 
----Takes a snapshot of the sandbox (POST …/snapshot): {id, size, created_at}. Vercel stops the
----session as part of it; the next call resumes the sandbox.
-function M._snapshot(ctx, handle, opts)
+---Takes a snapshot of the sandbox (POST …/snapshot): {id, size, created_at, comment}. Vercel
+---stops the session as part of it; the next call resumes the sandbox. Vercel keeps no comment.
+function M.checkpoint(ctx, handle, opts)
   local name, nerr = name_of(handle)
   if not name then return nil, nerr end
   local v, err = on_session(ctx, handle, function(c, cr, sid)
@@ -705,20 +704,35 @@ function M._snapshot(ctx, handle, opts)
   local sn, serr = check.id(s.id, NAME, "Vercel's snapshot id", 256)
   if not sn then return nil, serr end
   if known[name] then known[name].status = "stopped" end
-  return { id = sn, size = math.tointeger(s.sizeBytes),
+  return { id = sn, size = math.tointeger(s.sizeBytes), comment = opts and opts.comment,
            created_at = math.tointeger(tonumber(s.createdAt) and s.createdAt // 1000) }
 end
 
----Creates a sandbox from a native checkpoint (source {type = "snapshot"}).
-function M._create_from(ctx, opts, snapshot_id)
+---Creates a sandbox from a snapshot (source {type = "snapshot"}; 410 snapshot_not_found is
+---not_found).
+function M.create_from(ctx, opts, snapshot_id)
+  local sn, serr = check.id(snapshot_id, NAME, "a Vercel snapshot id", 256)
+  if not sn then return nil, serr end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  o.snapshot = snapshot_id
+  o.snapshot = sn
   return M.create(ctx, o)
 end
 
+---Deletes a snapshot (DELETE /v2/sandboxes/snapshots/{id}; its status becomes "deleted").
+function M.delete_checkpoint(ctx, snapshot_id)
+  local sn, serr = check.id(snapshot_id, NAME, "a Vercel snapshot id", 256)
+  if not sn then return nil, serr end
+  local c, cr = client(ctx)
+  if not c then return nil, cr end
+  local v, err = call(c, cr, "DELETE", "/v2/sandboxes/snapshots/" .. sn,
+                      { query = { project = cr.project } })
+  if not v then return nil, err end
+  return true
+end
+
 ---The sandbox's snapshots (GET /v2/sandboxes/snapshots?name=), newest first.
-function M._snapshots(ctx, handle)
+function M.checkpoints(ctx, handle)
   local name, nerr = name_of(handle)
   if not name then return nil, nerr end
   local c, cr = client(ctx)

@@ -1,8 +1,9 @@
 -- spec/daytona_spec.lua: the Daytona provider against its strict fake (spec/fakes/daytona.lua,
 -- served in this process by sandlot.http.serve): waiting for "started", list pagination, the
 -- error map (statuses and the daemon's codes), retries on 429/503, a hang bounded by the
--- request timeout, a dropped connection, the lifetime re-applied, and the key kept out of
--- errors, telemetry and handles. The fake's own strictness is checked by calling it directly.
+-- request timeout, a dropped connection, the lifetime re-applied, snapshots as native
+-- checkpoints that seed new sandboxes, and the key kept out of errors, telemetry and handles.
+-- The fake's own strictness is checked by calling it directly.
 local sandlot = require("sandlot")
 local http = require("sandlot.http")
 local json = require("sandlot.wire.json")
@@ -302,6 +303,47 @@ describe("daytona provider", function()
       assert(sb:destroy())
     end)
   end)
+
+  it("takes snapshots and creates sandboxes from them, only daytona ones", function()
+    needs_serve()
+    assert.equal("native", sandlot.caps("dt").checkpoint)
+    assert.equal("new_sandbox", sandlot.caps("dt").restore)
+    local sb = assert(sandlot.create("dt", {}))
+    assert(sb:write_file("state/kept.txt", "kept"))
+    local ck = assert(sb:checkpoint({ name = "n1" }))
+    assert.equal("native", ck.kind)
+    assert.equal("daytona", ck.module)
+    local sn = srv.fake.snapshots[ck.native_id]
+    assert.equal("active", sn.state)                  -- waited for: pending, then active
+    assert.equal("sandlot-" .. sb.id .. "-", sn.name:sub(1, #sb.id + 9))
+    assert.equal("running", sb:status())              -- back from snapshotting
+    local other = assert(sandlot.create("dt", {}))
+    assert(other:checkpoint())                        -- another sandbox's: not listed
+    local ck2 = assert(sb:checkpoint())
+    local list = assert(sandlot.checkpoint.native(sb))
+    assert.equal(2, #list)
+    assert.same({ ck2.native_id, ck.native_id }, { list[1].native_id, list[2].native_id })
+    local copy = assert(sandlot.create("dt", { from = ck }))
+    assert.equal(ck.native_id, srv.fake.sandboxes[copy.id].snapshot)
+    assert.equal("kept", assert(copy:read_file("state/kept.txt")))
+    -- not in place, not into another provider
+    local r, err = sandlot.checkpoint.restore(sb, ck)
+    assert.is_nil(r)
+    assert.equal("not_supported", err.code)
+    r, err = sandlot.create("local", { from = ck })
+    assert.is_nil(r)
+    assert.equal("not_supported", err.code)
+    assert.matches('kind = "portable"', err.message, 1, true)
+    -- deleted, then unknown: not_found, and no sandbox made
+    assert(sandlot.checkpoint.delete(ck))
+    assert.is_nil(srv.fake.snapshots[ck.native_id])
+    local made = #srv.fake.order
+    r, err = sandlot.create("dt", { from = list[2] })
+    assert.is_nil(r)
+    assert.equal("not_found", err.code)
+    assert.equal(made, #srv.fake.order)
+    for _, x in ipairs({ copy, other, sb }) do assert(x:destroy()) end
+  end)
 end)
 
 describe("the Daytona fake (strict)", function()
@@ -382,6 +424,47 @@ describe("the Daytona fake (strict)", function()
     assert.matches("no IP address found", body.message, 1, true)
     st = req("DELETE", "/api/sandbox/" .. sb.id)
     assert.equal(409, st)                                 -- still creating
+  end)
+
+  it("checks snapshot requests: names, states, unknown ones", function()
+    fake.start_delay = 30
+    local sb = new_sandbox()
+    local function snap(body) return req("POST", "/api/sandbox/" .. sb.id .. "/snapshot",
+                                         { body = body }) end
+    assert.equal(409, (snap('{"name": "x"}')))               -- still creating
+    fake.start_delay, fake.sandboxes[sb.id].pending.at = 0, 0
+    assert.equal(200, (req("GET", "/api/sandbox/" .. sb.id)))
+    assert.equal(400, (req("POST", "/api/sandbox", { body = '{"snapshot": "x"}',
+                           headers = { ["content-type"] = "application/json" } })))
+    assert.equal(400, (snap("{}")))                          -- name required
+    assert.equal(400, (snap('{"name": "a b"}')))
+    assert.equal(400, (snap('{"name": "ok", "includeMemory": "yes"}')))
+    fake.start_delay = 30
+    local st, body = snap('{"name": "ok"}')
+    assert.equal(200, st)
+    assert.equal("snapshotting", body.state)
+    assert.equal(409, (snap('{"name": "ok2"}')))             -- a transition is running
+    local _, pend = req("GET", "/api/snapshots/ok")
+    assert.equal("pending", pend.state)
+    st, body = req("POST", "/api/sandbox", { body = '{"snapshot": "ok"}',
+                   headers = { ["content-type"] = "application/json" } })
+    assert.equal(400, st)
+    assert.matches("Snapshot ok is pending", body.message, 1, true)
+    fake.start_delay, fake.sandboxes[sb.id].pending.at = 0, 0
+    assert.equal("started", select(2, req("GET", "/api/sandbox/" .. sb.id)).state)
+    assert.equal(409, (snap('{"name": "ok"}')))              -- the name is taken
+    assert.equal(400, (req("GET", "/api/snapshots", { query = "limit=201" })))
+    assert.equal(400, (req("GET", "/api/snapshots", { query = "page=0" })))
+    local _, page = req("GET", "/api/snapshots", { query = "name=OK" })
+    assert.equal(1, page.total)
+    assert.equal(404, (req("GET", "/api/snapshots/nope")))
+    assert.equal(404, (req("DELETE", "/api/snapshots/ok")))   -- by id only
+    st, body = req("POST", "/api/sandbox", { body = '{"snapshot": "nope"}',
+                   headers = { ["content-type"] = "application/json" } })
+    assert.equal(400, st)
+    assert.matches("Snapshot nope not found", body.message, 1, true)
+    assert.equal(200, (req("DELETE", "/api/snapshots/" .. page.items[1].id)))
+    assert.equal(404, (req("GET", "/api/snapshots/ok")))
   end)
 
   it("checks commands, sessions and upload content types", function()

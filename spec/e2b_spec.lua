@@ -1,7 +1,8 @@
 -- spec/e2b_spec.lua: what the e2b provider does beyond the conformance suite, on the strict
 -- fake (spec/fakes/e2b.lua): waiting for envd, list pages, E2B's error bodies and error_code
 -- values, retries on 429 and 503, the lifetime re-applied on connect, a hung and a dropped
--- connection, and the API key and envd token kept out of errors, telemetry and handles.
+-- connection, snapshots as native checkpoints that seed new sandboxes, and the API key and envd
+-- token kept out of errors, telemetry and handles.
 local sandlot = require("sandlot")
 local sandbox = require("sandlot.sandbox")
 local json = require("sandlot.wire.json")
@@ -283,6 +284,51 @@ describe("e2b provider", function()
     assert.is_true(#events > 4)
   end))
 
+  it("takes snapshots and creates sandboxes from them, only e2b ones", h.task(function()
+    assert.equal("native", sandlot.caps("e2b").checkpoint)
+    assert.equal("new_sandbox", sandlot.caps("e2b").restore)
+    local sb = assert(sandlot.create("e2b", {}))
+    assert(sb:write_file("state/kept.txt", "kept"))
+    local ck = assert(sb:checkpoint({ name = "n1" }))
+    assert.equal("native", ck.kind)
+    assert.equal("e2b", ck.module)
+    assert.is_table(fake.snapshots[ck.native_id])
+    local body = json.decode(fake.requests[#fake.requests].body)
+    assert.same({}, body)                              -- unnamed: a template of its own
+    -- two more, to list across pages (the fake answers two per page)
+    assert(sb:checkpoint())
+    assert(sb:checkpoint())
+    local other = assert(sandlot.create("e2b", {}))
+    assert(other:checkpoint())                         -- another sandbox's: not listed
+    local list = assert(sandlot.checkpoint.native(sb))
+    assert.equal(3, #list)
+    assert.equal(ck.native_id, list[1].native_id)
+    assert.equal(2, count("GET /snapshots"))
+    local copy = assert(sandlot.create("e2b", { from = ck }))
+    assert.equal(ck.native_id, fake.sandboxes[copy.id].template)
+    assert.equal("kept", assert(copy:read_file("state/kept.txt")))
+    assert(sb:write_file("state/kept.txt", "changed"))
+    local copy2 = assert(sandlot.create("e2b", { from = list[1] }))
+    assert.equal("kept", assert(copy2:read_file("state/kept.txt")))
+    -- not in place, not into another provider
+    local r, err = sandlot.checkpoint.restore(sb, ck)
+    assert.is_nil(r)
+    assert.equal("not_supported", err.code)
+    r, err = sandlot.create("local", { from = ck })
+    assert.is_nil(r)
+    assert.equal("not_supported", err.code)
+    assert.matches('kind = "portable"', err.message, 1, true)
+    -- deleted, then unknown: not_found, and no sandbox made
+    assert(sandlot.checkpoint.delete(ck))
+    assert.is_nil(fake.snapshots[ck.native_id])
+    local made = fake.created
+    r, err = sandlot.create("e2b", { from = list[1] })
+    assert.is_nil(r)
+    assert.equal("not_found", err.code)
+    assert.equal(made, fake.created)
+    for _, x in ipairs({ copy2, copy, other, sb }) do assert(x:destroy()) end
+  end))
+
   it("the fake rejects what E2B rejects", h.task(function()
     local http = sandlot.http
     local function call(o)
@@ -301,7 +347,18 @@ describe("e2b provider", function()
     assert.equal(400, call({ url = f.url .. "/v2/sandboxes?limit=101", method = "GET",
                              headers = key }))
     assert.equal(404, call({ url = f.url .. "/sandboxes/nosuch", method = "GET", headers = key }))
+    assert.equal(400, call({ url = f.url .. "/snapshots?limit=0", method = "GET", headers = key }))
+    assert.equal(404, call({ url = f.url .. "/templates/nosuch:default", method = "DELETE",
+                             headers = key }))
+    assert.equal(404, call({ url = f.url .. "/v2/sandboxes", method = "POST", headers = key,
+                             json = { templateID = "nosuch:default" } }))
+    assert.equal(404, call({ url = f.url .. "/sandboxes/nosuch/snapshots", method = "POST",
+                             headers = key, json = {} }))
     local sb = assert(sandlot.create("e2b", {}))
+    assert.equal(400, call({ url = f.url .. "/sandboxes/" .. sb.id .. "/snapshots",
+                             method = "POST", headers = key }))           -- the body is required
+    assert.equal(400, call({ url = f.url .. "/sandboxes/" .. sb.id .. "/snapshots",
+                             method = "POST", headers = key, json = { name = 1 } }))
     assert(sb:stop())
     assert.equal(409, call({ url = f.url .. "/sandboxes/" .. sb.id .. "/pause", method = "POST",
                              headers = key, json = {} }))

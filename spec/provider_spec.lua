@@ -44,7 +44,12 @@ describe("sandlot.provider.check", function()
       "did you mean 'status'" },
     { "a tie, broken by name", minimal({ lm = function() end }), "did you mean 'ls'" },
     { "native checkpoints only in part", minimal({ checkpoint = function() end }),
-      "native checkpoints need all of checkpoint, checkpoints and restore" },
+      "native checkpoints need checkpoint and checkpoints, and restore" },
+    { "native checkpoints with no way back", minimal({ checkpoint = function() end,
+                                                       checkpoints = function() end }),
+      "restore %(in place%) or create_from %(a new sandbox%) or both" },
+    { "create_from alone", minimal({ create_from = function() end }),
+      "native checkpoints need checkpoint and checkpoints" },
     { "a misspelled capability", minimal({ capabilities = { remot = true } }),
       "unknown capability 'remot' %(did you mean 'remote'%?%)" },
     { "an unknown capability", minimal({ capabilities = { teleport = true } }),
@@ -113,6 +118,31 @@ describe("sandlot.provider.load", function()
 
   it("raises when create is given a broken provider table", function()
     assert.has_error(function() sandlot.create(minimal({ exce = 1 }), {}) end)
+  end)
+end)
+
+describe("native checkpoints in caps", function()
+  local fn = function() end
+  for _, case in ipairs({
+    { "restore alone", { restore = fn }, "in_place" },
+    { "create_from alone", { create_from = fn }, "new_sandbox" },
+    { "both", { restore = fn, create_from = fn, delete_checkpoint = fn }, "both" },
+  }) do
+    it("tells how a native checkpoint comes back: " .. case[1], function()
+      local extra = { checkpoint = fn, checkpoints = fn }
+      for k, v in pairs(case[2]) do extra[k] = v end
+      local caps = assert(sandlot.caps(minimal(extra)))
+      assert.equal("native", caps.checkpoint)
+      assert.equal(case[3], caps.restore)
+      assert.is_nil(caps.create_from)                  -- folded into restore
+      assert.is_nil(caps.delete_checkpoint)
+    end)
+  end
+
+  it("has no restore entry for portable checkpoints", function()
+    local caps = assert(sandlot.caps(minimal()))
+    assert.equal("portable", caps.checkpoint)
+    assert.is_nil(caps.restore)
   end)
 end)
 

@@ -335,34 +335,59 @@ describe("vercel provider", function()
     assert(sb:destroy())
   end))
 
-  -- pending: vercel's snapshots are not wired into the native checkpoint contract yet
-  pending("takes native checkpoints (snapshots) and creates sandboxes from them", h.task(function()
+  it("takes native checkpoints (snapshots) and creates sandboxes from them", h.task(function()
+    assert.equal("native", sandlot.caps("vercel").checkpoint)
+    assert.equal("new_sandbox", sandlot.caps("vercel").restore)
     local sb = assert(sandlot.create("vercel", {}))
     assert(sb:write_file("state/kept.txt", "kept"))
-    local ck = assert(sb:checkpoint({ native = true, name = "n1" }))
+    local ck = assert(sb:checkpoint({ name = "n1" }))
     assert.equal("native", ck.kind)
-    assert.equal("vercel", ck.native.provider)
-    assert.is_table(fake.snapshots[ck.native.id])
+    assert.equal("vercel", ck.module)
+    assert.equal("n1", ck.name)
+    assert.is_table(fake.snapshots[ck.native_id])
     assert.equal("stopped", sb:status())             -- Vercel stops it to take the snapshot
     assert.equal("kept", assert(sb:read_file("state/kept.txt")))   -- resumed on use
-    local list = assert(sandlot.checkpoints(sb, { native = true }))
-    assert.equal(ck.native.id, list[1].id)
+    local list = assert(sandlot.checkpoint.native(sb))
+    assert.equal(ck.native_id, list[1].native_id)
+    assert.equal(ck.id, assert(sandlot.checkpoints(sb))[1].id)
     local copy = assert(sandlot.create("vercel", { from = ck }))
-    assert.equal(ck.native.id, fake.sandboxes[copy.id].snapshot)
+    assert.is_false(copy.id == sb.id)
+    assert.equal(ck.native_id, fake.sandboxes[copy.id].snapshot)
     assert.equal("kept", assert(copy:read_file("state/kept.txt")))
-    -- only into its own provider, and never through the portable restore
+    local copy2 = assert(sandlot.create("vercel", { from = list[1] }))
+    assert.equal("kept", assert(copy2:read_file("state/kept.txt")))
+    -- only into its own provider, and never in place
     local r, err = sandlot.create("local", { from = ck })
     assert.is_nil(r)
-    assert.equal("invalid_input", err.code)
+    assert.equal("not_supported", err.code)
+    assert.matches('kind = "portable"', err.message, 1, true)
     r, err = sandlot.checkpoint.restore(copy, ck)
     assert.is_nil(r)
-    assert.equal("invalid_input", err.code)
+    assert.equal("not_supported", err.code)
+    -- a snapshot the service does not have is not_found, and nothing is made
+    local n = 0
+    for _ in pairs(fake.sandboxes) do n = n + 1 end
+    r, err = sandlot.create("vercel", { from = { kind = "native", native_id = "snap_missing",
+                                                 provider = "vercel", module = "vercel" } })
+    assert.is_nil(r)
+    assert.equal("not_found", err.code)
+    local n2 = 0
+    for _ in pairs(fake.sandboxes) do n2 = n2 + 1 end
+    assert.equal(n, n2)
+    -- deleted: the service marks it, the record goes
+    assert(sandlot.checkpoint.delete(ck))
+    assert.equal("deleted", fake.snapshots[ck.native_id].status)
+    assert.equal("not_found", select(2, sandlot.checkpoint.get(ck.id)).code)
+    r, err = sandlot.create("vercel", { from = list[1] })
+    assert.is_nil(r)
+    assert.equal("not_found", err.code)
     -- a provider without native checkpoints says so
     local lsb = assert(sandlot.create("local", {}))
-    r, err = lsb:checkpoint({ native = true })
+    r, err = lsb:checkpoint({ kind = "native" })
     assert.is_nil(r)
     assert.equal("not_supported", err.code)
     assert(lsb:destroy())
+    assert(copy2:destroy())
     assert(copy:destroy())
     assert(sb:destroy())
   end))

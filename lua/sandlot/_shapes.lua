@@ -87,7 +87,8 @@ local CREATE_OPTS = {
   cpus = positive, memory_mb = positive_int, disk_mb = positive_int, timeout = M.seconds,
   env = "table", labels = "table", ports = port_list, mounts = mount_list, network = network,
   from = function(v)                      -- a checkpoint to restore (sandlot.checkpoint)
-    return type(v) == "string" or (type(v) == "table" and type(v.id) == "string"),
+    return type(v) == "string" or (type(v) == "table" and (type(v.id) == "string"
+             or (v.kind == "native" and type(v.native_id) == "string"))),
            "a checkpoint or its id"
   end,
   -- sandlot's own (README, "Durable sandboxes"): re-create on loss, and the lifetimes

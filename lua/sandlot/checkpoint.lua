@@ -1,16 +1,19 @@
--- sandlot.checkpoint: checkpoints of a sandbox's working area that restore into a new
--- sandbox, of the same provider or another. The portable kind, for every provider: the files
--- under the working directory (the root of relative paths), walked with ls and read_file
+-- sandlot.checkpoint: checkpoints of a sandbox. The portable kind, for every provider: the
+-- files under the working directory (the root of relative paths), walked with ls and read_file
 -- through the sandbox API and kept by the host as a gzip-compressed tar under
--- $XDG_STATE_HOME/sandlot/checkpoints/<id>.tar.gz, with a JSON record beside it (sha256, size,
--- provider, sandbox). Restore writes them back with mkdir and write_files (modes kept). A
--- provider's own layout (its `layout` field: mount points, system links) is left out, and so
--- are symlinks and special files, which the file API cannot recreate.
--- Native checkpoints: a provider with the checkpoint, checkpoints and restore operations
--- (caps.checkpoint = "native": sprites) keeps its own snapshot of the whole sandbox; take
--- records it here ({kind = "native", native_id}, no archive) and restore puts that same
--- sandbox back to it, in place. A native checkpoint cannot seed another sandbox
--- (not_supported); {kind = "portable"} takes a portable one on any provider.
+-- $XDG_STATE_HOME/sandlot/checkpoints/<id>.tar.gz; restore writes them back with mkdir and
+-- write_files (modes kept), into a new sandbox of the same provider or another. A provider's
+-- own layout (its `layout` field: mount points, system links) is left out, and so are symlinks
+-- and special files, which the file API cannot recreate.
+-- Native checkpoints: a provider with the checkpoint and checkpoints operations
+-- (caps.checkpoint = "native") keeps its own snapshot of the whole sandbox; take records it
+-- ({kind = "native", native_id}, no archive). It comes back in place (the provider's
+-- `restore`: sprites) or as a new sandbox of the same provider (`create_from`, through
+-- sandlot.create(p, {from = ck}): docker, e2b, daytona, vercel); caps.restore says which.
+-- Another provider cannot use it (not_supported); {kind = "portable"} seeds any provider.
+-- Records: a row of the ledger's checkpoints table, or with the ledger off (SANDLOT_LEDGER=off)
+-- a JSON file <id>.json beside the archives; both are read, so the records of an older sandlot
+-- (files) are kept.
 local errors = require("sandlot.errors")
 local id = require("sandlot.id")
 local sys = require("sandlot.core.sys")
@@ -85,6 +88,35 @@ local function native(sb)
   return sb._p and sb._p.caps and sb._p.caps.checkpoint == "native"
 end
 
+-- Records: the ledger when it is on (nil when off), else JSON files.
+local function ledger()
+  local l = require("sandlot.ledger")
+  if not l.enabled() then return nil end
+  local led, err = l.open()
+  if not led then return false, err end
+  return led
+end
+
+local function save(dir, rec)
+  local l, lerr = ledger()
+  if l then return l:ck_put(rec) end
+  if l == false then return nil, lerr end
+  local ok, merr = mkdirs(dir)
+  if not ok then return nil, merr end
+  return write(dir .. "/" .. rec.id .. ".json", json.encode(rec))
+end
+
+local function drop(dir, ck_id)
+  local l, lerr = ledger()
+  if l == false then return nil, lerr end
+  if l then
+    local ok, err = l:ck_del(ck_id)
+    if not ok then return nil, err end
+  end
+  os.remove(dir .. "/" .. ck_id .. ".json")
+  return true
+end
+
 -- A native checkpoint: the provider's own, recorded beside the portable ones.
 local function take_native(sb, opts, dir)
   local c, err = require("sandlot.sandbox")._call(sb, "checkpoint", { comment = opts.name })
@@ -93,21 +125,21 @@ local function take_native(sb, opts, dir)
     return nil, errors.new("bad_response", "checkpoint: the provider gave no checkpoint id",
                            { op = "checkpoint" })
   end
-  local ok, merr = mkdirs(dir)
-  if not ok then return nil, merr end
   local rec = {
-    id = "ck-" .. id.hex(8), name = opts.name, provider = sb.provider,
+    id = "ck-" .. id.hex(8), name = opts.name, provider = sb.provider, module = sb._p.name,
     sandbox = sb.durable_id or sb.id, sandbox_id = sb.id, kind = "native", native_id = c.id,
-    created_at = math.tointeger(c.created_at) or os.time(),
+    restore = sb._p.caps.restore, created_at = math.tointeger(c.created_at) or os.time(),
   }
-  local wok, werr = write(dir .. "/" .. rec.id .. ".json", json.encode(rec))
+  local wok, werr = save(dir, rec)
   if not wok then return nil, werr end
   return public(rec)
 end
 
 ---Takes a checkpoint of sb: native where the provider has its own (caps.checkpoint =
----"native": {id, name, provider, sandbox, kind = "native", native_id, created_at}), else of its
----working area ({id, name, provider, sandbox, kind = "portable", created_at, size, sha256}).
+---"native": {id, name, provider, module, sandbox, sandbox_id, kind = "native", native_id,
+---restore = caps.restore, created_at}), else of its working area ({id, name, provider,
+---sandbox, kind = "portable", created_at, size, sha256}). The record goes to the ledger (a
+---JSON file with SANDLOT_LEDGER=off).
 ---@param sb sandlot.Sandbox
 ---@param opts? {name?: string, kind?: "native"|"portable"}
 ---@return table|nil checkpoint, sandlot.Error? err
@@ -173,7 +205,7 @@ function M.take(sb, opts)
   }
   local wok, werr = write(dir .. "/" .. rec.id .. ".tar.gz", r.stdout)
   if not wok then return nil, werr end
-  wok, werr = write(dir .. "/" .. rec.id .. ".json", json.encode(rec))
+  wok, werr = save(dir, rec)
   if not wok then
     os.remove(dir .. "/" .. rec.id .. ".tar.gz")
     return nil, werr
@@ -192,7 +224,14 @@ function M.get(ck_id)
   end
   local dir, derr = M.dir()
   if not dir then return nil, derr end
-  local path = dir .. "/" .. ck_id .. ".json"
+  local l, lerr = ledger()
+  if l == false then return nil, lerr end
+  if l then
+    local rec, err = l:ck_get(ck_id)
+    if rec then return rec end
+    if rec == nil then return nil, err end
+  end
+  local path = dir .. "/" .. ck_id .. ".json"          -- with the ledger off, or from before it
   local text = read(path)
   if not text then
     return nil, errors.new("not_found", ("no checkpoint %s in %s"):format(ck_id, dir))
@@ -211,16 +250,26 @@ end
 function M.list(sb)
   local dir, derr = M.dir()
   if not dir then return nil, derr end
-  local out = {}
+  local key = sb and (sb.durable_id or sb.id)
+  local out, seen = {}, {}
+  local l, lerr = ledger()
+  if l == false then return nil, lerr end
+  if l then
+    local list, err = l:ck_list(key)
+    if not list then return nil, err end
+    for _, rec in ipairs(list) do out[#out + 1], seen[rec.id] = rec, true end
+  end
   local root = fs.root and fs.stat(dir) and fs.root(dir)
-  if not root then return out end
-  local entries = root:readdir("") or {}
-  root:close()
+  local entries = root and root:readdir("") or {}
+  if root then root:close() end
   for _, e in ipairs(entries) do
     local cid = e.name:match("^(ck%-%x+)%.json$")
-    if cid then
-      local rec = M.get(cid)
-      if rec and (not sb or rec.sandbox == (sb.durable_id or sb.id)) then out[#out + 1] = rec end
+    if cid and not seen[cid] then
+      local text = read(dir .. "/" .. e.name)
+      local ok, rec = pcall(json.decode, text or "")
+      if ok and type(rec) == "table" and rec.id == cid and (not key or rec.sandbox == key) then
+        out[#out + 1] = rec
+      end
     end
   end
   table.sort(out, function(a, b)
@@ -231,7 +280,8 @@ function M.list(sb)
 end
 
 ---Lists the provider's own checkpoints of sb (caps.checkpoint = "native"), newest first:
----{native_id, created_at, comment, kind = "native"}, each restorable with M.restore(sb, it).
+---{native_id, created_at, comment, kind = "native", provider, module, sandbox_id}, each usable
+---as a checkpoint: M.restore(sb, it) in place, or sandlot.create(provider, {from = it}).
 ---@param sb sandlot.Sandbox
 ---@return table[]|nil list, sandlot.Error? err
 function M.native(sb)
@@ -244,35 +294,120 @@ function M.native(sb)
   local out = {}
   for i, c in ipairs(list) do
     out[i] = { native_id = c.id, created_at = c.created_at, comment = c.comment,
-               kind = "native", provider = sb.provider, sandbox_id = sb.id }
+               kind = "native", provider = sb.provider, module = sb._p.name,
+               sandbox_id = sb.id, restore = sb._p.caps.restore }
   end
   return out
 end
 
+-- A native checkpoint as given: one of M.native's entries (no id), or a record (by id).
+local function native_entry(ck)
+  if type(ck) == "table" and ck.kind == "native" and ck.id == nil then
+    if type(ck.native_id) ~= "string" or type(ck.provider) ~= "string" then
+      error("checkpoint: a native checkpoint needs native_id and provider", 3)
+    end
+    return ck
+  end
+end
+
+local function name_of(rec)
+  return rec.id or ("native " .. tostring(rec.native_id))
+end
+
+-- Another provider cannot use a native checkpoint; the fix is a portable one.
+local function foreign(rec, to, op)
+  return nil, errors.new("not_supported", ("checkpoint %s is %s's own snapshot: it seeds only " ..
+    "%s sandboxes, not %s ones (take sb:checkpoint{kind = \"portable\"} to seed any " ..
+    "provider)"):format(name_of(rec), tostring(rec.module or rec.provider),
+    tostring(rec.module or rec.provider), tostring(to)), { op = op })
+end
+
 local function restore_native(sb, rec)
-  if rec.provider ~= sb.provider or rec.sandbox_id ~= sb.id then
+  if (rec.module or rec.provider) ~= sb._p.name and rec.provider ~= sb.provider then
+    return foreign(rec, sb._p.name, "restore")
+  end
+  if not sb._p.impl.restore then
+    return nil, errors.new("not_supported", ("checkpoint %s: %s restores a snapshot into a " ..
+      "new sandbox, not in place: sandlot.create(%q, {from = ck})"):format(name_of(rec),
+      sb._p.name, tostring(sb.provider)), { op = "restore" })
+  end
+  if rec.sandbox_id ~= sb.id then
     return nil, errors.new("not_supported", ("checkpoint %s is %s's own snapshot of sandbox "
-      .. "%s: it restores only into that sandbox (take {kind = \"portable\"} to seed others)")
-      :format(rec.id or rec.native_id, tostring(rec.provider), tostring(rec.sandbox_id)),
-      { op = "restore" })
+      .. "%s: it restores in place only into that sandbox (%s; take {kind = \"portable\"} to " ..
+      "seed others)"):format(name_of(rec), tostring(rec.provider), tostring(rec.sandbox_id),
+      sb._p.impl.create_from and "or sandlot.create(provider, {from = ck}) makes a new one"
+      or "this provider makes no new sandbox from one"), { op = "restore" })
   end
   local ok, err = require("sandlot.sandbox")._call(sb, "restore", rec.native_id)
   if not ok then return nil, errors.wrap(err, { op = "restore" }) end
   return true
 end
 
+---For sandlot.create(p, {from = ck}): the checkpoint's record and whether the provider makes
+---the sandbox from it (native: create_from) -> rec, native | nil, err (not_found,
+---invalid_input, not_supported for a native checkpoint of another provider or of a provider
+---that restores only in place). Nothing is created.
+---@param ck table|string
+---@param p table the completed provider (sandlot.provider.complete)
+function M._plan(ck, p)
+  local rec = native_entry(ck)
+  if not rec then
+    local err
+    rec, err = M.get(type(ck) == "table" and ck.id or ck)
+    if not rec then return nil, err end
+  end
+  if rec.kind ~= "native" then return rec, false end
+  if (rec.module or rec.provider) ~= p.name then return foreign(rec, p.name, "create") end
+  if not p.impl.create_from then
+    return nil, errors.new("not_supported", ("checkpoint %s: %s restores its snapshots in " ..
+      "place, into the sandbox they were taken of (sandlot.checkpoint.restore(sb, ck) on %s); " ..
+      "take sb:checkpoint{kind = \"portable\"} to seed new sandboxes"):format(name_of(rec),
+      p.name, tostring(rec.sandbox_id)), { op = "create" })
+  end
+  return rec, true
+end
+
+---Deletes a checkpoint (a record, an id, or an entry of M.native): a portable one's archive and
+---record; a native one through the provider (its delete_checkpoint; not_supported without),
+---then its record. A snapshot the provider no longer has is deleted all the same.
+---@param ck table|string
+---@return true|nil ok, sandlot.Error? err
+function M.delete(ck)
+  local rec = native_entry(ck)
+  if not rec then
+    local err
+    rec, err = M.get(type(ck) == "table" and ck.id or ck)
+    if not rec then return nil, err end
+  end
+  local dir = assert(M.dir())
+  if rec.kind == "native" then
+    local r, rerr = require("sandlot.sandbox")._context(rec.provider)
+    if not r then return nil, errors.wrap(rerr, { op = "delete_checkpoint" }) end
+    if not r.p.impl.delete_checkpoint then
+      return nil, errors.new("not_supported", ("checkpoint %s: %s cannot delete its snapshots " ..
+        "through sandlot; the record is kept"):format(name_of(rec), r.p.name),
+        { op = "delete_checkpoint" })
+    end
+    local ok, err = r.p.ops.delete_checkpoint(r.ctx, rec.native_id)
+    if not ok and not errors.is(err, "not_found") then
+      return nil, errors.wrap(err, { op = "delete_checkpoint", provider = rec.provider })
+    end
+  else
+    os.remove(dir .. "/" .. rec.id .. ".tar.gz")
+  end
+  if rec.id then return drop(dir, rec.id) end
+  return true
+end
+
 ---Restores checkpoint ck (a record or an id): a portable one is unpacked into sb's working
----area; a native one puts sb (the sandbox it was taken of) back to it, in place.
+---area; a native one puts sb (the sandbox it was taken of) back to it, in place, where the
+---provider can (caps.restore "in_place" or "both"; else not_supported: create{from = ck}).
 ---@param sb sandlot.Sandbox
 ---@param ck table|string
 ---@return true|nil ok, sandlot.Error? err
 function M.restore(sb, ck)
-  if type(ck) == "table" and ck.kind == "native" and ck.id == nil then   -- from M.native
-    if type(ck.native_id) ~= "string" then
-      error("checkpoint.restore: a native checkpoint needs native_id", 2)
-    end
-    return restore_native(sb, ck)
-  end
+  local entry = native_entry(ck)                         -- from M.native
+  if entry then return restore_native(sb, entry) end
   local rec, err = M.get(type(ck) == "table" and ck.id or ck)
   if not rec then return nil, err end
   if rec.kind == "native" then return restore_native(sb, rec) end

@@ -341,6 +341,59 @@ function Ledger:host_alive(id)
   return st ~= nil and st ~= "Z"
 end
 
+-- Checkpoint records (sandlot.checkpoint owns their shape; the ledger stores them whole).
+
+---Stores a checkpoint record (a table with id, kind, created_at; provider, sandbox, native_id).
+---@return true|nil ok, sandlot.Error? err already_exists, io_error, unavailable
+function Ledger:ck_put(rec)
+  local text = encode(rec)
+  if not text then error("ledger: a checkpoint record must be JSON-safe", 2) end
+  local ok, err = self.db:ck_insert({ id = rec.id, kind = rec.kind, provider = rec.provider,
+    sandbox = rec.sandbox, native_id = rec.native_id, created_at = rec.created_at,
+    record = text })
+  if not ok then return fail(self, err, "record checkpoint " .. rec.id) end
+  return true
+end
+
+local function ck_record(self, row)
+  local rec = decode(row.record)
+  if type(rec) ~= "table" or rec.id ~= row.id then
+    return nil, errors.new("invalid_input", ("ledger %s: the record of checkpoint %s is " ..
+      "corrupt (not the JSON of that checkpoint); it was left as it is"):format(self.path, row.id),
+      { file = self.path, checkpoint = row.id })
+  end
+  return rec
+end
+
+---Returns a checkpoint record, false when the ledger has none by that id, or nil, err
+---(invalid_input for a corrupt one, naming the ledger).
+function Ledger:ck_get(id)
+  local row, err = self.db:ck_get(id)
+  if row == nil then return fail(self, err, "checkpoint " .. tostring(id)) end
+  if not row then return false end
+  return ck_record(self, row)
+end
+
+---Lists checkpoint records, newest first (of one sandbox's durable id, or all); a corrupt
+---record is left out (ck_get names it).
+function Ledger:ck_list(sandbox)
+  local rows, err = self.db:ck_list(sandbox)
+  if not rows then return fail(self, err, "list checkpoints") end
+  local out = {}
+  for _, row in ipairs(rows) do
+    local rec = ck_record(self, row)
+    if rec then out[#out + 1] = rec end
+  end
+  return out
+end
+
+---Deletes a checkpoint record (true also when there was none).
+function Ledger:ck_del(id)
+  local ok, err = self.db:ck_delete(id)
+  if not ok then return fail(self, err, "delete checkpoint " .. tostring(id)) end
+  return true
+end
+
 function Ledger:close()
   self.db:close()
 end

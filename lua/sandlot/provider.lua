@@ -12,10 +12,15 @@ local M = {}
 M.REQUIRED = { "create", "destroy", "status", "exec" }
 M.OPTIONAL = { "reconnect", "read_file", "write_file", "write_files", "ls", "mkdir", "rm",
                "stop", "start", "await_ready", "update", "get_url", "ssh_opts", "list", "gc",
-               "spawn", "checkpoint", "checkpoints", "restore" }
--- native checkpoints come as these three together; without them sandlot.checkpoint takes
--- portable ones (caps.checkpoint = "portable"), and caps lists only `checkpoint`
-M.CHECKPOINT_OPS = { "checkpoint", "checkpoints", "restore" }
+               "spawn", "checkpoint", "checkpoints", "restore", "create_from",
+               "delete_checkpoint" }
+-- Native checkpoints: `checkpoint` and `checkpoints` together, and at least one way back:
+-- `restore` (the sandbox itself goes back to the snapshot, in place) and/or `create_from`
+-- (ctx, create_opts, native_id) -> handle (a new sandbox seeded from it); `delete_checkpoint`
+-- (ctx, native_id) is optional. Without them sandlot.checkpoint takes portable ones
+-- (caps.checkpoint = "portable"); caps.restore then says "in_place", "new_sandbox" or "both".
+M.CHECKPOINT_OPS = { "checkpoint", "checkpoints" }
+M.CHECKPOINT_WAYS = { "restore", "create_from" }
 -- data fields a provider table may carry, with their types
 M.FIELDS = { name = "string", description = "string", version = "string",
              capabilities = "table", config = "table", create_options = "table",
@@ -107,10 +112,13 @@ function M.check(tbl)
         end
       end
     end
-    local ck = 0
+    local ck, ways = 0, 0
     for _, n in ipairs(M.CHECKPOINT_OPS) do if tbl[n] ~= nil then ck = ck + 1 end end
-    if ck > 0 and ck < #M.CHECKPOINT_OPS then
-      add("native checkpoints need all of checkpoint, checkpoints and restore")
+    for _, n in ipairs(M.CHECKPOINT_WAYS) do if tbl[n] ~= nil then ways = ways + 1 end end
+    if (ck > 0 or ways > 0 or tbl.delete_checkpoint ~= nil)
+        and (ck < #M.CHECKPOINT_OPS or ways == 0) then
+      add("native checkpoints need checkpoint and checkpoints, and restore (in place) or " ..
+          "create_from (a new sandbox) or both")
     end
     if type(tbl.capabilities) == "table" then
       local caps = {}
@@ -379,8 +387,13 @@ function M.complete(impl, name)
   for _, op in ipairs(M.OPTIONAL) do
     if not p.ops[op] then p.ops[op], p.caps[op] = not_supported(op), "not_supported" end
   end
-  if p.caps.checkpoint == "not_supported" then p.caps.checkpoint = "portable" end
-  p.caps.checkpoints, p.caps.restore = nil, nil
+  if p.caps.checkpoint == "not_supported" then
+    p.caps.checkpoint, p.caps.restore = "portable", nil
+  else
+    p.caps.restore = (impl.restore and impl.create_from and "both")
+                     or (impl.restore and "in_place") or "new_sandbox"
+  end
+  p.caps.checkpoints, p.caps.create_from, p.caps.delete_checkpoint = nil, nil, nil
   for k, fn in pairs(impl.extensions or {}) do p.ops["extension." .. k] = fn end
   cache[impl] = p
   return p

@@ -607,8 +607,9 @@ local function fault(step)
   os.execute(("kill -KILL %d"):format(require("sandlot.core.sys").getpid()))
 end
 
--- Create options that are sandlot's, not the provider's.
-local OWN_OPTS = { recreate = true, ttl = true, idle_timeout = true }
+-- Create options that are sandlot's, not the provider's (seed: the native checkpoint a sandbox
+-- was made from, kept with the recorded options so that a re-creation starts from it too).
+local OWN_OPTS = { recreate = true, ttl = true, idle_timeout = true, seed = true }
 
 -- What the provider's create gets: o without sandlot's own options; ttl becomes the provider's
 -- lifetime (`timeout`) when it is shorter, so that docker and local end the sandbox by
@@ -623,6 +624,7 @@ end
 -- After a create (or a get): recreate and lifetimes from the options.
 function settle(sb, o, po)
   sb._recreate = o.recreate == true
+  sb._seed = type(o.seed) == "string" and o.seed or nil
   sb._create_opts = po
   lifetime.set(sb, o, sb._created_at)
   lifetime.watch(sb)
@@ -664,14 +666,21 @@ function M.create(prov_or_opts, opts)
   shapes.check_create_opts(opts, r.p)
   local o = {}
   for k, v in pairs(opts) do if k ~= "provider" and k ~= "from" then o[k] = v end end
-  local from = opts.from
-  if from ~= nil then                     -- a checkpoint to restore: known before creating
-    local ck, ckerr = require("sandlot.checkpoint").get(type(from) == "table" and from.id or from)
-    if not ck then return nil, errors.wrap(ckerr, { op = "create", provider = r.ref }) end
+  local from, seeded = opts.from, false   -- a checkpoint: known before anything is created
+  if from ~= nil then
+    local ckerr
+    from, ckerr = require("sandlot.checkpoint")._plan(from, r.p)
+    if not from then return nil, errors.wrap(ckerr, { op = "create", provider = r.ref }) end
+    seeded = ckerr                        -- true: the provider makes it from its snapshot
+  end
+  local make = r.p.ops.create
+  if seeded then
+    make = function(ctx, po) return r.p.ops.create_from(ctx, po, from.native_id) end
   end
   local verr                                                 -- plugins: veto or changed opts
   o, verr = plugins.before_create(o, function(x) shapes.check_create_opts(x, r.p) end)
   if not o then return nil, errors.wrap(verr, { op = "create", provider = r.ref }) end
+  if seeded then o.seed = from.native_id end
   local meta = { provider = r.ref, image = o.image, name = o.name }
   local function run()
     fault("before_journal")
@@ -682,8 +691,7 @@ function M.create(prov_or_opts, opts)
     end
     fault("after_journal")
     local po = provider_opts(o)
-    local handle, cerr, queued, attempts = admission.create(r.ref, r.admission, r.p.ops.create,
-                                                           r.ctx, po)
+    local handle, cerr, queued, attempts = admission.create(r.ref, r.admission, make, r.ctx, po)
     meta.queued_s, meta.attempts = queued, attempts
     if not handle then
       cerr = errors.without(errors.wrap(errors.is(cerr) and cerr
@@ -702,7 +710,7 @@ function M.create(prov_or_opts, opts)
     sb.name = o.name
     journal(sb, "active", { external_id = handle.id, handle = sb.handle })
     fault("after_active")
-    if from ~= nil then
+    if from ~= nil and not seeded then
       local ok, rerr = require("sandlot.checkpoint").restore(sb, from)
       if not ok then
         sb:destroy()
@@ -907,8 +915,10 @@ end
 
 ---Takes a checkpoint: of the sandbox's working area (kind "portable"), which
 ---sandlot.create(provider, {from = checkpoint}) restores into a new sandbox of any provider;
----or, where the provider has its own (caps.checkpoint = "native": sprites), a native one of
----the whole sandbox, which sandlot.checkpoint.restore(sb, ck) puts back in place.
+---or, where the provider has its own (caps.checkpoint = "native"), a native one of the whole
+---sandbox, which sandlot.checkpoint.restore(sb, ck) puts back in place (caps.restore
+---"in_place": sprites) or sandlot.create(provider, {from = ck}) makes a new sandbox of the
+---same provider from (caps.restore "new_sandbox": docker, e2b, daytona, vercel).
 ---opts.kind = "portable" takes a portable one anyway.
 ---@param opts? {name?: string, kind?: "native"|"portable"}
 ---@return table|nil checkpoint {id, name, provider, sandbox, kind, created_at, size, sha256}

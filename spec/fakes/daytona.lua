@@ -18,6 +18,12 @@
 -- sandbox behind a sandbox, create answers `started` at once, POST /process/execute answers
 -- fn's result; only the lifecycle, /work-dir and /process/execute are served then (other
 -- toolbox calls answer 501).
+-- Snapshots: POST /sandbox/{id}/snapshot {name} (a started sandbox; the name as the service
+-- validates it, unique) keeps a tar of the sandbox's /home, `pending` then `active` after
+-- start_delay while the sandbox is `snapshotting`; GET /snapshots (name: case-insensitive
+-- substring; page >= 1, limit 1..200, default 10; newest first), GET /snapshots/{id or name},
+-- DELETE /snapshots/{id}. A create naming a snapshot that is unknown or not active is 400, as
+-- the service answers; one from a snapshot starts with its files.
 local sandlot = require("sandlot")
 local json = require("sandlot.wire.json")
 local id = require("sandlot.id")
@@ -183,11 +189,25 @@ function Fake:create(req)
   if b.name and self.by_name[b.name] then
     return self:refuse(req, 409, ("Sandbox with name %s already exists"):format(b.name))
   end
+  local snap = b.snapshot and self:snapshot_of(b.snapshot)
+  if b.snapshot and not snap then
+    return self:refuse(req, 400, ("Snapshot %s not found. Did you add it through the Daytona " ..
+                                  "Dashboard?"):format(b.snapshot))
+  end
+  if snap and snap.state ~= "active" then
+    return self:refuse(req, 400, ("Snapshot %s is %s"):format(b.snapshot, snap.state))
+  end
   local local_sb, err
   if not self.canned_exec then
     local_sb, err = sandlot.create(self.backing, { env = b.env })
     if not local_sb then return reply(500, { statusCode = 500, message = tostring(err) }) end
     assert(local_sb:mkdir(WORKDIR, { parents = true }))
+    if snap and snap.data then
+      local x = local_sb:exec({ "tar", "-xf", "-", "-C", "/" }, { stdin = snap.data })
+      if not x or x.exit_code ~= 0 then
+        return reply(500, { statusCode = 500, message = "cannot restore the snapshot" })
+      end
+    end
   end
   local sid = id.hex(16):gsub("^(%x%x%x%x%x%x%x%x)(%x%x%x%x)(%x%x%x%x)", "%1-%2-%3-")
   local s = { id = sid, name = b.name or sid, env = b.env or {}, labels = b.labels or {},
@@ -258,6 +278,96 @@ function Fake:destroy(req, s)
   return reply(200, self:json_of(s))
 end
 
+-- Snapshots ----------------------------------------------------------------------------------
+
+local SNAPSHOT_NAME = "^[%w_.%-:]+$"      -- the service's IMAGE_NAME_REGEX, one component
+
+function Fake:snapshot_of(key)
+  local sn = self.snapshots[key] or self.snap_by_name[key]
+  if sn and sn.pending and now() >= sn.pending then sn.state, sn.pending = "active", nil end
+  return sn
+end
+
+function Fake:snapshot_json(sn)
+  return { id = sn.id, organizationId = "org-fake", general = false, name = sn.name,
+           state = sn.state, size = json.null, entrypoint = json.null, cpu = 1, gpu = 0,
+           mem = 1, disk = 3, errorReason = json.null, createdAt = iso(sn.created),
+           updatedAt = iso(os.time()), lastUsedAt = json.null }
+end
+
+function Fake:take_snapshot(req, s)
+  local b, r = self:body(req)
+  if not b then return r end
+  if type(b.name) ~= "string" or b.name == "" then
+    return self:refuse(req, 400, "name must be a string, name should not be empty")
+  end
+  if b.includeMemory ~= nil and type(b.includeMemory) ~= "boolean" then
+    return self:refuse(req, 400, "includeMemory must be a boolean value")
+  end
+  if not b.name:match(SNAPSHOT_NAME) then
+    return self:refuse(req, 400, "Invalid snapshot name format. May contain letters, digits, " ..
+                       "dots, colons, and dashes")
+  end
+  if self.snap_by_name[b.name] then
+    return self:refuse(req, 409, ('Snapshot with name "%s" already exists for this ' ..
+                                  "organization"):format(b.name))
+  end
+  if not STABLE[s.state] then return self:refuse(req, 409, "Sandbox state change in progress") end
+  if s.state ~= "started" then return self:refuse(req, 400, "Sandbox is not started") end
+  local data
+  if s.box then
+    local t = assert(s.box:exec({ "tar", "-cf", "-", "-C", "/", "home" }))
+    if t.exit_code ~= 0 then return reply(500, { statusCode = 500, message = t.stderr }) end
+    data = t.stdout
+  end
+  local sid = id.hex(16):gsub("^(%x%x%x%x%x%x%x%x)(%x%x%x%x)(%x%x%x%x)", "%1-%2-%3-")
+  self.snap_seq = self.snap_seq + 1
+  local sn = { id = sid, name = b.name, state = "pending", pending = now() + self.start_delay,
+               created = os.time(), seq = self.snap_seq, data = data }
+  self.snapshots[sid], self.snap_by_name[b.name] = sn, sn
+  s.state, s.pending = "snapshotting", { state = "started", at = now() + self.start_delay }
+  return reply(200, self:json_of(s))
+end
+
+function Fake:snapshots_api(req, key)
+  local m = req.method
+  if key == "" and m == "GET" then
+    local q = parse_query(req.query)
+    local page, limit = tonumber(q.page or "1"), tonumber(q.limit or "10")
+    if not page or page < 1 or page ~= math.floor(page) then
+      return self:refuse(req, 400, "page must not be less than 1")
+    end
+    if not limit or limit < 1 or limit > 200 or limit ~= math.floor(limit) then
+      return self:refuse(req, 400, "limit must not be greater than 200, limit must not be less " ..
+                         "than 1")
+    end
+    local list = {}
+    for _, sn in pairs(self.snapshots) do
+      self:snapshot_of(sn.id)
+      if not q.name or sn.name:lower():find(q.name:lower(), 1, true) then
+        list[#list + 1] = sn
+      end
+    end
+    table.sort(list, function(a, b) return a.seq > b.seq end)
+    local items = {}
+    for i = (page - 1) * limit + 1, math.min(#list, page * limit) do
+      items[#items + 1] = self:snapshot_json(list[i])
+    end
+    return reply(200, { items = json.array(items), total = #list, page = page,
+                        totalPages = math.ceil(#list / limit) })
+  end
+  local sn = key ~= "" and self:snapshot_of(key)
+  if sn and m == "GET" then return reply(200, self:snapshot_json(sn)) end
+  if m == "DELETE" and self.snapshots[key] then     -- by id only
+    self.snapshots[key], self.snap_by_name[sn.name] = nil, nil
+    return reply(200, nil)
+  end
+  if m == "GET" or m == "DELETE" then
+    return self:refuse(req, 404, ("Snapshot %s not found"):format(key))
+  end
+  return self:refuse(req, 404, ("Cannot %s %s"):format(m, req.path))
+end
+
 function Fake:api(req, rest)
   if rest:find("^/socket%.io") then              -- events: the SDK falls back to polling
     self.unsupported[#self.unsupported + 1] = req.method .. " " .. req.path
@@ -269,6 +379,8 @@ function Fake:api(req, rest)
     if req.method == "POST" then return self:create(req) end
     if req.method == "GET" then return self:list(req) end
   end
+  local skey = rest == "/snapshots" and "" or rest:match("^/snapshots/([^/]+)$")
+  if skey then return self:snapshots_api(req, unescape(skey)) end
   local key, tail = rest:match("^/sandbox/([^/]+)(.*)$")
   if not key then return self:refuse(req, 404, ("Cannot %s %s"):format(req.method, rest)) end
   local s = self:find(unescape(key))
@@ -280,6 +392,7 @@ function Fake:api(req, rest)
   if tail == "" and m == "DELETE" then return self:destroy(req, s) end
   if tail == "/start" and m == "POST" then return self:transition(req, s, "started", "starting") end
   if tail == "/stop" and m == "POST" then return self:transition(req, s, "stopped", "stopping") end
+  if tail == "/snapshot" and m == "POST" then return self:take_snapshot(req, s) end
   local minutes = tail:match("^/autostop/(%d+)$")
   if minutes and m == "POST" then
     s.auto_stop = tonumber(minutes)
@@ -382,7 +495,7 @@ function M.new(opts)
     backing = opts.backing or "local", fail_with = opts.fail_with, url = opts.url or "",
     canned_exec = opts.canned_exec,
     sandboxes = {}, by_name = {}, order = {}, seq = 0, rejected = {}, unsupported = {},
-    injected = {}, faults = {}, requests = 0,
+    injected = {}, faults = {}, requests = 0, snapshots = {}, snap_by_name = {}, snap_seq = 0,
   }, Fake)
 end
 

@@ -3,15 +3,19 @@
 -- another (sandbox_url, routed by E2b-Sandbox-Id / E2b-Sandbox-Port as the SDK does), the
 -- latter in spec/fakes/e2b_envd.lua. A sandbox's commands and files are real: each one is a
 -- sandbox of the local provider (bubblewrap, its own /), with /home/user as the user's home.
--- It rejects what E2B rejects (X-API-Key missing, without the e2b_ prefix or wrong; a body
--- that is not application/json; wrong JSON types; timeout <= 0 or above the plan limit;
--- unknown sandboxes; pausing a paused one), applies E2B's defaults (300 s lifetime on create
--- and connect), and injects faults: fake:inject{route = "POST /v2/sandboxes", status = 429,
--- retry_after = 1, hang = s, drop = true, times = n, error_code = "..."}. Every answer it
--- refused is logged in fake.rejected (injected faults are not).
+-- It rejects what E2B rejects (X-API-Key missing, without the e2b_ prefix or wrong; a body that is
+-- not application/json; wrong JSON types; timeout <= 0 or above the plan limit; unknown sandboxes
+-- and snapshots; pausing a paused one; a snapshot request without a body, a name that is not a
+-- string; limit outside 1..100), applies E2B's defaults (300 s lifetime on create and connect),
+-- and injects faults: fake:inject{route = "POST /v2/sandboxes", status = 429, retry_after = 1,
+-- hang = s, drop = true, times = n, error_code = "..."}. Every answer it refused is logged in
+-- fake.rejected (injected faults are not).
 --   local f = require("spec.fakes.e2b").start{}
 --   -> f.url, f.sandbox_url, f.token (the API key), f.fake (state), f.rejected(), f.stop()
 -- GET {url}/_fake/config (no key) tells sandbox_url to a client given one URL (check-fakes).
+-- Snapshots (POST /sandboxes/{id}/snapshots) copy the sandbox's files; a create whose
+-- templateID has a tag (":") must name a snapshot of this fake (404 otherwise, as for an
+-- unknown template), and starts with its files; DELETE /templates/{id} removes one.
 -- opts.canned_exec = fn(cmd, args) -> {exit_code, stdout, stderr} (bench figure 7): no local
 -- sandbox behind a sandbox, every process answers fn's result at once, no request log kept;
 -- only create, exec and destroy are served then (files and other RPCs answer 501).
@@ -211,6 +215,10 @@ function Fake:create(req)
   end
   local life, lerr = self:lifetime(req, b.timeout, M.DEFAULT_LIFETIME)
   if not life then return lerr end
+  local snap = self.snapshots[b.templateID]
+  if b.templateID:find(":", 1, true) and not snap then
+    return self:rest_error(req, 404, ("template '%s' not found"):format(b.templateID), nil, true)
+  end
   local env = {}
   for k, v in pairs(b.envVars or {}) do env[k] = v end
   local lh, err
@@ -219,6 +227,12 @@ function Fake:create(req)
                                         b.allow_internet_access == false and "none" or "all" })
     if not lh then return self:rest_error(req, 500, tostring(err), "sandbox_create_failed") end
     assert(lp.mkdir(self.backend, lh, "/home/user", { parents = true }))
+    if snap then
+      local r = sandlot.proc.run({ "cp", "-a", snap.dir .. "/.", self:root_of(lh) })
+      if not r or r.exit_code ~= 0 then
+        return self:rest_error(req, 500, "cannot restore the snapshot", "sandbox_create_failed")
+      end
+    end
   end
   local sid = id.hex(10)
   local t0 = os.time()
@@ -303,6 +317,14 @@ function Fake:on_sandbox(req, sid, what)
     self:pause(s)
     return answer(204)
   end
+  if what == "/snapshots" and m == "POST" then
+    local b, refusal = self:json_body(req)
+    if not b then return refusal end
+    if b.name ~= nil and type(b.name) ~= "string" then
+      return self:rest_error(req, 400, "validation error: name must be a string")
+    end
+    return self:snapshot(req, s)
+  end
   if what == "/timeout" and m == "POST" then
     local b, refusal = self:json_body(req)
     if not b then return refusal end
@@ -323,6 +345,53 @@ function Fake:on_sandbox(req, sid, what)
     return answer(status, sandbox_json(s))
   end
   return self:rest_error(req, 404, "no route " .. m .. " " .. req.path)
+end
+
+function Fake:root_of(lh)
+  return self.backend.config.state_dir .. "/" .. lh.id .. "/root"
+end
+
+-- A snapshot: a copy of the sandbox's files, a template of its own ("<id>:default").
+function Fake:snapshot(req, s)
+  local sn = { id = id.hex(10) .. ":default", sandbox = s.id }
+  sn.dir = self.snap_dir .. "/" .. sn.id:gsub(":", "_")
+  if s.local_handle then
+    local r = sandlot.proc.run({ "mkdir", "-p", self.snap_dir })
+    r = r and r.exit_code == 0 and sandlot.proc.run({ "cp", "-a", self:root_of(s.local_handle),
+                                                      sn.dir })
+    if not r or r.exit_code ~= 0 then
+      return self:rest_error(req, 500, "snapshot failed", "internal_server_error")
+    end
+  end
+  self.snap_seq = self.snap_seq + 1
+  sn.seq = self.snap_seq
+  self.snapshots[sn.id] = sn
+  return answer(201, { snapshotID = sn.id, names = { sn.id } })
+end
+
+-- GET /snapshots: sandboxID and name filters, limit 1..100, nextToken pages (oldest first).
+function Fake:list_snapshots(req)
+  local q = M.query(req.query)
+  local limit = 100
+  if q.limit then
+    limit = math.tointeger(tonumber(q.limit))
+    if not limit or limit < 1 or limit > 100 then
+      return self:rest_error(req, 400, "validation error: limit must be 1..100")
+    end
+  end
+  local list = {}
+  for _, sn in pairs(self.snapshots) do
+    if (not q.sandboxID or q.sandboxID == sn.sandbox) and (not q.name or q.name == sn.id)
+       and (not q.nextToken or sn.seq > tonumber(q.nextToken)) then list[#list + 1] = sn end
+  end
+  table.sort(list, function(a, b) return a.seq < b.seq end)
+  local page, headers = json.array(), {}
+  limit = math.min(limit, self.page_size or limit)
+  for i = 1, math.min(limit, #list) do
+    page[i] = { snapshotID = list[i].id, names = { list[i].id } }
+  end
+  if #list > limit then headers["X-Next-Token"] = tostring(list[limit].seq) end
+  return answer(200, page, headers)
 end
 
 ---The control-plane handler.
@@ -350,6 +419,16 @@ function Fake:api(req)
   local p, m = req.path, req.method
   if p == "/v2/sandboxes" and m == "POST" then return self:create(req) end
   if p == "/v2/sandboxes" and m == "GET" then return self:list(req) end
+  if p == "/snapshots" and m == "GET" then return self:list_snapshots(req) end
+  local tid = p:match("^/templates/([^/]+)$")
+  if tid and m == "DELETE" then
+    tid = unescape(tid)
+    local sn = self.snapshots[tid]
+    if not sn then return self:rest_error(req, 404, "template not found", nil, true) end
+    self.snapshots[tid] = nil
+    sandlot.proc.run({ "rm", "-rf", sn.dir })
+    return answer(204)
+  end
   local sid, rest = p:match("^/v2/sandboxes/([^/]+)(/connect)$")
   if sid then req.v2 = true end
   if not sid then sid, rest = p:match("^/sandboxes/([^/]+)(.*)$") end
@@ -370,6 +449,7 @@ function M.new(opts)
   local f = setmetatable({
     token = opts.token or ("e2b_" .. id.hex(20)), sandboxes = {}, faults = {}, rejected = {},
     denied = {}, requests = {}, created = 0, list_pages = 0, page_size = opts.page_size,
+    snapshots = {}, snap_seq = 0, snap_dir = dir .. "-snapshots",
     max_lifetime = opts.max_lifetime or M.MAX_LIFETIME, envd_delay = opts.envd_delay or 0,
     keepalive = opts.keepalive, keepalives = 0, canned_exec = opts.canned_exec,
     backend = { name = "e2b-fake", config = { state_dir = dir, isolation = "namespaces" },
@@ -408,6 +488,7 @@ function M.start(opts)
     end,
     stop = function()
       for sid in pairs(f.sandboxes) do f:kill(sid) end
+      sandlot.proc.run({ "rm", "-rf", f.snap_dir })
       api_srv:close()
       envd_srv:close()
       if tmp then sandlot.proc.run({ "rm", "-rf", tmp }) end

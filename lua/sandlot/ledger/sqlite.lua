@@ -78,6 +78,18 @@ CREATE TABLE chunks(
   PRIMARY KEY(process_id, stream, offset)
 ) STRICT, WITHOUT ROWID;
 ]],
+  [[
+CREATE TABLE checkpoints(
+  id TEXT PRIMARY KEY,            -- sandlot's checkpoint id (ck-...)
+  kind TEXT NOT NULL,             -- portable|native
+  provider TEXT,                  -- the provider reference it was taken with
+  sandbox TEXT,                   -- the durable (else the provider's) id of its sandbox
+  native_id TEXT,                 -- the provider's own snapshot id (native)
+  created_at INTEGER NOT NULL,
+  record TEXT NOT NULL            -- JSON: the whole record, as sandlot.checkpoint returns it
+) STRICT;
+CREATE INDEX checkpoints_sandbox ON checkpoints(sandbox, created_at);
+]],
 }
 M.VERSION = #M.MIGRATIONS
 
@@ -509,6 +521,40 @@ function Db:host_get(id)
   local rows, err = self:read("SELECT * FROM hosts WHERE id = ?", { id })
   if not rows then return nil, err end
   return rows[1] or false
+end
+
+-- Checkpoints (sandlot.checkpoint): one row per record; the archives stay files.
+
+---Inserts a checkpoint row {id, kind, provider, sandbox, native_id, created_at, record}.
+function Db:ck_insert(row)
+  local ok, err = self:write({ { "INSERT INTO checkpoints(id, kind, provider, sandbox, " ..
+    "native_id, created_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    { row.id, row.kind, row.provider, row.sandbox, row.native_id, row.created_at, row.record } } })
+  if not ok then return nil, err end
+  return true
+end
+
+---Returns one checkpoint row, or false when there is none.
+function Db:ck_get(id)
+  local rows, err = self:read("SELECT * FROM checkpoints WHERE id = ?", { id })
+  if not rows then return nil, err end
+  return rows[1] or false
+end
+
+---Returns checkpoint rows, newest first (sandbox nil: all of them).
+function Db:ck_list(sandbox)
+  if sandbox == nil then
+    return self:read("SELECT * FROM checkpoints ORDER BY created_at DESC, id DESC")
+  end
+  return self:read("SELECT * FROM checkpoints WHERE sandbox = ? ORDER BY created_at DESC, " ..
+                   "id DESC", { sandbox })
+end
+
+---Deletes a checkpoint row -> true (also when there was none).
+function Db:ck_delete(id)
+  local ok, err = self:write({ { "DELETE FROM checkpoints WHERE id = ?", { id } } })
+  if not ok then return nil, err end
+  return true
 end
 
 M.Db = Db

@@ -2,7 +2,8 @@
 // npm: @daytonaio/sdk@0.218.0
 // spec/fakes/check/daytona.mjs: drives the official @daytonaio/sdk (0.218.0, as checked in
 // ../shared/provider-apis/daytona.md) against the Daytona fake (spec/fakes/daytona.lua):
-// create -> exec -> session exec -> files -> list -> stop/start -> destroy. Exits non-zero on
+// create -> exec -> session exec -> files -> list -> stop/start -> snapshot (get, list,
+// create from it, delete) -> destroy. Exits non-zero on
 // any failure, and when the fake rejected any request during the run (GET /_fake/rejected;
 // run.lua checks the same list itself).
 // `make check-fakes` (spec/fakes/check/run.lua) runs it as `node daytona.mjs URL TOKEN`
@@ -114,6 +115,24 @@ async function main() {
   check(sb.state === 'stopped', 'stop waits until stopped')
   await sb.start()
   check(sb.state === 'started', 'start waits until started')
+
+  const snapName = 'sdkcheck-' + sb.id
+  await sb._experimental_createSnapshot(snapName)
+  let snap
+  for (let i = 0; i < 100; i++) {
+    snap = await daytona.snapshot.get(snapName)
+    if (snap.state === 'active') break
+    await new Promise((res) => setTimeout(res, 100))
+  }
+  check(snap.state === 'active' && snap.name === snapName, 'the snapshot becomes active')
+  const snaps = await daytona.snapshot.list()
+  check(snaps.items.some((x) => x.id === snap.id), 'snapshot list')
+  const copy = await daytona.create({ snapshot: snap.id }, { timeout: 60 })
+  const got = await copy.fs.downloadFile('sdk/dir/bytes.bin')
+  check(Buffer.compare(got, data) === 0, 'a sandbox from the snapshot has its files')
+  await copy.delete()
+  await daytona.snapshot.delete(snap)
+  check(true, 'snapshot delete')
   await sb.delete()
   check(true, 'delete')
 }

@@ -1,7 +1,8 @@
 // fake: e2b
 // npm: e2b@2.51.0
 // spec/fakes/check/e2b.mjs: the official E2B SDK (the version e2b.md was checked against)
-// against spec/fakes/e2b.lua: create -> commands -> files -> list -> timeout -> connect -> kill.
+// against spec/fakes/e2b.lua: create -> commands -> files -> list -> timeout -> connect ->
+// snapshot (list, create from it, delete) -> kill.
 // Run by spec/fakes/check/run.lua as `node e2b.mjs URL API_KEY`; the fake's envd address
 // comes from GET URL/_fake/config. Exits non-zero on the first failure; run.lua also fails
 // when the fake refused any request the SDK made.
@@ -75,6 +76,21 @@ try {
   const again = await Sandbox.connect(sbx.sandboxId, opts);
   r = await again.commands.run("echo again");
   check(r.stdout === "again\n", "connect", r.stdout);
+
+  // snapshots: take one, list it by sandbox, start a sandbox from it, delete it
+  const snap = await sbx.createSnapshot();
+  check(typeof snap.snapshotId === "string" && snap.snapshotId.length > 0, "createSnapshot", snap);
+  const snaps = await Sandbox.listSnapshots({ ...opts, sandboxId: sbx.sandboxId }).nextItems();
+  check(snaps.some((s) => s.snapshotId === snap.snapshotId), "listSnapshots", snaps);
+  const copy = await Sandbox.create(snap.snapshotId, { ...opts, timeoutMs: 60000 });
+  try {
+    r = await copy.commands.run("cat /home/user/sdk/a.txt");
+    check(r.stdout === "hello", "from the snapshot", r.stdout);
+  } finally {
+    await copy.kill();
+  }
+  check(await Sandbox.deleteSnapshot(snap.snapshotId, opts) === true, "deleteSnapshot", false);
+  check(await Sandbox.deleteSnapshot(snap.snapshotId, opts) === false, "deleted twice", true);
 } finally {
   await sbx.kill();
 }
