@@ -30,6 +30,17 @@ function h.settled_fd_count()
   return h.fd_count()
 end
 
+---Asserts that no file descriptor opened since `before` (a settled count) is still open. One
+---fewer is fine: a descriptor of an earlier spec (a cached connection, a collected handle) may
+---close meanwhile, and the count cannot tell whose it was. Closes may lag: waits up to 5 s.
+function h.assert_no_fd_leak(before)
+  local now = h.settled_fd_count()
+  if now > before then
+    h.eventually(function() now = h.settled_fd_count(); return now <= before end, 5)
+  end
+  assert(now <= before, ("%d file descriptors open, %d before: a leak"):format(now, before))
+end
+
 local built_c = {}                         -- C source -> {dir, bin}: one compile per run
 
 ---Compiles a test program (cc -O2 -pthread) once per busted run; returns its path.

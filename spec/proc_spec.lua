@@ -160,13 +160,21 @@ describe("proc.run", function()
     assert.is_true(kb < 40 * 1024, "peak RSS " .. kb .. " KiB")
   end)
 
+  it("the descriptor check sees a planted leak", function()
+    local before = h.settled_fd_count()
+    local f = assert(io.open("/dev/null"))
+    assert.is_false(pcall(h.assert_no_fd_leak, before))
+    f:close()
+    h.assert_no_fd_leak(before)
+  end)
+
   it("leaks no file descriptors and leaves no zombies over 500 runs", function()
     local before = h.settled_fd_count()
     for _ = 1, 500 do
       local r = assert(proc.run({ "true" }))
       assert.equal(0, r.exit_code)
     end
-    assert.equal(before, h.settled_fd_count())
+    h.assert_no_fd_leak(before)
     assert.same({}, h.children())
   end)
 end)

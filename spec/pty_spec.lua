@@ -62,8 +62,7 @@ local function cases(label, get, opts)
     p:close()
     if opts.fds then
       h.assert_no_children()
-      h.eventually(function() return h.settled_fd_count() <= fds end, 5)  -- closes may lag
-      assert.equal(fds, h.settled_fd_count())
+      h.assert_no_fd_leak(fds)
     end
   end))
 
@@ -104,9 +103,7 @@ describe("sandlot.proc.spawn with a pty", function()
     w.close()
     p:close()
     h.assert_no_children()
-    -- none left open (one fewer is an earlier spec's descriptor collected meanwhile)
-    local now = h.settled_fd_count()
-    assert.is_true(now <= fds, ("%d descriptors open after, %d before"):format(now, fds))
+    h.assert_no_fd_leak(fds)
   end))
 
   it("sends Ctrl-C to the terminal's foreground group", h.task(function()
