@@ -14,8 +14,8 @@
 -- (DESTROYED, still described); SUSPENDED ones refuse commands (failed_precondition).
 -- Not in the doc, so the fake's choice: a create without a deadline gets 30 minutes.
 -- Faults: fake:inject{route = "CreateInstance" (a method name, or "METHOD /path" prefix or Lua
--- pattern), status, code, message, retry_after, hang = s, drop = true, body = raw text,
--- times = n}.
+-- pattern), status, code (a Connect code; false: a body without one), message, retry_after,
+-- hang = s, drop = true, body = raw text (content_type), times = n}.
 --   local f = require("spec.fakes.namespace").start{}
 --   -> f.url, f.command_url, f.token, f.fake, f.rejected(), f.stop()
 local sandlot = require("sandlot")
@@ -176,8 +176,9 @@ local function apply_fault(f)
   if f.status then
     local h = {}
     if f.retry_after then h["Retry-After"] = tostring(f.retry_after) end
-    return answer(f.status, { code = f.code or "unavailable", message = f.message or "injected" },
-                  h)
+    local body = { code = f.code == nil and "unavailable" or f.code or nil,   -- false: none
+                   message = f.message or "injected" }
+    return answer(f.status, body, h)
   end
 end
 
