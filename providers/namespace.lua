@@ -177,6 +177,14 @@ local function describe(ctx, handle)
   return d, iid
 end
 
+local STATUS = { RUNNING = "running", PENDING = "unknown", CREATING = "unknown",
+                 SUSPENDING = "stopped", SUSPENDED = "stopped", DESTROYING = "terminated",
+                 DESTROYED = "terminated", ERROR = "terminated" }
+
+local function status_of(d)
+  return type(d.metadata) == "table" and d.metadata.status or nil
+end
+
 -- The CommandService client of an instance.
 local function commands(ctx, handle)
   local iid, ierr = instance_id(handle)
@@ -184,6 +192,9 @@ local function commands(ctx, handle)
   if not known[iid] then
     local d, err = describe(ctx, handle)
     if not d then return nil, err end
+    if STATUS[status_of(d)] == "terminated" then
+      return fail("not_found", "the Namespace instance is %s", tostring(status_of(d)))
+    end
     if not known[iid] then
       return fail("bad_response", "namespace: the instance has no commandServiceEndpoint")
     end
@@ -212,14 +223,6 @@ local function env_of(env)
   local out = {}
   for k, v in pairs(env or {}) do if v ~= false then out[k] = tostring(v) end end
   return next(out) and out or nil
-end
-
-local STATUS = { RUNNING = "running", PENDING = "unknown", CREATING = "unknown",
-                 SUSPENDING = "stopped", SUSPENDED = "stopped", DESTROYING = "terminated",
-                 DESTROYED = "terminated", ERROR = "terminated" }
-
-local function status_of(d)
-  return type(d.metadata) == "table" and d.metadata.status or nil
 end
 
 -- Waits until the instance is RUNNING: WaitInstanceSync, then DescribeInstance to be sure
@@ -367,8 +370,12 @@ function M.stop(ctx, handle)
   local iid, ierr = instance_id(handle)
   if not iid then return nil, ierr end
   local ok, err = rpc(compute(ctx), COMPUTE, "SuspendInstance", { instanceId = iid })
-  if not ok and err.code ~= "invalid_input" then return nil, err end
-  return true
+  if ok then return true end
+  if err.code ~= "invalid_input" then return nil, err end      -- failed_precondition
+  local st, serr = M.status(ctx, handle)         -- not running: suspended already, or gone
+  if st == "stopped" then return true end
+  if st == "terminated" then return fail("not_found", "the Namespace instance is gone") end
+  return nil, serr or err
 end
 
 ---Wakes it (WakeInstance) and waits until it runs.
