@@ -76,4 +76,7 @@ io.stdout:write(json.encode({ url = f.url, sandbox_url = f.sandbox_url or json.n
                               token = f.token, team = f.team or json.null,
                               project = f.project or json.null }), "\n")
 io.stdout:flush()
-while true do sandlot.sleep(3600) end
+-- serves until killed; a cancelled sleep (SIGTERM cancels the main task) ends the script
+-- instead of spinning: sleep answers nil at once from then on
+while sandlot.sleep(3600) do end
+f.stop()
