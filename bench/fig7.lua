@@ -1,22 +1,24 @@
 -- bench/fig7.lua: figure 7, sandlot's cloud providers against the official SDKs under Node.
--- For each provider (e2b, daytona) one fake (bench/peer_fake.lua: the strict fake, canned
--- exec) runs in a process of its own; sandlot's side (bench/peers.lua through the provider)
--- and the SDK's (bench/sdk/PROVIDER.mjs) run the same create -> exec `echo hello` -> destroy
--- cycle against it, one process per measurement, sides alternating by round. The SDKs are
--- installed with npm into the bench's temporary directory (spec/support/npm.lua, as `make
--- check-fakes` does); without node or npm, or when the install fails, the figure is skipped
--- with the reason (BENCH_SDK_DIR=DIR uses an npm prefix holding both SDKs instead of
--- installing them). Called by bench/run.lua's section 7 with its kit (measure, ratio, ...).
+-- For each provider (e2b, daytona, vercel, sprites) one fake (bench/peer_fake.lua: the strict
+-- fake, canned exec) runs in a process of its own; sandlot's side (bench/peers.lua through
+-- the provider) and the SDK's (bench/sdk/PROVIDER.mjs) run the same create -> exec `echo
+-- hello` -> destroy cycle against it, one process per measurement, sides alternating by
+-- round. The SDKs are installed with npm into the bench's temporary directory
+-- (spec/support/npm.lua, as `make check-fakes` does); without node or npm, or when the
+-- install fails, the figure is skipped with the reason (BENCH_SDK_DIR=DIR uses an npm prefix
+-- holding every SDK instead of installing them). Called by bench/run.lua's section 7 with its
+-- kit (measure, ratio, ...).
 local sandlot = require("sandlot")
 local task = require("sandlot.task")
 local npm = require("spec.support.npm")
 
 local M = {}
 
-M.PROVIDERS = { "e2b", "daytona" }
+M.PROVIDERS = { "e2b", "daytona", "vercel", "sprites" }
 M.SEQ, M.CONC_N, M.CONC, M.HANDLES, M.ONESHOTS = 50, 256, 64, 200, 2
 
-local SDK = { e2b = "e2b SDK", daytona = "@daytonaio/sdk" }
+local SDK = { e2b = "e2b SDK", daytona = "@daytonaio/sdk", vercel = "@vercel/sandbox",
+              sprites = "@fly/sprites" }
 
 local function rows(p)
   local sdk = SDK[p]

@@ -1,8 +1,9 @@
 -- bench/peers.lua PROVIDER FAKE MODE [N [C]]: sandlot's side of figure 7, the create -> exec
--- `echo hello` -> destroy cycle through providers/e2b.lua or providers/daytona.lua against the
--- fake bench/peer_fake.lua serves (FAKE: its JSON line). bench/sdk/*.mjs are the SDKs' side,
--- with the same modes and output. Set-up is untimed; CPU is this process's own (utime + stime
--- of /proc/self/stat, every thread, as getrusage counts), over the timed part only.
+-- `echo hello` -> destroy cycle through providers/PROVIDER.lua (e2b, daytona, vercel, sprites)
+-- against the fake bench/peer_fake.lua serves (FAKE: its JSON line). bench/sdk/*.mjs are the
+-- SDKs' side, with the same modes and output. Set-up is untimed; CPU is this process's own
+-- (utime + stime of /proc/self/stat, every thread, as getrusage counts), over the timed part
+-- only.
 --   seq N      N cycles one after another       prints: seconds cpu_seconds
 --   conc N C   N cycles, C in flight            prints: seconds cpu_seconds
 --   handles N  N sandboxes created and kept     prints: peak_rss_kib rss_kib (then destroyed)
@@ -13,11 +14,17 @@ local timer = require("sandlot.core.timer")
 
 local provider, fake, mode = arg[1], json.decode(arg[2] or "null"), arg[3]
 if not (provider and type(fake) == "table" and mode) then
-  error("usage: peers.lua e2b|daytona FAKE_JSON seq|conc|handles|oneshot [N [C]]", 0)
+  error("usage: peers.lua e2b|daytona|vercel|sprites FAKE_JSON seq|conc|handles|oneshot [N [C]]",
+        0)
 end
-local config = provider == "e2b"
-  and { "e2b", api_url = fake.url, api_key = fake.token, sandbox_url = fake.sandbox_url }
-  or { "daytona", api_url = fake.url .. "/api", api_key = fake.token }
+local CONFIGS = {
+  e2b = { "e2b", api_url = fake.url, api_key = fake.token, sandbox_url = fake.sandbox_url },
+  daytona = { "daytona", api_url = fake.url .. "/api", api_key = fake.token },
+  vercel = { "vercel", api_url = fake.url, token = fake.token, team_id = fake.team,
+             project_id = fake.project },
+  sprites = { "sprites", api_url = fake.url, token = fake.token },
+}
+local config = CONFIGS[provider] or error("unknown provider " .. provider, 0)
 sandlot.config.set({ providers = { bench = config } })
 
 local function cycle()

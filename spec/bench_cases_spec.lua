@@ -70,7 +70,7 @@ describe("bench cases", function()
   -- Figure 7 (bench/fig7.lua): the canned fake in a process of its own, and each of
   -- bench/peers.lua's modes through the provider; then the fake holds no live sandbox and
   -- refused nothing. The SDKs' side (bench/sdk/*.mjs) runs when BENCH_SDK_DIR names an npm
-  -- prefix holding both SDKs (installing them takes minutes): pending otherwise.
+  -- prefix holding every SDK (installing them takes minutes): pending otherwise.
   local function with_fake(p, fn)
     local fake <close> = assert(sandlot.proc.spawn({ h.BIN, "bench/peer_fake.lua", p },
                                                    { stream = true }))
@@ -96,14 +96,35 @@ describe("bench cases", function()
     return f
   end
 
+  -- each fake's list call (through its own API), and a create to plant a live sandbox with
+  local function api_of(p, f)
+    local bearer = { Authorization = "Bearer " .. f.token }
+    local post = { Authorization = "Bearer " .. f.token, ["Content-Type"] = "application/json" }
+    if p == "e2b" then
+      return { url = f.url .. "/v2/sandboxes", headers = { ["X-API-Key"] = f.token } },
+             { url = f.url .. "/v2/sandboxes", body = '{"templateID":"base"}',
+               headers = { ["X-API-Key"] = f.token, ["Content-Type"] = "application/json" } }
+    elseif p == "daytona" then
+      return { url = f.url .. "/api/sandbox", headers = bearer },
+             { url = f.url .. "/api/sandbox", body = "{}", headers = post }
+    elseif p == "vercel" then
+      local q = "?teamId=" .. f.team
+      return { url = f.url .. "/v2/sandboxes" .. q .. "&project=" .. f.project, headers = post },
+             { url = f.url .. "/v3/sandboxes" .. q, headers = post,
+               body = json.encode({ projectId = f.project }) }
+    end
+    return { url = f.url .. "/v1/sprites", headers = bearer },
+           { url = f.url .. "/v1/sprites", body = '{"name":"planted"}', headers = post }
+  end
+
   -- the sandboxes the fake still has live (through its own API), and what it refused
   local function leftovers(p, f)
-    local headers = p == "e2b" and { ["X-API-Key"] = f.token }
-                    or { Authorization = "Bearer " .. f.token }
-    local url = p == "e2b" and f.url .. "/v2/sandboxes" or f.url .. "/api/sandbox"
-    local res = assert(sandlot.http.request({ url = url, headers = headers }))
+    local list = api_of(p, f)
+    local res = assert(sandlot.http.request({ url = list.url, headers = list.headers }))
     assert.equal(200, res.status, res.body)
     local live = json.decode(res.body)
+    if p == "vercel" then live = live.sandboxes end
+    if p == "sprites" then live = live.sprites end
     if p == "daytona" then
       live = live.items
       local rej = assert(sandlot.http.request({ url = f.url .. "/_fake/rejected" }))
@@ -112,7 +133,7 @@ describe("bench cases", function()
     return #live
   end
 
-  for _, p in ipairs({ "e2b", "daytona" }) do
+  for _, p in ipairs(require("bench.fig7").PROVIDERS) do
     it("figure 7's sandlot side runs every mode against the canned " .. p .. " fake",
        h.task(function()
       with_fake(p, function(line, f)
@@ -131,13 +152,9 @@ describe("bench cases", function()
         peer("oneshot")
         assert.equal(0, leftovers(p, f), "every sandbox was destroyed")
         -- a sandbox left live is seen (planted through the fake's API): the check can fail
-        local e2b = p == "e2b"
-        local res = assert(sandlot.http.request({
-          method = "POST", url = e2b and f.url .. "/v2/sandboxes" or f.url .. "/api/sandbox",
-          headers = e2b and { ["X-API-Key"] = f.token, ["Content-Type"] = "application/json" }
-                    or { Authorization = "Bearer " .. f.token,
-                         ["Content-Type"] = "application/json" },
-          body = e2b and '{"templateID":"base"}' or "{}" }))
+        local _, plant = api_of(p, f)
+        local res = assert(sandlot.http.request({ method = "POST", url = plant.url,
+                                                  headers = plant.headers, body = plant.body }))
         assert.is_true(res.status == 200 or res.status == 201, res.body)
         assert.equal(1, leftovers(p, f))
       end)

@@ -306,10 +306,13 @@ function Fake:create(req)
   local network = b.networkPolicy
   local env = {}
   for k, x in pairs(b.env or {}) do env[k] = x end
-  local lh, err = lp.create(self.backend, { env = env, network = type(network) == "table" and
-                                             network.mode == "deny-all" and "none" or "all" })
-  if not lh then return self:refuse(req, 500, "internal_server_error", tostring(err)) end
-  assert(lp.mkdir(self.backend, lh, M.CWD, { parents = true }))
+  local lh, err
+  if not self.canned_exec then
+    lh, err = lp.create(self.backend, { env = env, network = type(network) == "table" and
+                                         network.mode == "deny-all" and "none" or "all" })
+    if not lh then return self:refuse(req, 500, "internal_server_error", tostring(err)) end
+    assert(lp.mkdir(self.backend, lh, M.CWD, { parents = true }))
+  end
   if restore then
     local r = assert(lp.exec(self.backend, lh, { "tar", "-xzf", "-", "-C", "/" },
                              { stdin = restore.data }))
@@ -334,7 +337,7 @@ function Fake:kill_sandbox(name)
   local s = self.sessions[sb.session]
   if s and s.status == "running" then self:halt(s, "stopped") end
   self.sandboxes[name] = nil
-  lp.destroy(self.backend, sb.local_handle)
+  if sb.local_handle then lp.destroy(self.backend, sb.local_handle) end
 end
 
 function Fake:list(req, q)
@@ -487,7 +490,12 @@ function Fake:run(req, s)
   for k, v in pairs(b.env or {}) do env[k] = v end
   local argv = { b.command }
   for _, a in ipairs(b.args or {}) do argv[#argv + 1] = a end
-  local p, err = lp.spawn(self.backend, sb.local_handle, argv, { env = env, cwd = cwd })
+  local p, err
+  if self.canned_exec then
+    p = require("spec.fakes.canned").process(self.canned_exec(b.command, b.args or {}))
+  else
+    p, err = lp.spawn(self.backend, sb.local_handle, argv, { env = env, cwd = cwd })
+  end
   if not p then return self:deny(req, 400, "bad_request", tostring(err)) end
   p:close_stdin()
   local r = { id = "cmd_" .. id.hex(12), name = b.command, args = json.array(b.args or {}),
@@ -505,7 +513,11 @@ function Fake:run(req, s)
       if sandlot.sleep(b.timeout / 1000) and not r.ended then p:kill("KILL") end
     end)
   end
-  sandlot.spawn(pump, r)
+  if self.canned_exec then
+    pump(r)                   -- a canned process never waits: its events are there at once
+  else
+    sandlot.spawn(pump, r)
+  end
   if b.wait then
     return { status = 200, headers = { ["Content-Type"] = "application/x-ndjson" },
              body = stream_body(r, b.logs == true, true) }
@@ -712,8 +724,10 @@ end
 
 function Fake:api(req)
   local route = req.method .. " " .. req.path
-  self.requests[#self.requests + 1] = { route = route, query = req.query, body = req.body,
-                                        headers = req.headers }
+  if not self.canned_exec then                -- a bench's thousands of calls: no log
+    self.requests[#self.requests + 1] = { route = route, query = req.query, body = req.body,
+                                          headers = req.headers }
+  end
   if route == "GET /_fake/config" then
     return answer(200, { team = self.team, project = self.project })
   end
@@ -762,7 +776,9 @@ function Fake:api(req)
   return self:refuse(req, 404, "not_found", "no route " .. route)
 end
 
----A fake without a server: opts = {token, team, project, backend_dir, max_timeout, page_size}.
+---A fake without a server: opts = {token, team, project, backend_dir, max_timeout, page_size,
+---canned_exec = fn(command, args) -> {exit_code, stdout, stderr} (bench figure 7: no local
+---sandbox behind a sandbox, every command answers fn's result at once; files then fail)}.
 function M.new(opts)
   opts = opts or {}
   local dir = assert(opts.backend_dir, "spec.fakes.vercel: opts.backend_dir is required")
@@ -772,6 +788,7 @@ function M.new(opts)
     snapshots = {}, faults = {}, rejected = {}, denied = {}, quirks = {}, requests = {},
     created = 0, session_count = 0, resumes = 0, list_pages = 0, commands = 0, writes = 0,
     extends = 0, page_size = opts.page_size, max_timeout = opts.max_timeout or M.MAX_TIMEOUT,
+    canned_exec = opts.canned_exec,
     backend = { name = "vercel-fake", config = { state_dir = dir, isolation = "namespaces" },
                 warn = function() end },
   }, Fake)
