@@ -36,6 +36,9 @@ if npm.missing() then
 end
 
 local tmp = (sh({ "mktemp", "-d", "/tmp/sandlot-check-fakes.XXXXXX" }).stdout:gsub("%s+$", ""))
+-- the fakes' sandboxes are local ones in this process: their ledger and directories go in the
+-- run's own state directory, never the user's
+require("sandlot.core.sys").setenv("XDG_STATE_HOME", tmp .. "/state")
 local installed, ninstalled = {}, 0      -- package list -> prefix directory
 local pass, fail = 0, 0
 
