@@ -110,12 +110,13 @@ describe("sandlot checkpoint", function()
     assert.equal(id, byid[second.id].sandbox)
 
     -- restore in place: the file comes back as it was
-    assert.equal(0, (run("exec", id, "--", "sh", "-c", "printf after > d/a.txt")))
+    assert.equal(0, (run("exec", id, "--", "sh", "-c", "printf after > d/a.txt; : > d/new.txt")))
     assert.equal("after", cat(id))
     code, out, err = ck("restore", first, id)
     assert.equal(0, code, err)
     assert.equal(id .. "\n", out)
     assert.equal("before", cat(id))
+    assert.equal(0, (run("exec", id, "--", "test", "-f", "d/new.txt")))   -- made since: kept
     code, out, err = ck("restore", first, other, "--json")
     assert.equal(0, code, err)
     assert.same({ checkpoint = first, sandbox = other, kind = "portable", restored = true },

@@ -158,21 +158,23 @@ return {
   help = [[
 ID is a sandbox's durable id (sb-..., from sandlot create or sandlot ps); CK a checkpoint id
 (ck-..., printed by take and listed by ls). See README, "Checkpoints".
-  take ID      takes a checkpoint of the sandbox and prints its id: the provider's own
-               snapshot where it has one (caps.checkpoint "native": docker, e2b, daytona,
-               vercel, sprites), else a portable one (a tar.gz of the working area, kept
-               under $XDG_STATE_HOME/sandlot/checkpoints). --portable takes a portable one
-               anyway; --native fails where the provider has no snapshots.
-  ls [ID]      lists the checkpoints, newest first (those of sandbox ID, which need not exist
-               any more): id, name, kind, provider, sandbox, age, archive size. A corrupt
-               record is named on stderr and left out (exit 1); the others are listed.
-  rm CK...     deletes checkpoints: a portable one's archive and record; a native one's
-               snapshot through its provider, then its record. Each id is tried; each removed
-               one is printed.
-  restore CK ID
-               puts checkpoint CK back into sandbox ID: a portable one's files are written
-               into its working area (any provider); a native one puts the sandbox it was
-               taken of back in place, where the provider can (sprites). Prints ID.
+
+take ID: takes a checkpoint of the sandbox and prints its id: the provider's own snapshot
+where it has one (caps.checkpoint "native": docker, e2b, daytona, vercel, sprites), else a
+portable one (a tar.gz of the working area, kept under $XDG_STATE_HOME/sandlot/checkpoints).
+--portable takes a portable one anyway; --native fails where the provider has no snapshots.
+
+ls [ID]: lists the checkpoints, newest first (those of sandbox ID, which need not exist any
+more): id, name, kind, provider, sandbox, age, archive size. A corrupt record is named on
+stderr and left out (exit 1); the others are listed.
+
+rm CK...: deletes checkpoints: a portable one's archive and record; a native one's snapshot
+through its provider, then its record. Each id is tried; each removed one is printed.
+
+restore CK ID: puts checkpoint CK back into sandbox ID and prints ID: a portable one's files
+are written into its working area (any provider; files made since are kept); a native one
+puts the sandbox it was taken of back as it was, where the provider can (sprites).
+
 A new sandbox from a checkpoint is `sandlot create --provider P --from CK` (a native one seeds
 only its own provider; another is not_supported, naming the fix: take --portable).
 --json prints one JSON document: take, the record; ls, an array of records; rm,
