@@ -18,6 +18,10 @@ _sandlot() {
     COMPREPLY=($(compgen -f -- "$cur"))
     return
   fi
+  if [[ $COMP_CWORD -eq 2 && $cmd == checkpoint && $cur != -* ]]; then
+    COMPREPLY=($(compgen -W "take ls rm restore" -- "$cur"))
+    return
+  fi
   if [[ $cur == -* ]]; then
     words=$(sandlot help "$cmd" 2>/dev/null |
             awk '/^options:/{on=1; next} on && /^  -/ {for (i = 1; i <= NF; i++) if ($i ~ /^-/) {gsub(",", "", $i); print $i}}')

@@ -188,8 +188,8 @@ describe("sandlot commands: conventions", function()
         assert.is_true(has["--json"], c.name)
       end
     end
-    assert.same({ "caps", "check-provider", "config", "create", "destroy", "exec", "gc", "help",
-                  "logs", "plugins", "ps", "rm", "shell" }, names)
+    assert.same({ "caps", "check-provider", "checkpoint", "config", "create", "destroy", "exec",
+                  "gc", "help", "logs", "plugins", "ps", "rm", "shell" }, names)
   end)
 
   it("`help CMD`, `CMD --help` and `CMD -h` print the same usage and exit 0, for every command",

@@ -244,31 +244,50 @@ function M.get(ck_id)
   return rec
 end
 
----Lists checkpoints, newest first: all of them, or those taken of sb.
----@param sb? sandlot.Sandbox
----@return table[]|nil list, sandlot.Error? err
+---Lists checkpoints, newest first: all of them, or those taken of sb (a sandbox, or its
+---durable id: the sandbox need not exist any more). A corrupt record (a ledger row or file that
+---is not one) is left out of the list and named in the third value, an array of invalid_input
+---errors, each naming the ledger or the file; it is left as it is.
+---@param sb? sandlot.Sandbox|string
+---@return table[]|nil list, sandlot.Error? err, sandlot.Error[]? corrupt
 function M.list(sb)
   local dir, derr = M.dir()
   if not dir then return nil, derr end
-  local key = sb and (sb.durable_id or sb.id)
-  local out, seen = {}, {}
+  local key = sb
+  if type(sb) == "table" then key = sb.durable_id or sb.id end
+  if key ~= nil and type(key) ~= "string" then
+    error("checkpoints: a sandbox or its durable id expected, got " .. type(key), 2)
+  end
+  local out, seen, bad = {}, {}, {}
   local l, lerr = ledger()
   if l == false then return nil, lerr end
   if l then
     local list, err = l:ck_list(key)
     if not list then return nil, err end
     for _, rec in ipairs(list) do out[#out + 1], seen[rec.id] = rec, true end
+    for _, row in ipairs(l.db:ck_list(key) or {}) do          -- the rows ck_list left out
+      if not seen[row.id] then
+        local _, cerr = l:ck_get(row.id)
+        if cerr then bad[#bad + 1] = cerr end
+        seen[row.id] = true
+      end
+    end
   end
   local root = fs.root and fs.stat(dir) and fs.root(dir)
   local entries = root and root:readdir("") or {}
   if root then root:close() end
+  table.sort(entries, function(a, b) return a.name < b.name end)
   for _, e in ipairs(entries) do
     local cid = e.name:match("^(ck%-%x+)%.json$")
     if cid and not seen[cid] then
-      local text = read(dir .. "/" .. e.name)
+      local path = dir .. "/" .. e.name
+      local text = read(path)
       local ok, rec = pcall(json.decode, text or "")
-      if ok and type(rec) == "table" and rec.id == cid and (not key or rec.sandbox == key) then
-        out[#out + 1] = rec
+      if ok and type(rec) == "table" and rec.id == cid then
+        if not key or rec.sandbox == key then out[#out + 1] = rec end
+      else                                        -- its sandbox is unknown: named either way
+        bad[#bad + 1] = errors.new("invalid_input", ("checkpoint record %s is corrupt; it was " ..
+          "left as it is"):format(path), { file = path, checkpoint = cid })
       end
     end
   end
@@ -276,7 +295,7 @@ function M.list(sb)
     if a.created_at ~= b.created_at then return a.created_at > b.created_at end
     return a.id > b.id
   end)
-  return out
+  return out, nil, #bad > 0 and bad or nil
 end
 
 ---Lists the provider's own checkpoints of sb (caps.checkpoint = "native"), newest first:

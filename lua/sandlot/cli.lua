@@ -25,8 +25,8 @@ M.OK, M.FAILED, M.USAGE = 0, 1, 2
 --   run = function(o) ... end,       -- o = {opts = {provider =, all =, json =, ...},
 -- }                                  --      args = {...}, rest = {...}}; returns an exit
 --                                    -- status, or nil, err (printed, exit 1)
-M.NAMES = { "caps", "check-provider", "config", "create", "destroy", "exec", "gc", "help",
-            "logs", "plugins", "ps", "rm", "shell" }
+M.NAMES = { "caps", "check-provider", "checkpoint", "config", "create", "destroy", "exec", "gc",
+            "help", "logs", "plugins", "ps", "rm", "shell" }
 
 local function out(...) io.stdout:write(...) end
 local function err(...) io.stderr:write(...) end

@@ -1,12 +1,12 @@
 -- sandlot.cli.create: `sandlot create [--provider P] [--name N] [--image I] [--label K=V]...
--- [--json]`: creates a sandbox that outlives the command and prints its durable id, for
+-- [--from CK] [--json]`: creates a sandbox that outlives the command and prints its durable id, for
 -- `sandlot exec ID`, `sandlot ps` and sandlot.get(ID) from any process.
 local cli = require("sandlot.cli")
 
 local M = {
   summary = "create a sandbox and print its durable id (it stays until removed)",
   usage = "sandlot create [--provider NAME] [--name NAME] [--image IMAGE] " ..
-          "[--label K=V]... [--json]",
+          "[--label K=V]... [--from CK] [--json]",
   options = {
     { "--provider", arg = "NAME",
       summary = "a provider module, file or configured name " ..
@@ -17,12 +17,17 @@ local M = {
     { "--timeout", arg = "SECONDS", number = true, min = 1,
       summary = "its lifetime, where the provider enforces one" },
     { "--label", arg = "K=V", many = true, summary = "a label (repeatable)" },
+    { "--from", arg = "CK", summary = "start from checkpoint CK (sandlot checkpoint ls)" },
   },
   json = true,
   help = [[
 The sandbox is recorded in the ledger and is not destroyed when this command exits: use
 `sandlot exec ID -- CMD`, `sandlot ps`, or sandlot.get(ID) in a script, and remove it when done.
-Exits 1 when the provider cannot create it.
+With --from CK it starts from a checkpoint (`sandlot checkpoint take`): a portable one's files
+are written into it, on any provider; a native one seeds only its own provider (another, or a
+provider that restores in place only, is not_supported before anything is created).
+Exits 1 when the provider cannot create it, or the checkpoint is unknown, corrupt or
+not usable there.
 ]],
 }
 
@@ -37,7 +42,7 @@ function M.run(o)
     labels[k] = v
   end
   local opts = { name = o.opts.name, image = o.opts.image, purpose = o.opts.purpose,
-                 timeout = o.opts.timeout, labels = labels }
+                 timeout = o.opts.timeout, labels = labels, from = o.opts.from }
   local sb, err = sandlot.create(o.opts.provider, opts)
   if not sb then return cli.fail(c, "%s", tostring(err)) end
   for _, w in ipairs(sb.warnings or {}) do
