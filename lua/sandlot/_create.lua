@@ -5,7 +5,7 @@
 -- `active` row, a portable checkpoint restored when opts.from asks for one, then settle
 -- (recreate and lifetimes, which sandlot._byid's get shares). SANDLOT_FAULT=create:<step>
 -- kills the host between those steps (the reconciliation specs). Kept apart to keep
--- sandlot/sandbox.lua within its size.
+-- sandlot.sandbox (lua/sandlot/sandbox.lua) within its size.
 local errors = require("sandlot.errors")
 local telemetry = require("sandlot.telemetry")
 local config = require("sandlot.config")

@@ -2,7 +2,7 @@
 -- from_map as its own): a plain, JSON-safe, versioned table {version, provider, id,
 -- durable_id, handle} that survives restarts and never holds credentials (secret-named handle
 -- fields are redacted; credentials come back from the config in from_map). Kept apart to keep
--- sandlot/sandbox.lua within its size.
+-- sandlot.sandbox (lua/sandlot/sandbox.lua) within its size.
 local errors = require("sandlot.errors")
 local redact = require("sandlot._redact")
 local check = require("sandlot._check")
