@@ -1,6 +1,7 @@
 /* http_multi.c: libcurl's multi_socket interface on the host's libuv loop (one uv_poll per curl
  * socket, one uv_timer for curl's timeout), one multi handle per host (SlHost.http) holding the
- * connection cache, the pool of reset easy handles, transfer teardown, and the curl callbacks.
+ * connection cache, the pool of idle transfers (http_fetch.c), transfer teardown, and the curl
+ * callbacks.
  * Curl callbacks never touch Lua: they mark transfers, and sl_http_after turns the marks into
  * wake-ups once curl has returned. */
 #include <errno.h>
@@ -195,23 +196,11 @@ void sl_http_free(Xfer *x) {
     if (x->prev != NULL) x->prev->next = x->next;
     else m->live = x->next;
     if (x->next != NULL) x->next->prev = x->prev;
+    x->prev = x->next = NULL;
   }
-  if (x->easy != NULL) {
-    /* Back to the pool with every option reset (URL, headers, body, auth, timeouts, the
-     * pointers into x), so the next request starts from curl's defaults. The connection
-     * stays in the multi's cache either way. */
-    if (m != NULL && m->pooled < POOL_MAX && !x->recv_paused && !x->send_paused) {
-      curl_easy_reset(x->easy);
-      m->pool[m->pooled++] = x->easy;
-    } else {
-      curl_easy_cleanup(x->easy);
-    }
-  }
-  curl_slist_free_all(x->hdrs);
-  sl_queue_clear(&x->q);
-  free(x->hbuf);
-  free(x->body);
-  free(x);
+  /* The connection stays in the multi's cache either way; the easy handle keeps the options
+   * of its shape for the next request of that shape (http_fetch.c). */
+  if (!sl_http_recycle(x)) sl_http_release(x);
 }
 
 static const char *code_for(Xfer *x, bool *retryable) {
@@ -367,11 +356,22 @@ static void xfer_notify(Xfer *x) {
         n = 1;
       }
       break;
+    case WAIT_FETCH:
+      if (sl_http_failed(x)) n = sl_http_push_error(L, x);
+      else if (x->done) {
+        sl_http_push_response(L, x);
+        n = 1;
+      }
+      break;
     }
     if (n >= 0) {
       x->reader = NULL;
       x->wait_kind = WAIT_NONE;
       sl_wake(t, n);
+      if (x->boxless) {                    /* http.fetch: nothing else refers to x */
+        sl_http_free(x);
+        return;
+      }
     }
   }
   t = x->writer;
@@ -401,7 +401,10 @@ void sl_http_after(Multi *m) {
     Xfer *x = NULL;
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     CURLcode rc = msg->data.result;
-    if (x != NULL) sl_http_detach(x, rc);
+    if (x != NULL) {
+      x->completed = true;
+      sl_http_detach(x, rc);
+    }
   }
   Xfer *x;
   while ((x = m->mark_head) != NULL) {
@@ -511,17 +514,19 @@ static void http_teardown(SlHost *h, void *data, int phase) {
   if (phase != SL_TEARDOWN_CLOSE || *slot == NULL) return;
   Multi *m = *slot;
   *slot = NULL;
-  for (Xfer *x = m->live; x != NULL; x = x->next) {
+  for (Xfer *x = m->live, *next; x != NULL; x = next) {
+    next = x->next;
     sl_http_detach(x, CURLE_ABORTED_BY_CALLBACK);
     if (x->reader != NULL) x->reader->cleanup = NULL;
     if (x->writer != NULL) x->writer->cleanup = NULL;
     x->reader = x->writer = NULL;
     x->marked = false;
     x->m = NULL;
+    if (x->boxless) sl_http_release(x);    /* no handle's __gc will come for it */
   }
   m->live = NULL;
   m->mark_head = m->mark_tail = NULL;
-  while (m->pooled > 0) curl_easy_cleanup(m->pool[--m->pooled]);
+  while (m->pooled > 0) sl_http_release(m->pool[--m->pooled]);
   m->depth++;
   curl_multi_cleanup(m->cm);
   uv_timer_stop(&m->timer);
