@@ -5,7 +5,6 @@
  * reset handle would need curl_easy_reset and some twenty options again. http.fetch takes the
  * request as arguments (no options table), waits without a request handle and returns the
  * response table built here, headers parsed. */
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -328,9 +327,12 @@ static bool is_space(char c) {          /* Lua's %s within a line: no CR or LF t
 /* Pushes {lowercased name = value} for every line "name: value" (name without spaces or
  * colons, value trimmed); repeated names are joined with ", " (Set-Cookie with "\n"). Other
  * lines (the status line, folded continuations) are skipped. */
-void sl_http_push_headers(lua_State *L, const char *p, size_t len) {
+bool sl_http_push_headers(lua_State *L, const char *p, size_t len) {
   const char *end = p + len;
-  lua_createtable(L, 0, 8);
+  bool json = false;
+  int lines = 0;                           /* the table is sized for them: no rehash */
+  for (const char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) lines++;
+  lua_createtable(L, 0, lines > 1 ? lines - 1 : 0);
   luaL_Buffer key;
   while (p < end) {
     while (p < end && (*p == '\r' || *p == '\n')) p++;
@@ -344,8 +346,13 @@ void sl_http_push_headers(lua_State *L, const char *p, size_t len) {
     while (ve > v && is_space(ve[-1])) ve--;
     size_t klen = (size_t)(colon - line);
     char small[64], *lower = klen <= sizeof(small) ? small : luaL_buffinitsize(L, &key, klen);
-    for (size_t i = 0; i < klen; i++) lower[i] = (char)tolower((unsigned char)line[i]);
+    for (size_t i = 0; i < klen; i++) {
+      char c = line[i];
+      lower[i] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+    }
     bool cookie = klen == 10 && memcmp(lower, "set-cookie", 10) == 0;  /* before lower goes */
+    if (klen == 12 && memcmp(lower, "content-type", 12) == 0)
+      json = memmem(v, (size_t)(ve - v), "json", 4) != NULL;
     if (lower == small) lua_pushlstring(L, small, klen);
     else luaL_pushresultsize(&key, klen);  /* table, name */
     lua_pushvalue(L, -1);
@@ -359,10 +366,12 @@ void sl_http_push_headers(lua_State *L, const char *p, size_t len) {
     }
     lua_rawset(L, -3);
   }
+  return json;
 }
 
-/* The response as sandlot.http returns it, sized for the fields http.lua adds (attempts, json). */
-void sl_http_push_response(lua_State *L, Xfer *x) {
+/* The response as sandlot.http returns it, sized for the fields http.lua adds (attempts, json),
+ * then whether its content type mentions JSON (http.lua decides). Pushes 2 values. */
+int sl_http_push_response(lua_State *L, Xfer *x) {
   long status = 0, version = 0, redirects = 0, connects = 0;
   char *url = NULL;
   double total = 0;
@@ -375,7 +384,7 @@ void sl_http_push_response(lua_State *L, Xfer *x) {
   lua_createtable(L, 0, 11);
   lua_pushinteger(L, status);
   lua_setfield(L, -2, "status");
-  sl_http_push_headers(L, x->hbuf != NULL ? x->hbuf : "", x->hlen);
+  bool json = sl_http_push_headers(L, x->hbuf != NULL ? x->hbuf : "", x->hlen);
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, x->body != NULL ? x->body : "", x->blen);
   lua_setfield(L, -2, "body");
@@ -392,6 +401,8 @@ void sl_http_push_response(lua_State *L, Xfer *x) {
   lua_setfield(L, -2, "connects");
   lua_pushnumber(L, total);
   lua_setfield(L, -2, "duration");
+  lua_pushboolean(L, json);
+  return 2;
 }
 
 /* ---------------------------------------------------------------- http.fetch */
@@ -412,7 +423,7 @@ static int fetch_k(lua_State *L, int status, lua_KContext base) {
 
 /* http.fetch(method, url, headers, body, timeout, connect_timeout, max_body, unix_socket,
  *            follow, max_redirects, ca_file, ca_path, insecure, fresh_connect, raw_chunked)
- *   -> response {status, headers, body, http_version, ...} | nil, err
+ *   -> response {status, headers, body, http_version, ...}, maybe_json | nil, err
  * One request with its body in memory, waited for. Arguments, not a table: sandlot.http's
  * common path builds no options table (see the file's head). headers is a list of lines;
  * timeouts in seconds (nil or false: none); follow defaults to true. The body string is
@@ -463,9 +474,7 @@ int sl_http_fetch(lua_State *L) {
   m->depth--;
   sl_http_after(m);
   if (x->done) {                           /* failed at once: no wait */
-    int n = 1;
-    if (sl_http_failed(x)) n = sl_http_push_error(L, x);
-    else sl_http_push_response(L, x);
+    int n = sl_http_failed(x) ? sl_http_push_error(L, x) : sl_http_push_response(L, x);
     sl_http_free(x);
     return n;
   }

@@ -358,10 +358,7 @@ static void xfer_notify(Xfer *x) {
       break;
     case WAIT_FETCH:
       if (sl_http_failed(x)) n = sl_http_push_error(L, x);
-      else if (x->done) {
-        sl_http_push_response(L, x);
-        n = 1;
-      }
+      else if (x->done) n = sl_http_push_response(L, x);
       break;
     }
     if (n >= 0) {
