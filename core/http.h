@@ -34,26 +34,42 @@ typedef struct {
   size_t nhdrs;
 } SlHttpShape;
 
+typedef struct Multi Multi;
+
+/* One uv_poll per socket curl watches. A connection's socket keeps its Sock (and its poll,
+ * unreferenced) while the connection idles in curl's cache, so the next transfer on it
+ * restarts nothing: each uv_poll_start is two epoll_ctl calls, a new uv_poll three more and an
+ * ioctl. The Sock goes when curl closes the socket (CURLOPT_CLOSESOCKETFUNCTION). */
 typedef struct {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  int events;                              /* what the uv_poll watches now */
+  bool watched;                            /* curl wants it (until CURL_POLL_REMOVE) */
+  Multi *m;
+  SlHost *host;
+} Sock;
+
+typedef struct {                           /* Multi.fds[fd] */
+  Sock *k;
+  bool conn;                               /* a connection socket curl opened through us: its
+                                              close is reported (other sockets, such as the
+                                              resolver's, drop their Sock on REMOVE) */
+} FdSlot;
+
+struct Multi {
   CURLM *cm;
   uv_timer_t timer;
   SlHost *host;
   Xfer *live;                              /* every transfer not yet freed */
   Xfer *mark_head, *mark_tail;             /* transfers with news for their waiters */
   int depth;                               /* > 0 while inside curl (no removals then) */
-  int sockets;
+  int sockets;                             /* watched by curl now */
+  FdSlot *fds;                             /* by fd number, nfds of them */
+  int nfds;
   int pooled;                              /* idle transfers in pool[], each with its easy
                                               handle configured for x->shape (if shaped) */
   Xfer *pool[POOL_MAX];
-} Multi;
-
-typedef struct {
-  uv_poll_t poll;
-  curl_socket_t fd;
-  int events;                              /* what curl asked us to watch */
-  Multi *m;
-  SlHost *host;
-} Sock;
+};
 
 struct Xfer {
   Multi *m;                                /* NULL once the host is closing */
@@ -114,6 +130,8 @@ void sl_http_resume_recv(Xfer *x);        /* unpauses the download once the queu
 size_t sl_http_header_cb(char *data, size_t size, size_t n, void *ud);
 size_t sl_http_write_cb(char *data, size_t size, size_t n, void *ud);
 size_t sl_http_read_cb(char *out, size_t size, size_t n, void *ud);
+curl_socket_t sl_http_open_cb(void *ud, curlsocktype purpose, struct curl_sockaddr *addr);
+int sl_http_close_cb(void *ud, curl_socket_t fd);
 
 /* http_fetch.c: shapes, taking a pooled transfer, http.fetch */
 /* Reads a shape from the request table at opts; raises on misuse. Strings are borrowed from

@@ -136,6 +136,10 @@ static bool shape_apply(Xfer *x, const SlHttpShape *s, lua_State *L, int hidx) {
   curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, sl_http_open_cb);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x->m);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, sl_http_close_cb);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x->m);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, sl_http_header_cb);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sl_http_write_cb);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -21,10 +22,40 @@ static void sock_closed(uv_handle_t *handle) {
   free(k);
 }
 
+static FdSlot *fd_slot(Multi *m, curl_socket_t fd, bool grow) {
+  if (fd < 0) return NULL;
+  if (fd >= m->nfds) {
+    if (!grow) return NULL;
+    int n = m->nfds > 0 ? m->nfds : 64;
+    while (n <= fd) n *= 2;
+    FdSlot *nf = realloc(m->fds, (size_t)n * sizeof(*nf));
+    if (nf == NULL) return NULL;
+    memset(nf + m->nfds, 0, (size_t)(n - m->nfds) * sizeof(*nf));
+    m->fds = nf;
+    m->nfds = n;
+  }
+  return &m->fds[fd];
+}
+
+/* Closes k's poll (stopped by uv_close) and forgets it; the socket itself stays open. */
+static void sock_drop(Multi *m, Sock *k) {
+  FdSlot *slot = fd_slot(m, k->fd, false);
+  if (slot != NULL && slot->k == k) slot->k = NULL;
+  if (k->watched) m->sockets--;
+  uv_close((uv_handle_t *)&k->poll, sock_closed);
+}
+
 static void on_poll(uv_poll_t *poll, int status, int events) {
   Sock *k = poll->data;
   Multi *m = k->m;
   int flags = 0;
+  if (!k->watched) {
+    /* an idle connection spoke (the server closed it, most likely): stop listening, and let
+     * curl find out when it next picks the connection (it checks before reuse) */
+    uv_poll_stop(poll);
+    k->events = 0;
+    return;
+  }
   if (status < 0) {
     /* libuv stopped the handle (POLLERR, e.g. a reset): restart it and let curl's own
      * recv/send find the real error ("Connection reset by peer") */
@@ -46,15 +77,25 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
   (void)easy;
   Multi *m = userp;
   Sock *k = socketp;
+  FdSlot *slot = fd_slot(m, fd, what != CURL_POLL_REMOVE);
+  if (k == NULL && slot != NULL) k = slot->k;
   if (what == CURL_POLL_REMOVE) {
-    if (k != NULL) {
-      uv_poll_stop(&k->poll);
-      curl_multi_assign(m->cm, fd, NULL);
-      uv_close((uv_handle_t *)&k->poll, sock_closed);
-      m->sockets--;
+    if (k == NULL) return 0;
+    curl_multi_assign(m->cm, fd, NULL);
+    if (slot == NULL || !slot->conn) {     /* no close will be reported for it: go now */
+      sock_drop(m, k);
+      return 0;
     }
+    k->watched = false;                    /* kept for the connection's next transfer */
+    m->sockets--;
+    if (k->events & UV_WRITABLE) {         /* an idle socket is always writable */
+      uv_poll_stop(&k->poll);
+      k->events = 0;
+    }
+    uv_unref((uv_handle_t *)&k->poll);     /* an idle connection keeps no loop alive */
     return 0;
   }
+  if (slot == NULL) return -1;
   if (k == NULL) {
     k = calloc(1, sizeof(*k));
     if (k == NULL) return -1;
@@ -67,15 +108,50 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
     k->host = m->host;
     k->poll.data = k;
     sl_host_handle_opened(m->host);
+    slot->k = k;
+  }
+  if (!k->watched) {
+    k->watched = true;
+    uv_ref((uv_handle_t *)&k->poll);
     curl_multi_assign(m->cm, fd, k);
     m->sockets++;
   }
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  k->events = events;
-  uv_poll_start(&k->poll, events, on_poll);
+  if (events != k->events || !uv_is_active((uv_handle_t *)&k->poll)) {
+    k->events = events;
+    uv_poll_start(&k->poll, events, on_poll);
+  }
   return 0;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION (every easy handle): a connection's socket, marked so that its
+ * Sock may outlive curl's interest (its close comes through sl_http_close_cb). */
+curl_socket_t sl_http_open_cb(void *ud, curlsocktype purpose, struct curl_sockaddr *addr) {
+  Multi *m = ud;
+  (void)purpose;
+  curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  if (fd == CURL_SOCKET_BAD) return fd;
+  FdSlot *slot = fd_slot(m, fd, true);
+  if (slot == NULL) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  if (slot->k != NULL) sock_drop(m, slot->k);   /* a stale one of a reused number */
+  slot->conn = true;
+  return fd;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the Sock goes before the socket does. */
+int sl_http_close_cb(void *ud, curl_socket_t fd) {
+  Multi *m = ud;
+  FdSlot *slot = fd_slot(m, fd, false);
+  if (slot != NULL) {
+    if (slot->k != NULL) sock_drop(m, slot->k);
+    slot->conn = false;
+  }
+  return close(fd);
 }
 
 static void on_timeout(uv_timer_t *timer) {
@@ -328,7 +404,7 @@ static void xfer_notify(Xfer *x) {
   SlTask *t = x->reader;
   if (t != NULL) {
     lua_State *L = t->co;
-    luaL_checkstack(L, 4, NULL);
+    luaL_checkstack(L, 12, NULL);
     int n = -1;
     switch (x->wait_kind) {
     case WAIT_HEAD:
@@ -525,7 +601,12 @@ static void http_teardown(SlHost *h, void *data, int phase) {
   m->mark_head = m->mark_tail = NULL;
   while (m->pooled > 0) sl_http_release(m->pool[--m->pooled]);
   m->depth++;
-  curl_multi_cleanup(m->cm);
+  curl_multi_cleanup(m->cm);               /* closes the cached connections (sl_http_close_cb) */
+  for (int fd = 0; fd < m->nfds; fd++)
+    if (m->fds[fd].k != NULL) sock_drop(m, m->fds[fd].k);
+  free(m->fds);
+  m->fds = NULL;
+  m->nfds = 0;
   uv_timer_stop(&m->timer);
   uv_close((uv_handle_t *)&m->timer, multi_closed);
 }

@@ -502,6 +502,53 @@ describe("sandlot.http", function()
       assert.equal(mid, assert(get("/stats")).json.connections)
       clean_echo("after HEAD, redirects, max_body, unix socket and fresh_connect")
     end)
+
+    -- A pooled handle keeps the options of its shape (core/http_fetch.c): what curl changes
+    -- while it follows a redirect must not stay with the handle.
+    it("keeps a kept handle's POST after a redirect turned one of its POSTs into a GET", function()
+      for i = 1, 3 do
+        local res = assert(get("/redirect?to=/echo", { method = "POST", body = "x" }))
+        assert.equal("GET", res.json.method, "round " .. i)
+        res = assert(get("/echo", { method = "POST", body = "abc" }))
+        assert.equal("POST", res.json.method, "round " .. i)
+        assert.equal(3, res.json.bytes, "round " .. i)
+      end
+    end)
+
+    it("sends each request's own URL, body and header values on a kept handle", function()
+      for i = 1, 5 do
+        local res = assert(get("/echo?i=" .. i, { method = "PUT", body = ("b"):rep(i),
+                                                   headers = { ["X-N"] = tostring(i) } }))
+        assert.equal("PUT", res.json.method)
+        assert.equal(i, res.json.bytes)
+        assert.matches("X%-N: " .. i .. "\r?\n", res.json.headers)
+        assert.equal("i=" .. i, res.json.query)
+      end
+    end)
+  end)
+
+  describe("sockets", function()
+    -- A connection's socket keeps its poll while the connection idles in curl's cache
+    -- (core/http_multi.c); its close comes through curl's close-socket callback.
+    it("answers on new and kept connections alike while sockets come and go", function()
+      for i = 1, 40 do
+        local res = assert(get("/hello?i=" .. i, { fresh_connect = i % 3 == 0 }))
+        assert.equal("hello " .. i, res.body)
+      end
+      assert.equal(0, http.stats().sockets, "sockets still watched")
+    end)
+
+    it("notices a kept connection that the server closed while it idled", function()
+      local srv2 <close> = assert(http.serve({ idle_timeout = 0.1, handler = function()
+        return { status = 200, body = "ok" }
+      end }))
+      assert.equal("ok", assert(http.request({ url = srv2.url .. "/a" })).body)
+      assert.equal(1, srv2:stats().connections)
+      assert.is_truthy(h.eventually(function() return srv2:stats().connections == 0 end, 5))
+      sandlot.sleep(0.05)                  -- the closed socket's event comes to the loop
+      assert.equal("ok", assert(http.request({ url = srv2.url .. "/b", retry = false })).body)
+      assert.equal(0, http.stats().sockets)
+    end)
   end)
 
   describe("parse_headers", function()

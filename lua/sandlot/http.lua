@@ -419,11 +419,11 @@ local function send_fast(method, url, headers, body, opts, meta)
   end
 end
 
--- SANDLOT_RECORD / SANDLOT_REPLAY (lua/sandlot/_cassette.lua): the whole exchange, after its
--- retries, is one entry of the cassette
 -- One request: what every request needs, checked (method, url with its query, the header
 -- lines, the body or its producer), then the fast path (send_fast) unless it streams, uploads
--- or goes to a cassette. Errors blame the caller of http.request (level 2 here).
+-- or goes to a cassette. Errors blame the caller of http.request (level 2 here). With
+-- SANDLOT_RECORD / SANDLOT_REPLAY (lua/sandlot/_cassette.lua) the whole exchange, after its
+-- retries, is one entry of the cassette.
 local function request(opts, meta)
   local url = opts.url
   if url == nil then
