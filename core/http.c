@@ -302,7 +302,9 @@ static int http_stats(lua_State *L) {
   return 1;
 }
 
-/* http.parse_headers(raw) -> {lowercased name = value}: see sl_http_push_headers. */
+/* http.parse_headers(raw) -> {lowercased name = value}: every line "name: value" (name without
+ * spaces or colons, value trimmed); repeated names are joined with ", " (Set-Cookie with "\n").
+ * Other lines (the status line, folded continuations) are skipped (sl_http_push_headers). */
 static int http_parse_headers(lua_State *L) {
   luaL_checktype(L, 1, LUA_TSTRING);
   size_t len;

@@ -425,13 +425,15 @@ static int fetch_k(lua_State *L, int status, lua_KContext base) {
   return lua_gettop(L) - (int)base;
 }
 
-/* http.fetch(method, url, headers, body, timeout, connect_timeout, max_body, unix_socket,
- *            follow, max_redirects, ca_file, ca_path, insecure, fresh_connect, raw_chunked)
- *   -> response {status, headers, body, http_version, ...}, maybe_json | nil, err
- * One request with its body in memory, waited for. Arguments, not a table: sandlot.http's
- * common path builds no options table (see the file's head). headers is a list of lines;
- * timeouts in seconds (nil or false: none); follow defaults to true. The body string is
- * anchored on the caller's stack while the task waits. */
+/* http.fetch(method, url, headers, body, ...) -> response, maybe_json | nil, err
+ * One request with its body in memory, waited for. The arguments after body: timeout,
+ * connect_timeout, max_body, unix_socket, follow, max_redirects, ca_file, ca_path, insecure,
+ * fresh_connect, raw_chunked. Arguments, not a table: sandlot.http's common path builds no
+ * options table (see the file's head). headers is a list of lines; timeouts in seconds (nil
+ * or false: none); follow defaults to true. response is {status, headers, body, http_version,
+ * body_bytes, effective_url, redirects, connects, duration}; maybe_json tells whether its
+ * content type mentions JSON. The body string is anchored on the caller's stack while the
+ * task waits. */
 int sl_http_fetch(lua_State *L) {
   SlHttpShape s;
   memset(&s, 0, sizeof(s));

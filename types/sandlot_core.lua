@@ -158,6 +158,8 @@ package.loaded["sandlot.core.ws"] = sandlot_core_ws
 local sandlot_core_http = {}
 ---http.escape(s) -> percent-encoded s
 function sandlot_core_http.escape(s) end
+---http.fetch(method, url, headers, body, ...) -> response, maybe_json | nil, err
+function sandlot_core_http.fetch(method, url, headers, body, ...) end
 ---http.parse_headers(raw) -> {lowercased name = value}: every line "name: value" (name without
 function sandlot_core_http.parse_headers(raw) end
 ---http.parse_request(bytes [, chunk [, max_head [, max_body]]]) -> {req, ...}, used | nil,
