@@ -41,7 +41,9 @@ static FdSlot *fd_slot(Multi *m, curl_socket_t fd, bool grow) {
 static void sock_drop(Multi *m, Sock *k) {
   FdSlot *slot = fd_slot(m, k->fd, false);
   if (slot != NULL && slot->k == k) slot->k = NULL;
+  if (uv_is_closing((uv_handle_t *)&k->poll)) return;
   if (k->watched) m->sockets--;
+  k->watched = false;
   uv_close((uv_handle_t *)&k->poll, sock_closed);
 }
 
@@ -78,6 +80,10 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
   Multi *m = userp;
   Sock *k = socketp;
   FdSlot *slot = fd_slot(m, fd, what != CURL_POLL_REMOVE);
+  if (k != NULL && uv_is_closing((uv_handle_t *)&k->poll)) {   /* dropped: its fd was closed */
+    curl_multi_assign(m->cm, fd, NULL);
+    k = NULL;
+  }
   if (k == NULL && slot != NULL) k = slot->k;
   if (what == CURL_POLL_REMOVE) {
     if (k == NULL) return 0;
