@@ -1,9 +1,8 @@
-/* http.c: sandlot.core.http, the Lua face: request options into an easy handle, the
- * sandlot.http.request handle (headers, read, wait, write, finish, close), stats, the header
- * parsers. Response bodies are captured (within max_body) or queued for req:read() with
+/* http.c: sandlot.core.http, the Lua face: request options read into a shape (http_fetch.c
+ * takes a pooled easy handle configured for it), the sandlot.http.request handle (headers,
+ * read, wait, write, finish, close), stats, the header parsers. Response bodies are captured (within max_body) or queued for req:read() with
  * backpressure; request bodies come from a string, a file or req:write() chunks (the producer).
  * The transfers run in http_multi.c; the upgraded raw stream is in http_upgrade.c. */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -365,7 +364,8 @@ static const luaL_Reg req_meta[] = {
 };
 
 static const luaL_Reg http_funcs[] = {
-  {"request", http_request}, {"fetch", sl_http_fetch}, {"stats", http_stats}, {"escape", http_escape},
+  {"request", http_request}, {"fetch", sl_http_fetch}, {"stats", http_stats},
+  {"escape", http_escape},
   {"parse_headers", http_parse_headers}, {"upgrade", sl_http_upgrade},
   {"parse_response_head", http_parse_response_head}, {"serve", sl_http_serve},
   {"parse_request", sl_http_parse_request}, {NULL, NULL}
