@@ -75,6 +75,23 @@ describe("sandlot.http", function()
   end)
 
   describe("failures", function()
+    it("raises for an unknown option, a list entry or opts that are not a table", function()
+      for _, case in ipairs({
+        { { url = base .. "/hello", timout = 1 },
+          "unknown option 'timout' %(did you mean 'timeout'" },
+        { { url = base .. "/hello", "x" }, "unknown option '1'" },
+        { { url = base .. "/hello", [true] = 1 }, "unknown option 'true'" },
+      }) do
+        local ok, err = pcall(http.request, case[1])
+        assert.is_false(ok)
+        assert.matches("http.request: " .. case[2], err)
+      end
+      local ok, err = pcall(http.request, "x")
+      assert.is_false(ok)
+      assert.matches("http.request: opts must be a table", err)
+      assert.equal("hello 0", assert(http.request({ url = base .. "/hello", timeout = 5 })).body)
+    end)
+
     it("reports a refused connection as unavailable with curl's reason", function()
       local res, err = http.request{ url = "http://127.0.0.1:1/x", retry = false }
       assert.is_nil(res)

@@ -171,6 +171,8 @@ function sandlot_core_http.request(opts) end
 function sandlot_core_http.serve(...) end
 ---http.stats() -> {requests = live transfers, sockets = watched sockets, pooled = idle easy
 function sandlot_core_http.stats() end
+---http.unknown(opts, known) -> bool: true when opts is not a table or has a key that known
+function sandlot_core_http.unknown(opts, known) end
 function sandlot_core_http.upgrade(...) end
 package.loaded["sandlot.core.http"] = sandlot_core_http
 

@@ -515,9 +515,9 @@ function M.request(defaults, opts)
     end
     opts = merged
   end
-  if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
-  for k in next, opts do   -- what check.opts checks; it runs only to raise for a wrong key
-    if not known[k] then check.opts(opts, known, "http.request") end
+  if core.unknown(opts, known) then   -- what check.opts checks, in one call; it raises
+    if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
+    check.opts(opts, known, "http.request")
   end
   if not telemetry._active then return request(opts, nil) end   -- no span: no metadata
   local meta = {}
