@@ -75,6 +75,22 @@ describe("sandlot.http", function()
   end)
 
   describe("failures", function()
+    it("merges defaults and opts: opts win, headers merge one level down", function()
+      local defaults = { base_url = base, timeout = 5, headers = { ["X-A"] = "1", ["X-B"] = "d" } }
+      local res = assert(http.request(defaults, { path = "/echo", headers = { ["X-B"] = "o" } }))
+      assert.matches("X%-A: 1\r?\n", res.json.headers)
+      assert.matches("X%-B: o\r?\n", res.json.headers)
+      assert.not_matches("X%-B: d", res.json.headers)
+      assert.same({ ["X-A"] = "1", ["X-B"] = "d" }, defaults.headers)   -- left as it was
+      res = assert(http.request(defaults, { path = "echo", timeout = 10 }))
+      assert.equal("/echo", res.json.path)                         -- joined with one "/"
+      assert.matches("X%-B: d\r?\n", res.json.headers)
+      assert.equal(5, defaults.timeout)
+      res = assert(http.request({ base_url = base .. "//", path = "/hello" }))
+      assert.equal("hello 0", res.body)
+      assert.has_error(function() http.request(defaults, "x") end)
+    end)
+
     it("raises for an unknown option, a list entry or opts that are not a table", function()
       for _, case in ipairs({
         { { url = base .. "/hello", timout = 1 },

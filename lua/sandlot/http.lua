@@ -21,6 +21,7 @@ local sys = require("sandlot.core.sys")
 ---@field json? any the decoded body, with want = "json"
 
 local M = {}
+local byte = string.byte
 
 M.DEFAULT_TIMEOUT = 60                  -- seconds per attempt
 M.DEFAULT_CONNECT_TIMEOUT = 10
@@ -430,7 +431,9 @@ local function request(opts, meta)
     if opts.path == nil then error("http.request: opts.url or opts.path is required", 2) end
     local base = opts.base_url or (opts.unix_socket and "http://localhost")
     if base == nil then error("http.request: opts.path needs opts.base_url or unix_socket", 2) end
-    url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
+    local path = opts.path
+    if byte(base, -1) == 47 then base = base:gsub("/+$", "") end          -- "/"
+    url = byte(path, 1) == 47 and base .. path or base .. "/" .. path
   end
   if type(url) ~= "string" then error("http.request: opts.url must be a string", 2) end
   if opts.query ~= nil then
@@ -502,18 +505,8 @@ end
 function M.request(defaults, opts)
   if opts == nil then opts = defaults
   elseif type(defaults) == "table" then
-    local merged = {}
-    for k, v in pairs(defaults) do merged[k] = v end
-    for k, v in pairs(opts) do
-      if k == "headers" and type(defaults.headers) == "table" then
-        local hs = {}
-        for hk, hv in pairs(defaults.headers) do hs[hk] = hv end
-        for hk, hv in pairs(v) do hs[hk] = hv end
-        v = hs
-      end
-      merged[k] = v
-    end
-    opts = merged
+    if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
+    opts = core.merge(defaults, opts)  -- defaults' fields, then opts' (headers merged too)
   end
   if core.unknown(opts, known) then   -- what check.opts checks, in one call; it raises
     if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
@@ -593,7 +586,9 @@ function M.upgrade(opts)
     end
     local base = opts.base_url or (opts.unix_socket and "http://localhost")
     if base == nil then error("http.upgrade: opts.path needs opts.base_url or unix_socket", 2) end
-    url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
+    local path = opts.path
+    if byte(base, -1) == 47 then base = base:gsub("/+$", "") end          -- "/"
+    url = byte(path, 1) == 47 and base .. path or base .. "/" .. path
   end
   if type(url) ~= "string" then error("http.upgrade: opts.url must be a string", 2) end
   if opts.insecure ~= nil and type(opts.insecure) ~= "boolean" then
