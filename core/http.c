@@ -3,11 +3,13 @@
  * read, wait, write, finish, close), stats, the header parsers. Response bodies are captured (within max_body) or queued for req:read() with
  * backpressure; request bodies come from a string, a file or req:write() chunks (the producer).
  * The transfers run in http_multi.c; the upgraded raw stream is in http_upgrade.c. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -367,6 +369,87 @@ static int http_unknown(lua_State *L) {
   return 1;
 }
 
+static bool name_ok(const char *s, size_t n) {   /* RFC 9110 token: ^[%w!#$%%&'*+.^_`|~-]+$ */
+  if (n == 0) return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '\0' || (!isalnum(c) && strchr("!#$%&'*+.^_`|~-", c) == NULL)) return false;
+  }
+  return true;
+}
+
+/* Inserts the string on top into the sorted list at idx (n entries), keeping it sorted as
+ * table.sort would (lua_compare); pops it. Lists are a few lines: insertion is cheapest. */
+static void insert_sorted(lua_State *L, int idx, int n) {
+  int i = n;
+  for (; i >= 1; i--) {
+    lua_rawgeti(L, idx, i);
+    bool after = lua_compare(L, -1, -2, LUA_OPLT);
+    if (after) {
+      lua_pop(L, 1);
+      break;
+    }
+    lua_rawseti(L, idx, i + 1);            /* shifts entry i up */
+  }
+  lua_rawseti(L, idx, i + 1);
+}
+
+/* http.header_lines(headers, has_json, user_agent) -> {"Name: value", ...} | nil, why
+ * sandlot.http's header list: names checked as tokens, values given with tostring and
+ * refused with CR, LF or NUL (false drops a header), Content-Type for JSON and the
+ * User-Agent added unless given (any case), sorted. why is sandlot.http's own wording. */
+static int http_header_lines(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  bool has_json = lua_toboolean(L, 2);
+  luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+  lua_newtable(L);                         /* [headers, has_json, ua, lines] */
+  int n = 0;
+  bool ct = false, ua = false;
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {            /* [..., lines, name, value] */
+    size_t klen = 0, vlen;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+    if (k == NULL || !name_ok(k, klen)) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "http: invalid header name ");
+      luaL_tolstring(L, -4, NULL);         /* the name as tostring gives it, NULs and all */
+      lua_concat(L, 2);
+      return 2;
+    }
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    const char *v = luaL_tolstring(L, -1, &vlen);                 /* [..., name, value, v] */
+    if (memchr(v, '\r', vlen) || memchr(v, '\n', vlen) || memchr(v, '\0', vlen)) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "http: header %s contains CR, LF or NUL", k);
+      return 2;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, k, klen);
+    luaL_addlstring(&b, ": ", 2);
+    luaL_addlstring(&b, v, vlen);
+    luaL_pushresult(&b);                   /* [..., name, value, v, line] */
+    lua_replace(L, -3);                    /* [..., name, line, v] */
+    lua_pop(L, 1);
+    insert_sorted(L, 4, n++);              /* [..., name] */
+    if (klen == 12 && strncasecmp(k, "content-type", 12) == 0) ct = true;
+    if (klen == 10 && strncasecmp(k, "user-agent", 10) == 0) ua = true;
+  }
+  if (has_json && !ct) {
+    lua_pushliteral(L, "Content-Type: application/json");
+    insert_sorted(L, 4, n++);
+  }
+  if (!ua) {
+    lua_pushvalue(L, 3);
+    insert_sorted(L, 4, n++);
+  }
+  return 1;
+}
+
 static int field_count(lua_State *L, int idx) {
   int n = 0;
   lua_pushnil(L);
@@ -433,6 +516,7 @@ static const luaL_Reg req_meta[] = {
 static const luaL_Reg http_funcs[] = {
   {"request", http_request}, {"fetch", sl_http_fetch}, {"stats", http_stats},
   {"escape", http_escape}, {"unknown", http_unknown}, {"merge", http_merge},
+  {"header_lines", http_header_lines},
   {"parse_headers", http_parse_headers}, {"upgrade", sl_http_upgrade},
   {"parse_response_head", http_parse_response_head}, {"serve", sl_http_serve},
   {"parse_request", sl_http_parse_request}, {NULL, NULL}

@@ -105,6 +105,22 @@ describe("sandlot.http", function()
       local ok, err = pcall(http.request, "x")
       assert.is_false(ok)
       assert.matches("http.request: opts must be a table", err)
+      for _, case in ipairs({
+        { { ["Bad Name"] = "1" }, "http: invalid header name Bad Name" },
+        { { [1] = "x" }, "http: invalid header name 1" },
+        { { X = "a\r\nB: c" }, "http: header X contains CR, LF or NUL" },
+        { { X = "a\0" }, "http: header X contains CR, LF or NUL" },
+      }) do
+        local hok, herr = pcall(http.request, { url = base .. "/echo", headers = case[1] })
+        assert.is_false(hok)
+        assert.matches(case[2], herr, 1, true)
+      end
+      local res = assert(http.request({ url = base .. "/echo", headers = {
+        ["X-N"] = 42, ["X-Gone"] = false, ["user-agent"] = "mine/1" } }))
+      assert.matches("X%-N: 42\r?\n", res.json.headers)
+      assert.not_matches("X%-Gone", res.json.headers)
+      assert.matches("user%-agent: mine/1\r?\n", res.json.headers)
+      assert.not_matches("sandlot/", res.json.headers)
       assert.equal("hello 0", assert(http.request({ url = base .. "/hello", timeout = 5 })).body)
     end)
 

@@ -160,6 +160,8 @@ local sandlot_core_http = {}
 function sandlot_core_http.escape(s) end
 ---http.fetch(method, url, headers, body, ...) -> response, maybe_json | nil, err
 function sandlot_core_http.fetch(method, url, headers, body, ...) end
+---http.header_lines(headers, has_json, user_agent) -> {"Name: value", ...} | nil, why
+function sandlot_core_http.header_lines(headers, has_json, user_agent) end
 ---http.merge(defaults, opts) -> table: a new table with the fields of defaults, then those of
 function sandlot_core_http.merge(defaults, opts) end
 ---http.parse_headers(raw) -> {lowercased name = value}: every line "name: value" (name without

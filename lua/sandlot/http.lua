@@ -122,25 +122,13 @@ local USER_AGENT = "User-Agent: sandlot/" .. require("sandlot.core").version
 local plain_list = { USER_AGENT }
 local json_list = { "Content-Type: application/json", USER_AGENT }   -- sorted, as below
 
+-- The header lines of a request (core.header_lines: names checked as tokens, values with
+-- tostring and without CR, LF or NUL, false dropping one, Content-Type for JSON and our
+-- User-Agent unless given, sorted); a bad one raises at `level`.
 local function header_list(headers, has_json, level)
   if not headers then return has_json and json_list or plain_list end
-  local list, seen = {}, {}
-  for k, v in pairs(headers) do
-    if type(k) ~= "string" or not k:match("^[%w!#$%%&'*+.^_`|~-]+$") then
-      error("http: invalid header name " .. tostring(k), level)
-    end
-    if v ~= false and v ~= nil then
-      v = tostring(v)
-      if v:find("[\r\n%z]") then error("http: header " .. k .. " contains CR, LF or NUL", level) end
-      list[#list + 1] = k .. ": " .. v
-      seen[k:lower()] = true
-    end
-  end
-  if has_json and not seen["content-type"] then
-    list[#list + 1] = "Content-Type: application/json"
-  end
-  if not seen["user-agent"] then list[#list + 1] = USER_AGENT end
-  table.sort(list)
+  local list, why = core.header_lines(headers, has_json, USER_AGENT)
+  if not list then error(why, level) end
   return list
 end
 
