@@ -1,6 +1,6 @@
-/* http.c: sandlot.core.http, the Lua face: request options into an easy handle, the
- * sandlot.http.request handle (headers, read, wait, write, finish, close), stats, the header
- * parsers. Response bodies are captured (within max_body) or queued for req:read() with
+/* http.c: sandlot.core.http, the Lua face: request options read into a shape (http_fetch.c
+ * takes a pooled easy handle configured for it), the sandlot.http.request handle (headers,
+ * read, wait, write, finish, close), stats, the header parsers. Response bodies are captured (within max_body) or queued for req:read() with
  * backpressure; request bodies come from a string, a file or req:write() chunks (the producer).
  * The transfers run in http_multi.c; the upgraded raw stream is in http_upgrade.c. */
 #include <ctype.h>
@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,134 +31,30 @@ static const char *opt_str(lua_State *L, int opts, const char *field) {
   return s;
 }
 
-static double opt_num(lua_State *L, int opts, const char *field) {
-  lua_getfield(L, opts, field);
-  double v = luaL_optnumber(L, -1, 0);
-  lua_pop(L, 1);
-  return v;
-}
-
-static bool opt_bool(lua_State *L, int opts, const char *field, bool dflt) {
-  lua_getfield(L, opts, field);
-  bool v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
-/* Configures the easy handle from opts (validated by sandlot.http). Returns an error message
- * for the world's failures (a body file that cannot be opened), NULL when all is set. */
-static const char *xfer_setup(lua_State *L, int opts, Xfer *x, int *err_errno) {
-  CURL *e = x->easy;
-  const char *method = opt_str(L, opts, "method");
-  const char *url = opt_str(L, opts, "url");
-  luaL_argcheck(L, url != NULL, 1, "opts.url is required");
-  if (method == NULL) method = "GET";
-  curl_easy_setopt(e, CURLOPT_URL, url);
-  curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, sl_http_header_cb);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sl_http_write_cb);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");          /* whatever curl can decode */
-  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  x->follow = opt_bool(L, opts, "follow", true);
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, x->follow ? 1L : 0L);
-  lua_getfield(L, opts, "max_redirects");
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)luaL_optinteger(L, -1, 10));
-  lua_pop(L, 1);
-  double timeout = opt_num(L, opts, "timeout"), connect = opt_num(L, opts, "connect_timeout");
-  if (timeout > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1e3 + 0.5));
-  if (connect > 0) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect * 1e3 + 0.5));
-  const char *sock = opt_str(L, opts, "unix_socket");
-  if (sock != NULL) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, sock);
-  const char *ca_file = opt_str(L, opts, "ca_file"), *ca_path = opt_str(L, opts, "ca_path");
-  if (ca_file != NULL) curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
-  if (ca_path != NULL) curl_easy_setopt(e, CURLOPT_CAPATH, ca_path);
-  if (opt_bool(L, opts, "insecure", false)) {
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-  }
-  if (opt_bool(L, opts, "fresh_connect", false)) {
-    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
-    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
-  }
-  if (opt_bool(L, opts, "raw_chunked", false)) {
-    /* the body as it came, chunked framing included, over HTTP/1.1: for services whose
-     * message boundaries are the chunks (Sprites' HTTP exec); curl still finds the end */
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 0L);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
-  }
-  x->stream = opt_bool(L, opts, "stream", false);
-  lua_Number max_body = opt_num(L, opts, "max_body");
-  if (max_body > 0) {
-    x->max_body = (size_t)max_body;
-    if (!x->stream) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
-  }
-
-  if (lua_getfield(L, opts, "headers") == LUA_TTABLE) {      /* {"Name: value", ...} */
-    lua_Integer n = luaL_len(L, -1);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      const char *line = luaL_checkstring(L, -1);
-      struct curl_slist *nl = curl_slist_append(x->hdrs, line);
-      if (nl == NULL) luaL_error(L, "sandlot.http: out of memory");
-      x->hdrs = nl;
-      lua_pop(L, 1);
+/* The upload of a body_file or producer request: what its shape leaves per request. Returns
+ * the file name for the world's failures (a body file that cannot be opened), else NULL. */
+static const char *upload_setup(lua_State *L, int opts, Xfer *x, int *err_errno) {
+  curl_off_t size = -1;
+  if (x->body_kind == BODY_FILE) {
+    const char *file = opt_str(L, opts, "body_file");
+    x->fd = open(file, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (x->fd < 0 || fstat(x->fd, &st) != 0) {
+      *err_errno = errno;
+      return file;
     }
-  }
-  lua_pop(L, 1);
-
-  size_t body_len = 0;
-  lua_getfield(L, opts, "body");
-  const char *body = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &body_len);
-  lua_pop(L, 1);
-  const char *file = opt_str(L, opts, "body_file");
-  bool producer = opt_bool(L, opts, "body_producer", false);
-  double body_size = opt_num(L, opts, "body_size");
-  bool is_get = strcmp(method, "GET") == 0, is_head = strcmp(method, "HEAD") == 0;
-  if (file != NULL || producer) {
-    curl_off_t size = -1;
-    if (file != NULL) {
-      x->fd = open(file, O_RDONLY | O_CLOEXEC);
-      struct stat st;
-      if (x->fd < 0 || fstat(x->fd, &st) != 0) {
-        *err_errno = errno;
-        return file;
-      }
-      if (!S_ISREG(st.st_mode)) {
-        *err_errno = EISDIR;
-        return file;
-      }
-      size = (curl_off_t)st.st_size;
-      x->body_kind = BODY_FILE;
-    } else {
-      x->body_kind = BODY_PRODUCER;
-      if (body_size > 0) size = (curl_off_t)body_size;
+    if (!S_ISREG(st.st_mode)) {
+      *err_errno = EISDIR;
+      return file;
     }
-    curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, sl_http_read_cb);
-    curl_easy_setopt(e, CURLOPT_READDATA, x);
-    curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, size);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    x->hdrs = curl_slist_append(x->hdrs, "Expect:");          /* no 100-continue round trip */
-  } else if (body != NULL || (!is_get && !is_head && strcmp(method, "DELETE") != 0 &&
-                              strcmp(method, "OPTIONS") != 0)) {
-    x->body_kind = BODY_STRING;            /* the string is anchored by opts */
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body != NULL ? body : "");
-    if (strcmp(method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    x->hdrs = curl_slist_append(x->hdrs, "Expect:");
-  } else if (is_head) {
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-  } else if (!is_get) {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    size = (curl_off_t)st.st_size;
+  } else {
+    lua_getfield(L, opts, "body_size");
+    double body_size = luaL_optnumber(L, -1, 0);
+    lua_pop(L, 1);
+    if (body_size > 0) size = (curl_off_t)body_size;
   }
-  if (x->hdrs != NULL) curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+  curl_easy_setopt(x->easy, CURLOPT_INFILESIZE_LARGE, size);
   return NULL;
 }
 
@@ -167,26 +64,31 @@ static int http_request(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   Multi *m = sl_http_multi(L);
+  SlHttpShape s;
+  int hidx;
+  sl_http_shape_read(L, 1, &s, &hidx);     /* raises for misuse before anything is taken */
+  const char *url = opt_str(L, 1, "url");
+  luaL_argcheck(L, url != NULL, 1, "opts.url is required");
+  size_t body_len = 0;
+  lua_getfield(L, 1, "body");
+  const char *body = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &body_len);
+  lua_pop(L, 1);
   ReqBox *box = lua_newuserdatauv(L, sizeof(*box), 2);   /* opts, the chunk being sent */
   box->x = NULL;
   luaL_setmetatable(L, REQ_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
-  Xfer *x = calloc(1, sizeof(*x));
+  Xfer *x = sl_http_take(m, L, &s, hidx);
   if (x == NULL) return luaL_error(L, "sandlot.http: out of memory");
-  x->fd = -1;
-  x->m = m;
-  x->next = m->live;
-  if (m->live != NULL) m->live->prev = x;
-  m->live = x;
   box->x = x;                              /* from here on __gc frees x whatever happens */
-  x->easy = m->pooled > 0 ? m->pool[--m->pooled] : curl_easy_init();
-  if (x->easy == NULL) return luaL_error(L, "sandlot.http: out of memory");
-  int eno = 0;
-  const char *bad = xfer_setup(L, 1, x, &eno);
-  if (bad != NULL) {
-    x->done = true;
-    return sl_fail(L, sl_code_for_errno(eno), "body_file %s: %s", bad, strerror(eno));
+  sl_http_set_target(x, url, body, body_len);
+  if (x->body_kind == BODY_FILE || x->body_kind == BODY_PRODUCER) {
+    int eno = 0;
+    const char *bad = upload_setup(L, 1, x, &eno);
+    if (bad != NULL) {
+      x->done = true;
+      return sl_fail(L, sl_code_for_errno(eno), "body_file %s: %s", bad, strerror(eno));
+    }
   }
   CURLMcode mc = curl_multi_add_handle(m->cm, x->easy);
   if (mc != CURLM_OK) {
@@ -401,46 +303,14 @@ static int http_stats(lua_State *L) {
   return 1;
 }
 
-static bool is_space(char c) {          /* Lua's %s within a line: no CR or LF there */
-  return c == ' ' || c == '\t' || c == '\v' || c == '\f';
-}
-
 /* http.parse_headers(raw) -> {lowercased name = value}: every line "name: value" (name without
  * spaces or colons, value trimmed); repeated names are joined with ", " (Set-Cookie with "\n").
- * Other lines (the status line, folded continuations) are skipped. */
+ * Other lines (the status line, folded continuations) are skipped (sl_http_push_headers). */
 static int http_parse_headers(lua_State *L) {
   luaL_checktype(L, 1, LUA_TSTRING);
   size_t len;
-  const char *p = lua_tolstring(L, 1, &len), *end = p + len;
-  lua_createtable(L, 0, 8);
-  luaL_Buffer key;
-  while (p < end) {
-    while (p < end && (*p == '\r' || *p == '\n')) p++;
-    const char *line = p;
-    while (p < end && *p != '\r' && *p != '\n') p++;
-    const char *eol = p, *colon = line;
-    while (colon < eol && *colon != ':' && !is_space(*colon)) colon++;
-    if (colon == line || colon == eol || *colon != ':') continue;
-    const char *v = colon + 1, *ve = eol;
-    while (v < ve && is_space(*v)) v++;
-    while (ve > v && is_space(ve[-1])) ve--;
-    size_t klen = (size_t)(colon - line);
-    char small[64], *lower = klen <= sizeof(small) ? small : luaL_buffinitsize(L, &key, klen);
-    for (size_t i = 0; i < klen; i++) lower[i] = (char)tolower((unsigned char)line[i]);
-    bool cookie = klen == 10 && memcmp(lower, "set-cookie", 10) == 0;  /* before lower goes */
-    if (lower == small) lua_pushlstring(L, small, klen);
-    else luaL_pushresultsize(&key, klen);  /* table, name */
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TNIL) {   /* table, name, nil */
-      lua_pop(L, 1);
-      lua_pushlstring(L, v, (size_t)(ve - v));
-    } else {                               /* table, name, previous */
-      lua_pushstring(L, cookie ? "\n" : ", ");
-      lua_pushlstring(L, v, (size_t)(ve - v));
-      lua_concat(L, 3);
-    }
-    lua_rawset(L, -3);
-  }
+  const char *p = lua_tolstring(L, 1, &len);
+  sl_http_push_headers(L, p, len);
   return 1;
 }
 
@@ -474,6 +344,154 @@ static int http_parse_response_head(lua_State *L) {
   return 1;
 }
 
+/* http.unknown(opts, known) -> bool: true when opts is not a table or has a key that known
+ * lacks. sandlot.http's per-request option check in one call instead of a next() per key; the
+ * error and its wording stay in Lua (sandlot._check). */
+static int http_unknown(lua_State *L) {
+  if (!lua_istable(L, 1)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {            /* [opts, known, key, value] */
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    bool known = lua_rawget(L, 2) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!known) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+static bool name_ok(const char *s, size_t n) {   /* RFC 9110 token: ^[%w!#$%%&'*+.^_`|~-]+$ */
+  if (n == 0) return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '\0' || (!isalnum(c) && strchr("!#$%&'*+.^_`|~-", c) == NULL)) return false;
+  }
+  return true;
+}
+
+/* Inserts the string on top into the sorted list at idx (n entries), keeping it sorted as
+ * table.sort would (lua_compare); pops it. Lists are a few lines: insertion is cheapest. */
+static void insert_sorted(lua_State *L, int idx, int n) {
+  int i = n;
+  for (; i >= 1; i--) {
+    lua_rawgeti(L, idx, i);
+    bool after = lua_compare(L, -1, -2, LUA_OPLT);
+    if (after) {
+      lua_pop(L, 1);
+      break;
+    }
+    lua_rawseti(L, idx, i + 1);            /* shifts entry i up */
+  }
+  lua_rawseti(L, idx, i + 1);
+}
+
+/* http.header_lines(headers, has_json, user_agent) -> {"Name: value", ...} | nil, why
+ * sandlot.http's header list: names checked as tokens, values given with tostring and
+ * refused with CR, LF or NUL (false drops a header), Content-Type for JSON and the
+ * User-Agent added unless given (any case), sorted. why is sandlot.http's own wording. */
+static int http_header_lines(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  bool has_json = lua_toboolean(L, 2);
+  luaL_checkstring(L, 3);
+  lua_settop(L, 3);
+  lua_newtable(L);                         /* [headers, has_json, ua, lines] */
+  int n = 0;
+  bool ct = false, ua = false;
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {            /* [..., lines, name, value] */
+    size_t klen = 0, vlen;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+    if (k == NULL || !name_ok(k, klen)) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "http: invalid header name ");
+      luaL_tolstring(L, -4, NULL);         /* the name as tostring gives it, NULs and all */
+      lua_concat(L, 2);
+      return 2;
+    }
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    const char *v = luaL_tolstring(L, -1, &vlen);                 /* [..., name, value, v] */
+    if (memchr(v, '\r', vlen) || memchr(v, '\n', vlen) || memchr(v, '\0', vlen)) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "http: header %s contains CR, LF or NUL", k);
+      return 2;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, k, klen);
+    luaL_addlstring(&b, ": ", 2);
+    luaL_addlstring(&b, v, vlen);
+    luaL_pushresult(&b);                   /* [..., name, value, v, line] */
+    lua_replace(L, -3);                    /* [..., name, line, v] */
+    lua_pop(L, 1);
+    insert_sorted(L, 4, n++);              /* [..., name] */
+    if (klen == 12 && strncasecmp(k, "content-type", 12) == 0) ct = true;
+    if (klen == 10 && strncasecmp(k, "user-agent", 10) == 0) ua = true;
+  }
+  if (has_json && !ct) {
+    lua_pushliteral(L, "Content-Type: application/json");
+    insert_sorted(L, 4, n++);
+  }
+  if (!ua) {
+    lua_pushvalue(L, 3);
+    insert_sorted(L, 4, n++);
+  }
+  return 1;
+}
+
+static int field_count(lua_State *L, int idx) {
+  int n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    lua_pop(L, 1);
+    n++;
+  }
+  return n;
+}
+
+/* Copies the fields of the table at src into the table at dst (raw sets). */
+static void copy_fields(lua_State *L, int dst, int src) {
+  lua_pushnil(L);
+  while (lua_next(L, src) != 0) {          /* [..., key, value] */
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, dst);
+  }
+}
+
+/* http.merge(defaults, opts) -> table: a new table with the fields of defaults, then those of
+ * opts; when both have a headers table the result's is a new one, the names of opts' winning.
+ * sandlot.http.request(defaults, opts) in one call, the table sized for what it holds. */
+static int http_merge(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  lua_createtable(L, 0, field_count(L, 1) + field_count(L, 2));   /* [defaults, opts, merged] */
+  copy_fields(L, 3, 1);
+  copy_fields(L, 3, 2);
+  if (lua_getfield(L, 2, "headers") != LUA_TNIL &&                /* [..., opts.headers] */
+      lua_getfield(L, 1, "headers") == LUA_TTABLE) {              /* [..., defaults.headers] */
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_createtable(L, 0, field_count(L, 5) + field_count(L, 4));
+    copy_fields(L, 6, 5);
+    copy_fields(L, 6, 4);
+    lua_setfield(L, 3, "headers");
+  }
+  lua_settop(L, 3);
+  return 1;
+}
+
 /* http.escape(s) -> percent-encoded s */
 static int http_escape(lua_State *L) {
   size_t len;
@@ -496,7 +514,9 @@ static const luaL_Reg req_meta[] = {
 };
 
 static const luaL_Reg http_funcs[] = {
-  {"request", http_request}, {"stats", http_stats}, {"escape", http_escape},
+  {"request", http_request}, {"fetch", sl_http_fetch}, {"stats", http_stats},
+  {"escape", http_escape}, {"unknown", http_unknown}, {"merge", http_merge},
+  {"header_lines", http_header_lines},
   {"parse_headers", http_parse_headers}, {"upgrade", sl_http_upgrade},
   {"parse_response_head", http_parse_response_head}, {"serve", sl_http_serve},
   {"parse_request", sl_http_parse_request}, {NULL, NULL}

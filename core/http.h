@@ -13,32 +13,63 @@
 
 #define REQ_MT "sandlot.http.request"
 #define HEADERS_MAX (256u << 10)
-#define POOL_MAX 64                      /* idle easy handles kept for reuse */
+#define POOL_MAX 64                      /* idle transfers (with their easy handles) kept */
 
 typedef struct Xfer Xfer;
 
+enum { BODY_NONE, BODY_STRING, BODY_FILE, BODY_PRODUCER };
+enum { WAIT_NONE, WAIT_HEAD, WAIT_READ, WAIT_DONE, WAIT_FETCH };
+
+/* A request's shape: everything that configures an easy handle except the URL and the body.
+ * A pooled transfer keeps the options of its last shape set on its easy handle, and a request
+ * of the same shape only sets its URL (and body) on it: no curl_easy_reset, no re-applying.
+ * While a request is read, the strings are borrowed from Lua; in Xfer.shape they are owned.
+ * hdrs (the header lines, then "Expect:" for a body) is Xfer.hdrs; nhdrs counts the first. */
 typedef struct {
+  const char *method, *unix_socket, *ca_file, *ca_path;
+  long timeout_ms, connect_ms, max_redirects;   /* 0: none */
+  curl_off_t max_body;                          /* 0: none */
+  bool follow, insecure, fresh, raw_chunked, stream;
+  int body_kind;                                /* BODY_*: FILE and PRODUCER are never kept */
+  size_t nhdrs;
+} SlHttpShape;
+
+typedef struct Multi Multi;
+
+/* One uv_poll per socket curl watches. A connection's socket keeps its Sock (and its poll,
+ * unreferenced) while the connection idles in curl's cache, so the next transfer on it
+ * restarts nothing: each uv_poll_start is two epoll_ctl calls, a new uv_poll three more and an
+ * ioctl. The Sock goes when curl closes the socket (CURLOPT_CLOSESOCKETFUNCTION). */
+typedef struct {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  int events;                              /* what the uv_poll watches now */
+  bool watched;                            /* curl wants it (until CURL_POLL_REMOVE) */
+  Multi *m;
+  SlHost *host;
+} Sock;
+
+typedef struct {                           /* Multi.fds[fd] */
+  Sock *k;
+  bool conn;                               /* a connection socket curl opened through us: its
+                                              close is reported (other sockets, such as the
+                                              resolver's, drop their Sock on REMOVE) */
+} FdSlot;
+
+struct Multi {
   CURLM *cm;
   uv_timer_t timer;
   SlHost *host;
   Xfer *live;                              /* every transfer not yet freed */
   Xfer *mark_head, *mark_tail;             /* transfers with news for their waiters */
   int depth;                               /* > 0 while inside curl (no removals then) */
-  int sockets;
-  int pooled;                              /* idle easy handles in pool[], all reset */
-  CURL *pool[POOL_MAX];
-} Multi;
-
-typedef struct {
-  uv_poll_t poll;
-  curl_socket_t fd;
-  int events;                              /* what curl asked us to watch */
-  Multi *m;
-  SlHost *host;
-} Sock;
-
-enum { BODY_NONE, BODY_STRING, BODY_FILE, BODY_PRODUCER };
-enum { WAIT_NONE, WAIT_HEAD, WAIT_READ, WAIT_DONE };
+  int sockets;                             /* watched by curl now */
+  FdSlot *fds;                             /* by fd number, nfds of them */
+  int nfds;
+  int pooled;                              /* idle transfers in pool[], each with its easy
+                                              handle configured for x->shape (if shaped) */
+  Xfer *pool[POOL_MAX];
+};
 
 struct Xfer {
   Multi *m;                                /* NULL once the host is closing */
@@ -68,7 +99,12 @@ struct Xfer {
                                               anchored in the handle's uservalue 2 */
   size_t pend_len, pend_off;
   bool pend_eof;
+  /* kept across requests while pooled */
+  SlHttpShape shape;                       /* what x->easy is configured for, if shaped */
+  bool shaped;                             /* false: curl_easy_reset before the next use */
   /* state */
+  bool boxless;                            /* http.fetch: no request handle; freed by C */
+  bool completed;                          /* curl reported it done (CURLMSG_DONE) */
   bool added, done, aborted;
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
@@ -82,7 +118,8 @@ Multi *sl_http_multi_of(SlHost *h);      /* the host's multi handle, or NULL */
 void sl_http_after(Multi *m);             /* after curl returned: detach finished, wake waiters */
 void sl_http_unmark(Xfer *x);
 void sl_http_detach(Xfer *x, CURLcode rc); /* out of the multi (never inside a curl callback) */
-void sl_http_free(Xfer *x);
+void sl_http_free(Xfer *x);               /* unlinks x; back to the pool (or freed) */
+void sl_http_release(Xfer *x);            /* frees x and everything it holds, easy included */
 int sl_http_push_error(lua_State *L, Xfer *x);   /* nil, err; returns 2 */
 bool sl_http_failed(Xfer *x);
 void sl_http_push_head(lua_State *L, Xfer *x);
@@ -93,6 +130,22 @@ void sl_http_resume_recv(Xfer *x);        /* unpauses the download once the queu
 size_t sl_http_header_cb(char *data, size_t size, size_t n, void *ud);
 size_t sl_http_write_cb(char *data, size_t size, size_t n, void *ud);
 size_t sl_http_read_cb(char *out, size_t size, size_t n, void *ud);
+curl_socket_t sl_http_open_cb(void *ud, curlsocktype purpose, struct curl_sockaddr *addr);
+int sl_http_close_cb(void *ud, curl_socket_t fd);
+
+/* http_fetch.c: shapes, taking a pooled transfer, http.fetch */
+/* Reads a shape from the request table at opts; raises on misuse. Strings are borrowed from
+ * the table. The header list, if any, is left pushed on the stack at *hidx (else 0). */
+void sl_http_shape_read(lua_State *L, int opts, SlHttpShape *s, int *hidx);
+/* A transfer configured for shape s (headers at hidx), linked into m->live, response state
+ * clear: a pooled one of the same shape as it is, else one reset and configured. NULL: OOM. */
+Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx);
+/* Sets the URL and, for BODY_STRING, the body (not copied: the caller anchors it). */
+void sl_http_set_target(Xfer *x, const char *url, const char *body, size_t body_len);
+bool sl_http_recycle(Xfer *x);            /* into m->pool, options kept; false: no room */
+int sl_http_push_response(lua_State *L, Xfer *x);   /* {status, headers, body, ...}, json? */
+bool sl_http_push_headers(lua_State *L, const char *p, size_t len);   /* true: a JSON type */
+int sl_http_fetch(lua_State *L);          /* http.fetch(method, url, headers, body, ...) */
 
 /* http_upgrade.c */
 int sl_http_upgrade(lua_State *L);        /* http.upgrade(opts) -> stream | nil, err */

@@ -1,6 +1,7 @@
 /* http_multi.c: libcurl's multi_socket interface on the host's libuv loop (one uv_poll per curl
  * socket, one uv_timer for curl's timeout), one multi handle per host (SlHost.http) holding the
- * connection cache, the pool of reset easy handles, transfer teardown, and the curl callbacks.
+ * connection cache, the pool of idle transfers (http_fetch.c), transfer teardown, and the curl
+ * callbacks.
  * Curl callbacks never touch Lua: they mark transfers, and sl_http_after turns the marks into
  * wake-ups once curl has returned. */
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -20,10 +22,42 @@ static void sock_closed(uv_handle_t *handle) {
   free(k);
 }
 
+static FdSlot *fd_slot(Multi *m, curl_socket_t fd, bool grow) {
+  if (fd < 0) return NULL;
+  if (fd >= m->nfds) {
+    if (!grow) return NULL;
+    int n = m->nfds > 0 ? m->nfds : 64;
+    while (n <= fd) n *= 2;
+    FdSlot *nf = realloc(m->fds, (size_t)n * sizeof(*nf));
+    if (nf == NULL) return NULL;
+    memset(nf + m->nfds, 0, (size_t)(n - m->nfds) * sizeof(*nf));
+    m->fds = nf;
+    m->nfds = n;
+  }
+  return &m->fds[fd];
+}
+
+/* Closes k's poll (stopped by uv_close) and forgets it; the socket itself stays open. */
+static void sock_drop(Multi *m, Sock *k) {
+  FdSlot *slot = fd_slot(m, k->fd, false);
+  if (slot != NULL && slot->k == k) slot->k = NULL;
+  if (uv_is_closing((uv_handle_t *)&k->poll)) return;
+  if (k->watched) m->sockets--;
+  k->watched = false;
+  uv_close((uv_handle_t *)&k->poll, sock_closed);
+}
+
 static void on_poll(uv_poll_t *poll, int status, int events) {
   Sock *k = poll->data;
   Multi *m = k->m;
   int flags = 0;
+  if (!k->watched) {
+    /* an idle connection spoke (the server closed it, most likely): stop listening, and let
+     * curl find out when it next picks the connection (it checks before reuse) */
+    uv_poll_stop(poll);
+    k->events = 0;
+    return;
+  }
   if (status < 0) {
     /* libuv stopped the handle (POLLERR, e.g. a reset): restart it and let curl's own
      * recv/send find the real error ("Connection reset by peer") */
@@ -45,15 +79,29 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
   (void)easy;
   Multi *m = userp;
   Sock *k = socketp;
+  FdSlot *slot = fd_slot(m, fd, what != CURL_POLL_REMOVE);
+  if (k != NULL && uv_is_closing((uv_handle_t *)&k->poll)) {   /* dropped: its fd was closed */
+    curl_multi_assign(m->cm, fd, NULL);
+    k = NULL;
+  }
+  if (k == NULL && slot != NULL) k = slot->k;
   if (what == CURL_POLL_REMOVE) {
-    if (k != NULL) {
-      uv_poll_stop(&k->poll);
-      curl_multi_assign(m->cm, fd, NULL);
-      uv_close((uv_handle_t *)&k->poll, sock_closed);
-      m->sockets--;
+    if (k == NULL) return 0;
+    curl_multi_assign(m->cm, fd, NULL);
+    if (slot == NULL || !slot->conn) {     /* no close will be reported for it: go now */
+      sock_drop(m, k);
+      return 0;
     }
+    k->watched = false;                    /* kept for the connection's next transfer */
+    m->sockets--;
+    if (k->events & UV_WRITABLE) {         /* an idle socket is always writable */
+      uv_poll_stop(&k->poll);
+      k->events = 0;
+    }
+    uv_unref((uv_handle_t *)&k->poll);     /* an idle connection keeps no loop alive */
     return 0;
   }
+  if (slot == NULL) return -1;
   if (k == NULL) {
     k = calloc(1, sizeof(*k));
     if (k == NULL) return -1;
@@ -66,15 +114,50 @@ static int sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *so
     k->host = m->host;
     k->poll.data = k;
     sl_host_handle_opened(m->host);
+    slot->k = k;
+  }
+  if (!k->watched) {
+    k->watched = true;
+    uv_ref((uv_handle_t *)&k->poll);
     curl_multi_assign(m->cm, fd, k);
     m->sockets++;
   }
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  k->events = events;
-  uv_poll_start(&k->poll, events, on_poll);
+  if (events != k->events || !uv_is_active((uv_handle_t *)&k->poll)) {
+    k->events = events;
+    uv_poll_start(&k->poll, events, on_poll);
+  }
   return 0;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION (every easy handle): a connection's socket, marked so that its
+ * Sock may outlive curl's interest (its close comes through sl_http_close_cb). */
+curl_socket_t sl_http_open_cb(void *ud, curlsocktype purpose, struct curl_sockaddr *addr) {
+  Multi *m = ud;
+  (void)purpose;
+  curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  if (fd == CURL_SOCKET_BAD) return fd;
+  FdSlot *slot = fd_slot(m, fd, true);
+  if (slot == NULL) {
+    close(fd);
+    return CURL_SOCKET_BAD;
+  }
+  if (slot->k != NULL) sock_drop(m, slot->k);   /* a stale one of a reused number */
+  slot->conn = true;
+  return fd;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the Sock goes before the socket does. */
+int sl_http_close_cb(void *ud, curl_socket_t fd) {
+  Multi *m = ud;
+  FdSlot *slot = fd_slot(m, fd, false);
+  if (slot != NULL) {
+    if (slot->k != NULL) sock_drop(m, slot->k);
+    slot->conn = false;
+  }
+  return close(fd);
 }
 
 static void on_timeout(uv_timer_t *timer) {
@@ -195,23 +278,11 @@ void sl_http_free(Xfer *x) {
     if (x->prev != NULL) x->prev->next = x->next;
     else m->live = x->next;
     if (x->next != NULL) x->next->prev = x->prev;
+    x->prev = x->next = NULL;
   }
-  if (x->easy != NULL) {
-    /* Back to the pool with every option reset (URL, headers, body, auth, timeouts, the
-     * pointers into x), so the next request starts from curl's defaults. The connection
-     * stays in the multi's cache either way. */
-    if (m != NULL && m->pooled < POOL_MAX && !x->recv_paused && !x->send_paused) {
-      curl_easy_reset(x->easy);
-      m->pool[m->pooled++] = x->easy;
-    } else {
-      curl_easy_cleanup(x->easy);
-    }
-  }
-  curl_slist_free_all(x->hdrs);
-  sl_queue_clear(&x->q);
-  free(x->hbuf);
-  free(x->body);
-  free(x);
+  /* The connection stays in the multi's cache either way; the easy handle keeps the options
+   * of its shape for the next request of that shape (http_fetch.c). */
+  if (!sl_http_recycle(x)) sl_http_release(x);
 }
 
 static const char *code_for(Xfer *x, bool *retryable) {
@@ -339,7 +410,7 @@ static void xfer_notify(Xfer *x) {
   SlTask *t = x->reader;
   if (t != NULL) {
     lua_State *L = t->co;
-    luaL_checkstack(L, 4, NULL);
+    luaL_checkstack(L, 12, NULL);
     int n = -1;
     switch (x->wait_kind) {
     case WAIT_HEAD:
@@ -367,11 +438,19 @@ static void xfer_notify(Xfer *x) {
         n = 1;
       }
       break;
+    case WAIT_FETCH:
+      if (sl_http_failed(x)) n = sl_http_push_error(L, x);
+      else if (x->done) n = sl_http_push_response(L, x);
+      break;
     }
     if (n >= 0) {
       x->reader = NULL;
       x->wait_kind = WAIT_NONE;
       sl_wake(t, n);
+      if (x->boxless) {                    /* http.fetch: nothing else refers to x */
+        sl_http_free(x);
+        return;
+      }
     }
   }
   t = x->writer;
@@ -401,7 +480,10 @@ void sl_http_after(Multi *m) {
     Xfer *x = NULL;
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     CURLcode rc = msg->data.result;
-    if (x != NULL) sl_http_detach(x, rc);
+    if (x != NULL) {
+      x->completed = true;
+      sl_http_detach(x, rc);
+    }
   }
   Xfer *x;
   while ((x = m->mark_head) != NULL) {
@@ -511,19 +593,26 @@ static void http_teardown(SlHost *h, void *data, int phase) {
   if (phase != SL_TEARDOWN_CLOSE || *slot == NULL) return;
   Multi *m = *slot;
   *slot = NULL;
-  for (Xfer *x = m->live; x != NULL; x = x->next) {
+  for (Xfer *x = m->live, *next; x != NULL; x = next) {
+    next = x->next;
     sl_http_detach(x, CURLE_ABORTED_BY_CALLBACK);
     if (x->reader != NULL) x->reader->cleanup = NULL;
     if (x->writer != NULL) x->writer->cleanup = NULL;
     x->reader = x->writer = NULL;
     x->marked = false;
     x->m = NULL;
+    if (x->boxless) sl_http_release(x);    /* no handle's __gc will come for it */
   }
   m->live = NULL;
   m->mark_head = m->mark_tail = NULL;
-  while (m->pooled > 0) curl_easy_cleanup(m->pool[--m->pooled]);
+  while (m->pooled > 0) sl_http_release(m->pool[--m->pooled]);
   m->depth++;
-  curl_multi_cleanup(m->cm);
+  curl_multi_cleanup(m->cm);               /* closes the cached connections (sl_http_close_cb) */
+  for (int fd = 0; fd < m->nfds; fd++)
+    if (m->fds[fd].k != NULL) sock_drop(m, m->fds[fd].k);
+  free(m->fds);
+  m->fds = NULL;
+  m->nfds = 0;
   uv_timer_stop(&m->timer);
   uv_close((uv_handle_t *)&m->timer, multi_closed);
 }

@@ -43,12 +43,18 @@ static int sys_isatty(lua_State *L) {
 }
 
 /* sys.setenv(name, value | nil) -> true: sets (or, for nil, removes) a variable of this
- * process's environment, which children inherit. For specs that plant a canary there. */
+ * process's environment, which children inherit. For specs that plant a canary there. Each
+ * call bumps sys.env_generation (upvalue 1 is the module table), so a reader that caches a
+ * variable per request path (sandlot._cassette) can tell when to read it again. */
 static int sys_setenv(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   luaL_argcheck(L, name[0] != '\0' && strchr(name, '=') == NULL, 1, "invalid variable name");
   int rc = lua_isnoneornil(L, 2) ? unsetenv(name) : setenv(name, luaL_checkstring(L, 2), 1);
   if (rc != 0) return luaL_error(L, "setenv %s: %s", name, strerror(errno));
+  lua_getfield(L, lua_upvalueindex(1), "env_generation");
+  lua_Integer g = lua_tointeger(L, -1);
+  lua_pushinteger(L, g + 1);
+  lua_setfield(L, lua_upvalueindex(1), "env_generation");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -302,11 +308,16 @@ static const luaL_Reg sys_funcs[] = {
   {"environ", sys_environ}, {"getpid", sys_getpid}, {"isatty", sys_isatty},
   {"realpath", sys_realpath}, {"now", sys_now}, {"rss", sys_maxrss},
   {"b64encode", sys_b64encode}, {"b64decode", sys_b64decode},
-  {"setenv", sys_setenv}, {"sha256", sys_sha256}, {"random", sys_random},
+  {"sha256", sys_sha256}, {"random", sys_random},
   {NULL, NULL}
 };
 
 int luaopen_sandlot_core_sys(lua_State *L) {
   luaL_newlib(L, sys_funcs);
+  lua_pushinteger(L, 0);
+  lua_setfield(L, -2, "env_generation");
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, sys_setenv, 1);
+  lua_setfield(L, -2, "setenv");
   return 1;
 }

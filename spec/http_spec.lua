@@ -75,6 +75,55 @@ describe("sandlot.http", function()
   end)
 
   describe("failures", function()
+    it("merges defaults and opts: opts win, headers merge one level down", function()
+      local defaults = { base_url = base, timeout = 5, headers = { ["X-A"] = "1", ["X-B"] = "d" } }
+      local res = assert(http.request(defaults, { path = "/echo", headers = { ["X-B"] = "o" } }))
+      assert.matches("X%-A: 1\r?\n", res.json.headers)
+      assert.matches("X%-B: o\r?\n", res.json.headers)
+      assert.not_matches("X%-B: d", res.json.headers)
+      assert.same({ ["X-A"] = "1", ["X-B"] = "d" }, defaults.headers)   -- left as it was
+      res = assert(http.request(defaults, { path = "echo", timeout = 10 }))
+      assert.equal("/echo", res.json.path)                         -- joined with one "/"
+      assert.matches("X%-B: d\r?\n", res.json.headers)
+      assert.equal(5, defaults.timeout)
+      res = assert(http.request({ base_url = base .. "//", path = "/hello" }))
+      assert.equal("hello 0", res.body)
+      assert.has_error(function() http.request(defaults, "x") end)
+    end)
+
+    it("raises for an unknown option, a list entry or opts that are not a table", function()
+      for _, case in ipairs({
+        { { url = base .. "/hello", timout = 1 },
+          "unknown option 'timout' %(did you mean 'timeout'" },
+        { { url = base .. "/hello", "x" }, "unknown option '1'" },
+        { { url = base .. "/hello", [true] = 1 }, "unknown option 'true'" },
+      }) do
+        local ok, err = pcall(http.request, case[1])
+        assert.is_false(ok)
+        assert.matches("http.request: " .. case[2], err)
+      end
+      local ok, err = pcall(http.request, "x")
+      assert.is_false(ok)
+      assert.matches("http.request: opts must be a table", err)
+      for _, case in ipairs({
+        { { ["Bad Name"] = "1" }, "http: invalid header name Bad Name" },
+        { { [1] = "x" }, "http: invalid header name 1" },
+        { { X = "a\r\nB: c" }, "http: header X contains CR, LF or NUL" },
+        { { X = "a\0" }, "http: header X contains CR, LF or NUL" },
+      }) do
+        local hok, herr = pcall(http.request, { url = base .. "/echo", headers = case[1] })
+        assert.is_false(hok)
+        assert.matches(case[2], herr, 1, true)
+      end
+      local res = assert(http.request({ url = base .. "/echo", headers = {
+        ["X-N"] = 42, ["X-Gone"] = false, ["user-agent"] = "mine/1" } }))
+      assert.matches("X%-N: 42\r?\n", res.json.headers)
+      assert.not_matches("X%-Gone", res.json.headers)
+      assert.matches("user%-agent: mine/1\r?\n", res.json.headers)
+      assert.not_matches("sandlot/", res.json.headers)
+      assert.equal("hello 0", assert(http.request({ url = base .. "/hello", timeout = 5 })).body)
+    end)
+
     it("reports a refused connection as unavailable with curl's reason", function()
       local res, err = http.request{ url = "http://127.0.0.1:1/x", retry = false }
       assert.is_nil(res)
@@ -501,6 +550,53 @@ describe("sandlot.http", function()
       assert(get("/hello"))
       assert.equal(mid, assert(get("/stats")).json.connections)
       clean_echo("after HEAD, redirects, max_body, unix socket and fresh_connect")
+    end)
+
+    -- A pooled handle keeps the options of its shape (core/http_fetch.c): what curl changes
+    -- while it follows a redirect must not stay with the handle.
+    it("keeps a kept handle's POST after a redirect turned one of its POSTs into a GET", function()
+      for i = 1, 3 do
+        local res = assert(get("/redirect?to=/echo", { method = "POST", body = "x" }))
+        assert.equal("GET", res.json.method, "round " .. i)
+        res = assert(get("/echo", { method = "POST", body = "abc" }))
+        assert.equal("POST", res.json.method, "round " .. i)
+        assert.equal(3, res.json.bytes, "round " .. i)
+      end
+    end)
+
+    it("sends each request's own URL, body and header values on a kept handle", function()
+      for i = 1, 5 do
+        local res = assert(get("/echo?i=" .. i, { method = "PUT", body = ("b"):rep(i),
+                                                   headers = { ["X-N"] = tostring(i) } }))
+        assert.equal("PUT", res.json.method)
+        assert.equal(i, res.json.bytes)
+        assert.matches("X%-N: " .. i .. "\r?\n", res.json.headers)
+        assert.equal("i=" .. i, res.json.query)
+      end
+    end)
+  end)
+
+  describe("sockets", function()
+    -- A connection's socket keeps its poll while the connection idles in curl's cache
+    -- (core/http_multi.c); its close comes through curl's close-socket callback.
+    it("answers on new and kept connections alike while sockets come and go", function()
+      for i = 1, 40 do
+        local res = assert(get("/hello?i=" .. i, { fresh_connect = i % 3 == 0 }))
+        assert.equal("hello " .. i, res.body)
+      end
+      assert.equal(0, http.stats().sockets, "sockets still watched")
+    end)
+
+    it("notices a kept connection that the server closed while it idled", function()
+      local srv2 <close> = assert(http.serve({ idle_timeout = 0.1, handler = function()
+        return { status = 200, body = "ok" }
+      end }))
+      assert.equal("ok", assert(http.request({ url = srv2.url .. "/a" })).body)
+      assert.equal(1, srv2:stats().connections)
+      assert.is_truthy(h.eventually(function() return srv2:stats().connections == 0 end, 5))
+      sandlot.sleep(0.05)                  -- the closed socket's event comes to the loop
+      assert.equal("ok", assert(http.request({ url = srv2.url .. "/b", retry = false })).body)
+      assert.equal(0, http.stats().sockets)
     end)
   end)
 

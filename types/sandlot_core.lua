@@ -160,6 +160,12 @@ package.loaded["sandlot.core.ws"] = sandlot_core_ws
 local sandlot_core_http = {}
 ---http.escape(s) -> percent-encoded s
 function sandlot_core_http.escape(s) end
+---http.fetch(method, url, headers, body, ...) -> response, maybe_json | nil, err
+function sandlot_core_http.fetch(method, url, headers, body, ...) end
+---http.header_lines(headers, has_json, user_agent) -> {"Name: value", ...} | nil, why
+function sandlot_core_http.header_lines(headers, has_json, user_agent) end
+---http.merge(defaults, opts) -> table: a new table with the fields of defaults, then those of
+function sandlot_core_http.merge(defaults, opts) end
 ---http.parse_headers(raw) -> {lowercased name = value}: every line "name: value" (name without
 function sandlot_core_http.parse_headers(raw) end
 ---http.parse_request(bytes [, chunk [, max_head [, max_body]]]) -> {req, ...}, used | nil,
@@ -171,6 +177,8 @@ function sandlot_core_http.request(opts) end
 function sandlot_core_http.serve(...) end
 ---http.stats() -> {requests = live transfers, sockets = watched sockets, pooled = idle easy
 function sandlot_core_http.stats() end
+---http.unknown(opts, known) -> bool: true when opts is not a table or has a key that known
+function sandlot_core_http.unknown(opts, known) end
 function sandlot_core_http.upgrade(...) end
 package.loaded["sandlot.core.http"] = sandlot_core_http
 

@@ -8,6 +8,7 @@ local redact = require("sandlot._redact")
 local json = require("sandlot.wire.json")
 local b64 = require("sandlot.wire.base64")
 local errors = require("sandlot.errors")
+local sys = require("sandlot.core.sys")
 
 local M = {}
 
@@ -88,13 +89,28 @@ end
 local Tape = {}
 Tape.__index = Tape
 
+-- The two variables as last read, and sys.env_generation then: every HTTP request asks, and
+-- the environment changes in this process only through sys.setenv, which bumps the number
+-- (a C embedder that calls setenv(3) itself calls sys.setenv, or M.reset(), after it).
+local env_gen, env_rec, env_rep
+-- The sys.env_generation at which neither is set: sandlot.http's per-request path compares it
+-- and calls current() only when it differs.
+M._none_at = nil
+
 ---Returns the tape SANDLOT_RECORD or SANDLOT_REPLAY names, or nil when neither is set.
 ---Raises when both are.
 function M.current()
-  local rec, rep = os.getenv("SANDLOT_RECORD"), os.getenv("SANDLOT_REPLAY")
+  if env_gen ~= sys.env_generation then
+    env_rec, env_rep = os.getenv("SANDLOT_RECORD"), os.getenv("SANDLOT_REPLAY")
+    env_gen = sys.env_generation
+  end
+  local rec, rep = env_rec, env_rep
   if rec == "" then rec = nil end
   if rep == "" then rep = nil end
-  if rec == nil and rep == nil then return nil end
+  if rec == nil and rep == nil then
+    M._none_at = env_gen
+    return nil
+  end
   if rec and rep then error("sandlot: set SANDLOT_RECORD or SANDLOT_REPLAY, not both", 0) end
   local key = (rec and "record:" or "replay:") .. (rec or rep)
   local t = tapes[key]
@@ -106,6 +122,7 @@ end
 
 ---Forgets opened tapes (specs switch files within one process).
 function M.reset()
+  env_gen, M._none_at = nil, nil
   for k, t in pairs(tapes) do
     if t.file then t.file:close() end
     tapes[k] = nil

@@ -11,6 +11,7 @@ local redact = require("sandlot._redact")
 local check = require("sandlot._check")
 local json = require("sandlot.wire.json")
 local cassette = require("sandlot._cassette")
+local sys = require("sandlot.core.sys")
 
 ---What sandlot.http.request returns for any status (an HTTP error status is not a failure).
 ---@class sandlot.http.Response
@@ -20,6 +21,7 @@ local cassette = require("sandlot._cassette")
 ---@field json? any the decoded body, with want = "json"
 
 local M = {}
+local byte = string.byte
 
 M.DEFAULT_TIMEOUT = 60                  -- seconds per attempt
 M.DEFAULT_CONNECT_TIMEOUT = 10
@@ -120,25 +122,13 @@ local USER_AGENT = "User-Agent: sandlot/" .. require("sandlot.core").version
 local plain_list = { USER_AGENT }
 local json_list = { "Content-Type: application/json", USER_AGENT }   -- sorted, as below
 
-local function header_list(headers, has_json)
+-- The header lines of a request (core.header_lines: names checked as tokens, values with
+-- tostring and without CR, LF or NUL, false dropping one, Content-Type for JSON and our
+-- User-Agent unless given, sorted); a bad one raises at `level`.
+local function header_list(headers, has_json, level)
   if not headers then return has_json and json_list or plain_list end
-  local list, seen = {}, {}
-  for k, v in pairs(headers) do
-    if type(k) ~= "string" or not k:match("^[%w!#$%%&'*+.^_`|~-]+$") then
-      error("http: invalid header name " .. tostring(k), 4)
-    end
-    if v ~= false and v ~= nil then
-      v = tostring(v)
-      if v:find("[\r\n%z]") then error("http: header " .. k .. " contains CR, LF or NUL", 4) end
-      list[#list + 1] = k .. ": " .. v
-      seen[k:lower()] = true
-    end
-  end
-  if has_json and not seen["content-type"] then
-    list[#list + 1] = "Content-Type: application/json"
-  end
-  if not seen["user-agent"] then list[#list + 1] = USER_AGENT end
-  table.sort(list)
+  local list, why = core.header_lines(headers, has_json, USER_AGENT)
+  if not list then error(why, level) end
   return list
 end
 
@@ -162,49 +152,11 @@ local positive = { "timeout", "connect_timeout", "max_body" }
 local passed = { "body_file", "body_size", "unix_socket", "follow", "max_redirects", "ca_file",
                  "ca_path", "fresh_connect", "raw_chunked" }   -- given to the core as they are
 
-local function build(opts)
-  local url = opts.url
-  if url == nil then
-    if opts.path == nil then error("http.request: opts.url or opts.path is required", 3) end
-    local base = opts.base_url or (opts.unix_socket and "http://localhost")
-    if base == nil then error("http.request: opts.path needs opts.base_url or unix_socket", 3) end
-    url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
-  end
-  if type(url) ~= "string" then error("http.request: opts.url must be a string", 3) end
-  if opts.query ~= nil then
-    local q = encode_query(opts.query)
-    if q ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. q end
-  end
-  local method = opts.method or ((opts.body or opts.json ~= nil or opts.body_file) and "POST"
-                                  or "GET")
-  if not plain_methods[method] then
-    method = method:upper()
-    if not method:match("^[A-Z]+$") then error("http.request: invalid method " .. method, 3) end
-  end
-  local body = opts.body
-  if opts.json ~= nil then
-    if body ~= nil then error("http.request: give body or json, not both", 3) end
-    body = M.encode_json(opts.json)
-  end
-  local producer
-  if type(body) == "function" then producer, body = body, nil
-  elseif body ~= nil and type(body) ~= "string" then
-    error("http.request: opts.body must be a string or a producer function", 3)
-  end
-  for i = 1, 3 do
-    local f = positive[i]
-    local v = opts[f]
-    if v ~= nil and v ~= false and (type(v) ~= "number" or v <= 0) then
-      error("http.request: opts." .. f .. " must be a number > 0", 3)
-    end
-  end
-  if opts.on_chunk ~= nil and type(opts.on_chunk) ~= "function" then
-    error("http.request: opts.on_chunk must be a function", 3)
-  end
-  -- what the core reads; fields left out read as nil (false for the flags)
+-- The options table core.request reads (streams, uploads, cassettes); fields left out read as
+-- nil (false for the flags).
+local function build(method, url, headers, body, producer, opts)
   local o = {
-    method = method, url = url, headers = header_list(opts.headers, opts.json ~= nil),
-    body = body,
+    method = method, url = url, headers = headers, body = body,
     timeout = opts.timeout == nil and M.DEFAULT_TIMEOUT or opts.timeout or nil,
     connect_timeout = opts.connect_timeout or M.DEFAULT_CONNECT_TIMEOUT,
     max_body = opts.max_body == nil and M.DEFAULT_MAX_BODY or opts.max_body or nil,
@@ -217,7 +169,7 @@ local function build(opts)
     local v = opts[k]
     if v ~= nil then o[k] = v end
   end
-  return o, producer
+  return o
 end
 
 -- Feeds the producer's chunks to the request from a task of its own; its failure is kept.
@@ -363,53 +315,157 @@ local function retry_policy(opts, method, producer)
   }
 end
 
+-- The header lines and W3C trace context tp, when spans are exported
+local function with_traceparent(headers, tp)
+  if not tp then return headers end
+  local list = table.move(headers, 1, #headers, 1, {})
+  list[#list + 1] = "traceparent: " .. tp
+  return list
+end
+
+-- After attempt n: true and what to return, or false once the wait before the next attempt
+-- is over.
+local function settle(res, err, delivered, n, policy, method, url, opts, meta)
+  if meta then meta.attempts = n end
+  local delay, why
+  if res then
+    if meta then meta.status = res.status end
+    res.attempts = n
+    if n >= policy.attempts or not policy.statuses[res.status] then return true, res end
+    why = res.status
+    local after = retry_after(res)
+    if after and after > policy.max_after then return true, res end
+    delay = after
+  else
+    err = errors.wrap(err, { op = opts.op, via = method .. " " .. M.url_path(url),
+                             method = method, url = M.redact_url(url) })
+    if n >= policy.attempts or not err.retryable or delivered or err.code == "cancelled" then
+      return true, nil, err
+    end
+    why = err.code
+  end
+  if delay == nil then
+    local full = math.min(policy.cap, policy.base * 2 ^ (n - 1))
+    delay = full / 2 + math.random() * full / 2        -- equal jitter
+  end
+  telemetry.execute({ "sandlot", "http", "retry" }, { attempt = n, delay = delay },
+                    { method = method, url = M.redact_url(url), reason = why })
+  local ok, serr = timer.sleep(delay)
+  if not ok then return true, nil, serr end
+  return false
+end
+
 local function send(o, producer, opts, meta)
   local policy = retry_policy(opts, o.method, producer)
-  local tp = telemetry.traceparent()          -- W3C trace context, when spans are exported
-  if tp then
-    local list = table.move(o.headers, 1, #o.headers, 1, {})
-    list[#list + 1] = "traceparent: " .. tp
-    o.headers = list
-  end
+  o.headers = with_traceparent(o.headers, telemetry.traceparent())
   if meta then meta.method, meta.url = o.method, M.redact_url(o.url) end
   local n = 0
   while true do
     n = n + 1
     local res, err, delivered = attempt(o, producer, opts)
-    if meta then meta.attempts = n end
-    local delay, why
-    if res then
-      if meta then meta.status = res.status end
-      res.attempts = n
-      if n >= policy.attempts or not policy.statuses[res.status] then return res end
-      why = res.status
-      local after = retry_after(res)
-      if after and after > policy.max_after then return res end
-      delay = after
-    else
-      err = errors.wrap(err, { op = opts.op, via = o.method .. " " .. M.url_path(o.url),
-                               method = o.method, url = M.redact_url(o.url) })
-      if n >= policy.attempts or not err.retryable or delivered or err.code == "cancelled" then
-        return nil, err
-      end
-      why = err.code
-    end
-    if delay == nil then
-      local full = math.min(policy.cap, policy.base * 2 ^ (n - 1))
-      delay = full / 2 + math.random() * full / 2        -- equal jitter
-    end
-    telemetry.execute({ "sandlot", "http", "retry" }, { attempt = n, delay = delay },
-                      { method = o.method, url = M.redact_url(o.url), reason = why })
-    local ok, serr = timer.sleep(delay)
-    if not ok then return nil, serr end
+    local done, r, e = settle(res, err, delivered, n, policy, o.method, o.url, opts, meta)
+    if done then return r, e end
   end
 end
 
--- SANDLOT_RECORD / SANDLOT_REPLAY (lua/sandlot/_cassette.lua): the whole exchange, after its
--- retries, is one entry of the cassette
+-- The common request, its body in memory: core.fetch takes it as arguments and answers with
+-- the response built in C, headers parsed, and whether its content type may be JSON (no
+-- options table, no request handle, no parsing here). Without opts.retry the policy is the
+-- default one, read in place.
+local function send_fast(method, url, headers, body, opts, meta)
+  local policy, statuses
+  if opts.retry == nil then
+    policy = default_policy[M.IDEMPOTENT[method] or false]
+    statuses = M.RETRY_STATUSES
+    policy.statuses = statuses
+  else
+    policy = retry_policy(opts, method, nil)
+    statuses = policy.statuses
+  end
+  local tpf = telemetry.traceparent
+  if tpf ~= telemetry._no_traceparent then headers = with_traceparent(headers, tpf()) end
+  if meta then meta.method, meta.url = method, M.redact_url(url) end
+  local timeout, max_body = opts.timeout, opts.max_body
+  if timeout == nil then timeout = M.DEFAULT_TIMEOUT end
+  if max_body == nil then max_body = M.DEFAULT_MAX_BODY end
+  local connect = opts.connect_timeout or M.DEFAULT_CONNECT_TIMEOUT
+  local attempts = policy.attempts
+  local n = 0
+  while true do
+    n = n + 1
+    local res, err = core.fetch(method, url, headers, body, timeout, connect, max_body,
+                                opts.unix_socket, opts.follow, opts.max_redirects, opts.ca_file,
+                                opts.ca_path, opts.insecure == true, opts.fresh_connect,
+                                opts.raw_chunked)
+    if res and (err or opts.decode ~= nil) then res, err = decode_body(res, opts) end
+    if res and (n >= attempts or not statuses[res.status]) then
+      res.attempts = n                                 -- the common end: no retry
+      if meta then meta.attempts, meta.status = n, res.status end
+      return res
+    end
+    local done, r, e = settle(res, err, false, n, policy, method, url, opts, meta)
+    if done then return r, e end
+  end
+end
+
+-- One request: what every request needs, checked (method, url with its query, the header
+-- lines, the body or its producer), then the fast path (send_fast) unless it streams, uploads
+-- or goes to a cassette. Errors blame the caller of http.request (level 2 here). With
+-- SANDLOT_RECORD / SANDLOT_REPLAY (lua/sandlot/_cassette.lua) the whole exchange, after its
+-- retries, is one entry of the cassette.
 local function request(opts, meta)
-  local o, producer = build(opts)
-  local tape = cassette.current()
+  local url = opts.url
+  if url == nil then
+    if opts.path == nil then error("http.request: opts.url or opts.path is required", 2) end
+    local base = opts.base_url or (opts.unix_socket and "http://localhost")
+    if base == nil then error("http.request: opts.path needs opts.base_url or unix_socket", 2) end
+    local path = opts.path
+    if byte(base, -1) == 47 then base = base:gsub("/+$", "") end          -- "/"
+    url = byte(path, 1) == 47 and base .. path or base .. "/" .. path
+  end
+  if type(url) ~= "string" then error("http.request: opts.url must be a string", 2) end
+  if opts.query ~= nil then
+    local q = encode_query(opts.query)
+    if q ~= "" then url = url .. (url:find("?", 1, true) and "&" or "?") .. q end
+  end
+  local body, has_json = opts.body, opts.json ~= nil
+  local method = opts.method or ((body or has_json or opts.body_file) and "POST" or "GET")
+  if not plain_methods[method] then
+    method = method:upper()
+    if not method:match("^[A-Z]+$") then error("http.request: invalid method " .. method, 2) end
+  end
+  if has_json then
+    if body ~= nil then error("http.request: give body or json, not both", 2) end
+    body = M.encode_json(opts.json)
+  end
+  local producer
+  if body ~= nil and type(body) ~= "string" then
+    if type(body) ~= "function" then
+      error("http.request: opts.body must be a string or a producer function", 2)
+    end
+    producer, body = body, nil
+  end
+  if opts.timeout ~= nil or opts.connect_timeout ~= nil or opts.max_body ~= nil then
+    for i = 1, 3 do
+      local f = positive[i]
+      local v = opts[f]
+      if v ~= nil and v ~= false and (type(v) ~= "number" or v <= 0) then
+        error("http.request: opts." .. f .. " must be a number > 0", 2)
+      end
+    end
+  end
+  if opts.on_chunk ~= nil and type(opts.on_chunk) ~= "function" then
+    error("http.request: opts.on_chunk must be a function", 2)
+  end
+  local headers = opts.headers
+  if headers == nil then headers = has_json and json_list or plain_list
+  else headers = header_list(headers, has_json, 3) end
+  local tape
+  if cassette._none_at ~= sys.env_generation then tape = cassette.current() end
+  if tape == nil and producer == nil and opts.on_chunk == nil and opts.body_file == nil then
+    return send_fast(method, url, headers, body, opts, meta)
+  end
+  local o = build(method, url, headers, body, producer, opts)
   if tape == nil then return send(o, producer, opts, meta) end
   if tape.replay then return tape:play(o, opts.headers, opts, decode_body, M.redact_url) end
   return tape:record(o, opts.headers, producer, opts, function(o2, p2, opts2)
@@ -437,22 +493,14 @@ end
 function M.request(defaults, opts)
   if opts == nil then opts = defaults
   elseif type(defaults) == "table" then
-    local merged = {}
-    for k, v in pairs(defaults) do merged[k] = v end
-    for k, v in pairs(opts) do
-      if k == "headers" and type(defaults.headers) == "table" then
-        local hs = {}
-        for hk, hv in pairs(defaults.headers) do hs[hk] = hv end
-        for hk, hv in pairs(v) do hs[hk] = hv end
-        v = hs
-      end
-      merged[k] = v
-    end
-    opts = merged
+    if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
+    opts = core.merge(defaults, opts)  -- defaults' fields, then opts' (headers merged too)
   end
-  if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
-  check.opts(opts, known, "http.request")
-  if not telemetry.active() then return request(opts, nil) end   -- no span: no metadata
+  if core.unknown(opts, known) then   -- what check.opts checks, in one call; it raises
+    if type(opts) ~= "table" then error("http.request: opts must be a table", 2) end
+    check.opts(opts, known, "http.request")
+  end
+  if not telemetry._active then return request(opts, nil) end   -- no span: no metadata
   local meta = {}
   return telemetry.span("http.request", meta, request, opts, meta)
 end
@@ -526,7 +574,9 @@ function M.upgrade(opts)
     end
     local base = opts.base_url or (opts.unix_socket and "http://localhost")
     if base == nil then error("http.upgrade: opts.path needs opts.base_url or unix_socket", 2) end
-    url = base:gsub("/+$", "") .. (opts.path:sub(1, 1) == "/" and "" or "/") .. opts.path
+    local path = opts.path
+    if byte(base, -1) == 47 then base = base:gsub("/+$", "") end          -- "/"
+    url = byte(path, 1) == 47 and base .. path or base .. "/" .. path
   end
   if type(url) ~= "string" then error("http.upgrade: opts.url must be a string", 2) end
   if opts.insecure ~= nil and type(opts.insecure) ~= "boolean" then
@@ -569,7 +619,7 @@ function M.upgrade(opts)
   if type(proto) ~= "string" or not proto:match("^[%w!#$%%&'*+.^_`|~/-]+$") then
     error("http.upgrade: invalid upgrade protocol " .. tostring(proto), 2)
   end
-  local lines = header_list(opts.headers, opts.json ~= nil)   -- raises for CR/LF in values
+  local lines = header_list(opts.headers, opts.json ~= nil, 4)   -- raises for CR/LF in values
   local given = {}
   for k in pairs(opts.headers or {}) do given[k:lower()] = true end
   local head = { ("%s %s HTTP/1.1"):format(method, target),

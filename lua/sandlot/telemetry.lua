@@ -33,6 +33,7 @@ function M.attach(id, events, handler)
   handlers[id] = { events = events, fn = handler }
   order[#order + 1] = id
   active = true
+  M._active = true
   return true
 end
 
@@ -46,6 +47,7 @@ function M.detach(id)
     if order[i] == id then table.remove(order, i) end
   end
   active = #order > 0
+  M._active = active
   return true
 end
 
@@ -120,9 +122,11 @@ end
 ---an exporter (sandlot.otlp) provides one.
 ---@return string|nil
 function M.traceparent() return nil end
+M._no_traceparent = M.traceparent   -- sandlot.http skips the call while this one is in place
 
 ---Tells whether any handler is attached (callers may skip building metadata otherwise).
 function M.active() return active end
+M._active = false                   -- the same as a field, for sandlot.http's per-request path
 
 -- JSON-lines sink ---------------------------------------------------------------------------
 
