@@ -306,6 +306,8 @@ describe("daytona provider", function()
 
   it("takes snapshots and creates sandboxes from them, only daytona ones", function()
     needs_serve()
+    local ns_why = require("spec.support.namespaces").skip()  -- fake sandboxes need their own /
+    if ns_why then return pending(ns_why) end
     assert.equal("native", sandlot.caps("dt").checkpoint)
     assert.equal("new_sandbox", sandlot.caps("dt").restore)
     local sb = assert(sandlot.create("dt", {}))

@@ -80,8 +80,11 @@ end
 function Session:eval(line, secs)
   self:send(line .. "\r")
   self:expect(line .. "\r", secs)                     -- its "\n" starts what follows
-  local out = self:expect("\n> ", secs):gsub("\r", "")
-  return (out .. "\n"):sub(2)
+  local out = (self:expect("\n> ", secs):gsub("\r", "") .. "\n"):sub(2)
+  -- the line editor may redraw the line it echoed (after a Ctrl-C under load): the first
+  -- match above was then the redraw, and the echo itself leads what was printed
+  if #out > #line + 1 and out:sub(1, #line + 1) == line .. "\n" then out = out:sub(#line + 2) end
+  return out
 end
 
 ---Waits for the command to exit; returns its exit code (124 when the limit killed it).
