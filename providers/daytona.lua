@@ -15,9 +15,11 @@
 -- sandlot._native.daytona_exec, installed at the bottom of this file.
 -- Files: GET /files/download, POST /files/bulk-upload (multipart pieces: data is
 -- never copied), /files, /files/info, /files/folder, DELETE /files.
--- Handles are {id = sandbox id, auto_stop = minutes?}: the toolbox URL and working directory
--- are asked for once per process (GET /sandbox/{id}, GET /work-dir), never read from a handle,
--- so an edited handle cannot send the API key elsewhere.
+-- Handles are {id = sandbox id, auto_stop = minutes?}: the toolbox URL is asked for once per
+-- process (GET /sandbox/{id}), never read from a handle, so an edited handle cannot send the
+-- API key elsewhere. The working directory (GET /work-dir) is asked for only when a relative
+-- path needs it: the daemon serves its own cwd as the work dir, and a command given no cwd
+-- runs there.
 -- Native checkpoints are Daytona snapshots that seed new sandboxes (sandlot._native.daytona).
 local api = require("sandlot.api")
 local errors = require("sandlot.errors")
@@ -170,7 +172,7 @@ local function toolbox_url(sb)
   return u:gsub("/+$", "") .. "/" .. sb.id
 end
 
--- The toolbox client and working directory of a sandbox (asked once per process).
+-- The toolbox client of a sandbox and its record {base, workdir?} (asked once per process).
 local function toolbox(ctx, handle, sb)
   local path, perr = sandbox_path(handle)
   if not path then return nil, perr end
@@ -191,10 +193,18 @@ local function toolbox(ctx, handle, sb)
       if not base then return fail("bad_response", "the sandbox has no usable toolbox URL") end
     end
     t = { base = base }
+    toolboxes[key] = t
   end
   local s, serr = spec_for(ctx, t.base)
   if not s then return nil, serr end
-  local c = api.client(ctx, s)
+  return api.client(ctx, s), t
+end
+
+-- A path in the sandbox, normalized and absolute; `..` above / refused. A relative path is
+-- taken from the daemon's working directory, GET /work-dir, asked the first time one is
+-- resolved (the daemon's own cwd: an exec without a cwd runs there without asking).
+local function resolve(c, t, path)
+  if path:sub(1, 1) == "/" then return fs.path("/", path) end
   if not t.workdir then
     local wd, werr = call(c, "GET", "/work-dir", { want = { 200 } })
     if not wd then return nil, werr end
@@ -203,9 +213,8 @@ local function toolbox(ctx, handle, sb)
       return fail("bad_response", "GET /work-dir: not an absolute directory")
     end
     t.workdir = dir
-    toolboxes[key] = t
   end
-  return c, t
+  return fs.path(t.workdir, path)
 end
 
 -- A toolbox call; the proxy's 401 for a sandbox that no longer exists becomes not_found.
@@ -219,11 +228,6 @@ local function tcall(ctx, handle, c, method, path, opts)
     end
   end
   return v, res
-end
-
--- A path in the sandbox: relative to its working directory, normalized; `..` above / refused.
-local function resolve(t, path)
-  return fs.path(t.workdir, path)
 end
 
 -- Lifecycle ----------------------------------------------------------------------------------
@@ -480,7 +484,7 @@ end
 function M.read_file(ctx, handle, path, opts)
   local c, t = toolbox(ctx, handle)
   if not c then return nil, t end
-  local abs, aerr = resolve(t, path)
+  local abs, aerr = resolve(c, t, path)
   if not abs then return nil, aerr end
   local o = { query = { path = abs }, timeout = 1800, want = { 200 }, decode = false,
               max_body = 8 * 1024 ^ 3 // 1 }
@@ -507,7 +511,7 @@ function M.write_files(ctx, handle, files)
   if not c then return nil, t end
   local list = {}
   for i, f in ipairs(files) do
-    local abs, err = resolve(t, f.path)
+    local abs, err = resolve(c, t, f.path)
     if not abs then return nil, err end
     list[i] = { path = abs, data = f.data, mode = f.mode }
   end
@@ -566,7 +570,7 @@ end
 function M.ls(ctx, handle, path)
   local c, t = toolbox(ctx, handle)
   if not c then return nil, t end
-  local abs, aerr = resolve(t, path)
+  local abs, aerr = resolve(c, t, path)
   if not abs then return nil, aerr end
   local info, ierr = file_info(ctx, handle, c, abs)
   if not info then return nil, ierr end
@@ -585,7 +589,7 @@ end
 function M.mkdir(ctx, handle, path, opts)
   local c, t = toolbox(ctx, handle)
   if not c then return nil, t end
-  local abs, aerr = resolve(t, path)
+  local abs, aerr = resolve(c, t, path)
   if not abs then return nil, aerr end
   local info, ierr = file_info(ctx, handle, c, abs)
   if info then
@@ -610,7 +614,7 @@ end
 function M.rm(ctx, handle, path, opts)
   local c, t = toolbox(ctx, handle)
   if not c then return nil, t end
-  local abs, aerr = resolve(t, path)
+  local abs, aerr = resolve(c, t, path)
   if not abs then return nil, aerr end
   if abs == "/" then return fail("invalid_input", "refusing to remove /") end
   local recursive = opts and opts.recursive or false

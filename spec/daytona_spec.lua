@@ -103,6 +103,28 @@ describe("daytona provider", function()
     end)
   end)
 
+  describe("working directory", function()
+    it("asks GET /work-dir only when a relative path needs it, once per sandbox", function()
+      needs_serve()
+      -- a fault with no effect records each matching request in fake.injected
+      srv.fake:inject({ match = "^GET /toolbox/.*/work%-dir$", count = 1000 })
+      local function asked() return count(srv.fake.injected, "/work%-dir$") end
+      local sb <close> = assert(sandlot.create("dt", {}))
+      local r = assert(sb:exec({ "pwd" }))            -- no cwd: the daemon's own
+      assert.equal("/home/daytona\n", r.stdout)
+      assert(sb:write_file("/home/daytona/abs.txt", "a"))
+      assert.equal(0, asked())
+      assert(sb:write_file("rel/one.txt", "1"))        -- relative: the work dir, asked once
+      assert.equal(1, asked())
+      assert.equal("1", assert(sb:read_file("/home/daytona/rel/one.txt")))
+      assert.equal("/home/daytona/rel\n", assert(sb:exec({ "pwd" }, { cwd = "rel" })).stdout)
+      assert.equal("a", assert(sb:read_file("abs.txt")))
+      assert.equal(1, asked())
+      local _, err = sb:read_file("../../../x")
+      assert.equal("invalid_input", err.code)
+    end)
+  end)
+
   describe("list", function()
     it("follows nextCursor across pages and filters by labels", function()
       needs_serve()

@@ -47,7 +47,8 @@ end
 local function exec_script(dir, cwd, env, argv, stdin, cap)
   local q = shell.quote
   local out = { "d=" .. q(dir), 'mkdir -p "$d" && echo $$ >"$d/pid" || exit 1',
-    "cd -- " .. q(cwd) .. ' 2>/dev/null || { echo sandlot:nocwd; rm -rf "$d"; exit 0; }',
+    cwd and "cd -- " .. q(cwd) .. ' 2>/dev/null || { echo sandlot:nocwd; rm -rf "$d"; exit 0; }'
+      or ":",                          -- no cwd: the daemon's own, its working directory
     shell.exports(env, "\n"),
     "( exec " .. shell.command(argv) .. " ) <" .. (stdin and '"$d/i"' or "/dev/null") ..
       ' >"$d/o" 2>"$d/e"',
@@ -106,8 +107,8 @@ local function spawn_script(dir, cwd, env, argv)
 end
 
 ---Adds exec and spawn to the provider table P, given the file's own helpers h: {tcall =
----fn(ctx, handle, c, method, path, opts), toolbox = fn(ctx, handle) -> client, {workdir},
----resolve = fn(t, path) -> absolute path, upload = fn(ctx, handle, c, {{path, data}})}.
+---fn(ctx, handle, c, method, path, opts), toolbox = fn(ctx, handle) -> client, {base, workdir?},
+---resolve = fn(c, t, path) -> absolute path, upload = fn(ctx, handle, c, {{path, data}})}.
 function M.install(P, h)
   local tcall, toolbox, resolve, upload = h.tcall, h.toolbox, h.resolve, h.upload
 
@@ -127,8 +128,11 @@ function M.install(P, h)
   function P.exec(ctx, handle, argv, opts)
     local c, t = toolbox(ctx, handle)
     if not c then return nil, t end
-    local cwd, cerr = resolve(t, opts.cwd or ".")
-    if not cwd then return nil, cerr end
+    local cwd, cerr
+    if opts.cwd then
+      cwd, cerr = resolve(c, t, opts.cwd)
+      if not cwd then return nil, cerr end
+    end
     local out <close> = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                                   on_stderr = opts.on_stderr }
     local cap = opts.max_output or exec.DEFAULT_MAX_OUTPUT
@@ -295,7 +299,7 @@ function M.install(P, h)
   function P.spawn(ctx, handle, argv, opts)
     local c, t = toolbox(ctx, handle)
     if not c then return nil, t end
-    local cwd, cerr = resolve(t, opts.cwd or ".")
+    local cwd, cerr = resolve(c, t, opts.cwd or ".")
     if not cwd then return nil, cerr end
     local sid = "sandlot-" .. id.hex(8)
     local ok, err = tcall(ctx, handle, c, "POST", "/process/session", {
