@@ -29,12 +29,12 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 openssl zlib sqlite3
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
 CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite sqlite_worker codec \
-            event channel plugin plugin_state fswatch ws
+            event channel plugin plugin_state fswatch ws bytecode
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_fetch.o $(B)/http_upgrade.o $(B)/http_head.o \
             $(B)/http_serve.o $(B)/http_request.o $(B)/http_stream.o $(B)/tls.o
-CORE_OBJ  = $(CORE:%=$(B)/%.o)
+CORE_OBJ  = $(CORE:%=$(B)/%.o) $(B)/bytecode_data.o
 SSH_OBJ   = $(SSH:%=$(B)/%.o)
 LIB_OBJ   = $(CORE_OBJ) $(HTTP_OBJ) $(SSH_OBJ) $(B)/net.o
 HOST_OBJ  = $(B)/main.o $(B)/repl.o $(B)/lazy.o
@@ -60,6 +60,15 @@ $(B)/%.o: core/%.c
 	@mkdir -p $(@D)
 	$(CC) $(SL_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 -include $(wildcard $(B)/*.d)
+
+# the Lua library and the providers compiled to bytecode by the stock lua5.4 (core/bytecode.c
+# serves a module from it when the file found is the text it was compiled from)
+LUA_LIB   = $(sort $(shell find lua/sandlot -name '*.lua') $(wildcard providers/*.lua))
+$(B)/bytecode_data.c: core/bytecode_gen.lua $(LUA_LIB)
+	@mkdir -p $(@D)
+	lua5.4 core/bytecode_gen.lua $@ $(CURDIR)/core/bytecode.h $(LUA_LIB)
+$(B)/bytecode_data.o: $(B)/bytecode_data.c core/bytecode.h
+	$(CC) $(SL_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 # --export-dynamic: the modules resolve the core's SL_SHARED functions against the binary
 $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)

@@ -144,6 +144,7 @@ void sl_register_core(lua_State *L) {
     {"sandlot.core.event", luaopen_sandlot_core_event},
     {"sandlot.core.channel", luaopen_sandlot_core_channel},
     {"sandlot.core.ws", luaopen_sandlot_core_ws},
+    {"sandlot.core.bytecode", luaopen_sandlot_core_bytecode},
     {"sandlot.core.http", sl_open_http},
     {"sandlot.core.ssh", sl_open_ssh},
     {NULL, NULL}
@@ -154,6 +155,7 @@ void sl_register_core(lua_State *L) {
     lua_setfield(L, -2, m->name);
   }
   lua_pop(L, 1);
+  sl_install_bytecode_searcher(L);
 }
 
 /* ---------------------------------------------------------------- error text */

@@ -106,6 +106,7 @@ void sl_host_drive(SlHost *h, bool *done);
 
 /* engine.c */
 void sl_register_core(lua_State *L);    /* package.preload for every sandlot.core.* module */
+void sl_install_bytecode_searcher(lua_State *L);   /* bytecode.c: the library, precompiled */
 bool sl_exe_dir(char *buf, size_t size); /* directory of the running binary; false without /proc */
 bool sl_self_dir(char *buf, size_t size); /* directory of the object holding the core (dladdr) */
 

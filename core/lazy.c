@@ -39,8 +39,10 @@ static int open_module(lua_State *L, const char *file, const char *sym) {
       luaL_addvalue(&tried);
       continue;
     }
-    /* never closed: the module's handles and callbacks live as long as the process */
-    void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    /* never closed: the module's handles and callbacks live as long as the process. Lazy
+     * binding: the functions of libcurl's ~30 libraries a script never calls are never looked
+     * up (a fifth of the load's cost); the module itself is checked by its ABI string below */
+    void *so = dlopen(path, RTLD_LAZY | RTLD_LOCAL | RTLD_NODELETE);
     if (so == NULL) return luaL_error(L, "sandlot: cannot load %s: %s", path, dlerror());
     const char *(*abi)(void) = (const char *(*)(void))dlsym(so, "sl_module_abi");
     lua_CFunction open = (lua_CFunction)dlsym(so, sym);

@@ -98,6 +98,7 @@ SANDLOT_API int luaopen_sandlot_core_fswatch(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_event(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_channel(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_ws(lua_State *L);
+SANDLOT_API int luaopen_sandlot_core_bytecode(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_http(lua_State *L);
 SANDLOT_API int luaopen_sandlot_core_ssh(lua_State *L);
 

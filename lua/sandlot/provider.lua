@@ -5,6 +5,7 @@
 local errors = require("sandlot.errors")
 local b64 = require("sandlot.wire.base64")
 local check = require("sandlot._check")
+local bytecode = require("sandlot.core.bytecode")
 local sandlot_sleep = require("sandlot.task").sleep
 
 local M = {}
@@ -468,7 +469,8 @@ function M.load(spec)
     end
     if impl == nil then
       local path = package.searchpath(mod, package.path)
-      local chunk, lerr = loadfile(path)
+      local chunk, lerr = bytecode.load(mod, path)      -- precompiled, when the file is unedited
+      if not chunk then chunk, lerr = loadfile(path) end
       if not chunk then error(("provider %s: %s"):format(spec, lerr), 2) end
       impl = run_chunk(chunk, mod, path)
       if impl == nil then impl = true end     -- as require records a module that returned nothing
