@@ -17,12 +17,7 @@ local function run_with(tmp, code, env)
   return out, r
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = h.read
 
 local function copy_id(tmp, edit)
   local src = read(assert(package.searchpath("sandlot.id", package.path)))

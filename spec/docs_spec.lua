@@ -4,12 +4,7 @@
 local sandlot = require("sandlot")
 local h = require("spec.helper")
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = h.read
 
 describe("the API reference", function()
   it("docs/api.md is up to date (run `make docs`)", function()

@@ -141,6 +141,14 @@ function h.tmpdir(tag)
   return (r.stdout:gsub("%s+$", ""))
 end
 
+---A file's whole contents (raises when it cannot be read).
+function h.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 function h.rmtree(path)
   assert(path:match("^/tmp/sandlot%-spec"), "refusing to remove " .. path)
   sandlot.proc.run({ "rm", "-rf", path })

@@ -27,12 +27,7 @@ local function make(target, destdir, prefix)
                "B=" .. BUILD, "SANITIZE=" .. (SANITIZE or "") })
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = h.read
 
 local function exists(path)
   local f = io.open(path, "rb")

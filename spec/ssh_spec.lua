@@ -19,12 +19,7 @@ local function connect(extra)
   return ssh.connect(srv:opts(extra))
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = h.read
 
 describe("sandlot.shell", function()
   local shell = require("sandlot.shell")

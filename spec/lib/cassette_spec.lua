@@ -86,12 +86,7 @@ local function run(dir, env)
   return out
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = h.read
 
 describe("SANDLOT_RECORD and SANDLOT_REPLAY", function()
   local dir, cassette, recorded, url

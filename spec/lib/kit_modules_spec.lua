@@ -2,12 +2,8 @@
 -- modules providers/README.md lists (issue 9: no private module such as sandlot._tar or
 -- sandlot._id behind a provider's back).
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local h = require("spec.helper")
+local read = h.read
 
 -- The modules named in the first column of the README's kit table ("`sandlot.x`, `sandlot.y`").
 local function kit()

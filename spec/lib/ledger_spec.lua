@@ -6,12 +6,7 @@ local backend = require("sandlot.ledger.sqlite")
 local ledger = require("sandlot.ledger")
 local h = require("spec.helper")
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local slurp = h.read
 
 local function spit(path, data)
   local f = assert(io.open(path, "wb"))
