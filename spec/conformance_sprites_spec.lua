@@ -1,55 +1,20 @@
 -- spec/conformance_sprites_spec.lua: the conformance suite against the sprites provider, run as
 -- a user runs it (`sandlot check-provider` pointed at a config), on the strict fake of Sprites
--- (spec/fakes/sprites.lua) served by this test runner. The token comes from SPRITES_API_TOKEN,
--- the SDK's variable; it may not appear in the output.
-local sandlot = require("sandlot")
-local h = require("spec.helper")
-local json = require("sandlot.wire.json")
-
+-- (spec/fakes/sprites.lua) served by this test runner (spec/support/check_on_fake.lua). The
+-- token comes from SPRITES_API_TOKEN, the SDK's variable; it may not appear in the output.
 describe("sprites provider (check-provider on the fake)", function()
-  local f, tmp, cfg
-
-  lazy_setup(function()
-    if not sandlot.http.serve then return end
-    f = require("spec.fakes.sprites").start{}
-    tmp = h.tmpdir()
-    cfg = tmp .. "/sandlot.config.lua"
-    local out = assert(io.open(cfg, "w"))
-    out:write(("return { providers = { ['sprites-fake'] = { 'sprites', api_url = %q } } }\n")
-              :format(f.url))
-    out:close()
-  end)
-
-  lazy_teardown(function()
-    if f then f.stop() end
-    if tmp then h.rmtree(tmp) end
-  end)
+  local s = require("spec.support.check_on_fake").setup("sprites")
 
   it("passes every case, and the fake refused no request as malformed #slow", function()
-    local ns_why = require("spec.support.namespaces").skip()  -- fake sprites need their own /
-    if ns_why then return pending(ns_why) end
-    if not f then return pending("needs sandlot.http.serve") end
-    local env = { SANDLOT_CONFIG = cfg, SANDLOT_PROVIDER = false, XDG_STATE_HOME = tmp,
-                  SPRITES_API_TOKEN = f.token, SPRITE_TOKEN = false, SPRITES_API_URL = false }
-    local rc, out, err = h.host({ "check-provider", "sprites-fake", "--json", "--label",
-                                  "sprites" }, { env = env, timeout = 900 })
-    local doc = json.decode(out)
-    assert(doc, "check-provider printed no JSON: " .. out .. err)
-    local failed = {}
-    for _, t in ipairs(doc.tests) do
-      if t.status ~= "passed" then
-        failed[#failed + 1] = ("%s %s: %s"):format(t.status, t.name, tostring(t.message))
-      end
-    end
-    assert.equal(0, #failed, table.concat(failed, "\n"))
-    assert.equal(0, rc, err)
-    assert.is_true(doc.summary.passed >= 40)
-    assert.equal(0, doc.summary.pending)              -- spawn and list run too
-    assert.is_nil((out .. err):find(f.token, 1, true), "the token is in the output")
+    local r = s.run(function(f)
+      return { SPRITES_API_TOKEN = f.token, SPRITE_TOKEN = false, SPRITES_API_URL = false }
+    end)
+    if not r then return end
+    assert.equal(0, r.doc.summary.pending)              -- spawn and list run too
     -- nothing malformed reached the fake; what it denied (missing files and directories, a
     -- directory made again) the suite provokes on purpose
-    assert.same({}, f.rejected())
-    assert.is_true(#f.fake.denied >= 5)
-    assert.is_true(f.fake.created >= 5)
+    assert.same({}, s.fake.rejected())
+    assert.is_true(#s.fake.fake.denied >= 5)
+    assert.is_true(s.fake.fake.created >= 5)
   end)
 end)
