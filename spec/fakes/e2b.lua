@@ -27,6 +27,8 @@ local timer = require("sandlot.core.timer")
 
 local function now() return timer.now() / 1e9 end
 
+local base = require("spec.fakes._base")
+
 local M = {}
 
 M.DEFAULT_LIFETIME = 300
@@ -37,46 +39,26 @@ Fake.__index = Fake
 
 -- Query strings ------------------------------------------------------------------------------
 
-local function unescape(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
+local unescape = base.unescape
 M.unescape = unescape
 
----Parses a raw query string (Go's url.ParseQuery: + is a space). First value wins.
-function M.query(raw)
-  local q = {}
-  for pair in (raw or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    k = unescape(k)
-    if q[k] == nil then q[k] = unescape(v) end
-  end
-  return q
-end
+M.query = base.query                        -- Go's url.ParseQuery; first value wins
 
 -- Answers ------------------------------------------------------------------------------------
 
-local function answer(status, body, headers)
-  headers = headers or {}
-  if type(body) == "table" then
-    headers["Content-Type"] = headers["Content-Type"] or "application/json"
-    body = json.encode(body)
-  end
-  return { status = status, headers = headers, body = body or "" }
-end
+local answer = base.answer
 M.answer = answer
 
 ---A refusal: logged (unless the fake is told a case expects it) and answered.
 function Fake:refuse(req, status, body, headers, why)
-  self.rejected[#self.rejected + 1] = { method = req.method, path = req.path, status = status,
-                                        why = why or (type(body) == "table" and body.message)
-                                              or tostring(body) }
+  self:rejects(req, status, why or (type(body) == "table" and body.message) or tostring(body))
   return answer(status, body, headers)
 end
 
 ---An answer that is the service's word on the world (a missing sandbox or file, a paused
 ---one): logged in fake.denied, not fake.rejected, since a correct client meets these too.
 function Fake:deny(req, status, body, headers)
-  self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = status }
+  self:denies(req, status)
   return answer(status, body, headers)
 end
 
@@ -86,22 +68,9 @@ function Fake:rest_error(req, status, message, error_code, domain)
   return self:refuse(req, status, body)
 end
 
--- The first matching injected fault, counted down.
-function Fake:fault(route)
-  for i, f in ipairs(self.faults) do
-    if route:find(f.route, 1, true) == 1 or route:match("^" .. f.route .. "$") then
-      f.times = (f.times or 1) - 1
-      if f.times <= 0 then table.remove(self.faults, i) end
-      return f
-    end
-  end
-end
-
----Adds a fault: {route = "METHOD /path" (a prefix or a Lua pattern), status, retry_after,
----error_code, message, hang = seconds, drop = true, times = 1}.
-function Fake:inject(f)
-  self.faults[#self.faults + 1] = f
-end
+-- fake:inject{route = "METHOD /path" (a prefix or a Lua pattern), status, retry_after,
+-- error_code, message, hang = seconds, drop = true, times = 1}; fake:fault(route) finds it.
+base.install(Fake)
 
 local function apply_fault(f)
   if f.hang then sandlot.sleep(f.hang) end
@@ -479,13 +448,7 @@ function M.start(opts)
   f.sandbox_url = envd_srv.url
   return {
     url = api_srv.url, sandbox_url = envd_srv.url, token = f.token, fake = f,
-    rejected = function()                  -- for spec/fakes/check/run.lua: one line each
-      local out = {}
-      for _, r in ipairs(f.rejected) do
-        out[#out + 1] = ("%s %s -> %d: %s"):format(r.method, r.path, r.status, r.why)
-      end
-      return out
-    end,
+    rejected = base.rejected_lines(f),     -- for spec/fakes/check/run.lua: one line each
     stop = function()
       for sid in pairs(f.sandboxes) do f:kill(sid) end
       sandlot.proc.run({ "rm", "-rf", f.snap_dir })

@@ -30,6 +30,8 @@ local timer = require("sandlot.core.timer")
 
 local function now() return timer.now() / 1e9 end
 
+local base = require("spec.fakes._base")
+
 local M = {}
 
 M.COMPUTE = "namespace.cloud.compute.v1beta.ComputeService"
@@ -131,40 +133,21 @@ local STATUS = { invalid_argument = 400, failed_precondition = 400, out_of_range
                  deadline_exceeded = 504 }
 M.STATUS = STATUS
 
-local function answer(status, body, headers)
-  headers = headers or {}
-  if type(body) == "table" then
-    headers["Content-Type"] = headers["Content-Type"] or "application/json"
-    body = json.encode(body)
-  end
-  return { status = status, headers = headers, body = body or "" }
-end
+local answer = base.answer
 
 ---A refusal of a malformed request (fake.rejected): a correct client never meets one.
 function Fake:refuse(req, code, message, status)
-  self.rejected[#self.rejected + 1] = { method = req.method, path = req.path,
-                                        status = status or STATUS[code], why = message }
+  self:rejects(req, status or STATUS[code], message)
   return answer(status or STATUS[code], { code = code, message = message })
 end
 
 ---The service's word on the world (an unknown instance, a suspended one): fake.denied.
 function Fake:deny(req, code, message)
-  self.denied[#self.denied + 1] = { method = req.method, path = req.path, code = code }
+  self:denies(req, STATUS[code], { code = code })
   return answer(STATUS[code], { code = code, message = message })
 end
 
-function Fake:inject(f) self.faults[#self.faults + 1] = f end
-
-function Fake:fault(route, method)
-  for i, f in ipairs(self.faults) do
-    if f.route == method or route:find(f.route, 1, true) == 1
-       or route:match("^" .. f.route .. "$") then
-      f.times = (f.times or 1) - 1
-      if f.times <= 0 then table.remove(self.faults, i) end
-      return f
-    end
-  end
-end
+base.install(Fake)                 -- fake:inject{route, ...}, fake:fault(route, method name)
 
 local function apply_fault(f)
   if f.hang then sandlot.sleep(f.hang) end
@@ -620,13 +603,7 @@ function M.start(opts)
   f.command_url = command.url
   return {
     url = compute.url, command_url = command.url, token = f.token, fake = f,
-    rejected = function()
-      local out = {}
-      for _, r in ipairs(f.rejected) do
-        out[#out + 1] = ("%s %s -> %d: %s"):format(r.method, r.path, r.status, r.why)
-      end
-      return out
-    end,
+    rejected = base.rejected_lines(f),     -- for spec/fakes/check/run.lua: one line each
     stop = function()
       for _, inst in pairs(f.instances) do
         if inst.status ~= "DESTROYED" then f:halt(inst, "DESTROYED") end

@@ -19,6 +19,8 @@ local id = require("sandlot.id")
 local fs = require("sandlot.fs")
 local rfc3339 = require("sandlot.wire.time").format
 
+local base = require("spec.fakes._base")
+
 local M = {}
 
 M.HOME = "/home/sprite"
@@ -27,9 +29,7 @@ M.rfc3339 = rfc3339
 local Fake = {}
 Fake.__index = Fake
 
-local function unescape(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
+local unescape = base.unescape
 
 ---Parses a query string: first value per key, and every value per key (repeated `cmd`).
 function M.query(raw)
@@ -44,46 +44,26 @@ function M.query(raw)
   return first, all
 end
 
-local function answer(status, body, headers)
-  headers = headers or {}
-  if type(body) == "table" then
-    headers["Content-Type"] = headers["Content-Type"] or "application/json"
-    body = json.encode(body)
-  end
-  return { status = status, headers = headers, body = body or "" }
-end
+local answer = base.answer
 M.answer = answer
 
 ---A refusal of a malformed request: logged in fake.rejected.
 function Fake:refuse(req, status, body, why)
-  self.rejected[#self.rejected + 1] = {
-    method = req.method, path = req.path, status = status,
-    why = why or (type(body) == "table" and (body.message or body.error)) or tostring(body) }
+  self:rejects(req, status,
+               why or (type(body) == "table" and (body.message or body.error)) or tostring(body))
   return answer(status, body)
 end
 
 ---The service's word on the world (a missing sprite or file): logged in fake.denied.
 function Fake:deny(req, status, body)
-  self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = status }
+  self:denies(req, status)
   return answer(status, body)
 end
 
-function Fake:fault(route)
-  for i, f in ipairs(self.faults) do
-    if route:find(f.route, 1, true) == 1 or route:match("^" .. f.route .. "$") then
-      f.times = (f.times or 1) - 1
-      if f.times <= 0 then table.remove(self.faults, i) end
-      return f
-    end
-  end
-end
-
----Adds a fault: {route = "METHOD /path" (a prefix or a Lua pattern), status, retry_after,
----error, message, hang = seconds, drop = true, times = 1, body = text (as it is), chunks =
----{...} (a body of these HTTP chunks)}.
-function Fake:inject(f)
-  self.faults[#self.faults + 1] = f
-end
+-- fake:inject{route = "METHOD /path" (a prefix or a Lua pattern), status, retry_after, error,
+-- message, hang = seconds, drop = true, times = 1, body = text (as it is), chunks = {...} (a
+-- body of these HTTP chunks)}; fake:fault(route) finds it.
+base.install(Fake)
 
 -- Sprites ------------------------------------------------------------------------------------
 
@@ -490,13 +470,7 @@ function M.start(opts)
                                          handler = function(req) return f:handle(req) end })
   return {
     url = srv.url, token = f.token, fake = f,
-    rejected = function()
-      local out = {}
-      for _, r in ipairs(f.rejected) do
-        out[#out + 1] = ("%s %s -> %d: %s"):format(r.method, r.path, r.status, r.why)
-      end
-      return out
-    end,
+    rejected = base.rejected_lines(f),     -- for spec/fakes/check/run.lua: one line each
     stop = function()
       for name in pairs(f.sprites) do f:kill(name) end
       srv:close()

@@ -26,6 +26,8 @@ local fs = require("sandlot.fs")
 local lp = require("providers.local")
 local id = require("sandlot.id")
 
+local base = require("spec.fakes._base")
+
 local M = {}
 
 M.DEFAULT_TIMEOUT = 300000                  -- ms: a session's default
@@ -38,59 +40,27 @@ Fake.__index = Fake
 
 local function now_ms() return os.time() * 1000 end
 
-local function unescape(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
+local unescape = base.unescape
+local function query(raw) return base.query(raw, true) end   -- {key = {values...}}
 
--- A query string as {key = {values...}}.
-local function query(raw)
-  local q = {}
-  for pair in (raw or ""):gmatch("[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    k = unescape(k)
-    q[k] = q[k] or {}
-    q[k][#q[k] + 1] = unescape(v)
-  end
-  return q
-end
-
-local function answer(status, body, headers)
-  headers = headers or {}
-  if type(body) == "table" then
-    headers["Content-Type"] = headers["Content-Type"] or "application/json"
-    body = json.encode(body)
-  end
-  return { status = status, headers = headers, body = body or "" }
-end
+local answer = base.answer
 M.answer = answer
 
 local function err_body(code, message) return { error = { code = code, message = message } } end
 
 ---A refusal of a malformed request: logged in fake.rejected.
 function Fake:refuse(req, status, code, message)
-  self.rejected[#self.rejected + 1] = { method = req.method, path = req.path, status = status,
-                                        why = message }
+  self:rejects(req, status, message)
   return answer(status, err_body(code, message))
 end
 
 ---The service's word on the world (a stopped session, a missing file): fake.denied.
 function Fake:deny(req, status, code, message)
-  self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = status,
-                                    code = code }
+  self:denies(req, status, { code = code })
   return answer(status, err_body(code, message))
 end
 
-function Fake:inject(f) self.faults[#self.faults + 1] = f end
-
-function Fake:fault(route)
-  for i, f in ipairs(self.faults) do
-    if route:find(f.route, 1, true) == 1 or route:match("^" .. f.route .. "$") then
-      f.times = (f.times or 1) - 1
-      if f.times <= 0 then table.remove(self.faults, i) end
-      return f
-    end
-  end
-end
+base.install(Fake)                          -- fake:inject{route, ...}, fake:fault(route)
 
 -- Text as a JSON string carries it: invalid UTF-8 becomes U+FFFD. `carry` holds an incomplete
 -- sequence from the end of the previous chunk.
@@ -811,13 +781,7 @@ function M.start(opts)
                                          handler = function(req) return f:api(req) end })
   return {
     url = srv.url, token = f.token, team = f.team, project = f.project, fake = f,
-    rejected = function()
-      local out = {}
-      for _, r in ipairs(f.rejected) do
-        out[#out + 1] = ("%s %s -> %d: %s"):format(r.method, r.path, r.status, r.why)
-      end
-      return out
-    end,
+    rejected = base.rejected_lines(f),     -- for spec/fakes/check/run.lua: one line each
     stop = function()
       for name in pairs(f.sandboxes) do f:kill_sandbox(name) end
       srv:close()
