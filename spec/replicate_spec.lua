@@ -399,14 +399,17 @@ local function suite(label, make_sb, opts)
       cf:write("-- " .. CONFIG_SECRET .. "\nreturn { providers = {} }\n")
       cf:close()
       sys.setenv("SANDLOT_CONFIG", moddir .. "/appconfig.lua")
+      local restore <close> = setmetatable({}, { __close = function()   -- even if start raises
+        sys.setenv("SANDLOT_SPEC_TOKEN", nil)
+        sys.setenv("SANDLOT_CONFIG", nil)
+      end })
       local seen = {}
       local peer, why = start({ env = { VISIBLE = "yes" },
                                 expose = { report = function(x)
                                   seen[#seen + 1] = x
                                   return "ok"
                                 end } })
-      sys.setenv("SANDLOT_SPEC_TOKEN", nil)
-      sys.setenv("SANDLOT_CONFIG", nil)
+      getmetatable(restore).__close()
       if not peer then return pending(why) end
       assert.is_nil(peer:eval("return package.searchers[2]('appconfig') and nil"))
       local gone, gerr = peer:eval("return require('appconfig')")
