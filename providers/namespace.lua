@@ -19,6 +19,7 @@ local base64 = require("sandlot.wire.base64")
 local wtime = require("sandlot.wire.time")
 local check = require("sandlot._check")
 local exec = require("sandlot.exec")
+local shell = require("sandlot.shell")
 local fs = require("sandlot.fs")
 local id = require("sandlot.id")
 local task = require("sandlot.task")
@@ -518,15 +519,7 @@ local function wrapped(handle, argv, opts, stdin_file, prefix)
   local max = (opts.max_output or exec.DEFAULT_MAX_OUTPUT) + 1
   local args = { "/bin/sh", "-c", WRAPPER, "sandlot", cwd, stdin_file or "",
                  opts.timeout and ("%.3f"):format(opts.timeout) or "", prefix, tostring(max) }
-  local unset = {}
-  for k, v in pairs(opts.env or {}) do if v == false then unset[#unset + 1] = k end end
-  if #unset > 0 then
-    table.sort(unset)
-    args[#args + 1] = "env"
-    for _, k in ipairs(unset) do args[#args + 1] = "-u"; args[#args + 1] = k end
-    args[#args + 1] = "--"
-  end
-  for i = 1, #argv do args[#args + 1] = argv[i] end
+  for _, a in ipairs(shell.env_argv(opts.env, argv)) do args[#args + 1] = a end
   return args
 end
 

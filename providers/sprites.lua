@@ -22,6 +22,7 @@ local chunked = require("sandlot.wire.chunked")
 local wtime = require("sandlot.wire.time")
 local check = require("sandlot._check")
 local exec = require("sandlot.exec")
+local shell = require("sandlot.shell")
 local fs = require("sandlot.fs")
 local id = require("sandlot.id")
 local task = require("sandlot.task")
@@ -301,20 +302,7 @@ end
 -- The exec query: cmd repeated (argv, behind /usr/bin/env when env is given: Sprites' env
 -- replaces the whole environment), path (the program) and dir.
 local function command(argv, opts, cwd)
-  local sets, unset = {}, {}
-  for k, v in pairs(opts.env or {}) do
-    if v == false then unset[#unset + 1] = k else sets[#sets + 1] = k .. "=" .. tostring(v) end
-  end
-  local cmd = argv
-  if #sets > 0 or #unset > 0 then
-    table.sort(sets)
-    table.sort(unset)
-    cmd = { "/usr/bin/env" }
-    for _, k in ipairs(unset) do cmd[#cmd + 1] = "-u"; cmd[#cmd + 1] = k end
-    cmd[#cmd + 1] = "--"
-    for _, s in ipairs(sets) do cmd[#cmd + 1] = s end
-    for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
-  end
+  local cmd = shell.env_argv(opts.env, argv, { set = true, program = "/usr/bin/env" })
   return { cmd = cmd, path = cmd[1], dir = cwd }
 end
 

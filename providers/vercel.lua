@@ -22,6 +22,7 @@ local tar = require("sandlot.wire.tar")
 local base64 = require("sandlot.wire.base64")
 local check = require("sandlot._check")
 local exec = require("sandlot.exec")
+local shell = require("sandlot.shell")
 local fs = require("sandlot.fs")
 local id = require("sandlot.id")
 local task = require("sandlot.task")
@@ -575,15 +576,7 @@ local function wrapped(handle, argv, opts, stdin_file, tag)
   local args = { "-c", WRAPPER, "sandlot", cwd, stdin_file or "",
                  opts.timeout and ("%.3f"):format(opts.timeout) or "", "/tmp/.sandlot-" .. tag,
                  tostring(max) }
-  local unset = {}
-  for k, v in pairs(opts.env or {}) do if v == false then unset[#unset + 1] = k end end
-  if #unset > 0 then
-    table.sort(unset)
-    args[#args + 1] = "env"
-    for _, k in ipairs(unset) do args[#args + 1] = "-u"; args[#args + 1] = k end
-    args[#args + 1] = "--"
-  end
-  for i = 1, #argv do args[#args + 1] = argv[i] end
+  for _, a in ipairs(shell.env_argv(opts.env, argv)) do args[#args + 1] = a end
   return args
 end
 

@@ -45,6 +45,31 @@ function M.exports(env, sep)
   return table.concat(out)
 end
 
+---argv behind env(1) for what `env` changes: `ENV -u NAME ... --` for each variable given as
+---false and, with opts.set, `NAME=value` for the others, each sorted by name. argv itself
+---(the same table) when there is nothing to change.
+---@param env table<string, string|number|false>|nil (checked by check.env)
+---@param argv string[]
+---@param opts? {set?: boolean, program?: string} program: env's path (default "env")
+---@return string[]
+function M.env_argv(env, argv, opts)
+  check.env(env, "shell.env_argv")
+  local set = opts and opts.set
+  local unset, sets = {}, {}
+  for k, v in pairs(env or {}) do
+    if v == false then unset[#unset + 1] = k elseif set then sets[#sets + 1] = k end
+  end
+  if #unset == 0 and #sets == 0 then return argv end
+  table.sort(unset)
+  table.sort(sets)
+  local out = { opts and opts.program or "env" }
+  for _, k in ipairs(unset) do out[#out + 1] = "-u"; out[#out + 1] = k end
+  out[#out + 1] = "--"
+  for _, k in ipairs(sets) do out[#out + 1] = k .. "=" .. tostring(env[k]) end
+  for i = 1, #argv do out[#out + 1] = argv[i] end
+  return out
+end
+
 ---`if [ ! -<test> path ]; then echo message >&2; exit 255; fi; `: a prelude step that stops
 ---before the command with exit 255 and message on stderr (a provider maps that back).
 ---@param test string a test(1) operator letter: "e", "f", "d"

@@ -14,6 +14,7 @@ local json = require("sandlot.wire.json")
 local connect = require("sandlot.wire.connect")
 local base64 = require("sandlot.wire.base64")
 local exec = require("sandlot.exec")
+local shell = require("sandlot.shell")
 local task = require("sandlot.task")
 local queue = require("sandlot.queue")
 
@@ -94,20 +95,13 @@ function M.install(P, h)
   local function process_of(handle, argv, opts)
     local cwd, cerr = resolve(handle, opts.cwd or ".")
     if not cwd then return nil, cerr end
-    local envs, unset = {}, {}
+    local envs = {}
     for k, v in pairs(opts.env or {}) do
-      if v == false then unset[#unset + 1] = k else envs[k] = tostring(v) end
+      if v ~= false then envs[k] = tostring(v) end
     end
-    local cmd, args = argv[1], { table.unpack(argv, 2) }
-    if #unset > 0 then
-      table.sort(unset)
-      args = {}
-      for _, k in ipairs(unset) do args[#args + 1] = "-u"; args[#args + 1] = k end
-      args[#args + 1] = "--"
-      for i = 1, #argv do args[#args + 1] = argv[i] end
-      cmd = "/usr/bin/env"
-    end
-    return { cmd = cmd, args = json.array(args), envs = next(envs) and envs or nil, cwd = cwd }
+    local full = shell.env_argv(opts.env, argv, { program = "/usr/bin/env" })   -- unsets only
+    return { cmd = full[1], args = json.array({ table.unpack(full, 2) }),
+             envs = next(envs) and envs or nil, cwd = cwd }
   end
 
 
