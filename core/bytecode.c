@@ -164,7 +164,8 @@ int luaopen_sandlot_core_bytecode(lua_State *L) {
 }
 
 void sl_install_bytecode_searcher(lua_State *L) {
-  if (getenv("SANDLOT_NO_BYTECODE") != NULL) return;   /* the sources only, for debugging */
+  const char *off = getenv("SANDLOT_NO_BYTECODE");        /* the sources only, for debugging */
+  if (off != NULL && off[0] != '\0' && strcmp(off, "0") != 0) return;
   lua_getglobal(L, "package");
   if (!lua_istable(L, -1)) {
     lua_pop(L, 1);

@@ -93,11 +93,15 @@ describe("bytecode", function()
     assert.equal("no id.hex: number", out[2])          -- the source's 0, not the compiled M
   end)
 
-  it("is off with SANDLOT_NO_BYTECODE", function()
+  it("is off with SANDLOT_NO_BYTECODE (not when it is empty or 0)", function()
     local tmp = h.tmpdir()
     copy_id(tmp)
     local out = run_with(tmp, PROBE, { SANDLOT_NO_BYTECODE = "1" })
     assert.equal("false", out[1]:match("^(%S+)"))
     assert.equal("@" .. tmp .. "/sandlot/id.lua", out[2])
+    for _, v in ipairs({ "", "0" }) do
+      out = run_with(tmp, PROBE, { SANDLOT_NO_BYTECODE = v })
+      assert.same({ "true", "1", "0" }, { out[1]:match("^(%S+)%s+(%S+)%s+(%S+)$") })
+    end
   end)
 end)
