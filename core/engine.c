@@ -112,7 +112,7 @@ __attribute__((visibility("default"))) const char *__lsan_default_options(void) 
 #endif
 
 int luaopen_sandlot_core(lua_State *L) {
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 4);
   lua_pushliteral(L, SANDLOT_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushfstring(L, "libuv %s", uv_version_string());
@@ -121,6 +121,12 @@ int luaopen_sandlot_core(lua_State *L) {
   if (sl_self_dir(dir, sizeof(dir))) {      /* where sandlot-peer is looked for, beside exe's */
     lua_pushstring(L, dir);
     lua_setfield(L, -2, "libdir");
+  }
+  /* the running binary's directory, still right when the binary was replaced on disk since it
+   * started (an upgrade, a rebuild): /proc/self/exe then reads "... (deleted)" */
+  if (sl_exe_dir(dir, sizeof(dir))) {
+    lua_pushstring(L, dir);
+    lua_setfield(L, -2, "exedir");
   }
   return 1;
 }

@@ -131,6 +131,22 @@ describe("make install", function()
     assert.equal(out, r2.stdout)
   end)
 
+  it("finds sandlot-peer after its own binary was replaced on disk (an upgrade)", function()
+    -- the script replaces the binary running it (a new inode: /proc/self/exe then reads
+    -- ".../sandlot (deleted)") and asks for the peer as replication would
+    local bin = usr .. "/bin/sandlot"
+    local r = assert(sandlot.proc.run({ bin, "-e", ([[
+      local p = %q
+      assert(os.execute("cp " .. p .. " " .. p .. ".new && mv " .. p .. ".new " .. p))
+      print(require("sandlot.core.sys").realpath("/proc/self/exe") or "gone")
+      print(assert(require("sandlot._peer.ship").binary_path()))]]):format(bin) }))
+    assert.equal("", r.stderr)
+    assert.equal(0, r.exit_code)
+    local gone, peer = r.stdout:match("^([^\n]*)\n([^\n]*)\n$")
+    assert.equal("gone", gone)                         -- the plant: the old path is no more
+    assert.equal(usr .. "/bin/../lib/sandlot/sandlot-peer", peer)
+  end)
+
   it("writes a sandlot.pc that pkg-config reads, with paths under ${prefix}", function()
     local pc = read(usr .. "/lib/pkgconfig/sandlot.pc")
     assert.matches("\nprefix=/usr/local\n", pc, 1, true)

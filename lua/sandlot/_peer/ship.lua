@@ -27,16 +27,16 @@ function M.binary_path()
     tried[#tried + 1] = env .. " ($SANDLOT_PEER)"
   end
   local candidates = {}
-  local exe = sys.realpath("/proc/self/exe")
-  if exe then
-    local dir = dirname(exe)
-    candidates[1] = dir .. "/sandlot-peer"
-    candidates[2] = dir .. "/../lib/sandlot/sandlot-peer"
+  local core = require("sandlot.core")
+  local exedir = core.exedir                  -- kept when the binary is replaced on disk
+  if exedir then
+    candidates[1] = exedir .. "/sandlot-peer"
+    candidates[2] = exedir .. "/../lib/sandlot/sandlot-peer"
   end
   -- an embedder: beside the library holding the core (<prefix>/lib/libsandlot.so, or the
   -- Lua module <prefix>/lib/lua/5.4/sandlot.so)
-  local libdir = require("sandlot.core").libdir
-  if libdir and libdir ~= (exe and dirname(exe)) then
+  local libdir = core.libdir
+  if libdir and libdir ~= exedir then
     candidates[#candidates + 1] = libdir .. "/sandlot/sandlot-peer"
     candidates[#candidates + 1] = libdir .. "/../../sandlot/sandlot-peer"
   end
