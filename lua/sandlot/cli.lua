@@ -87,6 +87,37 @@ function M.array(t)
   return require("sandlot.wire.json").array(t or {})
 end
 
+---Prints rows of cells in aligned columns three spaces apart, as docker ps does (the first row
+---is the heading); trailing blanks are cut.
+---@param lines string[][]
+function M.columns(lines)
+  local width = {}
+  for _, l in ipairs(lines) do
+    for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
+  end
+  for _, l in ipairs(lines) do
+    local cells = {}
+    for c, v in ipairs(l) do cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v end
+    out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
+  end
+end
+
+---An age for a column: 45s, 12m, 5h, 3d.
+---@param secs integer
+function M.age(secs)
+  if secs < 0 then secs = 0 end
+  if secs < 120 then return ("%ds"):format(secs) end
+  if secs < 7200 then return ("%dm"):format(secs // 60) end
+  if secs < 172800 then return ("%dh"):format(secs // 3600) end
+  return ("%dd"):format(secs // 86400)
+end
+
+---Text cut to n characters for a column, its end marked "~".
+function M.cut(s, n)
+  if #s > n then return s:sub(1, n - 1) .. "~" end
+  return s
+end
+
 local function did_you_mean(s)
   return s and (" (did you mean '" .. s .. "'?)") or ""
 end

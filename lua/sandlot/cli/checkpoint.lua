@@ -7,13 +7,7 @@ local cli = require("sandlot.cli")
 
 local function me() return cli.get("checkpoint") end
 
-local function age(secs)
-  if secs < 0 then secs = 0 end
-  if secs < 120 then return ("%ds"):format(secs) end
-  if secs < 7200 then return ("%dm"):format(secs // 60) end
-  if secs < 172800 then return ("%dh"):format(secs // 3600) end
-  return ("%dd"):format(secs // 86400)
-end
+local age = cli.age
 
 local function size(n)
   if type(n) ~= "number" then return "-" end
@@ -23,17 +17,7 @@ local function size(n)
   return ("%.1fG"):format(n / (1024 * 1024 * 1024))
 end
 
-local function columns(lines)
-  local width = {}
-  for _, l in ipairs(lines) do
-    for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
-  end
-  for _, l in ipairs(lines) do
-    local cells = {}
-    for c, v in ipairs(l) do cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v end
-    cli.out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
-  end
-end
+local columns = cli.columns
 
 -- A record as --json prints it: the library's record, skipped as an array.
 local function record(r)

@@ -16,22 +16,13 @@ local SHOWN = { destroyed = "destroyed", would_destroy = "would destroy",
                 failed = "FAILED" }
 
 local function table_out(items)
-  local lines, width = { { "KIND", "PROVIDER", "DURABLE ID", "PROVIDER ID", "ACTION",
-                           "REASON" } }, {}
+  local lines = { { "KIND", "PROVIDER", "DURABLE ID", "PROVIDER ID", "ACTION", "REASON" } }
   for _, x in ipairs(items) do
-    local ext = x.external_id or "-"
-    if #ext > 20 then ext = ext:sub(1, 19) .. "~" end
+    local ext = cli.cut(x.external_id or "-", 20)
     lines[#lines + 1] = { x.kind, x.provider, x.id or "-", ext, SHOWN[x.action] or x.action,
                           x.reason .. (x.error and (": " .. x.error) or "") }
   end
-  for _, l in ipairs(lines) do
-    for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
-  end
-  for _, l in ipairs(lines) do
-    local cells = {}
-    for c, v in ipairs(l) do cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v end
-    cli.out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
-  end
+  cli.columns(lines)
 end
 
 return {

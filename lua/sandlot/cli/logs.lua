@@ -3,31 +3,13 @@
 -- a sandbox's durable id, the list of its background processes.
 local cli = require("sandlot.cli")
 
-local function age(secs)
-  if secs < 0 then secs = 0 end
-  if secs < 120 then return ("%ds"):format(secs) end
-  if secs < 7200 then return ("%dm"):format(secs // 60) end
-  if secs < 172800 then return ("%dh"):format(secs // 3600) end
-  return ("%dd"):format(secs // 86400)
-end
+local age = cli.age
 
-local function columns(lines)
-  local width = {}
-  for _, l in ipairs(lines) do
-    for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
-  end
-  for _, l in ipairs(lines) do
-    local cells = {}
-    for c, v in ipairs(l) do cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v end
-    cli.out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
-  end
-end
+local columns = cli.columns
 
 local function command_line(argv)
   if type(argv) ~= "table" then return "" end
-  local s = table.concat(argv, " ")
-  if #s > 40 then s = s:sub(1, 39) .. "~" end
-  return s
+  return cli.cut(table.concat(argv, " "), 40)
 end
 
 local function record(r, now)

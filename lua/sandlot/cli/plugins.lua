@@ -8,19 +8,12 @@ local cli = require("sandlot.cli")
 local function kib(n) return ("%dK"):format((n or 0) // 1024) end
 
 local function table_out(list)
-  local lines, width = { { "NAME", "VERSION", "STATUS", "FAULTS", "MEMORY", "CALLS", "TIME" } }, {}
+  local lines = { { "NAME", "VERSION", "STATUS", "FAULTS", "MEMORY", "CALLS", "TIME" } }
   for _, p in ipairs(list) do
     lines[#lines + 1] = { p.name, tostring(p.version or "-"), p.status, tostring(p.faults),
                           kib(p.memory), tostring(p.calls), ("%.1fms"):format(p.time_ns / 1e6) }
   end
-  for _, l in ipairs(lines) do
-    for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
-  end
-  for _, l in ipairs(lines) do
-    local cells = {}
-    for c, v in ipairs(l) do cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v end
-    cli.out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
-  end
+  cli.columns(lines)
 end
 
 local VERBS = { list = 0, info = 1, enable = 1, disable = 1, reload = 1, rollback = 1 }

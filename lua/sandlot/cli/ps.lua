@@ -4,31 +4,17 @@ local cli = require("sandlot.cli")
 
 local LIVE = { "creating", "active", "stopped", "error" }
 
-local function age(secs)
-  if secs < 0 then secs = 0 end
-  if secs < 120 then return ("%ds"):format(secs) end
-  if secs < 7200 then return ("%dm"):format(secs // 60) end
-  if secs < 172800 then return ("%dh"):format(secs // 3600) end
-  return ("%dd"):format(secs // 86400)
-end
+local age = cli.age
 
 local function table_out(list, now, procs)
-  local lines, width = { { "DURABLE ID", "PROVIDER", "PROVIDER ID", "STATE", "AGE", "PROCS",
-                           "NAME" } }, {}
+  local lines = { { "DURABLE ID", "PROVIDER", "PROVIDER ID", "STATE", "AGE", "PROCS",
+                    "NAME" } }
   for _, r in ipairs(list) do
-    local ext = r.external_id or "-"
-    if #ext > 20 then ext = ext:sub(1, 19) .. "~" end
+    local ext = cli.cut(r.external_id or "-", 20)
     lines[#lines + 1] = { r.id, r.provider, ext, r.state, age(now - r.created_at),
                           tostring(procs[r.id] or 0), r.name or r.purpose or "" }
   end
-  for _, l in ipairs(lines) do
-    for c, v in ipairs(l) do width[c] = math.max(width[c] or 0, #v) end
-  end
-  for _, l in ipairs(lines) do
-    local cells = {}
-    for c, v in ipairs(l) do cells[c] = c < #l and v .. (" "):rep(width[c] - #v) or v end
-    cli.out((table.concat(cells, "   "):gsub("%s+$", "")), "\n")
-  end
+  cli.columns(lines)
 end
 
 return {
