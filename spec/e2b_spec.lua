@@ -254,6 +254,21 @@ describe("e2b provider", function()
     assert(sb:destroy())
   end))
 
+  it("read_file{to}: a host file whose last write fails is io_error, and nothing is left",
+     h.task(function()
+    local sb = assert(sandlot.create("e2b", {}))
+    assert(sb:write_file("big.bin", ("x"):rep(100000)))
+    local dir = h.tmpdir()
+    assert.equal(100000, assert(sb:read_file("big.bin", { to = dir .. "/control.bin" })))
+    local r, err = h.with_failing_sink(function()
+      return sb:read_file("big.bin", { to = dir .. "/out.bin" })
+    end)
+    assert.is_nil(r)
+    assert.equal("io_error", err.code)
+    assert.equal("control.bin\n", assert(sandlot.proc.run({ "ls", "-A", dir })).stdout)
+    assert(sb:destroy())
+  end))
+
   it("keeps the API key and the envd token out of errors, telemetry and handles",
      h.task(function()
     local events = {}

@@ -141,6 +141,27 @@ function h.tmpdir(tag)
   return (r.stdout:gsub("%s+$", ""))
 end
 
+---Runs fn() with sandlot.fs.sink's host files failing as they close (their data written, then
+---io_error: a full disk's last flush), and returns what fn returns.
+function h.with_failing_sink(fn)
+  local fs = require("sandlot.fs")
+  local real = fs.sink
+  fs.sink = function(path)
+    local s, err = real(path)
+    if not s then return nil, err end
+    local finish = s.finish
+    s.finish = function(self)
+      finish(self)
+      return nil, require("sandlot.errors").new("io_error", "cannot write " .. path .. ": EIO")
+    end
+    return s
+  end
+  local r = table.pack(pcall(fn))
+  fs.sink = real
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
 ---A file's whole contents (raises when it cannot be read).
 function h.read(path)
   local f = assert(io.open(path, "rb"))
