@@ -61,6 +61,14 @@ local function start_fake(k, p)
   return f, buf:match("^[^\n]*")
 end
 
+-- The SDK scripts and the modes they share, beside the node_modules in dir.
+local function copy_scripts(k, dir)
+  for _, p in ipairs(M.PROVIDERS) do
+    k.sh({ "cp", k.here .. "/sdk/" .. p .. ".mjs", dir .. "/" .. p .. ".mjs" })
+  end
+  k.sh({ "cp", k.here .. "/sdk/_modes.mjs", dir .. "/_modes.mjs" })
+end
+
 -- Installs every bench/sdk/*.mjs's `// npm:` packages into one directory, with the scripts
 -- copied beside its node_modules. Returns dir, or nil and why.
 local function install(k)
@@ -68,9 +76,7 @@ local function install(k)
   if why then return nil, why end
   local dir = os.getenv("BENCH_SDK_DIR")
   if dir and dir ~= "" then                   -- the SDKs installed already (by hand)
-    for _, p in ipairs(M.PROVIDERS) do
-      k.sh({ "cp", k.here .. "/sdk/" .. p .. ".mjs", dir .. "/" .. p .. ".mjs" })
-    end
+    copy_scripts(k, dir)
     return dir
   end
   dir = k.tmp .. "/sdk"
@@ -83,9 +89,7 @@ local function install(k)
   io.stderr:write("  7. npm install " .. table.concat(pkgs, " ") .. "\n")
   local ok, err = npm.install(pkgs, dir, 600)
   if not ok then return nil, err end
-  for _, p in ipairs(M.PROVIDERS) do
-    k.sh({ "cp", k.here .. "/sdk/" .. p .. ".mjs", dir .. "/" .. p .. ".mjs" })
-  end
+  copy_scripts(k, dir)
   return dir
 end
 

@@ -168,6 +168,7 @@ describe("bench cases", function()
       local why = require("spec.support.npm").missing()
       if why then return pending(why) end
       assert(sandlot.proc.run({ "cp", "bench/sdk/" .. p .. ".mjs", dir .. "/" .. p .. ".mjs" }))
+      assert(sandlot.proc.run({ "cp", "bench/sdk/_modes.mjs", dir .. "/_modes.mjs" }))
       with_fake(p, function(line, f)
         local function sdk(...)
           local r = assert(sandlot.proc.run({ "node", dir .. "/" .. p .. ".mjs", line, ... },

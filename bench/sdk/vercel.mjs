@@ -3,10 +3,10 @@
 // (the version spec/fakes/check/vercel.mjs checks the fake against): Sandbox.create ->
 // runCommand("echo", ["hello"]) -> stdout() -> delete against bench/peer_fake.lua (FAKE: its
 // JSON line, with the team and project). The SDK takes no base URL: its fetch is given one that
-// rewrites the https://vercel.com/api prefix to the fake, as the check script does. The same
-// modes and output as bench/peers.lua; CPU is process.cpuUsage() (getrusage: every thread)
-// over the timed part. bench/run.lua copies it beside a node_modules holding the SDK.
+// rewrites the https://vercel.com/api prefix to the fake, as the check script does. The modes
+// are bench/sdk/_modes.mjs's; bench/fig7.lua copies both beside a node_modules holding the SDK.
 import { Sandbox } from "@vercel/sandbox";
+import { run } from "./_modes.mjs";
 
 const [fakeJson, mode, nArg, cArg] = process.argv.slice(2);
 const fake = JSON.parse(fakeJson);
@@ -29,25 +29,5 @@ async function cycle() {
   await sbx.delete();
 }
 
-const seconds = () => Number(process.hrtime.bigint()) / 1e9;
-const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
-const n = Number(nArg);
-
-if (mode === "oneshot") {
-  await cycle();
-} else if (mode === "seq" || mode === "conc") {
-  const c = mode === "conc" ? Number(cArg) : 1;
-  const t0 = seconds(), c0 = cpu();
-  let next = 0;
-  async function worker() { while (next < n) { next++; await cycle(); } }
-  await Promise.all(Array.from({ length: Math.min(c, n) }, worker));
-  console.log(`${seconds() - t0} ${cpu() - c0}`);
-} else if (mode === "handles") {
-  const sbs = [];
-  for (let i = 0; i < n; i++) sbs.push(await Sandbox.create(creds));
-  console.log(`${process.resourceUsage().maxRSS} ${Math.round(process.memoryUsage().rss / 1024)}`);
-  for (const s of sbs) await s.delete();
-} else {
-  throw new Error("usage: node vercel.mjs FAKE_JSON seq|conc|handles|oneshot [N [C]]");
-}
-process.exit(0);
+await run("vercel", mode, nArg, cArg, {
+  cycle, make: () => Sandbox.create(creds), remove: (s) => s.delete() });
