@@ -34,4 +34,11 @@ describe("docker provider #docker", function()
                 skip = skip })
   conformance({ provider = "conf-docker-agent", label = "docker exec_agent",
                 network_create = false, skip = skip })
+
+  it("ran the exec_agent suite's execs through agents (none fell back for good)", function()
+    if not env then pending(docker.unavailable(why)) end
+    local agent = require("sandlot._native.docker_agent")
+    assert.is_true(agent._started > 0)
+    for _, a in pairs(agent._agents) do assert.is_nil(a.broken) end
+  end)
 end)

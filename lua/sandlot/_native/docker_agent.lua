@@ -12,7 +12,9 @@
 -- agent's, merged with opts.env; false removes a variable), the sandbox's working directory
 -- or opts.cwd, stdin from opts.stdin (else /dev/null). Children a command leaves in its group
 -- outlive it, as under docker exec; a timeout kills the group (SIGKILL) and reports exit 137
--- and timed_out. Falls back to the plain docker exec path (no error): stdin given as a writer
+-- and timed_out. A command killed by a signal reports it (signal = N, exit_code 128 + N), where
+-- the plain path knows only Docker's exit code. The agent reaps its own children; what a
+-- killed group's members leave goes to the container's init, as under docker exec. Falls back to the plain docker exec path (no error): stdin given as a writer
 -- function, stdin over STDIN_MAX bytes, an agent that cannot start (no sandlot-peer built for
 -- this host, another architecture, a read-only /tmp; warned once per container). spawn, ttys
 -- and sandlot.background's processes always use plain docker exec.
@@ -79,6 +81,7 @@ end
 
 local agents = {}                          -- container id -> {peer, last, starting, broken}
 M._agents = agents                         -- for the specs
+M._started = 0                             -- agents started by this process (the specs)
 
 -- A sandbox-like object for sandlot.replicate: its exec, spawn and write_files are the
 -- provider's plain ones (never the agent), on this ctx and handle.
@@ -165,6 +168,7 @@ local function agent(P, h, ctx, handle)
         return nil, err
       end
       a.peer, a.last, a.starts = peer, timer.now() / 1e9, (a.starts or 0) + 1
+      M._started = M._started + 1
       return a
     end
   end
