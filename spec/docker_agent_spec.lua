@@ -9,6 +9,7 @@ local http = require("sandlot.http")
 local h = require("spec.helper")
 local docker = require("spec.support.docker")
 local agent = require("sandlot._native.docker_agent")
+local errors = require("sandlot.errors")
 
 describe("docker exec agent #docker", function()
   local env, why
@@ -209,6 +210,77 @@ describe("docker exec agent #docker", function()
     assert.equal("ok\n", assert(sb:exec({ "echo", "ok" })).stdout)
     assert.equal(4, a.starts)
     assert.equal("run\n", assert(sb:exec({ "cat", "/tmp/runs" })).stdout)
+    sb:destroy()
+  end)
+
+  it("leaves the agent of a container paused behind its back alone: the exec takes the " ..
+     "plain path and fails as docker exec does", function()
+    if not need() then return end
+    local sb <close> = create()
+    assert(sb:exec({ "true" }))
+    local a = the_agent(sb)
+    local pid = a.peer.pid
+    local path = "/containers/" .. sb.handle.container
+    api({ method = "POST", path = path .. "/pause", timeout = 30 })
+    local r, err = sb:exec({ "echo", "paused" })
+    api({ method = "POST", path = path .. "/unpause", timeout = 30 })
+    assert.is_nil(r)
+    assert.equal("unavailable", err.code)                  -- docker exec's 409
+    assert.equal("hello\n", assert(sb:exec({ "echo", "hello" })).stdout)
+    assert.equal(pid, a.peer.pid)
+    assert.equal(1, a.starts)
+    sb:destroy()
+  end)
+
+  -- Runs fn with sandlot.replicate answering fail() (counted), then puts it back.
+  local function failing_replicate(fail, fn)
+    local real = require("sandlot.replicate")
+    local calls = 0
+    package.loaded["sandlot.replicate"] = { replicate = function()
+      calls = calls + 1
+      return nil, fail(calls)
+    end }
+    local ok, err = pcall(fn, function() return calls end)
+    package.loaded["sandlot.replicate"] = real
+    assert(ok, err)
+  end
+
+  it("falls back to docker exec where the agent cannot start: for good, or until a retry",
+     function()
+    if not need() then return end
+    failing_replicate(function()
+      return errors.new("not_supported", "the sandbox is riscv64; this host has x86_64 only")
+    end, function(calls)
+      local sb <close> = create()
+      local items = {}
+      for i = 1, 8 do items[i] = i end
+      local res, errs = sandlot.map(items, function(i)        -- all waiting on one start
+        return assert(sb:exec({ "echo", tostring(i) })).stdout
+      end)
+      assert.is_nil(errs)
+      for i = 1, 8 do assert.equal(i .. "\n", res[i]) end
+      assert.equal("x\n", assert(sb:exec({ "echo", "x" })).stdout)
+      assert.equal(1, calls())                               -- remembered: never tried again
+      assert.equal("not_supported", the_agent(sb).broken.code)
+      sb:destroy()
+    end)
+    local retry = agent.RETRY_AFTER
+    agent.RETRY_AFTER = 0.3
+    failing_replicate(function()
+      return errors.new("timeout", "no hello from the replica within 30s")
+    end, function(calls)
+      local sb <close> = create()
+      assert.equal("a\n", assert(sb:exec({ "echo", "a" })).stdout)
+      assert.equal("b\n", assert(sb:exec({ "echo", "b" })).stdout)
+      assert.equal(1, calls())                               -- not before RETRY_AFTER
+      sandlot.sleep(0.4)
+      assert.equal("c\n", assert(sb:exec({ "echo", "c" })).stdout)
+      assert.equal(2, calls())
+      sb:destroy()
+    end)
+    agent.RETRY_AFTER = retry
+    local sb <close> = create()                 -- the real one again: the agent starts
+    assert.equal(assert(sb:exec({ "true" })) and the_agent(sb).peer.pid, parent(sb))
     sb:destroy()
   end)
 

@@ -14,16 +14,20 @@
 -- outlive it, as under docker exec; a timeout kills the group (SIGKILL) and reports exit 137
 -- and timed_out. A command killed by a signal reports it (signal = N, exit_code 128 + N), where
 -- the plain path knows only Docker's exit code. The agent reaps its own children; what a
--- killed group's members leave goes to the container's init, as under docker exec. Falls back to the plain docker exec path (no error): stdin given as a writer
--- function, stdin over STDIN_MAX bytes, an agent that cannot start (no sandlot-peer built for
--- this host, another architecture, a read-only /tmp; warned once per container). spawn, ttys
--- and sandlot.background's processes always use plain docker exec.
+-- killed group's members leave goes to the container's init, as under docker exec.
+-- Falls back to the plain docker exec path (no error): stdin given as a writer function,
+-- stdin over STDIN_MAX bytes, an agent that cannot start (no sandlot-peer built for this host,
+-- another architecture, a read-only /tmp: warned once per container; a start that timed out:
+-- for RETRY_AFTER seconds). spawn, ttys and sandlot.background's processes always use plain
+-- docker exec.
 --
 -- Liveness: an agent whose attach stream ended (killed, the container restarted or stopped)
--- is noticed by the channel; an agent idle for more than PING_IDLE seconds is pinged before
--- a command is sent. A dead agent is restarted transparently on the next exec (the files are
--- in the container already: one exec). A command in flight when the agent dies is an error
--- (unavailable), never run again: it may have run.
+-- is noticed by the channel, but only once the daemon closes the stream; so a command is
+-- preceded by a ping (PING_IDLE = 0: every one; a frame's round trip, well under a
+-- millisecond), and an agent that died before the exec began is restarted transparently
+-- (the files are in the container already: one exec), never taken for one that died under
+-- the command. A command in flight when the agent dies is an error (unavailable), never run
+-- again: it may have run.
 --
 -- This file is also loaded inside the agent (sandlot.replicate ships sandlot's Lua tree):
 -- M.run and M.ping are the agent's side; its top level requires nothing the replica lacks.
@@ -32,8 +36,10 @@ local errors = require("sandlot.errors")
 local M = {}
 
 M.STDIN_MAX = 4 * 1024 * 1024             -- bytes of opts.stdin sent in the call's frame
-M.PING_IDLE = 0.25                         -- seconds idle after which a ping precedes a command
-M.START_TIMEOUT = 60                       -- seconds for the agent's start (ship, spawn, hello)
+M.PING_IDLE = 0                            -- seconds idle after which a command is preceded
+                                           -- by a ping (0: always; see Liveness)
+M.START_TIMEOUT = 30                       -- seconds for the agent's start (ship, spawn, hello)
+M.RETRY_AFTER = 30                         -- seconds of plain docker exec after a failed start
 M.DEST = "/tmp/.sandlot-peer"              -- where the agent's files live in the container
 
 local TARGET = "sandlot._native.docker_agent.run"
@@ -122,23 +128,34 @@ local function for_good(err)
       or errors.is(err, "permission_denied") or errors.is(err, "invalid_input")
 end
 
--- Whether an idle agent still answers (within 5 s: a paused container's never does).
+-- Pings an agent: true when it answered; false, err when it did not within 5 s but its channel
+-- is up (busy, or the container paused: this exec takes the plain path, the agent and the
+-- commands it runs are left alone); false when it is dead (restarted by the caller).
 local function answers(a)
   local task = require("sandlot.task")
   local timer = require("sandlot.core.timer")
-  local ok, r = pcall(task.timeout, 5, a.peer.call, a.peer, "sandlot._native.docker_agent.ping")
+  local ok, r, err = pcall(task.timeout, 5, a.peer.call, a.peer,
+                           "sandlot._native.docker_agent.ping")
   if ok and r == true then
     a.last = timer.now() / 1e9
     return true
   end
+  if a.peer:alive() then
+    return false, errors.is(err) and err or errors.new("timeout", "the exec agent is slow")
+  end
   return false
 end
 
--- The container's live agent, started (or restarted) when there is none: a | nil, err.
+-- The container's live agent, started (or restarted) when there is none: a | nil, err. A
+-- start that failed for good (for_good) is remembered: plain docker exec from then on, warned
+-- once; one that failed otherwise (a timeout, the daemon busy) is tried again RETRY_AFTER
+-- seconds later, plain docker exec meanwhile. Execs arriving during a start wait for it and
+-- share its outcome: one start at a time, never one per waiting exec.
 local function agent(P, h, ctx, handle)
   local event = require("sandlot.core.event")
   local timer = require("sandlot.core.timer")
   local key = handle.container
+  local function now() return timer.now() / 1e9 end
   while true do
     local a = agents[key]
     if a and a.broken then return nil, a.broken end
@@ -147,28 +164,36 @@ local function agent(P, h, ctx, handle)
       a.starting[#a.starting + 1] = ev
       local ok, werr = ev:wait()
       if not ok then return nil, werr end
-    elseif a and a.peer and a.peer:alive()
-        and (timer.now() / 1e9 - a.last <= M.PING_IDLE or answers(a)) then
-      return a
+      if not (a.peer and a.peer:alive()) then
+        return nil, a.broken or a.failed or errors.new("unavailable", "the exec agent ended")
+      end
+    elseif a and a.peer and a.peer:alive() then
+      if now() - a.last <= M.PING_IDLE then return a end
+      local yes, slow = answers(a)
+      if yes then return a end
+      if slow then return nil, slow end   -- else dead: the next round starts a new one
+    elseif a and a.failed and now() < a.retry_at then
+      return nil, a.failed
     else
       a = a or {}
       agents[key] = a
       if a.peer then pcall(a.peer._abort, a.peer, "the exec agent is being restarted") end
-      a.peer, a.starting = nil, {}
+      a.peer, a.failed, a.starting = nil, nil, {}
       local peer, err = start(P, h, ctx, handle, a)
+      if peer then
+        a.peer, a.last, a.starts = peer, now(), (a.starts or 0) + 1
+        M._started = M._started + 1
+      elseif for_good(err) then
+        a.broken = err
+        ctx.warn(("docker: the exec agent cannot run in container %s (%s); exec uses " ..
+                  "docker exec"):format(key:sub(1, 12), err.message))
+      elseif not errors.is(err, "cancelled") then
+        a.failed, a.retry_at = err, now() + M.RETRY_AFTER
+      end
       local waiting = a.starting
       a.starting = nil
       for _, ev in ipairs(waiting) do ev:notify() end
-      if not peer then
-        if for_good(err) then
-          a.broken = err
-          ctx.warn(("docker: the exec agent cannot run in container %s (%s); exec uses " ..
-                    "docker exec"):format(key:sub(1, 12), err.message))
-        end
-        return nil, err
-      end
-      a.peer, a.last, a.starts = peer, timer.now() / 1e9, (a.starts or 0) + 1
-      M._started = M._started + 1
+      if not peer then return nil, err end
       return a
     end
   end
