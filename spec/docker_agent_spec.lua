@@ -118,7 +118,8 @@ describe("docker exec agent #docker", function()
     sb:destroy()
   end)
 
-  it("carries stdin, gives /dev/null without it, falls back for a writer function", function()
+  it("carries stdin, gives /dev/null without it, falls back for a writer function and for " ..
+     "stdin over STDIN_MAX", function()
     if not need() then return end
     local sb <close> = create()
     assert.equal("abc\0def", assert(sb:exec({ "cat" }, { stdin = "abc\0def" })).stdout)
@@ -130,6 +131,14 @@ describe("docker exec agent #docker", function()
     local got, ppid = r.stdout:match("^(xy)(%d+)\n$")
     assert.equal("xy", got)
     assert.are_not.equal(pid, tonumber(ppid))            -- the plain docker exec path
+    local max = agent.STDIN_MAX
+    agent.STDIN_MAX = 4                                   -- stdin over the cap: plain too
+    local big = sb:exec({ "sh", "-c", "cat; echo $PPID" }, { stdin = "12345" })
+    agent.STDIN_MAX = max
+    got, ppid = assert(big).stdout:match("^(12345)(%d+)\n$")
+    assert.equal("12345", got)
+    assert.are_not.equal(pid, tonumber(ppid))
+    assert.equal(pid, parent(sb, { stdin = "1234" }))     -- at the cap: the agent
     sb:destroy()
   end)
 
