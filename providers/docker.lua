@@ -27,8 +27,8 @@
 -- A container labelled sandlot.keep=1 (create with labels = {["sandlot.keep"] = "1"}) is
 -- never removed. Paused sandboxes are stopped ones the user may still start: they are kept.
 -- Native checkpoints are committed images; sandlot.create(p, {from = ck}) runs a container of
--- one (checkpoint, checkpoints, create_from, delete_checkpoint, and get_url, list and gc:
--- sandlot._native.docker).
+-- one (checkpoint, checkpoints, create_from, delete_checkpoint, and the files, get_url, list
+-- and gc: sandlot._native.docker).
 local api = require("sandlot.api")
 local errors = require("sandlot.errors")
 local json = require("sandlot.wire.json")
