@@ -372,7 +372,9 @@ end)
 local ND, NL = 20, 4
 local F5 = { ("5. docker sb:exec echo x%d vs raw Engine API (libcurl)"):format(ND),
              ("5. docker sb:exec echo x%d vs `docker exec` CLI"):format(ND),
-             ("5. docker lifecycle x%d (create, start, exec, rm) vs raw API"):format(NL) }
+             ("5. docker lifecycle x%d (create, start, exec, rm) vs raw API"):format(NL),
+             ("5. docker sb:exec echo x%d, exec_agent = true vs `docker exec` CLI"):format(ND),
+             "5. docker exec agent's one-time start (the first sb:exec), absolute" }
 section(5, F5, function()
   local docker = require("spec.support.docker")
   local env, why = docker.start()
@@ -393,6 +395,12 @@ section(5, F5, function()
                   "sandlot=1", env.image, "sleep", "2147483647" }).stdout:gsub("%s+$", "")
       sides[3] = { "cli", wall({ "docker", "-H", env.host, "exec", cid, "echo", "hello" }, ND) }
     end
+    local agent_start = {}
+    sides[#sides + 1] = { "agent", function()
+      local f = fields(sandlot_case("docker_agent", env.host, env.image, tostring(ND)))
+      agent_start[#agent_start + 1] = f[2] * 1e3
+      return f[1]
+    end }
     local s = measure(rounds(5), sides)
     ratio(F5[1], le(1.05), s.ours, s.floor, ms_per(ND),
           "exec create + start + inspect per exec; the provider adds its setsid wrapper")
@@ -400,9 +408,16 @@ section(5, F5, function()
       for i, t in ipairs(s.cli) do s.cli[i] = t * ND end      -- mean launch -> N launches
       ratio(F5[2], le(0.6), s.ours, s.cli, ms_per(ND),
             "peer: the docker CLI launched per exec; expected about 0.6x")
+      ratio(F5[4], le(0.6), s.agent, s.cli, ms_per(ND),
+            "the exec agent (a long-lived sandlot-peer in the container) after its start; " ..
+            "same CLI samples as the row above")
     else
       skipped(F5[2], "the docker CLI is not installed")
+      skipped(F5[4], "the docker CLI is not installed", le(0.6))
     end
+    absolute(F5[5], "ms", nil, agent_start,
+             "report only: the first sb:exec with exec_agent = true in a new container " ..
+             "(ships sandlot-peer and the modules, spawns it, then runs the command)")
     s = measure(rounds(3), {
       { "ours", inner(sandlot_case("docker_life", env.host, env.image, tostring(NL))) },
       { "floor", inner({ floor_docker, env.socket, env.image, "life", tostring(NL) }) },

@@ -17,6 +17,8 @@
 -- the exec stream through sandlot.wire.stdcopy: this file maps Docker's nouns to sandlot's.
 -- API reference: ../shared/provider-apis/docker.md (Engine API v1.41).
 --
+-- With exec_agent = true (off by default), exec goes through a long-lived agent in the
+-- container instead of one docker exec per command (sandlot._native.docker_agent).
 -- list(ctx, {labels}) returns the sandboxes as handles. gc rule (`sandlot gc --provider
 -- docker`, or M.gc): a container labelled sandlot=1 is
 -- removed when it is not running and not paused (exited, dead, created), or when its
@@ -25,25 +27,26 @@
 -- A container labelled sandlot.keep=1 (create with labels = {["sandlot.keep"] = "1"}) is
 -- never removed. Paused sandboxes are stopped ones the user may still start: they are kept.
 -- Native checkpoints are committed images; sandlot.create(p, {from = ck}) runs a container of
--- one (checkpoint, checkpoints, create_from, delete_checkpoint: sandlot._native.docker).
+-- one (checkpoint, checkpoints, create_from, delete_checkpoint, and the files, get_url, list
+-- and gc: sandlot._native.docker).
 local api = require("sandlot.api")
 local errors = require("sandlot.errors")
 local json = require("sandlot.wire.json")
 local ndjson = require("sandlot.wire.ndjson")
 local stdcopy = require("sandlot.wire.stdcopy")
-local tar = require("sandlot.wire.tar")
 local check = require("sandlot._check")
 local exec = require("sandlot.exec")
 local fs = require("sandlot.fs")
 local id = require("sandlot.id")
 local task = require("sandlot.task")
+local agent = require("sandlot._native.docker_agent")
 
 local M = {
   name = "docker",
   description = "Docker Engine containers (API over the unix socket)",
   capabilities = { files = true, background = true, url = true, pty = true },
   config = { host = "string", image = "string", pull = "boolean", workdir = "string",
-             api_version = "string" },
+             api_version = "string", exec_agent = "boolean" },
   create_options = { pull = "boolean", command = "table", user = "string",
                      privileged = "boolean" },
 }
@@ -485,8 +488,8 @@ local function attached(c, eid, stdin, on_frame, timeout)
   return ok, perr
 end
 
----Runs argv in the container.
-function M.exec(ctx, handle, argv, opts)
+-- The plain path: one docker exec per command.
+local function docker_exec(ctx, handle, argv, opts)
   local x, xerr = prepare(ctx, handle, argv, opts, opts.stdin ~= nil and "-" or nil)
   if not x then return nil, xerr end
   local c, path, tag = x.c, x.path, x.tag
@@ -521,6 +524,18 @@ function M.exec(ctx, handle, argv, opts)
   if not info then return nil, ierr end
   if ok then out:exit(info.ExitCode) end
   return checked(out:result())
+end
+
+local agent_h = { exec = docker_exec, resolve = resolve }
+
+---Runs argv in the container: through the exec agent with exec_agent = true (see
+---sandlot._native.docker_agent), else, or where the agent cannot, with a docker exec.
+function M.exec(ctx, handle, argv, opts)
+  if ctx.config and ctx.config.exec_agent then
+    local r, err, fallback = agent.exec(M, agent_h, ctx, handle, argv, opts)
+    if not fallback then return r, err end
+  end
+  return docker_exec(ctx, handle, argv, opts)
 end
 
 -- Processes -------------------------------------------------------------------------------------
@@ -674,62 +689,6 @@ function M.spawn(ctx, handle, argv, opts)
   return p
 end
 
--- Files -----------------------------------------------------------------------------------------
-
----Reads a file through GET /containers/{id}/archive (a tar holding the file).
-function M.read_file(ctx, handle, path)
-  local c, base = open(ctx, handle)
-  if not c then return nil, base end
-  local abs, aerr = resolve(handle, path)
-  if not abs then return nil, aerr end
-  for _ = 1, 8 do                           -- follows symlinks a few levels
-    local body, err = c:call("GET", base .. "/archive", { query = { path = abs },
-                             max_body = 8 * 1024 ^ 3 // 1, timeout = 3600, want = { 200 },
-                             decode = false })
-    if not body then return nil, err end
-    local entries, terr = tar.list(body)
-    if not entries then return nil, terr end
-    local e = entries[1]
-    if not e then return fail("bad_response", "read %s: the daemon sent no file", path) end
-    if e.type == "directory" then return fail("invalid_input", "%s is a directory", path) end
-    if e.type ~= "symlink" then return e.data or "" end
-    local nxt, lerr = resolve(handle, e.linkname:sub(1, 1) == "/" and e.linkname
-                                      or abs:match("^(.*)/[^/]*$") .. "/" .. e.linkname)
-    if not nxt then return nil, lerr end
-    abs = nxt
-  end
-  return fail("invalid_input", "%s: too many levels of symbolic links", path)
-end
-
--- PUT /archive refusing a file over a directory, or a directory over a file.
-local function refused(_, msg)
-  if msg:find("overwrite") or msg:find("not a directory") then return "invalid_input" end
-end
-
----Writes several files in one archive (parent directories are created by the daemon).
-function M.write_files(ctx, handle, files)
-  local c, path = open(ctx, handle)
-  if not c then return nil, path end
-  local entries = {}
-  for i, f in ipairs(files) do
-    local abs, err = resolve(handle, f.path)
-    if not abs then return nil, err end
-    entries[i] = { name = abs:sub(2), data = f.data, mode = f.mode }
-  end
-  local pieces, size = tar.archive(entries)
-  local ok, err = c:call("PUT", path .. "/archive", {
-    query = { path = "/", noOverwriteDirNonDir = "true" },
-    headers = { ["Content-Type"] = "application/x-tar" }, body_size = size,
-    timeout = 60 + size / 1e6, body = pieces,
-    want = { 200 }, errors = { [400] = refused, [500] = refused, [403] = "permission_denied" } })
-  if not ok then return nil, err end
-  return true
-end
-
-function M.write_file(ctx, handle, path, data, opts)
-  return M.write_files(ctx, handle, { { path = path, data = data, mode = opts and opts.mode } })
-end
-
 -- Lifecycle -------------------------------------------------------------------------------------
 
 local function inspect(ctx, handle)
@@ -758,6 +717,7 @@ end
 
 ---Pauses the container (docker pause: every process frozen, memory kept).
 function M.stop(ctx, handle)
+  agent.drop(handle)                       -- a frozen agent would only stall its calls
   local ok, err = on_container(ctx, handle, "POST", "/pause",
                                { want = { 204 }, errors = { [409] = "unavailable" } })
   if ok then return true end
@@ -779,6 +739,7 @@ end
 
 ---Removes the container and its anonymous volumes. Idempotent.
 function M.destroy(ctx, handle)
+  agent.drop(handle)
   local ok, err = on_container(ctx, handle, "DELETE", "", {
     query = { force = "true", v = "true" }, want = { 204 } })
   if ok or err.status == 404 then return true end
@@ -786,91 +747,9 @@ function M.destroy(ctx, handle)
   return nil, err
 end
 
----http://127.0.0.1:<published port> for a port given to create's `ports`.
-function M.get_url(ctx, handle, port)
-  local info, err = inspect(ctx, handle)
-  if not info then return nil, err end
-  local ports = (info.NetworkSettings or {}).Ports
-  local b = type(ports) == "table" and ports[port .. "/tcp"]
-  if type(b) ~= "table" or type(b[1]) ~= "table" then
-    return fail("invalid_input", "port %d is not published (create with ports = {%d} and " ..
-                "network = \"all\")", port, port)
-  end
-  local ip = b[1].HostIp
-  if ip == nil or ip == "" or ip == "0.0.0.0" then ip = "127.0.0.1" end
-  if ip:find(":") then ip = "[" .. ip .. "]" end
-  return ("http://%s:%s"):format(ip, b[1].HostPort)
-end
 
--- list and gc -------------------------------------------------------------------------------
-
--- GET /containers/json for sandlot containers with every label given (k = v, or k = true
--- for "has k").
-local function containers(ctx, labels)
-  local c, cerr = client(ctx)
-  if not c then return nil, cerr end
-  local filter = { "sandlot=1" }
-  for k, v in pairs(labels or {}) do
-    filter[#filter + 1] = v == true and tostring(k) or tostring(k) .. "=" .. tostring(v)
-  end
-  table.sort(filter)                       -- one query for one set of labels
-  local list, err = c:call("GET", "/containers/json", {
-    query = { all = "true", filters = json.encode({ label = filter }) }, want = { 200 } })
-  if not list then return nil, err end
-  if type(list) ~= "table" then return fail("bad_response", "the container list is not a list") end
-  return list
-end
-
----Lists the provider's sandboxes (plain handles, as create returns them), optionally only
----those carrying the given labels.
----@param opts? {labels?: table<string, string|true>}
----@return table[]|nil handles, sandlot.Error? err
-function M.list(ctx, opts)
-  local list, err = containers(ctx, opts and opts.labels)
-  if not list then return nil, err end
-  local out = {}
-  for _, ct in ipairs(list) do
-    local labels = ct.Labels or {}
-    if type(labels["sandlot.id"]) == "string" then
-      out[#out + 1] = { id = labels["sandlot.id"], container = ct.Id,
-                        workdir = labels["sandlot.workdir"] or WORKDIR, image = ct.Image,
-                        labels = labels, created_at = ct.Created }
-    end
-  end
-  table.sort(out, function(x, y) return x.id < y.id end)
-  return out
-end
-
----Lists sandlot containers and removes those the rule (see the top of this file) selects.
----@param opts? {all?: boolean, older_than?: number, dry_run?: boolean}
----@return table|nil report {{id, container, state, reason, removed}}, sandlot.Error? err
-function M.gc(ctx, opts)
-  opts = opts or {}
-  local list, err = containers(ctx, nil)
-  if not list then return nil, err end
-  local now = os.time()
-  local report = {}
-  for _, ct in ipairs(list) do
-    local labels = ct.Labels or {}
-    local reason
-    if labels["sandlot.keep"] == "1" then reason = nil
-    elseif opts.all then reason = "all"
-    elseif ct.State ~= "running" and ct.State ~= "paused" then reason = ct.State
-    elseif tonumber(labels["sandlot.expires"] or "") and
-           tonumber(labels["sandlot.expires"]) < now then reason = "expired"
-    elseif opts.older_than and ct.Created and now - ct.Created > opts.older_than then
-      reason = "older than " .. opts.older_than .. "s"
-    end
-    local entry = { id = labels["sandlot.id"], container = ct.Id, state = ct.State,
-                    reason = reason or "kept", removed = false }
-    if reason and not opts.dry_run then
-      entry.removed = M.destroy(ctx, { container = ct.Id }) == true
-    end
-    report[#report + 1] = entry
-  end
-  return report
-end
-
-require("sandlot._native.docker").install(M, { client = client, container = container })
+require("sandlot._native.docker").install(M, { client = client, container = container,
+                                              inspect = inspect, workdir = WORKDIR,
+                                              open = open, resolve = resolve })
 
 return M

@@ -191,10 +191,12 @@ describe("bench cases", function()
     lazy_setup(function() env, why = docker.start() end)
     lazy_teardown(function() docker.stop(env) end)
 
-    it("docker exec and lifecycle run", function()
+    it("docker exec, the exec agent and lifecycle run", function()
       if not env then pending(docker.unavailable(why)) return end
       run_case("docker_exec", env.host, env.image, "1")
       run_case("docker_life", env.host, env.image, "1")
+      local out = run_case("docker_agent", env.host, env.image, "2")
+      assert.is_truthy(tonumber(out:match("^%S+%s+(%S+)")), "the agent's start second: " .. out)
       run_case("replicate_docker", env.host, env.image)
     end)
   end)

@@ -1,5 +1,6 @@
--- sandlot._native.docker: docker's native checkpoints (providers/docker.lua installs them), kept
--- apart to keep the provider file within its size. A checkpoint is an image committed from the
+-- sandlot._native.docker: docker's native checkpoints, its files (tar archives through
+-- /containers/{id}/archive), published ports and list/gc; providers/docker.lua installs them,
+-- kept apart to keep the provider file within its size. A checkpoint is an image committed from the
 -- container (POST /commit, paused while it is taken: ../shared/provider-apis/docker.md), named
 -- sandlot-checkpoint:<hex> and labelled sandlot.checkpoint=1, sandlot.checkpoint.of=<sandbox
 -- id>, sandlot.checkpoint.comment; its id (sha256:...) is the native id. create_from makes a
@@ -10,6 +11,7 @@ local errors = require("sandlot.errors")
 local check = require("sandlot._check")
 local json = require("sandlot.wire.json")
 local id = require("sandlot.id")
+local tar = require("sandlot.wire.tar")
 
 local M = {}
 
@@ -27,8 +29,11 @@ local function unix_time(v)
   return nil
 end
 
----Adds checkpoint, checkpoints, create_from and delete_checkpoint to the provider table P.
----h: {client = fn(ctx) -> c | nil, err, container = fn(handle) -> path | nil, err}.
+---Adds checkpoint, checkpoints, create_from, delete_checkpoint, read_file, write_files,
+---write_file, get_url, list and gc to the provider table P.
+---h: {client = fn(ctx) -> c | nil, err, container = fn(handle) -> path | nil, err,
+---inspect = fn(ctx, handle) -> info | nil, err, open = fn(ctx, handle) -> c, path | nil, err,
+---resolve = fn(handle, path) -> abs | nil, err, workdir = the default working directory}.
 function M.install(P, h)
   ---Commits the container to an image (paused meanwhile): {id, created_at, comment}.
   function P.checkpoint(ctx, handle, opts)
@@ -123,6 +128,154 @@ function M.install(P, h)
         { via = err.via, status = 409, retryable = false })
     end
     return nil, err
+  end
+
+  -- Files -------------------------------------------------------------------------------------
+
+  ---Reads a file through GET /containers/{id}/archive (a tar holding the file).
+  function P.read_file(ctx, handle, path)
+    local c, base = h.open(ctx, handle)
+    if not c then return nil, base end
+    local abs, aerr = h.resolve(handle, path)
+    if not abs then return nil, aerr end
+    for _ = 1, 8 do                           -- follows symlinks a few levels
+      local body, err = c:call("GET", base .. "/archive", { query = { path = abs },
+                               max_body = 8 * 1024 ^ 3 // 1, timeout = 3600, want = { 200 },
+                               decode = false })
+      if not body then return nil, err end
+      local entries, terr = tar.list(body)
+      if not entries then return nil, terr end
+      local e = entries[1]
+      if not e then
+        return nil, errors.new("bad_response", ("read %s: the daemon sent no file"):format(path))
+      end
+      if e.type == "directory" then
+        return nil, errors.new("invalid_input", ("%s is a directory"):format(path))
+      end
+      if e.type ~= "symlink" then return e.data or "" end
+      local nxt, lerr = h.resolve(handle, e.linkname:sub(1, 1) == "/" and e.linkname
+                                        or abs:match("^(.*)/[^/]*$") .. "/" .. e.linkname)
+      if not nxt then return nil, lerr end
+      abs = nxt
+    end
+    return nil, errors.new("invalid_input",
+                           ("%s: too many levels of symbolic links"):format(path))
+  end
+
+  -- PUT /archive refusing a file over a directory, or a directory over a file.
+  local function refused(_, msg)
+    if msg:find("overwrite") or msg:find("not a directory") then return "invalid_input" end
+  end
+
+  ---Writes several files in one archive (parent directories are created by the daemon).
+  function P.write_files(ctx, handle, files)
+    local c, path = h.open(ctx, handle)
+    if not c then return nil, path end
+    local entries = {}
+    for i, f in ipairs(files) do
+      local abs, err = h.resolve(handle, f.path)
+      if not abs then return nil, err end
+      entries[i] = { name = abs:sub(2), data = f.data, mode = f.mode }
+    end
+    local pieces, size = tar.archive(entries)
+    local ok, err = c:call("PUT", path .. "/archive", {
+      query = { path = "/", noOverwriteDirNonDir = "true" },
+      headers = { ["Content-Type"] = "application/x-tar" }, body_size = size,
+      timeout = 60 + size / 1e6, body = pieces,
+      want = { 200 }, errors = { [400] = refused, [500] = refused, [403] = "permission_denied" } })
+    if not ok then return nil, err end
+    return true
+  end
+
+  function P.write_file(ctx, handle, path, data, opts)
+    return P.write_files(ctx, handle, { { path = path, data = data, mode = opts and opts.mode } })
+  end
+
+  ---http://127.0.0.1:<published port> for a port given to create's `ports`.
+  function P.get_url(ctx, handle, port)
+    local info, err = h.inspect(ctx, handle)
+    if not info then return nil, err end
+    local ports = (info.NetworkSettings or {}).Ports
+    local b = type(ports) == "table" and ports[port .. "/tcp"]
+    if type(b) ~= "table" or type(b[1]) ~= "table" then
+      return nil, errors.new("invalid_input", ("port %d is not published (create with ports = " ..
+        "{%d} and network = \"all\")"):format(port, port))
+    end
+    local ip = b[1].HostIp
+    if ip == nil or ip == "" or ip == "0.0.0.0" then ip = "127.0.0.1" end
+    if ip:find(":") then ip = "[" .. ip .. "]" end
+    return ("http://%s:%s"):format(ip, b[1].HostPort)
+  end
+
+  -- list and gc -------------------------------------------------------------------------------
+
+  -- GET /containers/json for sandlot containers with every label given (k = v, or k = true
+  -- for "has k").
+  local function containers(ctx, labels)
+    local c, cerr = h.client(ctx)
+    if not c then return nil, cerr end
+    local filter = { "sandlot=1" }
+    for k, v in pairs(labels or {}) do
+      filter[#filter + 1] = v == true and tostring(k) or tostring(k) .. "=" .. tostring(v)
+    end
+    table.sort(filter)                       -- one query for one set of labels
+    local list, err = c:call("GET", "/containers/json", {
+      query = { all = "true", filters = json.encode({ label = filter }) }, want = { 200 } })
+    if not list then return nil, err end
+    if type(list) ~= "table" then
+      return nil, errors.new("bad_response", "docker: the container list is not a list")
+    end
+    return list
+  end
+
+  ---Lists the provider's sandboxes (plain handles, as create returns them), optionally only
+  ---those carrying the given labels.
+  ---@param opts? {labels?: table<string, string|true>}
+  ---@return table[]|nil handles, sandlot.Error? err
+  function P.list(ctx, opts)
+    local list, err = containers(ctx, opts and opts.labels)
+    if not list then return nil, err end
+    local out = {}
+    for _, ct in ipairs(list) do
+      local labels = ct.Labels or {}
+      if type(labels["sandlot.id"]) == "string" then
+        out[#out + 1] = { id = labels["sandlot.id"], container = ct.Id,
+                          workdir = labels["sandlot.workdir"] or h.workdir, image = ct.Image,
+                          labels = labels, created_at = ct.Created }
+      end
+    end
+    table.sort(out, function(x, y) return x.id < y.id end)
+    return out
+  end
+
+  ---Lists sandlot containers and removes those the rule (see the top of this file) selects.
+  ---@param opts? {all?: boolean, older_than?: number, dry_run?: boolean}
+  ---@return table|nil report {{id, container, state, reason, removed}}, sandlot.Error? err
+  function P.gc(ctx, opts)
+    opts = opts or {}
+    local list, err = containers(ctx, nil)
+    if not list then return nil, err end
+    local now = os.time()
+    local report = {}
+    for _, ct in ipairs(list) do
+      local labels = ct.Labels or {}
+      local reason
+      if labels["sandlot.keep"] == "1" then reason = nil
+      elseif opts.all then reason = "all"
+      elseif ct.State ~= "running" and ct.State ~= "paused" then reason = ct.State
+      elseif tonumber(labels["sandlot.expires"] or "") and
+             tonumber(labels["sandlot.expires"]) < now then reason = "expired"
+      elseif opts.older_than and ct.Created and now - ct.Created > opts.older_than then
+        reason = "older than " .. opts.older_than .. "s"
+      end
+      local entry = { id = labels["sandlot.id"], container = ct.Id, state = ct.State,
+                      reason = reason or "kept", removed = false }
+      if reason and not opts.dry_run then
+        entry.removed = P.destroy(ctx, { container = ct.Id }) == true
+      end
+      report[#report + 1] = entry
+    end
+    return report
   end
 end
 
