@@ -32,7 +32,7 @@ CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite sq
             event channel plugin plugin_state fswatch ws bytecode
 NET       = http ssh
 SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
-HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_fetch.o $(B)/http_upgrade.o $(B)/http_head.o \
+HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_fetch.o $(B)/http_response.o $(B)/http_upgrade.o $(B)/http_head.o \
             $(B)/http_serve.o $(B)/http_request.o $(B)/http_stream.o $(B)/tls.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o) $(B)/bytecode_data.o
 SSH_OBJ   = $(SSH:%=$(B)/%.o)

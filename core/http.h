@@ -143,9 +143,11 @@ Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx);
 /* Sets the URL and, for BODY_STRING, the body (not copied: the caller anchors it). */
 void sl_http_set_target(Xfer *x, const char *url, const char *body, size_t body_len);
 bool sl_http_recycle(Xfer *x);            /* into m->pool, options kept; false: no room */
+int sl_http_fetch(lua_State *L);          /* http.fetch(method, url, headers, body, ...) */
+
+/* http_response.c: responses (status and body at once, the rest built when first read) */
 int sl_http_push_response(lua_State *L, Xfer *x);   /* {status, headers, body, ...}, json? */
 bool sl_http_push_headers(lua_State *L, const char *p, size_t len);   /* true: a JSON type */
-int sl_http_fetch(lua_State *L);          /* http.fetch(method, url, headers, body, ...) */
 
 /* http_upgrade.c */
 int sl_http_upgrade(lua_State *L);        /* http.upgrade(opts) -> stream | nil, err */

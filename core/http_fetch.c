@@ -4,7 +4,7 @@
  * lines, timeouts, TLS and socket options) takes it and sets only its URL and body, where a
  * reset handle would need curl_easy_reset and some twenty options again. http.fetch takes the
  * request as arguments (no options table), waits without a request handle and returns the
- * response table built here, headers parsed. */
+ * response built in C (http_response.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -320,93 +320,6 @@ bool sl_http_recycle(Xfer *x) {
   x->hlen = x->blen = 0;
   m->pool[m->pooled++] = x;
   return true;
-}
-
-/* ---------------------------------------------------------------- responses */
-
-static bool is_space(char c) {          /* Lua's %s within a line: no CR or LF there */
-  return c == ' ' || c == '\t' || c == '\v' || c == '\f';
-}
-
-/* Pushes {lowercased name = value} for every line "name: value" (name without spaces or
- * colons, value trimmed); repeated names are joined with ", " (Set-Cookie with "\n"). Other
- * lines (the status line, folded continuations) are skipped. */
-bool sl_http_push_headers(lua_State *L, const char *p, size_t len) {
-  const char *end = p + len;
-  bool json = false;
-  int lines = 0;                           /* the table is sized for them: no rehash */
-  for (const char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) lines++;
-  lua_createtable(L, 0, lines > 1 ? lines - 1 : 0);
-  luaL_Buffer key;
-  while (p < end) {
-    while (p < end && (*p == '\r' || *p == '\n')) p++;
-    const char *line = p;
-    while (p < end && *p != '\r' && *p != '\n') p++;
-    const char *eol = p, *colon = line;
-    while (colon < eol && *colon != ':' && !is_space(*colon)) colon++;
-    if (colon == line || colon == eol || *colon != ':') continue;
-    const char *v = colon + 1, *ve = eol;
-    while (v < ve && is_space(*v)) v++;
-    while (ve > v && is_space(ve[-1])) ve--;
-    size_t klen = (size_t)(colon - line);
-    char small[64], *lower = klen <= sizeof(small) ? small : luaL_buffinitsize(L, &key, klen);
-    for (size_t i = 0; i < klen; i++) {
-      char c = line[i];
-      lower[i] = c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
-    }
-    bool cookie = klen == 10 && memcmp(lower, "set-cookie", 10) == 0;  /* before lower goes */
-    if (klen == 12 && memcmp(lower, "content-type", 12) == 0)
-      json = memmem(v, (size_t)(ve - v), "json", 4) != NULL;
-    if (lower == small) lua_pushlstring(L, small, klen);
-    else luaL_pushresultsize(&key, klen);  /* table, name */
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TNIL) {   /* table, name, nil */
-      lua_pop(L, 1);
-      lua_pushlstring(L, v, (size_t)(ve - v));
-    } else {                               /* table, name, previous */
-      lua_pushstring(L, cookie ? "\n" : ", ");
-      lua_pushlstring(L, v, (size_t)(ve - v));
-      lua_concat(L, 3);
-    }
-    lua_rawset(L, -3);
-  }
-  return json;
-}
-
-/* The response as sandlot.http returns it, sized for the fields http.lua adds (attempts, json),
- * then whether its content type mentions JSON (http.lua decides). Pushes 2 values. */
-int sl_http_push_response(lua_State *L, Xfer *x) {
-  long status = 0, version = 0, redirects = 0, connects = 0;
-  char *url = NULL;
-  double total = 0;
-  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &version);
-  curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
-  curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_COUNT, &redirects);
-  curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects);
-  curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &total);
-  lua_createtable(L, 0, 11);
-  lua_pushinteger(L, status);
-  lua_setfield(L, -2, "status");
-  bool json = sl_http_push_headers(L, x->hbuf != NULL ? x->hbuf : "", x->hlen);
-  lua_setfield(L, -2, "headers");
-  lua_pushlstring(L, x->body != NULL ? x->body : "", x->blen);
-  lua_setfield(L, -2, "body");
-  lua_pushstring(L, version == CURL_HTTP_VERSION_2_0 ? "2" : version == CURL_HTTP_VERSION_3 ? "3"
-                    : version == CURL_HTTP_VERSION_1_0 ? "1.0" : "1.1");
-  lua_setfield(L, -2, "http_version");
-  lua_pushinteger(L, (lua_Integer)x->body_total);
-  lua_setfield(L, -2, "body_bytes");
-  lua_pushstring(L, url != NULL ? url : "");
-  lua_setfield(L, -2, "effective_url");
-  lua_pushinteger(L, redirects);
-  lua_setfield(L, -2, "redirects");
-  lua_pushinteger(L, connects);
-  lua_setfield(L, -2, "connects");
-  lua_pushnumber(L, total);
-  lua_setfield(L, -2, "duration");
-  lua_pushboolean(L, json);
-  return 2;
 }
 
 /* ---------------------------------------------------------------- http.fetch */

@@ -317,6 +317,29 @@ describe("sandlot.http", function()
       assert.equal("1.1", res.http_version)
     end)
 
+    it("has every field of a response, whether read one by one or iterated", function()
+      local keys = { "attempts", "body", "body_bytes", "connects", "duration", "effective_url",
+                     "headers", "http_version", "redirects", "status" }
+      local res = assert(get("/hello"))
+      local seen = {}
+      for k in pairs(res) do seen[#seen + 1] = k end       -- pairs first: nothing read yet
+      table.sort(seen)
+      assert.same(keys, seen)
+      assert.is_nil(getmetatable(res))                     -- whole now: plain reads after
+      local one = assert(get("/hello"))
+      assert.equal(7, one.body_bytes)                      -- "hello 0": one lazy field, all
+      assert.equal(base .. "/hello", one.effective_url)
+      assert.equal("1.1", one.http_version)
+      assert.equal(0, one.redirects)
+      assert.equal("number", type(one.duration))
+      assert.equal("text/plain", one.headers["content-type"])
+      assert.is_nil(one.json)
+      local mine = assert(get("/hello"))
+      mine.headers = "mine"                                -- a caller's field stays theirs
+      assert.equal(0, mine.redirects)
+      assert.equal("mine", mine.headers)
+    end)
+
     it("sends JSON, query and headers", function()
       local res = assert(get("/echo", { method = "POST", json = { a = 1 },
                                         query = { b = "x y", c = { 1, 2 } },
@@ -899,7 +922,8 @@ describe("sandlot.http", function()
       local root = assert(sys.realpath("."))
       local build = assert(sys.realpath(h.BIN:match("^(.*)/[^/]*$") or "."))
       local preload = false                    -- a sanitizer build needs its runtimes first
-      if build:match("/build%-san$") then
+      local san = os.getenv("SANITIZE")
+      if (san ~= nil and san ~= "") or build:match("/build%-san$") then
         local libs = {}
         for _, lib in ipairs({ "libasan.so", "libubsan.so" }) do
           local r = assert(sandlot.proc.run({ "cc", "-print-file-name=" .. lib }))

@@ -487,7 +487,10 @@ end
 ---  raw_chunked (HTTP/1.1, the body with its chunked framing as sent: see wire.chunked),
 ---  decode ("json" to decode whatever the content type), op (names the operation in
 ---  errors; an operation around it, such as the sandbox's exec, wins and keeps it as `via`)
----@return table|nil response {status, headers, body, json, http_version, attempts, ...}
+---@return table|nil response {status, headers, body, json, http_version, attempts, ...}; from
+---  the network its fields past status and body (headers, http_version, body_bytes,
+---  effective_url, redirects, connects, duration) are made when one of them is first read or
+---  the response is iterated with pairs (core/http_response.c)
 ---@return sandlot.Error? err timeout, unavailable (reason = curl's words), bad_response
 ---  (malformed JSON, over max_body, redirect loop), invalid_input, cancelled
 function M.request(defaults, opts)
