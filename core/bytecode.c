@@ -78,11 +78,10 @@ static size_t put_size(unsigned char *out, size_t x) {
   return n;
 }
 
-/* Pushes the chunk of module `name` compiled from the file at `path` and returns 1, when the
- * table has it and the file holds the very text it was compiled from; else pushes nothing and
- * returns 0. `stats` is the index of the stats table, 0 for none. */
-static int load_embedded(lua_State *L, const char *name, const char *path, int stats) {
-  const SlBytecode *e = find(name);
+/* Pushes the chunk of entry `e` (NULL: none) compiled from the file at `path` and returns 1,
+ * when the file holds the very text it was compiled from; else pushes nothing and returns 0.
+ * `stats` is the index of the stats table, 0 for none. */
+static int load_embedded(lua_State *L, const SlBytecode *e, const char *path, int stats) {
   if (e == NULL || e->code_size < SRC_AT + 2 || e->src_size > MAX_SOURCE) return 0;
   unsigned char *src = read_exact(path, e->src_size);
   int same = src != NULL && text_hash(src, e->src_size) == e->src_hash;
@@ -112,7 +111,8 @@ static int load_embedded(lua_State *L, const char *name, const char *path, int s
 /* searcher(name) -> loader, path | nil. Upvalues: the package table, the stats table. */
 static int searcher(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
-  if (find(name) == NULL) return 0;
+  const SlBytecode *e = find(name);
+  if (e == NULL) return 0;
   lua_getfield(L, lua_upvalueindex(1), "searchpath");
   lua_pushstring(L, name);
   lua_getfield(L, lua_upvalueindex(1), "path");
@@ -120,7 +120,7 @@ static int searcher(lua_State *L) {
   lua_call(L, 2, 1);
   const char *path = lua_tostring(L, -1);
   if (path == NULL) return 0;                   /* not found: the Lua searcher says where not */
-  if (!load_embedded(L, name, path, lua_upvalueindex(2))) return 0;
+  if (!load_embedded(L, e, path, lua_upvalueindex(2))) return 0;
   lua_pushvalue(L, -2);                         /* the path, as the Lua searcher passes it */
   return 2;
 }
@@ -132,7 +132,7 @@ static int load(lua_State *L) {
   const char *path = luaL_checkstring(L, 2);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &STATS_KEY);
   int at = lua_istable(L, -1) ? lua_gettop(L) : 0;
-  if (at == 0 || !load_embedded(L, name, path, at)) lua_pushnil(L);
+  if (at == 0 || !load_embedded(L, find(name), path, at)) lua_pushnil(L);
   return 1;
 }
 
