@@ -162,6 +162,22 @@ function h.with_failing_sink(fn)
   return table.unpack(r, 2, r.n)
 end
 
+---Asserts what a provider's streamed read_file{to} does when the host file's last write fails
+---(h.with_failing_sink): io_error, and neither the destination nor a part file is left; a
+---control read beside it shows the same read succeeds otherwise. sb: a live sandbox.
+function h.assert_read_to_fails_cleanly(sb)
+  local assert = require("luassert")
+  assert(sb:write_file("big.bin", ("x"):rep(100000)))
+  local dir = h.tmpdir()
+  assert.equal(100000, assert(sb:read_file("big.bin", { to = dir .. "/control.bin" })))
+  local r, err = h.with_failing_sink(function()
+    return sb:read_file("big.bin", { to = dir .. "/out.bin" })
+  end)
+  assert.is_nil(r)
+  assert.equal("io_error", err.code)
+  assert.equal("control.bin\n", assert(sandlot.proc.run({ "ls", "-A", dir })).stdout)
+end
+
 ---A file's whole contents (raises when it cannot be read).
 function h.read(path)
   local f = assert(io.open(path, "rb"))
