@@ -176,12 +176,15 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(s->p->host->readbuf);
 }
 
+static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
+
+/* stream = true: both pipes stop at the queue's high mark, restart below its low mark */
 static void set_reading(Proc *p, bool on) {
   if (p->reading_stopped == !on) return;
   p->reading_stopped = !on;
   for (int i = 0; i < 2; i++) {
     if (!p->out[i].open || p->out[i].eof) continue;
-    if (on) uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, NULL);
+    if (on) uv_read_start((uv_stream_t *)&p->out[i].pipe, on_alloc, on_read);
     else uv_read_stop((uv_stream_t *)&p->out[i].pipe);
   }
 }

@@ -244,6 +244,25 @@ describe("proc.spawn handles", function()
     assert.equal("hello world", r.stdout)
   end)
 
+  it("a reader slower than the process gets every byte: reading stops at the queue's high " ..
+     "mark and starts again once it drains", function()
+    local size = 12 * 1024 * 1024                    -- three times the 4 MiB high mark
+    local p <close> = assert(proc.spawn({ "head", "-c", tostring(size), "/dev/zero" },
+                                        { stream = true, max_output = 0 }))
+    sandlot.sleep(0.5)                               -- the queue fills; the pipe stops
+    local got, err = sandlot.timeout(20, function()
+      local n = 0
+      while true do
+        local chunk = p:read()
+        if not chunk then return n end
+        n = n + #chunk
+      end
+    end)
+    assert.is_nil(err, "the read stalled once the queue had filled")
+    assert.equal(size, got)
+    assert.equal(0, p:wait().exit_code)
+  end)
+
   it("kills with a named signal and reports it", function()
     local p <close> = assert(proc.spawn({ "sleep", "30" }))
     assert.is_true(p:running())
