@@ -27,7 +27,7 @@ local QUOTA_WORDS = { "quota", "limit exceeded", "insufficient credit", "out of 
 local known_spec = {
   name = true, base_url = true, unix_socket = true, headers = true, auth = true,
   negotiate = true, negotiate_key = true, errors = true, timeout = true, retry = true,
-  connect_timeout = true,
+  connect_timeout = true, ca_file = true, insecure = true,
 }
 local known_call = {
   json = true, query = true, body = true, body_size = true, headers = true, want = true,
@@ -157,7 +157,7 @@ end
 ---  -> name, value | nil, err, negotiate? = fn(client) -> path prefix | nil, err (its own
 ---  calls on client go unprefixed; run once, cached per spec and negotiate_key(ctx), forgotten
 ---  when the service becomes unreachable), errors? = {[status] = code | fn(res, msg) -> code},
----  timeout?, connect_timeout?, retry?}
+---  timeout?, connect_timeout?, retry?, ca_file? (https: trust this CA file), insecure?}
 ---@return table client
 function M.client(ctx, spec)
   if type(ctx) ~= "table" then error("api.client: ctx must be a table", 2) end
@@ -293,6 +293,7 @@ local function send(c, method, path, opts, prefix, on_chunk)
   if o.timeout == nil then o.timeout = c._spec.timeout end
   if o.retry == nil then o.retry = c._spec.retry end
   o.connect_timeout = c._spec.connect_timeout
+  o.ca_file, o.insecure = c._spec.ca_file, c._spec.insecure   -- https: a cluster's own CA
   return http.request(c._base, o)
 end
 
