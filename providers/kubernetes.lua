@@ -489,10 +489,6 @@ function M.destroy(ctx, handle)
   return delete_pod(c, p)
 end
 
-function M.get_url()
-  return fail("not_supported", "kubernetes: no URL without a Service or Ingress (the API " ..
-              "server's pod proxy needs the bearer token, so it is not a URL to hand out)")
-end
 
 ---Lists sandlot's pods (label managed-by=sandlot) in the namespace whose sandlot labels
 ---include every given pair.

@@ -49,8 +49,10 @@ describe("kubernetes provider", function()
       ke = { "kubernetes", image = "busybox" },
       kin = { "kubernetes", service_account_dir = sa },
       kube = provider(),
-      ["kube-team"] = provider({ kubeconfig = k.kubeconfig(tmp .. "/team", { namespace = "team" }) }),
-      ["kube-bad"] = provider({ kubeconfig = k.kubeconfig(tmp .. "/bad", { token = "wrong-token-1" }) }),
+      ["kube-team"] = provider({ kubeconfig = k.kubeconfig(tmp .. "/team",
+          { namespace = "team" }) }),
+      ["kube-bad"] = provider({ kubeconfig = k.kubeconfig(tmp .. "/bad",
+          { token = "wrong-token-1" }) }),
       ["kube-other"] = provider({ context = "other", request_timeout = 2 }),
       ["kube-quick"] = provider({ create_timeout = 1 }),
       ["kube-missing"] = provider({ kubeconfig = tmp .. "/nothing-here" }),
@@ -79,7 +81,8 @@ describe("kubernetes provider", function()
 
   it("creates a labelled pod, waits for Running, runs commands and deletes it", h.task(function()
     fake.start_delay = 1
-    local sb = assert(sandlot.create("kube", { env = { A = "1", B = false }, labels = { team = "x" },
+    local sb = assert(sandlot.create("kube", { env = { A = "1", B = false },
+        labels = { team = "x" },
                                                cpus = 2, memory_mb = 512 }))
     fake.start_delay = 0
     local p = fake.pods["default/" .. sb.id]
