@@ -43,7 +43,7 @@ MODS      = $(NET:%=$(B)/lib/sandlot/%.so)
 # Debian 12 packages: build, test and runtime. `make deps` installs the missing ones.
 DEB_PKGS  = build-essential pkg-config lua5.4 liblua5.4-dev libuv1-dev libedit-dev \
             libcurl4-openssl-dev libssl-dev openssl libssh2-1-dev libhttp-parser-dev libsqlite3-dev libmsgpack-dev zlib1g-dev \
-            lua-cjson lua-busted bubblewrap docker.io openssh-server busybox-static clang \
+            lua-cjson lua-yaml lua-busted bubblewrap docker.io openssh-server busybox-static clang \
             libclang-rt-14-dev luarocks lua-check cppcheck curl
 BUSTED    = /usr/bin/busted
 # make check-fakes: Node and npm, installed from Debian only when no npm is on PATH (a
