@@ -25,6 +25,7 @@ local exec = require("sandlot.exec")
 local fs = require("sandlot.fs")
 local id = require("sandlot.id")
 local task = require("sandlot.task")
+local timer = require("sandlot.core.timer")
 local ws = require("sandlot.ws")
 
 local M = {
@@ -55,6 +56,7 @@ local STUCK = { ErrImagePull = true, ImagePullBackOff = true, InvalidImageName =
                 CreateContainerConfigError = true, CreateContainerError = true,
                 CrashLoopBackOff = true }
 
+local function clock() return timer.now() / 1e9 end
 local function str(v) return type(v) == "string" and v ~= "" and v or nil end
 
 local function fail(code, fmt, ...)
@@ -480,6 +482,7 @@ local function run(ctx, handle, argv, opts)
   local sink = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                           on_stderr = opts.on_stderr }
   local started = os.time()
+  local progress = clock()
   -- stdin in its own task, so output is read while it is sent (no deadlock on full pipes)
   local writer, werr
   if has_stdin then
@@ -488,6 +491,7 @@ local function run(ctx, handle, argv, opts)
         for i = 1, #piece, CHUNK do
           local ok, e = conn:send("\0" .. piece:sub(i, i + CHUNK - 1), { binary = true })
           if not ok then werr = e; return false end
+          progress = clock()
         end
         return true
       end
@@ -511,11 +515,23 @@ local function run(ctx, handle, argv, opts)
   end
   -- frames until the channel-3 Status; a silent dead peer is caught by keepalive pings
   -- (ping_timeout), the command's own deadline by task.timeout
+  -- opts.idle (file operations): no frame from the pod and no stdin sent for that long fails
+  -- with timeout, so a stalled transfer ends rather than waiting for ever
   local status, rerr
   local function pump()
     while true do
-      local data, kind = conn:receive()
+      local wait = opts.idle and math.max(progress + opts.idle - clock(), 0.001) or nil
+      local data, kind = conn:receive{ timeout = wait }
+      if not data and opts.idle and errors.is(kind, "timeout") and not conn.closed then
+        if clock() >= progress + opts.idle then
+          rerr = errors.new("timeout", ("kubernetes exec: no data from pod %s for %gs")
+                            :format(handle.id, opts.idle))
+          return
+        end
+        goto continue
+      end
       if not data then rerr = kind; return end
+      progress = clock()
       if kind == "binary" and #data >= 1 then
         local ch = data:byte(1)
         if ch == 1 and #data > 1 then sink:add("stdout", data:sub(2))
@@ -525,6 +541,7 @@ local function run(ctx, handle, argv, opts)
           return
         end
       end
+      ::continue::
     end
   end
   local timed_out = false
@@ -625,7 +642,7 @@ function M.read_file(ctx, handle, path, opts)
   end
   local failed
   local r, err = run(ctx, handle, { "/bin/sh", "-c", READ, "sh", abs }, {
-    max_output = 64 * 1024,
+    max_output = 64 * 1024, idle = request_timeout(ctx),
     on_stdout = function(d)
       if failed then return end
       if sink then
@@ -660,7 +677,8 @@ function M.write_file(ctx, handle, path, data, opts)
     stdin, size = src, s
   end
   local r, err = run(ctx, handle, { "/bin/sh", "-c", WRITE, "sh", abs, mode },
-                     { stdin = stdin or "", stdin_size = size, max_output = 64 * 1024 })
+                     { stdin = stdin or "", stdin_size = size, max_output = 64 * 1024,
+                       idle = request_timeout(ctx) })
   if not r then return nil, err end
   if r.exit_code ~= 0 then return file_error(r, path) end
   return true
@@ -677,7 +695,8 @@ function M.write_files(ctx, handle, files)
   end
   local pieces, size = tar.archive(entries)
   local r, err = run(ctx, handle, { "tar", "xf", "-", "-C", "/" },
-                     { stdin = table.concat(pieces), stdin_size = size, max_output = 64 * 1024 })
+                     { stdin = table.concat(pieces), stdin_size = size, max_output = 64 * 1024,
+                       idle = request_timeout(ctx) })
   if not r then return nil, err end
   if r.exit_code ~= 0 then
     return fail(r.stderr:find("Not a directory", 1, true) and "invalid_input" or "io_error",

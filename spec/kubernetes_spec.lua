@@ -55,6 +55,7 @@ describe("kubernetes provider", function()
           { token = "wrong-token-1" }) }),
       ["kube-other"] = provider({ context = "other", request_timeout = 2 }),
       ["kube-quick"] = provider({ create_timeout = 1 }),
+      ["kube-short"] = provider({ request_timeout = 1 }),
       ["kube-missing"] = provider({ kubeconfig = tmp .. "/nothing-here" }),
     } })
   end)
@@ -68,7 +69,7 @@ describe("kubernetes provider", function()
   before_each(function()
     if not k then return pending("needs sandlot.http.serve") end
     fake.faults, fake.rejected, fake.denied = {}, {}, {}
-    fake.drop_exec_after = nil
+    fake.drop_exec_after, fake.stall_exec_after, fake.stalled = nil, nil, nil
     fake.version, fake.subprotocols = "1.35", { "v5.channel.k8s.io", "v4.channel.k8s.io" }
     fake.rbac = { ["pods/exec"] = { get = true, create = true } }
   end)
@@ -237,6 +238,30 @@ describe("kubernetes provider", function()
     assert.equal("rate_limited", err.code)
     fake.faults = {}
     assert(sb:destroy())
+  end))
+
+  it("a file transfer the pod stops feeding fails with timeout after request_timeout, " ..
+     "leaving no host file", h.task(function()
+    local sb = assert(sandlot.create("kube-short", {}))
+    local data = ("0123456789abcdef"):rep(65536)         -- 1 MiB: several output frames
+    assert(sb:write_file("big.dat", data))
+    fake.stall_exec_after = 1
+    local t0 = os.time()
+    local back, err = sb:read_file("big.dat")
+    assert.is_nil(back)
+    assert.equal("timeout", err.code)
+    assert.matches("no data from pod", err.message)
+    local dir = h.tmpdir()
+    back, err = sb:read_file("big.dat", { to = dir .. "/out.dat" })
+    assert.is_nil(back)
+    assert.equal("timeout", err.code)
+    assert.equal("", assert(sandlot.proc.run({ "ls", "-A", dir })).stdout)
+    assert.is_true(os.time() - t0 <= 10)
+    assert.equal(2, fake.stalled)                       -- both reads met the stall
+    fake.stall_exec_after = nil
+    assert.equal(data, assert(sb:read_file("big.dat")))
+    assert(sb:destroy())
+    h.rmtree(dir)
   end))
 
   it("reads credentials from the kubeconfig's contexts, files and the service account",

@@ -11,7 +11,8 @@
 -- are accepted with a Warning header, as the API's default fieldValidation=Warn does, and
 -- logged in fake.rejected. Faults: fake:inject{route = "POST /api/v1/...", status = 429,
 -- retry_after = 1, body = "not json", times = n}, fake.drop_exec_after = n (an exec's
--- connection ends after n output frames, without a Status). Images named "*pull-backoff*"
+-- connection ends after n output frames, without a Status), fake.stall_exec_after = n (it goes
+-- silent after n frames and stays open until the client leaves; fake.stalled counts). Images named "*pull-backoff*"
 -- never start (ImagePullBackOff).
 --   local k = require("spec.fakes.kubernetes").start{}  -> k.url, k.token, k.fake,
 --   k.kubeconfig(path [, {token, ca_file, insecure}]), k.rejected(), k.stop()
@@ -392,6 +393,12 @@ function Fake:serve_exec(w, p, argv, stdin)
     local stream, data = x:read()
     if not stream then break end
     if self.drop_exec_after and frames >= self.drop_exec_after then
+      dropped = true
+      break
+    end
+    if self.stall_exec_after and frames >= self.stall_exec_after then
+      self.stalled = (self.stalled or 0) + 1         -- silent, open, until the client leaves
+      while not reader:done() do sandlot.sleep(0.05) end
       dropped = true
       break
     end
