@@ -22,7 +22,9 @@ local M = {}
 ---server table once started.
 ---@param name string the provider, also the fake's module and the config name's stem
 ---@param start_opts? table passed to the fake's start
-function M.setup(name, start_opts)
+---@param fields_of? fun(fake: table, dir: string): table the provider's config fields (strings),
+---  default {api_url = fake.url}; dir is a temporary directory for files they name
+function M.setup(name, start_opts, fields_of)
   local s = {}
   local tmp, cfg
 
@@ -32,8 +34,14 @@ function M.setup(name, start_opts)
     tmp = h.tmpdir()
     cfg = tmp .. "/sandlot.config.lua"
     local out = assert(io.open(cfg, "w"))
-    out:write(("return { providers = { [%q] = { %q, api_url = %q } } }\n")
-              :format(name .. "-fake", name, s.fake.url))
+    local fields = fields_of and fields_of(s.fake, tmp) or { api_url = s.fake.url }
+    local keys = {}
+    for k in pairs(fields) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local text = {}
+    for _, k in ipairs(keys) do text[#text + 1] = ("%s = %q"):format(k, fields[k]) end
+    out:write(("return { providers = { [%q] = { %q, %s } } }\n")
+              :format(name .. "-fake", name, table.concat(text, ", ")))
     out:close()
   end)
 
