@@ -31,7 +31,7 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 openssl zlib sqlite3
 CORE      = loop engine sched errors timer proc proc_spawn pty outbuf sys fs zlib sqlite sqlite_worker \
             codec event channel plugin plugin_state fswatch ws bytecode
 NET       = http ssh
-SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
+SSH       = ssh ssh_session ssh_auth ssh_exec ssh_exec_handle ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_fetch.o $(B)/http_response.o $(B)/http_upgrade.o $(B)/http_head.o \
             $(B)/http_serve.o $(B)/http_request.o $(B)/http_stream.o $(B)/tls.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o) $(B)/bytecode_data.o
