@@ -28,10 +28,10 @@ MODLIBS   = $(shell pkg-config --libs libuv libcurl libssh2 openssl zlib sqlite3
 
 # The libraries link every module in; the host binary leaves HTTP and SSH (libcurl, libssh2 and
 # their ~30 dependencies) out and loads them from lib/sandlot/*.so on first use (core/lazy.c).
-CORE      = loop engine sched errors timer proc pty outbuf sys fs zlib sqlite sqlite_worker codec \
-            event channel plugin plugin_state fswatch ws bytecode
+CORE      = loop engine sched errors timer proc proc_spawn pty outbuf sys fs zlib sqlite sqlite_worker \
+            codec event channel plugin plugin_state fswatch ws bytecode
 NET       = http ssh
-SSH       = ssh ssh_session ssh_auth ssh_exec ssh_sftp
+SSH       = ssh ssh_session ssh_auth ssh_exec ssh_exec_handle ssh_sftp
 HTTP_OBJ  = $(B)/http.o $(B)/http_multi.o $(B)/http_fetch.o $(B)/http_response.o $(B)/http_upgrade.o $(B)/http_head.o \
             $(B)/http_serve.o $(B)/http_request.o $(B)/http_stream.o $(B)/tls.o
 CORE_OBJ  = $(CORE:%=$(B)/%.o) $(B)/bytecode_data.o
@@ -79,7 +79,7 @@ $(B)/sandlot: $(HOST_OBJ) $(CORE_OBJ)
 # SQLite or zlib. Its objects get their own directory: -ffunction-sections lets
 # --gc-sections drop what it never calls. core/peer_main.c keeps dlopen and getpwuid_r
 # (NSS) out of the link; spec/replicate_spec.lua checks the result.
-PEER      = peer_main loop sched errors timer proc pty outbuf sys fs codec event channel
+PEER      = peer_main loop sched errors timer proc proc_spawn pty outbuf sys fs codec event channel
 PEER_OBJ  = $(PEER:%=$(B)/peer/%.o)
 STATIC_LIBDIR ?= $(shell pkg-config --variable=libdir libuv)
 PEER_LIBS = $(STATIC_LIBDIR)/liblua5.4.a $(STATIC_LIBDIR)/libuv_a.a \

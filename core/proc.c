@@ -3,12 +3,12 @@
  * the box while libuv still reaps the child. Every child leads its own process group, so a
  * kill, a timeout or a cancellation reaches its grandchildren too. Output is captured within
  * a per-stream cap (head and tail kept), optionally spilled whole to a file and optionally
- * queued for proc:read() with backpressure. */
+ * queued for proc:read() with backpressure. The spawn options and the posix_spawn call itself
+ * are core/proc_spawn.c's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +17,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
-
 #include "outbuf.h"
+#include "proc_spawn.h"
 #include "pty.h"
 
 #define PROC_MT "sandlot.proc"
@@ -292,128 +291,10 @@ static int start_write(Proc *p, const char *data, size_t len, bool close_after,
   return 0;
 }
 
-/* ---------------------------------------------------------------- spawn */
-
-typedef struct {
-  char **argv, **env;
-  const char *file, *cwd, *input, *spill[2];
-  size_t input_len, cap;
-  double timeout;
-  int rows, cols;                          /* pty: its size */
-  bool stdin_pipe, stream, kill_group, pty, ctty;
-} SpawnOpts;
-
-static char **string_list(lua_State *L, int opts, const char *field, bool required) {
-  int type = lua_getfield(L, opts, field);
-  if (type == LUA_TNIL && !required) {
-    lua_pop(L, 1);
-    return NULL;
-  }
-  if (type != LUA_TTABLE) luaL_error(L, "proc: opts.%s must be a list of strings", field);
-  lua_Integer n = luaL_len(L, -1);
-  if (required && n < 1) luaL_error(L, "proc: opts.%s must not be empty", field);
-  /* the list lives in a userdata anchored in the opts' scratch table */
-  char **list = lua_newuserdatauv(L, sizeof(char *) * (size_t)(n + 1), 0);
-  for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, -2, i) != LUA_TSTRING)
-      luaL_error(L, "proc: opts.%s[%d] must be a string", field, (int)i);
-    list[i - 1] = (char *)lua_tostring(L, -1);
-    if (strlen(list[i - 1]) != lua_rawlen(L, -1))
-      luaL_error(L, "proc: opts.%s[%d] contains a NUL byte", field, (int)i);
-    lua_pop(L, 1);                         /* the string stays alive in the list table */
-  }
-  list[n] = NULL;
-  lua_setfield(L, opts, field[0] == 'a' ? "_argv" : "_env");
-  lua_pop(L, 1);
-  return list;
-}
-
-static const char *opt_string(lua_State *L, int opts, const char *field, size_t *len) {
-  int type = lua_getfield(L, opts, field);
-  const char *s = NULL;
-  if (type == LUA_TSTRING) s = lua_tolstring(L, -1, len);
-  else if (type != LUA_TNIL) luaL_error(L, "proc: opts.%s must be a string", field);
-  lua_pop(L, 1);                           /* opts keeps the string alive */
-  return s;
-}
-
-static void read_opts(lua_State *L, int opts, SpawnOpts *o) {
-  memset(o, 0, sizeof(*o));
-  o->argv = string_list(L, opts, "argv", true);
-  o->env = string_list(L, opts, "env", false);
-  o->file = opt_string(L, opts, "file", NULL);
-  o->cwd = opt_string(L, opts, "cwd", NULL);
-  o->input = opt_string(L, opts, "input", &o->input_len);
-  o->spill[0] = opt_string(L, opts, "spill_stdout", NULL);
-  o->spill[1] = opt_string(L, opts, "spill_stderr", NULL);
-  lua_getfield(L, opts, "max_output");
-  lua_Integer cap = luaL_optinteger(L, -1, (lua_Integer)SL_DEFAULT_MAX_OUTPUT);
-  if (cap < 0) luaL_error(L, "proc: opts.max_output must be >= 0");
-  o->cap = (size_t)cap;
-  lua_getfield(L, opts, "timeout");
-  o->timeout = luaL_optnumber(L, -1, 0);
-  lua_getfield(L, opts, "stdin");
-  o->stdin_pipe = lua_toboolean(L, -1) && strcmp(luaL_optstring(L, -1, "null"), "pipe") == 0;
-  lua_getfield(L, opts, "stream");
-  o->stream = lua_toboolean(L, -1);
-  lua_getfield(L, opts, "kill_group");
-  o->kill_group = lua_isnil(L, -1) || lua_toboolean(L, -1);
-  lua_pop(L, 5);
-  if (lua_getfield(L, opts, "pty") == LUA_TTABLE) {  /* {rows, cols, ctty = true} */
-    o->pty = o->stdin_pipe = true;
-    lua_getfield(L, -1, "rows");
-    lua_getfield(L, -2, "cols");
-    lua_getfield(L, -3, "ctty");
-    o->rows = (int)luaL_checkinteger(L, -3);
-    o->cols = (int)luaL_checkinteger(L, -2);
-    o->ctty = lua_isnil(L, -1) || lua_toboolean(L, -1);
-    if (o->rows < 1 || o->rows > 65535 || o->cols < 1 || o->cols > 65535)
-      luaL_error(L, "proc: opts.pty.rows and cols must be integers in 1..65535");
-    lua_pop(L, 3);
-  } else if (!lua_isnil(L, -1)) {
-    luaL_error(L, "proc: opts.pty must be a table {rows =, cols =}");
-  }
-  lua_pop(L, 1);
-}
-
-/* posix_spawn (vfork-fast) with the child as leader of a new session and process group,
- * stdio on the pipes (or /dev/null), no other inherited fd, default signal dispositions. */
-static int spawn_child(Proc *p, const char *path, const SpawnOpts *o, int fds[3][2],
-                       bool want_in, const char *tty) {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  sigset_t none, defaults;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  if (tty != NULL) {                       /* opened after setsid: our controlling terminal */
-    posix_spawn_file_actions_addopen(&fa, 0, tty, O_RDWR | (o->ctty ? 0 : O_NOCTTY), 0);
-    posix_spawn_file_actions_adddup2(&fa, 0, 1);
-    posix_spawn_file_actions_adddup2(&fa, 0, 2);
-  } else {
-    if (want_in) posix_spawn_file_actions_adddup2(&fa, fds[0][0], 0);
-    else posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, fds[1][1], 1);
-    posix_spawn_file_actions_adddup2(&fa, fds[2][1], 2);
-  }
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  if (o->cwd != NULL) posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
-  sigemptyset(&none);
-  sigfillset(&defaults);                   /* ignored signals would survive exec: reset all */
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                  POSIX_SPAWN_SETSIGDEF);
-  pid_t pid;
-  p->start_ns = sl_now_ns();
-  int rc = posix_spawn(&pid, path, &fa, &attr, o->argv, o->env != NULL ? o->env : environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc == 0) p->pid = pid;
-  return rc;
-}
+/* ---------------------------------------------------------------- start */
 
 /* Starts the child. On failure fills err and returns NULL (nothing left open). */
-static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
+static Proc *proc_start(lua_State *L, SlSpawnOpts *o, SlError *err) {
   SlHost *h = sl_host(L);
   if (o->cwd != NULL) {
     struct stat st;
@@ -461,7 +342,8 @@ static Proc *proc_start(lua_State *L, SpawnOpts *o, SlError *err) {
   }
   for (int i = want_in ? 0 : 1; !o->pty && rc == 0 && i < 3; i++)
     if (pipe2(fds[i], O_CLOEXEC) != 0) rc = errno;
-  if (rc == 0) rc = spawn_child(p, path, o, fds, want_in, o->pty ? tty : NULL);
+  if (rc == 0)
+    rc = sl_spawn_child(path, o, fds, want_in, o->pty ? tty : NULL, &p->start_ns, &p->pid);
   int child_ends[3] = {fds[0][0], fds[1][1], fds[2][1]};
   for (int i = 0; i < 3; i++)
     if (child_ends[i] >= 0) close(child_ends[i]);
@@ -591,8 +473,8 @@ static int results_k(lua_State *L, int status, lua_KContext base) {
 static int proc_run(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  SpawnOpts o;
-  read_opts(L, 1, &o);
+  SlSpawnOpts o;
+  sl_spawn_opts_read(L, 1, &o);
   luaL_argcheck(L, !o.stdin_pipe && !o.stream, 1, "run takes no stdin pipe or stream");
   SlTask sync, *t = sl_wait_begin(L, &sync);
   if (t == NULL) return 2;
@@ -610,8 +492,8 @@ static int proc_run(lua_State *L) {
 static int proc_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  SpawnOpts o;
-  read_opts(L, 1, &o);
+  SlSpawnOpts o;
+  sl_spawn_opts_read(L, 1, &o);
   ProcBox *box = lua_newuserdatauv(L, sizeof(*box), 0);
   box->p = NULL;
   luaL_setmetatable(L, PROC_MT);

@@ -9,7 +9,8 @@
  *   ssh_session.c  one connection: arena, socket callbacks, op list, pump, keepalive and
  *                  deadlines, teardown, resolve + TCP + handshake
  *   ssh_auth.c     host keys (fingerprint, known_hosts check and learn), authentication
- *   ssh_exec.c     exec channels and the exec handle
+ *   ssh_exec.c     exec channels (ssh_exec.h: the Exec, shared with ssh_exec_handle.c only)
+ *   ssh_exec_handle.c  session:exec, session:spawn and the exec handle
  *   ssh_sftp.c     SFTP operations
  *
  * Two rules hold across the parts. Only one op at a time may be inside a channel open or a
@@ -138,7 +139,7 @@ int ssh_session_check_known_hosts(lua_State *L);
 int ssh_session_learn_host_key(lua_State *L);
 int ssh_session_auth(lua_State *L);
 
-/* ssh_exec.c */
+/* ssh_exec_handle.c */
 int ssh_session_exec(lua_State *L);
 int ssh_session_spawn(lua_State *L);
 void ssh_exec_open(lua_State *L);                   /* registers the exec handle's metatable */

@@ -5,36 +5,21 @@
 -- group kill), fall back where they must, survive the agent's death and a container restart
 -- without running a command twice, and run many at once.
 local sandlot = require("sandlot")
-local http = require("sandlot.http")
 local h = require("spec.helper")
 local docker = require("spec.support.docker")
 local agent = require("sandlot._native.docker_agent")
 local errors = require("sandlot.errors")
 
 describe("docker exec agent #docker", function()
-  local env, why
+  local suite = docker.suite({ dka = { exec_agent = true }, dkp = {} })
+  local need, api = suite.need, suite.api
 
-  local function need()
-    if not env then pending(docker.unavailable(why)) end
-    return env ~= nil
-  end
-
-  local function create(opts)
-    local sb, err = sandlot.create("dka", opts or {})
-    assert(sb, tostring(err))
-    return sb
-  end
+  local function create(opts) return suite.create("dka", opts) end
 
   -- the same container through the plain provider (one docker exec per command)
   local function plain(sb)
     return assert(sandlot.from_map({ version = 1, provider = "dkp", id = sb.id,
                                      handle = sb.handle }))
-  end
-
-  local function api(opts)
-    local o = { unix_socket = env.socket }
-    for k, v in pairs(opts) do o[k] = v end
-    return assert(http.request(o))
   end
 
   local function the_agent(sb) return agent._agents[sb.handle.container] end
@@ -51,21 +36,6 @@ describe("docker exec agent #docker", function()
       'case $l in *"$1"*) echo "$l";; esac; done', "sh", word }))
     return r.stdout
   end
-
-  lazy_setup(function()
-    env, why = docker.start()
-    if env then
-      sandlot.config.set({ providers = {
-        dka = { "docker", host = env.host, image = env.image, pull = false, exec_agent = true },
-        dkp = { "docker", host = env.host, image = env.image, pull = false },
-      } })
-    end
-  end)
-
-  lazy_teardown(function()
-    sandlot.config.reset()
-    docker.stop(env)
-  end)
 
   it("runs execs through one agent in the container, started on the first exec", function()
     if not need() then return end

@@ -2,52 +2,19 @@
 -- real daemon (spec/support/docker.lua): labels, network, images and pulls, output framing,
 -- containers removed behind sandlot's back, gc, and the daemon dying mid-exec (last).
 local sandlot = require("sandlot")
-local http = require("sandlot.http")
 local h = require("spec.helper")
 local docker = require("spec.support.docker")
 
 describe("docker provider #docker", function()
-  local env, why
+  local suite = docker.suite({ dk = {}, dk_140 = { api_version = "1.40" },
+                               dk_bad_version = { api_version = "1.41/../../containers" } })
+  local need, api = suite.need, suite.api
 
-  local function need()
-    if not env then pending(docker.unavailable(why)) end
-    return env ~= nil
-  end
-
-  local function create(opts)
-    opts = opts or {}
-    local sb, err = sandlot.create("dk", opts)
-    assert(sb, tostring(err))
-    return sb
-  end
-
-  local function api(opts)
-    local o = { unix_socket = env.socket }
-    for k, v in pairs(opts) do o[k] = v end
-    return assert(http.request(o))
-  end
+  local function create(opts) return suite.create("dk", opts) end
 
   local function inspect(sb)
     return api({ path = "/containers/" .. sb.handle.container .. "/json" }).json
   end
-
-  lazy_setup(function()
-    env, why = docker.start()
-    if env then
-      sandlot.config.set({ providers = {
-        dk = { "docker", host = env.host, image = env.image, pull = false },
-        dk_bad_version = { "docker", host = env.host, image = env.image, pull = false,
-                           api_version = "1.41/../../containers" },
-        dk_140 = { "docker", host = env.host, image = env.image, pull = false,
-                   api_version = "1.40" },
-      } })
-    end
-  end)
-
-  lazy_teardown(function()
-    sandlot.config.reset()
-    docker.stop(env)
-  end)
 
   it("labels every container and keeps the network off by default", function()
     if not need() then return end
@@ -331,8 +298,9 @@ describe("docker provider #docker", function()
 
   it("maps a refused attach like any API answer (api c:upgrade)", function()
     if not need() then return end
-    local c = require("sandlot.api").client({ config = {} }, { unix_socket = env.socket,
-                                                                base_url = "http://docker" })
+    local c = require("sandlot.api").client({ config = {} },
+                                            { unix_socket = suite.env.socket,
+                                              base_url = "http://docker" })
     local s, err = c:upgrade("POST", "/exec/0123456789ab/start",
                              { json = { Detach = false, Tty = false } })
     assert.is_nil(s)
@@ -413,7 +381,7 @@ describe("docker provider #docker", function()
   it("lists its sandboxes as plain handles, filtered by labels, and gc is public", function()
     if not need() then return end
     local dk = require("providers.docker")
-    local ctx = { config = { host = env.host }, warn = function() end }
+    local ctx = { config = { host = suite.env.host }, warn = function() end }
     local a <close> = create({ labels = { team = "list-a" } })
     local b <close> = create({ labels = { team = "list-b" } })
     local only = assert(dk.list(ctx, { labels = { team = "list-a" } }))
@@ -475,7 +443,8 @@ describe("docker provider #docker", function()
     assert(l:set_state(orphan.durable_id, "destroyed"))
     assert(l:set_state(kept.durable_id, "destroyed"))
     local function gc(...)
-      return h.host({ "gc", "--provider", "docker", ... }, { env = { DOCKER_HOST = env.host } })
+      return h.host({ "gc", "--provider", "docker", ... },
+                    { env = { DOCKER_HOST = suite.env.host } })
     end
     local function row(out, id)
       for line in out:gmatch("[^\n]+") do
@@ -504,14 +473,14 @@ describe("docker provider #docker", function()
 
   it("returns an error, not a hang, when the daemon dies mid-exec", function()
     if not need() then return end
-    if not env.own then
+    if not suite.env.own then
       pending("the daemon in use is not ours to kill")
       return
     end
     local sb = create()
     local t = sandlot.spawn(function() return sb:exec({ "sleep", "60" }) end)
     sandlot.sleep(0.5)
-    env.proc:kill("KILL")                  -- dockerd only: its group is cleaned at teardown
+    suite.env.proc:kill("KILL")            -- dockerd only: its group is cleaned at teardown
     local r, err = sandlot.timeout(30, function() return t:join() end)
     assert.is_nil(r)
     assert.is_truthy(err.code == "unavailable" or err.code == "io_error", tostring(err))

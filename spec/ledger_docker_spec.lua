@@ -2,32 +2,16 @@
 -- the container carries the durable id as a label, the ledger row holds the provider's id and
 -- handle, and sandlot.get reconnects to the container by durable id.
 local sandlot = require("sandlot")
-local http = require("sandlot.http")
 local ledger = require("sandlot.ledger")
 local docker = require("spec.support.docker")
 
 describe("the ledger on docker #docker", function()
-  local env, why
-
-  lazy_setup(function()
-    env, why = docker.start()
-    if env then
-      sandlot.config.set({ providers = {
-        dkl = { "docker", host = env.host, image = env.image, pull = false },
-      } })
-    end
-  end)
-
-  lazy_teardown(function()
-    sandlot.config.reset()
-    docker.stop(env)
-  end)
+  local suite = docker.suite({ dkl = {} })
 
   it("labels the container with the durable id and reconnects by it", function()
-    if not env then return pending(docker.unavailable(why)) end
+    if not suite.need() then return end
     local sb = assert(sandlot.create("dkl", { labels = { team = "l" } }))
-    local info = assert(http.request({ unix_socket = env.socket,
-      path = "/containers/" .. sb.handle.container .. "/json" })).json
+    local info = suite.api({ path = "/containers/" .. sb.handle.container .. "/json" }).json
     assert.equal(sb.durable_id, info.Config.Labels[ledger.LABEL])
     assert.equal(sb.id, info.Config.Labels["sandlot.id"])      -- docker's own label stays
     assert.equal("l", info.Config.Labels.team)

@@ -3,7 +3,6 @@
 -- the recorded options, says so in a warning, a telemetry event and a ledger event, and keeps
 -- the durable id while the provider's id changes. Without recreate the loss is not_found.
 local sandlot = require("sandlot")
-local http = require("sandlot.http")
 local ledger = require("sandlot.ledger")
 local sys = require("sandlot.core.sys")
 local h = require("spec.helper")
@@ -108,27 +107,17 @@ describe("recreate = true (local)", function()
 end)
 
 describe("recreate = true (docker) #docker", function()
-  local env, why
-  lazy_setup(function()
-    env, why = docker.start()
-    if env then
-      sandlot.config.set({ providers = {
-        dk = { "docker", host = env.host, image = env.image, pull = false } } })
-    end
-  end)
-  lazy_teardown(function()
-    sandlot.config.reset()
-    docker.stop(env)
-  end)
+  local suite = docker.suite({ dk = {} })
   before_each(fresh_ledger)
   after_each(drop_ledger)
 
   it("re-creates a sandbox whose container was removed", function()
-    if not env then return pending(docker.unavailable(why)) end
+    if not suite.need() then return end
     h.task(function()
       loss_case("dk", function(sb)
-        local res = assert(http.request({ unix_socket = env.socket, method = "DELETE",
-          path = "/containers/" .. sb.handle.container, query = { force = "true" } }))
+        local res = suite.api({ method = "DELETE",
+                                path = "/containers/" .. sb.handle.container,
+                                query = { force = "true" } })
         assert.equal(204, res.status)
       end)
     end)()

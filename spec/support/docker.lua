@@ -3,6 +3,14 @@
 -- socket with its own data and exec roots in a temporary directory, and stops it afterwards
 -- (containers removed, daemon killed and waited for, leftover mounts unmounted). The test
 -- image is built without a registry: a busybox-static root imported with POST /images/create.
+--
+--   local s = require("spec.support.docker").suite({ dk = {}, dka = { exec_agent = true } })
+--   it("...", function()
+--     if not s.need() then return end                           -- pended, with the reason
+--     local sb <close> = s.create("dk")
+--     ...s.env.socket, s.api({ path = "/containers/json" })...
+--   end)
+local busted = require("busted")
 local sandlot = require("sandlot")
 local http = require("sandlot.http")
 local tar = require("sandlot.wire.tar")
@@ -186,6 +194,54 @@ function M.reap(dir)
   for pid in ((r and r.stdout) or ""):gmatch("/proc/(%d+)/cmdline") do
     sandlot.proc.run({ "kill", "-KILL", pid })
   end
+end
+
+---Sets the enclosing describe block up on the daemon: lazy_setup starts it (M.start) and
+---configures every provider named in providers, {name = extra options}, as the docker
+---provider on it with the test image and pulls off; lazy_teardown resets the config and stops
+---the daemon. Returns the suite s: s.env and s.why (as M.start gave them) once set up, and
+---  s.need()            true with a daemon; without, marks the test pending (M.unavailable)
+---  s.create(ref, opts) sandlot.create(ref, opts or {}), asserted
+---  s.api(opts)         an asserted http.request to the daemon's API (unix_socket filled in)
+---@param providers table<string, table>
+function M.suite(providers)
+  local s = {}
+
+  busted.lazy_setup(function()
+    s.env, s.why = M.start()
+    if not s.env then return end
+    local list = {}
+    for name, extra in pairs(providers) do
+      local p = { "docker", host = s.env.host, image = s.env.image, pull = false }
+      for k, v in pairs(extra) do p[k] = v end
+      list[name] = p
+    end
+    sandlot.config.set({ providers = list })
+  end)
+
+  busted.lazy_teardown(function()
+    sandlot.config.reset()
+    M.stop(s.env)
+  end)
+
+  function s.need()
+    if not s.env then busted.pending(M.unavailable(s.why)) end
+    return s.env ~= nil
+  end
+
+  function s.create(ref, opts)
+    local sb, err = sandlot.create(ref, opts or {})
+    assert(sb, tostring(err))
+    return sb
+  end
+
+  function s.api(opts)
+    local o = { unix_socket = s.env.socket }
+    for k, v in pairs(opts) do o[k] = v end
+    return assert(http.request(o))
+  end
+
+  return s
 end
 
 ---Marks the calling spec pending with the reason, loudly; fails instead when CI is set.
