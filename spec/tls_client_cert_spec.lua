@@ -92,6 +92,13 @@ describe("TLS client certificates", function()
       end
     end
     assert.is_true(http.stats().pooled >= 1)
+    -- new connections resume curl's cached TLS session: the server still knows the client
+    for i = 1, 3 do
+      local res = assert(get({ client_cert = cert, client_key = key, fresh_connect = true }))
+      assert.equal("cn=sandlot-client err=nil", res.body, "fresh connection " .. i)
+      res = assert(get({ fresh_connect = true }))
+      assert.equal("cn=nil err=nil", res.body, "fresh connection without " .. i)
+    end
   end))
 
   it("sends the certificate on the WebSocket (core/tls.c); without it: refused",
