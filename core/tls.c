@@ -155,39 +155,28 @@ static SSL_CTX *cached_ctx(SlHost *h, const char *ca_file, const char *ca_path, 
   return ctx;
 }
 
-/* Sets the client certificate (and any chain after it) and its key, PEM text, on t's SSL.
- * false: err says why, in OpenSSL's words (they never quote the input). */
-static bool use_client_cert(SlTls *t, const SlTlsClientOpts *o, SlError *err) {
-  const char *what = NULL;
-  BIO *b = NULL;
-  X509 *x = NULL;
-  EVP_PKEY *k = NULL;
-  if (o->cert_len > INT_MAX || o->key_len > INT_MAX) what = "the client certificate";
-  else if ((b = BIO_new_mem_buf(o->cert, (int)o->cert_len)) == NULL ||
-           (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL ||
-           SSL_use_certificate(t->ssl, x) != 1)
-    what = "the client certificate";
-  X509 *more;
-  while (what == NULL && (more = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-    if (SSL_add0_chain_cert(t->ssl, more) != 1) {   /* takes more on success */
-      X509_free(more);
-      what = "the client certificate's chain";
-    }
-  }
+/* Reads a certificate (the first of cert: the rest stay in *rest, a BIO to read the chain
+ * from) and its private key (unencrypted), both PEM text, and checks that they belong
+ * together. NULL: both read (the caller frees *x, *k, *rest); else what was wrong. */
+static const char *read_pair(const char *cert, size_t cert_len, const char *key, size_t key_len,
+                             X509 **x, EVP_PKEY **k, BIO **rest) {
+  *x = NULL;
+  *k = NULL;
+  *rest = NULL;
+  if (cert_len > INT_MAX || key_len > INT_MAX) return "the client certificate";
+  if ((*rest = BIO_new_mem_buf(cert, (int)cert_len)) == NULL ||
+      (*x = PEM_read_bio_X509(*rest, NULL, NULL, NULL)) == NULL)
+    return "the client certificate";
+  BIO *b = BIO_new_mem_buf(key, (int)key_len);
+  *k = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;   /* no passphrase */
   BIO_free(b);
-  b = NULL;
-  if (what == NULL) ERR_clear_error();     /* the end of the chain read as an error */
-  if (what == NULL &&
-      ((b = BIO_new_mem_buf(o->key, (int)o->key_len)) == NULL ||
-       (k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) == NULL))   /* no passphrase */
-    what = "the client key";
-  if (what == NULL && (X509_check_private_key(x, k) != 1 || SSL_use_PrivateKey(t->ssl, k) != 1 ||
-                       SSL_check_private_key(t->ssl) != 1))
-    what = "the client key (it does not match the client certificate)";
-  BIO_free(b);
-  X509_free(x);
-  EVP_PKEY_free(k);
-  if (what == NULL) return true;
+  if (*k == NULL) return "the client key";
+  if (X509_check_private_key(*x, *k) != 1)
+    return "the client key (it does not match the client certificate)";
+  return NULL;
+}
+
+static bool pair_failed(const char *what, SlError *err) {
   sl_err_set(err, "invalid_input", "TLS: cannot use %s: %s", what, ssl_reason("not PEM"));
   ERR_clear_error();
   return false;
@@ -196,28 +185,38 @@ static bool use_client_cert(SlTls *t, const SlTlsClientOpts *o, SlError *err) {
 bool sl_tls_check_pair(const char *cert, size_t cert_len, const char *key, size_t key_len,
                        SlError *err) {
   ERR_clear_error();
-  const char *what = NULL;
-  BIO *b = NULL;
-  X509 *x = NULL;
-  EVP_PKEY *k = NULL;
-  if (cert_len > INT_MAX || key_len > INT_MAX) what = "the client certificate";
-  else if ((b = BIO_new_mem_buf(cert, (int)cert_len)) == NULL ||
-           (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL)
-    what = "the client certificate";
-  BIO_free(b);
-  b = NULL;
-  if (what == NULL && ((b = BIO_new_mem_buf(key, (int)key_len)) == NULL ||
-                       (k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) == NULL))
-    what = "the client key";
-  if (what == NULL && X509_check_private_key(x, k) != 1)
-    what = "the client key (it does not match the client certificate)";
-  BIO_free(b);
+  X509 *x;
+  EVP_PKEY *k;
+  BIO *rest;
+  const char *what = read_pair(cert, cert_len, key, key_len, &x, &k, &rest);
+  BIO_free(rest);
   X509_free(x);
   EVP_PKEY_free(k);
-  if (what != NULL)
-    sl_err_set(err, "invalid_input", "TLS: cannot use %s: %s", what, ssl_reason("not PEM"));
-  ERR_clear_error();
-  return what == NULL;
+  return what == NULL || pair_failed(what, err);
+}
+
+/* Sets the client certificate, any chain after it and its key (PEM text) on t's SSL. false:
+ * err says why, in OpenSSL's words (they never quote the input). */
+static bool use_client_cert(SlTls *t, const SlTlsClientOpts *o, SlError *err) {
+  X509 *x, *more;
+  EVP_PKEY *k;
+  BIO *rest;
+  const char *what = read_pair(o->cert, o->cert_len, o->key, o->key_len, &x, &k, &rest);
+  if (what == NULL && (SSL_use_certificate(t->ssl, x) != 1 || SSL_use_PrivateKey(t->ssl, k) != 1
+                       || SSL_check_private_key(t->ssl) != 1))
+    what = "the client certificate and key";
+  while (what == NULL && (more = PEM_read_bio_X509(rest, NULL, NULL, NULL)) != NULL) {
+    if (SSL_add0_chain_cert(t->ssl, more) != 1) {   /* takes more on success */
+      X509_free(more);
+      what = "the client certificate's chain";
+    }
+  }
+  BIO_free(rest);
+  X509_free(x);
+  EVP_PKEY_free(k);
+  if (what != NULL) return pair_failed(what, err);
+  ERR_clear_error();                       /* the end of the chain read as an error */
+  return true;
 }
 
 SlTls *sl_tls_client(SlHost *h, const char *host, const SlTlsClientOpts *o, SlError *err) {
