@@ -399,6 +399,8 @@ describe("kubernetes provider over TLS", function()
       halfcert = cfg("half", { client_cert = certs.client_cert }),
       notpem = cfg("np", { client_cert_data = slurp(certs.client_cert),
                            client_key_data = key:gsub("PRIVATE KEY", "PUBLIC THING") }),
+      encrypted = cfg("enc", { client_cert_data = slurp(certs.client_cert),
+          client_key_data = key:gsub("PRIVATE KEY", "ENCRYPTED PRIVATE KEY") }),
     } })
     local texts = {}
     local clock = require("sandlot.core.timer").now         -- ns, monotonic
@@ -420,6 +422,10 @@ describe("kubernetes provider over TLS", function()
     _, err = sandlot.create("notpem", {})
     assert.equal("invalid_input", err.code)
     assert.matches("client%-key%-data is not PEM", err.message)
+    texts[#texts + 1] = tostring(err)
+    _, err = sandlot.create("encrypted", {})
+    assert.equal("not_supported", err.code)
+    assert.matches("encrypted", err.message)
     texts[#texts + 1] = tostring(err)
     -- a server that echoes the key (the plant): scrubbed from the message
     local sb = assert(sandlot.create("good", {}))

@@ -80,7 +80,8 @@ local function pem_of(user, field, rel, uname, pattern)
                                    and "no BEGIN ... PRIVATE KEY block"
                                    or "no BEGIN CERTIFICATE block"))
   end
-  if text:find("ENCRYPTED", 1, true) then
+  if text:find("-----BEGIN ENCRYPTED PRIVATE KEY-----", 1, true)
+     or text:find("Proc-Type: 4,ENCRYPTED", 1, true) then
     return nil, errors.new("not_supported", ("kubernetes: user %q's %s is encrypted; give " ..
                            "an unencrypted key"):format(tostring(uname), from))
   end
