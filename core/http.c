@@ -78,8 +78,9 @@ static int http_request(lua_State *L) {
   luaL_setmetatable(L, REQ_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
-  Xfer *x = sl_http_take(m, L, &s, hidx);
-  if (x == NULL) return luaL_error(L, "sandlot.http: out of memory");
+  SlError e;
+  Xfer *x = sl_http_take(m, L, &s, hidx, &e);
+  if (x == NULL) return sl_push_error(L, &e);   /* a client key not of its certificate, OOM */
   box->x = x;                              /* from here on __gc frees x whatever happens */
   sl_http_set_target(x, url, body, body_len);
   if (x->body_kind == BODY_FILE || x->body_kind == BODY_PRODUCER) {

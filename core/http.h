@@ -27,6 +27,10 @@ enum { WAIT_NONE, WAIT_HEAD, WAIT_READ, WAIT_DONE, WAIT_FETCH };
  * hdrs (the header lines, then "Expect:" for a body) is Xfer.hdrs; nhdrs counts the first. */
 typedef struct {
   const char *method, *unix_socket, *ca_file, *ca_path;
+  const char *client_cert, *client_key;         /* PEM text (a TLS client certificate): curl
+                                                   copies them (CURLOPT_SSLCERT_BLOB); the
+                                                   owned key copy is wiped when forgotten */
+  size_t client_cert_len, client_key_len;
   long timeout_ms, connect_ms, max_redirects;   /* 0: none */
   curl_off_t max_body;                          /* 0: none */
   bool follow, insecure, fresh, raw_chunked, stream;
@@ -138,8 +142,9 @@ int sl_http_close_cb(void *ud, curl_socket_t fd);
  * the table. The header list, if any, is left pushed on the stack at *hidx (else 0). */
 void sl_http_shape_read(lua_State *L, int opts, SlHttpShape *s, int *hidx);
 /* A transfer configured for shape s (headers at hidx), linked into m->live, response state
- * clear: a pooled one of the same shape as it is, else one reset and configured. NULL: OOM. */
-Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx);
+ * clear: a pooled one of the same shape as it is, else one reset and configured (a client
+ * certificate and key checked to belong together first). NULL: err says why. */
+Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx, SlError *err);
 /* Sets the URL and, for BODY_STRING, the body (not copied: the caller anchors it). */
 void sl_http_set_target(Xfer *x, const char *url, const char *body, size_t body_len);
 bool sl_http_recycle(Xfer *x);            /* into m->pool, options kept; false: no room */

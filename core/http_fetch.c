@@ -1,19 +1,32 @@
 /* http_fetch.c: request shapes and the pool of transfers that keeps them, and http.fetch, the
  * request path of sandlot.http for a body kept in memory. A finished transfer goes back to the
  * pool with its easy handle still configured; a request of the same shape (method, header
- * lines, timeouts, TLS and socket options) takes it and sets only its URL and body, where a
- * reset handle would need curl_easy_reset and some twenty options again. http.fetch takes the
+ * lines, timeouts, TLS and socket options, the client certificate and key compared byte for
+ * byte) takes it and sets only its URL and body, where a reset handle would need
+ * curl_easy_reset and some twenty options again, so a handle set up with one client
+ * certificate never serves a request with another or none. The certificate and key go to curl
+ * as memory blobs (CURLOPT_SSLCERT_BLOB / SSLKEY_BLOB, PEM), never through a file. Connections
+ * are curl's: its cache reuses a TLS connection only for a transfer whose primary SSL config
+ * matches (Curl_ssl_config_matches, 7.88, compares the cert blob but not the key blob), so one
+ * made with another client certificate is not reused; since one made with this certificate
+ * would be, whatever the key, a certificate and key are checked to belong together (tls.c)
+ * before a handle is configured with them. http.fetch takes the
  * request as arguments (no options table), waits without a request handle and returns the
  * response built in C (http_response.c). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "http.h"
+#include "tls.h"
 
 #define KEEP_BUF (64u << 10)               /* response buffers up to this stay with a pooled x */
 
 static bool str_eq(const char *a, const char *b) {
   return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool blob_eq(const char *a, size_t an, const char *b, size_t bn) {
+  return a == b || (a != NULL && b != NULL && an == bn && memcmp(a, b, an) == 0);
 }
 
 static long ms_of(double secs) { return secs > 0 ? (long)(secs * 1e3 + 0.5) : 0; }
@@ -72,6 +85,13 @@ void sl_http_shape_read(lua_State *L, int opts, SlHttpShape *s, int *hidx) {
   s->ca_file = field_str(L, opts, "ca_file");
   s->ca_path = field_str(L, opts, "ca_path");
   s->insecure = field_bool(L, opts, "insecure", false);
+  lua_getfield(L, opts, "client_cert");
+  s->client_cert = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &s->client_cert_len);
+  lua_getfield(L, opts, "client_key");
+  s->client_key = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &s->client_key_len);
+  lua_pop(L, 2);                           /* the opts table keeps them alive */
+  if ((s->client_cert == NULL) != (s->client_key == NULL))
+    luaL_error(L, "sandlot.http: give client_cert and client_key together");
   s->fresh = field_bool(L, opts, "fresh_connect", false);
   s->raw_chunked = field_bool(L, opts, "raw_chunked", false);
   s->stream = field_bool(L, opts, "stream", false);
@@ -102,7 +122,9 @@ static bool shape_match(const Xfer *x, const SlHttpShape *w, lua_State *L, int h
       a->follow != w->follow || a->insecure != w->insecure || a->fresh != w->fresh ||
       a->raw_chunked != w->raw_chunked || a->stream != w->stream ||
       strcmp(a->method, w->method) != 0 || !str_eq(a->unix_socket, w->unix_socket) ||
-      !str_eq(a->ca_file, w->ca_file) || !str_eq(a->ca_path, w->ca_path))
+      !str_eq(a->ca_file, w->ca_file) || !str_eq(a->ca_path, w->ca_path) ||
+      !blob_eq(a->client_cert, a->client_cert_len, w->client_cert, w->client_cert_len) ||
+      !blob_eq(a->client_key, a->client_key_len, w->client_key, w->client_key_len))
     return false;
   const struct curl_slist *l = x->hdrs;
   for (size_t i = 1; i <= w->nhdrs; i++, l = l->next) {
@@ -119,7 +141,22 @@ static void shape_forget(SlHttpShape *s) {
   free((void *)s->unix_socket);
   free((void *)s->ca_file);
   free((void *)s->ca_path);
+  free((void *)s->client_cert);
+  if (s->client_key != NULL) explicit_bzero((void *)s->client_key, s->client_key_len);
+  free((void *)s->client_key);
   memset(s, 0, sizeof(*s));
+}
+
+static bool dup_blob(const char **dst, const char *src, size_t n) {
+  char *c = NULL;
+  *dst = NULL;
+  if (src != NULL && (c = malloc(n + 1)) == NULL) return false;
+  if (c != NULL) {
+    memcpy(c, src, n);
+    c[n] = '\0';
+  }
+  *dst = c;
+  return true;
 }
 
 static bool dup_opt(const char **dst, const char *src) {
@@ -155,6 +192,14 @@ static bool shape_apply(Xfer *x, const SlHttpShape *s, lua_State *L, int hidx) {
   if (s->unix_socket != NULL) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, s->unix_socket);
   if (s->ca_file != NULL) curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
   if (s->ca_path != NULL) curl_easy_setopt(e, CURLOPT_CAPATH, s->ca_path);
+  if (s->client_cert != NULL) {             /* curl copies both (CURL_BLOB_COPY) */
+    struct curl_blob cert = {(void *)s->client_cert, s->client_cert_len, CURL_BLOB_COPY};
+    struct curl_blob key = {(void *)s->client_key, s->client_key_len, CURL_BLOB_COPY};
+    curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cert);
+    curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &key);
+    curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+  }
   if (s->insecure) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -203,9 +248,11 @@ static bool shape_apply(Xfer *x, const SlHttpShape *s, lua_State *L, int hidx) {
   if (x->hdrs != NULL) curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
   SlHttpShape *k = &x->shape;
   *k = *s;
-  k->method = k->unix_socket = k->ca_file = k->ca_path = NULL;
+  k->method = k->unix_socket = k->ca_file = k->ca_path = k->client_cert = k->client_key = NULL;
   if (!dup_opt(&k->method, s->method) || !dup_opt(&k->unix_socket, s->unix_socket) ||
-      !dup_opt(&k->ca_file, s->ca_file) || !dup_opt(&k->ca_path, s->ca_path))
+      !dup_opt(&k->ca_file, s->ca_file) || !dup_opt(&k->ca_path, s->ca_path) ||
+      !dup_blob(&k->client_cert, s->client_cert, s->client_cert_len) ||
+      !dup_blob(&k->client_key, s->client_key, s->client_key_len))
     return false;
   x->shaped = s->body_kind == BODY_NONE || s->body_kind == BODY_STRING;
   return true;
@@ -237,7 +284,7 @@ void sl_http_release(Xfer *x) {
   free(x);
 }
 
-Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx) {
+Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx, SlError *err) {
   Xfer *x = NULL;
   if (s->body_kind == BODY_NONE || s->body_kind == BODY_STRING) {
     for (int i = m->pooled - 1; i >= 0; i--) {
@@ -249,6 +296,11 @@ Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx) {
     }
   }
   bool apply = x == NULL;
+  /* a pooled match held these very bytes, checked when it was configured */
+  if (apply && s->client_cert != NULL &&
+      !sl_tls_check_pair(s->client_cert, s->client_cert_len, s->client_key, s->client_key_len,
+                         err))
+    return NULL;
   if (x == NULL && m->pooled > 0) {        /* another shape: start over from curl's defaults */
     x = m->pool[--m->pooled];
     curl_easy_reset(x->easy);
@@ -257,9 +309,9 @@ Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx) {
     shape_forget(&x->shape);
     x->shaped = false;
   } else if (x == NULL) {
-    if ((x = calloc(1, sizeof(*x))) == NULL) return NULL;
-    if ((x->easy = curl_easy_init()) == NULL) {
+    if ((x = calloc(1, sizeof(*x))) == NULL || (x->easy = curl_easy_init()) == NULL) {
       free(x);
+      sl_err_set(err, "internal", "sandlot.http: out of memory");
       return NULL;
     }
   }
@@ -269,6 +321,7 @@ Xfer *sl_http_take(Multi *m, lua_State *L, const SlHttpShape *s, int hidx) {
   m->live = x;
   if (apply && !shape_apply(x, s, L, hidx)) {
     sl_http_free(x);                       /* unshaped now: reset when taken again */
+    sl_err_set(err, "internal", "sandlot.http: out of memory");
     return NULL;
   }
   x->follow = s->follow;
@@ -341,7 +394,7 @@ static int fetch_k(lua_State *L, int status, lua_KContext base) {
 /* http.fetch(method, url, headers, body, ...) -> response, maybe_json | nil, err
  * One request with its body in memory, waited for. The arguments after body: timeout,
  * connect_timeout, max_body, unix_socket, follow, max_redirects, ca_file, ca_path, insecure,
- * fresh_connect, raw_chunked. Arguments, not a table: sandlot.http's common path builds no
+ * fresh_connect, raw_chunked, client_cert, client_key (PEM text, both or neither). Arguments, not a table: sandlot.http's common path builds no
  * options table (see the file's head). headers is a list of lines; timeouts in seconds (nil
  * or false: none); follow defaults to true. response is {status, headers, body, http_version,
  * body_bytes, effective_url, redirects, connects, duration}; maybe_json tells whether its
@@ -372,12 +425,17 @@ int sl_http_fetch(lua_State *L) {
   s.insecure = lua_toboolean(L, 13);
   s.fresh = lua_toboolean(L, 14);
   s.raw_chunked = lua_toboolean(L, 15);
+  s.client_cert = luaL_optlstring(L, 16, NULL, &s.client_cert_len);
+  s.client_key = luaL_optlstring(L, 17, NULL, &s.client_key_len);
+  luaL_argcheck(L, (s.client_cert == NULL) == (s.client_key == NULL), 17,
+                "give client_cert and client_key together");
   s.body_kind = body_kind_of(s.method, body != NULL);
   Multi *m = sl_http_multi(L);
   SlTask sync, *t = sl_wait_begin(L, &sync);
   if (t == NULL) return 2;                 /* the task is cancelled: nil, err */
-  Xfer *x = sl_http_take(m, L, &s, hidx);
-  if (x == NULL) return luaL_error(L, "sandlot.http: out of memory");
+  SlError e;
+  Xfer *x = sl_http_take(m, L, &s, hidx, &e);
+  if (x == NULL) return sl_push_error(L, &e);
   x->boxless = true;
   sl_http_set_target(x, url, body, blen);
   CURLMcode mc = curl_multi_add_handle(m->cm, x->easy);

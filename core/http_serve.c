@@ -10,6 +10,8 @@
  * LINGER_MS, so the client sees the answer rather than a reset. With tls = {cert, key} every
  * connection speaks TLS (tls.c): what is read is decrypted before anything above sees it, what
  * is written is encrypted, and a client that never finishes its handshake meets idle_timeout.
+ * With tls_client_ca a client certificate is asked for; each request says whether one came
+ * and verified (req.tls_client_cn) or not (req.tls_client_error), and Lua decides.
  *
  *   READ --complete--> HANDLE --finish(keep)--> READ      idle_timeout in READ: closed
  *     \--bad request--> LINGER <--finish(no keep)-/        a write waiting idle_timeout: closed
@@ -272,6 +274,13 @@ static int spawn_p(lua_State *L) {
   box->c = NULL;
   luaL_setmetatable(L, CONN_MT);
   sl_req_push(L, &c->req);
+  const char *why;
+  char cn[256];
+  int verdict = c->tls != NULL ? sl_tls_client_cn(c->tls, cn, sizeof(cn), &why) : 0;
+  if (verdict != 0) {
+    lua_pushstring(L, verdict > 0 ? cn : why);
+    lua_setfield(L, -2, verdict > 0 ? "tls_client_cn" : "tls_client_error");
+  }
   sl_sched_spawn(L, 2, false);
   box->c = c;                                /* only now: a raise above frees nothing twice */
   c->box = box;
@@ -656,8 +665,10 @@ static lua_Integer opt_int(lua_State *L, const char *field, lua_Integer dflt, lu
 }
 
 /* http.serve({host = ip, port = n, max_head = bytes, max_body = bytes, idle_timeout = s,
- * max_conns = n, tls_cert = path, tls_key = path}, dispatch) -> server | nil, err. dispatch(conn, req) runs in a task per
- * request, req = {method, path, query, headers, body, keep_alive, http_version}. */
+ * max_conns = n, tls_cert = path, tls_key = path, tls_client_ca = path | PEM text}, dispatch)
+ * -> server | nil, err. dispatch(conn, req) runs in a task per request, req = {method, path,
+ * query, headers, body, keep_alive, http_version, tls_client_cn (a client certificate that
+ * verified against tls_client_ca: its subject's CN), tls_client_error (one that did not: why)}. */
 int sl_http_serve(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -676,9 +687,12 @@ int sl_http_serve(lua_State *L) {
   luaL_argcheck(L, idle > 0, 1, "idle_timeout must be > 0");
   lua_getfield(L, 1, "tls_cert");
   lua_getfield(L, 1, "tls_key");
-  const char *cert = luaL_optstring(L, -2, NULL), *key = luaL_optstring(L, -1, NULL);
-  lua_pop(L, 2);
+  lua_getfield(L, 1, "tls_client_ca");
+  const char *cert = luaL_optstring(L, -3, NULL), *key = luaL_optstring(L, -2, NULL);
+  const char *client_ca = luaL_optstring(L, -1, NULL);
+  lua_pop(L, 3);
   luaL_argcheck(L, (cert == NULL) == (key == NULL), 1, "give tls_cert and tls_key together");
+  luaL_argcheck(L, client_ca == NULL || cert != NULL, 1, "tls_client_ca needs tls_cert");
   if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
   struct sockaddr_storage addr;
   if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&addr) != 0 &&
@@ -689,7 +703,7 @@ int sl_http_serve(lua_State *L) {
   box->s = NULL;
   luaL_setmetatable(L, SRV_MT);
   SlError e;
-  SlTlsCtx *tls = cert != NULL ? sl_tls_server_ctx(cert, key, &e) : NULL;
+  SlTlsCtx *tls = cert != NULL ? sl_tls_server_ctx(cert, key, client_ca, &e) : NULL;
   if (cert != NULL && tls == NULL) return sl_push_error(L, &e);
   Server *s = calloc(1, sizeof(*s));
   if (s == NULL) {

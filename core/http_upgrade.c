@@ -5,7 +5,8 @@
  * libcurl is not used here: CONNECT_ONLY would only connect, leaving the request writer and
  * the head parser to us anyway, and its socket would have to leave curl's multi. So this is a
  * plain uv_tcp (after uv_getaddrinfo) or uv_pipe (unix socket) connection, with TLS over it
- * for https (tls.c; the handshake counts against connect_timeout): the request bytes (built by
+ * for https (tls.c, with a client certificate if given; the handshake counts against
+ * connect_timeout): the request bytes (built by
  * sandlot.http) are written once, the response head is parsed by http_head.c within max_head
  * bytes, and what follows is queued for s:read() between water marks (outbuf.h).
  *
@@ -431,7 +432,8 @@ static int upgrade_k(lua_State *L, int status, lua_KContext box) {
 /* http.upgrade{request = bytes, unix_socket = path | host = h, port = n, connect_timeout = s,
  * timeout = s (to the end of the head), io_timeout = s (each read or write; 0: none),
  * max_head = bytes, tls = bool (https: TLS to host, verified against ca_file / ca_path or the
- * system store unless insecure)} -> stream | nil, err   (err.status, err.body: a refusal) */
+ * system store unless insecure; client_cert + client_key: PEM text, a client certificate)}
+ * -> stream | nil, err   (err.status, err.body: a refusal) */
 int sl_http_upgrade(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -455,14 +457,22 @@ int sl_http_upgrade(lua_State *L) {
   uint64_t head_ms = opt_ms(L, 1, "timeout", 60), io_ms = opt_ms(L, 1, "io_timeout", 0);
   SlTls *tls = NULL;
   lua_getfield(L, 1, "tls");
-  if (lua_toboolean(L, -1)) {              /* [opts, tls, ca_file, ca_path, insecure] */
+  if (lua_toboolean(L, -1)) {              /* [opts, tls, ca_file, ca_path, insecure, ...] */
     luaL_argcheck(L, host != NULL, 1, "tls needs host");
     lua_getfield(L, 1, "ca_file");
     lua_getfield(L, 1, "ca_path");
     lua_getfield(L, 1, "insecure");
+    lua_getfield(L, 1, "client_cert");
+    lua_getfield(L, 1, "client_key");
+    SlTlsClientOpts o = {.ca_file = luaL_optstring(L, -5, NULL),
+                         .ca_path = luaL_optstring(L, -4, NULL),
+                         .insecure = lua_toboolean(L, -3)};
+    o.cert = luaL_optlstring(L, -2, NULL, &o.cert_len);
+    o.key = luaL_optlstring(L, -1, NULL, &o.key_len);
+    luaL_argcheck(L, (o.cert == NULL) == (o.key == NULL), 1,
+                  "give client_cert and client_key together");
     SlError e;
-    tls = sl_tls_client(sl_host(L), host, luaL_optstring(L, -3, NULL),
-                        luaL_optstring(L, -2, NULL), lua_toboolean(L, -1), &e);
+    tls = sl_tls_client(sl_host(L), host, &o, &e);
     if (tls == NULL) return sl_push_error(L, &e);
   }
   lua_settop(L, 1);

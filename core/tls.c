@@ -1,7 +1,11 @@
 /* tls.c: TLS with OpenSSL over memory BIOs, so the bytes move on the caller's libuv stream
  * (see tls.h): rbio holds what came from the network, wbio what must go to it. An SlTls owns
  * its SSL (which holds a reference on its SSL_CTX) and a plaintext buffer. OpenSSL's error
- * queue is per thread and libcurl shares it, so every entry point clears it first. */
+ * queue is per thread and libcurl shares it, so every entry point clears it first. A client
+ * certificate and key come as PEM text, read from memory BIOs onto the one SSL (the cached
+ * contexts hold CAs only), and no message names their content. A server with client_ca asks
+ * for a client certificate and records whether it verified (the handshake goes on either way:
+ * the Kubernetes API server answers an unverified one with 401, not with an alert). */
 #include <arpa/inet.h>
 #include <limits.h>
 #include <stdio.h>
@@ -9,6 +13,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -150,14 +155,82 @@ static SSL_CTX *cached_ctx(SlHost *h, const char *ca_file, const char *ca_path, 
   return ctx;
 }
 
-SlTls *sl_tls_client(SlHost *h, const char *host, const char *ca_file, const char *ca_path,
-                     bool insecure, SlError *err) {
+/* Reads a certificate (the first of cert: the rest stay in *rest, a BIO to read the chain
+ * from) and its private key (unencrypted), both PEM text, and checks that they belong
+ * together. NULL: both read (the caller frees *x, *k, *rest); else what was wrong. */
+static const char *read_pair(const char *cert, size_t cert_len, const char *key, size_t key_len,
+                             X509 **x, EVP_PKEY **k, BIO **rest) {
+  *x = NULL;
+  *k = NULL;
+  *rest = NULL;
+  if (cert_len > INT_MAX || key_len > INT_MAX) return "the client certificate";
+  if ((*rest = BIO_new_mem_buf(cert, (int)cert_len)) == NULL ||
+      (*x = PEM_read_bio_X509(*rest, NULL, NULL, NULL)) == NULL)
+    return "the client certificate";
+  BIO *b = BIO_new_mem_buf(key, (int)key_len);
+  *k = b != NULL ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;   /* no passphrase */
+  BIO_free(b);
+  if (*k == NULL) return "the client key";
+  if (X509_check_private_key(*x, *k) != 1)
+    return "the client key (it does not match the client certificate)";
+  return NULL;
+}
+
+static bool pair_failed(const char *what, SlError *err) {
+  sl_err_set(err, "invalid_input", "TLS: cannot use %s: %s", what, ssl_reason("not PEM"));
   ERR_clear_error();
-  SSL_CTX *ctx = cached_ctx(h, ca_file, ca_path, insecure, err);
+  return false;
+}
+
+bool sl_tls_check_pair(const char *cert, size_t cert_len, const char *key, size_t key_len,
+                       SlError *err) {
+  ERR_clear_error();
+  X509 *x;
+  EVP_PKEY *k;
+  BIO *rest;
+  const char *what = read_pair(cert, cert_len, key, key_len, &x, &k, &rest);
+  BIO_free(rest);
+  X509_free(x);
+  EVP_PKEY_free(k);
+  return what == NULL || pair_failed(what, err);
+}
+
+/* Sets the client certificate, any chain after it and its key (PEM text) on t's SSL. false:
+ * err says why, in OpenSSL's words (they never quote the input). */
+static bool use_client_cert(SlTls *t, const SlTlsClientOpts *o, SlError *err) {
+  X509 *x, *more;
+  EVP_PKEY *k;
+  BIO *rest;
+  const char *what = read_pair(o->cert, o->cert_len, o->key, o->key_len, &x, &k, &rest);
+  if (what == NULL && (SSL_use_certificate(t->ssl, x) != 1 || SSL_use_PrivateKey(t->ssl, k) != 1
+                       || SSL_check_private_key(t->ssl) != 1))
+    what = "the client certificate and key";
+  while (what == NULL && (more = PEM_read_bio_X509(rest, NULL, NULL, NULL)) != NULL) {
+    if (SSL_add0_chain_cert(t->ssl, more) != 1) {   /* takes more on success */
+      X509_free(more);
+      what = "the client certificate's chain";
+    }
+  }
+  BIO_free(rest);
+  X509_free(x);
+  EVP_PKEY_free(k);
+  if (what != NULL) return pair_failed(what, err);
+  ERR_clear_error();                       /* the end of the chain read as an error */
+  return true;
+}
+
+SlTls *sl_tls_client(SlHost *h, const char *host, const SlTlsClientOpts *o, SlError *err) {
+  ERR_clear_error();
+  bool insecure = o->insecure;
+  SSL_CTX *ctx = cached_ctx(h, o->ca_file, o->ca_path, insecure, err);
   if (ctx == NULL) return NULL;
   SlTls *t = tls_new(ctx, false, err);     /* the SSL holds its own reference on ctx */
   if (t == NULL) return NULL;
   snprintf(t->peer, sizeof(t->peer), "%s", host);
+  if (o->cert != NULL && !use_client_cert(t, o, err)) {
+    sl_tls_free(t);
+    return NULL;
+  }
   bool ip = is_ip(host);
   bool ok = ip || SSL_set_tlsext_host_name(t->ssl, host) == 1;   /* no SNI for an address */
   if (ok && !insecure) {
@@ -177,7 +250,45 @@ SlTls *sl_tls_client(SlHost *h, const char *host, const char *ca_file, const cha
   return t;
 }
 
-SlTlsCtx *sl_tls_server_ctx(const char *cert, const char *key, SlError *err) {
+/* The server asks for a client certificate and keeps going whatever its verification says:
+ * SSL_get_verify_result holds the verdict (sl_tls_client_cn). */
+static int accept_any(int ok, X509_STORE_CTX *x) {
+  (void)ok;
+  (void)x;
+  return 1;
+}
+
+/* Loads the client CAs (a file, or PEM text) into c: what verifies and what is advertised. */
+static bool load_client_ca(SSL_CTX *ctx, const char *ca) {
+  STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+  X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+  bool text = strncmp(ca, "-----BEGIN", 10) == 0;
+  BIO *b = text ? BIO_new_mem_buf(ca, -1) : BIO_new_file(ca, "r");
+  int n = 0;
+  X509 *x;
+  while (b != NULL && names != NULL && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+    X509_NAME *nm = X509_NAME_dup(X509_get_subject_name(x));
+    if (X509_STORE_add_cert(store, x) == 1 && nm != NULL && sk_X509_NAME_push(names, nm) > 0) n++;
+    else X509_NAME_free(nm);
+    X509_free(x);
+  }
+  BIO_free(b);
+  if (n == 0) {
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    return false;
+  }
+  ERR_clear_error();                       /* the end of the file read as an error */
+  SSL_CTX_set_client_CA_list(ctx, names);  /* takes names */
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any);
+  /* verifying peers, a server must name its sessions' context, or a client resuming one
+   * (curl does, on each new connection) meets "session id context uninitialized" */
+  static const unsigned char sid[] = "sandlot.http.serve";
+  SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
+  return true;
+}
+
+SlTlsCtx *sl_tls_server_ctx(const char *cert, const char *key, const char *client_ca,
+                            SlError *err) {
   ERR_clear_error();
   SlTlsCtx *c = calloc(1, sizeof(*c));
   if (c == NULL || (c->ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -189,6 +300,14 @@ SlTlsCtx *sl_tls_server_ctx(const char *cert, const char *key, SlError *err) {
   if (SSL_CTX_use_certificate_chain_file(c->ctx, cert) != 1) what = "the certificate";
   else if (SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1) what = "the key";
   else if (SSL_CTX_check_private_key(c->ctx) != 1) what = "the key (for this certificate)";
+  if (what == NULL && client_ca != NULL && !load_client_ca(c->ctx, client_ca)) {
+    sl_err_set(err, "invalid_input", "TLS: no CA certificate in the client_ca %s: %s",
+               strncmp(client_ca, "-----BEGIN", 10) == 0 ? "text" : client_ca,
+               ssl_reason("no certificate"));
+    sl_tls_ctx_free(c);
+    ERR_clear_error();
+    return NULL;
+  }
   if (what != NULL) {
     sl_err_set(err, "invalid_input", "TLS: cannot use %s (%s, %s): %s", what, cert, key,
                ssl_reason("unknown error"));
@@ -220,6 +339,23 @@ void sl_tls_free(SlTls *t) {
 }
 
 bool sl_tls_ready(const SlTls *t) { return t->done; }
+
+int sl_tls_client_cn(const SlTls *t, char *cn, size_t n, const char **why) {
+  *why = NULL;
+  if (n > 0) cn[0] = '\0';
+  X509 *peer = t->server && t->done ? SSL_get0_peer_certificate(t->ssl) : NULL;
+  if (peer == NULL) return 0;
+  long vr = SSL_get_verify_result(t->ssl);
+  if (vr != X509_V_OK) {
+    *why = X509_verify_cert_error_string(vr);
+    return -1;
+  }
+  int len = X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn,
+                                      n > INT_MAX ? INT_MAX : (int)n);
+  if (len < 0 && n > 0) cn[0] = '\0';
+  ERR_clear_error();
+  return 1;
+}
 
 const char *sl_tls_reason(const SlTls *t) { return t->failed ? t->reason : NULL; }
 

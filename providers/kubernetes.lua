@@ -6,10 +6,12 @@
 --
 -- Credentials come from a kubeconfig (config.kubeconfig, else $KUBECONFIG's first file, else
 -- ~/.kube/config; its current-context or config.context) or, without one, the in-cluster
--- service account (KUBERNETES_SERVICE_HOST/PORT, config.service_account_dir). Bearer tokens
--- (token, tokenFile) only: client certificates are not_supported (their key would have to
--- reach libcurl and core/tls.c as memory, which they do not take yet). A CA given as -data is
--- written to a temporary file (a CA certificate is public; no key is ever written).
+-- service account (KUBERNETES_SERVICE_HOST/PORT, config.service_account_dir). A bearer token
+-- (token, tokenFile) and/or a client certificate (client-certificate(-data) + client-key(-data)):
+-- the certificate and key go as PEM text in memory to libcurl (CURLOPT_SSLCERT_BLOB /
+-- SSLKEY_BLOB) for REST and to core/tls.c for the exec WebSocket; the key is never written to
+-- a file and is scrubbed from messages. exec / auth-provider plugins are not_supported. A CA
+-- given as -data is written to a temporary file (a CA certificate is public).
 -- Every exec runs under /bin/sh in the pod (cd, env, and on v4 `head -c N` for stdin, which v4
 -- cannot end): the image needs a POSIX sh. get_url is not_supported: the API server's proxy
 -- (/pods/{name}:{port}/proxy/) needs the bearer token, so its URL is no URL to hand out.
@@ -89,6 +91,7 @@ local function client(ctx, c)
   return api.client(ctx, {
     name = "kubernetes", base_url = c.server, timeout = request_timeout(ctx), errors = ERRORS,
     retry = RETRY, ca_file = c.ca_file, insecure = c.insecure or nil,
+    client_cert = c.client_cert, client_key = c.client_key,
     auth = function()
       if not c.token then return nil end
       return "Authorization", "Bearer " .. c.token
@@ -461,6 +464,7 @@ local function run(ctx, handle, argv, opts)
     return ws.connect(url, { headers = c.token and { Authorization = "Bearer " .. c.token } or {},
                              subprotocols = proto_list, timeout = request_timeout(ctx),
                              ca_file = c.ca_file, insecure = c.insecure or nil,
+                             client_cert = c.client_cert, client_key = c.client_key,
                              keepalive = KEEPALIVE, ping_timeout = request_timeout(ctx),
                              max_message = 16 * 1024 * 1024 })
   end

@@ -2,8 +2,9 @@
 -- the strict fake (spec/fakes/kubernetes.lua): kubeconfig and in-cluster credentials, the pod
 -- body, list by labels, exec over v5 and v4 (stdin on both), the Status bodies onto sandlot's
 -- codes, the 1.35 create rule for WebSocket exec, a pod that never runs, malformed JSON, a
--- dropped exec, 429 with Retry-After, TLS (a CA from -data, a wrong CA), and the token kept out
--- of errors and handles (a planted one).
+-- dropped exec, 429 with Retry-After, TLS (a CA from -data, a wrong CA), client certificates
+-- (files and -data; another CA's refused, a mismatched or partial pair a clear error), and the
+-- token and the client key kept out of errors and handles (planted ones).
 local sandlot = require("sandlot")
 local sandbox = require("sandlot.sandbox")
 local json = require("sandlot.wire.json")
@@ -274,10 +275,10 @@ describe("kubernetes provider", function()
     -- tokenFile, relative to the kubeconfig
     local sb = assert(sandlot.create("kt", {}))
     assert(sb:destroy())
-    -- a client certificate alone: not sent yet, and said so
+    -- a client certificate that is not PEM: said so, before anything is sent
     _, err = sandlot.create("kc", {})
-    assert.equal("not_supported", err.code)
-    assert.matches("client certificate", err.message)
+    assert.equal("invalid_input", err.code)
+    assert.matches("client%-certificate%-data is not PEM", err.message)
     -- KUBECONFIG, first existing file of the list
     sys.setenv("KUBECONFIG", tmp .. "/none:" .. kc)
     local ok, serr = pcall(function()
@@ -327,7 +328,8 @@ describe("kubernetes provider over TLS", function()
     if not sandlot.http.serve then return end
     certs = require("spec.support.tls").certs()
     if not certs then return end
-    k = require("spec.fakes.kubernetes").start{ tls = { cert = certs.cert, key = certs.key } }
+    k = require("spec.fakes.kubernetes").start{ tls = { cert = certs.cert, key = certs.key,
+                                                        client_ca = certs.ca } }
     tmp = h.tmpdir("kube-tls")
   end)
 
@@ -362,5 +364,110 @@ describe("kubernetes provider over TLS", function()
     assert.is_nil(sb)
     assert.matches("certificate", tostring(err):lower())
     assert.same({}, k.rejected())
+  end))
+
+  local function slurp(path)
+    local f = assert(io.open(path, "rb"))
+    local text = f:read("a")
+    f:close()
+    return text
+  end
+
+  it("authenticates with a client certificate (files or -data) over REST and exec",
+     h.task(function()
+    if not k then return pending("needs sandlot.http.serve and the openssl CLI") end
+    local fake = k.fake
+    -- files relative to the kubeconfig's directory
+    assert(sandlot.proc.run({ "cp", certs.client_cert, tmp .. "/me.crt" }))
+    assert(sandlot.proc.run({ "cp", certs.client_key, tmp .. "/me.key" }))
+    sandlot.config.set({ providers = {
+      cfile = { "kubernetes", image = "busybox", kubeconfig = k.kubeconfig(tmp .. "/cf",
+          { token = false, ca_file = certs.ca, client_cert = "me.crt", client_key = "me.key" }) },
+      cdata = { "kubernetes", image = "busybox", kubeconfig = k.kubeconfig(tmp .. "/cd",
+          { token = false, ca_file = certs.ca, client_cert_data = slurp(certs.client_cert),
+            client_key_data = slurp(certs.client_key) }) },
+    } })
+    for _, name in ipairs({ "cfile", "cdata" }) do
+      fake.requests = {}
+      local sb = assert(sandlot.create(name, {}))
+      assert.equal("cert\n", assert(sb:exec({ "echo", "cert" })).stdout)
+      assert(sb:write_file("c.txt", "by certificate"))
+      assert.equal("by certificate", assert(sb:read_file("c.txt")))
+      assert(sb:destroy())
+      local users = {}
+      for _, r in ipairs(fake.requests) do users[r.user or "none"] = true end
+      assert.same({ ["sandlot-client"] = true }, users)      -- REST and exec alike
+      assert.truthy(fake.execs > 0)
+    end
+    assert.same({}, k.rejected())
+  end))
+
+  it("refuses another CA's certificate, a mismatched or partial pair, never quoting the key",
+     h.task(function()
+    if not k then return pending("needs sandlot.http.serve and the openssl CLI") end
+    local key, ikey = slurp(certs.client_key), slurp(certs.intruder_key)
+    local marker = key:match("\n([A-Za-z0-9+/=]+)\n")          -- a line of the key's body
+    assert.truthy(marker and #marker >= 16)
+    local function cfg(name, o)
+      o.token, o.ca_file = false, certs.ca
+      return { "kubernetes", image = "busybox", request_timeout = 5,
+               kubeconfig = k.kubeconfig(tmp .. "/" .. name, o) }
+    end
+    sandlot.config.set({ providers = {
+      good = cfg("good", { client_cert_data = slurp(certs.client_cert), client_key_data = key }),
+      intruder = cfg("intr", { client_cert_data = slurp(certs.intruder_cert),
+                               client_key_data = ikey }),
+      mismatch = cfg("mis", { client_cert_data = slurp(certs.client_cert),
+                              client_key_data = ikey }),
+      mismatch2 = cfg("mis2", { client_cert_data = slurp(certs.intruder_cert),
+                                client_key_data = key }),
+      halfcert = cfg("half", { client_cert = certs.client_cert }),
+      notpem = cfg("np", { client_cert_data = slurp(certs.client_cert),
+                           client_key_data = key:gsub("PRIVATE KEY", "PUBLIC THING") }),
+      encrypted = cfg("enc", { client_cert_data = slurp(certs.client_cert),
+          client_key_data = key:gsub("PRIVATE KEY", "ENCRYPTED PRIVATE KEY") }),
+    } })
+    local texts = {}
+    local clock = require("sandlot.core.timer").now         -- ns, monotonic
+    local t0 = clock()
+    local _, err = sandlot.create("intruder", {})
+    assert.equal("auth_failed", err.code)
+    assert.is_true((clock() - t0) / 1e9 < 10)                  -- no hang
+    texts[#texts + 1] = tostring(err)
+    for _, name in ipairs({ "mismatch", "mismatch2" }) do
+      _, err = sandlot.create(name, {})
+      assert.equal("invalid_input", err.code, tostring(err))
+      assert.matches("does not match", err.message)
+      texts[#texts + 1] = tostring(err)
+    end
+    _, err = sandlot.create("halfcert", {})
+    assert.equal("invalid_input", err.code)
+    assert.matches("no client%-key", err.message)
+    texts[#texts + 1] = tostring(err)
+    _, err = sandlot.create("notpem", {})
+    assert.equal("invalid_input", err.code)
+    assert.matches("client%-key%-data is not PEM", err.message)
+    texts[#texts + 1] = tostring(err)
+    _, err = sandlot.create("encrypted", {})
+    assert.equal("not_supported", err.code)
+    assert.matches("encrypted", err.message)
+    texts[#texts + 1] = tostring(err)
+    -- a server that echoes the key (the plant): scrubbed from the message
+    local sb = assert(sandlot.create("good", {}))
+    k.fake:inject({ route = "GET /api/v1/namespaces/default/pods/" .. sb.id, status = 500,
+                    reason = "InternalError", message = "echo " .. marker, times = 10 })
+    local _, serr = sb:status()
+    texts[#texts + 1] = tostring(serr)
+    texts[#texts + 1] = tostring(sb) .. json.encode(sandlot.to_map(sb))
+    k.fake.faults = {}
+    assert(sb:destroy())
+    assert.truthy(("echo " .. marker):find(marker, 1, true))   -- the check would see it
+    for _, t in ipairs(texts) do
+      assert.is_nil(t:find(marker, 1, true), "the key leaked: " .. t)
+      for line in ikey:gmatch("[^\n]+") do
+        if not line:find("^%-") then assert.is_nil(t:find(line, 1, true), "leaked: " .. t) end
+      end
+    end
+    k.fake.rejected = {}
   end))
 end)

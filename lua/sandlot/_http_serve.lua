@@ -160,7 +160,8 @@ function M.serve(opts)
     host = "string", port = "integer", handler = true, max_body = "integer",
     max_head = "integer", idle_timeout = "number", max_conns = "integer", tls = "table",
   }, "sandlot.http.serve", 3)
-  local tls = opts.tls and check.opts(opts.tls, { cert = "string", key = "string" },
+  local tls = opts.tls and check.opts(opts.tls, { cert = "string", key = "string",
+                                                  client_ca = "string" },
                                       "sandlot.http.serve: opts.tls", 3)
   if tls and not (tls.cert and tls.key) then
     error("sandlot.http.serve: opts.tls needs cert and key (PEM file paths)", 3)
@@ -204,7 +205,7 @@ function M.serve(opts)
     host = opts.host or "127.0.0.1", port = opts.port or 0,
     max_body = opts.max_body or M.DEFAULT_MAX_BODY, max_head = opts.max_head or M.DEFAULT_MAX_HEAD,
     idle_timeout = opts.idle_timeout or M.DEFAULT_IDLE_TIMEOUT, max_conns = opts.max_conns,
-    tls_cert = tls and tls.cert, tls_key = tls and tls.key,
+    tls_cert = tls and tls.cert, tls_key = tls and tls.key, tls_client_ca = tls and tls.client_ca,
   }, dispatch)
   if not c then return nil, err end
   srv._core = c

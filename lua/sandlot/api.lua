@@ -27,7 +27,7 @@ local QUOTA_WORDS = { "quota", "limit exceeded", "insufficient credit", "out of 
 local known_spec = {
   name = true, base_url = true, unix_socket = true, headers = true, auth = true,
   negotiate = true, negotiate_key = true, errors = true, timeout = true, retry = true,
-  connect_timeout = true, ca_file = true, insecure = true,
+  connect_timeout = true, ca_file = true, insecure = true, client_cert = true, client_key = true,
 }
 local known_call = {
   json = true, query = true, body = true, body_size = true, headers = true, want = true,
@@ -157,7 +157,9 @@ end
 ---  -> name, value | nil, err, negotiate? = fn(client) -> path prefix | nil, err (its own
 ---  calls on client go unprefixed; run once, cached per spec and negotiate_key(ctx), forgotten
 ---  when the service becomes unreachable), errors? = {[status] = code | fn(res, msg) -> code},
----  timeout?, connect_timeout?, retry?, ca_file? (https: trust this CA file), insecure?}
+---  timeout?, connect_timeout?, retry?, ca_file? (https: trust this CA file), insecure?,
+---  client_cert? + client_key? (https: a TLS client certificate, PEM text; the key is one of
+---  the client's secrets, scrubbed from messages like the auth header)}
 ---@return table client
 function M.client(ctx, spec)
   if type(ctx) ~= "table" then error("api.client: ctx must be a table", 2) end
@@ -181,6 +183,12 @@ function M.client(ctx, spec)
   for k, v in pairs(ctx.config or {}) do
     if redact.is_secret(k) and type(v) == "string" and #v >= 4 then
       c._secrets[#c._secrets + 1] = v
+    end
+  end
+  if type(spec.client_key) == "string" then        -- the key, and each line of its body
+    c._secrets[#c._secrets + 1] = spec.client_key
+    for line in spec.client_key:gmatch("[^\r\n]+") do
+      if #line >= 16 and not line:find("^%-%-%-%-%-") then c._secrets[#c._secrets + 1] = line end
     end
   end
   table.sort(c._secrets, function(a, b) return #a > #b end)   -- longest first
@@ -294,6 +302,7 @@ local function send(c, method, path, opts, prefix, on_chunk)
   if o.retry == nil then o.retry = c._spec.retry end
   o.connect_timeout = c._spec.connect_timeout
   o.ca_file, o.insecure = c._spec.ca_file, c._spec.insecure   -- https: a cluster's own CA
+  o.client_cert, o.client_key = c._spec.client_cert, c._spec.client_key
   return http.request(c._base, o)
 end
 

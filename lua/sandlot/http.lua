@@ -37,7 +37,8 @@ local known = {
   body = true, json = true, body_file = true, body_size = true, timeout = true,
   connect_timeout = true, unix_socket = true, max_body = true, on_chunk = true, retry = true,
   insecure = true, ca_file = true, ca_path = true, follow = true, max_redirects = true,
-  fresh_connect = true, op = true, decode = true, raw_chunked = true,
+  fresh_connect = true, op = true, decode = true, raw_chunked = true, client_cert = true,
+  client_key = true,
 }
 local known_retry = { attempts = true, base = true, cap = true, statuses = true, safe = true,
                       max_after = true }
@@ -150,7 +151,8 @@ local plain_methods = { GET = true, POST = true, PUT = true, PATCH = true, DELET
                         HEAD = true, OPTIONS = true }
 local positive = { "timeout", "connect_timeout", "max_body" }
 local passed = { "body_file", "body_size", "unix_socket", "follow", "max_redirects", "ca_file",
-                 "ca_path", "fresh_connect", "raw_chunked" }   -- given to the core as they are
+                 "ca_path", "fresh_connect", "raw_chunked", "client_cert",
+                 "client_key" }                                -- given to the core as they are
 
 -- The options table core.request reads (streams, uploads, cassettes); fields left out read as
 -- nil (false for the flags).
@@ -396,7 +398,7 @@ local function send_fast(method, url, headers, body, opts, meta)
     local res, err = core.fetch(method, url, headers, body, timeout, connect, max_body,
                                 opts.unix_socket, opts.follow, opts.max_redirects, opts.ca_file,
                                 opts.ca_path, opts.insecure == true, opts.fresh_connect,
-                                opts.raw_chunked)
+                                opts.raw_chunked, opts.client_cert, opts.client_key)
     if res and (err or opts.decode ~= nil) then res, err = decode_body(res, opts) end
     if res and (n >= attempts or not statuses[res.status]) then
       res.attempts = n                                 -- the common end: no retry
@@ -485,6 +487,8 @@ end
 ---  max_after=60} | number | false), follow (redirects, default true), max_redirects (10),
 ---  insecure (no TLS verification: explicit opt-in only), ca_file, ca_path, fresh_connect,
 ---  raw_chunked (HTTP/1.1, the body with its chunked framing as sent: see wire.chunked),
+---  client_cert + client_key (https: a TLS client certificate and its unencrypted private key,
+---  PEM text in memory: handed to libcurl as blobs, never written to a file; both or neither),
 ---  decode ("json" to decode whatever the content type), op (names the operation in
 ---  errors; an operation around it, such as the sandbox's exec, wins and keeps it as `via`)
 ---@return table|nil response {status, headers, body, json, http_version, attempts, ...}; from
@@ -527,7 +531,7 @@ local known_upgrade = {
   url = true, base_url = true, path = true, unix_socket = true, query = true, method = true,
   headers = true, body = true, json = true, upgrade = true, connect_timeout = true,
   timeout = true, io_timeout = true, max_head = true, op = true, ca_file = true,
-  ca_path = true, insecure = true,
+  ca_path = true, insecure = true, client_cert = true, client_key = true,
 }
 
 ---Sends one HTTP/1.1 request asking to switch protocols (`Connection: Upgrade`,
@@ -541,7 +545,9 @@ local known_upgrade = {
 ---  io_timeout (s each read() or write() may wait; default none), max_head (bytes, default
 ---  64 KiB), op (names the operation in errors), ca_file / ca_path (https: trust these CAs
 ---  instead of the system store), insecure (https: true skips certificate verification: an
----  explicit opt-in only, never for real endpoints; a value that is not a boolean raises)
+---  explicit opt-in only, never for real endpoints; a value that is not a boolean raises),
+---  client_cert + client_key (https: a TLS client certificate, PEM text in memory, as for
+---  http.request)
 ---@return sandlot.http.stream|nil stream s:read([max]) -> data | nil (EOF) | nil, err;
 ---  s:write(data) -> true | nil, err; s:shutdown(); s:head() -> {status, headers_raw,
 ---  http_version}; s:info() -> {queued, paused, eof}; s:close()
@@ -549,7 +555,8 @@ local known_upgrade = {
 ---  head), auth_failed (https: the certificate was refused; err.tls_reason says why),
 ---  bad_response (an answer that does not switch protocols: err.status, err.body; a malformed
 ---  or oversized head; a TLS handshake that failed otherwise), invalid_input (an unreadable
----  ca_file), cancelled
+---  ca_file; a client certificate or key that is not PEM, or a key not of that certificate),
+---  cancelled
 function M.upgrade(opts)
   if type(opts) ~= "table" then error("http.upgrade: opts must be a table", 2) end
   for k in pairs(opts) do
@@ -585,10 +592,13 @@ function M.upgrade(opts)
   if opts.insecure ~= nil and type(opts.insecure) ~= "boolean" then
     error("http.upgrade: opts.insecure must be a boolean", 2)
   end
-  for _, f in ipairs({ "ca_file", "ca_path" }) do
+  for _, f in ipairs({ "ca_file", "ca_path", "client_cert", "client_key" }) do
     if opts[f] ~= nil and type(opts[f]) ~= "string" then
       error("http.upgrade: opts." .. f .. " must be a string", 2)
     end
+  end
+  if (opts.client_cert == nil) ~= (opts.client_key == nil) then
+    error("http.upgrade: give opts.client_cert and opts.client_key together", 2)
   end
   local scheme, authority
   scheme, authority, target = url:match("^([hH][tT][tT][pP][sS]?)://([^/?#]*)([^#]*)")
@@ -641,6 +651,7 @@ function M.upgrade(opts)
     max_head = opts.max_head and math.floor(opts.max_head) or M.DEFAULT_MAX_HEAD,
     tls = tls or nil, ca_file = opts.ca_file, ca_path = opts.ca_path,
     insecure = tls and opts.insecure == true or nil,
+    client_cert = tls and opts.client_cert or nil, client_key = tls and opts.client_key or nil,
   }
   if opts.unix_socket then
     if type(opts.unix_socket) ~= "string" or #opts.unix_socket >= 108 then
@@ -708,14 +719,18 @@ function M.stats() return core.stats() end
 ---@field max_head? integer
 ---@field idle_timeout? number
 ---@field max_conns? integer
----@field tls? {cert: string, key: string}
+---@field tls? {cert: string, key: string, client_ca?: string}
 
 ---Starts an HTTP/1.1 server on the host's loop (for fakes and local receivers): handler(req)
 ---runs in a task of its own per request, req = {method, path, query, headers (lower-cased),
 ---body, keep_alive, http_version}, and returns {status, headers, body} (body: a string, or a
 ---function returning successive chunks, nil at the end: chunked), or {drop = true} to close
 ---without answering. A handler that raises gives a 500. Returns srv with url, port, close().
----opts.tls = {cert = path, key = path} (PEM files) serves https (and wss) instead. The other
+---opts.tls = {cert = path, key = path} (PEM files) serves https (and wss) instead; with
+---client_ca (a PEM file, or PEM text) every client is asked for a certificate, verified against
+---those CAs, and the handshake goes on either way: req.tls_client_cn is the subject CN of one
+---that verified, req.tls_client_error why one given did not (the handler decides, as the
+---Kubernetes API server answers 401). The other
 ---opts: host, port (0: any free one), handler, max_body, max_head, idle_timeout, max_conns.
 ---@param opts sandlot.http.ServeOpts
 ---@return table|nil srv, sandlot.Error|nil err

@@ -5,7 +5,8 @@
 -- already serves Docker's hijacked attach and runs on the same loop and scheduler, the server
 -- side for fakes shares the codec, and no second event-loop integration comes in. wss:// is
 -- the same stream over TLS (core/tls.c: OpenSSL on memory BIOs driven by the stream's own
--- reads and writes; http.serve{tls = ...} is its server side for fakes).
+-- reads and writes, with a client certificate when opts.client_cert / client_key are given;
+-- http.serve{tls = ...} is its server side for fakes).
 -- The frame codec is C (core/ws.c, sandlot.core.ws, fuzz target `ws`): masking is a per-byte
 -- XOR over messages of up to 16 MiB. This file runs the protocol: handshake, reassembly,
 -- ping/pong, close codes, limits and deadlines.
@@ -335,11 +336,14 @@ end
 ---@field ca_file? string
 ---@field ca_path? string
 ---@field insecure? boolean
+---@field client_cert? string
+---@field client_key? string
 
 ---Opens a WebSocket connection: ws://, or wss:// (TLS with SNI; the server's certificate is
 ---verified against the system store and the host name, or against opts.ca_file / ca_path;
----opts.insecure = true skips the verification: an explicit opt-in for tests only). The other
----opts: headers, subprotocols, timeout, max_message, ping_timeout, keepalive.
+---opts.insecure = true skips the verification: an explicit opt-in for tests only;
+---opts.client_cert + client_key: a TLS client certificate and its key, PEM text kept in memory).
+---The other opts: headers, subprotocols, timeout, max_message, ping_timeout, keepalive.
 ---@param url string ws[s]://host[:port]/path[?query]
 ---@param opts? sandlot.ws.ConnectOpts
 ---@return table|nil conn, sandlot.Error? err
@@ -348,7 +352,7 @@ function M.connect(url, opts)
   opts = check.opts(opts, {
     headers = "table", subprotocols = "table", timeout = "number", max_message = "integer",
     ping_timeout = "number", keepalive = "number", ca_file = "string", ca_path = "string",
-    insecure = "boolean",
+    insecure = "boolean", client_cert = "string", client_key = "string",
   }, "sandlot.ws.connect", 3)
   local scheme, rest = url:match("^(%a+)://(.*)$")
   scheme = scheme and scheme:lower()
@@ -367,7 +371,9 @@ function M.connect(url, opts)
                                 method = "GET", upgrade = "websocket", headers = headers,
                                 timeout = timeout, connect_timeout = timeout,
                                 op = "ws.connect", ca_file = opts.ca_file,
-                                ca_path = opts.ca_path, insecure = opts.insecure })
+                                ca_path = opts.ca_path, insecure = opts.insecure,
+                                client_cert = opts.client_cert,
+                                client_key = opts.client_key })
   if not s then return nil, err end
   local head = s:head()
   local function refuse(msg)

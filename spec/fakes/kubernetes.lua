@@ -4,7 +4,9 @@
 -- and pods/exec over WebSocket (v5/v4.channel.k8s.io: the empty stdout frame first, channel 3
 -- Status last, v5's [255,0] ends stdin). Each pod's commands and files are real: a sandbox of
 -- the local provider (bubblewrap, its own /), the container's workingDir and env applied.
--- Answers are metav1.Status: 401 Unauthorized (no or wrong bearer), 404 NotFound, 409
+-- Answers are metav1.Status: 401 Unauthorized (no or wrong bearer and no client certificate
+-- that verified against opts.tls.client_ca; a verified one is user CN, logged in
+-- fake.requests[i].user), 404 NotFound, 409
 -- AlreadyExists, 422 Invalid (no containers, bad names, labels), 400 BadRequest (exec into a
 -- Succeeded/Failed pod, an unknown container), 403 Forbidden (a WebSocket exec without
 -- `create` on pods/exec when emulating >= 1.35; opts.version, opts.rbac). Unknown pod fields
@@ -15,7 +17,8 @@
 -- silent after n frames and stays open until the client leaves; fake.stalled counts). Images named "*pull-backoff*"
 -- never start (ImagePullBackOff).
 --   local k = require("spec.fakes.kubernetes").start{}  -> k.url, k.token, k.fake,
---   k.kubeconfig(path [, {token, ca_file, insecure}]), k.rejected(), k.stop()
+--   k.kubeconfig(path [, {token, ca_file, insecure, client_cert, client_key (paths) |
+--   client_cert_data, client_key_data (PEM text)}]), k.rejected(), k.stop()
 local sandlot = require("sandlot")
 local json = require("sandlot.wire.json")
 local lp = require("providers.local")
@@ -448,10 +451,14 @@ function Fake:handle(req)
                                           f.message or "injected"), h)
     end
   end
-  local auth = req.headers.authorization
-  if auth ~= "Bearer " .. self.token then
+  -- x509 first, then the bearer token, as the API server's union authenticator: a client
+  -- certificate that verified against opts.tls.client_ca is user CN
+  local user = req.tls_client_cn
+  if not user and req.headers.authorization == "Bearer " .. self.token then user = "token" end
+  if not user then
     return self:refuse(req, 401, "Unauthorized", "Unauthorized")
   end
+  self.requests[#self.requests].user = user
   local ns, rest = req.path:match("^/api/v1/namespaces/([^/]+)/pods(.*)$")
   if not ns then
     return self:refuse(req, 404, "NotFound", "the server could not find the requested resource")
@@ -512,7 +519,8 @@ local function b64(s)
   return require("sandlot.wire.base64").encode(s)
 end
 
----Starts the fake on a loopback server (opts.tls = {cert, key}: https).
+---Starts the fake on a loopback server (opts.tls = {cert, key}: https; with client_ca, client
+---certificates it signs authenticate).
 function M.start(opts)
   opts = opts or {}
   local tmp = require("spec.helper").tmpdir("kube")
@@ -523,7 +531,8 @@ function M.start(opts)
                                          handler = function(req) return f:handle(req) end })
   local k = { url = srv.url:gsub("/+$", ""), token = f.token, fake = f }
   ---Writes a kubeconfig for this fake: o = {token (default the fake's; false: none),
-  ---ca_file | ca_data (PEM text), insecure, namespace, context names, extra_user = {...}}.
+  ---ca_file | ca_data (PEM text), insecure, namespace, context names, client_cert + client_key
+  ---(paths) | client_cert_data + client_key_data (PEM text), extra_user = {...}}.
   function k.kubeconfig(path, o)
     o = o or {}
     local cluster = { "    server: " .. k.url }
@@ -535,6 +544,13 @@ function M.start(opts)
     local user = {}
     local tok = o.token == nil and f.token or o.token
     if tok then user[#user + 1] = "    token: " .. tok end
+    for _, kk in ipairs({ "client_cert", "client_key" }) do
+      local field = kk == "client_cert" and "client-certificate" or "client-key"
+      if o[kk] then user[#user + 1] = ("    %s: %s"):format(field, o[kk]) end
+      if o[kk .. "_data"] then
+        user[#user + 1] = ("    %s-data: %s"):format(field, b64(o[kk .. "_data"]))
+      end
+    end
     for kk, v in pairs(o.extra_user or {}) do user[#user + 1] = ("    %s: %s"):format(kk, v) end
     if #user == 0 then user[1] = "    {}" end
     local text = table.concat({

@@ -50,8 +50,46 @@ end
 
 local function str(v) return type(v) == "string" and v ~= "" and v or nil end
 
--- A kubeconfig's endpoint and credentials: {server, token | token_file, ca_file, insecure,
--- namespace} or nil, err.
+local CERT_PEM = "%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-"
+local KEY_PEM = "%-%-%-%-%-BEGIN [A-Z ]*PRIVATE KEY%-%-%-%-%-"
+
+-- The PEM text of user[field] (a file, relative to the kubeconfig) or user[field .. "-data"]
+-- (base64 of it): text | nil | nil, err. Messages name the field and the file, never the
+-- content (a key's).
+local function pem_of(user, field, rel, uname, pattern)
+  local text, from
+  if str(user[field .. "-data"]) then
+    from = field .. "-data"
+    text = base64.decode((user[from]:gsub("%s+", "")))
+    if not text then
+      return nil, errors.new("invalid_input", ("kubernetes: user %q's %s is not base64")
+                             :format(tostring(uname), from))
+    end
+  elseif str(user[field]) then
+    local path = rel(user[field])
+    from = field .. " " .. path
+    local t, rerr = read_text(path, "the " .. field)
+    if not t then return nil, rerr end
+    text = t
+  else
+    return nil
+  end
+  if not text:find(pattern) then
+    return nil, errors.new("invalid_input", ("kubernetes: user %q's %s is not PEM (%s)")
+                           :format(tostring(uname), from, field == "client-key"
+                                   and "no BEGIN ... PRIVATE KEY block"
+                                   or "no BEGIN CERTIFICATE block"))
+  end
+  if text:find("-----BEGIN ENCRYPTED PRIVATE KEY-----", 1, true)
+     or text:find("Proc-Type: 4,ENCRYPTED", 1, true) then
+    return nil, errors.new("not_supported", ("kubernetes: user %q's %s is encrypted; give " ..
+                           "an unencrypted key"):format(tostring(uname), from))
+  end
+  return text
+end
+
+-- A kubeconfig's endpoint and credentials: {server, token | token_file, client_cert +
+-- client_key (PEM text), ca_file, insecure, namespace} or nil, err.
 local function from_kubeconfig(file, want_context)
   local text, rerr = read_text(file, "the kubeconfig")
   if not text then return nil, rerr end
@@ -95,16 +133,18 @@ local function from_kubeconfig(file, want_context)
   elseif str(cluster["certificate-authority"]) then
     out.ca_file = rel(cluster["certificate-authority"])
   end
-  if str(user["client-certificate"]) or str(user["client-certificate-data"])
-     or str(user["client-key"]) or str(user["client-key-data"]) then
-    if not (str(user.token) or str(user.tokenFile)) then
-      return fail("not_supported", "kubernetes: user %q authenticates with a client " ..
-                  "certificate, which sandlot does not send yet; use a bearer token (token or " ..
-                  "tokenFile)", tostring(cx.user))
-    end
+  local cert, cerr2 = pem_of(user, "client-certificate", rel, cx.user, CERT_PEM)
+  if cerr2 then return nil, cerr2 end
+  local key, kerr = pem_of(user, "client-key", rel, cx.user, KEY_PEM)
+  if kerr then return nil, kerr end
+  if (cert == nil) ~= (key == nil) then
+    return fail("invalid_input", "kubernetes: user %q has a client-%s but no client-%s (give " ..
+                "both, as a file or as -data)", tostring(cx.user),
+                cert and "certificate" or "key", cert and "key" or "certificate")
   end
+  out.client_cert, out.client_key = cert, key
   if user.exec ~= nil or user["auth-provider"] ~= nil then
-    if not (str(user.token) or str(user.tokenFile)) then
+    if not (str(user.token) or str(user.tokenFile) or cert) then
       return fail("not_supported", "kubernetes: user %q gets its credentials from an exec or " ..
                   "auth-provider plugin, which sandlot does not run; use a bearer token",
                   tostring(cx.user))
@@ -135,8 +175,8 @@ local function exists(path)
   return st ~= nil and st.type == "file"
 end
 
----The endpoint and credentials for ctx: {server, token, ca_file, insecure, namespace}, or
----nil, err.
+---The endpoint and credentials for ctx: {server, token, client_cert, client_key, ca_file,
+---insecure, namespace}, or nil, err.
 function M.creds(ctx)
   local file = ctx.config.kubeconfig
   if not file then
