@@ -429,6 +429,11 @@ local function refused(c, err, pod)
     code = ({ [400] = "unavailable", [401] = "auth_failed", [403] = "permission_denied",
               [404] = "not_found", [429] = "rate_limited" })[st] or "unavailable"
   end
+  local text = type(err.body) == "string" and err.body or ""
+  if st == 403 and text:find("protocol(s) are not supported", 1, true) then
+    return fail("not_supported", "kubernetes exec: the API server speaks neither the v5 nor " ..
+                "the v4 channel protocol (%s)", c:scrub(text):sub(1, 200))
+  end
   if st == 403 then
     msg = msg .. " (a WebSocket exec needs get and create on pods/exec; before 1.30, or " ..
           "behind some proxies, only SPDY works, which sandlot does not speak)"
@@ -441,6 +446,8 @@ end
 -- Runs argv in the pod over the exec WebSocket. opts: env, cwd, stdin (a string, or a producer
 -- function returning chunks then nil, with stdin_size), timeout, max_output, on_stdout,
 -- on_stderr. Returns the exec result or nil, err.
+local negotiated = {}            -- server URL -> the channel protocol it chose (this process)
+
 local function run(ctx, handle, argv, opts)
   local p, perr = pod_path(handle, "/exec")
   if not p then return nil, perr end
@@ -454,11 +461,11 @@ local function run(ctx, handle, argv, opts)
   end
   local stdin = opts.stdin
   local has_stdin = stdin ~= nil
-  local function open(proto_list, stdin_bytes)
-    local cmd = shell_argv(argv, opts, cwd, stdin_bytes)
+  local function open(proto_list, stdin_bytes, probe)
+    local cmd = probe and { "true" } or shell_argv(argv, opts, cwd, stdin_bytes)
     local q = { "container=" .. CONTAINER }
     for _, a in ipairs(cmd) do q[#q + 1] = "command=" .. escape(a) end
-    q[#q + 1] = "stdin=" .. tostring(has_stdin)
+    q[#q + 1] = "stdin=" .. tostring(has_stdin and not probe)
     q[#q + 1] = "stdout=true&stderr=true&tty=false"
     local url = c.server:gsub("^http", "ws") .. p .. "?" .. table.concat(q, "&")
     return ws.connect(url, { headers = c.token and { Authorization = "Bearer " .. c.token } or {},
@@ -469,15 +476,46 @@ local function run(ctx, handle, argv, opts)
                              max_message = 16 * 1024 * 1024 })
   end
   local size = opts.stdin_size or (type(stdin) == "string" and #stdin) or nil
-  -- v5 first; a server that picks v4 gets the command again with `head -c` for its stdin.
-  local conn, err = open(PROTOCOLS, nil)
-  if not conn then return refused(cl, err, handle.id) end
-  if conn.subprotocol == PROTOCOLS[2] and has_stdin then
-    conn:close(1000)
-    conn, err = open({ PROTOCOLS[2] }, size)
-    if not conn then return refused(cl, err, handle.id) end
+  -- A command with stdin is built for its protocol (v4 cannot end stdin: `head -c`), so the
+  -- server's choice is known before it runs: asked once per server with `true`, which has no
+  -- effect, and only that protocol offered. The command itself never runs twice.
+  local function ask()
+    local pc, oerr = open(PROTOCOLS, nil, true)
+    if not pc then return refused(cl, oerr, handle.id) end
+    local chosen = pc.subprotocol
+    pc:close(1000)
+    if chosen ~= PROTOCOLS[1] and chosen ~= PROTOCOLS[2] then
+      return fail("not_supported", "kubernetes exec: the API server chose no v5 or v4 " ..
+                  "channel protocol (%s)", tostring(chosen or "none"))
+    end
+    negotiated[c.server] = chosen
+    return chosen
+  end
+  local built, conn, err
+  for attempt = 1, 2 do
+    local cached = has_stdin and negotiated[c.server]
+    if has_stdin and not cached then
+      local chosen, aerr = ask()
+      if not chosen then return nil, aerr end
+      built = chosen
+    else
+      built = cached or nil
+    end
+    conn, err = open(built and { built } or PROTOCOLS, built == PROTOCOLS[2] and size or nil)
+    if conn then break end
+    negotiated[c.server] = nil
+    -- a remembered protocol the server no longer speaks: refused before anything ran
+    local again = cached and attempt == 1 and err.status == 403 and type(err.body) == "string"
+                  and err.body:find("protocol(s) are not supported", 1, true)
+    if not again then return refused(cl, err, handle.id) end
   end
   local proto = conn.subprotocol
+  if built and proto ~= built then
+    negotiated[c.server] = nil
+    conn:close(1000)
+    return fail("unavailable", "kubernetes exec: the API server changed its channel protocol " ..
+                "(%s, not %s); the command was not run", tostring(proto or "none"), built)
+  end
   if proto ~= PROTOCOLS[1] and proto ~= PROTOCOLS[2] then
     conn:close(1000)
     return fail("not_supported", "kubernetes exec: the API server offered no v5 or v4 channel " ..

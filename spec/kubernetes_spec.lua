@@ -118,6 +118,25 @@ describe("kubernetes provider", function()
     assert.equal(tostring(#data), r.stdout:match("%d+"))
     assert(sb:write_file("/tmp/v4.bin", data))
     assert.equal(data, assert(sb:read_file("/tmp/v4.bin")))
+    -- each command ran once: the protocol was asked with `true`, never by running the write
+    local runs = {}
+    for _, rq in ipairs(fake.requests) do
+      if rq.route:find("/exec", 1, true) then
+        local q = rq.query or ""
+        if q:find("v4.bin", 1, true) then runs[#runs + 1] = q end
+      end
+    end
+    assert.equal(2, #runs, table.concat(runs, "\n"))      -- the write and the read
+    for _ = 1, 3 do                                       -- asked once, then remembered
+      assert(sb:exec({ "cat" }, { stdin = "x" }))
+    end
+    local probes = 0
+    for _, rq in ipairs(fake.requests) do
+      if rq.route:find("/exec", 1, true) and (rq.query or ""):match("command=true&") then
+        probes = probes + 1
+      end
+    end
+    assert.is_true(probes >= 1 and probes <= 2, "probes: " .. probes)
     fake.subprotocols = { "v3.channel.k8s.io" }
     local _, err = sb:exec({ "true" })
     assert.equal("not_supported", err.code)

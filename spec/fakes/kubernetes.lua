@@ -14,8 +14,9 @@
 -- logged in fake.rejected. Faults: fake:inject{route = "POST /api/v1/...", status = 429,
 -- retry_after = 1, body = "not json", times = n}, fake.drop_exec_after = n (an exec's
 -- connection ends after n output frames, without a Status), fake.stall_exec_after = n (it goes
--- silent after n frames and stays open until the client leaves; fake.stalled counts). Images named "*pull-backoff*"
--- never start (ImagePullBackOff).
+-- silent after n frames and stays open until the client leaves; fake.stalled counts). Images
+-- named "*pull-backoff*" never start (ImagePullBackOff). An upgrade offering no subprotocol it
+-- speaks is a plain 403 before anything runs, as wsstream's failed handshake is.
 --   local k = require("spec.fakes.kubernetes").start{}  -> k.url, k.token, k.fake,
 --   k.kubeconfig(path [, {token, ca_file, insecure, client_cert, client_key (paths) |
 --   client_cert_data, client_key_data (PEM text)}]), k.rejected(), k.stop()
@@ -360,6 +361,17 @@ function Fake:exec(req, ns, p, name)
   local stdin = q.stdin == "true" or q.stdin == "1"
   local argv = { "/bin/sh", "-c", 'exec "$0" "$@"' }
   for _, a in ipairs(cmd) do argv[#argv + 1] = a end
+  -- no offered protocol it speaks: wsstream's handshake fails, which x/net/websocket answers
+  -- with a plain 403 before anything runs
+  local offered, common = req.headers["sec-websocket-protocol"] or "", false
+  for o in offered:gmatch("[^,%s]+") do
+    for _, sp in ipairs(self.subprotocols) do if sp == o then common = true end end
+  end
+  if not common then
+    local body = ("requested protocol(s) are not supported: [%s]; supports [%s]")
+                 :format(offered, table.concat(self.subprotocols, " "))
+    return answer(403, body, { ["Content-Type"] = "text/plain; charset=utf-8" })
+  end
   local fake = self
   return { subprotocols = self.subprotocols, max_message = 64 * 1024 * 1024,
            websocket = function(w) fake:serve_exec(w, p, argv, stdin) end }
@@ -380,7 +392,10 @@ function Fake:serve_exec(w, p, argv, stdin)
   local reader = sandlot.spawn(function()           -- the client's frames
     while true do
       local data, kind = w:receive()
-      if not data then break end
+      if not data then                                -- the stream is gone: stdin ends
+        if stdin then x:close_stdin() end
+        break
+      end
       if kind == "binary" and #data >= 1 then
         local ch = data:byte(1)
         if ch == 0 and stdin then
