@@ -381,7 +381,20 @@ end
 -- with a mark when it cannot), applies env through env(1), and on v4 reads stdin as exactly
 -- `bytes` bytes (v4 has no end-of-input signal).
 
-local function shell_argv(argv, opts, cwd, stdin_bytes)
+-- spawn: the command replaces the wrapper (its stdin, signals and exit status are the exec's
+-- own); a watcher sends it each signal name written to the fifo /tmp/.sandlot-spawn-TAG, and a
+-- reaper removes the fifo and the watcher once it has gone.
+local SPAWN = table.concat({
+  'c=/tmp/.sandlot-spawn-%s',
+  'mkfifo -m 600 "$c" 2>/dev/null || { echo "sandlot: cannot make the fifo $c" >&2; exit 125; }',
+  '(while :; do read -r s < "$c" || break; kill -s "$s" $$ 2>/dev/null; done) ' ..
+  '</dev/null >/dev/null 2>&1 &',
+  'w=$!',
+  '(while kill -0 $$ 2>/dev/null; do sleep 1; done; kill "$w"; rm -f "$c") ' ..
+  '</dev/null >/dev/null 2>&1 &',
+  'exec %s' }, "\n")
+
+local function shell_argv(argv, opts, cwd, stdin_bytes, spawn_tag)
   local script = {}
   if cwd then
     script[#script + 1] = ('cd -- "$1" 2>/dev/null || { echo "%s" >&2; exit %d; }; shift')
@@ -395,7 +408,11 @@ local function shell_argv(argv, opts, cwd, stdin_bytes)
   table.sort(sets)
   table.sort(unset)
   if stdin_bytes then pre = ("head -c %d | "):format(stdin_bytes) end
-  if #sets > 0 or #unset > 0 then
+  if spawn_tag then
+    local e = { "env" }
+    for _, k in ipairs(unset) do e[#e + 1] = "-u " .. k end
+    script[#script + 1] = SPAWN:format(spawn_tag, table.concat(e, " ") .. ' "$@"')
+  elseif #sets > 0 or #unset > 0 then
     local e = { "env" }
     for _, k in ipairs(unset) do e[#e + 1] = "-u " .. k end
     -- the assignments are arguments after the cwd; env reads them from "$@"
@@ -443,12 +460,32 @@ local function refused(c, err, pod)
   return nil, errors.new(code, "kubernetes exec: " .. c:scrub(msg), { status = st })
 end
 
--- Runs argv in the pod over the exec WebSocket. opts: env, cwd, stdin (a string, or a producer
--- function returning chunks then nil, with stdin_size), timeout, max_output, on_stdout,
--- on_stderr. Returns the exec result or nil, err.
+-- The exit code in the status channel's Status, or nil, err.
+local function exit_code(status, cl)
+  local v = json.decode(status)
+  if type(v) ~= "table" then
+    return fail("bad_response", "kubernetes exec: the status channel held no JSON Status")
+  end
+  if v.status == "Success" then return 0 end
+  local code
+  local causes = type(v.details) == "table" and type(v.details.causes) == "table"
+                 and v.details.causes or {}
+  for _, cause in ipairs(causes) do
+    if type(cause) == "table" and cause.reason == "ExitCode" then
+      code = math.tointeger(tonumber(cause.message))
+    end
+  end
+  if v.reason ~= "NonZeroExitCode" or not code then
+    return fail("io_error", "kubernetes exec: %s", cl:scrub(tostring(v.message or v.reason)))
+  end
+  return code
+end
+
 local negotiated = {}            -- server URL -> the channel protocol it chose (this process)
 
-local function run(ctx, handle, argv, opts)
+-- Opens the exec WebSocket for argv: the connection (its subprotocol v5 or v4) and the API
+-- client (for scrubbing), or nil, err. spawn_tag: the spawn wrapper (stdin open, v5 only).
+local function open_exec(ctx, handle, argv, opts, spawn_tag)
   local p, perr = pod_path(handle, "/exec")
   if not p then return nil, perr end
   local c, cl = connect(ctx)
@@ -460,9 +497,9 @@ local function run(ctx, handle, argv, opts)
     cwd = w
   end
   local stdin = opts.stdin
-  local has_stdin = stdin ~= nil
+  local has_stdin = stdin ~= nil or spawn_tag ~= nil
   local function open(proto_list, stdin_bytes, probe)
-    local cmd = probe and { "true" } or shell_argv(argv, opts, cwd, stdin_bytes)
+    local cmd = probe and { "true" } or shell_argv(argv, opts, cwd, stdin_bytes, spawn_tag)
     local q = { "container=" .. CONTAINER }
     for _, a in ipairs(cmd) do q[#q + 1] = "command=" .. escape(a) end
     q[#q + 1] = "stdin=" .. tostring(has_stdin and not probe)
@@ -501,6 +538,10 @@ local function run(ctx, handle, argv, opts)
     else
       built = cached or nil
     end
+    if spawn_tag and built == PROTOCOLS[2] then
+      return fail("not_supported", "kubernetes spawn: the API server speaks v4.channel.k8s.io, " ..
+                  "which cannot end a process's stdin (v5 can, from Kubernetes 1.30)")
+    end
     conn, err = open(built and { built } or PROTOCOLS, built == PROTOCOLS[2] and size or nil)
     if conn then break end
     negotiated[c.server] = nil
@@ -521,6 +562,16 @@ local function run(ctx, handle, argv, opts)
     return fail("not_supported", "kubernetes exec: the API server offered no v5 or v4 channel " ..
                 "protocol (%s)", tostring(proto or "none"))
   end
+  return conn, cl
+end
+
+-- Runs argv in the pod over the exec WebSocket. opts: env, cwd, stdin (a string, or a producer
+-- function returning chunks then nil, with stdin_size), timeout, max_output, on_stdout,
+-- on_stderr, idle. Returns the exec result or nil, err.
+local function run(ctx, handle, argv, opts)
+  local conn, cl = open_exec(ctx, handle, argv, opts)
+  if not conn then return nil, cl end
+  local stdin, has_stdin, proto = opts.stdin, opts.stdin ~= nil, conn.subprotocol
   local sink = exec.sink{ max_output = opts.max_output, on_stdout = opts.on_stdout,
                           on_stderr = opts.on_stderr }
   local started = os.time()
@@ -609,28 +660,11 @@ local function run(ctx, handle, argv, opts)
     return nil, rerr
   end
   if werr and not werr.closed then return nil, werr end
-  local v = json.decode(status)
-  if type(v) ~= "table" then
-    return fail("bad_response", "kubernetes exec: the status channel held no JSON Status")
-  end
-  if v.status == "Success" then
-    sink:exit(0)
-  else
-    local code
-    local causes = type(v.details) == "table" and type(v.details.causes) == "table"
-                   and v.details.causes or {}
-    for _, cause in ipairs(causes) do
-      if type(cause) == "table" and cause.reason == "ExitCode" then
-        code = math.tointeger(tonumber(cause.message))
-      end
-    end
-    if v.reason ~= "NonZeroExitCode" or not code then
-      return fail("io_error", "kubernetes exec: %s", cl:scrub(tostring(v.message or v.reason)))
-    end
-    sink:exit(code)
-  end
+  local code, cerr = exit_code(status, cl)
+  if not code then return nil, cerr end
+  sink:exit(code)
   local r = sink:result()
-  if cwd and r.exit_code == NOCWD and r.stderr == NOCWD_MARK .. "\n" then
+  if opts.cwd and r.exit_code == NOCWD and r.stderr == NOCWD_MARK .. "\n" then
     return fail("not_found", "no directory %s in the pod", opts.cwd)
   end
   return r
@@ -746,5 +780,8 @@ function M.write_files(ctx, handle, files)
   end
   return true
 end
+
+require("sandlot._native.kubernetes_spawn").install(M, { open_exec = open_exec,
+                                                       exit_code = exit_code, run = run })
 
 return M

@@ -137,9 +137,47 @@ describe("kubernetes provider", function()
       end
     end
     assert.is_true(probes >= 1 and probes <= 2, "probes: " .. probes)
+    -- spawn needs v5 (v4 cannot end stdin): refused before anything runs
+    local before = #fake.requests
+    local p, perr = sb:spawn({ "sh", "-c", "echo ran > /tmp/spawned" })
+    assert.is_nil(p)
+    assert.equal("not_supported", perr.code)
+    assert.matches("v4", perr.message)
+    for i = before + 1, #fake.requests do
+      assert.is_nil((fake.requests[i].query or ""):find("spawned", 1, true))
+    end
     fake.subprotocols = { "v3.channel.k8s.io" }
     local _, err = sb:exec({ "true" })
     assert.equal("not_supported", err.code)
+    assert(sb:destroy())
+  end))
+
+  it("spawns on one exec stream; a signal goes through the wrapper's fifo, which goes with " ..
+     "the process", h.task(function()
+    local sb = assert(sandlot.create("kube", {}))
+    local p <close> = assert(sb:spawn({ "sh", "-c",
+      "trap 'echo got-int; exit 7' INT; echo up; while :; do sleep 0.1; done" }))
+    local out = ""
+    while not out:find("up\n", 1, true) do out = out .. assert(select(2, p:read(10))) end
+    local fifos = assert(sb:exec({ "sh", "-c", "ls -a /tmp | grep -c '^.sandlot-spawn-'" }))
+    assert.equal("1\n", fifos.stdout)                       -- the check sees a live one
+    assert.is_true(p:kill("INT"))                           -- the shell's own trap runs
+    while not out:find("got-int\n", 1, true) do
+      local _, data = p:read(10)
+      if not data then break end
+      out = out .. data
+    end
+    assert.matches("got%-int", out)
+    local r = assert(p:wait(10))
+    assert.equal(7, r.exit_code)
+    assert.is_nil(r.signal)
+    local _, kerr = p:kill()
+    assert.equal("not_found", kerr.code)
+    local gone = h.eventually(function()
+      return assert(sb:exec({ "sh", "-c", "ls -a /tmp | grep -c '^.sandlot-spawn-'" })).stdout
+             == "0\n"
+    end, 10)
+    assert.is_true(gone, "the fifo outlived its process")
     assert(sb:destroy())
   end))
 
