@@ -454,7 +454,7 @@ local function suite(label, make_sb, opts)
 end
 
 describe("sandlot.replicate", function()
-  local denv, dwhy, srv, swhy
+  local denv, dwhy, srv, swhy, kube, ktmp
 
   lazy_setup(function()
     denv, dwhy = docker.start()
@@ -463,6 +463,12 @@ describe("sandlot.replicate", function()
       ["rep-ns"] = { "local", isolation = "namespaces" },
       ["rep-none"] = { "local", isolation = "none" },
     }
+    if sandlot.http.serve then                       -- pods on the strict fake's API server
+      kube = require("spec.fakes.kubernetes").start{}
+      ktmp = h.tmpdir("rep-kube")
+      providers["rep-kube"] = { "kubernetes", image = "busybox",
+                                kubeconfig = kube.kubeconfig(ktmp .. "/config") }
+    end
     if denv then
       providers["rep-docker"] = { "docker", host = denv.host, image = denv.image, pull = false }
     end
@@ -482,6 +488,8 @@ describe("sandlot.replicate", function()
     sandlot.config.reset()
     if denv then docker.stop(denv) end
     if srv then srv:stop() end
+    if kube then kube.stop() end
+    if ktmp then h.rmtree(ktmp) end
   end)
 
   suite("local (bubblewrap)", function()
@@ -498,6 +506,13 @@ describe("sandlot.replicate", function()
     if not denv then return nil, docker.unavailable(dwhy) end
     return assert(sandlot.create("rep-docker", {}))
   end, { external_destroy = true })
+
+  suite("kubernetes (the strict fake's pods)", function()
+    local skip = require("spec.support.namespaces").skip()   -- the fake's pods need their own /
+    if skip then return nil, skip end
+    if not kube then return nil, "needs sandlot.http.serve" end
+    return assert(sandlot.create("rep-kube", {}))
+  end)
 
   suite("ssh #ssh", function()
     if not srv then
