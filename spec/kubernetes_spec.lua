@@ -116,9 +116,21 @@ describe("kubernetes provider", function()
     assert.equal(tostring(#data), r.stdout:match("%d+"))
     assert(sb:write_file("/tmp/v4.bin", data))
     assert.equal(data, assert(sb:read_file("/tmp/v4.bin")))
+    -- wsstream takes the client's first offer it supports, not the server's first
+    fake.subprotocols = { "v5.channel.k8s.io", "v4.channel.k8s.io" }
+    local url = k.url:gsub("^http", "ws") .. "/api/v1/namespaces/default/pods/" .. sb.id ..
+                "/exec?container=main&command=true&stdout=true"
+    local conn = assert(sandlot.ws.connect(url, {
+      headers = { Authorization = "Bearer " .. k.token },
+      subprotocols = { "v4.channel.k8s.io", "v5.channel.k8s.io" } }))
+    assert.equal("v4.channel.k8s.io", conn.subprotocol)
+    conn:close(1000)
+    -- a server speaking neither: wsstream's handshake fails, a bare 403 (kubectl's cue for SPDY)
     fake.subprotocols = { "v3.channel.k8s.io" }
     local _, err = sb:exec({ "true" })
-    assert.equal("not_supported", err.code)
+    assert.equal("permission_denied", err.code)
+    assert.truthy(err.message:find("SPDY", 1, true))
+    assert.same({}, k.rejected())
     assert(sb:destroy())
   end))
 

@@ -1,8 +1,9 @@
 -- spec/fakes/kubernetes.lua: a strict fake of the Kubernetes API server's pod surface, per
 -- ../shared/provider-apis/kubernetes.md ("Strict fake"), on one sandlot.http.serve server
 -- (http, or https with opts.tls): pods create/get/list (labelSelector, limit/continue)/delete,
--- and pods/exec over WebSocket (v5/v4.channel.k8s.io: the empty stdout frame first, channel 3
--- Status last, v5's [255,0] ends stdin). Each pod's commands and files are real: a sandbox of
+-- and pods/exec over WebSocket (v5/v4.channel.k8s.io, the client's first offer it supports, a
+-- bare 403 when none is; the empty stdout frame first, channel 3 Status last, v5's [255,0]
+-- ends stdin). Each pod's commands and files are real: a sandbox of
 -- the local provider (bubblewrap, its own /), the container's workingDir and env applied.
 -- Answers are metav1.Status: 401 Unauthorized (no or wrong bearer), 404 NotFound, 409
 -- AlreadyExists, 422 Invalid (no containers, bad names, labels), 400 BadRequest (exec into a
@@ -356,8 +357,26 @@ function Fake:exec(req, ns, p, name)
   local stdin = q.stdin == "true" or q.stdin == "1"
   local argv = { "/bin/sh", "-c", 'exec "$0" "$@"' }
   for _, a in ipairs(cmd) do argv[#argv + 1] = a end
+  -- wsstream's handshake: the first of the client's offers the server supports (client order,
+  -- as @kubernetes/client-node's v5, v4, v3, v2, channel.k8s.io list relies on); none in common
+  -- is x/net/websocket's bare 403 Forbidden. No offer at all selects the unnamed legacy protocol
+  -- (no exit code in its status), which is not emulated.
+  local offered = req.headers["sec-websocket-protocol"]
+  if not offered or not offered:find("%S") then
+    return self:refuse(req, 403, "Forbidden", "no Sec-WebSocket-Protocol: the legacy unnamed " ..
+                       "channel protocol is not emulated")
+  end
+  local chosen
+  for o in offered:gmatch("[^,%s]+") do
+    for _, sp in ipairs(self.subprotocols) do if o == sp then chosen = sp break end end
+    if chosen then break end
+  end
+  if not chosen then
+    self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = 403 }
+    return { status = 403, headers = {}, body = "" }
+  end
   local fake = self
-  return { subprotocols = self.subprotocols, max_message = 64 * 1024 * 1024,
+  return { subprotocols = { chosen }, max_message = 64 * 1024 * 1024,
            websocket = function(w) fake:serve_exec(w, p, argv, stdin) end }
 end
 
