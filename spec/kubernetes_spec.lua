@@ -152,8 +152,16 @@ describe("kubernetes provider", function()
   end))
 
   it("maps Status bodies onto sandlot's codes", h.task(function()
+    -- a wrong token is the server's verdict (fake.denied); no credential at all is a refusal
     local _, err = sandlot.create("kube-bad", {})
     assert.equal("auth_failed", err.code)
+    assert.same({}, k.rejected())
+    assert.equal(401, fake.denied[#fake.denied].status)
+    local unauth = assert(sandlot.http.request({
+      url = k.url .. "/api/v1/namespaces/default/pods" }))
+    assert.equal(401, unauth.status)
+    assert.equal("Unauthorized", json.decode(unauth.body).reason)
+    assert.equal(1, #k.rejected())
     fake.rejected = {}
     local sb = assert(sandlot.create("kube", {}))
     -- 404: a pod that is gone

@@ -65,6 +65,17 @@ function Fake:deny(req, code, reason, message, details)
   return answer(code, status_body(code, reason, message, details))
 end
 
+---A 401 Unauthorized: a refusal when the request carries no credential or a malformed
+---Authorization header (the client's fault), the server's word (fake.denied) for a well-formed
+---bearer token it does not know (a stale or wrong token is the world's state, not a bad request).
+function Fake:unauthenticated(req)
+  local auth = req.headers.authorization
+  if auth and auth:match("^Bearer [%w%-%._~%+/]+=*$") then
+    return self:deny(req, 401, "Unauthorized", "Unauthorized")
+  end
+  return self:refuse(req, 401, "Unauthorized", "Unauthorized")
+end
+
 function Fake:inject(f) self.faults[#self.faults + 1] = f end
 
 function Fake:fault(route)
@@ -462,7 +473,7 @@ function Fake:handle(req)
   end
   local auth = req.headers.authorization
   if auth ~= "Bearer " .. self.token then
-    return self:refuse(req, 401, "Unauthorized", "Unauthorized")
+    return self:unauthenticated(req)
   end
   local ns, rest = req.path:match("^/api/v1/namespaces/([^/]+)/pods(.*)$")
   if not ns then
