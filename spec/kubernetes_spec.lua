@@ -125,6 +125,22 @@ describe("kubernetes provider", function()
       subprotocols = { "v4.channel.k8s.io", "v5.channel.k8s.io" } }))
     assert.equal("v4.channel.k8s.io", conn.subprotocol)
     conn:close(1000)
+    -- a client that goes away ends the command's stdin (wsstream closes its channels): a v4
+    -- client's only way to send EOF
+    local script = "cat%3E%2Ftmp%2Fin%3Becho%20eof%3E%2Ftmp%2Feof"     -- cat>/tmp/in;echo eof>...
+    conn = assert(sandlot.ws.connect(url:gsub("command=true", "") .. "&command=sh&command=-c" ..
+                                     "&command=" .. script .. "&stdin=true", {
+      headers = { Authorization = "Bearer " .. k.token }, subprotocols = { "v4.channel.k8s.io" } }))
+    assert(conn:send("\0half", { binary = true }))
+    conn:close(1000)
+    local seen
+    for _ = 1, 100 do
+      seen = assert(sb:exec({ "cat", "/tmp/eof" })).stdout
+      if seen ~= "" then break end
+      sandlot.sleep(0.05)
+    end
+    assert.equal("eof\n", seen)
+    assert.equal("half", assert(sb:read_file("/tmp/in")))
     -- a server speaking neither: wsstream's handshake fails, a bare 403 (kubectl's cue for SPDY)
     fake.subprotocols = { "v3.channel.k8s.io" }
     local _, err = sb:exec({ "true" })

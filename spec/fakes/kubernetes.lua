@@ -416,6 +416,9 @@ function Fake:serve_exec(w, p, argv, stdin)
         end
       end
     end
+    -- the client went away: the kubelet's stdin stream ends, the command reads EOF (it is not
+    -- killed: a command that ignores stdin runs on)
+    if stdin then pcall(x.close_stdin, x) end
   end)
   local frames, dropped = 0, false
   while true do
