@@ -464,6 +464,15 @@ describe("kubernetes provider over TLS", function()
       assert.equal("over wss", assert(sb:read_file("x.txt")))
       assert(sb:destroy())
     end
+    -- the CA given as -data goes to a temporary file for the process's life, not beyond it
+    local script = ("local c = require('sandlot._native.kubernetes_config') " ..
+      "local cr = assert(c.creds({ config = { kubeconfig = %q } })) " ..
+      "assert(io.open(cr.ca_file)):close() print(cr.ca_file)"):format(tmp .. "/d")
+    local rc, out, perr = h.host({ "-e", script }, { env = { TMPDIR = tmp } })
+    assert.equal(0, rc, perr)
+    local ca_tmp = out:match("^(%S+)\n$")
+    assert.truthy(ca_tmp and ca_tmp:find(tmp, 1, true) == 1, out)
+    assert.is_nil(io.open(ca_tmp), "the CA's temporary file outlived its process")
     local sb, err = sandlot.create("wrong", {})
     assert.is_nil(sb)
     assert.matches("certificate", tostring(err):lower())

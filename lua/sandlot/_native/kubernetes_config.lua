@@ -35,6 +35,11 @@ local function named(list, name, what, file)
 end
 
 local ca_files = {}                 -- CA data -> the temporary file holding it (this process)
+-- the files go when the Lua state closes (the host's normal exit): the module table holds
+-- their reaper until then
+M._ca_reaper = setmetatable({}, { __gc = function()
+  for _, path in pairs(ca_files) do os.remove(path) end
+end })
 
 local function ca_file_of(data)
   if ca_files[data] then return ca_files[data] end
