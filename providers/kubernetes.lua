@@ -27,7 +27,6 @@ local exec = require("sandlot.exec")
 local fs = require("sandlot.fs")
 local id = require("sandlot.id")
 local task = require("sandlot.task")
-local timer = require("sandlot.core.timer")
 local ws = require("sandlot.ws")
 
 local M = {
@@ -58,7 +57,7 @@ local STUCK = { ErrImagePull = true, ImagePullBackOff = true, InvalidImageName =
                 CreateContainerConfigError = true, CreateContainerError = true,
                 CrashLoopBackOff = true }
 
-local function clock() return timer.now() / 1e9 end
+local clock = task.now
 local function str(v) return type(v) == "string" and v ~= "" and v or nil end
 
 local function fail(code, fmt, ...)

@@ -33,6 +33,15 @@ describe("tasks", function()
     assert.is_string(err.traceback)
   end)
 
+  it("task.now is monotonic seconds that follow a sleep", function()
+    local task = require("sandlot.task")
+    local t0 = task.now()
+    assert.is_number(t0)
+    sandlot.sleep(0.2)
+    local dt = task.now() - t0
+    assert.is_true(dt >= 0.19 and dt < 5, "elapsed " .. dt)
+  end)
+
   it("tasks interleave on sleeps", function()
     local order = {}
     local a = sandlot.spawn(function() sandlot.sleep(0.05); order[#order + 1] = "a" end)

@@ -29,6 +29,12 @@ M.cleanup = sched.cleanup
 ---followers that should not keep a finished script alive (background processes).
 M.daemon = sched.daemon
 
+---Seconds on the loop's monotonic clock (not the time of day): for deadlines and idle bounds.
+---@return number seconds
+function M.now()
+  return timer.now() / 1e9
+end
+
 ---Sleeps for `seconds` (other tasks run meanwhile).
 ---@param seconds number
 ---@return true|nil ok, sandlot.Error? err  `cancelled` or `timeout` when the task was
