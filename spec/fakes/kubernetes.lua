@@ -26,7 +26,7 @@ local json = require("sandlot.wire.json")
 local lp = require("providers.local")
 local id = require("sandlot.id")
 local rfc3339 = require("sandlot.wire.time").format
-local sprites = require("spec.fakes.sprites")       -- its query parser
+local base = require("spec.fakes._base")
 
 local M = {}
 
@@ -48,25 +48,17 @@ local function status_body(code, reason, message, details)
            message = message, reason = reason, details = details, code = code }
 end
 
-local function answer(status, body, headers)
-  headers = headers or {}
-  if type(body) == "table" then
-    headers["Content-Type"] = "application/json"
-    body = json.encode(body)
-  end
-  return { status = status, headers = headers, body = body or "" }
-end
+local answer = base.answer
 
 ---A refusal of a malformed request (the provider's fault): logged in fake.rejected.
 function Fake:refuse(req, code, reason, message, details)
-  self.rejected[#self.rejected + 1] = { method = req.method, path = req.path, status = code,
-                                        why = message }
+  self:rejects(req, code, message)
   return answer(code, status_body(code, reason, message, details))
 end
 
 ---The server's word on the world (a missing pod, a duplicate): logged in fake.denied.
 function Fake:deny(req, code, reason, message, details)
-  self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = code }
+  self:denies(req, code)
   return answer(code, status_body(code, reason, message, details))
 end
 
@@ -81,17 +73,7 @@ function Fake:unauthenticated(req)
   return self:refuse(req, 401, "Unauthorized", "Unauthorized")
 end
 
-function Fake:inject(f) self.faults[#self.faults + 1] = f end
-
-function Fake:fault(route)
-  for i, f in ipairs(self.faults) do
-    if route:find(f.route, 1, true) == 1 then
-      f.times = (f.times or 1) - 1
-      if f.times <= 0 then table.remove(self.faults, i) end
-      return f
-    end
-  end
-end
+base.install(Fake)                 -- rejects, denies, inject, fault
 
 -- Pods ---------------------------------------------------------------------------------------
 
@@ -271,7 +253,7 @@ local function selects(sel, labels)
 end
 
 function Fake:list(req, ns)
-  local q = sprites.query(req.query)
+  local q = base.query(req.query)
   local names = {}
   for key, p in pairs(self.pods) do
     if key:sub(1, #ns + 1) == ns .. "/" then
@@ -333,7 +315,7 @@ function Fake:allowed(verb, resource)
 end
 
 function Fake:exec(req, ns, p, name)
-  local q, all = sprites.query(req.query)
+  local q, all = base.query(req.query), base.query(req.query, true)
   local upgrade = (req.headers.upgrade or ""):lower():find("websocket", 1, true)
   if not upgrade then
     return self:refuse(req, 400, "BadRequest", "Upgrade request required")
@@ -388,7 +370,7 @@ function Fake:exec(req, ns, p, name)
     if chosen then break end
   end
   if not chosen then
-    self.denied[#self.denied + 1] = { method = req.method, path = req.path, status = 403 }
+    self:denies(req, 403)
     return { status = 403, headers = {}, body = "" }
   end
   local fake = self
@@ -513,7 +495,7 @@ function Fake:handle(req)
   end
   if sub == "" and m == "GET" then return answer(200, self:pod_json(p)) end
   if sub == "" and m == "DELETE" then
-    local q = sprites.query(req.query)
+    local q = base.query(req.query)
     if q.gracePeriodSeconds ~= nil and not q.gracePeriodSeconds:match("^%d+$") then
       return self:refuse(req, 400, "BadRequest", "gracePeriodSeconds must be an integer")
     end
@@ -600,13 +582,7 @@ function M.start(opts)
     out:close()
     return path
   end
-  function k.rejected()
-    local out = {}
-    for _, r in ipairs(f.rejected) do
-      out[#out + 1] = ("%s %s -> %d: %s"):format(r.method, r.path, r.status, r.why)
-    end
-    return out
-  end
+  k.rejected = base.rejected_lines(f)
   function k.stop()
     for key in pairs(f.pods) do f:kill(key) end
     srv:close()
